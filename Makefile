@@ -1,0 +1,72 @@
+# parrot - build, test, bench, run, fmt, lint, asan, fuzz.
+#
+#   make            build/parrot (optimised)
+#   make test       install missing deps, build, run unit + integration + SDK tests
+#   make asan       the same suite against an ASan+UBSan build (build/asan/parrot)
+#   make run        install missing deps, build and start parrot on 127.0.0.1:8080
+#   make fmt        clang-format in place;  make lint: format check + clang-tidy
+
+CC      ?= cc
+BUILD   ?= build
+PKGS    := libmicrohttpd libcurl libcjson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Wno-format-nonliteral -Werror
+OPT     ?= -O2 -g
+SAN     ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SAN) -pthread -I. $(PKG_CFLAGS) -MMD -MP
+LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
+LDFLAGS += $(SAN) -pthread
+
+# Everything but main.c is also linked into the unit tests.
+LIB_SRC := config/config.c proxy/log.c proxy/oai.c proxy/headers.c proxy/server.c \
+           upstream/upstream.c
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard test/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
+
+.PHONY: all test unit asan run fmt lint deps clean bench
+
+all: $(BUILD)/parrot
+
+$(BUILD)/parrot: $(LIB_OBJ) $(BUILD)/proxy/main.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	@sh deploy/install-deps.sh --check >/dev/null 2>&1 || sh deploy/install-deps.sh
+
+unit: $(UNIT_BIN)
+
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@BUILD=$(BUILD) sh test/run.sh
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all unit
+	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh test/run.sh
+
+run: deps all
+	./$(BUILD)/parrot $(ARGS)
+
+fmt:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+lint:
+	clang-format --dry-run -Werror $(shell git ls-files '*.c' '*.h')
+	clang-tidy --quiet $(LIB_SRC) proxy/main.c -- -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,609 @@
+/* config.c - the option table and its three loaders (file, environment, flags).
+ *
+ * Adding an option means adding one row to `options` and one field to
+ * struct cfg: help, --print-config, the environment name and validation all
+ * come from the row.
+ */
+#include "config/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_type { T_STR, T_URL, T_ADDR, T_SIZE, T_DUR, T_INT, T_BOOL, T_LEVEL };
+
+#define O_SECRET 0x1 /* masked when printed; never accepted as a flag */
+
+struct option {
+    const char *name; /* long flag and config-file key */
+    enum opt_type type;
+    size_t off; /* offset of the field in struct cfg */
+    const char *def;
+    long min, max; /* for T_INT */
+    unsigned flags;
+    const char *help;
+};
+
+#define F(field) offsetof(struct cfg, field)
+
+static const struct option options[] = {
+    {"listen", T_ADDR, F(listen), "127.0.0.1:8080", 0, 0, 0,
+     "address to serve on: HOST:PORT or [V6]:PORT (port 0 picks a free one)"},
+    {"upstream", T_URL, F(upstream), "https://api.openai.com/v1", 0, 0, 0,
+     "base URL of the OpenAI-compatible provider, including /v1"},
+    {"upstream-key", T_STR, F(upstream_key), NULL, 0, 0, O_SECRET,
+     "API key sent upstream instead of the client's (file or env only)"},
+    {"data-dir", T_STR, F(data_dir), "parrot-data", 0, 0, 0,
+     "directory for the write-ahead log and snapshots"},
+    {"max-body-size", T_SIZE, F(max_body_size), "32m", 0, 0, 0,
+     "largest request body accepted (413 above it)"},
+    {"connect-timeout", T_DUR, F(connect_timeout_ms), "10s", 0, 0, 0,
+     "time allowed to connect to the upstream"},
+    {"upstream-timeout", T_DUR, F(upstream_timeout_ms), "10m", 0, 0, 0,
+     "time allowed for a whole upstream exchange (504 before the first byte)"},
+    {"idle-timeout", T_DUR, F(idle_timeout_ms), "5m", 0, 0, 0,
+     "longest silence allowed from the upstream while it answers"},
+    {"client-timeout", T_DUR, F(client_timeout_ms), "60s", 0, 0, 0,
+     "idle client connections are closed after this"},
+    {"shutdown-timeout", T_DUR, F(shutdown_timeout_ms), "30s", 0, 0, 0,
+     "on SIGTERM, how long in-flight requests may take to finish"},
+    {"log-level", T_LEVEL, F(log_level), "info", 0, 0, 0, "debug, info, warn or error"},
+    {"threads", T_INT, F(threads), "0", 0, 256, 0, "HTTP worker threads (0 = one per CPU)"},
+    {"max-connections", T_INT, F(max_connections), "8192", 1, 1000000, 0,
+     "most concurrent client connections"},
+    {"insecure-open", T_BOOL, F(insecure_open), "false", 0, 0, 0,
+     "allow listening on a non-loopback address"},
+};
+
+#define N_OPTIONS (sizeof(options) / sizeof(options[0]))
+_Static_assert(N_OPTIONS <= CFG_MAX_OPTIONS, "raise CFG_MAX_OPTIONS");
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+static const char *const source_names[] = {"default", "file", "env", "flag"};
+
+/* max-body-size -> MAX_BODY_SIZE (the part after PARROT_). */
+static void env_suffix(const char *name, char *out, size_t outlen)
+{
+    size_t j;
+
+    for (j = 0; name[j] && j + 1 < outlen; j++)
+        out[j] = name[j] == '-' ? '_' : (char)toupper((unsigned char)name[j]);
+    out[j] = '\0';
+}
+
+static const struct option *find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (strlen(options[i].name) == len && memcmp(options[i].name, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+int cfg_parse_size(const char *s, size_t *out)
+{
+    char *end;
+    unsigned long long v, mul = 1;
+
+    if (!s || !isdigit((unsigned char)*s))
+        return CFG_EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno)
+        return CFG_EINVAL;
+    switch (tolower((unsigned char)*end)) {
+    case '\0': break;
+    case 'k': mul = 1ULL << 10; end++; break;
+    case 'm': mul = 1ULL << 20; end++; break;
+    case 'g': mul = 1ULL << 30; end++; break;
+    default: return CFG_EINVAL;
+    }
+    if ((*end == 'b' || *end == 'B'))
+        end++;
+    if (*end != '\0' || v > SIZE_MAX / mul)
+        return CFG_EINVAL;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+int cfg_parse_duration(const char *s, long *out_ms)
+{
+    char *end;
+    unsigned long long v, mul;
+
+    if (!s || !isdigit((unsigned char)*s))
+        return CFG_EINVAL;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno)
+        return CFG_EINVAL;
+    if (strcmp(end, "ms") == 0)
+        mul = 1;
+    else if (strcmp(end, "s") == 0 || *end == '\0')
+        mul = 1000;
+    else if (strcmp(end, "m") == 0)
+        mul = 60 * 1000;
+    else if (strcmp(end, "h") == 0)
+        mul = 3600 * 1000;
+    else
+        return CFG_EINVAL;
+    if (v > (unsigned long long)LONG_MAX / mul)
+        return CFG_EINVAL;
+    *out_ms = (long)(v * mul);
+    return 0;
+}
+
+int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[64];
+    const char *colon, *hs, *he;
+    char *end;
+    unsigned long port;
+
+    if (!s)
+        return CFG_EINVAL;
+    if (s[0] == '[') {
+        hs = s + 1;
+        he = strchr(hs, ']');
+        if (!he || he[1] != ':')
+            return CFG_EINVAL;
+        colon = he + 1;
+    } else {
+        hs = s;
+        colon = strrchr(s, ':');
+        if (!colon)
+            return CFG_EINVAL;
+        he = colon;
+    }
+    if ((size_t)(he - hs) >= sizeof(host) || !isdigit((unsigned char)colon[1]))
+        return CFG_EINVAL;
+    errno = 0;
+    port = strtoul(colon + 1, &end, 10);
+    if (errno || *end || port > 65535)
+        return CFG_EINVAL;
+    memcpy(host, hs, (size_t)(he - hs));
+    host[he - hs] = '\0';
+    if (host[0] == '\0' || strcmp(host, "*") == 0)
+        strcpy(host, "0.0.0.0");
+    else if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+
+    memset(ss, 0, sizeof(*ss));
+    if (s[0] == '[') {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+            return CFG_EINVAL;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*a6);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+        if (inet_pton(AF_INET, host, &a4->sin_addr) != 1)
+            return CFG_EINVAL;
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*a4);
+    }
+    return 0;
+}
+
+bool cfg_addr_is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)ss;
+        return (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
+        return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+    }
+    return false;
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+    if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on") || !strcmp(s, "1"))
+        *out = true;
+    else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off") || !strcmp(s, "0"))
+        *out = false;
+    else
+        return CFG_EINVAL;
+    return 0;
+}
+
+static int parse_int(const char *s, long min, long max, int *out)
+{
+    char *end;
+    long v;
+
+    if (!s || !*s)
+        return CFG_EINVAL;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return CFG_EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_url(const char *s)
+{
+    const char *host;
+
+    if (strncmp(s, "http://", 7) == 0)
+        host = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        host = s + 8;
+    else
+        return CFG_EINVAL;
+    if (*host == '\0' || *host == '/')
+        return CFG_EINVAL;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p <= ' ')
+            return CFG_EINVAL;
+    return 0;
+}
+
+static const char *expect(enum opt_type t)
+{
+    switch (t) {
+    case T_URL: return "an http:// or https:// URL";
+    case T_ADDR: return "HOST:PORT, [V6]:PORT or :PORT";
+    case T_SIZE: return "a size such as 4096, 64k, 32m or 1g";
+    case T_DUR: return "a duration such as 500ms, 10s, 5m or 1h";
+    case T_INT: return "a whole number";
+    case T_BOOL: return "true or false";
+    case T_LEVEL: return "debug, info, warn or error";
+    case T_STR: return "a string";
+    }
+    return "?";
+}
+
+static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cfg_source src,
+                   char *err, size_t errlen)
+{
+    char *field = (char *)c + o->off;
+    int rc = 0;
+
+    switch (o->type) {
+    case T_STR:
+    case T_URL:
+    case T_ADDR: {
+        char *dup;
+        if (o->type == T_URL)
+            rc = parse_url(v);
+        if (o->type == T_ADDR) {
+            struct sockaddr_storage ss;
+            socklen_t len;
+            rc = cfg_parse_addr(v, &ss, &len);
+        }
+        if (rc == 0 && o->type == T_STR && *v == '\0' && !(o->flags & O_SECRET))
+            rc = CFG_EINVAL;
+        if (rc)
+            break;
+        dup = strdup(v);
+        if (!dup) {
+            snprintf(err, errlen, "out of memory");
+            return CFG_EINVAL;
+        }
+        free(*(char **)field);
+        *(char **)field = dup;
+        /* An empty secret means "not set": pass the client's key through. */
+        if (*dup == '\0') {
+            free(dup);
+            *(char **)field = NULL;
+        }
+        break;
+    }
+    case T_SIZE: rc = cfg_parse_size(v, (size_t *)field); break;
+    case T_DUR: rc = cfg_parse_duration(v, (long *)field); break;
+    case T_INT: rc = parse_int(v, o->min, o->max, (int *)field); break;
+    case T_BOOL: rc = parse_bool(v, (bool *)field); break;
+    case T_LEVEL:
+        rc = CFG_EINVAL;
+        for (int i = 0; i < 4; i++)
+            if (strcmp(v, level_names[i]) == 0) {
+                *(int *)field = i;
+                rc = 0;
+            }
+        break;
+    }
+    if (rc) {
+        if (o->type == T_INT)
+            snprintf(err, errlen, "invalid value for %s: '%s' (expected %s from %ld to %ld)",
+                     o->name, v, expect(o->type), o->min, o->max);
+        else
+            snprintf(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name,
+                     (o->flags & O_SECRET) ? "***" : v, expect(o->type));
+        return CFG_EINVAL;
+    }
+    c->source[o - options] = src;
+    return 0;
+}
+
+int cfg_set(struct cfg *c, const char *name, const char *value, enum cfg_source src, char *err,
+            size_t errlen)
+{
+    const struct option *o = find(name, strlen(name));
+
+    if (!o) {
+        snprintf(err, errlen, "unknown option '%s'", name);
+        return CFG_EINVAL;
+    }
+    return set_opt(c, o, value, src, err, errlen);
+}
+
+int cfg_init(struct cfg *c)
+{
+    char err[256];
+
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        if (options[i].def && set_opt(c, &options[i], options[i].def, CFG_SRC_DEFAULT, err,
+                                      sizeof(err)) != 0)
+            return CFG_EINVAL;
+    return 0;
+}
+
+void cfg_fini(struct cfg *c)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        enum opt_type t = options[i].type;
+        if (t == T_STR || t == T_URL || t == T_ADDR) {
+            char **p = (char **)((char *)c + options[i].off);
+            free(*p);
+            *p = NULL;
+        }
+    }
+    free(c->config_file);
+    c->config_file = NULL;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Reads "key = value" lines; '#' starts a comment line. Values may be quoted
+ * with double quotes to keep leading or trailing spaces. */
+static int load_file(struct cfg *c, const char *path, char *err, size_t errlen)
+{
+    char line[4096], msg[256];
+    unsigned lineno = 0;
+    FILE *f = fopen(path, "r");
+    int rc = 0;
+
+    if (!f) {
+        snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
+        return CFG_EIO;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        char *k, *v, *eq;
+        size_t vl;
+
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(err, errlen, "%s:%u: line too long", path, lineno);
+            rc = CFG_EINVAL;
+            break;
+        }
+        k = trim(line);
+        if (*k == '\0' || *k == '#')
+            continue;
+        eq = strchr(k, '=');
+        if (!eq) {
+            snprintf(err, errlen, "%s:%u: expected 'key = value'", path, lineno);
+            rc = CFG_EINVAL;
+            break;
+        }
+        *eq = '\0';
+        k = trim(k);
+        v = trim(eq + 1);
+        vl = strlen(v);
+        if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
+            v[vl - 1] = '\0';
+            v++;
+        }
+        if (cfg_set(c, k, v, CFG_SRC_FILE, msg, sizeof(msg)) != 0) {
+            snprintf(err, errlen, "%s:%u: %s", path, lineno, msg);
+            rc = CFG_EINVAL;
+            break;
+        }
+    }
+    fclose(f);
+    if (rc == 0) {
+        free(c->config_file);
+        c->config_file = strdup(path);
+    }
+    return rc;
+}
+
+/* PARROT_MAX_BODY_SIZE -> max-body-size. Returns false if it does not fit. */
+static bool env_to_name(const char *env, size_t len, char *out, size_t outlen)
+{
+    if (len >= outlen)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        out[i] = env[i] == '_' ? '-' : (char)tolower((unsigned char)env[i]);
+    out[len] = '\0';
+    return true;
+}
+
+static int load_env(struct cfg *c, char **envp, char *err, size_t errlen)
+{
+    char name[64];
+
+    for (char **e = envp; e && *e; e++) {
+        const char *eq;
+        if (strncmp(*e, "PARROT_", 7) != 0)
+            continue;
+        eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        if (strncmp(*e, "PARROT_CONFIG=", 14) == 0)
+            continue;
+        if (!env_to_name(*e + 7, (size_t)(eq - *e - 7), name, sizeof(name)) ||
+            !find(name, strlen(name))) {
+            snprintf(err, errlen, "unknown environment variable %.*s", (int)(eq - *e), *e);
+            return CFG_EINVAL;
+        }
+        if (cfg_set(c, name, eq + 1, CFG_SRC_ENV, err, errlen) != 0)
+            return CFG_EINVAL;
+    }
+    return 0;
+}
+
+int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action *action, char *err,
+             size_t errlen)
+{
+    const char *file = NULL;
+    int rc;
+
+    *action = CFG_RUN;
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, "PARROT_CONFIG=", 14) == 0 && (*e)[14])
+            file = *e + 14;
+    /* --config is read first so that flags given before it still win. */
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                snprintf(err, errlen, "--config needs a file name");
+                return CFG_EINVAL;
+            }
+            file = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            file = argv[i] + 9;
+        }
+    }
+    if (file && (rc = load_file(c, file, err, errlen)) != 0)
+        return rc;
+    if ((rc = load_env(c, envp, err, errlen)) != 0)
+        return rc;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *val = NULL, *eq;
+        const struct option *o;
+        size_t nl;
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            *action = CFG_HELP;
+            continue;
+        }
+        if (strcmp(a, "--print-config") == 0) {
+            *action = CFG_PRINT;
+            continue;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", a);
+            return CFG_EINVAL;
+        }
+        a += 2;
+        eq = strchr(a, '=');
+        nl = eq ? (size_t)(eq - a) : strlen(a);
+        if (nl == 6 && memcmp(a, "config", 6) == 0) {
+            i += eq ? 0 : 1;
+            continue;
+        }
+        o = find(a, nl);
+        if (!o) {
+            snprintf(err, errlen, "unknown option '--%.*s' (see --help)", (int)nl, a);
+            return CFG_EINVAL;
+        }
+        if (o->flags & O_SECRET) {
+            char env[64];
+            env_suffix(o->name, env, sizeof(env));
+            snprintf(err, errlen,
+                     "--%s is a secret and is not accepted on the command line; set "
+                     "PARROT_%s or put it in the config file",
+                     o->name, env);
+            return CFG_EINVAL;
+        }
+        if (eq)
+            val = eq + 1;
+        else if (o->type == T_BOOL)
+            val = "true";
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            snprintf(err, errlen, "--%s needs a value (%s)", o->name, expect(o->type));
+            return CFG_EINVAL;
+        }
+        if (set_opt(c, o, val, CFG_SRC_FLAG, err, errlen) != 0)
+            return CFG_EINVAL;
+    }
+    return 0;
+}
+
+static void print_value(const struct cfg *c, const struct option *o, FILE *out)
+{
+    const char *field = (const char *)c + o->off;
+
+    switch (o->type) {
+    case T_STR:
+    case T_URL:
+    case T_ADDR: {
+        const char *s = *(char *const *)field;
+        if (!s)
+            fputs("(unset)", out);
+        else if (o->flags & O_SECRET)
+            fputs("******** (set)", out);
+        else
+            fputs(s, out);
+        break;
+    }
+    case T_SIZE: fprintf(out, "%zu", *(const size_t *)field); break;
+    case T_DUR: fprintf(out, "%ldms", *(const long *)field); break;
+    case T_INT: fprintf(out, "%d", *(const int *)field); break;
+    case T_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
+    case T_LEVEL: fputs(level_names[*(const int *)field], out); break;
+    }
+}
+
+void cfg_print(const struct cfg *c, FILE *out)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        fprintf(out, "%s = ", options[i].name);
+        print_value(c, &options[i], out);
+        fprintf(out, "  (%s)\n", source_names[c->source[i]]);
+    }
+    if (c->config_file)
+        fprintf(out, "# config file: %s\n", c->config_file);
+}
+
+void cfg_usage(FILE *out, const char *argv0)
+{
+    fprintf(out,
+            "usage: %s [--config FILE] [--OPTION VALUE ...] [--print-config] [--help]\n\n"
+            "parrot: a semantic caching reverse proxy for OpenAI-compatible APIs.\n"
+            "Each option is also read from the config file (\"name = value\") and from\n"
+            "the environment (PARROT_NAME); flags win over the environment, which wins\n"
+            "over the file. PARROT_CONFIG names a config file too.\n\noptions:\n",
+            argv0);
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct option *o = &options[i];
+        char env[64];
+
+        env_suffix(o->name, env, sizeof(env));
+        if (o->flags & O_SECRET)
+            fprintf(out, "  %-22s env PARROT_%s or file only\n", o->name, env);
+        else
+            fprintf(out, "  --%-20s env PARROT_%s\n", o->name, env);
+        fprintf(out, "      %s", o->help);
+        if (o->def)
+            fprintf(out, " [default: %s]", o->def);
+        fputc('\n', out);
+    }
+}

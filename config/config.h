@@ -1,0 +1,85 @@
+/* config.h - parrot's one option table.
+ *
+ * Every option is declared once, in the table in config.c, with its type,
+ * default, environment name and help text. Values are layered:
+ *     defaults < config file (--config FILE) < environment (PARROT_*) < flags
+ * and every value remembers which layer set it (--print-config shows it).
+ * Secrets (the upstream key) are accepted from the file and the environment
+ * only, never from flags, so they do not show up in `ps`.
+ *
+ * Not thread-safe: load once in main() before any thread starts; afterwards
+ * the struct is read-only and may be shared by all threads.
+ */
+#ifndef PARROT_CONFIG_H
+#define PARROT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+enum cfg_source { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG };
+
+enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT };
+
+/* Error codes returned by the loaders. */
+#define CFG_EINVAL (-22)
+#define CFG_EIO    (-5)
+
+#define CFG_MAX_OPTIONS 32
+
+struct cfg {
+    char *listen;              /* "host:port", "[v6]:port" */
+    char *upstream;            /* base URL including the version, e.g. https://x/v1 */
+    char *upstream_key;        /* secret; NULL when the client's key passes through */
+    char *data_dir;            /* where the WAL and snapshots live */
+    size_t max_body_size;      /* bytes; larger request bodies get 413 */
+    long connect_timeout_ms;   /* TCP+TLS connect to the upstream */
+    long upstream_timeout_ms;  /* whole upstream exchange */
+    long idle_timeout_ms;      /* longest silence from the upstream mid-response */
+    long client_timeout_ms;    /* idle client connection */
+    long shutdown_timeout_ms;  /* how long SIGTERM waits for in-flight requests */
+    int log_level;             /* enum log_level in proxy/log.h */
+    int threads;               /* HTTP worker threads; 0 = one per CPU */
+    int max_connections;       /* concurrent client connections */
+    bool insecure_open;        /* allow a non-loopback listen address */
+    char *config_file;         /* the file that was loaded, or NULL */
+    enum cfg_source source[CFG_MAX_OPTIONS];
+};
+
+/* Fill *c with the defaults. Returns 0, or CFG_EINVAL if a built-in default
+ * does not parse (a programming error). cfg_fini() releases it. */
+int cfg_init(struct cfg *c);
+
+/* Release the strings owned by *c. Safe on a zeroed struct. */
+void cfg_fini(struct cfg *c);
+
+/* Apply the config file, the environment and the command line on top of the
+ * defaults already in *c. envp is a NULL-terminated "NAME=value" array.
+ * On success returns 0 and sets *action. On failure returns CFG_EINVAL (bad
+ * usage or value) or CFG_EIO (unreadable file) with a one-line reason that
+ * names the offending key in err. */
+int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action *action, char *err,
+             size_t errlen);
+
+/* Set option `name` (its long-flag spelling, e.g. "max-body-size") from text.
+ * Returns 0 or CFG_EINVAL with a reason in err. */
+int cfg_set(struct cfg *c, const char *name, const char *value, enum cfg_source src, char *err,
+            size_t errlen);
+
+/* Print "name = value  (source)" for every option, secrets masked. */
+void cfg_print(const struct cfg *c, FILE *out);
+
+/* Print usage with every option, its environment name and its default. */
+void cfg_usage(FILE *out, const char *argv0);
+
+/* Parsers shared with other modules and the tests. Each returns 0 or
+ * CFG_EINVAL and leaves the output untouched on failure. */
+int cfg_parse_size(const char *s, size_t *out);     /* "512", "64k", "32m", "1g" */
+int cfg_parse_duration(const char *s, long *out_ms); /* "250ms", "10s", "5m", "1h", "30" (= s) */
+int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* True when the address is 127.0.0.0/8 or ::1. */
+bool cfg_addr_is_loopback(const struct sockaddr_storage *ss);
+
+#endif

@@ -1,0 +1,24 @@
+/* headers.h - which HTTP headers cross the proxy, in each direction.
+ *
+ * Pure predicates on header names (case-insensitive); any thread.
+ */
+#ifndef PARROT_HEADERS_H
+#define PARROT_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Connection-level headers (RFC 9110 7.6.1) that never cross a proxy. */
+bool hdr_is_hop_by_hop(const char *name, size_t len);
+
+/* A client request header parrot forwards to the provider. Host, length and
+ * framing are curl's to set; Accept-Encoding is dropped so the provider
+ * answers in identity encoding, which parrot must read to cache it. */
+bool hdr_to_upstream(const char *name, size_t len);
+
+/* A provider response header relayed to the client. Framing and Date are
+ * libmicrohttpd's to set; x-request-id is parrot's own (the provider's is
+ * relayed as x-upstream-request-id). */
+bool hdr_to_client(const char *name, size_t len);
+
+#endif

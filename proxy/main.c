@@ -1,0 +1,182 @@
+/* main.c - start-up, signals and graceful shutdown.
+ *
+ * Threads: main() blocks SIGTERM/SIGINT before any thread starts, so every
+ * thread inherits the mask and the signals are taken here with sigtimedwait.
+ * Shutdown: stop accepting, let in-flight requests finish until
+ * shutdown-timeout, then cancel what is left and exit 0.
+ */
+#include "config/config.h"
+#include "proxy/log.h"
+#include "proxy/server.h"
+#include "upstream/upstream.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static long now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Each connection needs a descriptor towards the client and one towards
+ * the provider; the default soft limit of 1024 would cap us near 500. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* Creates the data directory (one level) and checks that it is writable. */
+static int prepare_data_dir(const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0750) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create data-dir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        snprintf(err, errlen, "data-dir %s is not writable: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int wait_for_signal(const sigset_t *set)
+{
+    for (;;) {
+        int sig = sigwaitinfo(set, NULL);
+        if (sig > 0)
+            return sig;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct cfg cfg;
+    enum cfg_action action;
+    char err[512];
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    struct up_pool *pool = NULL;
+    struct server *srv = NULL;
+    struct up_pool_opts uo;
+    sigset_t sigs;
+    struct log_rec r;
+    int sig, rc;
+    long deadline;
+
+    if (cfg_init(&cfg) != 0) {
+        fprintf(stderr, "parrot: built-in defaults do not parse\n");
+        return 1;
+    }
+    rc = cfg_load(&cfg, argc, argv, environ, &action, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "parrot: %s\n", err);
+        cfg_fini(&cfg);
+        return 2;
+    }
+    if (action == CFG_HELP) {
+        cfg_usage(stdout, argv[0]);
+        cfg_fini(&cfg);
+        return 0;
+    }
+    if (action == CFG_PRINT) {
+        cfg_print(&cfg, stdout);
+        cfg_fini(&cfg);
+        return 0;
+    }
+    log_set_level((enum log_level)cfg.log_level);
+    cfg_parse_addr(cfg.listen, &ss, &sl);
+    if (!cfg_addr_is_loopback(&ss) && !cfg.insecure_open) {
+        fprintf(stderr,
+                "parrot: refusing to listen on %s, which is not a loopback address: anyone "
+                "who can reach it could spend your provider credits. Bind 127.0.0.1, or pass "
+                "--insecure-open if a firewall or network policy protects this port.\n",
+                cfg.listen);
+        cfg_fini(&cfg);
+        return 2;
+    }
+    if (prepare_data_dir(cfg.data_dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "parrot: %s\n", err);
+        cfg_fini(&cfg);
+        return 1;
+    }
+
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "parrot: curl_global_init failed\n");
+        cfg_fini(&cfg);
+        return 1;
+    }
+
+    uo = (struct up_pool_opts){.base_url = cfg.upstream,
+                               .connect_timeout_ms = cfg.connect_timeout_ms,
+                               .timeout_ms = cfg.upstream_timeout_ms,
+                               .idle_timeout_ms = cfg.idle_timeout_ms};
+    rc = 1;
+    if (up_pool_new(&uo, &pool) != 0) {
+        fprintf(stderr, "parrot: cannot start the upstream pool\n");
+        goto out;
+    }
+    if (server_start(&cfg, pool, &srv, err, sizeof(err)) != 0) {
+        fprintf(stderr, "parrot: %s\n", err);
+        goto out;
+    }
+    log_begin(&r, LOG_INFO, "listening");
+    log_str(&r, "addr", server_addr(srv));
+    log_str(&r, "upstream", cfg.upstream);
+    log_str(&r, "data_dir", cfg.data_dir);
+    log_bool(&r, "upstream_key", cfg.upstream_key != NULL);
+    log_end(&r);
+
+    sig = wait_for_signal(&sigs);
+    log_begin(&r, LOG_INFO, "shutting down");
+    log_str(&r, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    log_int(&r, "inflight", (long long)server_inflight(srv));
+    log_end(&r);
+    server_drain(srv);
+    deadline = now_ms() + cfg.shutdown_timeout_ms;
+    while (server_inflight(srv) > 0 && now_ms() < deadline)
+        usleep(10 * 1000);
+    if (server_inflight(srv) > 0) {
+        log_begin(&r, LOG_WARN, "shutdown deadline passed; cancelling requests");
+        log_int(&r, "inflight", (long long)server_inflight(srv));
+        log_end(&r);
+    }
+    /* Cancelling resumes the connections still waiting on the provider so
+     * that they get an answer before the daemon closes them. */
+    up_pool_shutdown(pool);
+    deadline = now_ms() + 1000;
+    while (server_inflight(srv) > 0 && now_ms() < deadline)
+        usleep(10 * 1000);
+    rc = 0;
+out:
+    server_stop(srv);
+    up_pool_free(pool);
+    curl_global_cleanup();
+    if (rc == 0)
+        log_msg(LOG_INFO, "stopped", NULL);
+    cfg_fini(&cfg);
+    return rc;
+}

@@ -1,0 +1,128 @@
+/* oai.c - OpenAI-shaped errors and chat request validation; see oai.h. */
+#include "proxy/oai.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+void oai_error_set(struct oai_error *e, int status, const char *type, const char *param,
+                   const char *code, const char *fmt, ...)
+{
+    va_list ap;
+
+    e->status = status;
+    e->type = type;
+    e->param = param;
+    e->code = code;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+}
+
+static cJSON *str_or_null(const char *s)
+{
+    return s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+char *oai_error_json(const struct oai_error *e, size_t *len)
+{
+    cJSON *root = cJSON_CreateObject(), *err = cJSON_CreateObject();
+    char *out = NULL;
+
+    if (!root || !err) {
+        cJSON_Delete(root);
+        cJSON_Delete(err);
+        return NULL;
+    }
+    cJSON_AddItemToObject(root, "error", err);
+    cJSON_AddItemToObject(err, "message", cJSON_CreateString(e->message));
+    cJSON_AddItemToObject(err, "type", cJSON_CreateString(e->type));
+    cJSON_AddItemToObject(err, "param", str_or_null(e->param));
+    cJSON_AddItemToObject(err, "code", str_or_null(e->code));
+    out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (out && len)
+        *len = strlen(out);
+    return out;
+}
+
+/* "application/json", optionally followed by parameters such as charset. */
+static int is_json_type(const char *ct)
+{
+    static const char want[] = "application/json";
+    size_t n = sizeof(want) - 1;
+
+    if (!ct)
+        return 0;
+    while (*ct == ' ')
+        ct++;
+    if (strncasecmp(ct, want, n) != 0)
+        return 0;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON **out,
+                   struct oai_error *e)
+{
+    static const char *const irq = "invalid_request_error";
+    cJSON *doc, *model, *msgs;
+
+    if (!is_json_type(content_type)) {
+        oai_error_set(e, 415, irq, NULL, "unsupported_media_type",
+                      "Content-Type must be application/json, got '%.100s'.",
+                      content_type ? content_type : "");
+        return -1;
+    }
+    if (len == 0) {
+        oai_error_set(e, 400, irq, NULL, "invalid_json",
+                      "The request body is empty; expected a JSON object.");
+        return -1;
+    }
+    doc = cJSON_ParseWithLength(body, len);
+    if (!doc) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = (at && at >= body && at <= body + len) ? (long)(at - body) : -1;
+        oai_error_set(e, 400, irq, NULL, "invalid_json",
+                      "We could not parse the JSON body of your request (error near byte %ld). "
+                      "The OpenAI API expects a JSON payload.",
+                      off);
+        return -1;
+    }
+    if (!cJSON_IsObject(doc)) {
+        oai_error_set(e, 400, irq, NULL, "invalid_json",
+                      "The request body must be a JSON object.");
+        goto fail;
+    }
+    model = cJSON_GetObjectItemCaseSensitive(doc, "model");
+    msgs = cJSON_GetObjectItemCaseSensitive(doc, "messages");
+    if (!model) {
+        oai_error_set(e, 400, irq, "model", "missing_required_parameter",
+                      "Missing required parameter: 'model'.");
+        goto fail;
+    }
+    if (!cJSON_IsString(model) || model->valuestring[0] == '\0') {
+        oai_error_set(e, 400, irq, "model", "invalid_type",
+                      "Invalid type for 'model': expected a non-empty string.");
+        goto fail;
+    }
+    if (!msgs) {
+        oai_error_set(e, 400, irq, "messages", "missing_required_parameter",
+                      "Missing required parameter: 'messages'.");
+        goto fail;
+    }
+    if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0) {
+        oai_error_set(e, 400, irq, "messages", "invalid_type",
+                      "Invalid type for 'messages': expected a non-empty array of messages.");
+        goto fail;
+    }
+    if (out)
+        *out = doc;
+    else
+        cJSON_Delete(doc);
+    return 0;
+fail:
+    cJSON_Delete(doc);
+    return -1;
+}

@@ -1,0 +1,38 @@
+/* oai.h - the OpenAI API's shapes: error bodies and request validation.
+ *
+ * Pure functions over caller-owned memory; any thread.
+ */
+#ifndef PARROT_OAI_H
+#define PARROT_OAI_H
+
+#include <stddef.h>
+
+struct cJSON;
+
+/* An error as OpenAI reports it:
+ *   {"error":{"message":...,"type":...,"param":...|null,"code":...|null}} */
+struct oai_error {
+    int status;        /* HTTP status */
+    const char *type;  /* e.g. "invalid_request_error" */
+    const char *param; /* NULL -> null */
+    const char *code;  /* NULL -> null */
+    char message[512];
+};
+
+/* Fill *e; message is printf-formatted. */
+void oai_error_set(struct oai_error *e, int status, const char *type, const char *param,
+                   const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* Render *e as JSON. Returns a malloc'd NUL-terminated string (length in
+ * *len), or NULL when out of memory. */
+char *oai_error_json(const struct oai_error *e, size_t *len);
+
+/* Checks a POST /v1/chat/completions request: a JSON content type, a body
+ * that parses to an object, a string "model" and a non-empty array
+ * "messages". On success returns 0 and, if out is not NULL, the parsed
+ * document (free with cJSON_Delete). On failure returns -1 and fills *e. */
+int oai_chat_parse(const char *content_type, const char *body, size_t len, struct cJSON **out,
+                   struct oai_error *e);
+
+#endif

@@ -1,0 +1,851 @@
+/* server.c - routes, request bodies, and the hand-off between libmicrohttpd
+ * and the upstream pool.
+ *
+ * Every request gets a struct exch ("exchange"). Three parties hold a
+ * reference to it and each drops its own: libmicrohttpd (until the request
+ * completes), the upstream transfer (until on_done), and a streaming
+ * response (until libmicrohttpd frees it). x->lock guards everything the
+ * upstream thread and the HTTP threads both touch.
+ *
+ * The life of a proxied request:
+ *   1. The access handler collects the body (capped), validates it and submits
+ *      the upstream transfer, then suspends the connection (XS_WAIT).
+ *   2. On the upstream thread, on_head decides the mode. SSE, or a body larger
+ *      than FULL_MAX, is streamed: the connection is resumed (XS_STREAM) and
+ *      the handler queues a response whose reader pulls from x->out. Anything
+ *      else is collected whole (XS_FULL) and sent with a Content-Length when
+ *      the transfer ends, which costs one resume instead of several.
+ *   3. In streaming mode the reader suspends the connection when x->out is
+ *      empty and on_body resumes it. When x->out is above OUT_HIGH, on_body
+ *      pauses the transfer; the reader unpauses it below OUT_LOW. A slow client
+ *      therefore slows the provider instead of growing memory.
+ *   4. When the client goes away, the completion callback cancels the
+ *      transfer. A suspended connection is not polled by libmicrohttpd, so a
+ *      disconnect is noticed at the next byte from the provider; for a stream
+ *      that is the next event.
+ */
+#include "proxy/server.h"
+
+#include "config/config.h"
+#include "proxy/headers.h"
+#include "proxy/log.h"
+#include "proxy/oai.h"
+#include "upstream/upstream.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FULL_MAX (1u << 20)   /* collect whole responses up to 1 MiB */
+#define OUT_HIGH (256u << 10) /* pause the provider above this much unsent data */
+#define OUT_LOW  (64u << 10)  /* and resume it below this */
+#define REQ_HEADERS_MAX 128
+#define REQ_ID_MAX      128
+
+enum xstate {
+    XS_NEW,       /* the handler has not seen the request yet */
+    XS_BODY,      /* collecting the request body */
+    XS_WAIT,      /* upstream submitted, connection suspended */
+    XS_STREAM,    /* headers known: queue a streaming response */
+    XS_FULL,      /* whole body in x->out: queue it */
+    XS_FAILED,    /* nothing from the provider: queue x->err */
+    XS_RESPONDED, /* a response is queued */
+};
+
+struct server {
+    const struct cfg *cfg;
+    struct up_pool *pool;
+    struct MHD_Daemon *mhd;
+    char addr[64];
+    atomic_bool draining;
+    atomic_size_t inflight;
+    atomic_uint_fast64_t next_id;
+    uint64_t id_seed;
+};
+
+struct exch {
+    atomic_uint refs;
+    pthread_mutex_t lock;
+    struct server *srv;
+    struct MHD_Connection *conn;
+    char *uri; /* raw request target, with the query string */
+    const char *method;
+    char id[REQ_ID_MAX + 1];
+    bool client_id; /* the client chose the request id */
+    struct timespec t0;
+
+    /* Request body. */
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+
+    /* Upstream side; guarded by lock from XS_WAIT on. */
+    enum xstate state;
+    struct up_xfer *xfer; /* NULL once on_done ran */
+    bool suspended;       /* we suspended the connection and owe it a resume */
+    bool closed;          /* libmicrohttpd completed the request */
+    bool streaming;
+    bool sse;
+    bool paused; /* the transfer is paused for back-pressure */
+    bool up_done;
+    int up_err;
+    long up_status;
+    int64_t up_length;
+    char *rh; /* relayed response headers, "name\0value\0" pairs */
+    size_t rh_len, rh_cap;
+    char *out; /* response body bytes not yet sent (or all of it in XS_FULL) */
+    size_t out_len, out_off, out_cap;
+    struct oai_error err;
+    struct timespec t_up0, t_up1;
+
+    /* Accounting for the log line. */
+    int status;
+    size_t bytes_in, bytes_out;
+};
+
+static double ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+}
+
+static void exch_unref(struct exch *x)
+{
+    if (atomic_fetch_sub(&x->refs, 1) != 1)
+        return;
+    atomic_fetch_sub(&x->srv->inflight, 1);
+    pthread_mutex_destroy(&x->lock);
+    free(x->uri);
+    free(x->body);
+    free(x->rh);
+    free(x->out);
+    free(x);
+}
+
+/* Appends to a growable buffer; the caller enforces the cap. */
+static int grow_append(char **buf, size_t *len, size_t *cap, const void *p, size_t n)
+{
+    if (*len + n > *cap) {
+        size_t nc = *cap ? *cap : 4096;
+        char *nb;
+        while (nc < *len + n)
+            nc *= 2;
+        nb = realloc(*buf, nc);
+        if (!nb)
+            return -1;
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+/* splitmix64: a bijection, so ids from distinct counters never collide. */
+static uint64_t mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static bool valid_client_id(const char *s)
+{
+    size_t n = 0;
+
+    for (; s[n]; n++)
+        if ((unsigned char)s[n] <= ' ' || (unsigned char)s[n] >= 0x7f || s[n] == '"' ||
+            s[n] == '\\')
+            return false;
+    return n > 0 && n <= REQ_ID_MAX;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+static void add_common_headers(struct exch *x, struct MHD_Response *r)
+{
+    MHD_add_response_header(r, "x-request-id", x->id);
+    if (atomic_load(&x->srv->draining))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+static enum MHD_Result queue_buffer(struct exch *x, int status, const char *ctype, char *body,
+                                    size_t len, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
+    enum MHD_Result ret;
+
+    if (!r)
+        return MHD_NO;
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    add_common_headers(x, r);
+    ret = MHD_queue_response(x->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    x->status = status;
+    x->bytes_out = len;
+    x->state = XS_RESPONDED;
+    return ret;
+}
+
+static enum MHD_Result queue_error(struct exch *x, const struct oai_error *e)
+{
+    size_t len = 0;
+    char *json = oai_error_json(e, &len);
+
+    if (!json)
+        return MHD_NO;
+    return queue_buffer(x, e->status, "application/json", json, len, MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result queue_json(struct exch *x, int status, const char *json)
+{
+    return queue_buffer(x, status, "application/json", (char *)json, strlen(json),
+                        MHD_RESPMEM_PERSISTENT);
+}
+
+static void add_relayed_headers(struct exch *x, struct MHD_Response *r)
+{
+    size_t off = 0;
+
+    while (off < x->rh_len) {
+        const char *name = x->rh + off;
+        const char *value = name + strlen(name) + 1;
+        off = (size_t)(value - x->rh) + strlen(value) + 1;
+        MHD_add_response_header(r, name, value);
+    }
+}
+
+/* libmicrohttpd pulls streamed body bytes from here (an HTTP worker thread). */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct exch *x = cls;
+    ssize_t ret;
+
+    (void)pos;
+    pthread_mutex_lock(&x->lock);
+    if (x->out_off < x->out_len) {
+        size_t n = x->out_len - x->out_off;
+        if (n > max)
+            n = max;
+        memcpy(buf, x->out + x->out_off, n);
+        x->out_off += n;
+        if (x->out_off == x->out_len)
+            x->out_off = x->out_len = 0;
+        if (x->paused && x->xfer && x->out_len - x->out_off < OUT_LOW) {
+            x->paused = false;
+            up_xfer_unpause(x->xfer);
+        }
+        x->bytes_out += n;
+        ret = (ssize_t)n;
+    } else if (x->up_done) {
+        /* A plain body that stopped short must not look complete: close the
+         * connection. SSE got an error event appended in on_done instead. */
+        ret = (x->up_err == UP_OK || x->sse) ? MHD_CONTENT_READER_END_OF_STREAM
+                                              : MHD_CONTENT_READER_END_WITH_ERROR;
+    } else {
+        x->suspended = true;
+        MHD_suspend_connection(x->conn);
+        ret = 0;
+    }
+    pthread_mutex_unlock(&x->lock);
+    return ret;
+}
+
+static void stream_free(void *cls)
+{
+    exch_unref(cls);
+}
+
+static enum MHD_Result queue_stream(struct exch *x)
+{
+    uint64_t size = MHD_SIZE_UNKNOWN;
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    if (x->up_length >= 0 && !x->sse && strcmp(x->method, "HEAD") != 0)
+        size = (uint64_t)x->up_length;
+    atomic_fetch_add(&x->refs, 1);
+    r = MHD_create_response_from_callback(size, 32 * 1024, stream_read, x, stream_free);
+    if (!r) {
+        exch_unref(x);
+        return MHD_NO;
+    }
+    add_relayed_headers(x, r);
+    add_common_headers(x, r);
+    ret = MHD_queue_response(x->conn, (unsigned)x->up_status, r);
+    MHD_destroy_response(r);
+    x->status = (int)x->up_status;
+    x->state = XS_RESPONDED;
+    return ret;
+}
+
+static enum MHD_Result queue_full(struct exch *x)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+    size_t len = x->out_len;
+
+    /* The response takes the buffer over. */
+    r = MHD_create_response_from_buffer(len, len ? x->out : (void *)"",
+                                        len ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    if (len) {
+        x->out = NULL;
+        x->out_len = x->out_cap = 0;
+    }
+    add_relayed_headers(x, r);
+    add_common_headers(x, r);
+    ret = MHD_queue_response(x->conn, (unsigned)x->up_status, r);
+    MHD_destroy_response(r);
+    x->status = (int)x->up_status;
+    x->bytes_out = len;
+    x->state = XS_RESPONDED;
+    return ret;
+}
+
+/* ---- upstream callbacks (upstream thread) ------------------------------- */
+
+static void resume(struct exch *x)
+{
+    if (x->suspended && !x->closed) {
+        x->suspended = false;
+        MHD_resume_connection(x->conn);
+    }
+}
+
+static bool name_is(const struct up_header *h, const char *name)
+{
+    return strlen(name) == h->name_len && strncasecmp(h->name, name, h->name_len) == 0;
+}
+
+static void keep_header(struct exch *x, const char *name, size_t nl, const char *v, size_t vl)
+{
+    static const char nul = '\0';
+
+    if (grow_append(&x->rh, &x->rh_len, &x->rh_cap, name, nl) ||
+        grow_append(&x->rh, &x->rh_len, &x->rh_cap, &nul, 1) ||
+        grow_append(&x->rh, &x->rh_len, &x->rh_cap, v, vl) ||
+        grow_append(&x->rh, &x->rh_len, &x->rh_cap, &nul, 1))
+        log_msg(LOG_WARN, "response header dropped", "out of memory");
+}
+
+static void on_head(void *ud, long status, const struct up_header *h, size_t n, int64_t length)
+{
+    struct exch *x = ud;
+
+    pthread_mutex_lock(&x->lock);
+    x->up_status = status;
+    x->up_length = length;
+    for (size_t i = 0; i < n; i++) {
+        if (name_is(&h[i], "content-type") && h[i].value_len >= 17 &&
+            strncasecmp(h[i].value, "text/event-stream", 17) == 0)
+            x->sse = true;
+        if (name_is(&h[i], "x-request-id"))
+            keep_header(x, "x-upstream-request-id", 21, h[i].value, h[i].value_len);
+        else if (hdr_to_client(h[i].name, h[i].name_len))
+            keep_header(x, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
+    }
+    if (x->sse || length > (int64_t)FULL_MAX || status < 200 || status == 204) {
+        x->streaming = true;
+        if (x->state == XS_WAIT) {
+            x->state = XS_STREAM;
+            resume(x);
+        }
+    }
+    pthread_mutex_unlock(&x->lock);
+}
+
+static int on_body(void *ud, const char *p, size_t n)
+{
+    struct exch *x = ud;
+    int ret = 0;
+
+    pthread_mutex_lock(&x->lock);
+    if (x->closed) {
+        /* The client is gone; the cancel is on its way. Drop the bytes. */
+        pthread_mutex_unlock(&x->lock);
+        return 0;
+    }
+    if (!x->streaming && x->out_len + n > FULL_MAX) {
+        /* Larger than we collect whole: switch to streaming. */
+        x->streaming = true;
+        if (x->state == XS_WAIT) {
+            x->state = XS_STREAM;
+            resume(x);
+        }
+    }
+    if (x->streaming && x->out_len - x->out_off >= OUT_HIGH) {
+        x->paused = true;
+        ret = UP_PAUSE;
+    } else if (grow_append(&x->out, &x->out_len, &x->out_cap, p, n) != 0) {
+        x->paused = true; /* out of memory: wait for the client to drain */
+        ret = UP_PAUSE;
+    } else if (x->streaming) {
+        resume(x);
+    }
+    pthread_mutex_unlock(&x->lock);
+    return ret;
+}
+
+static void set_upstream_error(struct exch *x, int err, const char *detail)
+{
+    static const char *const ue = "upstream_error";
+
+    switch (err) {
+    case UP_ETIMEDOUT:
+        oai_error_set(&x->err, 504, ue, NULL, "upstream_timeout",
+                      "The upstream provider did not answer in time (%s).", detail);
+        break;
+    case UP_ECANCELED:
+        oai_error_set(&x->err, 503, ue, NULL, "shutting_down",
+                      "parrot is shutting down; retry the request.");
+        break;
+    case UP_EBROKEN:
+        oai_error_set(&x->err, 502, ue, NULL, "upstream_unreachable",
+                      "The upstream connection broke before the response was complete (%s).",
+                      detail);
+        break;
+    default:
+        oai_error_set(&x->err, 502, ue, NULL, "upstream_unreachable",
+                      "The upstream provider could not be reached (%s).", detail);
+        break;
+    }
+}
+
+static void on_done(void *ud, int err, const char *detail)
+{
+    struct exch *x = ud;
+
+    pthread_mutex_lock(&x->lock);
+    clock_gettime(CLOCK_MONOTONIC, &x->t_up1);
+    x->xfer = NULL;
+    x->up_done = true;
+    x->up_err = err;
+    if (err != UP_OK && err != UP_ECANCELED)
+        log_msg(LOG_WARN, "upstream failed", detail);
+    if (x->state == XS_WAIT) {
+        if (err == UP_OK) {
+            x->state = XS_FULL;
+        } else {
+            set_upstream_error(x, err, detail);
+            x->state = XS_FAILED;
+        }
+    } else if (err != UP_OK && x->sse && !x->closed) {
+        /* Mid-stream failure: the client already has a 200, so tell it in
+         * the stream, as the OpenAI API does. */
+        struct oai_error e;
+        char *json;
+        size_t jl = 0;
+
+        set_upstream_error(x, err, detail);
+        e = x->err;
+        oai_error_set(&e, x->err.status, x->err.type, NULL, "upstream_stream_error", "%s",
+                      x->err.message);
+        json = oai_error_json(&e, &jl);
+        if (json) {
+            if (grow_append(&x->out, &x->out_len, &x->out_cap, "data: ", 6) ||
+                grow_append(&x->out, &x->out_len, &x->out_cap, json, jl) ||
+                grow_append(&x->out, &x->out_len, &x->out_cap, "\n\n", 2))
+                log_msg(LOG_WARN, "stream error event dropped", "out of memory");
+            free(json);
+        }
+    }
+    resume(x);
+    pthread_mutex_unlock(&x->lock);
+    exch_unref(x);
+}
+
+static const struct up_handler handler = {on_head, on_body, on_done};
+
+/* ---- requests ----------------------------------------------------------- */
+
+struct hdr_list {
+    char *lines[REQ_HEADERS_MAX + 4];
+    size_t n;
+    bool has_id;
+    bool has_ctype;
+    const char *upstream_key;
+};
+
+static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      const char *value)
+{
+    struct hdr_list *l = cls;
+    size_t kl = strlen(key), len;
+
+    (void)kind;
+    if (!value || !hdr_to_upstream(key, kl))
+        return MHD_YES;
+    if (l->upstream_key && strcasecmp(key, "authorization") == 0)
+        return MHD_YES;
+    if (strcasecmp(key, "x-request-id") == 0)
+        l->has_id = true;
+    if (strcasecmp(key, "content-type") == 0)
+        l->has_ctype = true;
+    if (l->n >= REQ_HEADERS_MAX)
+        return MHD_NO;
+    len = kl + strlen(value) + 3;
+    l->lines[l->n] = malloc(len);
+    if (!l->lines[l->n])
+        return MHD_NO;
+    snprintf(l->lines[l->n], len, "%s: %s", key, value);
+    l->n++;
+    return MHD_YES;
+}
+
+static int add_line(struct hdr_list *l, const char *a, const char *b)
+{
+    size_t len = strlen(a) + strlen(b) + 1;
+
+    l->lines[l->n] = malloc(len);
+    if (!l->lines[l->n])
+        return -1;
+    snprintf(l->lines[l->n], len, "%s%s", a, b);
+    l->n++;
+    return 0;
+}
+
+static void free_lines(struct hdr_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->lines[i]);
+}
+
+/* Submits x to the provider and suspends its connection. */
+static enum MHD_Result forward(struct exch *x, const char *path)
+{
+    struct server *s = x->srv;
+    struct hdr_list l = {.n = 0, .upstream_key = s->cfg->upstream_key};
+    struct up_req req;
+    int rc;
+
+    MHD_get_connection_values(x->conn, MHD_HEADER_KIND, collect_header, &l);
+    if ((s->cfg->upstream_key && add_line(&l, "Authorization: Bearer ", s->cfg->upstream_key)) ||
+        (!l.has_id && add_line(&l, "x-request-id: ", x->id)) ||
+        /* Keep curl from inventing a form content type or a 100-continue. */
+        (!l.has_ctype && add_line(&l, "Content-Type:", "")) || add_line(&l, "Expect:", "")) {
+        free_lines(&l);
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return queue_error(x, &x->err);
+    }
+    req = (struct up_req){.method = x->method,
+                          .path = path,
+                          .headers = (const char *const *)l.lines,
+                          .nheaders = l.n,
+                          .body = x->body,
+                          .body_len = x->body_len};
+
+    pthread_mutex_lock(&x->lock);
+    atomic_fetch_add(&x->refs, 1); /* the transfer's, dropped in on_done */
+    clock_gettime(CLOCK_MONOTONIC, &x->t_up0);
+    x->state = XS_WAIT;
+    rc = up_pool_submit(s->pool, &req, &handler, x, &x->xfer);
+    if (rc != 0) {
+        pthread_mutex_unlock(&x->lock);
+        atomic_fetch_sub(&x->refs, 1);
+        free_lines(&l);
+        set_upstream_error(x, rc, "could not start the transfer");
+        return queue_error(x, &x->err);
+    }
+    /* on_head/on_done wait for x->lock, so they see the suspension. */
+    x->suspended = true;
+    MHD_suspend_connection(x->conn);
+    pthread_mutex_unlock(&x->lock);
+    free_lines(&l); /* curl copied them */
+    return MHD_YES;
+}
+
+static enum MHD_Result route(struct exch *x, const char *path)
+{
+    struct server *s = x->srv;
+    bool get = strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0;
+    const char *q = strchr(x->uri, '?');
+    size_t plen = q ? (size_t)(q - x->uri) : strlen(x->uri);
+
+    if (x->too_large) {
+        oai_error_set(&x->err, 413, "invalid_request_error", NULL, "request_too_large",
+                      "The request body exceeds the limit of %zu bytes (max-body-size).",
+                      s->cfg->max_body_size);
+        return queue_error(x, &x->err);
+    }
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+        if (!get) {
+            oai_error_set(&x->err, 405, "invalid_request_error", NULL, "method_not_allowed",
+                          "Method %s is not allowed on %s; use GET.", x->method, path);
+            return queue_error(x, &x->err);
+        }
+        if (path[1] == 'h')
+            return queue_json(x, 200, "{\"status\":\"ok\"}");
+        if (atomic_load(&s->draining))
+            return queue_json(x, 503, "{\"status\":\"draining\"}");
+        return queue_json(x, 200, "{\"status\":\"ready\"}");
+    }
+    if (plen < 3 || strncmp(x->uri, "/v1", 3) != 0 || (plen > 3 && x->uri[3] != '/')) {
+        oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
+                      "Invalid URL (%s %.200s).", x->method, path);
+        return queue_error(x, &x->err);
+    }
+    if (atomic_load(&s->draining)) {
+        oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",
+                      "parrot is shutting down; retry the request.");
+        return queue_error(x, &x->err);
+    }
+    if (strcmp(path, "/v1/chat/completions") == 0 && strcmp(x->method, "POST") == 0) {
+        const char *ct =
+            MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (oai_chat_parse(ct, x->body, x->body_len, NULL, &x->err) != 0)
+            return queue_error(x, &x->err);
+    }
+    /* Everything under /v1 goes to the provider, query string and all. */
+    return forward(x, x->uri + 3);
+}
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct server *s = cls;
+    struct exch *x = calloc(1, sizeof(*x));
+
+    (void)conn;
+    if (!x)
+        return NULL;
+    x->uri = strdup(uri);
+    if (!x->uri) {
+        free(x);
+        return NULL;
+    }
+    atomic_init(&x->refs, 1);
+    pthread_mutex_init(&x->lock, NULL);
+    x->srv = s;
+    x->up_length = -1;
+    clock_gettime(CLOCK_MONOTONIC, &x->t0);
+    atomic_fetch_add(&s->inflight, 1);
+    return x;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    struct server *s = cls;
+    struct exch *x = *con_cls;
+    enum xstate st;
+
+    (void)version;
+    if (!x)
+        return MHD_NO; /* out of memory in on_uri */
+    switch (x->state) {
+    case XS_NEW: {
+        const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-request-id");
+        const char *cl =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+        x->conn = conn;
+        x->method = method;
+        if (cid && valid_client_id(cid)) {
+            strcpy(x->id, cid);
+            x->client_id = true;
+        } else {
+            uint64_t n = atomic_fetch_add(&s->next_id, 1);
+            snprintf(x->id, sizeof(x->id), "req_%016llx",
+                     (unsigned long long)mix64(s->id_seed + n));
+        }
+        x->state = XS_BODY;
+        if (cl && strtoull(cl, NULL, 10) > s->cfg->max_body_size) {
+            /* Refuse before reading a byte of the body. */
+            x->too_large = true;
+            return route(x, url);
+        }
+        return MHD_YES;
+    }
+    case XS_BODY:
+        if (*upload_size) {
+            x->bytes_in += *upload_size;
+            if (!x->too_large) {
+                if (x->body_len + *upload_size > s->cfg->max_body_size) {
+                    x->too_large = true;
+                } else if (grow_append(&x->body, &x->body_len, &x->body_cap, upload_data,
+                                       *upload_size) != 0) {
+                    return MHD_NO;
+                }
+            }
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        return route(x, url);
+    default: break;
+    }
+
+    /* Resumed by the upstream side. */
+    pthread_mutex_lock(&x->lock);
+    st = x->state;
+    enum MHD_Result ret = MHD_YES;
+    if (st == XS_STREAM)
+        ret = queue_stream(x);
+    else if (st == XS_FULL)
+        ret = queue_full(x);
+    else if (st == XS_FAILED)
+        ret = queue_error(x, &x->err);
+    pthread_mutex_unlock(&x->lock);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct exch *x = *con_cls;
+    struct log_rec r;
+    struct timespec now;
+    static const char *const why[] = {"ok", "error", "timeout", "shutdown", "read_error",
+                                      "client_closed"};
+
+    (void)cls;
+    (void)conn;
+    if (!x)
+        return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&x->lock);
+    x->closed = true;
+    if (x->xfer)
+        up_xfer_cancel(x->xfer);
+    if (log_enabled(LOG_INFO)) {
+        const char *q = strchr(x->uri, '?');
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        log_begin(&r, LOG_INFO, "request");
+        log_str(&r, "id", x->id);
+        log_str(&r, "method", x->method);
+        log_strn(&r, "path", x->uri, q ? (size_t)(q - x->uri) : strlen(x->uri));
+        log_int(&r, "status", x->status);
+        log_ms(&r, "ms", ms_between(&x->t0, &now));
+        log_int(&r, "bytes_in", (long long)x->bytes_in);
+        log_int(&r, "bytes_out", (long long)x->bytes_out);
+        if (x->t_up0.tv_sec)
+            log_ms(&r, "upstream_ms", ms_between(&x->t_up0, x->up_done ? &x->t_up1 : &now));
+        if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+            log_str(&r, "end", (unsigned)toe < sizeof(why) / sizeof(why[0]) ? why[toe] : "?");
+        if (x->up_done && x->up_err != UP_OK && x->state == XS_RESPONDED && x->streaming)
+            log_str(&r, "upstream_end", "broken");
+    }
+    pthread_mutex_unlock(&x->lock);
+    if (log_enabled(LOG_INFO))
+        log_end(&r);
+    exch_unref(x);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    log_msg(LOG_DEBUG, "libmicrohttpd", msg);
+}
+
+int server_start(const struct cfg *c, struct up_pool *pool, struct server **out, char *err,
+                 size_t errlen)
+{
+    struct server *s = calloc(1, sizeof(*s));
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    unsigned threads = (unsigned)c->threads;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    const union MHD_DaemonInfo *info;
+    char host[INET6_ADDRSTRLEN];
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    s->cfg = c;
+    s->pool = pool;
+    atomic_init(&s->draining, false);
+    atomic_init(&s->inflight, 0);
+    atomic_init(&s->next_id, 0);
+    if (getrandom(&s->id_seed, sizeof(s->id_seed), 0) != sizeof(s->id_seed))
+        s->id_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    if (cfg_parse_addr(c->listen, &ss, &sl) != 0) {
+        snprintf(err, errlen, "invalid listen address '%s'", c->listen);
+        goto fail;
+    }
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = n > 0 ? (unsigned)n : 1;
+    }
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)((c->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(128 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s (address in use or not permitted)",
+                 c->listen);
+        goto fail;
+    }
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_LISTEN_FD);
+    if (info && getsockname(info->listen_fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+            snprintf(s->addr, sizeof(s->addr), "[%s]:%u", host, ntohs(a->sin6_port));
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+            snprintf(s->addr, sizeof(s->addr), "%s:%u", host, ntohs(a->sin_port));
+        }
+    } else {
+        snprintf(s->addr, sizeof(s->addr), "%s", c->listen);
+    }
+    *out = s;
+    return 0;
+fail:
+    free(s);
+    return -1;
+}
+
+const char *server_addr(const struct server *s)
+{
+    return s->addr;
+}
+
+void server_drain(struct server *s)
+{
+    MHD_socket fd;
+
+    atomic_store(&s->draining, true);
+    /* The listening socket becomes ours: closing it refuses new clients
+     * at once instead of leaving them in the accept queue. */
+    fd = MHD_quiesce_daemon(s->mhd);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+size_t server_inflight(const struct server *s)
+{
+    return atomic_load(&((struct server *)s)->inflight);
+}
+
+void server_stop(struct server *s)
+{
+    if (!s)
+        return;
+    MHD_stop_daemon(s->mhd);
+    free(s);
+}

@@ -1,0 +1,38 @@
+/* server.h - parrot's HTTP front end (libmicrohttpd).
+ *
+ * A small pool of epoll worker threads serves every client connection; a
+ * request that needs the provider is handed to the upstream pool and its
+ * connection is suspended until there is something to send, so thousands of
+ * concurrent streams need no extra threads.
+ *
+ * Threads: server_start() and server_stop() from the main thread; the other
+ * functions from any thread.
+ */
+#ifndef PARROT_SERVER_H
+#define PARROT_SERVER_H
+
+#include <stddef.h>
+
+struct cfg;
+struct up_pool;
+struct server;
+
+/* Bind and start serving. c and pool must outlive the server. Returns 0, or
+ * -1 with a reason in err. */
+int server_start(const struct cfg *c, struct up_pool *pool, struct server **out, char *err,
+                 size_t errlen);
+
+/* The bound address as text ("127.0.0.1:8080"), for the start-up log. */
+const char *server_addr(const struct server *s);
+
+/* Stop accepting connections and answer /readyz with 503; requests already
+ * in flight go on. */
+void server_drain(struct server *s);
+
+/* Requests that have started and not yet finished. */
+size_t server_inflight(const struct server *s);
+
+/* Close every connection and free the server. NULL is a no-op. */
+void server_stop(struct server *s);
+
+#endif
