@@ -26,7 +26,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
-.PHONY: all test unit asan run fmt lint deps clean bench
+.PHONY: all test unit asan run fmt lint deps run-deps clean
 
 all: $(BUILD)/parrot
 
@@ -44,6 +44,9 @@ $(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
 deps:
 	@sh deploy/install-deps.sh --check >/dev/null 2>&1 || sh deploy/install-deps.sh
 
+run-deps:
+	@sh deploy/install-deps.sh --check --run >/dev/null 2>&1 || sh deploy/install-deps.sh --run
+
 unit: $(UNIT_BIN)
 
 test: deps
@@ -56,7 +59,8 @@ asan: deps
 	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh test/run.sh
 
-run: deps all
+run: run-deps
+	@$(MAKE) --no-print-directory all
 	./$(BUILD)/parrot $(ARGS)
 
 fmt:

@@ -98,11 +98,22 @@ int cfg_parse_size(const char *s, size_t *out)
     if (errno)
         return CFG_EINVAL;
     switch (tolower((unsigned char)*end)) {
-    case '\0': break;
-    case 'k': mul = 1ULL << 10; end++; break;
-    case 'm': mul = 1ULL << 20; end++; break;
-    case 'g': mul = 1ULL << 30; end++; break;
-    default: return CFG_EINVAL;
+    case '\0':
+        break;
+    case 'k':
+        mul = 1ULL << 10;
+        end++;
+        break;
+    case 'm':
+        mul = 1ULL << 20;
+        end++;
+        break;
+    case 'g':
+        mul = 1ULL << 30;
+        end++;
+        break;
+    default:
+        return CFG_EINVAL;
     }
     if ((*end == 'b' || *end == 'B'))
         end++;
@@ -253,14 +264,22 @@ static int parse_url(const char *s)
 static const char *expect(enum opt_type t)
 {
     switch (t) {
-    case T_URL: return "an http:// or https:// URL";
-    case T_ADDR: return "HOST:PORT, [V6]:PORT or :PORT";
-    case T_SIZE: return "a size such as 4096, 64k, 32m or 1g";
-    case T_DUR: return "a duration such as 500ms, 10s, 5m or 1h";
-    case T_INT: return "a whole number";
-    case T_BOOL: return "true or false";
-    case T_LEVEL: return "debug, info, warn or error";
-    case T_STR: return "a string";
+    case T_URL:
+        return "an http:// or https:// URL";
+    case T_ADDR:
+        return "HOST:PORT, [V6]:PORT or :PORT";
+    case T_SIZE:
+        return "a size such as 4096, 64k, 32m or 1g";
+    case T_DUR:
+        return "a duration such as 500ms, 10s, 5m or 1h";
+    case T_INT:
+        return "a whole number";
+    case T_BOOL:
+        return "true or false";
+    case T_LEVEL:
+        return "debug, info, warn or error";
+    case T_STR:
+        return "a string";
     }
     return "?";
 }
@@ -301,10 +320,18 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
         }
         break;
     }
-    case T_SIZE: rc = cfg_parse_size(v, (size_t *)field); break;
-    case T_DUR: rc = cfg_parse_duration(v, (long *)field); break;
-    case T_INT: rc = parse_int(v, o->min, o->max, (int *)field); break;
-    case T_BOOL: rc = parse_bool(v, (bool *)field); break;
+    case T_SIZE:
+        rc = cfg_parse_size(v, (size_t *)field);
+        break;
+    case T_DUR:
+        rc = cfg_parse_duration(v, (long *)field);
+        break;
+    case T_INT:
+        rc = parse_int(v, o->min, o->max, (int *)field);
+        break;
+    case T_BOOL:
+        rc = parse_bool(v, (bool *)field);
+        break;
     case T_LEVEL:
         rc = CFG_EINVAL;
         for (int i = 0; i < 4; i++)
@@ -345,8 +372,8 @@ int cfg_init(struct cfg *c)
 
     memset(c, 0, sizeof(*c));
     for (size_t i = 0; i < N_OPTIONS; i++)
-        if (options[i].def && set_opt(c, &options[i], options[i].def, CFG_SRC_DEFAULT, err,
-                                      sizeof(err)) != 0)
+        if (options[i].def &&
+            set_opt(c, &options[i], options[i].def, CFG_SRC_DEFAULT, err, sizeof(err)) != 0)
             return CFG_EINVAL;
     return 0;
 }
@@ -493,7 +520,7 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action 
     if ((rc = load_env(c, envp, err, errlen)) != 0)
         return rc;
 
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && argv[i]; i++) {
         const char *a = argv[i], *val = NULL, *eq;
         const struct option *o;
         size_t nl;
@@ -564,11 +591,21 @@ static void print_value(const struct cfg *c, const struct option *o, FILE *out)
             fputs(s, out);
         break;
     }
-    case T_SIZE: fprintf(out, "%zu", *(const size_t *)field); break;
-    case T_DUR: fprintf(out, "%ldms", *(const long *)field); break;
-    case T_INT: fprintf(out, "%d", *(const int *)field); break;
-    case T_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
-    case T_LEVEL: fputs(level_names[*(const int *)field], out); break;
+    case T_SIZE:
+        fprintf(out, "%zu", *(const size_t *)field);
+        break;
+    case T_DUR:
+        fprintf(out, "%ldms", *(const long *)field);
+        break;
+    case T_INT:
+        fprintf(out, "%d", *(const int *)field);
+        break;
+    case T_BOOL:
+        fputs(*(const bool *)field ? "true" : "false", out);
+        break;
+    case T_LEVEL:
+        fputs(level_names[*(const int *)field], out);
+        break;
     }
 }
 

@@ -29,21 +29,21 @@ enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT };
 #define CFG_MAX_OPTIONS 32
 
 struct cfg {
-    char *listen;              /* "host:port", "[v6]:port" */
-    char *upstream;            /* base URL including the version, e.g. https://x/v1 */
-    char *upstream_key;        /* secret; NULL when the client's key passes through */
-    char *data_dir;            /* where the WAL and snapshots live */
-    size_t max_body_size;      /* bytes; larger request bodies get 413 */
-    long connect_timeout_ms;   /* TCP+TLS connect to the upstream */
-    long upstream_timeout_ms;  /* whole upstream exchange */
-    long idle_timeout_ms;      /* longest silence from the upstream mid-response */
-    long client_timeout_ms;    /* idle client connection */
-    long shutdown_timeout_ms;  /* how long SIGTERM waits for in-flight requests */
-    int log_level;             /* enum log_level in proxy/log.h */
-    int threads;               /* HTTP worker threads; 0 = one per CPU */
-    int max_connections;       /* concurrent client connections */
-    bool insecure_open;        /* allow a non-loopback listen address */
-    char *config_file;         /* the file that was loaded, or NULL */
+    char *listen;             /* "host:port", "[v6]:port" */
+    char *upstream;           /* base URL including the version, e.g. https://x/v1 */
+    char *upstream_key;       /* secret; NULL when the client's key passes through */
+    char *data_dir;           /* where the WAL and snapshots live */
+    size_t max_body_size;     /* bytes; larger request bodies get 413 */
+    long connect_timeout_ms;  /* TCP+TLS connect to the upstream */
+    long upstream_timeout_ms; /* whole upstream exchange */
+    long idle_timeout_ms;     /* longest silence from the upstream mid-response */
+    long client_timeout_ms;   /* idle client connection */
+    long shutdown_timeout_ms; /* how long SIGTERM waits for in-flight requests */
+    int log_level;            /* enum log_level in proxy/log.h */
+    int threads;              /* HTTP worker threads; 0 = one per CPU */
+    int max_connections;      /* concurrent client connections */
+    bool insecure_open;       /* allow a non-loopback listen address */
+    char *config_file;        /* the file that was loaded, or NULL */
     enum cfg_source source[CFG_MAX_OPTIONS];
 };
 
@@ -75,7 +75,7 @@ void cfg_usage(FILE *out, const char *argv0);
 
 /* Parsers shared with other modules and the tests. Each returns 0 or
  * CFG_EINVAL and leaves the output untouched on failure. */
-int cfg_parse_size(const char *s, size_t *out);     /* "512", "64k", "32m", "1g" */
+int cfg_parse_size(const char *s, size_t *out);      /* "512", "64k", "32m", "1g" */
 int cfg_parse_duration(const char *s, long *out_ms); /* "250ms", "10s", "5m", "1h", "30" (= s) */
 int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 

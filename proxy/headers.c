@@ -14,17 +14,15 @@ static bool in(const char *name, size_t len, const char *const *list)
 
 bool hdr_is_hop_by_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection",          "keep-alive", "proxy-connection",
-                                      "proxy-authenticate",  "te",         "trailer",
-                                      "transfer-encoding",   "upgrade",    "proxy-authorization",
-                                      NULL};
+    static const char *const hop[] = {
+        "connection", "keep-alive",        "proxy-connection", "proxy-authenticate",  "te",
+        "trailer",    "transfer-encoding", "upgrade",          "proxy-authorization", NULL};
     return in(name, len, hop);
 }
 
 bool hdr_to_upstream(const char *name, size_t len)
 {
-    static const char *const drop[] = {"host", "content-length", "expect", "accept-encoding",
-                                       NULL};
+    static const char *const drop[] = {"host", "content-length", "expect", "accept-encoding", NULL};
     return !hdr_is_hop_by_hop(name, len) && !in(name, len, drop);
 }
 

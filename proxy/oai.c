@@ -91,8 +91,7 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
         return -1;
     }
     if (!cJSON_IsObject(doc)) {
-        oai_error_set(e, 400, irq, NULL, "invalid_json",
-                      "The request body must be a JSON object.");
+        oai_error_set(e, 400, irq, NULL, "invalid_json", "The request body must be a JSON object.");
         goto fail;
     }
     model = cJSON_GetObjectItemCaseSensitive(doc, "model");

@@ -21,8 +21,7 @@ struct oai_error {
 
 /* Fill *e; message is printf-formatted. */
 void oai_error_set(struct oai_error *e, int status, const char *type, const char *param,
-                   const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+                   const char *code, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* Render *e as JSON. Returns a malloc'd NUL-terminated string (length in
  * *len), or NULL when out of memory. */

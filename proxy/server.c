@@ -46,9 +46,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FULL_MAX (1u << 20)   /* collect whole responses up to 1 MiB */
-#define OUT_HIGH (256u << 10) /* pause the provider above this much unsent data */
-#define OUT_LOW  (64u << 10)  /* and resume it below this */
+#define FULL_MAX        (1u << 20)   /* collect whole responses up to 1 MiB */
+#define OUT_HIGH        (256u << 10) /* pause the provider above this much unsent data */
+#define OUT_LOW         (64u << 10)  /* and resume it below this */
 #define REQ_HEADERS_MAX 128
 #define REQ_ID_MAX      128
 
@@ -251,7 +251,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
         /* A plain body that stopped short must not look complete: close the
          * connection. SSE got an error event appended in on_done instead. */
         ret = (x->up_err == UP_OK || x->sse) ? MHD_CONTENT_READER_END_OF_STREAM
-                                              : MHD_CONTENT_READER_END_WITH_ERROR;
+                                             : MHD_CONTENT_READER_END_WITH_ERROR;
     } else {
         x->suspended = true;
         MHD_suspend_connection(x->conn);
@@ -385,11 +385,10 @@ static int on_body(void *ud, const char *p, size_t n)
             resume(x);
         }
     }
-    if (x->streaming && x->out_len - x->out_off >= OUT_HIGH) {
+    /* Out of memory pauses too: the client's draining frees room. */
+    if ((x->streaming && x->out_len - x->out_off >= OUT_HIGH) ||
+        grow_append(&x->out, &x->out_len, &x->out_cap, p, n) != 0) {
         x->paused = true;
-        ret = UP_PAUSE;
-    } else if (grow_append(&x->out, &x->out_len, &x->out_cap, p, n) != 0) {
-        x->paused = true; /* out of memory: wait for the client to drain */
         ret = UP_PAUSE;
     } else if (x->streaming) {
         resume(x);
@@ -470,19 +469,43 @@ static const struct up_handler handler = {on_head, on_body, on_done};
 
 /* ---- requests ----------------------------------------------------------- */
 
+/* Request headers for the provider: "Name: value" lines, NUL-separated in one
+ * buffer so that a single free() releases them. */
 struct hdr_list {
-    char *lines[REQ_HEADERS_MAX + 4];
+    char *buf;
+    size_t len, cap;
+    size_t off[REQ_HEADERS_MAX + 4];
     size_t n;
     bool has_id;
     bool has_ctype;
+    bool oom;
     const char *upstream_key;
 };
+
+static void add_line(struct hdr_list *l, const char *name, const char *sep, const char *value)
+{
+    static const char nul = '\0';
+
+    if (l->n >= sizeof(l->off) / sizeof(l->off[0])) {
+        l->oom = true;
+        return;
+    }
+    l->off[l->n] = l->len;
+    if (grow_append(&l->buf, &l->len, &l->cap, name, strlen(name)) ||
+        grow_append(&l->buf, &l->len, &l->cap, sep, strlen(sep)) ||
+        grow_append(&l->buf, &l->len, &l->cap, value, strlen(value)) ||
+        grow_append(&l->buf, &l->len, &l->cap, &nul, 1)) {
+        l->oom = true;
+        return;
+    }
+    l->n++;
+}
 
 static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                       const char *value)
 {
     struct hdr_list *l = cls;
-    size_t kl = strlen(key), len;
+    size_t kl = strlen(key);
 
     (void)kind;
     if (!value || !hdr_to_upstream(key, kl))
@@ -493,33 +516,12 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
         l->has_id = true;
     if (strcasecmp(key, "content-type") == 0)
         l->has_ctype = true;
-    if (l->n >= REQ_HEADERS_MAX)
+    if (l->n >= REQ_HEADERS_MAX) {
+        l->oom = true;
         return MHD_NO;
-    len = kl + strlen(value) + 3;
-    l->lines[l->n] = malloc(len);
-    if (!l->lines[l->n])
-        return MHD_NO;
-    snprintf(l->lines[l->n], len, "%s: %s", key, value);
-    l->n++;
-    return MHD_YES;
-}
-
-static int add_line(struct hdr_list *l, const char *a, const char *b)
-{
-    size_t len = strlen(a) + strlen(b) + 1;
-
-    l->lines[l->n] = malloc(len);
-    if (!l->lines[l->n])
-        return -1;
-    snprintf(l->lines[l->n], len, "%s%s", a, b);
-    l->n++;
-    return 0;
-}
-
-static void free_lines(struct hdr_list *l)
-{
-    for (size_t i = 0; i < l->n; i++)
-        free(l->lines[i]);
+    }
+    add_line(l, key, ": ", value);
+    return l->oom ? MHD_NO : MHD_YES;
 }
 
 /* Submits x to the provider and suspends its connection. */
@@ -530,18 +532,28 @@ static enum MHD_Result forward(struct exch *x, const char *path)
     struct up_req req;
     int rc;
 
+    const char *lines[REQ_HEADERS_MAX + 4];
+
     MHD_get_connection_values(x->conn, MHD_HEADER_KIND, collect_header, &l);
-    if ((s->cfg->upstream_key && add_line(&l, "Authorization: Bearer ", s->cfg->upstream_key)) ||
-        (!l.has_id && add_line(&l, "x-request-id: ", x->id)) ||
-        /* Keep curl from inventing a form content type or a 100-continue. */
-        (!l.has_ctype && add_line(&l, "Content-Type:", "")) || add_line(&l, "Expect:", "")) {
-        free_lines(&l);
-        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+    if (s->cfg->upstream_key)
+        add_line(&l, "Authorization", ": Bearer ", s->cfg->upstream_key);
+    if (!l.has_id)
+        add_line(&l, "x-request-id", ": ", x->id);
+    /* Keep curl from inventing a form content type or a 100-continue. */
+    if (!l.has_ctype)
+        add_line(&l, "Content-Type", ":", "");
+    add_line(&l, "Expect", ":", "");
+    if (l.oom) {
+        free(l.buf);
+        oai_error_set(&x->err, 431, "invalid_request_error", NULL, "headers_too_large",
+                      "Too many request headers (at most %d are forwarded).", REQ_HEADERS_MAX);
         return queue_error(x, &x->err);
     }
+    for (size_t i = 0; i < l.n; i++)
+        lines[i] = l.buf + l.off[i];
     req = (struct up_req){.method = x->method,
                           .path = path,
-                          .headers = (const char *const *)l.lines,
+                          .headers = lines,
                           .nheaders = l.n,
                           .body = x->body,
                           .body_len = x->body_len};
@@ -551,10 +563,10 @@ static enum MHD_Result forward(struct exch *x, const char *path)
     clock_gettime(CLOCK_MONOTONIC, &x->t_up0);
     x->state = XS_WAIT;
     rc = up_pool_submit(s->pool, &req, &handler, x, &x->xfer);
+    free(l.buf); /* curl copied the lines */
     if (rc != 0) {
         pthread_mutex_unlock(&x->lock);
         atomic_fetch_sub(&x->refs, 1);
-        free_lines(&l);
         set_upstream_error(x, rc, "could not start the transfer");
         return queue_error(x, &x->err);
     }
@@ -562,7 +574,6 @@ static enum MHD_Result forward(struct exch *x, const char *path)
     x->suspended = true;
     MHD_suspend_connection(x->conn);
     pthread_mutex_unlock(&x->lock);
-    free_lines(&l); /* curl copied them */
     return MHD_YES;
 }
 
@@ -634,8 +645,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_size, void **con_cls)
 {
     struct server *s = cls;
     struct exch *x = *con_cls;
@@ -653,7 +664,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         x->conn = conn;
         x->method = method;
         if (cid && valid_client_id(cid)) {
-            strcpy(x->id, cid);
+            snprintf(x->id, sizeof(x->id), "%s", cid);
             x->client_id = true;
         } else {
             uint64_t n = atomic_fetch_add(&s->next_id, 1);
@@ -683,7 +694,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         }
         return route(x, url);
-    default: break;
+    default:
+        break;
     }
 
     /* Resumed by the upstream side. */
@@ -706,8 +718,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct exch *x = *con_cls;
     struct log_rec r;
     struct timespec now;
-    static const char *const why[] = {"ok", "error", "timeout", "shutdown", "read_error",
-                                      "client_closed"};
+    static const char *const why[] = {"ok",       "error",      "timeout",
+                                      "shutdown", "read_error", "client_closed"};
 
     (void)cls;
     (void)conn;
@@ -795,8 +807,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
         (unsigned)((c->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(128 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!s->mhd) {
-        snprintf(err, errlen, "cannot listen on %s (address in use or not permitted)",
-                 c->listen);
+        snprintf(err, errlen, "cannot listen on %s (address in use or not permitted)", c->listen);
         goto fail;
     }
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_LISTEN_FD);

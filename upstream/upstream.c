@@ -56,10 +56,10 @@ struct up_pool {
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t lock;
-    bool stopping;              /* guarded by lock */
-    bool joined;                /* guarded by lock */
-    struct up_xfer *work;       /* guarded by lock */
-    struct up_xfer *active;     /* pool thread only */
+    bool stopping;          /* guarded by lock */
+    bool joined;            /* guarded by lock */
+    struct up_xfer *work;   /* guarded by lock */
+    struct up_xfer *active; /* pool thread only */
 };
 
 static void xfer_unref(struct up_xfer *x)
@@ -277,7 +277,8 @@ static bool drain_work(struct up_pool *p)
         x->queued = false;
         pthread_mutex_unlock(&p->lock);
         apply(p, x, want, stopping);
-        xfer_unref(x);
+        /* The queue's reference; apply() dropped only the pool's, if any. */
+        xfer_unref(x); // NOLINT(clang-analyzer-unix.Malloc)
     }
     return stopping;
 }
@@ -295,8 +296,7 @@ static void reap(struct up_pool *p)
             continue;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         if (x->head_overflow)
-            snprintf(detail, sizeof(detail), "upstream response headers exceed %d bytes",
-                     HEAD_MAX);
+            snprintf(detail, sizeof(detail), "upstream response headers exceed %d bytes", HEAD_MAX);
         else
             snprintf(detail, sizeof(detail), "%s%s%s", curl_easy_strerror(m->data.result),
                      x->errbuf[0] ? ": " : "", x->errbuf);
@@ -314,8 +314,11 @@ static void *pool_main(void *arg)
         int running = 0;
 
         if (drain_work(p)) {
-            while (p->active)
-                finish(p->active, UP_ECANCELED, "parrot is shutting down");
+            struct up_xfer *x = p->active, *next;
+            for (; x; x = next) {
+                next = x->next;
+                finish(x, UP_ECANCELED, "parrot is shutting down");
+            }
             drain_work(p); /* requests queued meanwhile: release their references */
             break;
         }

@@ -63,7 +63,7 @@ struct up_handler {
 
 struct up_req {
     const char *method;
-    const char *path; /* appended to base_url, e.g. "/chat/completions?x=1" */
+    const char *path;           /* appended to base_url, e.g. "/chat/completions?x=1" */
     const char *const *headers; /* "Name: value" lines */
     size_t nheaders;
     const char *body; /* not copied: must stay valid until on_done() */

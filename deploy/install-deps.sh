@@ -1,0 +1,61 @@
+#!/bin/sh
+# Install what parrot needs from Debian 12 packages, and the OpenAI SDK used
+# by the client tests from the npm registry. Idempotent; uses sudo when not
+# run as root.
+#
+#   deploy/install-deps.sh [--check] [--run | --dev]
+#     (default)  build + test dependencies
+#     --run      only what building and running parrot needs
+#     --dev      build + test + lint tools (clang-format, clang-tidy)
+#     --check    install nothing; exit 0 if nothing is missing, else 1
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+check=false
+set_=test
+for a in "$@"; do
+    case "$a" in
+    --check) check=true ;;
+    --run) set_=run ;;
+    --dev) set_=dev ;;
+    *) echo "usage: $0 [--check] [--run|--dev]" >&2; exit 2 ;;
+    esac
+done
+
+pkgs="build-essential pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
+libcjson-dev libssl-dev"
+[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev"
+[ "$set_" = dev ] && pkgs="$pkgs clang-format clang-tidy"
+
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+sdk_ok=true
+if [ "$set_" != run ]; then
+    # Keep a Node.js that is already there (it may come from elsewhere with
+    # its own npm); else take Debian's.
+    command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+    command -v npm >/dev/null 2>&1 || missing="$missing npm"
+    [ -d "$here/test/node_modules/openai" ] || sdk_ok=false
+fi
+
+if $check; then
+    [ -z "$missing" ] && $sdk_ok && exit 0
+    echo "missing:$missing$($sdk_ok || echo ' test/node_modules')"
+    exit 1
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
+if ! $sdk_ok; then
+    echo "installing the test clients (npm ci in test/)"
+    (cd "$here/test" && npm ci --no-audit --no-fund --loglevel=error)
+fi

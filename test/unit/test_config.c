@@ -1,0 +1,223 @@
+/* Unit tests for config/: parsers, precedence, validation, masking. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "config/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_parse_size(void **state)
+{
+    size_t v = 7;
+
+    (void)state;
+    assert_int_equal(cfg_parse_size("4096", &v), 0);
+    assert_int_equal(v, 4096);
+    assert_int_equal(cfg_parse_size("64k", &v), 0);
+    assert_int_equal(v, 64 * 1024);
+    assert_int_equal(cfg_parse_size("32M", &v), 0);
+    assert_int_equal(v, 32u << 20);
+    assert_int_equal(cfg_parse_size("1gb", &v), 0);
+    assert_int_equal(v, 1u << 30);
+    v = 7;
+    assert_int_equal(cfg_parse_size("abc", &v), CFG_EINVAL);
+    assert_int_equal(cfg_parse_size("-1", &v), CFG_EINVAL);
+    assert_int_equal(cfg_parse_size("12q", &v), CFG_EINVAL);
+    assert_int_equal(cfg_parse_size("", &v), CFG_EINVAL);
+    assert_int_equal(cfg_parse_size("99999999999999999999g", &v), CFG_EINVAL);
+    assert_int_equal(v, 7); /* untouched on failure */
+}
+
+static void test_parse_duration(void **state)
+{
+    long ms = -1;
+
+    (void)state;
+    assert_int_equal(cfg_parse_duration("250ms", &ms), 0);
+    assert_int_equal(ms, 250);
+    assert_int_equal(cfg_parse_duration("10s", &ms), 0);
+    assert_int_equal(ms, 10000);
+    assert_int_equal(cfg_parse_duration("30", &ms), 0);
+    assert_int_equal(ms, 30000);
+    assert_int_equal(cfg_parse_duration("5m", &ms), 0);
+    assert_int_equal(ms, 300000);
+    assert_int_equal(cfg_parse_duration("1h", &ms), 0);
+    assert_int_equal(ms, 3600000);
+    assert_int_equal(cfg_parse_duration("1d", &ms), CFG_EINVAL);
+    assert_int_equal(cfg_parse_duration("s", &ms), CFG_EINVAL);
+    assert_int_equal(cfg_parse_duration("-5s", &ms), CFG_EINVAL);
+}
+
+static void test_parse_addr(void **state)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    (void)state;
+    assert_int_equal(cfg_parse_addr("127.0.0.1:8080", &ss, &len), 0);
+    assert_true(cfg_addr_is_loopback(&ss));
+    assert_int_equal(cfg_parse_addr("[::1]:0", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_true(cfg_addr_is_loopback(&ss));
+    assert_int_equal(cfg_parse_addr(":9000", &ss, &len), 0);
+    assert_false(cfg_addr_is_loopback(&ss));
+    assert_int_equal(cfg_parse_addr("localhost:1", &ss, &len), 0);
+    assert_true(cfg_addr_is_loopback(&ss));
+    assert_int_equal(cfg_parse_addr("10.1.2.3:80", &ss, &len), 0);
+    assert_false(cfg_addr_is_loopback(&ss));
+    assert_int_equal(cfg_parse_addr("127.0.0.1", &ss, &len), CFG_EINVAL);
+    assert_int_equal(cfg_parse_addr("127.0.0.1:70000", &ss, &len), CFG_EINVAL);
+    assert_int_equal(cfg_parse_addr("example.com:80", &ss, &len), CFG_EINVAL);
+    assert_int_equal(cfg_parse_addr("[::1:80", &ss, &len), CFG_EINVAL);
+    assert_int_equal(cfg_parse_addr("1.2.3.4:", &ss, &len), CFG_EINVAL);
+}
+
+static void test_defaults(void **state)
+{
+    struct cfg c;
+
+    (void)state;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_string_equal(c.listen, "127.0.0.1:8080");
+    assert_string_equal(c.upstream, "https://api.openai.com/v1");
+    assert_null(c.upstream_key);
+    assert_int_equal(c.max_body_size, 32u << 20);
+    assert_int_equal(c.source[0], CFG_SRC_DEFAULT);
+    cfg_fini(&c);
+}
+
+static char *write_file(const char *text)
+{
+    static char path[64];
+    int fd;
+
+    strcpy(path, "/tmp/parrot-cfg-XXXXXX");
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+/* One value from each layer: the flag beats env beats the file. */
+static void test_precedence(void **state)
+{
+    struct cfg c;
+    enum cfg_action act;
+    char err[256];
+    char *path = write_file("# comment\nlisten = 127.0.0.1:1111\nlog-level = debug\n"
+                            "threads = 3\nupstream-key = \"sk-from-file\"\n");
+    char *argv[] = {"parrot", "--config", path, "--listen=127.0.0.1:3333", NULL};
+    char *envp[] = {"PARROT_LISTEN=127.0.0.1:2222", "PARROT_THREADS=5", "HOME=/root", NULL};
+
+    (void)state;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_equal(cfg_load(&c, 4, argv, envp, &act, err, sizeof(err)), 0);
+    assert_int_equal(act, CFG_RUN);
+    assert_string_equal(c.listen, "127.0.0.1:3333");
+    assert_int_equal(c.threads, 5);
+    assert_int_equal(c.log_level, 0);
+    assert_string_equal(c.upstream_key, "sk-from-file");
+    assert_int_equal(c.source[0], CFG_SRC_FLAG);
+    unlink(path);
+    cfg_fini(&c);
+}
+
+static void expect_load_error(char **argv, int argc, char **envp, const char *needle)
+{
+    struct cfg c;
+    enum cfg_action act;
+    char err[256] = "";
+
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_not_equal(cfg_load(&c, argc, argv, envp, &act, err, sizeof(err)), 0);
+    if (!strstr(err, needle))
+        fail_msg("error '%s' does not mention '%s'", err, needle);
+    cfg_fini(&c);
+}
+
+static void test_errors(void **state)
+{
+    char *env_none[] = {NULL};
+    char *a1[] = {"parrot", "--no-such-thing", "1"};
+    char *a2[] = {"parrot", "--max-body-size", "abc"};
+    char *a3[] = {"parrot", "--listen"};
+    char *a4[] = {"parrot", "--upstream", "ftp://x"};
+    char *a5[] = {"parrot", "--upstream-key", "sk-secret"};
+    char *a6[] = {"parrot", "--threads", "100000"};
+    char *a7[] = {"parrot", "stray"};
+    char *env_bad[] = {"PARROT_UPSTREAM_URL=http://x", NULL};
+    char *file = write_file("listen = 127.0.0.1:1\nnot-an-option = 1\n");
+    char *a8[] = {"parrot", "--config", file};
+
+    (void)state;
+    expect_load_error(a1, 3, env_none, "no-such-thing");
+    expect_load_error(a2, 3, env_none, "max-body-size");
+    expect_load_error(a3, 2, env_none, "listen");
+    expect_load_error(a4, 3, env_none, "upstream");
+    expect_load_error(a5, 3, env_none, "PARROT_UPSTREAM_KEY");
+    expect_load_error(a6, 3, env_none, "threads");
+    expect_load_error(a7, 2, env_none, "stray");
+    expect_load_error(a1, 1, env_bad, "PARROT_UPSTREAM_URL");
+    expect_load_error(a8, 3, env_none, ":2: unknown option 'not-an-option'");
+    unlink(file);
+}
+
+static void test_print_masks_secret(void **state)
+{
+    struct cfg c;
+    char err[128], buf[4096] = "";
+    FILE *f;
+    size_t n;
+
+    (void)state;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_equal(cfg_set(&c, "upstream-key", "sk-very-secret", CFG_SRC_ENV, err, sizeof(err)),
+                     0);
+    f = tmpfile();
+    cfg_print(&c, f);
+    rewind(f);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    assert_null(strstr(buf, "sk-very-secret"));
+    assert_non_null(strstr(buf, "upstream-key = ******** (set)  (env)"));
+    assert_non_null(strstr(buf, "listen = 127.0.0.1:8080  (default)"));
+    cfg_fini(&c);
+}
+
+static void test_actions(void **state)
+{
+    struct cfg c;
+    enum cfg_action act;
+    char err[128];
+    char *envp[] = {NULL};
+    char *a1[] = {"parrot", "--help"};
+    char *a2[] = {"parrot", "--print-config", "--insecure-open"};
+
+    (void)state;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_equal(cfg_load(&c, 2, a1, envp, &act, err, sizeof(err)), 0);
+    assert_int_equal(act, CFG_HELP);
+    assert_int_equal(cfg_load(&c, 3, a2, envp, &act, err, sizeof(err)), 0);
+    assert_int_equal(act, CFG_PRINT);
+    assert_true(c.insecure_open);
+    cfg_fini(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parse_size),         cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_addr),         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_print_masks_secret), cmocka_unit_test(test_actions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,118 @@
+/* Unit tests for proxy/oai.c and proxy/headers.c: error shapes, chat
+ * request validation, header filters. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "proxy/headers.h"
+#include "proxy/oai.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *JSON = "application/json";
+
+static void check_error(const char *ctype, const char *body, int status, const char *param,
+                        const char *code)
+{
+    struct oai_error e;
+
+    assert_int_equal(oai_chat_parse(ctype, body, strlen(body), NULL, &e), -1);
+    assert_int_equal(e.status, status);
+    if (param)
+        assert_string_equal(e.param, param);
+    else
+        assert_null(e.param);
+    assert_string_equal(e.code, code);
+    assert_true(strlen(e.message) > 0);
+}
+
+static void test_chat_validation(void **state)
+{
+    (void)state;
+    check_error(JSON, "", 400, NULL, "invalid_json");
+    check_error(JSON, "{\"model\":", 400, NULL, "invalid_json");
+    check_error(JSON, "[1,2]", 400, NULL, "invalid_json");
+    check_error(JSON, "{\"messages\":[{}]}", 400, "model", "missing_required_parameter");
+    check_error(JSON, "{\"model\":5,\"messages\":[{}]}", 400, "model", "invalid_type");
+    check_error(JSON, "{\"model\":\"\",\"messages\":[{}]}", 400, "model", "invalid_type");
+    check_error(JSON, "{\"model\":\"m\"}", 400, "messages", "missing_required_parameter");
+    check_error(JSON, "{\"model\":\"m\",\"messages\":[]}", 400, "messages", "invalid_type");
+    check_error(JSON, "{\"model\":\"m\",\"messages\":{}}", 400, "messages", "invalid_type");
+    check_error("text/plain", "{}", 415, NULL, "unsupported_media_type");
+    check_error(NULL, "{}", 415, NULL, "unsupported_media_type");
+    check_error("application/jsonx", "{}", 415, NULL, "unsupported_media_type");
+}
+
+static void test_chat_ok(void **state)
+{
+    struct oai_error e;
+    cJSON *doc = NULL;
+    const char *b = "{\"model\":\"gpt\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+    (void)state;
+    assert_int_equal(oai_chat_parse("application/json; charset=utf-8", b, strlen(b), &doc, &e), 0);
+    assert_non_null(doc);
+    assert_string_equal(cJSON_GetObjectItem(doc, "model")->valuestring, "gpt");
+    cJSON_Delete(doc);
+    /* The length bounds the parse: trailing garbage past it is not read. */
+    assert_int_equal(oai_chat_parse("Application/JSON", b, strlen(b), NULL, &e), 0);
+}
+
+static void test_error_json_shape(void **state)
+{
+    struct oai_error e;
+    size_t len = 0;
+    char *s;
+    cJSON *doc, *err;
+
+    (void)state;
+    oai_error_set(&e, 404, "invalid_request_error", NULL, "unknown_url", "Invalid URL (%s \"%s\")",
+                  "GET", "/x\n");
+    s = oai_error_json(&e, &len);
+    assert_non_null(s);
+    assert_int_equal(len, strlen(s));
+    doc = cJSON_Parse(s);
+    assert_non_null(doc);
+    err = cJSON_GetObjectItem(doc, "error");
+    assert_string_equal(cJSON_GetObjectItem(err, "message")->valuestring,
+                        "Invalid URL (GET \"/x\n\")");
+    assert_string_equal(cJSON_GetObjectItem(err, "type")->valuestring, "invalid_request_error");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(err, "param")));
+    assert_string_equal(cJSON_GetObjectItem(err, "code")->valuestring, "unknown_url");
+    cJSON_Delete(doc);
+    free(s);
+}
+
+static void test_header_filters(void **state)
+{
+    (void)state;
+    assert_true(hdr_is_hop_by_hop("Connection", 10));
+    assert_true(hdr_is_hop_by_hop("TRANSFER-ENCODING", 17));
+    assert_false(hdr_is_hop_by_hop("Content-Type", 12));
+    assert_true(hdr_to_upstream("Authorization", 13));
+    assert_true(hdr_to_upstream("OpenAI-Organization", 19));
+    assert_false(hdr_to_upstream("Host", 4));
+    assert_false(hdr_to_upstream("Accept-Encoding", 15));
+    assert_false(hdr_to_upstream("keep-alive", 10));
+    assert_true(hdr_to_client("x-ratelimit-remaining-requests", 30));
+    assert_false(hdr_to_client("content-length", 14));
+    assert_false(hdr_to_client("X-Request-Id", 12));
+    /* Length, not the NUL, delimits the name. */
+    assert_false(hdr_to_upstream("Hostile", 4));
+    assert_true(hdr_to_upstream("Hostile", 7));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_chat_validation),
+        cmocka_unit_test(test_chat_ok),
+        cmocka_unit_test(test_error_json_shape),
+        cmocka_unit_test(test_header_filters),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
