@@ -20,8 +20,8 @@ LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
 LDFLAGS += $(SAN) -pthread
 
 # Everything but main.c is also linked into the unit tests.
-LIB_SRC := config/config.c proxy/log.c proxy/oai.c proxy/headers.c proxy/server.c \
-           upstream/upstream.c
+LIB_SRC := $(sort $(wildcard config/*.c cache/*.c upstream/*.c) \
+           $(filter-out proxy/main.c,$(wildcard proxy/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)

@@ -16,9 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { T_STR, T_URL, T_ADDR, T_SIZE, T_DUR, T_INT, T_BOOL, T_LEVEL };
+enum opt_type { T_STR, T_URL, T_ADDR, T_SIZE, T_DUR, T_INT, T_BOOL, T_LEVEL, T_FLOAT };
 
-#define O_SECRET 0x1 /* masked when printed; never accepted as a flag */
+#define O_SECRET   0x1 /* masked when printed; never accepted as a flag */
+#define O_OPTIONAL 0x2 /* an empty string means "not set" */
 
 struct option {
     const char *name; /* long flag and config-file key */
@@ -37,7 +38,7 @@ static const struct option options[] = {
      "address to serve on: HOST:PORT or [V6]:PORT (port 0 picks a free one)"},
     {"upstream", T_URL, F(upstream), "https://api.openai.com/v1", 0, 0, 0,
      "base URL of the OpenAI-compatible provider, including /v1"},
-    {"upstream-key", T_STR, F(upstream_key), NULL, 0, 0, O_SECRET,
+    {"upstream-key", T_STR, F(upstream_key), NULL, 0, 0, O_SECRET | O_OPTIONAL,
      "API key sent upstream instead of the client's (file or env only)"},
     {"data-dir", T_STR, F(data_dir), "parrot-data", 0, 0, 0,
      "directory for the write-ahead log and snapshots"},
@@ -59,6 +60,18 @@ static const struct option options[] = {
      "most concurrent client connections"},
     {"insecure-open", T_BOOL, F(insecure_open), "false", 0, 0, 0,
      "allow listening on a non-loopback address"},
+    {"cache", T_BOOL, F(cache), "true", 0, 0, 0,
+     "answer repeated and paraphrased chat completions from the cache"},
+    {"cache-ttl", T_DUR, F(cache_ttl_ms), "24h", 0, 0, 0,
+     "how long an answer is served (0 = until evicted); x-parrot-ttl overrides"},
+    {"cache-max-memory", T_SIZE, F(cache_max_memory), "256m", 0, 0, 0,
+     "memory for cached answers, vectors and indexes; beyond it entries are evicted"},
+    {"similarity-threshold", T_FLOAT, F(similarity_threshold), "0", 0, 1, 0,
+     "cosine similarity for a semantic hit, 0..1 (0 = the embedder's calibrated default)"},
+    {"tenant-header", T_STR, F(tenant_header), NULL, 0, 0, O_OPTIONAL,
+     "take the tenant from this request header instead of a hash of Authorization"},
+    {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,
+     "put every client in this one cache scope (only if you vouch for all clients)"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -98,8 +111,7 @@ int cfg_parse_size(const char *s, size_t *out)
     if (errno)
         return CFG_EINVAL;
     switch (tolower((unsigned char)*end)) {
-    case '\0':
-        break;
+    case '\0': break;
     case 'k':
         mul = 1ULL << 10;
         end++;
@@ -112,8 +124,7 @@ int cfg_parse_size(const char *s, size_t *out)
         mul = 1ULL << 30;
         end++;
         break;
-    default:
-        return CFG_EINVAL;
+    default: return CFG_EINVAL;
     }
     if ((*end == 'b' || *end == 'B'))
         end++;
@@ -243,6 +254,21 @@ static int parse_int(const char *s, long min, long max, int *out)
     return 0;
 }
 
+static int parse_float(const char *s, double min, double max, double *out)
+{
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return CFG_EINVAL;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || *end || !(v >= min && v <= max))
+        return CFG_EINVAL;
+    *out = v;
+    return 0;
+}
+
 static int parse_url(const char *s)
 {
     const char *host;
@@ -264,22 +290,15 @@ static int parse_url(const char *s)
 static const char *expect(enum opt_type t)
 {
     switch (t) {
-    case T_URL:
-        return "an http:// or https:// URL";
-    case T_ADDR:
-        return "HOST:PORT, [V6]:PORT or :PORT";
-    case T_SIZE:
-        return "a size such as 4096, 64k, 32m or 1g";
-    case T_DUR:
-        return "a duration such as 500ms, 10s, 5m or 1h";
-    case T_INT:
-        return "a whole number";
-    case T_BOOL:
-        return "true or false";
-    case T_LEVEL:
-        return "debug, info, warn or error";
-    case T_STR:
-        return "a string";
+    case T_URL: return "an http:// or https:// URL";
+    case T_ADDR: return "HOST:PORT, [V6]:PORT or :PORT";
+    case T_SIZE: return "a size such as 4096, 64k, 32m or 1g";
+    case T_DUR: return "a duration such as 500ms, 10s, 5m or 1h";
+    case T_INT: return "a whole number";
+    case T_BOOL: return "true or false";
+    case T_LEVEL: return "debug, info, warn or error";
+    case T_FLOAT: return "a number";
+    case T_STR: return "a string";
     }
     return "?";
 }
@@ -302,7 +321,7 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
             socklen_t len;
             rc = cfg_parse_addr(v, &ss, &len);
         }
-        if (rc == 0 && o->type == T_STR && *v == '\0' && !(o->flags & O_SECRET))
+        if (rc == 0 && o->type == T_STR && *v == '\0' && !(o->flags & O_OPTIONAL))
             rc = CFG_EINVAL;
         if (rc)
             break;
@@ -313,25 +332,18 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
         }
         free(*(char **)field);
         *(char **)field = dup;
-        /* An empty secret means "not set": pass the client's key through. */
+        /* An empty optional string means "not set". */
         if (*dup == '\0') {
             free(dup);
             *(char **)field = NULL;
         }
         break;
     }
-    case T_SIZE:
-        rc = cfg_parse_size(v, (size_t *)field);
-        break;
-    case T_DUR:
-        rc = cfg_parse_duration(v, (long *)field);
-        break;
-    case T_INT:
-        rc = parse_int(v, o->min, o->max, (int *)field);
-        break;
-    case T_BOOL:
-        rc = parse_bool(v, (bool *)field);
-        break;
+    case T_SIZE: rc = cfg_parse_size(v, (size_t *)field); break;
+    case T_DUR: rc = cfg_parse_duration(v, (long *)field); break;
+    case T_INT: rc = parse_int(v, o->min, o->max, (int *)field); break;
+    case T_FLOAT: rc = parse_float(v, (double)o->min, (double)o->max, (double *)field); break;
+    case T_BOOL: rc = parse_bool(v, (bool *)field); break;
     case T_LEVEL:
         rc = CFG_EINVAL;
         for (int i = 0; i < 4; i++)
@@ -342,7 +354,7 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
         break;
     }
     if (rc) {
-        if (o->type == T_INT)
+        if (o->type == T_INT || o->type == T_FLOAT)
             snprintf(err, errlen, "invalid value for %s: '%s' (expected %s from %ld to %ld)",
                      o->name, v, expect(o->type), o->min, o->max);
         else
@@ -591,21 +603,12 @@ static void print_value(const struct cfg *c, const struct option *o, FILE *out)
             fputs(s, out);
         break;
     }
-    case T_SIZE:
-        fprintf(out, "%zu", *(const size_t *)field);
-        break;
-    case T_DUR:
-        fprintf(out, "%ldms", *(const long *)field);
-        break;
-    case T_INT:
-        fprintf(out, "%d", *(const int *)field);
-        break;
-    case T_BOOL:
-        fputs(*(const bool *)field ? "true" : "false", out);
-        break;
-    case T_LEVEL:
-        fputs(level_names[*(const int *)field], out);
-        break;
+    case T_SIZE: fprintf(out, "%zu", *(const size_t *)field); break;
+    case T_DUR: fprintf(out, "%ldms", *(const long *)field); break;
+    case T_INT: fprintf(out, "%d", *(const int *)field); break;
+    case T_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
+    case T_LEVEL: fputs(level_names[*(const int *)field], out); break;
+    case T_FLOAT: fprintf(out, "%g", *(const double *)field); break;
     }
 }
 

@@ -29,21 +29,27 @@ enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT };
 #define CFG_MAX_OPTIONS 32
 
 struct cfg {
-    char *listen;             /* "host:port", "[v6]:port" */
-    char *upstream;           /* base URL including the version, e.g. https://x/v1 */
-    char *upstream_key;       /* secret; NULL when the client's key passes through */
-    char *data_dir;           /* where the WAL and snapshots live */
-    size_t max_body_size;     /* bytes; larger request bodies get 413 */
-    long connect_timeout_ms;  /* TCP+TLS connect to the upstream */
-    long upstream_timeout_ms; /* whole upstream exchange */
-    long idle_timeout_ms;     /* longest silence from the upstream mid-response */
-    long client_timeout_ms;   /* idle client connection */
-    long shutdown_timeout_ms; /* how long SIGTERM waits for in-flight requests */
-    int log_level;            /* enum log_level in proxy/log.h */
-    int threads;              /* HTTP worker threads; 0 = one per CPU */
-    int max_connections;      /* concurrent client connections */
-    bool insecure_open;       /* allow a non-loopback listen address */
-    char *config_file;        /* the file that was loaded, or NULL */
+    char *listen;                /* "host:port", "[v6]:port" */
+    char *upstream;              /* base URL including the version, e.g. https://x/v1 */
+    char *upstream_key;          /* secret; NULL when the client's key passes through */
+    char *data_dir;              /* where the WAL and snapshots live */
+    size_t max_body_size;        /* bytes; larger request bodies get 413 */
+    long connect_timeout_ms;     /* TCP+TLS connect to the upstream */
+    long upstream_timeout_ms;    /* whole upstream exchange */
+    long idle_timeout_ms;        /* longest silence from the upstream mid-response */
+    long client_timeout_ms;      /* idle client connection */
+    long shutdown_timeout_ms;    /* how long SIGTERM waits for in-flight requests */
+    int log_level;               /* enum log_level in proxy/log.h */
+    int threads;                 /* HTTP worker threads; 0 = one per CPU */
+    int max_connections;         /* concurrent client connections */
+    bool insecure_open;          /* allow a non-loopback listen address */
+    bool cache;                  /* serve from and store into the cache */
+    long cache_ttl_ms;           /* default entry lifetime; 0 = until evicted */
+    size_t cache_max_memory;     /* bytes before eviction */
+    double similarity_threshold; /* 0 = the embedder's default */
+    char *tenant_header;         /* tenant from this header, or NULL */
+    char *shared_tenant;         /* one scope for all clients, or NULL */
+    char *config_file;           /* the file that was loaded, or NULL */
     enum cfg_source source[CFG_MAX_OPTIONS];
 };
 

@@ -1,6 +1,8 @@
 /* headers.c - header filters for both directions; see headers.h. */
 #include "proxy/headers.h"
 
+#include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -30,4 +32,43 @@ bool hdr_to_client(const char *name, size_t len)
 {
     static const char *const drop[] = {"content-length", "date", "server", "x-request-id", NULL};
     return !hdr_is_hop_by_hop(name, len) && !in(name, len, drop);
+}
+
+void hdr_parse_cache_control(const char *v, struct hdr_cache_control *cc)
+{
+    cc->no_cache = cc->no_store = cc->only_if_cached = false;
+    cc->max_age = -1;
+    while (v && *v) {
+        const char *start, *end;
+        size_t n;
+
+        while (*v == ' ' || *v == '\t' || *v == ',')
+            v++;
+        start = v;
+        while (*v && *v != ',' && *v != '=' && *v != ' ' && *v != '\t')
+            v++;
+        n = (size_t)(v - start);
+        while (*v == ' ' || *v == '\t')
+            v++;
+        if (n == 8 && strncasecmp(start, "no-cache", n) == 0)
+            cc->no_cache = true;
+        else if (n == 8 && strncasecmp(start, "no-store", n) == 0)
+            cc->no_store = true;
+        else if (n == 14 && strncasecmp(start, "only-if-cached", n) == 0)
+            cc->only_if_cached = true;
+        if (*v == '=') {
+            const char *val = ++v;
+            if (*val == '"')
+                val++;
+            if (n == 7 && strncasecmp(start, "max-age", n) == 0 && isdigit((unsigned char)*val)) {
+                char *e;
+                long long a = strtoll(val, &e, 10);
+                /* Several max-age directives: the strictest wins. */
+                if (cc->max_age < 0 || a < cc->max_age)
+                    cc->max_age = a;
+            }
+            end = strchr(v, ',');
+            v = end ? end : v + strlen(v);
+        }
+    }
 }

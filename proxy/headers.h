@@ -21,4 +21,16 @@ bool hdr_to_upstream(const char *name, size_t len);
  * relayed as x-upstream-request-id). */
 bool hdr_to_client(const char *name, size_t len);
 
+/* The request's cache controls (RFC 9111 5.2.1 and parrot's own header). */
+struct hdr_cache_control {
+    bool no_cache;       /* skip the lookup, still store the answer */
+    bool no_store;       /* do not store the answer */
+    bool only_if_cached; /* answer 504 instead of calling the provider */
+    long long max_age;   /* only entries at most this old, in seconds; -1: any */
+};
+
+/* Parse a Cache-Control request header (NULL: none). Unknown directives are
+ * ignored, as RFC 9111 asks. */
+void hdr_parse_cache_control(const char *value, struct hdr_cache_control *cc);
+
 #endif

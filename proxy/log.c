@@ -34,23 +34,12 @@ size_t log_json_escape(char *out, size_t cap, const char *s, size_t n)
         char esc = 0;
 
         switch (ch) {
-        case '"':
-            esc = '"';
-            break;
-        case '\\':
-            esc = '\\';
-            break;
-        case '\n':
-            esc = 'n';
-            break;
-        case '\r':
-            esc = 'r';
-            break;
-        case '\t':
-            esc = 't';
-            break;
-        default:
-            break;
+        case '"': esc = '"'; break;
+        case '\\': esc = '\\'; break;
+        case '\n': esc = 'n'; break;
+        case '\r': esc = 'r'; break;
+        case '\t': esc = 't'; break;
+        default: break;
         }
         if (esc) {
             if (o + 2 >= cap)

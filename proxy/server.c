@@ -23,10 +23,18 @@
  *      transfer. A suspended connection is not polled by libmicrohttpd, so a
  *      disconnect is noticed at the next byte from the provider; for a stream
  *      that is the next event.
+ *
+ * Chat completions first ask the cache (proxy/chat.c). A hit is answered on
+ * the spot from the HTTP thread. A miss whose exact key is already being
+ * fetched waits suspended behind that request (XS_FLIGHT) and looks the cache
+ * up again when it is woken (XS_RETRY). The answer to a miss is stored from
+ * on_done, before the client is resumed, so the next identical request hits.
  */
 #include "proxy/server.h"
 
 #include "config/config.h"
+#include "proxy/buf.h"
+#include "proxy/chat.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/oai.h"
@@ -34,10 +42,12 @@
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +65,8 @@
 enum xstate {
     XS_NEW,       /* the handler has not seen the request yet */
     XS_BODY,      /* collecting the request body */
+    XS_FLIGHT,    /* waiting behind an identical request, connection suspended */
+    XS_RETRY,     /* woken from XS_FLIGHT: look the cache up again */
     XS_WAIT,      /* upstream submitted, connection suspended */
     XS_STREAM,    /* headers known: queue a streaming response */
     XS_FULL,      /* whole body in x->out: queue it */
@@ -65,6 +77,7 @@ enum xstate {
 struct server {
     const struct cfg *cfg;
     struct up_pool *pool;
+    struct chat *chat; /* NULL when the cache is off */
     struct MHD_Daemon *mhd;
     char addr[64];
     atomic_bool draining;
@@ -85,9 +98,11 @@ struct exch {
     struct timespec t0;
 
     /* Request body. */
-    char *body;
-    size_t body_len, body_cap;
+    struct buf body;
     bool too_large;
+
+    /* Cache policy for a chat completion; NULL on other routes. */
+    struct chat_req *chat;
 
     /* Upstream side; guarded by lock from XS_WAIT on. */
     enum xstate state;
@@ -101,10 +116,9 @@ struct exch {
     int up_err;
     long up_status;
     int64_t up_length;
-    char *rh; /* relayed response headers, "name\0value\0" pairs */
-    size_t rh_len, rh_cap;
-    char *out; /* response body bytes not yet sent (or all of it in XS_FULL) */
-    size_t out_len, out_off, out_cap;
+    struct buf rh;  /* relayed response headers, "name\0value\0" pairs */
+    struct buf out; /* response bytes not yet sent (all of them in XS_FULL) */
+    size_t out_off;
     struct oai_error err;
     struct timespec t_up0, t_up1;
 
@@ -122,32 +136,25 @@ static void exch_unref(struct exch *x)
 {
     if (atomic_fetch_sub(&x->refs, 1) != 1)
         return;
+    if (x->chat) {
+        /* A leader that never reached on_done must still release its
+         * waiters. */
+        chat_flight_done(x->srv->chat, x->chat);
+        chat_req_fini(x->chat);
+        free(x->chat);
+    }
     atomic_fetch_sub(&x->srv->inflight, 1);
     pthread_mutex_destroy(&x->lock);
     free(x->uri);
-    free(x->body);
-    free(x->rh);
-    free(x->out);
+    buf_free(&x->body);
+    buf_free(&x->rh);
+    buf_free(&x->out);
     free(x);
 }
 
-/* Appends to a growable buffer; the caller enforces the cap. */
-static int grow_append(char **buf, size_t *len, size_t *cap, const void *p, size_t n)
+static int64_t wall_now(void)
 {
-    if (*len + n > *cap) {
-        size_t nc = *cap ? *cap : 4096;
-        char *nb;
-        while (nc < *len + n)
-            nc *= 2;
-        nb = realloc(*buf, nc);
-        if (!nb)
-            return -1;
-        *buf = nb;
-        *cap = nc;
-    }
-    memcpy(*buf + *len, p, n);
-    *len += n;
-    return 0;
+    return (int64_t)time(NULL);
 }
 
 /* splitmix64: a bijection, so ids from distinct counters never collide. */
@@ -171,9 +178,16 @@ static bool valid_client_id(const char *s)
 
 /* ---- responses ---------------------------------------------------------- */
 
+static void add_header(void *r, const char *name, const char *value)
+{
+    MHD_add_response_header(r, name, value);
+}
+
 static void add_common_headers(struct exch *x, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "x-request-id", x->id);
+    if (x->chat)
+        chat_headers(x->chat, wall_now(), add_header, r);
     if (atomic_load(&x->srv->draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
@@ -217,10 +231,10 @@ static void add_relayed_headers(struct exch *x, struct MHD_Response *r)
 {
     size_t off = 0;
 
-    while (off < x->rh_len) {
-        const char *name = x->rh + off;
+    while (off < x->rh.len) {
+        const char *name = x->rh.p + off;
         const char *value = name + strlen(name) + 1;
-        off = (size_t)(value - x->rh) + strlen(value) + 1;
+        off = (size_t)(value - x->rh.p) + strlen(value) + 1;
         MHD_add_response_header(r, name, value);
     }
 }
@@ -233,15 +247,17 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 
     (void)pos;
     pthread_mutex_lock(&x->lock);
-    if (x->out_off < x->out_len) {
-        size_t n = x->out_len - x->out_off;
+    if (x->out_off < x->out.len) {
+        size_t n = x->out.len - x->out_off;
         if (n > max)
             n = max;
-        memcpy(buf, x->out + x->out_off, n);
+        memcpy(buf, x->out.p + x->out_off, n);
         x->out_off += n;
-        if (x->out_off == x->out_len)
-            x->out_off = x->out_len = 0;
-        if (x->paused && x->xfer && x->out_len - x->out_off < OUT_LOW) {
+        if (x->out_off == x->out.len) {
+            x->out_off = 0;
+            buf_reset(&x->out);
+        }
+        if (x->paused && x->xfer && x->out.len - x->out_off < OUT_LOW) {
             x->paused = false;
             up_xfer_unpause(x->xfer);
         }
@@ -293,17 +309,15 @@ static enum MHD_Result queue_full(struct exch *x)
 {
     struct MHD_Response *r;
     enum MHD_Result ret;
-    size_t len = x->out_len;
+    size_t len = x->out.len;
 
     /* The response takes the buffer over. */
-    r = MHD_create_response_from_buffer(len, len ? x->out : (void *)"",
+    r = MHD_create_response_from_buffer(len, len ? x->out.p : (void *)"",
                                         len ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r)
         return MHD_NO;
-    if (len) {
-        x->out = NULL;
-        x->out_len = x->out_cap = 0;
-    }
+    if (len)
+        buf_take(&x->out, NULL);
     add_relayed_headers(x, r);
     add_common_headers(x, r);
     ret = MHD_queue_response(x->conn, (unsigned)x->up_status, r);
@@ -332,11 +346,11 @@ static bool name_is(const struct up_header *h, const char *name)
 static void keep_header(struct exch *x, const char *name, size_t nl, const char *v, size_t vl)
 {
     static const char nul = '\0';
+    /* The provider's header block is capped at 64 KiB by the pool. */
+    const size_t cap = 128 * 1024;
 
-    if (grow_append(&x->rh, &x->rh_len, &x->rh_cap, name, nl) ||
-        grow_append(&x->rh, &x->rh_len, &x->rh_cap, &nul, 1) ||
-        grow_append(&x->rh, &x->rh_len, &x->rh_cap, v, vl) ||
-        grow_append(&x->rh, &x->rh_len, &x->rh_cap, &nul, 1))
+    if (buf_append(&x->rh, name, nl, cap) || buf_append(&x->rh, &nul, 1, cap) ||
+        buf_append(&x->rh, v, vl, cap) || buf_append(&x->rh, &nul, 1, cap))
         log_msg(LOG_WARN, "response header dropped", "out of memory");
 }
 
@@ -377,7 +391,7 @@ static int on_body(void *ud, const char *p, size_t n)
         pthread_mutex_unlock(&x->lock);
         return 0;
     }
-    if (!x->streaming && x->out_len + n > FULL_MAX) {
+    if (!x->streaming && x->out.len + n > FULL_MAX) {
         /* Larger than we collect whole: switch to streaming. */
         x->streaming = true;
         if (x->state == XS_WAIT) {
@@ -385,12 +399,15 @@ static int on_body(void *ud, const char *p, size_t n)
             resume(x);
         }
     }
-    /* Out of memory pauses too: the client's draining frees room. */
-    if ((x->streaming && x->out_len - x->out_off >= OUT_HIGH) ||
-        grow_append(&x->out, &x->out_len, &x->out_cap, p, n) != 0) {
+    /* Out of memory pauses too: the client's draining frees room. The
+     * buffer's own cap is never the limit: OUT_HIGH and FULL_MAX are. */
+    if ((x->streaming && x->out.len - x->out_off >= OUT_HIGH) ||
+        buf_append(&x->out, p, n, SIZE_MAX / 2) != 0) {
         x->paused = true;
         ret = UP_PAUSE;
     } else if (x->streaming) {
+        if (x->chat && x->sse)
+            chat_feed(x->chat, p, n);
         resume(x);
     }
     pthread_mutex_unlock(&x->lock);
@@ -433,6 +450,14 @@ static void on_done(void *ud, int err, const char *detail)
     x->up_err = err;
     if (err != UP_OK && err != UP_ECANCELED)
         log_msg(LOG_WARN, "upstream failed", detail);
+    if (x->chat) {
+        /* Store before the client is resumed, then let the requests waiting
+         * behind this one look again. */
+        if (err == UP_OK && !x->closed)
+            chat_store(x->srv->chat, x->chat, x->up_status, x->sse, x->streaming ? NULL : x->out.p,
+                       x->streaming ? 0 : x->out.len, wall_now());
+        chat_flight_done(x->srv->chat, x->chat);
+    }
     if (x->state == XS_WAIT) {
         if (err == UP_OK) {
             x->state = XS_FULL;
@@ -453,9 +478,9 @@ static void on_done(void *ud, int err, const char *detail)
                       x->err.message);
         json = oai_error_json(&e, &jl);
         if (json) {
-            if (grow_append(&x->out, &x->out_len, &x->out_cap, "data: ", 6) ||
-                grow_append(&x->out, &x->out_len, &x->out_cap, json, jl) ||
-                grow_append(&x->out, &x->out_len, &x->out_cap, "\n\n", 2))
+            if (buf_append(&x->out, "data: ", 6, SIZE_MAX / 2) ||
+                buf_append(&x->out, json, jl, SIZE_MAX / 2) ||
+                buf_append(&x->out, "\n\n", 2, SIZE_MAX / 2))
                 log_msg(LOG_WARN, "stream error event dropped", "out of memory");
             free(json);
         }
@@ -472,8 +497,7 @@ static const struct up_handler handler = {on_head, on_body, on_done};
 /* Request headers for the provider: "Name: value" lines, NUL-separated in one
  * buffer so that a single free() releases them. */
 struct hdr_list {
-    char *buf;
-    size_t len, cap;
+    struct buf b;
     size_t off[REQ_HEADERS_MAX + 4];
     size_t n;
     bool has_id;
@@ -490,11 +514,10 @@ static void add_line(struct hdr_list *l, const char *name, const char *sep, cons
         l->oom = true;
         return;
     }
-    l->off[l->n] = l->len;
-    if (grow_append(&l->buf, &l->len, &l->cap, name, strlen(name)) ||
-        grow_append(&l->buf, &l->len, &l->cap, sep, strlen(sep)) ||
-        grow_append(&l->buf, &l->len, &l->cap, value, strlen(value)) ||
-        grow_append(&l->buf, &l->len, &l->cap, &nul, 1)) {
+    l->off[l->n] = l->b.len;
+    /* libmicrohttpd's connection memory limit already bounds the total. */
+    if (buf_puts(&l->b, name, SIZE_MAX / 2) || buf_puts(&l->b, sep, SIZE_MAX / 2) ||
+        buf_puts(&l->b, value, SIZE_MAX / 2) || buf_append(&l->b, &nul, 1, SIZE_MAX / 2)) {
         l->oom = true;
         return;
     }
@@ -544,29 +567,33 @@ static enum MHD_Result forward(struct exch *x, const char *path)
         add_line(&l, "Content-Type", ":", "");
     add_line(&l, "Expect", ":", "");
     if (l.oom) {
-        free(l.buf);
+        buf_free(&l.b);
+        if (x->chat)
+            chat_flight_done(s->chat, x->chat);
         oai_error_set(&x->err, 431, "invalid_request_error", NULL, "headers_too_large",
                       "Too many request headers (at most %d are forwarded).", REQ_HEADERS_MAX);
         return queue_error(x, &x->err);
     }
     for (size_t i = 0; i < l.n; i++)
-        lines[i] = l.buf + l.off[i];
+        lines[i] = l.b.p + l.off[i];
     req = (struct up_req){.method = x->method,
                           .path = path,
                           .headers = lines,
                           .nheaders = l.n,
-                          .body = x->body,
-                          .body_len = x->body_len};
+                          .body = x->body.p,
+                          .body_len = x->body.len};
 
     pthread_mutex_lock(&x->lock);
     atomic_fetch_add(&x->refs, 1); /* the transfer's, dropped in on_done */
     clock_gettime(CLOCK_MONOTONIC, &x->t_up0);
     x->state = XS_WAIT;
     rc = up_pool_submit(s->pool, &req, &handler, x, &x->xfer);
-    free(l.buf); /* curl copied the lines */
+    buf_free(&l.b); /* curl copied the lines */
     if (rc != 0) {
         pthread_mutex_unlock(&x->lock);
         atomic_fetch_sub(&x->refs, 1);
+        if (x->chat)
+            chat_flight_done(s->chat, x->chat);
         set_upstream_error(x, rc, "could not start the transfer");
         return queue_error(x, &x->err);
     }
@@ -575,6 +602,117 @@ static enum MHD_Result forward(struct exch *x, const char *path)
     MHD_suspend_connection(x->conn);
     pthread_mutex_unlock(&x->lock);
     return MHD_YES;
+}
+
+/* ---- chat completions through the cache ------------------------------- */
+
+static enum MHD_Result serve_hit(struct exch *x)
+{
+    size_t len = 0;
+    char *body = chat_hit_body(x->chat, wall_now(), &len);
+
+    if (!body) {
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return queue_error(x, &x->err);
+    }
+    return queue_buffer(x, 200, x->chat->stream ? "text/event-stream" : "application/json", body,
+                        len, MHD_RESPMEM_MUST_FREE);
+}
+
+/* A request waiting behind an identical one is woken (any thread). */
+static void flight_wake(struct flight_waiter *w)
+{
+    struct chat_req *cr = (struct chat_req *)((char *)w - offsetof(struct chat_req, waiter));
+    struct exch *x = cr->owner;
+
+    pthread_mutex_lock(&x->lock);
+    x->state = XS_RETRY;
+    resume(x);
+    pthread_mutex_unlock(&x->lock);
+    exch_unref(x); /* the flight's reference */
+}
+
+/* After the cache said miss: wait behind an identical request in flight,
+ * or go to the provider. */
+static enum MHD_Result chat_miss(struct exch *x)
+{
+    struct server *s = x->srv;
+
+    pthread_mutex_lock(&x->lock);
+    atomic_fetch_add(&x->refs, 1); /* the flight's, dropped in flight_wake */
+    if (chat_flight_join(s->chat, x->chat, flight_wake)) {
+        /* flight_wake takes x->lock, so it sees the suspension. */
+        x->state = XS_FLIGHT;
+        x->suspended = true;
+        MHD_suspend_connection(x->conn);
+        pthread_mutex_unlock(&x->lock);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&x->lock);
+    atomic_fetch_sub(&x->refs, 1);
+    return forward(x, x->uri + 3);
+}
+
+static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v)
+{
+    switch (v) {
+    case CHAT_HIT: return serve_hit(x);
+    case CHAT_REFUSE:
+        oai_error_set(&x->err, 504, "invalid_request_error", NULL, "cache_miss",
+                      "Nothing cached answers this request and Cache-Control says "
+                      "only-if-cached.");
+        return queue_error(x, &x->err);
+    case CHAT_MISS: return chat_miss(x);
+    case CHAT_BYPASS: break;
+    }
+    return forward(x, x->uri + 3);
+}
+
+static enum MHD_Result chat_route(struct exch *x)
+{
+    struct server *s = x->srv;
+    const char *ct =
+        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    cJSON *doc = NULL;
+
+    if (oai_chat_parse(ct, x->body.p, x->body.len, &doc, &x->err) != 0)
+        return queue_error(x, &x->err);
+    x->chat = malloc(sizeof(*x->chat));
+    if (!x->chat) {
+        cJSON_Delete(doc);
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return queue_error(x, &x->err);
+    }
+    chat_req_init(s->chat, x->chat, doc,
+                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
+                  s->cfg->tenant_header
+                      ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, s->cfg->tenant_header)
+                      : NULL,
+                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
+                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
+    x->chat->owner = x;
+    cJSON_Delete(doc);
+    if (!s->chat)
+        return forward(x, x->uri + 3);
+    return chat_verdict(x, chat_lookup(s->chat, x->chat, wall_now()));
+}
+
+static enum MHD_Result metrics(struct exch *x)
+{
+    struct buf b = {0};
+    char line[256];
+
+    snprintf(line, sizeof(line),
+             "# HELP parrot_inflight_requests Requests being served.\n"
+             "# TYPE parrot_inflight_requests gauge\nparrot_inflight_requests %zu\n",
+             atomic_load(&x->srv->inflight));
+    if (buf_puts(&b, line, 1u << 20) || (x->srv->chat && chat_metrics(x->srv->chat, &b))) {
+        buf_free(&b);
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return queue_error(x, &x->err);
+    }
+    return queue_buffer(x, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len,
+                        MHD_RESPMEM_MUST_FREE);
 }
 
 static enum MHD_Result route(struct exch *x, const char *path)
@@ -590,7 +728,8 @@ static enum MHD_Result route(struct exch *x, const char *path)
                       s->cfg->max_body_size);
         return queue_error(x, &x->err);
     }
-    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0) {
+    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+        strcmp(path, "/metrics") == 0) {
         if (!get) {
             oai_error_set(&x->err, 405, "invalid_request_error", NULL, "method_not_allowed",
                           "Method %s is not allowed on %s; use GET.", x->method, path);
@@ -598,6 +737,8 @@ static enum MHD_Result route(struct exch *x, const char *path)
         }
         if (path[1] == 'h')
             return queue_json(x, 200, "{\"status\":\"ok\"}");
+        if (path[1] == 'm')
+            return metrics(x);
         if (atomic_load(&s->draining))
             return queue_json(x, 503, "{\"status\":\"draining\"}");
         return queue_json(x, 200, "{\"status\":\"ready\"}");
@@ -612,12 +753,8 @@ static enum MHD_Result route(struct exch *x, const char *path)
                       "parrot is shutting down; retry the request.");
         return queue_error(x, &x->err);
     }
-    if (strcmp(path, "/v1/chat/completions") == 0 && strcmp(x->method, "POST") == 0) {
-        const char *ct =
-            MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (oai_chat_parse(ct, x->body, x->body_len, NULL, &x->err) != 0)
-            return queue_error(x, &x->err);
-    }
+    if (strcmp(path, "/v1/chat/completions") == 0 && strcmp(x->method, "POST") == 0)
+        return chat_route(x);
     /* Everything under /v1 goes to the provider, query string and all. */
     return forward(x, x->uri + 3);
 }
@@ -683,24 +820,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (*upload_size) {
             x->bytes_in += *upload_size;
             if (!x->too_large) {
-                if (x->body_len + *upload_size > s->cfg->max_body_size) {
+                int rc = buf_append(&x->body, upload_data, *upload_size, s->cfg->max_body_size);
+                if (rc == -E2BIG)
                     x->too_large = true;
-                } else if (grow_append(&x->body, &x->body_len, &x->body_cap, upload_data,
-                                       *upload_size) != 0) {
+                else if (rc != 0)
                     return MHD_NO;
-                }
             }
             *upload_size = 0;
             return MHD_YES;
         }
         return route(x, url);
-    default:
-        break;
+    default: break;
     }
 
-    /* Resumed by the upstream side. */
+    /* Resumed by the upstream side, or by a single-flight leader. */
     pthread_mutex_lock(&x->lock);
     st = x->state;
+    if (st == XS_RETRY) {
+        pthread_mutex_unlock(&x->lock);
+        if (chat_relookup(s->chat, x->chat, wall_now()) == CHAT_HIT)
+            return serve_hit(x);
+        return forward(x, x->uri + 3);
+    }
     enum MHD_Result ret = MHD_YES;
     if (st == XS_STREAM)
         ret = queue_stream(x);
@@ -784,6 +925,10 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     }
     s->cfg = c;
     s->pool = pool;
+    if (c->cache && chat_new(c, &s->chat) != 0) {
+        snprintf(err, errlen, "cannot set up the cache (out of memory)");
+        goto fail;
+    }
     atomic_init(&s->draining, false);
     atomic_init(&s->inflight, 0);
     atomic_init(&s->next_id, 0);
@@ -827,6 +972,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     *out = s;
     return 0;
 fail:
+    chat_free(s->chat);
     free(s);
     return -1;
 }
@@ -858,5 +1004,6 @@ void server_stop(struct server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->mhd);
+    chat_free(s->chat);
     free(s);
 }

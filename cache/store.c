@@ -1,0 +1,517 @@
+/* store.c - entries, partitions, lookups and eviction; see store.h.
+ *
+ * Layout: every entry sits in four places, all updated under the write lock:
+ *   exact map    exact key -> entry        (exact hits)
+ *   id map       id -> entry               (HNSW results, deletes)
+ *   partition    key -> struct part        (members array + optional HNSW)
+ *   all[]        dense array of entries    (uniform random eviction samples)
+ * Each entry records its position in all[] and in its partition's members
+ * array, so removal is a swap with the last element: O(1).
+ */
+#include "cache/store.h"
+
+#include "cache/hnsw.h"
+#include "cache/map.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EVICT_SAMPLES  5
+#define EXPIRE_SAMPLES 3
+#define MAX_CANDIDATES 16
+
+struct part {
+    uint8_t key[STORE_KEY_LEN];
+    struct store_entry **members;
+    size_t n, cap;
+    size_t nvec;      /* members with a vector */
+    struct hnsw *idx; /* once nvec > exact_scan_max */
+    size_t idx_mem;   /* idx's bytes as last accounted */
+};
+
+struct store_entry {
+    atomic_uint refs; /* one for the store while it holds the entry, one per lookup */
+    uint64_t id;
+    uint8_t exact[STORE_KEY_LEN];
+    struct part *part;
+    size_t part_pos, all_pos;
+    float *vec;
+    char *text;
+    void *payload;
+    void (*payload_free)(void *);
+    size_t size;
+    double cost;
+    int64_t created, expires; /* expires 0: never */
+    atomic_uint_fast64_t hits;
+    _Atomic double base; /* the store's L when inserted or last hit */
+};
+
+struct store {
+    struct store_opts o;
+    pthread_rwlock_t lock;
+    struct map exact, ids, parts;
+    struct store_entry **all;
+    size_t nall, cap_all;
+    size_t memory;
+    _Atomic double L; /* GDSF inflation: priority of the last victim */
+    uint64_t next_id;
+    uint64_t rng;
+    struct store_stats st;
+};
+
+static uint64_t rnd(struct store *s)
+{
+    /* xorshift64*: only picks eviction samples, under the write lock. */
+    s->rng ^= s->rng >> 12;
+    s->rng ^= s->rng << 25;
+    s->rng ^= s->rng >> 27;
+    return s->rng * 0x2545f4914f6cdd1dULL;
+}
+
+void store_entry_unref(struct store_entry *e)
+{
+    if (!e || atomic_fetch_sub(&e->refs, 1) != 1)
+        return;
+    if (e->payload_free)
+        e->payload_free(e->payload);
+    free(e->vec);
+    free(e->text);
+    free(e);
+}
+
+uint64_t store_entry_id(const struct store_entry *e)
+{
+    return e->id;
+}
+
+int64_t store_entry_created(const struct store_entry *e)
+{
+    return e->created;
+}
+
+const char *store_entry_text(const struct store_entry *e)
+{
+    return e->text;
+}
+
+void *store_entry_payload(const struct store_entry *e)
+{
+    return e->payload;
+}
+
+static bool fresh(const struct store_entry *e, int64_t now, int64_t max_age)
+{
+    if (e->expires && now >= e->expires)
+        return false;
+    return max_age < 0 || now - e->created <= max_age;
+}
+
+static double priority(const struct store_entry *e)
+{
+    double hits = (double)atomic_load_explicit(&e->hits, memory_order_relaxed);
+    return atomic_load_explicit(&e->base, memory_order_relaxed) +
+           (hits + 1.0) * e->cost / (double)(e->size ? e->size : 1);
+}
+
+/* A lookup found e: count the hit and restart its ageing from now. */
+static void touch(struct store *s, struct store_entry *e)
+{
+    atomic_fetch_add(&e->refs, 1);
+    atomic_fetch_add_explicit(&e->hits, 1, memory_order_relaxed);
+    atomic_store_explicit(&e->base, atomic_load_explicit(&s->L, memory_order_relaxed),
+                          memory_order_relaxed);
+}
+
+static void account_index(struct store *s, struct part *p)
+{
+    size_t now = p->idx ? hnsw_memory(p->idx) : 0;
+
+    s->memory = s->memory - p->idx_mem + now;
+    p->idx_mem = now;
+}
+
+static void part_free(struct store *s, struct part *p)
+{
+    if (p->idx) {
+        s->memory -= p->idx_mem;
+        hnsw_free(p->idx);
+        s->st.indexed_partitions--;
+    }
+    free(p->members);
+    free(p);
+    s->st.partitions--;
+}
+
+/* Drop e from every structure and release the store's reference. */
+static void remove_entry(struct store *s, struct store_entry *e)
+{
+    uint8_t key[MAP_KEY_LEN];
+    struct part *p = e->part;
+
+    if (map_get(&s->exact, e->exact) == e)
+        map_del(&s->exact, e->exact);
+    map_id_key(e->id, key);
+    map_del(&s->ids, key);
+    if (p) {
+        struct store_entry *last = p->members[--p->n];
+        last->part_pos = e->part_pos;
+        p->members[e->part_pos] = last;
+        if (e->vec) {
+            p->nvec--;
+            if (p->idx) {
+                hnsw_delete(p->idx, e->id);
+                account_index(s, p);
+            }
+        }
+        if (p->n == 0) {
+            map_del(&s->parts, p->key);
+            part_free(s, p);
+        }
+        e->part = NULL;
+    }
+    if (s->all[e->all_pos] == e) {
+        struct store_entry *last = s->all[--s->nall];
+        last->all_pos = e->all_pos;
+        s->all[e->all_pos] = last;
+    }
+    s->memory -= e->size;
+    s->st.entries--;
+    store_entry_unref(e);
+}
+
+/* Build an index for a partition that outgrew exhaustive scans. */
+static int index_part(struct store *s, struct part *p)
+{
+    struct hnsw_opts ho;
+    int rc;
+
+    hnsw_opts_default(&ho, s->o.dim);
+    if (s->o.hnsw_m)
+        ho.m = s->o.hnsw_m;
+    if (s->o.hnsw_ef_construction)
+        ho.ef_construction = s->o.hnsw_ef_construction;
+    if (s->o.hnsw_ef_search)
+        ho.ef_search = s->o.hnsw_ef_search;
+    memcpy(&ho.seed, p->key, sizeof(ho.seed));
+    if ((rc = hnsw_new(&ho, &p->idx)) != 0)
+        return rc;
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->members[i]->vec &&
+            (rc = hnsw_insert(p->idx, p->members[i]->id, p->members[i]->vec))) {
+            hnsw_free(p->idx);
+            p->idx = NULL;
+            return rc;
+        }
+    }
+    s->st.indexed_partitions++;
+    account_index(s, p);
+    return 0;
+}
+
+static int part_add(struct store *s, struct part *p, struct store_entry *e)
+{
+    int rc;
+
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 4;
+        struct store_entry **nm = realloc(p->members, nc * sizeof(*nm));
+        if (!nm)
+            return -ENOMEM;
+        p->members = nm;
+        p->cap = nc;
+    }
+    p->members[p->n] = e;
+    e->part_pos = p->n++;
+    e->part = p;
+    if (!e->vec)
+        return 0;
+    p->nvec++;
+    if (p->idx) {
+        rc = hnsw_insert(p->idx, e->id, e->vec);
+        account_index(s, p);
+    } else if (p->nvec > s->o.exact_scan_max) {
+        rc = index_part(s, p); /* inserts e too */
+    } else {
+        rc = 0;
+    }
+    return rc;
+}
+
+static void evict(struct store *s, const struct store_entry *keep)
+{
+    /* Active expiry: a few random entries per insert, as Redis does. */
+    for (int i = 0; i < EXPIRE_SAMPLES && s->nall > 0; i++) {
+        struct store_entry *e = s->all[rnd(s) % s->nall];
+        if (e != keep && e->expires && e->expires <= keep->created) {
+            remove_entry(s, e);
+            s->st.expirations++;
+        }
+    }
+    while (s->memory > s->o.max_memory && s->nall > 1) {
+        struct store_entry *victim = NULL;
+        double best = 0;
+
+        for (int i = 0; i < EVICT_SAMPLES; i++) {
+            struct store_entry *e = s->all[rnd(s) % s->nall];
+            double pr;
+            if (e == keep)
+                continue;
+            pr = (e->expires && e->expires <= keep->created) ? -1.0 : priority(e);
+            if (!victim || pr < best) {
+                victim = e;
+                best = pr;
+            }
+        }
+        if (!victim)
+            continue;
+        if (best > 0)
+            atomic_store(&s->L, best);
+        remove_entry(s, victim);
+        s->st.evictions++;
+    }
+}
+
+int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
+{
+    struct store_entry *e = calloc(1, sizeof(*e)), *old = NULL;
+    uint8_t key[MAP_KEY_LEN];
+    struct part *p;
+    void *prev;
+    int rc = -ENOMEM;
+
+    if (!e)
+        goto fail_payload;
+    atomic_init(&e->refs, 1);
+    memcpy(e->exact, a->exact, STORE_KEY_LEN);
+    e->payload = a->payload;
+    e->payload_free = s->o.payload_free;
+    e->cost = a->cost >= 1 ? a->cost : 1;
+    e->created = a->now;
+    e->expires = a->ttl > 0 ? a->now + a->ttl : 0;
+    e->size = sizeof(*e) + a->payload_size;
+    if (a->vec) {
+        e->vec = malloc(sizeof(float) * s->o.dim);
+        if (!e->vec)
+            goto fail_entry;
+        memcpy(e->vec, a->vec, sizeof(float) * s->o.dim);
+        e->size += sizeof(float) * s->o.dim;
+    }
+    if (a->text) {
+        e->text = strdup(a->text);
+        if (!e->text)
+            goto fail_entry;
+        e->size += strlen(a->text) + 1;
+    }
+
+    pthread_rwlock_wrlock(&s->lock);
+    e->id = ++s->next_id;
+    atomic_init(&e->base, atomic_load(&s->L));
+    if (s->nall == s->cap_all) {
+        size_t nc = s->cap_all ? s->cap_all * 2 : 64;
+        struct store_entry **na = realloc(s->all, nc * sizeof(*na));
+        if (!na)
+            goto fail_locked;
+        s->all = na;
+        s->cap_all = nc;
+    }
+    p = map_get(&s->parts, a->partition);
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            goto fail_locked;
+        memcpy(p->key, a->partition, STORE_KEY_LEN);
+        if (map_put(&s->parts, p->key, p, &prev) != 0) {
+            free(p);
+            goto fail_locked;
+        }
+        s->st.partitions++;
+    }
+    map_id_key(e->id, key);
+    if (map_put(&s->ids, key, e, &prev) != 0)
+        goto fail_part;
+    if (map_put(&s->exact, e->exact, e, (void **)&old) != 0) {
+        map_del(&s->ids, key);
+        goto fail_part;
+    }
+    s->all[s->nall] = e;
+    e->all_pos = s->nall++;
+    s->memory += e->size;
+    s->st.entries++;
+    rc = part_add(s, p, e);
+    if (rc != 0) {
+        /* Not indexed, so not findable by similarity: take it out again. */
+        if (old)
+            map_put(&s->exact, old->exact, old, &prev);
+        remove_entry(s, e);
+        pthread_rwlock_unlock(&s->lock);
+        return rc;
+    }
+    if (old) {
+        remove_entry(s, old);
+        s->st.replaced++;
+    }
+    evict(s, e);
+    *id = e->id;
+    pthread_rwlock_unlock(&s->lock);
+    return 0;
+
+fail_part:
+    if (p->n == 0) {
+        map_del(&s->parts, p->key);
+        part_free(s, p);
+    }
+fail_locked:
+    pthread_rwlock_unlock(&s->lock);
+fail_entry:
+    e->payload = NULL;
+    store_entry_unref(e);
+fail_payload:
+    if (s->o.payload_free)
+        s->o.payload_free(a->payload);
+    return rc;
+}
+
+struct store_entry *store_get_exact(struct store *s, const uint8_t *exact, int64_t now,
+                                    int64_t max_age)
+{
+    struct store_entry *e;
+
+    pthread_rwlock_rdlock(&s->lock);
+    e = map_get(&s->exact, exact);
+    if (e && fresh(e, now, max_age))
+        touch(s, e);
+    else
+        e = NULL;
+    pthread_rwlock_unlock(&s->lock);
+    return e;
+}
+
+/* Exhaustive scan of a small partition: the best `k` by similarity. */
+static size_t scan(const struct store *s, const struct part *p, const float *vec, size_t k,
+                   struct hnsw_hit *out)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < p->n; i++) {
+        const struct store_entry *e = p->members[i];
+        float sim;
+        size_t j;
+
+        if (!e->vec)
+            continue;
+        sim = hnsw_dot(vec, e->vec, s->o.dim);
+        if (n == k && sim <= out[n - 1].sim)
+            continue;
+        j = n < k ? n++ : n - 1;
+        while (j > 0 && out[j - 1].sim < sim) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j].id = e->id;
+        out[j].sim = sim;
+    }
+    return n;
+}
+
+struct store_entry *store_get_semantic(struct store *s, const uint8_t *partition, const float *vec,
+                                       float threshold, int64_t now, int64_t max_age,
+                                       unsigned candidates, store_accept_fn accept, void *ud,
+                                       float *sim)
+{
+    struct hnsw_hit hits[MAX_CANDIDATES];
+    struct store_entry *found = NULL;
+    const struct part *p;
+    size_t n;
+
+    if (candidates == 0)
+        candidates = 1;
+    if (candidates > MAX_CANDIDATES)
+        candidates = MAX_CANDIDATES;
+    pthread_rwlock_rdlock(&s->lock);
+    p = map_get(&s->parts, partition);
+    if (!p || p->nvec == 0) {
+        pthread_rwlock_unlock(&s->lock);
+        return NULL;
+    }
+    n = p->idx ? hnsw_search(p->idx, vec, candidates, 0, hits) : scan(s, p, vec, candidates, hits);
+    for (size_t i = 0; i < n && hits[i].sim >= threshold; i++) {
+        uint8_t key[MAP_KEY_LEN];
+        struct store_entry *e;
+
+        map_id_key(hits[i].id, key);
+        e = map_get(&s->ids, key);
+        if (!e || !fresh(e, now, max_age))
+            continue;
+        if (accept && !accept(ud, e, hits[i].sim))
+            continue;
+        touch(s, e);
+        *sim = hits[i].sim;
+        found = e;
+        break;
+    }
+    pthread_rwlock_unlock(&s->lock);
+    return found;
+}
+
+int store_delete(struct store *s, uint64_t id)
+{
+    uint8_t key[MAP_KEY_LEN];
+    struct store_entry *e;
+
+    map_id_key(id, key);
+    pthread_rwlock_wrlock(&s->lock);
+    e = map_get(&s->ids, key);
+    if (e)
+        remove_entry(s, e);
+    pthread_rwlock_unlock(&s->lock);
+    return e ? 0 : -ENOENT;
+}
+
+void store_get_stats(struct store *s, struct store_stats *st)
+{
+    pthread_rwlock_rdlock(&s->lock);
+    *st = s->st;
+    st->memory = s->memory;
+    pthread_rwlock_unlock(&s->lock);
+}
+
+int store_new(const struct store_opts *o, struct store **out)
+{
+    struct store *s;
+
+    if (o->dim == 0 || o->dim > HNSW_DIM_MAX)
+        return -EINVAL;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->o = *o;
+    map_init(&s->exact);
+    map_init(&s->ids);
+    map_init(&s->parts);
+    atomic_init(&s->L, 0.0);
+    s->rng = 0x9e3779b97f4a7c15ULL;
+    if (pthread_rwlock_init(&s->lock, NULL) != 0) {
+        free(s);
+        return -ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+void store_free(struct store *s)
+{
+    if (!s)
+        return;
+    while (s->nall > 0)
+        remove_entry(s, s->all[s->nall - 1]);
+    map_fini(&s->exact);
+    map_fini(&s->ids);
+    map_fini(&s->parts);
+    free(s->all);
+    pthread_rwlock_destroy(&s->lock);
+    free(s);
+}

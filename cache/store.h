@@ -1,0 +1,94 @@
+/* store.h - the entry store: exact and semantic lookup, TTL, eviction.
+ *
+ * Entries live in partitions (see cache/canon.h); a semantic lookup only ever
+ * searches the one partition its request belongs to, so a similar question
+ * from another tenant, model or conversation can never be a candidate. A
+ * partition is scanned exhaustively while it is small and gets its own HNSW
+ * index once it grows past exact_scan_max entries.
+ *
+ * Eviction is cost-aware (GreedyDual-Size-Frequency): an entry's priority is
+ * L + hits * cost / size, where cost is the provider tokens a hit saves and L
+ * the priority of the last entry evicted, which ages everything that is not
+ * hit again. A cheap-to-recompute, rarely hit, large answer goes first; a
+ * popular long answer stays. Victims are chosen from a random sample (as
+ * Redis does), so hits never take the write lock to update a heap.
+ *
+ * Threads: lookups take a read lock and may run in parallel; put and delete
+ * take the write lock. A returned entry is reference counted and stays valid
+ * until store_entry_unref(), even if it is evicted meanwhile.
+ */
+#ifndef PARROT_STORE_H
+#define PARROT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_KEY_LEN 32
+
+struct store;
+struct store_entry;
+
+struct store_opts {
+    unsigned dim;          /* embedder dimension */
+    size_t max_memory;     /* bytes for entries, vectors and indexes */
+    size_t exact_scan_max; /* partitions up to this size are scanned, not indexed */
+    unsigned hnsw_m, hnsw_ef_construction, hnsw_ef_search;
+    void (*payload_free)(void *payload);
+};
+
+struct store_put_args {
+    const uint8_t *partition; /* STORE_KEY_LEN bytes */
+    const uint8_t *exact;     /* STORE_KEY_LEN bytes */
+    const float *vec;         /* dim floats, or NULL: exact lookups only */
+    const char *text;         /* the lookup text (copied), or NULL */
+    void *payload;            /* taken over by the store, freed with payload_free */
+    size_t payload_size;      /* bytes, for accounting */
+    double cost;              /* what a hit saves, e.g. tokens; >= 1 */
+    int64_t now;              /* seconds, wall clock */
+    int64_t ttl;              /* seconds; 0 = no expiry */
+};
+
+struct store_stats {
+    size_t entries, partitions, indexed_partitions;
+    size_t memory;
+    uint64_t evictions, expirations, replaced;
+};
+
+/* Candidate filter for semantic lookups (the hit verifier): return true to
+ * accept e at similarity sim. Called under the read lock; must not block. */
+typedef bool (*store_accept_fn)(void *ud, const struct store_entry *e, float sim);
+
+int store_new(const struct store_opts *o, struct store **out);
+void store_free(struct store *s); /* NULL is a no-op; entries still referenced stay valid */
+
+/* Insert an entry; an entry with the same exact key is replaced. Evicts
+ * until the store fits in max_memory again. Returns 0 and the new id, or
+ * -ENOMEM (the payload is then freed). */
+int store_put(struct store *s, struct store_put_args *a, uint64_t *id);
+
+/* The live entry stored under exact, no older than max_age seconds
+ * (negative: any age), or NULL. The caller owns a reference. */
+struct store_entry *store_get_exact(struct store *s, const uint8_t *exact, int64_t now,
+                                    int64_t max_age);
+
+/* The most similar live entry in partition with similarity >= threshold that
+ * accept (if not NULL) agrees to, or NULL. *sim gets its similarity. Looks at
+ * up to `candidates` nearest entries. The caller owns a reference. */
+struct store_entry *store_get_semantic(struct store *s, const uint8_t *partition, const float *vec,
+                                       float threshold, int64_t now, int64_t max_age,
+                                       unsigned candidates, store_accept_fn accept, void *ud,
+                                       float *sim);
+
+/* Remove the entry with this id. 0 or -ENOENT. */
+int store_delete(struct store *s, uint64_t id);
+
+void store_entry_unref(struct store_entry *e);
+uint64_t store_entry_id(const struct store_entry *e);
+int64_t store_entry_created(const struct store_entry *e);
+const char *store_entry_text(const struct store_entry *e); /* may be NULL */
+void *store_entry_payload(const struct store_entry *e);
+
+void store_get_stats(struct store *s, struct store_stats *st);
+
+#endif

@@ -1,0 +1,412 @@
+/* chat.c - cache policy for POST /v1/chat/completions; see chat.h. */
+#include "proxy/chat.h"
+
+#include "cache/embed.h"
+#include "cache/store.h"
+#include "config/config.h"
+#include "proxy/log.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <openssl/sha.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* Partitions up to this many vectors are scanned rather than indexed: a
+ * scan of 256 x 384 floats is a few microseconds and needs no graph. */
+#define EXACT_SCAN_MAX 256
+/* Semantic candidates examined per lookup, best first. */
+#define CANDIDATES 4
+
+struct chat {
+    struct store *store;
+    struct embedder *emb;
+    struct flight_table *flights;
+    float threshold;
+    int64_t ttl;
+    const char *shared_tenant;
+    uint64_t id_seed;
+    atomic_uint_fast64_t next_id;
+    atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
+    atomic_uint_fast64_t stores, store_skipped;
+};
+
+static void payload_free(void *p)
+{
+    struct cmpl_rendered *r = p;
+
+    if (r) {
+        cmpl_rendered_fini(r);
+        free(r);
+    }
+}
+
+int chat_new(const struct cfg *c, struct chat **out)
+{
+    struct chat *ch = calloc(1, sizeof(*ch));
+    struct store_opts so = {0};
+    int rc;
+
+    if (!ch)
+        return -ENOMEM;
+    if ((rc = embed_builtin_new(&ch->emb)) != 0)
+        goto fail;
+    so.dim = embedder_dim(ch->emb);
+    so.max_memory = c->cache_max_memory;
+    so.exact_scan_max = EXACT_SCAN_MAX;
+    so.payload_free = payload_free;
+    if ((rc = store_new(&so, &ch->store)) != 0)
+        goto fail;
+    if ((rc = flight_new(&ch->flights)) != 0)
+        goto fail;
+    ch->threshold =
+        c->similarity_threshold > 0 ? (float)c->similarity_threshold : embedder_threshold(ch->emb);
+    ch->ttl = c->cache_ttl_ms / 1000;
+    ch->shared_tenant = c->shared_tenant;
+    if (getrandom(&ch->id_seed, sizeof(ch->id_seed), 0) != sizeof(ch->id_seed))
+        ch->id_seed = (uint64_t)time(NULL);
+    *out = ch;
+    return 0;
+fail:
+    chat_free(ch);
+    return rc;
+}
+
+void chat_free(struct chat *ch)
+{
+    if (!ch)
+        return;
+    store_free(ch->store);
+    embedder_free(ch->emb);
+    flight_free(ch->flights);
+    free(ch);
+}
+
+/* The tenant: the operator's shared scope, else the configured tenant
+ * header, else the client's key. Hashed, so that a key never sits in
+ * memory longer than the request and a client with a bogus key can only
+ * ever reach its own, empty, partition. */
+static void tenant_of(const struct chat *ch, const char *authorization, const char *tenant_value,
+                      char *out, size_t outlen)
+{
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    const char *kind = "auth:", *v = authorization ? authorization : "";
+
+    if (ch->shared_tenant) {
+        snprintf(out, outlen, "shared:%s", ch->shared_tenant);
+        return;
+    }
+    if (tenant_value) {
+        kind = "header:";
+        v = tenant_value;
+    }
+    SHA256((const unsigned char *)v, strlen(v), h);
+    canon_hex(h, sizeof(h), hex);
+    snprintf(out, outlen, "%s%s", kind, hex);
+}
+
+static bool json_true(const cJSON *o, const char *name)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, name));
+}
+
+void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const char *authorization,
+                   const char *tenant_value, const char *cache_control, const char *ttl_header)
+{
+    char tenant[160];
+
+    memset(r, 0, sizeof(*r));
+    cmpl_asm_init(&r->as);
+    hdr_parse_cache_control(cache_control, &r->cc);
+    r->stream = json_true(doc, "stream");
+    r->include_usage =
+        json_true(cJSON_GetObjectItemCaseSensitive(doc, "stream_options"), "include_usage");
+    r->ttl = ch ? ch->ttl : 0;
+    if (ttl_header) {
+        char *end;
+        long long t = strtoll(ttl_header, &end, 10);
+        if (end != ttl_header && *end == '\0' && t >= 0)
+            r->ttl = t;
+    }
+    if (!ch) {
+        r->why = "disabled";
+        return;
+    }
+    tenant_of(ch, authorization, tenant_value, tenant, sizeof(tenant));
+    if (canon_request(doc, tenant, "/v1/chat/completions", &r->key) != 0) {
+        r->why = "unkeyable";
+        return;
+    }
+    r->keyed = true;
+    r->store = !r->cc.no_store;
+    if (r->key.lookup_text) {
+        r->vec = malloc(sizeof(float) * embedder_dim(ch->emb));
+        if (r->vec && embedder_embed(ch->emb, r->key.lookup_text, r->key.lookup_len, r->vec) != 0) {
+            free(r->vec);
+            r->vec = NULL;
+        }
+    }
+}
+
+void chat_req_fini(struct chat_req *r)
+{
+    canon_key_fini(&r->key);
+    free(r->vec);
+    store_entry_unref(r->hit);
+    cmpl_asm_fini(&r->as);
+    memset(r, 0, sizeof(*r));
+}
+
+enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
+{
+    struct store_entry *e;
+
+    if (!r->keyed || r->cc.no_cache) {
+        if (!r->why)
+            r->why = "no-cache";
+        atomic_fetch_add(&ch->bypasses, 1);
+        return r->verdict = r->cc.only_if_cached && !r->keyed ? CHAT_REFUSE : CHAT_BYPASS;
+    }
+    e = store_get_exact(ch->store, r->key.exact, now, r->cc.max_age);
+    if (e) {
+        r->hit = e;
+        r->exact = true;
+        r->sim = 1.0f;
+        atomic_fetch_add(&ch->hits_exact, 1);
+        return r->verdict = CHAT_HIT;
+    }
+    if (r->vec) {
+        e = store_get_semantic(ch->store, r->key.partition, r->vec, ch->threshold, now,
+                               r->cc.max_age, CANDIDATES, NULL, NULL, &r->sim);
+        if (e) {
+            r->hit = e;
+            atomic_fetch_add(&ch->hits_semantic, 1);
+            return r->verdict = CHAT_HIT;
+        }
+    }
+    if (r->cc.only_if_cached) {
+        atomic_fetch_add(&ch->refused, 1);
+        return r->verdict = CHAT_REFUSE;
+    }
+    return r->verdict = CHAT_MISS;
+}
+
+enum chat_verdict chat_relookup(struct chat *ch, struct chat_req *r, int64_t now)
+{
+    struct store_entry *e = store_get_exact(ch->store, r->key.exact, now, r->cc.max_age);
+
+    if (e) {
+        r->hit = e;
+        r->exact = r->coalesced = true;
+        r->sim = 1.0f;
+        atomic_fetch_add(&ch->hits_coalesced, 1);
+        return r->verdict = CHAT_HIT;
+    }
+    atomic_fetch_add(&ch->misses, 1);
+    return r->verdict = CHAT_MISS;
+}
+
+char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
+{
+    const struct cmpl_rendered *cr = store_entry_payload(r->hit);
+    /* A fresh id per answer, as the provider would give. */
+    static atomic_uint_fast64_t seq;
+    uint64_t n = atomic_fetch_add(&seq, 1) + 1;
+    char id[48], *out;
+    size_t need;
+
+    uint64_t a = (store_entry_id(r->hit) * UINT64_C(0x9e3779b97f4a7c15)) ^ (uint64_t)now;
+
+    snprintf(id, sizeof(id), "chatcmpl-parrot-%016" PRIx64 "%08" PRIx64, a,
+             n & UINT64_C(0xffffffff));
+    need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now, r->include_usage)
+                     : cmpl_write_json(NULL, 0, cr, id, now);
+    out = malloc(need ? need : 1);
+    if (!out)
+        return NULL;
+    if (r->stream)
+        cmpl_write_sse(out, need, cr, id, now, r->include_usage);
+    else
+        cmpl_write_json(out, need, cr, id, now);
+    *len = need;
+    return out;
+}
+
+void chat_headers(const struct chat_req *r, int64_t now,
+                  void (*add)(void *ud, const char *name, const char *value), void *ud)
+{
+    char v[128];
+
+    switch (r->verdict) {
+    case CHAT_HIT: {
+        int64_t age = now - store_entry_created(r->hit);
+        snprintf(v, sizeof(v), "parrot; hit; detail=%s",
+                 r->coalesced ? "coalesced"
+                 : r->exact   ? "exact"
+                              : "semantic");
+        add(ud, "Cache-Status", v);
+        snprintf(v, sizeof(v), "%" PRId64, age > 0 ? age : 0);
+        add(ud, "Age", v);
+        add(ud, "x-parrot-cache", "hit");
+        snprintf(v, sizeof(v), "%.4f", (double)r->sim);
+        add(ud, "x-parrot-similarity", v);
+        snprintf(v, sizeof(v), "%016" PRIx64, store_entry_id(r->hit));
+        add(ud, "x-parrot-entry", v);
+        break;
+    }
+    case CHAT_MISS:
+    case CHAT_REFUSE:
+        snprintf(v, sizeof(v), "parrot; fwd=uri-miss%s%s",
+                 r->verdict == CHAT_REFUSE ? "; detail=only-if-cached" : "",
+                 r->stored ? "; stored" : "");
+        add(ud, "Cache-Status", v);
+        add(ud, "x-parrot-cache", "miss");
+        break;
+    case CHAT_BYPASS:
+        snprintf(v, sizeof(v), "parrot; fwd=%s; detail=%s%s", r->cc.no_cache ? "request" : "bypass",
+                 r->why ? r->why : "bypass", r->stored ? "; stored" : "");
+        add(ud, "Cache-Status", v);
+        add(ud, "x-parrot-cache", "bypass");
+        break;
+    }
+}
+
+void chat_feed(struct chat_req *r, const char *p, size_t n)
+{
+    if (r->keyed && r->store)
+        cmpl_asm_feed(&r->as, p, n);
+}
+
+void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
+                size_t len, int64_t now)
+{
+    struct store_put_args a = {0};
+    struct cmpl_rendered *cr = NULL;
+    cJSON *doc;
+    const char *why = NULL;
+    uint64_t id;
+
+    if (!ch || !r->keyed || !r->store)
+        return;
+    if (status != 200) {
+        atomic_fetch_add(&ch->store_skipped, 1);
+        return;
+    }
+    doc = sse ? cmpl_asm_take(&r->as) : cJSON_ParseWithLength(body, len);
+    if (!doc) {
+        why = sse ? r->as.why : "unparseable response";
+        goto skip;
+    }
+    cr = malloc(sizeof(*cr));
+    if (!cr || cmpl_render(doc, cr, &why) != 0) {
+        free(cr);
+        cr = NULL;
+        goto skip;
+    }
+    cJSON_Delete(doc);
+    doc = NULL;
+    a.partition = r->key.partition;
+    a.exact = r->key.exact;
+    a.vec = r->vec;
+    a.text = r->key.lookup_text;
+    a.payload = cr;
+    a.payload_size =
+        sizeof(*cr) + cr->body_len + cr->sse_len + cr->usage_len + strlen(cr->model) + 4;
+    a.cost = (double)(cr->prompt_tokens + cr->completion_tokens);
+    a.now = now;
+    a.ttl = r->ttl;
+    if (store_put(ch->store, &a, &id) != 0) {
+        why = "out of memory";
+        goto skip;
+    }
+    r->stored = true;
+    atomic_fetch_add(&ch->stores, 1);
+    return;
+skip:
+    cJSON_Delete(doc);
+    atomic_fetch_add(&ch->store_skipped, 1);
+    log_msg(LOG_DEBUG, "answer not stored", why);
+}
+
+bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct flight_waiter *))
+{
+    int rc;
+
+    if (!r->keyed || r->cc.no_cache) {
+        return false;
+    }
+    r->waiter.wake = wake;
+    rc = flight_join(ch->flights, r->key.exact, &r->waiter);
+    if (rc == 0)
+        return true;
+    r->leader = rc == 1;
+    atomic_fetch_add(&ch->misses, 1);
+    return false;
+}
+
+void chat_flight_done(struct chat *ch, struct chat_req *r)
+{
+    if (r->leader) {
+        r->leader = false;
+        flight_done(ch->flights, r->key.exact);
+    }
+}
+
+static int metric(struct buf *b, const char *name, const char *type, const char *help,
+                  const char *labels, uint64_t v, bool header)
+{
+    char line[512];
+
+    if (header) {
+        snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+        if (buf_puts(b, line, 1u << 20))
+            return -ENOMEM;
+    }
+    snprintf(line, sizeof(line), "%s%s %" PRIu64 "\n", name, labels, v);
+    return buf_puts(b, line, 1u << 20);
+}
+
+int chat_metrics(struct chat *ch, struct buf *b)
+{
+    struct store_stats st;
+    int rc = 0;
+
+    store_get_stats(ch->store, &st);
+    rc |= metric(b, "parrot_cache_hits_total", "counter",
+                 "Chat completions answered from the cache, by how they matched.",
+                 "{kind=\"exact\"}", atomic_load(&ch->hits_exact), true);
+    rc |= metric(b, "parrot_cache_hits_total", "", "", "{kind=\"semantic\"}",
+                 atomic_load(&ch->hits_semantic), false);
+    rc |= metric(b, "parrot_cache_hits_total", "", "", "{kind=\"coalesced\"}",
+                 atomic_load(&ch->hits_coalesced), false);
+    rc |= metric(b, "parrot_cache_misses_total", "counter",
+                 "Chat completions sent to the provider after a cache miss.", "",
+                 atomic_load(&ch->misses), true);
+    rc |= metric(b, "parrot_cache_bypasses_total", "counter",
+                 "Chat completions that skipped the lookup (no-cache, unkeyable).", "",
+                 atomic_load(&ch->bypasses), true);
+    rc |= metric(b, "parrot_cache_refused_total", "counter",
+                 "only-if-cached requests that found nothing (504).", "", atomic_load(&ch->refused),
+                 true);
+    rc |= metric(b, "parrot_cache_stores_total", "counter", "Answers stored in the cache.", "",
+                 atomic_load(&ch->stores), true);
+    rc |= metric(b, "parrot_cache_store_skipped_total", "counter",
+                 "Answers not stored: error status, truncated, unfinished or unreplayable.", "",
+                 atomic_load(&ch->store_skipped), true);
+    rc |= metric(b, "parrot_cache_entries", "gauge", "Entries in the cache.", "", st.entries, true);
+    rc |= metric(b, "parrot_cache_partitions", "gauge", "Partitions with at least one entry.", "",
+                 st.partitions, true);
+    rc |= metric(b, "parrot_cache_memory_bytes", "gauge",
+                 "Bytes used by entries, vectors and indexes.", "", st.memory, true);
+    rc |= metric(b, "parrot_cache_evictions_total", "counter",
+                 "Entries evicted to stay within cache-max-memory.", "", st.evictions, true);
+    rc |= metric(b, "parrot_cache_expirations_total", "counter", "Entries dropped after their TTL.",
+                 "", st.expirations, true);
+    return rc ? -ENOMEM : 0;
+}

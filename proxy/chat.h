@@ -1,0 +1,108 @@
+/* chat.h - the cached chat-completions route: what to look up, what to
+ * store, and how a hit is answered.
+ *
+ * server.c owns the HTTP plumbing; this module owns the cache policy for one
+ * request (struct chat_req) and the state shared by all of them (struct chat:
+ * the entry store, the embedder, the single-flight table, counters).
+ *
+ * Threads: struct chat is shared and thread-safe. A struct chat_req belongs
+ * to one request; its owner serialises access to it.
+ */
+#ifndef PARROT_CHAT_H
+#define PARROT_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/canon.h"
+#include "proxy/buf.h"
+#include "proxy/completion.h"
+#include "proxy/flight.h"
+#include "proxy/headers.h"
+
+struct cJSON;
+struct cfg;
+struct chat;
+struct store_entry;
+
+enum chat_verdict {
+    CHAT_HIT,    /* serve r->hit */
+    CHAT_MISS,   /* ask the provider; store the answer if r->store */
+    CHAT_BYPASS, /* ask the provider; the cache is not involved (or only stores) */
+    CHAT_REFUSE, /* only-if-cached and nothing cached: answer 504 */
+};
+
+struct chat_req {
+    struct canon_key key;
+    bool keyed; /* key is valid */
+    float *vec; /* embedding of the lookup text, or NULL */
+    struct hdr_cache_control cc;
+    int64_t ttl;        /* seconds, for storing */
+    bool stream;        /* the client asked for SSE */
+    bool include_usage; /* stream_options.include_usage */
+    bool store;         /* the answer may be stored */
+    const char *why;    /* why the cache was bypassed, for Cache-Status */
+
+    /* Lookup result. */
+    enum chat_verdict verdict;
+    struct store_entry *hit;
+    float sim;
+    bool exact;
+    bool coalesced; /* the hit came from waiting behind an identical request */
+
+    /* Single-flight. */
+    bool leader;
+    struct flight_waiter waiter;
+    void *owner; /* the caller's request, for waiter callbacks */
+
+    /* A streamed answer being reassembled for storing. */
+    struct cmpl_asm as;
+    bool stored;
+};
+
+/* The cache shared by all requests, from the options in c. */
+int chat_new(const struct cfg *c, struct chat **out);
+void chat_free(struct chat *ch);
+
+/* Derive keys and controls. doc is the validated request body; the header
+ * values may be NULL. Never fails: problems turn into a bypass verdict. */
+void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc,
+                   const char *authorization, const char *tenant_value, const char *cache_control,
+                   const char *ttl_header);
+void chat_req_fini(struct chat_req *r);
+
+/* Decide and, on a hit, set r->hit. Counts the outcome. */
+enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now);
+
+/* Exact lookup only, for a request woken behind a single-flight leader. */
+enum chat_verdict chat_relookup(struct chat *ch, struct chat_req *r, int64_t now);
+
+/* The hit's response body (JSON, or the SSE replay when r->stream), written
+ * to a malloc'd buffer. NULL when out of memory. */
+char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len);
+
+/* The cache headers for this request's response (Cache-Status, Age,
+ * x-parrot-*), passed one by one to add(). */
+void chat_headers(const struct chat_req *r, int64_t now,
+                  void (*add)(void *ud, const char *name, const char *value), void *ud);
+
+/* Streamed answer bytes, as relayed to the client. */
+void chat_feed(struct chat_req *r, const char *p, size_t n);
+
+/* The provider's answer is complete: store it when allowed. body/len is the
+ * whole body for a non-streamed answer (ignored for SSE, which was fed). */
+void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
+                size_t len, int64_t now);
+
+/* Single-flight for r's exact key. Returns true when r must wait (its
+ * waiter.wake will be called); false when it leads or runs alone. */
+bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct flight_waiter *));
+
+/* Close r's flight if it leads one. Idempotent. */
+void chat_flight_done(struct chat *ch, struct chat_req *r);
+
+/* Prometheus text for the cache's counters. */
+int chat_metrics(struct chat *ch, struct buf *out);
+
+#endif

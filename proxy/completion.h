@@ -1,0 +1,79 @@
+/* completion.h - chat completions as parrot stores and replays them.
+ *
+ * A provider answers either with one `chat.completion` JSON object or with a
+ * stream of `chat.completion.chunk` SSE events. Both are reduced to one
+ * completion (the assembler below reassembles streams) and rendered once, at
+ * store time, into the pieces a hit needs: the JSON body and the SSE replay,
+ * each without its `id` and `created`, which every hit gets fresh. Serving a
+ * hit is then a few memcpy()s, with no JSON parsing.
+ *
+ * Pure functions over caller-owned memory; any thread.
+ */
+#ifndef PARROT_COMPLETION_H
+#define PARROT_COMPLETION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/buf.h"
+
+struct cJSON;
+
+/* Hard caps: an answer larger than this is relayed but never stored. */
+#define CMPL_MAX_BYTES (8u << 20)
+#define CMPL_MAX_LINE  (1u << 20)
+
+struct cmpl_choice;
+
+/* Reassembles an SSE stream of chat.completion.chunk events. */
+struct cmpl_asm {
+    struct buf line;     /* the line being read */
+    struct buf data;     /* the data: lines of the event being read */
+    struct cJSON *first; /* the first chunk: id, created, model, fingerprint */
+    struct cJSON *usage;
+    struct cmpl_choice *choices;
+    size_t nchoices;
+    size_t bytes;    /* stream bytes seen */
+    bool done;       /* saw data: [DONE] */
+    bool failed;     /* unparseable, an error event, over a cap, or unsupported */
+    const char *why; /* when failed: a short reason */
+};
+
+void cmpl_asm_init(struct cmpl_asm *a);
+void cmpl_asm_fini(struct cmpl_asm *a);
+
+/* Feed stream bytes in any split. Never fails loudly: a stream parrot cannot
+ * reassemble faithfully just marks a->failed. */
+void cmpl_asm_feed(struct cmpl_asm *a, const char *p, size_t n);
+
+/* The reassembled completion if the stream ended with [DONE] and nothing
+ * failed; ownership passes to the caller (cJSON_Delete). Else NULL. */
+struct cJSON *cmpl_asm_take(struct cmpl_asm *a);
+
+/* What a hit is served from. Strings are malloc'd and NUL-terminated. */
+struct cmpl_rendered {
+    char *body; /* JSON object text after `{"id":..,"object":..,"created":..,` */
+    size_t body_len;
+    char *sse; /* chunk objects after the same prefix, one per line */
+    size_t sse_len;
+    char *usage; /* the usage chunk, same form, or NULL */
+    size_t usage_len;
+    char *model; /* for logs and admin */
+    int64_t prompt_tokens, completion_tokens;
+};
+
+/* Checks that a completion may be cached (every choice finished with "stop"
+ * or "tool_calls", no logprobs or audio parrot cannot replay) and renders it.
+ * Returns 0, -1 with *why set when it must not be stored, or -ENOMEM. */
+int cmpl_render(const struct cJSON *completion, struct cmpl_rendered *out, const char **why);
+void cmpl_rendered_fini(struct cmpl_rendered *r);
+
+/* Writers for a hit. Each returns the bytes needed; it writes only when cap
+ * is large enough, so call once with cap 0 to size the buffer. */
+size_t cmpl_write_json(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
+                       int64_t created);
+size_t cmpl_write_sse(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
+                      int64_t created, bool include_usage);
+
+#endif
