@@ -106,13 +106,32 @@ static void test_header_filters(void **state)
     assert_true(hdr_to_upstream("Hostile", 7));
 }
 
+static void test_cache_control(void **state)
+{
+    struct hdr_cache_control cc;
+
+    (void)state;
+    hdr_parse_cache_control(NULL, &cc);
+    assert_false(cc.no_cache || cc.no_store || cc.only_if_cached);
+    assert_int_equal(cc.max_age, -1);
+    hdr_parse_cache_control("No-Cache, no-store", &cc);
+    assert_true(cc.no_cache && cc.no_store && !cc.only_if_cached);
+    hdr_parse_cache_control("max-age=60, only-if-cached", &cc);
+    assert_true(cc.only_if_cached);
+    assert_int_equal(cc.max_age, 60);
+    hdr_parse_cache_control("max-age=\"30\",max-age=90,private", &cc);
+    assert_int_equal(cc.max_age, 30);
+    hdr_parse_cache_control("max-age=abc, no-cachex, x=no-store", &cc);
+    assert_int_equal(cc.max_age, -1);
+    assert_false(cc.no_cache || cc.no_store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_validation),
-        cmocka_unit_test(test_chat_ok),
-        cmocka_unit_test(test_error_json_shape),
-        cmocka_unit_test(test_header_filters),
+        cmocka_unit_test(test_chat_validation),  cmocka_unit_test(test_chat_ok),
+        cmocka_unit_test(test_error_json_shape), cmocka_unit_test(test_header_filters),
+        cmocka_unit_test(test_cache_control),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

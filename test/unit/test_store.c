@@ -1,0 +1,287 @@
+/* Unit tests for cache/store.c and cache/map.c: exact and semantic lookup,
+ * partition walls, TTL, replacement, eviction, indexing of big partitions. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cache/map.h"
+#include "cache/store.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DIM 16
+
+static int freed;
+
+static void payload_free(void *p)
+{
+    freed++;
+    free(p);
+}
+
+static struct store *mk(size_t max_memory, size_t scan_max)
+{
+    struct store_opts o = {.dim = DIM,
+                           .max_memory = max_memory,
+                           .exact_scan_max = scan_max,
+                           .payload_free = payload_free};
+    struct store *s = NULL;
+
+    assert_int_equal(store_new(&o, &s), 0);
+    return s;
+}
+
+static void key(uint8_t *k, int tag)
+{
+    memset(k, 0, STORE_KEY_LEN);
+    k[0] = (uint8_t)tag;
+    k[1] = (uint8_t)(tag >> 8);
+    k[31] = 0xa5;
+}
+
+/* A unit vector pointing mostly along axis a, tilted towards axis b. */
+static void vec(float *v, int a, int b, float tilt)
+{
+    float n;
+
+    memset(v, 0, sizeof(float) * DIM);
+    v[a % DIM] = 1.0f;
+    v[b % DIM] += tilt;
+    n = sqrtf(1.0f + tilt * tilt + (a % DIM == b % DIM ? 2 * tilt : 0));
+    for (int i = 0; i < DIM; i++)
+        v[i] /= n;
+}
+
+static uint64_t put(struct store *s, int part, int exact, const float *v, int64_t now, int64_t ttl,
+                    size_t size)
+{
+    uint8_t pk[STORE_KEY_LEN], ek[STORE_KEY_LEN];
+    struct store_put_args a = {0};
+    uint64_t id = 0;
+
+    key(pk, part);
+    key(ek, exact + 1000);
+    a.partition = pk;
+    a.exact = ek;
+    a.vec = v;
+    a.text = "question";
+    a.payload = malloc(8);
+    a.payload_size = size;
+    a.cost = 10;
+    a.now = now;
+    a.ttl = ttl;
+    assert_int_equal(store_put(s, &a, &id), 0);
+    return id;
+}
+
+static struct store_entry *get_exact(struct store *s, int exact, int64_t now, int64_t max_age)
+{
+    uint8_t ek[STORE_KEY_LEN];
+
+    key(ek, exact + 1000);
+    return store_get_exact(s, ek, now, max_age);
+}
+
+static struct store_entry *get_sem_at(struct store *s, int part, const float *v, float thr,
+                                      int64_t now, float *sim)
+{
+    uint8_t pk[STORE_KEY_LEN];
+
+    key(pk, part);
+    return store_get_semantic(s, pk, v, thr, now, -1, 4, NULL, NULL, sim);
+}
+
+static struct store_entry *get_sem(struct store *s, int part, const float *v, float thr, float *sim)
+{
+    return get_sem_at(s, part, v, thr, 100, sim);
+}
+
+static void test_exact_and_semantic(void **state)
+{
+    struct store *s = mk(1 << 20, 8);
+    float v[DIM], q[DIM], far[DIM], sim = 0;
+    struct store_entry *e;
+    uint64_t id;
+
+    (void)state;
+    vec(v, 0, 1, 0.1f);
+    id = put(s, 1, 1, v, 100, 0, 100);
+    e = get_exact(s, 1, 100, -1);
+    assert_non_null(e);
+    assert_int_equal(store_entry_id(e), id);
+    assert_string_equal(store_entry_text(e), "question");
+    store_entry_unref(e);
+
+    vec(q, 0, 2, 0.2f); /* close to v */
+    e = get_sem(s, 1, q, 0.9f, &sim);
+    assert_non_null(e);
+    assert_true(sim > 0.9f && sim <= 1.0001f);
+    store_entry_unref(e);
+
+    vec(far, 5, 6, 0.1f);
+    assert_null(get_sem(s, 1, far, 0.5f, &sim));
+    /* The same vector in another partition is never a candidate. */
+    assert_null(get_sem(s, 2, v, 0.0f, &sim));
+    assert_null(get_exact(s, 2, 100, -1));
+    store_free(s);
+}
+
+static void test_ttl_and_max_age(void **state)
+{
+    struct store *s = mk(1 << 20, 8);
+    float v[DIM], sim;
+    struct store_entry *e;
+
+    (void)state;
+    vec(v, 3, 4, 0.1f);
+    put(s, 1, 1, v, 100, 10, 100);
+    e = get_exact(s, 1, 105, -1);
+    assert_non_null(e);
+    store_entry_unref(e);
+    assert_null(get_exact(s, 1, 110, -1)); /* expired */
+    assert_null(get_exact(s, 1, 105, 4));  /* older than max-age */
+    e = get_exact(s, 1, 105, 5);
+    assert_non_null(e);
+    store_entry_unref(e);
+    e = get_sem_at(s, 1, v, 0.1f, 109, &sim);
+    assert_non_null(e);
+    store_entry_unref(e);
+    assert_null(get_sem_at(s, 1, v, 0.1f, 110, &sim));
+    store_free(s);
+}
+
+static void test_replace_same_exact_key(void **state)
+{
+    struct store *s = mk(1 << 20, 8);
+    float v[DIM];
+    struct store_stats st;
+    struct store_entry *e;
+    uint64_t a, b;
+
+    (void)state;
+    vec(v, 0, 1, 0.1f);
+    freed = 0;
+    a = put(s, 1, 7, v, 100, 0, 100);
+    b = put(s, 1, 7, v, 101, 0, 100);
+    assert_int_not_equal(a, b);
+    store_get_stats(s, &st);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(st.replaced, 1);
+    assert_int_equal(freed, 1);
+    e = get_exact(s, 7, 101, -1);
+    assert_int_equal(store_entry_id(e), b);
+    /* A reference keeps a deleted entry alive until it is dropped. */
+    assert_int_equal(store_delete(s, b), 0);
+    assert_int_equal(freed, 1);
+    assert_string_equal(store_entry_text(e), "question");
+    store_entry_unref(e);
+    assert_int_equal(freed, 2);
+    assert_int_equal(store_delete(s, b), -ENOENT);
+    store_free(s);
+}
+
+/* Past max_memory, entries go; hits protect an entry (GDSF). */
+static void test_eviction(void **state)
+{
+    struct store *s = mk(64 * 1024, 8);
+    struct store_stats st;
+    float v[DIM];
+    int hot_hits = 0;
+
+    (void)state;
+    vec(v, 0, 1, 0.1f);
+    put(s, 1, 0, v, 100, 0, 1000); /* the hot entry */
+    for (int i = 1; i < 400; i++) {
+        struct store_entry *e = get_exact(s, 0, 100, -1);
+        if (e) {
+            hot_hits++;
+            store_entry_unref(e);
+        }
+        put(s, 2 + i % 7, i, v, 100, 0, 1000);
+    }
+    store_get_stats(s, &st);
+    assert_true(st.memory <= 64 * 1024);
+    assert_true(st.evictions > 300);
+    assert_true(st.entries < 64);
+    /* Hit on every round, so it should have survived nearly all of them. */
+    assert_true(hot_hits > 350);
+    store_free(s);
+}
+
+/* A partition past exact_scan_max switches to an HNSW index and still finds
+ * its entries; deletes keep working on the index. */
+static void test_partition_index(void **state)
+{
+    struct store *s = mk(64 << 20, 8);
+    struct store_stats st;
+    float v[DIM], sim;
+    uint64_t ids[40];
+
+    (void)state;
+    for (int i = 0; i < 40; i++) {
+        vec(v, i % DIM, (i / DIM) + 3, 0.05f * (float)(i / DIM + 1));
+        ids[i] = put(s, 1, i, v, 100, 0, 100);
+    }
+    store_get_stats(s, &st);
+    assert_int_equal(st.indexed_partitions, 1);
+    for (int i = 0; i < 40; i++) {
+        struct store_entry *e;
+        vec(v, i % DIM, (i / DIM) + 3, 0.05f * (float)(i / DIM + 1));
+        e = get_sem(s, 1, v, 0.999f, &sim);
+        assert_non_null(e);
+        assert_int_equal(store_entry_id(e), ids[i]);
+        store_entry_unref(e);
+    }
+    assert_int_equal(store_delete(s, ids[5]), 0);
+    vec(v, 5, 3, 0.05f);
+    {
+        struct store_entry *e = get_sem(s, 1, v, 0.999f, &sim);
+        if (e)
+            assert_int_not_equal(store_entry_id(e), ids[5]);
+        store_entry_unref(e);
+    }
+    store_free(s);
+}
+
+static void test_map_churn(void **state)
+{
+    struct map m;
+    uint8_t k[MAP_KEY_LEN];
+    void *old;
+
+    (void)state;
+    map_init(&m);
+    for (uintptr_t i = 1; i <= 5000; i++) {
+        map_id_key(i, k);
+        assert_int_equal(map_put(&m, k, (void *)i, &old), 0);
+        assert_null(old);
+    }
+    for (uintptr_t i = 1; i <= 5000; i += 2) {
+        map_id_key(i, k);
+        assert_ptr_equal(map_del(&m, k), (void *)i);
+    }
+    for (uintptr_t i = 1; i <= 5000; i++) {
+        map_id_key(i, k);
+        if (i % 2)
+            assert_null(map_get(&m, k));
+        else
+            assert_ptr_equal(map_get(&m, k), (void *)i);
+    }
+    assert_int_equal(m.count, 2500);
+    map_fini(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exact_and_semantic),     cmocka_unit_test(test_ttl_and_max_age),
+        cmocka_unit_test(test_replace_same_exact_key), cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_partition_index),        cmocka_unit_test(test_map_churn),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
