@@ -26,7 +26,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
-.PHONY: all test unit asan run fmt lint deps run-deps clean
+.PHONY: all test unit asan run fmt lint deps run-deps clean bench
 
 all: $(BUILD)/parrot
 
@@ -40,6 +40,14 @@ $(BUILD)/%.o: %.c
 $(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# Side-by-side benchmarks (not part of make test).
+bench: $(BUILD)/bench/lookup_bench
+	./$(BUILD)/bench/lookup_bench
 
 deps:
 	@sh deploy/install-deps.sh --check >/dev/null 2>&1 || sh deploy/install-deps.sh
