@@ -68,6 +68,7 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
 {
     static const char *const irq = "invalid_request_error";
     cJSON *doc, *model, *msgs;
+    const char *end = body;
 
     if (!is_json_type(content_type)) {
         oai_error_set(e, 415, irq, NULL, "unsupported_media_type",
@@ -80,7 +81,18 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
                       "The request body is empty; expected a JSON object.");
         return -1;
     }
-    doc = cJSON_ParseWithLength(body, len);
+    doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    /* cJSON stops after the first value; what follows must be blank. */
+    while (doc && end < body + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+        end++;
+    if (doc && end < body + len) {
+        cJSON_Delete(doc);
+        oai_error_set(e, 400, irq, NULL, "invalid_json",
+                      "We could not parse the JSON body of your request (unexpected data after "
+                      "the JSON value at byte %ld). The OpenAI API expects a JSON payload.",
+                      (long)(end - body));
+        return -1;
+    }
     if (!doc) {
         const char *at = cJSON_GetErrorPtr();
         long off = (at && at >= body && at <= body + len) ? (long)(at - body) : -1;

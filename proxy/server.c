@@ -423,6 +423,11 @@ static void set_upstream_error(struct exch *x, int err, const char *detail)
         oai_error_set(&x->err, 504, ue, NULL, "upstream_timeout",
                       "The upstream provider did not answer in time (%s).", detail);
         break;
+    case UP_ECLIENT:
+        /* Nobody will read this; the status is for the log (nginx's 499). */
+        oai_error_set(&x->err, 499, ue, NULL, "client_closed",
+                      "The client closed the connection before the answer arrived.");
+        break;
     case UP_ECANCELED:
         oai_error_set(&x->err, 503, ue, NULL, "shutting_down",
                       "parrot is shutting down; retry the request.");
@@ -448,7 +453,7 @@ static void on_done(void *ud, int err, const char *detail)
     x->xfer = NULL;
     x->up_done = true;
     x->up_err = err;
-    if (err != UP_OK && err != UP_ECANCELED)
+    if (err != UP_OK && err != UP_ECANCELED && err != UP_ECLIENT)
         log_msg(LOG_WARN, "upstream failed", detail);
     if (x->chat) {
         /* Store before the client is resumed, then let the requests waiting
@@ -556,6 +561,7 @@ static enum MHD_Result forward(struct exch *x, const char *path)
     int rc;
 
     const char *lines[REQ_HEADERS_MAX + 4];
+    const union MHD_ConnectionInfo *ci;
 
     MHD_get_connection_values(x->conn, MHD_HEADER_KIND, collect_header, &l);
     if (s->cfg->upstream_key)
@@ -581,7 +587,11 @@ static enum MHD_Result forward(struct exch *x, const char *path)
                           .headers = lines,
                           .nheaders = l.n,
                           .body = x->body.p,
-                          .body_len = x->body.len};
+                          .body_len = x->body.len,
+                          .client_fd = -1};
+    ci = MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci)
+        req.client_fd = ci->connect_fd;
 
     pthread_mutex_lock(&x->lock);
     atomic_fetch_add(&x->refs, 1); /* the transfer's, dropped in on_done */

@@ -11,10 +11,15 @@
 #include "upstream/upstream.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #define WANT_SUBMIT  0x1
 #define WANT_CANCEL  0x2
@@ -23,6 +28,10 @@
 /* Response header block cap; a provider sending more is treated as broken. */
 #define HEAD_MAX (64 * 1024)
 #define HEAD_N   128
+/* Client sockets watched per poll, at most; the rest are not watched. */
+#define WATCH_MAX 8192
+/* How often idle timers are checked. */
+#define IDLE_TICK_MS 100
 
 struct up_xfer {
     struct up_pool *pool;
@@ -47,6 +56,9 @@ struct up_xfer {
     /* Pool thread only. */
     bool active; /* added to the multi handle */
     bool done;
+    bool paused;                 /* on_body asked for a pause: idle time does not count */
+    int client_fd;               /* watched while >= 0 */
+    long last_io;                /* monotonic ms of the last byte from the provider */
     struct up_xfer *prev, *next; /* active list */
 };
 
@@ -56,11 +68,22 @@ struct up_pool {
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t lock;
-    bool stopping;          /* guarded by lock */
-    bool joined;            /* guarded by lock */
-    struct up_xfer *work;   /* guarded by lock */
-    struct up_xfer *active; /* pool thread only */
+    bool stopping;             /* guarded by lock */
+    bool joined;               /* guarded by lock */
+    struct up_xfer *work;      /* guarded by lock */
+    struct up_xfer *active;    /* pool thread only */
+    struct curl_waitfd *watch; /* pool thread only: poll set for client fds */
+    struct up_xfer **watch_x;
+    long next_idle_check;
 };
+
+static long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void xfer_unref(struct up_xfer *x)
 {
@@ -177,6 +200,7 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud)
     struct up_xfer *x = ud;
     size_t n = size * nmemb;
 
+    x->last_io = mono_ms();
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new response starts (after a 1xx, or the first one). */
         x->head_len = 0;
@@ -208,10 +232,13 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud)
     struct up_xfer *x = ud;
     size_t n = size * nmemb;
 
+    x->last_io = mono_ms();
     if (!x->head_done)
         deliver_head(x);
-    if (x->h->on_body(x->ud, p, n) == UP_PAUSE)
+    if (x->h->on_body(x->ud, p, n) == UP_PAUSE) {
+        x->paused = true;
         return CURL_WRITEFUNC_PAUSE;
+    }
     return n;
 }
 
@@ -250,8 +277,11 @@ static void apply(struct up_pool *p, struct up_xfer *x, unsigned want, bool stop
             p->active->prev = x;
         p->active = x;
     }
-    if ((want & WANT_UNPAUSE) && x->active)
+    if ((want & WANT_UNPAUSE) && x->active) {
+        x->paused = false;
+        x->last_io = mono_ms();
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
+    }
 }
 
 /* Pool thread: takes the work list and applies what each entry asks. */
@@ -306,12 +336,71 @@ static void reap(struct up_pool *p)
     }
 }
 
+/* Ends transfers that heard nothing from the provider for idle_timeout_ms.
+ * curl's own low-speed limit averages over seconds and misses a provider
+ * that goes quiet after a burst, so parrot keeps its own clock. */
+static void check_idle(struct up_pool *p)
+{
+    long now = mono_ms();
+    struct up_xfer *x, *next;
+
+    if (now < p->next_idle_check)
+        return;
+    p->next_idle_check = now + IDLE_TICK_MS;
+    for (x = p->active; x; x = next) {
+        next = x->next;
+        if (!x->paused && now - x->last_io > p->o.idle_timeout_ms) {
+            char detail[96];
+            snprintf(detail, sizeof(detail), "no data from the upstream for %ld ms",
+                     now - x->last_io);
+            finish(x, UP_ETIMEDOUT, detail);
+        }
+    }
+}
+
+/* Fills the poll set with the client sockets of active transfers. */
+static unsigned collect_watch(struct up_pool *p)
+{
+    unsigned n = 0;
+
+    for (struct up_xfer *x = p->active; x && n < WATCH_MAX; x = x->next) {
+        if (x->client_fd < 0)
+            continue;
+        p->watch[n].fd = x->client_fd;
+        p->watch[n].events = CURL_WAIT_POLLIN;
+        p->watch[n].revents = 0;
+        p->watch_x[n++] = x;
+    }
+    return n;
+}
+
+/* A watched client socket became readable: it hung up, or sent data. The
+ * transfers behind it are only touched here, after the poll, while they are
+ * still on the active list (finish() takes them off). */
+static void check_watch(struct up_pool *p, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        struct up_xfer *x = p->watch_x[i];
+        char c;
+        ssize_t r;
+
+        if (!p->watch[i].revents || x->done)
+            continue;
+        r = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            finish(x, UP_ECLIENT, "the client closed the connection");
+        else
+            x->client_fd = -1; /* data, or not a socket: leave it to libmicrohttpd */
+    }
+}
+
 static void *pool_main(void *arg)
 {
     struct up_pool *p = arg;
 
     for (;;) {
         int running = 0;
+        unsigned nw;
 
         if (drain_work(p)) {
             struct up_xfer *x = p->active, *next;
@@ -324,7 +413,10 @@ static void *pool_main(void *arg)
         }
         curl_multi_perform(p->multi, &running);
         reap(p);
-        curl_multi_poll(p->multi, NULL, 0, 1000, NULL);
+        check_idle(p);
+        nw = collect_watch(p);
+        curl_multi_poll(p->multi, p->watch, nw, p->active ? IDLE_TICK_MS : 1000, NULL);
+        check_watch(p, nw);
     }
     return NULL;
 }
@@ -344,7 +436,9 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
     while (bl > 0 && p->base_url[bl - 1] == '/')
         p->base_url[--bl] = '\0';
     p->multi = curl_multi_init();
-    if (!p->multi)
+    p->watch = malloc(WATCH_MAX * sizeof(*p->watch));
+    p->watch_x = malloc(WATCH_MAX * sizeof(*p->watch_x));
+    if (!p->multi || !p->watch || !p->watch_x)
         goto fail;
     /* Keep enough idle connections around for bursts of concurrent streams. */
     curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, 1024L);
@@ -358,6 +452,8 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
 fail:
     if (p->multi)
         curl_multi_cleanup(p->multi);
+    free(p->watch);
+    free(p->watch_x);
     free(p->base_url);
     free(p);
     return UP_ENOMEM;
@@ -392,6 +488,8 @@ void up_pool_free(struct up_pool *p)
     }
     curl_multi_cleanup(p->multi);
     pthread_mutex_destroy(&p->lock);
+    free(p->watch);
+    free(p->watch_x);
     free(p->base_url);
     free(p);
 }
@@ -402,7 +500,6 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
     struct up_xfer *x;
     char *url;
     size_t ul;
-    long idle_s;
 
     x = calloc(1, sizeof(*x));
     if (!x)
@@ -411,6 +508,8 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
     x->h = h;
     x->ud = ud;
     x->refs = 1; /* the pool's, dropped in finish() */
+    x->client_fd = r->client_fd;
+    x->last_io = mono_ms();
     x->easy = curl_easy_init();
     if (!x->easy)
         goto fail;
@@ -441,10 +540,6 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
     curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, p->o.connect_timeout_ms);
     curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, p->o.timeout_ms);
-    /* Idle timeout: less than one byte per second for idle_s seconds. */
-    idle_s = p->o.idle_timeout_ms / 1000;
-    curl_easy_setopt(x->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_LOW_SPEED_TIME, idle_s > 0 ? idle_s : 1L);
     curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
 
     if (strcmp(r->method, "GET") == 0) {

@@ -27,6 +27,7 @@
 #define UP_ETIMEDOUT (-110) /* connect, idle or total timeout */
 #define UP_EUNREACH  (-111) /* no response: refused, DNS, TLS, reset, empty reply */
 #define UP_ECANCELED (-125) /* up_xfer_cancel() or pool shutdown */
+#define UP_ECLIENT   (-104) /* the watched client connection closed */
 #define UP_EINVAL    (-22)
 
 /* on_body() returns this to make the pool hold the bytes and stop reading
@@ -40,7 +41,7 @@ struct up_pool_opts {
     const char *base_url; /* e.g. "https://api.openai.com/v1" (no trailing slash needed) */
     long connect_timeout_ms;
     long timeout_ms;      /* whole transfer */
-    long idle_timeout_ms; /* no byte received for this long */
+    long idle_timeout_ms; /* no byte received for this long (paused time excluded) */
 };
 
 struct up_header {
@@ -68,6 +69,11 @@ struct up_req {
     size_t nheaders;
     const char *body; /* not copied: must stay valid until on_done() */
     size_t body_len;
+    /* The client's socket, or -1. While the client waits, libmicrohttpd does
+     * not poll its connection, so the pool does: when the client hangs up,
+     * the transfer ends with UP_ECLIENT instead of running on for nothing.
+     * Data from the client (a pipelined request) stops the watch. */
+    int client_fd;
 };
 
 /* Start the pool's thread. Returns 0 or a negative UP_E* code. */
