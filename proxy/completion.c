@@ -297,7 +297,8 @@ cJSON *cmpl_asm_take(struct cmpl_asm *a)
         return NULL;
     doc = a->first;
     a->first = NULL;
-    cJSON_ReplaceItemInObjectCaseSensitive(doc, "object", cJSON_CreateString("chat.completion"));
+    cJSON_DeleteItemFromObjectCaseSensitive(doc, "object");
+    cJSON_AddStringToObject(doc, "object", "chat.completion");
     cJSON_DeleteItemFromObjectCaseSensitive(doc, "usage");
     choices = cJSON_AddArrayToObject(doc, "choices");
     for (size_t i = 0; choices && i < a->nchoices; i++) {
