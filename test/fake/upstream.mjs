@@ -1,0 +1,510 @@
+// Scripted fake OpenAI-compatible upstream for parrot's integration tests.
+//
+// In-process:   import { startFake } from './fake/upstream.mjs';
+//               const fake = await startFake();   // { port, url, stats(), reset(), close() }
+// Stand-alone:  node test/fake/upstream.mjs [--port N]
+//               prints one line {"listening":PORT} on stdout.
+//
+// Routes: POST /v1/chat/completions (echo of the last user message, or an
+// SSE stream with "stream": true), GET /v1/models, GET /v1/models/{id},
+// POST /v1/embeddings (8-dim, float or base64), anything else 404.
+// Control: GET /_fake/stats, POST /_fake/reset (not counted in stats).
+//
+// Scripting request headers (any /v1 route unless noted):
+//   x-fake-status: N            reply N with an OpenAI-shaped error (429 adds retry-after: 0)
+//   x-fake-delay-ms: N          wait N ms before the headers
+//   x-fake-chunk-delay-ms: N    (stream) wait N ms between SSE events
+//   x-fake-chunks: N            (chat) content is "w1 w2 ... wN"
+//   x-fake-drop: before-headers destroy the socket before replying
+//   x-fake-drop: mid-stream     (stream) destroy it after half the events
+//   x-fake-bytes: N             (stream) N bytes of 64 KiB SSE events, honouring back-pressure
+//
+// stats(): total, paths{path: count}, last{method,url,path,headers,body},
+// lastBody (exact bytes of the latest response body sent, including
+// streams so far), aborted (responses whose client went away before the
+// fake finished), completed (streams fully sent), bigWritten (bytes handed
+// to the socket for the latest x-fake-bytes stream), dropped (scripted
+// drops), inflight (requests not yet closed).
+
+import http from 'node:http';
+import { once } from 'node:events';
+import { pathToFileURL } from 'node:url';
+
+export const FAKE_CREATED = 1700000000;
+export const FAKE_MODELS = ['gpt-fake', 'gpt-fake-mini', 'text-embedding-fake'];
+export const EMBEDDING_DIM = 8;
+const BIG_EVENT_SIZE = 64 * 1024;
+const MIN_EVENT_SIZE = 'data: x\n\n'.length;
+
+// ---------------------------------------------------------------- helpers
+
+function countWords(s) {
+  const t = String(s).trim();
+  return t === '' ? 0 : t.split(/\s+/).length;
+}
+
+function contentText(content) {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((part) => (part && typeof part.text === 'string' ? part.text : ''))
+      .filter((s) => s !== '')
+      .join(' ');
+  }
+  return '';
+}
+
+/** Text of the last message with role "user" ('' if none). */
+export function lastUserText(body) {
+  const msgs = Array.isArray(body?.messages) ? body.messages : [];
+  for (let i = msgs.length - 1; i >= 0; i--) {
+    if (msgs[i] && msgs[i].role === 'user') return contentText(msgs[i].content);
+  }
+  return '';
+}
+
+/** Assistant content the fake answers with. */
+export function replyContent(body, chunks) {
+  if (Number.isInteger(chunks) && chunks > 0) {
+    const words = [];
+    for (let i = 1; i <= chunks; i++) words.push(`w${i}`);
+    return words.join(' ');
+  }
+  return `echo: ${lastUserText(body)}`;
+}
+
+/** Deterministic usage numbers for a request and its reply. */
+export function fakeUsage(body, content) {
+  const msgs = Array.isArray(body?.messages) ? body.messages : [];
+  let prompt = 3;
+  for (const m of msgs) prompt += 4 + countWords(contentText(m?.content));
+  const completion = countWords(content);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+}
+
+/**
+ * Deterministic embedding of dimension 8. Every component is k/256 with
+ * |k| < 256, so it survives a float32 round trip (base64 encoding) exactly.
+ */
+export function fakeEmbedding(text) {
+  let h = 2166136261;
+  for (const b of Buffer.from(String(text), 'utf8')) {
+    h ^= b;
+    h = Math.imul(h, 16777619) >>> 0;
+  }
+  const out = [];
+  for (let j = 0; j < EMBEDDING_DIM; j++) {
+    const k = ((h >>> (j * 3)) + j * 37) % 255;
+    out.push((k - 127) / 256);
+  }
+  return out;
+}
+
+function float32Base64(vec) {
+  const f = new Float32Array(vec);
+  return Buffer.from(f.buffer, f.byteOffset, f.byteLength).toString('base64');
+}
+
+export function errorBody(message, type, code, param = null) {
+  return { error: { message, type, param, code } };
+}
+
+/** Wait ms, or less if the response closes first (no timer left behind). */
+function pauseUnlessClosed(res, ms) {
+  if (res.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); res.off('close', done); resolve(); };
+    const timer = setTimeout(done, ms);
+    res.on('close', done);
+  });
+}
+
+function intHeader(req, name) {
+  const v = req.headers[name];
+  if (v === undefined) return undefined;
+  const n = Number.parseInt(String(v), 10);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** The SSE events (strings) the fake sends for a chat stream. */
+export function chatStreamEvents({ id, model, content, usage, includeUsage }) {
+  const base = { id, object: 'chat.completion.chunk', created: FAKE_CREATED, model, system_fingerprint: null };
+  const ev = (obj) => `data: ${JSON.stringify(obj)}\n\n`;
+  const choice = (delta, finish) => ({ index: 0, delta, logprobs: null, finish_reason: finish });
+  const events = [];
+  events.push(ev({ ...base, choices: [choice({ role: 'assistant', content: '' }, null)] }));
+  const words = content.split(' ');
+  words.forEach((w, i) => {
+    events.push(ev({ ...base, choices: [choice({ content: i === 0 ? w : ` ${w}` }, null)] }));
+  });
+  events.push(ev({ ...base, choices: [choice({}, 'stop')] }));
+  if (includeUsage) events.push(ev({ ...base, choices: [], usage }));
+  events.push('data: [DONE]\n\n');
+  return events;
+}
+
+// ---------------------------------------------------------------- server
+
+export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
+  let counter = 0;
+  let st;
+  const freshStats = () => ({
+    total: 0,
+    paths: {},
+    last: null,
+    lastBody: null,
+    aborted: 0,
+    completed: 0,
+    bigWritten: 0,
+    dropped: 0,
+    inflight: 0,
+  });
+  st = freshStats();
+
+  const sockets = new Set();
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      // Never let a scripted behaviour crash the fake.
+      if (!res.headersSent && !res.destroyed) {
+        sendJson(res, 500, errorBody(`fake internal error: ${err.message}`, 'fake_error', 'fake_internal'));
+      } else {
+        res.destroy();
+      }
+    });
+  });
+  server.keepAliveTimeout = 30_000;
+  server.headersTimeout = 60_000;
+  server.requestTimeout = 0;
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  server.on('clientError', (err, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    else socket.destroy();
+  });
+
+  function readBody(req) {
+    return new Promise((resolve) => {
+      const parts = [];
+      req.on('data', (c) => parts.push(c));
+      req.on('end', () => resolve(Buffer.concat(parts)));
+      req.on('close', () => resolve(Buffer.concat(parts)));
+      req.on('error', () => resolve(Buffer.concat(parts)));
+    });
+  }
+
+  function commonHeaders(id) {
+    return { 'x-request-id': `upstream-${id}`, 'openai-processing-ms': '1' };
+  }
+
+  function sendJson(res, status, obj, extra = {}) {
+    const text = JSON.stringify(obj);
+    st.lastBody = text;
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(text),
+      ...extra,
+    });
+    res.end(text);
+  }
+
+  // Resolves true when the socket accepted more data, false when the client went away.
+  function waitDrain(res) {
+    if (res.destroyed) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const onDrain = () => { cleanup(); resolve(true); };
+      const onClose = () => { cleanup(); resolve(false); };
+      const cleanup = () => { res.off('drain', onDrain); res.off('close', onClose); };
+      res.on('drain', onDrain);
+      res.on('close', onClose);
+    });
+  }
+
+  // Write one piece honouring back-pressure; resolves false if the client is gone.
+  async function writePiece(res, piece) {
+    if (res.destroyed) return false;
+    const ok = res.write(piece);
+    if (!ok) return waitDrain(res);
+    return !res.destroyed;
+  }
+
+  function writeFlushed(res, piece) {
+    return new Promise((resolve) => {
+      if (res.destroyed) return resolve(false);
+      res.write(piece, (err) => resolve(!err));
+    });
+  }
+
+  async function handle(req, res) {
+    const url = new URL(req.url, 'http://fake.invalid');
+    const path = url.pathname;
+
+    // Control endpoints: not counted in the stats.
+    if (path === '/_fake/stats' && req.method === 'GET') {
+      const text = JSON.stringify(snapshot());
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+      return;
+    }
+    if (path === '/_fake/reset' && req.method === 'POST') {
+      await readBody(req);
+      reset();
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+
+    // Track responses that the client abandoned before the fake finished.
+    const gen = st;
+    let deliberatelyDropped = false;
+    gen.inflight += 1;
+    res.on('close', () => {
+      gen.inflight -= 1;
+      if (!res.writableFinished && !deliberatelyDropped) gen.aborted += 1;
+    });
+
+    const body = await readBody(req);
+    if (res.destroyed) return;
+    const id = ++counter;
+    st.total += 1;
+    st.paths[path] = (st.paths[path] || 0) + 1;
+    st.last = {
+      method: req.method,
+      url: req.url,
+      path,
+      headers: { ...req.headers },
+      body: body.toString('utf8'),
+    };
+
+    const drop = req.headers['x-fake-drop'];
+    if (drop === 'before-headers') {
+      deliberatelyDropped = true;
+      st.dropped += 1;
+      st.lastBody = '';
+      req.socket.destroy();
+      return;
+    }
+
+    const delay = intHeader(req, 'x-fake-delay-ms');
+    if (delay && delay > 0) {
+      await pauseUnlessClosed(res, delay);
+      if (res.destroyed) return;
+    }
+
+    const status = intHeader(req, 'x-fake-status');
+    if (status && status >= 400 && status <= 599) {
+      const extra = commonHeaders(id);
+      if (status === 429) extra['retry-after'] = '0';
+      sendJson(res, status, errorBody(`fake error ${status}`, 'fake_error', `fake_${status}`), extra);
+      return;
+    }
+
+    if (path === '/v1/chat/completions' && req.method === 'POST') {
+      return chat(req, res, id, body, () => { deliberatelyDropped = true; st.dropped += 1; });
+    }
+    if (path === '/v1/models' && req.method === 'GET') {
+      sendJson(res, 200, {
+        object: 'list',
+        data: FAKE_MODELS.map((m) => ({ id: m, object: 'model', created: 0, owned_by: 'fake' })),
+      }, commonHeaders(id));
+      return;
+    }
+    if (path.startsWith('/v1/models/') && req.method === 'GET') {
+      const name = decodeURIComponent(path.slice('/v1/models/'.length));
+      if (FAKE_MODELS.includes(name)) {
+        sendJson(res, 200, { id: name, object: 'model', created: 0, owned_by: 'fake' }, commonHeaders(id));
+      } else {
+        sendJson(res, 404, errorBody(`The model '${name}' does not exist`, 'invalid_request_error', 'model_not_found', 'model'), commonHeaders(id));
+      }
+      return;
+    }
+    if (path === '/v1/embeddings' && req.method === 'POST') {
+      return embeddings(res, id, body);
+    }
+    sendJson(res, 404, errorBody(`fake: no route for ${req.method} ${path}`, 'invalid_request_error', 'unknown_url'), commonHeaders(id));
+  }
+
+  function parseJson(res, id, body) {
+    try {
+      const v = JSON.parse(body.toString('utf8'));
+      if (v && typeof v === 'object' && !Array.isArray(v)) return v;
+    } catch { /* fall through */ }
+    sendJson(res, 400, errorBody('fake: body is not a JSON object', 'invalid_request_error', 'invalid_json'), commonHeaders(id));
+    return null;
+  }
+
+  function embeddings(res, id, raw) {
+    const body = parseJson(res, id, raw);
+    if (!body) return;
+    const inputs = Array.isArray(body.input) ? body.input : [body.input];
+    const b64 = body.encoding_format === 'base64';
+    let tokens = 0;
+    const data = inputs.map((inp, index) => {
+      const text = typeof inp === 'string' ? inp : JSON.stringify(inp);
+      tokens += Math.max(1, countWords(text));
+      const vec = fakeEmbedding(text);
+      return { object: 'embedding', index, embedding: b64 ? float32Base64(vec) : vec };
+    });
+    sendJson(res, 200, {
+      object: 'list',
+      data,
+      model: typeof body.model === 'string' ? body.model : 'text-embedding-fake',
+      usage: { prompt_tokens: tokens, total_tokens: tokens },
+    }, commonHeaders(id));
+  }
+
+  async function chat(req, res, id, raw, markDropped) {
+    const body = parseJson(res, id, raw);
+    if (!body) return;
+    const model = typeof body.model === 'string' ? body.model : 'gpt-fake';
+    const chunks = intHeader(req, 'x-fake-chunks');
+    const content = replyContent(body, chunks);
+    const usage = fakeUsage(body, content);
+    const cid = `chatcmpl-fake-${id}`;
+
+    if (!body.stream) {
+      sendJson(res, 200, {
+        id: cid,
+        object: 'chat.completion',
+        created: FAKE_CREATED,
+        model,
+        choices: [{
+          index: 0,
+          message: { role: 'assistant', content, refusal: null },
+          logprobs: null,
+          finish_reason: 'stop',
+        }],
+        usage,
+        system_fingerprint: null,
+      }, commonHeaders(id));
+      return;
+    }
+
+    res.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      ...commonHeaders(id),
+    });
+    st.lastBody = '';
+
+    const big = intHeader(req, 'x-fake-bytes');
+    if (big !== undefined && big > 0) return bigStream(res, big);
+
+    const events = chatStreamEvents({
+      id: cid,
+      model,
+      content,
+      usage,
+      includeUsage: body.stream_options?.include_usage === true,
+    });
+    const chunkDelay = intHeader(req, 'x-fake-chunk-delay-ms') || 0;
+    const dropMid = req.headers['x-fake-drop'] === 'mid-stream';
+    const dropAt = dropMid ? Math.floor(events.length / 2) : -1;
+
+    res.flushHeaders();
+    for (let i = 0; i < events.length; i++) {
+      if (i === dropAt) {
+        markDropped();
+        res.socket?.destroy();
+        return;
+      }
+      if (i > 0 && chunkDelay > 0) {
+        await pauseUnlessClosed(res, chunkDelay);
+      }
+      if (res.destroyed) return;
+      st.lastBody += events[i];
+      // Before a deliberate drop make sure the bytes left the process.
+      const ok = i === dropAt - 1 ? await writeFlushed(res, events[i]) : await writePiece(res, events[i]);
+      if (!ok) return;
+    }
+    res.end(() => { st.completed += 1; });
+  }
+
+  async function bigStream(res, total) {
+    st.bigWritten = 0;
+    st.lastBody = `<${total} bytes of SSE>`;
+    const full = Buffer.from(`data: ${'x'.repeat(BIG_EVENT_SIZE - 8)}\n\n`);
+    let left = total;
+    res.flushHeaders();
+    while (left > 0) {
+      let size = Math.min(BIG_EVENT_SIZE, left);
+      const rest = left - size;
+      if (rest > 0 && rest < MIN_EVENT_SIZE) size = left - MIN_EVENT_SIZE; // keep the tail a valid event
+      let piece;
+      if (size === BIG_EVENT_SIZE) {
+        piece = full;
+      } else if (size >= MIN_EVENT_SIZE) {
+        piece = Buffer.from(`data: ${'x'.repeat(size - 8)}\n\n`);
+      } else {
+        piece = Buffer.from('\n'.repeat(size)); // only when total itself < 9 bytes
+      }
+      if (res.destroyed) return;
+      st.bigWritten += piece.length;
+      left -= piece.length;
+      const ok = await writePiece(res, piece);
+      if (!ok) return;
+    }
+    res.end(() => { st.completed += 1; });
+  }
+
+  function snapshot() {
+    return JSON.parse(JSON.stringify(st));
+  }
+
+  function reset() {
+    st = freshStats();
+  }
+
+  server.listen(port, host);
+  await once(server, 'listening');
+  const actual = server.address().port;
+
+  return {
+    port: actual,
+    url: `http://${host}:${actual}/v1`,
+    origin: `http://${host}:${actual}`,
+    stats: snapshot,
+    reset,
+    async close() {
+      const closed = new Promise((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
+
+// ---------------------------------------------------------------- CLI
+
+function parseArgs(argv) {
+  let port = 0;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--port' && i + 1 < argv.length) {
+      port = Number.parseInt(argv[++i], 10);
+    } else if (a.startsWith('--port=')) {
+      port = Number.parseInt(a.slice('--port='.length), 10);
+    } else if (a === '--help' || a === '-h') {
+      process.stdout.write('usage: node upstream.mjs [--port N]\n');
+      process.exit(0);
+    } else {
+      process.stderr.write(`upstream.mjs: unknown argument ${a}\n`);
+      process.exit(2);
+    }
+  }
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write('upstream.mjs: --port must be an integer 0..65535\n');
+    process.exit(2);
+  }
+  return { port };
+}
+
+const isMain = process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href;
+if (isMain) {
+  const { port } = parseArgs(process.argv.slice(2));
+  const fake = await startFake({ port });
+  process.stdout.write(`${JSON.stringify({ listening: fake.port })}\n`);
+  const stop = async () => { await fake.close(); process.exit(0); };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
