@@ -26,7 +26,7 @@ LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 
-.PHONY: all test unit asan run fmt lint deps run-deps clean bench
+.PHONY: all test unit asan run fmt lint deps run-deps clean bench eval
 
 all: $(BUILD)/parrot
 
@@ -48,6 +48,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 # Side-by-side benchmarks (not part of make test).
 bench: $(BUILD)/bench/lookup_bench
 	./$(BUILD)/bench/lookup_bench
+
+# Hit quality on the third-party sets in ../shared/datasets (DATASETS= overrides).
+DATASETS ?= ../shared/datasets
+eval: $(BUILD)/bench/eval
+	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval
 
 deps:
 	@sh deploy/install-deps.sh --check >/dev/null 2>&1 || sh deploy/install-deps.sh

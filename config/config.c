@@ -68,6 +68,8 @@ static const struct option options[] = {
      "memory for cached answers, vectors and indexes; beyond it entries are evicted"},
     {"similarity-threshold", T_FLOAT, F(similarity_threshold), "0", 0, 1, 0,
      "cosine similarity for a semantic hit, 0..1 (0 = the embedder's calibrated default)"},
+    {"verifier", T_BOOL, F(verifier), "true", 0, 0, 0,
+     "check numbers and negation before serving a semantic hit"},
     {"tenant-header", T_STR, F(tenant_header), NULL, 0, 0, O_OPTIONAL,
      "take the tenant from this request header instead of a hash of Authorization"},
     {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,

@@ -47,6 +47,7 @@ struct cfg {
     long cache_ttl_ms;           /* default entry lifetime; 0 = until evicted */
     size_t cache_max_memory;     /* bytes before eviction */
     double similarity_threshold; /* 0 = the embedder's default */
+    bool verifier;               /* run the hit verifier on semantic candidates */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */
     char *config_file;           /* the file that was loaded, or NULL */

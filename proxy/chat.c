@@ -3,6 +3,7 @@
 
 #include "cache/embed.h"
 #include "cache/store.h"
+#include "cache/verify.h"
 #include "config/config.h"
 #include "proxy/log.h"
 
@@ -28,12 +29,14 @@ struct chat {
     struct embedder *emb;
     struct flight_table *flights;
     float threshold;
+    bool verifier;
     int64_t ttl;
     const char *shared_tenant;
     uint64_t id_seed;
     atomic_uint_fast64_t next_id;
     atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     atomic_uint_fast64_t stores, store_skipped;
+    atomic_uint_fast64_t rejected[VERIFY_REASONS];
 };
 
 static void payload_free(void *p)
@@ -67,6 +70,7 @@ int chat_new(const struct cfg *c, struct chat **out)
     ch->threshold =
         c->similarity_threshold > 0 ? (float)c->similarity_threshold : embedder_threshold(ch->emb);
     ch->ttl = c->cache_ttl_ms / 1000;
+    ch->verifier = c->verifier;
     ch->shared_tenant = c->shared_tenant;
     if (getrandom(&ch->id_seed, sizeof(ch->id_seed), 0) != sizeof(ch->id_seed))
         ch->id_seed = (uint64_t)time(NULL);
@@ -163,8 +167,32 @@ void chat_req_fini(struct chat_req *r)
     memset(r, 0, sizeof(*r));
 }
 
+struct verify_ctx {
+    struct chat *ch;
+    const struct chat_req *r;
+};
+
+/* The hit verifier, called on each semantic candidate above the threshold. */
+static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
+{
+    struct verify_ctx *v = ud;
+    const char *text = store_entry_text(e);
+    enum verify_reason why;
+
+    (void)sim;
+    if (!text)
+        return false;
+    why = verify_texts(v->r->key.lookup_text, v->r->key.lookup_len, text, strlen(text));
+    if (why == VERIFY_OK)
+        return true;
+    atomic_fetch_add(&v->ch->rejected[why], 1);
+    return false;
+}
+
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
+    struct verify_ctx vc = {ch, r};
+
     struct store_entry *e;
 
     if (!r->keyed || r->cc.no_cache) {
@@ -183,7 +211,8 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     }
     if (r->vec) {
         e = store_get_semantic(ch->store, r->key.partition, r->vec, ch->threshold, now,
-                               r->cc.max_age, CANDIDATES, NULL, NULL, &r->sim);
+                               r->cc.max_age, CANDIDATES, ch->verifier ? accept_candidate : NULL,
+                               &vc, &r->sim);
         if (e) {
             r->hit = e;
             atomic_fetch_add(&ch->hits_semantic, 1);
@@ -399,6 +428,13 @@ int chat_metrics(struct chat *ch, struct buf *b)
     rc |= metric(b, "parrot_cache_store_skipped_total", "counter",
                  "Answers not stored: error status, truncated, unfinished or unreplayable.", "",
                  atomic_load(&ch->store_skipped), true);
+    for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", verify_reason_name(i));
+        rc |= metric(b, "parrot_cache_verifier_rejections_total", "counter",
+                     "Semantic candidates the hit verifier turned down, by reason.", labels,
+                     atomic_load(&ch->rejected[i]), i == VERIFY_OK + 1);
+    }
     rc |= metric(b, "parrot_cache_entries", "gauge", "Entries in the cache.", "", st.entries, true);
     rc |= metric(b, "parrot_cache_partitions", "gauge", "Partitions with at least one entry.", "",
                  st.partitions, true);

@@ -1,0 +1,28 @@
+/* verify.h - the hit verifier: cheap checks that a semantic candidate asks
+ * the same question as the query.
+ *
+ * Embeddings blur exactly what answers depend on: "2+2" and "2+3", "turn on"
+ * and "turn off", "can" and "cannot" land close together. Before a semantic
+ * candidate is served, these checks must agree; a failed check is a miss,
+ * counted by reason. Pure functions; any thread.
+ */
+#ifndef PARROT_VERIFY_H
+#define PARROT_VERIFY_H
+
+#include <stddef.h>
+
+enum verify_reason {
+    VERIFY_OK = 0,
+    VERIFY_NUMBERS,  /* the numbers (and so quantities, dates) differ */
+    VERIFY_NEGATION, /* one is negated and the other is not */
+    VERIFY_REASONS   /* count */
+};
+
+/* The reason's name for metrics and logs ("numbers", ...). */
+const char *verify_reason_name(enum verify_reason r);
+
+/* VERIFY_OK when nothing tells the two questions apart, else the first check
+ * that failed. */
+enum verify_reason verify_texts(const char *query, size_t qlen, const char *cand, size_t clen);
+
+#endif
