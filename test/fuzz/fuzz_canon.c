@@ -1,0 +1,304 @@
+/* fuzz_canon.c - fuzz target for cache/canon.c; see test/fuzz/README.md.
+ *
+ * Any bytes that cJSON parses go through canon_json and, when they are an
+ * object, canon_request and canon_partition_form. Beyond "no crash, no leak,
+ * no undefined behaviour" it checks:
+ *   - the canonical form parses, holds no NUL, and is a fixed point: parsed
+ *     and canonicalised again it comes out byte for byte the same;
+ *   - the cap is exact: max = len succeeds, anything less (len - 1, or a cut
+ *     at some point picked from the input) gives -E2BIG and leaves earlier
+ *     output alone;
+ *   - the keys of a request and of its canonical form are the same, the
+ *     partition is the SHA-256 of the partition form, which is itself
+ *     canonical, and the lookup text is what it claims to be.
+ *
+ * With -DPARROT_LIBFUZZER this is only the libFuzzer entry point. Without it,
+ * main() runs every file named on the command line (directories: every
+ * regular file in them) through the same entry point, so the corpus doubles as
+ * a regression test under any compiler.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "cache/canon.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <openssl/sha.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define ROUTE "/v1/chat/completions"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Canonical JSON of v in a fresh buffer; the check fails on any error (fuzz
+ * inputs are far below CANON_MAX and cJSON nests at most 1000 deep). */
+static char *canon_new(const cJSON *v, size_t *len)
+{
+    char *buf = NULL;
+    size_t cap = 0;
+
+    *len = 0;
+    CHECK(canon_json(v, &buf, len, &cap, CANON_MAX) == 0);
+    CHECK(buf && strlen(buf) == *len);
+    return buf;
+}
+
+/* Parses a canonical form and checks that it is a fixed point. */
+static cJSON *check_fixed_point(const char *form, size_t len)
+{
+    cJSON *again = cJSON_ParseWithLength(form, len);
+    char *form2;
+    size_t len2;
+
+    CHECK(again != NULL);
+    form2 = canon_new(again, &len2);
+    CHECK(len2 == len && memcmp(form2, form, len) == 0);
+    free(form2);
+    return again;
+}
+
+/* With "pre" already in the buffer, a cap of exactly the room needed works,
+ * and a smaller one (one byte short, or cut anywhere, picked by seed) fails
+ * without touching *len. */
+static void check_cap(const cJSON *v, size_t need, size_t seed)
+{
+    const size_t short_by[] = {1, need / 2 + 1, seed % need + 1, need};
+    char *buf = malloc(4);
+    size_t len = 3, cap = 4;
+
+    CHECK(buf != NULL);
+    memcpy(buf, "pre", 4);
+    for (size_t i = 0; i < sizeof(short_by) / sizeof(short_by[0]); i++) {
+        CHECK(canon_json(v, &buf, &len, &cap, 3 + need - short_by[i]) == -E2BIG);
+        CHECK(len == 3 && memcmp(buf, "pre", 3) == 0);
+    }
+    CHECK(canon_json(v, &buf, &len, &cap, 3 + need) == 0);
+    CHECK(len == 3 + need && buf[len] == '\0');
+    free(buf);
+}
+
+static bool all_space(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(" \t\n\v\f\r", s[i]))
+            return false;
+    return true;
+}
+
+/* exact = SHA-256(partition || 0x00 || lookup text with whitespace runs made
+ * one space and trimmed), computed here independently. */
+static void check_exact(const struct canon_key *k)
+{
+    size_t n = k->lookup_len, m = CANON_HASH_LEN + 1;
+    unsigned char *msg = malloc(m + n), h[CANON_HASH_LEN];
+    bool gap = false;
+
+    CHECK(msg != NULL);
+    memcpy(msg, k->partition, CANON_HASH_LEN);
+    msg[CANON_HASH_LEN] = 0x00;
+    for (size_t i = 0; i < n; i++) {
+        if (strchr(" \t\n\v\f\r", k->lookup_text[i])) {
+            gap = m > CANON_HASH_LEN + 1;
+        } else {
+            if (gap)
+                msg[m++] = ' ';
+            gap = false;
+            msg[m++] = (unsigned char)k->lookup_text[i];
+        }
+    }
+    CHECK(SHA256(msg, m, h) != NULL);
+    CHECK(memcmp(h, k->exact, CANON_HASH_LEN) == 0);
+    free(msg);
+}
+
+static void check_request(const cJSON *req, const cJSON *canonical, size_t seed)
+{
+    struct canon_key k, k2, k3;
+    char *form = NULL, *small = NULL;
+    size_t len = 0, cap = 0, small_len = 0, small_cap = 0;
+    uint8_t h[CANON_HASH_LEN];
+    cJSON *again;
+
+    CHECK(canon_request(req, "tenant", ROUTE, &k) == 0);
+    if (k.lookup_text) {
+        CHECK(k.lookup_len == strlen(k.lookup_text));
+        CHECK(!all_space(k.lookup_text, k.lookup_len));
+    } else {
+        CHECK(k.lookup_len == 0);
+    }
+
+    /* Deterministic, and blind to spelling: the canonical form has the same keys. */
+    CHECK(canon_request(req, "tenant", ROUTE, &k2) == 0);
+    CHECK(canon_request(canonical, "tenant", ROUTE, &k3) == 0);
+    CHECK(memcmp(&k.partition, &k2.partition, CANON_HASH_LEN) == 0);
+    CHECK(memcmp(&k.exact, &k2.exact, CANON_HASH_LEN) == 0);
+    CHECK(memcmp(&k.partition, &k3.partition, CANON_HASH_LEN) == 0);
+    CHECK(memcmp(&k.exact, &k3.exact, CANON_HASH_LEN) == 0);
+    CHECK((k.lookup_text == NULL) == (k3.lookup_text == NULL));
+    CHECK(!k.lookup_text || strcmp(k.lookup_text, k3.lookup_text) == 0);
+
+    /* The partition is the hash of a form that is canonical JSON itself. */
+    CHECK(canon_partition_form(req, "tenant", ROUTE, &form, &len, &cap, CANON_MAX) == 0);
+    CHECK(SHA256((const unsigned char *)form, len, h) != NULL);
+    CHECK(memcmp(h, k.partition, CANON_HASH_LEN) == 0);
+    again = check_fixed_point(form, len);
+    CHECK(cJSON_GetArraySize(again) == 5);
+    CHECK(!k.lookup_text || cJSON_IsTrue(cJSON_GetArrayItem(again, 3)));
+    cJSON_Delete(again);
+    check_exact(&k);
+    for (size_t i = 0; i < 2; i++) {
+        size_t max = i == 0 ? len - 1 : seed % len;
+
+        CHECK(canon_partition_form(req, "tenant", ROUTE, &small, &small_len, &small_cap, max) ==
+              -E2BIG);
+        CHECK(small_len == 0);
+    }
+    free(small);
+
+    /* A tenant is never confused with another. */
+    canon_key_fini(&k2);
+    CHECK(canon_request(req, "tenant2", ROUTE, &k2) == 0);
+    CHECK(memcmp(&k.partition, &k2.partition, CANON_HASH_LEN) != 0);
+
+    free(form);
+    canon_key_fini(&k);
+    canon_key_fini(&k2);
+    canon_key_fini(&k3);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    cJSON *doc, *canonical;
+    char *form;
+    size_t len, seed;
+
+    /* Escaping grows a byte to at most 6 (a raw control byte becomes \u00xx)
+     * and a number at most 4x ("9e15"), so smaller inputs never hit the cap. */
+    if (size > CANON_MAX / 8)
+        return 0;
+    doc = cJSON_ParseWithLength((const char *)data, size);
+    if (!doc)
+        return 0;
+    form = canon_new(doc, &len);
+    canonical = check_fixed_point(form, len);
+    seed = size > 1 ? (size_t)data[0] << 8 | data[1] : size;
+    check_cap(doc, len, seed);
+    if (cJSON_IsObject(doc))
+        check_request(doc, canonical, seed);
+    free(form);
+    cJSON_Delete(canonical);
+    cJSON_Delete(doc);
+    return 0;
+}
+
+#ifndef PARROT_LIBFUZZER
+#include <dirent.h>
+#include <sys/stat.h>
+
+/* Runs one file through the target; returns 0, or -1 if it cannot be read. */
+static int run_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    uint8_t *data = NULL, *p;
+    size_t len = 0, cap = 0, n;
+
+    if (!f) {
+        perror(path);
+        return -1;
+    }
+    do {
+        if (len == cap) {
+            cap = cap ? 2 * cap : 4096;
+            p = realloc(data, cap);
+            if (!p) {
+                free(data);
+                fclose(f);
+                fprintf(stderr, "%s: out of memory\n", path);
+                return -1;
+            }
+            data = p;
+        }
+        n = fread(data + len, 1, cap - len, f);
+        len += n;
+    } while (n > 0);
+    if (ferror(f)) {
+        perror(path);
+        free(data);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    LLVMFuzzerTestOneInput(data, len);
+    free(data);
+    return 0;
+}
+
+/* Runs path, or every regular file directly inside it; counts inputs run. */
+static int run_path(const char *path, unsigned *count)
+{
+    struct stat st;
+    DIR *d;
+    struct dirent *e;
+    int rc = 0;
+
+    if (stat(path, &st) != 0) {
+        perror(path);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        rc = run_file(path);
+        *count += rc == 0;
+        return rc;
+    }
+    d = opendir(path);
+    if (!d) {
+        perror(path);
+        return -1;
+    }
+    while ((e = readdir(d))) {
+        char sub[4096];
+
+        if (e->d_name[0] == '.')
+            continue;
+        if (snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) >= (int)sizeof(sub))
+            continue;
+        if (stat(sub, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (run_file(sub) == 0)
+            (*count)++;
+        else
+            rc = -1;
+    }
+    closedir(d);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    unsigned count = 0;
+    int rc = 0;
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FILE|DIR...\n", argv[0]);
+        return 2;
+    }
+    for (int i = 1; i < argc; i++)
+        if (run_path(argv[i], &count) != 0)
+            rc = 1;
+    printf("fuzz_canon: %u inputs ok\n", count);
+    return rc;
+}
+#endif
