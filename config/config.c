@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { T_STR, T_URL, T_ADDR, T_SIZE, T_DUR, T_INT, T_BOOL, T_LEVEL, T_FLOAT };
+enum opt_type { T_STR, T_UPSTREAMS, T_ADDR, T_SIZE, T_DUR, T_INT, T_BOOL, T_LEVEL, T_FLOAT };
 
 #define O_SECRET   0x1 /* masked when printed; never accepted as a flag */
 #define O_OPTIONAL 0x2 /* an empty string means "not set" */
@@ -36,8 +36,9 @@ struct option {
 static const struct option options[] = {
     {"listen", T_ADDR, F(listen), "127.0.0.1:8080", 0, 0, 0,
      "address to serve on: HOST:PORT or [V6]:PORT (port 0 picks a free one)"},
-    {"upstream", T_URL, F(upstream), "https://api.openai.com/v1", 0, 0, 0,
-     "base URL of the OpenAI-compatible provider, including /v1"},
+    {"upstream", T_UPSTREAMS, F(upstream), "https://api.openai.com/v1", 0, 0, 0,
+     "provider base URL including /v1, as URL[;weight=N][;key-env=VAR]; repeat the flag "
+     "(or separate with commas) for several providers"},
     {"upstream-key", T_STR, F(upstream_key), NULL, 0, 0, O_SECRET | O_OPTIONAL,
      "API key sent upstream instead of the client's (file or env only)"},
     {"data-dir", T_STR, F(data_dir), "parrot-data", 0, 0, 0,
@@ -48,6 +49,18 @@ static const struct option options[] = {
      "time allowed to connect to the upstream"},
     {"upstream-timeout", T_DUR, F(upstream_timeout_ms), "10m", 0, 0, 0,
      "time allowed for a whole upstream exchange (504 before the first byte)"},
+    {"first-byte-timeout", T_DUR, F(first_byte_timeout_ms), "0", 0, 0, 0,
+     "time allowed until the provider's response headers, per attempt (0 = no separate limit)"},
+    {"retries", T_INT, F(retries), "2", 0, 10, 0,
+     "extra attempts after a connection error, timeout, 408, 409, 429 or 5xx"},
+    {"retry-max-delay", T_DUR, F(retry_max_delay_ms), "60s", 0, 0, 0,
+     "longest wait before a retry; a longer Retry-After is relayed instead"},
+    {"breaker-failures", T_INT, F(breaker_failures), "5", 1, 1000, 0,
+     "consecutive failures that open a provider's circuit breaker"},
+    {"breaker-cooldown", T_DUR, F(breaker_cooldown_ms), "10s", 0, 0, 0,
+     "how long an open breaker keeps a provider out before a probe"},
+    {"upstream-http2", T_BOOL, F(upstream_http2), "false", 0, 0, 0,
+     "talk HTTP/2 to https providers (multiplexed); HTTP/1.1 keep-alive otherwise"},
     {"idle-timeout", T_DUR, F(idle_timeout_ms), "5m", 0, 0, 0,
      "longest silence allowed from the upstream while it answers"},
     {"client-timeout", T_DUR, F(client_timeout_ms), "60s", 0, 0, 0,
@@ -271,28 +284,122 @@ static int parse_float(const char *s, double min, double max, double *out)
     return 0;
 }
 
-static int parse_url(const char *s)
+static int parse_url(const char *s, size_t n)
 {
-    const char *host;
+    size_t skip;
 
-    if (strncmp(s, "http://", 7) == 0)
-        host = s + 7;
-    else if (strncmp(s, "https://", 8) == 0)
-        host = s + 8;
+    if (n >= 7 && strncmp(s, "http://", 7) == 0)
+        skip = 7;
+    else if (n >= 8 && strncmp(s, "https://", 8) == 0)
+        skip = 8;
     else
         return CFG_EINVAL;
-    if (*host == '\0' || *host == '/')
+    if (n == skip || s[skip] == '/')
         return CFG_EINVAL;
-    for (const char *p = s; *p; p++)
-        if ((unsigned char)*p <= ' ')
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == ',' || s[i] == ';')
             return CFG_EINVAL;
+    return 0;
+}
+
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* One "URL;weight=N;key-env=VAR" entry in [p, end). */
+static int parse_upstream(const char *p, const char *end, struct cfg_upstream *u, char *err,
+                          size_t errlen)
+{
+    const char *semi;
+
+    p = skip_space(p, end);
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    memset(u, 0, sizeof(*u));
+    u->weight = 1;
+    semi = memchr(p, ';', (size_t)(end - p));
+    if (!semi)
+        semi = end;
+    if (parse_url(p, (size_t)(semi - p)) != 0 || (size_t)(semi - p) >= sizeof(u->url)) {
+        snprintf(err, errlen, "invalid upstream URL '%.*s' (expected http:// or https://)",
+                 (int)(semi - p), p);
+        return CFG_EINVAL;
+    }
+    memcpy(u->url, p, (size_t)(semi - p));
+    while (semi < end) {
+        const char *a = semi + 1, *eq, *next = memchr(a, ';', (size_t)(end - a));
+        size_t vl;
+
+        if (!next)
+            next = end;
+        eq = memchr(a, '=', (size_t)(next - a));
+        if (!eq)
+            goto bad;
+        vl = (size_t)(next - eq - 1);
+        if ((size_t)(eq - a) == 6 && memcmp(a, "weight", 6) == 0) {
+            char num[16], *e;
+            long w;
+            if (vl == 0 || vl >= sizeof(num))
+                goto bad;
+            memcpy(num, eq + 1, vl);
+            num[vl] = '\0';
+            w = strtol(num, &e, 10);
+            if (*e || w < 1 || w > 1000)
+                goto bad;
+            u->weight = (unsigned)w;
+        } else if ((size_t)(eq - a) == 7 && memcmp(a, "key-env", 7) == 0) {
+            if (vl == 0 || vl >= sizeof(u->key_env))
+                goto bad;
+            memcpy(u->key_env, eq + 1, vl);
+        } else {
+            goto bad;
+        }
+        semi = next;
+        continue;
+    bad:
+        snprintf(err, errlen,
+                 "invalid upstream parameter '%.*s' (expected weight=1..1000 or key-env=VAR)",
+                 (int)(next - a), a);
+        return CFG_EINVAL;
+    }
+    return 0;
+}
+
+int cfg_parse_upstreams(const char *spec, struct cfg_upstream *out, size_t max, size_t *n,
+                        char *err, size_t errlen)
+{
+    const char *p = spec, *end = spec + strlen(spec);
+
+    *n = 0;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        if (!comma)
+            comma = end;
+        if (skip_space(p, comma) < comma) {
+            if (*n == max) {
+                snprintf(err, errlen, "too many upstreams (at most %zu)", max);
+                return CFG_EINVAL;
+            }
+            if (parse_upstream(p, comma, &out[*n], err, errlen) != 0)
+                return CFG_EINVAL;
+            (*n)++;
+        }
+        p = comma + 1;
+    }
+    if (*n == 0) {
+        snprintf(err, errlen, "no upstream given");
+        return CFG_EINVAL;
+    }
     return 0;
 }
 
 static const char *expect(enum opt_type t)
 {
     switch (t) {
-    case T_URL: return "an http:// or https:// URL";
+    case T_UPSTREAMS: return "URL[;weight=N][;key-env=VAR], comma-separated";
     case T_ADDR: return "HOST:PORT, [V6]:PORT or :PORT";
     case T_SIZE: return "a size such as 4096, 64k, 32m or 1g";
     case T_DUR: return "a duration such as 500ms, 10s, 5m or 1h";
@@ -313,11 +420,31 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
 
     switch (o->type) {
     case T_STR:
-    case T_URL:
+    case T_UPSTREAMS:
     case T_ADDR: {
-        char *dup;
-        if (o->type == T_URL)
-            rc = parse_url(v);
+        char *dup, *joined = NULL;
+        if (o->type == T_UPSTREAMS) {
+            struct cfg_upstream us[CFG_MAX_UPSTREAMS];
+            size_t n;
+            if (cfg_parse_upstreams(v, us, CFG_MAX_UPSTREAMS, &n, err, errlen) != 0)
+                return CFG_EINVAL;
+            /* A list option given twice in one layer (a repeated flag)
+             * accumulates; a higher layer replaces a lower one. */
+            if (c->source[o - options] == src && src != CFG_SRC_DEFAULT && *(char **)field) {
+                size_t jl = strlen(*(char **)field) + strlen(v) + 2;
+                joined = malloc(jl);
+                if (!joined) {
+                    snprintf(err, errlen, "out of memory");
+                    return CFG_EINVAL;
+                }
+                snprintf(joined, jl, "%s,%s", *(char **)field, v);
+                if (cfg_parse_upstreams(joined, us, CFG_MAX_UPSTREAMS, &n, err, errlen) != 0) {
+                    free(joined);
+                    return CFG_EINVAL;
+                }
+                v = joined;
+            }
+        }
         if (o->type == T_ADDR) {
             struct sockaddr_storage ss;
             socklen_t len;
@@ -328,6 +455,7 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
         if (rc)
             break;
         dup = strdup(v);
+        free(joined);
         if (!dup) {
             snprintf(err, errlen, "out of memory");
             return CFG_EINVAL;
@@ -396,7 +524,7 @@ void cfg_fini(struct cfg *c)
 {
     for (size_t i = 0; i < N_OPTIONS; i++) {
         enum opt_type t = options[i].type;
-        if (t == T_STR || t == T_URL || t == T_ADDR) {
+        if (t == T_STR || t == T_UPSTREAMS || t == T_ADDR) {
             char **p = (char **)((char *)c + options[i].off);
             free(*p);
             *p = NULL;
@@ -594,7 +722,7 @@ static void print_value(const struct cfg *c, const struct option *o, FILE *out)
 
     switch (o->type) {
     case T_STR:
-    case T_URL:
+    case T_UPSTREAMS:
     case T_ADDR: {
         const char *s = *(char *const *)field;
         if (!s)

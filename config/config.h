@@ -26,17 +26,31 @@ enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT };
 #define CFG_EINVAL (-22)
 #define CFG_EIO    (-5)
 
-#define CFG_MAX_OPTIONS 32
+#define CFG_MAX_OPTIONS   48
+#define CFG_MAX_UPSTREAMS 32
+
+/* One provider from the upstream list. */
+struct cfg_upstream {
+    char url[512];
+    unsigned weight;  /* 1..1000 */
+    char key_env[64]; /* environment variable holding its API key, or "" */
+};
 
 struct cfg {
     char *listen;                /* "host:port", "[v6]:port" */
-    char *upstream;              /* base URL including the version, e.g. https://x/v1 */
+    char *upstream;              /* provider list: URL[;weight=N][;key-env=VAR],... */
     char *upstream_key;          /* secret; NULL when the client's key passes through */
     char *data_dir;              /* where the WAL and snapshots live */
     size_t max_body_size;        /* bytes; larger request bodies get 413 */
     long connect_timeout_ms;     /* TCP+TLS connect to the upstream */
     long upstream_timeout_ms;    /* whole upstream exchange */
     long idle_timeout_ms;        /* longest silence from the upstream mid-response */
+    long first_byte_timeout_ms;  /* until response headers, per attempt; 0 = off */
+    int retries;                 /* extra attempts after a retryable failure */
+    long retry_max_delay_ms;     /* cap on backoff and Retry-After */
+    int breaker_failures;        /* consecutive failures that open a breaker */
+    long breaker_cooldown_ms;    /* open time before a half-open probe */
+    bool upstream_http2;         /* HTTP/2 to https providers */
     long client_timeout_ms;      /* idle client connection */
     long shutdown_timeout_ms;    /* how long SIGTERM waits for in-flight requests */
     int log_level;               /* enum log_level in proxy/log.h */
@@ -85,6 +99,11 @@ void cfg_usage(FILE *out, const char *argv0);
 int cfg_parse_size(const char *s, size_t *out);      /* "512", "64k", "32m", "1g" */
 int cfg_parse_duration(const char *s, long *out_ms); /* "250ms", "10s", "5m", "1h", "30" (= s) */
 int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Parse the upstream list ("URL[;weight=N][;key-env=VAR]", comma-separated)
+ * into out[0..max). Returns 0 with *n set, or CFG_EINVAL with a reason. */
+int cfg_parse_upstreams(const char *spec, struct cfg_upstream *out, size_t max, size_t *n,
+                        char *err, size_t errlen);
 
 /* True when the address is 127.0.0.0/8 or ::1. */
 bool cfg_addr_is_loopback(const struct sockaddr_storage *ss);

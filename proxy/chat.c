@@ -306,6 +306,17 @@ void chat_headers(const struct chat_req *r, int64_t now,
     }
 }
 
+const char *chat_outcome(const struct chat_req *r)
+{
+    switch (r->verdict) {
+    case CHAT_HIT: return r->coalesced ? "hit-coalesced" : r->exact ? "hit-exact" : "hit-semantic";
+    case CHAT_MISS: return "miss";
+    case CHAT_REFUSE: return "refused";
+    case CHAT_BYPASS: break;
+    }
+    return "bypass";
+}
+
 void chat_feed(struct chat_req *r, const char *p, size_t n)
 {
     if (r->keyed && r->store)

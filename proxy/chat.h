@@ -87,6 +87,10 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len);
 void chat_headers(const struct chat_req *r, int64_t now,
                   void (*add)(void *ud, const char *name, const char *value), void *ud);
 
+/* The outcome for the request log: "hit-exact", "hit-semantic",
+ * "hit-coalesced", "miss", "bypass" or "refused". */
+const char *chat_outcome(const struct chat_req *r);
+
 /* Streamed answer bytes, as relayed to the client. */
 void chat_feed(struct chat_req *r, const char *p, size_t n);
 

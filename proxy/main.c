@@ -57,6 +57,32 @@ static int prepare_data_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* The provider list from the config. A provider's key comes from the
+ * environment variable its key-env names, else from upstream-key, else the
+ * client's own Authorization passes through. */
+static int providers_from(const struct cfg *c, struct up_provider_opts *out, size_t *n, char *err,
+                          size_t errlen)
+{
+    static struct cfg_upstream us[CFG_MAX_UPSTREAMS];
+
+    if (cfg_parse_upstreams(c->upstream, us, CFG_MAX_UPSTREAMS, n, err, errlen) != 0)
+        return -1;
+    for (size_t i = 0; i < *n; i++) {
+        out[i].base_url = us[i].url;
+        out[i].weight = us[i].weight;
+        out[i].key = c->upstream_key;
+        if (us[i].key_env[0]) {
+            out[i].key = getenv(us[i].key_env);
+            if (!out[i].key || !*out[i].key) {
+                snprintf(err, errlen, "upstream %s: key-env %s is not set", us[i].url,
+                         us[i].key_env);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 static int wait_for_signal(const sigset_t *set)
 {
     for (;;) {
@@ -76,6 +102,8 @@ int main(int argc, char **argv)
     struct up_pool *pool = NULL;
     struct server *srv = NULL;
     struct up_pool_opts uo;
+    struct up_provider_opts provs[CFG_MAX_UPSTREAMS];
+    size_t nprov = 0;
     sigset_t sigs;
     struct log_rec r;
     int sig, rc;
@@ -112,6 +140,11 @@ int main(int argc, char **argv)
         cfg_fini(&cfg);
         return 2;
     }
+    if (providers_from(&cfg, provs, &nprov, err, sizeof(err)) != 0) {
+        fprintf(stderr, "parrot: %s\n", err);
+        cfg_fini(&cfg);
+        return 2;
+    }
     if (prepare_data_dir(cfg.data_dir, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
         cfg_fini(&cfg);
@@ -130,10 +163,17 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    uo = (struct up_pool_opts){.base_url = cfg.upstream,
+    uo = (struct up_pool_opts){.providers = provs,
+                               .nproviders = nprov,
                                .connect_timeout_ms = cfg.connect_timeout_ms,
+                               .first_byte_timeout_ms = cfg.first_byte_timeout_ms,
                                .timeout_ms = cfg.upstream_timeout_ms,
-                               .idle_timeout_ms = cfg.idle_timeout_ms};
+                               .idle_timeout_ms = cfg.idle_timeout_ms,
+                               .retries = (unsigned)cfg.retries,
+                               .retry_max_delay_ms = cfg.retry_max_delay_ms,
+                               .breaker_failures = (unsigned)cfg.breaker_failures,
+                               .breaker_cooldown_ms = cfg.breaker_cooldown_ms,
+                               .http2 = cfg.upstream_http2};
     rc = 1;
     if (up_pool_new(&uo, &pool) != 0) {
         fprintf(stderr, "parrot: cannot start the upstream pool\n");
@@ -146,6 +186,7 @@ int main(int argc, char **argv)
     log_begin(&r, LOG_INFO, "listening");
     log_str(&r, "addr", server_addr(srv));
     log_str(&r, "upstream", cfg.upstream);
+    log_int(&r, "providers", (long long)nprov);
     log_str(&r, "data_dir", cfg.data_dir);
     log_bool(&r, "upstream_key", cfg.upstream_key != NULL);
     log_end(&r);

@@ -121,6 +121,9 @@ struct exch {
     size_t out_off;
     struct oai_error err;
     struct timespec t_up0, t_up1;
+    unsigned attempts;
+    char provider[80];
+    bool no_retry; /* send x-should-retry: false */
 
     /* Accounting for the log line. */
     int status;
@@ -186,6 +189,8 @@ static void add_header(void *r, const char *name, const char *value)
 static void add_common_headers(struct exch *x, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "x-request-id", x->id);
+    if (x->no_retry)
+        MHD_add_response_header(r, "x-should-retry", "false");
     if (x->chat)
         chat_headers(x->chat, wall_now(), add_header, r);
     if (atomic_load(&x->srv->draining))
@@ -354,13 +359,19 @@ static void keep_header(struct exch *x, const char *name, size_t nl, const char 
         log_msg(LOG_WARN, "response header dropped", "out of memory");
 }
 
-static void on_head(void *ud, long status, const struct up_header *h, size_t n, int64_t length)
+static void on_head(void *ud, const struct up_head *hd)
 {
     struct exch *x = ud;
+    const struct up_header *h = hd->headers;
+    size_t n = hd->nheaders;
+    long status = hd->status;
+    int64_t length = hd->content_length;
 
     pthread_mutex_lock(&x->lock);
     x->up_status = status;
     x->up_length = length;
+    /* parrot already retried; an SDK retrying too would multiply them. */
+    x->no_retry = hd->exhausted;
     for (size_t i = 0; i < n; i++) {
         if (name_is(&h[i], "content-type") && h[i].value_len >= 17 &&
             strncasecmp(h[i].value, "text/event-stream", 17) == 0)
@@ -444,12 +455,16 @@ static void set_upstream_error(struct exch *x, int err, const char *detail)
     }
 }
 
-static void on_done(void *ud, int err, const char *detail)
+static void on_done(void *ud, int err, const char *detail, const struct up_result *res)
 {
     struct exch *x = ud;
 
     pthread_mutex_lock(&x->lock);
     clock_gettime(CLOCK_MONOTONIC, &x->t_up1);
+    x->attempts = res->attempts;
+    snprintf(x->provider, sizeof(x->provider), "%s", res->provider);
+    if (err != UP_OK && res->exhausted)
+        x->no_retry = true;
     x->xfer = NULL;
     x->up_done = true;
     x->up_err = err;
@@ -508,7 +523,6 @@ struct hdr_list {
     bool has_id;
     bool has_ctype;
     bool oom;
-    const char *upstream_key;
 };
 
 static void add_line(struct hdr_list *l, const char *name, const char *sep, const char *value)
@@ -538,8 +552,6 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     (void)kind;
     if (!value || !hdr_to_upstream(key, kl))
         return MHD_YES;
-    if (l->upstream_key && strcasecmp(key, "authorization") == 0)
-        return MHD_YES;
     if (strcasecmp(key, "x-request-id") == 0)
         l->has_id = true;
     if (strcasecmp(key, "content-type") == 0)
@@ -556,7 +568,7 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
 static enum MHD_Result forward(struct exch *x, const char *path)
 {
     struct server *s = x->srv;
-    struct hdr_list l = {.n = 0, .upstream_key = s->cfg->upstream_key};
+    struct hdr_list l = {.n = 0};
     struct up_req req;
     int rc;
 
@@ -564,8 +576,6 @@ static enum MHD_Result forward(struct exch *x, const char *path)
     const union MHD_ConnectionInfo *ci;
 
     MHD_get_connection_values(x->conn, MHD_HEADER_KIND, collect_header, &l);
-    if (s->cfg->upstream_key)
-        add_line(&l, "Authorization", ": Bearer ", s->cfg->upstream_key);
     if (!l.has_id)
         add_line(&l, "x-request-id", ": ", x->id);
     /* Keep curl from inventing a form content type or a 100-continue. */
@@ -707,6 +717,44 @@ static enum MHD_Result chat_route(struct exch *x)
     return chat_verdict(x, chat_lookup(s->chat, x->chat, wall_now()));
 }
 
+/* Per-provider counters from the pool, in Prometheus text. */
+static int provider_metrics(struct up_pool *pool, struct buf *b)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"parrot_upstream_attempts_total", "counter", "Requests sent to each provider."},
+        {"parrot_upstream_failures_total", "counter",
+         "Attempts that failed: connection error, timeout, 408, 409, 429 or 5xx."},
+        {"parrot_upstream_retries_total", "counter", "Attempts that were retries."},
+        {"parrot_upstream_failovers_total", "counter",
+         "Retries that moved to this provider from another."},
+        {"parrot_upstream_breaker_state", "gauge",
+         "Circuit breaker: 0 closed, 1 half-open, 2 open."},
+    };
+    struct up_provider_stats st[UP_MAX_PROVIDERS];
+    size_t n = up_pool_provider_stats(pool, st, UP_MAX_PROVIDERS);
+    char line[512];
+    int rc = 0;
+
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help,
+                 fam[f].name, fam[f].type);
+        rc |= buf_puts(b, line, 1u << 20);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v = f == 0   ? st[i].attempts
+                         : f == 1 ? st[i].failures
+                         : f == 2 ? st[i].retries
+                         : f == 3 ? st[i].failovers
+                                  : (uint64_t)st[i].breaker;
+            snprintf(line, sizeof(line), "%s{provider=\"%.80s\"} %llu\n", fam[f].name, st[i].name,
+                     (unsigned long long)v);
+            rc |= buf_puts(b, line, 1u << 20);
+        }
+    }
+    return rc;
+}
+
 static enum MHD_Result metrics(struct exch *x)
 {
     struct buf b = {0};
@@ -716,7 +764,8 @@ static enum MHD_Result metrics(struct exch *x)
              "# HELP parrot_inflight_requests Requests being served.\n"
              "# TYPE parrot_inflight_requests gauge\nparrot_inflight_requests %zu\n",
              atomic_load(&x->srv->inflight));
-    if (buf_puts(&b, line, 1u << 20) || (x->srv->chat && chat_metrics(x->srv->chat, &b))) {
+    if (buf_puts(&b, line, 1u << 20) || provider_metrics(x->srv->pool, &b) ||
+        (x->srv->chat && chat_metrics(x->srv->chat, &b))) {
         buf_free(&b);
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return queue_error(x, &x->err);
@@ -751,6 +800,10 @@ static enum MHD_Result route(struct exch *x, const char *path)
             return metrics(x);
         if (atomic_load(&s->draining))
             return queue_json(x, 503, "{\"status\":\"draining\"}");
+        if (!up_pool_ready(s->pool))
+            return queue_json(x, 503,
+                              "{\"status\":\"no_upstream\",\"detail\":\"every "
+                              "provider's circuit breaker is open\"}");
         return queue_json(x, 200, "{\"status\":\"ready\"}");
     }
     if (plen < 3 || strncmp(x->uri, "/v1", 3) != 0 || (plen > 3 && x->uri[3] != '/')) {
@@ -892,8 +945,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_ms(&r, "ms", ms_between(&x->t0, &now));
         log_int(&r, "bytes_in", (long long)x->bytes_in);
         log_int(&r, "bytes_out", (long long)x->bytes_out);
-        if (x->t_up0.tv_sec)
+        if (x->t_up0.tv_sec) {
             log_ms(&r, "upstream_ms", ms_between(&x->t_up0, x->up_done ? &x->t_up1 : &now));
+            log_int(&r, "attempts", x->attempts);
+            log_str(&r, "provider", x->provider);
+        }
+        if (x->chat)
+            log_str(&r, "cache", chat_outcome(x->chat));
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_str(&r, "end", (unsigned)toe < sizeof(why) / sizeof(why[0]) ? why[toe] : "?");
         if (x->up_done && x->up_err != UP_OK && x->state == XS_RESPONDED && x->streaming)

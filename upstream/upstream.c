@@ -7,6 +7,20 @@
  * reference counted: the pool holds one reference while it runs and the work
  * list holds one while the transfer is queued, so a cancel that races with
  * completion finds the struct still allocated and simply sees it is done.
+ *
+ * Attempts: a transfer owns at most one curl easy handle at a time. When an
+ * attempt fails in a retryable way, its handle is dropped and the transfer
+ * waits on the active list with a due time (x->due) and no handle; the loop
+ * starts the next attempt when it is due. Whether a response will be retried
+ * is decided when its headers arrive: if so, its body is read and dropped and
+ * the handler never hears of it; if not, it is delivered as the final answer.
+ *
+ * Breakers (per provider, pool thread only): closed -> open after
+ * breaker_failures consecutive failed attempts; open -> half-open once the
+ * cooldown has passed, letting one probe through; the probe's success closes
+ * the breaker, its failure opens it again. Failures that trip breakers are
+ * the provider's own: connection errors, timeouts and 5xx. A 429 or 408 moves
+ * the request to another provider but does not count against the breaker.
  */
 #include "upstream/upstream.h"
 
@@ -14,10 +28,13 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -30,8 +47,28 @@
 #define HEAD_N   128
 /* Client sockets watched per poll, at most; the rest are not watched. */
 #define WATCH_MAX 8192
-/* How often idle timers are checked. */
-#define IDLE_TICK_MS 100
+/* How often timers are checked. */
+#define TICK_MS 100
+/* Backoff as the OpenAI SDKs do it: 0.5 s doubling, at most 8 s, minus up to
+ * 25% jitter. */
+#define BACKOFF_FIRST_MS 500
+#define BACKOFF_MAX_MS   8000
+#define REQ_HEADERS_MAX  160
+
+struct provider {
+    char *base_url;
+    char *auth; /* "Authorization: Bearer KEY", or NULL to pass the client's */
+    char name[80];
+    int weight;
+    int current; /* smooth weighted round-robin state, pool thread only */
+    /* Breaker: state is read by other threads (readiness), the rest is
+     * pool thread only. */
+    atomic_int state;
+    unsigned fails;
+    long open_until;
+    bool probing;
+    atomic_uint_fast64_t attempts, failures, retries, failovers;
+};
 
 struct up_xfer {
     struct up_pool *pool;
@@ -40,6 +77,13 @@ struct up_xfer {
     const struct up_handler *h;
     void *ud;
     char errbuf[CURL_ERROR_SIZE];
+
+    /* The request, kept for later attempts. */
+    char *method, *path;
+    char **lines;
+    size_t nlines;
+    const char *body;
+    size_t body_len;
 
     /* Received header block of the current response. */
     char *head;
@@ -54,17 +98,27 @@ struct up_xfer {
     struct up_xfer *qnext;
 
     /* Pool thread only. */
-    bool active; /* added to the multi handle */
+    bool listed; /* on the active list */
     bool done;
-    bool paused;                 /* on_body asked for a pause: idle time does not count */
-    int client_fd;               /* watched while >= 0 */
-    long last_io;                /* monotonic ms of the last byte from the provider */
+    bool paused;         /* on_body asked for a pause: idle time does not count */
+    bool discard;        /* this attempt's response will be retried: drop it */
+    int client_fd;       /* watched while >= 0 */
+    long last_io;        /* monotonic ms of the last byte from the provider */
+    long started;        /* monotonic ms when the current attempt started */
+    long deadline;       /* monotonic ms when the whole transfer must end */
+    long due;            /* monotonic ms when the next attempt may start; 0 = running */
+    long retry_after_ms; /* from the response being discarded, or -1 */
+    unsigned attempts;
+    uint64_t tried; /* providers tried, by index */
+    int prov;       /* provider of the current or last attempt, -1 before */
+    char last_error[160];
     struct up_xfer *prev, *next; /* active list */
 };
 
 struct up_pool {
     struct up_pool_opts o;
-    char *base_url;
+    struct provider prov[UP_MAX_PROVIDERS];
+    size_t nprov;
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -74,7 +128,8 @@ struct up_pool {
     struct up_xfer *active;    /* pool thread only */
     struct curl_waitfd *watch; /* pool thread only: poll set for client fds */
     struct up_xfer **watch_x;
-    long next_idle_check;
+    long next_tick;
+    uint64_t rng;
 };
 
 static long mono_ms(void)
@@ -85,6 +140,17 @@ static long mono_ms(void)
     return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void xfer_free(struct up_xfer *x)
+{
+    for (size_t i = 0; i < x->nlines; i++)
+        free(x->lines[i]);
+    free(x->lines);
+    free(x->method);
+    free(x->path);
+    free(x->head);
+    free(x);
+}
+
 static void xfer_unref(struct up_xfer *x)
 {
     struct up_pool *p = x->pool;
@@ -93,10 +159,8 @@ static void xfer_unref(struct up_xfer *x)
     pthread_mutex_lock(&p->lock);
     left = --x->refs;
     pthread_mutex_unlock(&p->lock);
-    if (left == 0) {
-        free(x->head);
-        free(x);
-    }
+    if (left == 0)
+        xfer_free(x);
 }
 
 /* Queues a request bit for the pool thread. A submit is refused once the
@@ -132,36 +196,338 @@ void up_xfer_unpause(struct up_xfer *x)
     request(x, WANT_UNPAUSE);
 }
 
-/* Pool thread: end x, tell its owner, drop the pool's reference. */
-static void finish(struct up_xfer *x, int err, const char *detail)
+/* ---- providers ---------------------------------------------------------- */
+
+static uint64_t rnd(struct up_pool *p)
 {
-    struct up_pool *p = x->pool;
+    p->rng ^= p->rng >> 12;
+    p->rng ^= p->rng << 25;
+    p->rng ^= p->rng >> 27;
+    return p->rng * 0x2545f4914f6cdd1dULL;
+}
+
+/* May this provider take an attempt now? Moves an open breaker whose
+ * cooldown has passed to half-open. */
+static bool usable(struct up_pool *p, struct provider *pv, long now)
+{
+    switch (atomic_load(&pv->state)) {
+    case UP_BREAKER_CLOSED: return true;
+    case UP_BREAKER_OPEN:
+        if (now < pv->open_until)
+            return false;
+        atomic_store(&pv->state, UP_BREAKER_HALF_OPEN);
+        pv->probing = false;
+        return true;
+    default: (void)p; return !pv->probing;
+    }
+}
+
+/* Smooth weighted round-robin (as nginx does) over the providers this
+ * transfer has not tried whose breaker lets traffic through; failing that,
+ * over the untried ones; failing that, over all. */
+static int pick(struct up_pool *p, const struct up_xfer *x, long now)
+{
+    bool ok[UP_MAX_PROVIDERS];
+    int best = -1, total = 0;
+
+    for (int pass = 0; pass < 3 && best < 0; pass++) {
+        size_t n = 0;
+        for (size_t i = 0; i < p->nprov; i++) {
+            bool untried = !(x->tried & (UINT64_C(1) << i));
+            ok[i] = pass == 0 ? untried && usable(p, &p->prov[i], now) : pass == 1 ? untried : true;
+            n += ok[i];
+        }
+        if (n == 0)
+            continue;
+        total = 0;
+        for (size_t i = 0; i < p->nprov; i++) {
+            if (!ok[i])
+                continue;
+            p->prov[i].current += p->prov[i].weight;
+            total += p->prov[i].weight;
+            if (best < 0 || p->prov[i].current > p->prov[best].current)
+                best = (int)i;
+        }
+    }
+    p->prov[best].current -= total;
+    return best;
+}
+
+static void breaker_record(struct up_pool *p, struct provider *pv, bool failed, long now)
+{
+    if (!failed) {
+        pv->fails = 0;
+        pv->probing = false;
+        atomic_store(&pv->state, UP_BREAKER_CLOSED);
+        return;
+    }
+    pv->fails++;
+    if (atomic_load(&pv->state) == UP_BREAKER_HALF_OPEN || pv->fails >= p->o.breaker_failures) {
+        atomic_store(&pv->state, UP_BREAKER_OPEN);
+        pv->open_until = now + p->o.breaker_cooldown_ms;
+        pv->probing = false;
+    }
+}
+
+bool up_pool_ready(struct up_pool *p)
+{
+    long now = mono_ms();
+
+    for (size_t i = 0; i < p->nprov; i++) {
+        int st = atomic_load(&p->prov[i].state);
+        /* open_until is the pool thread's; a stale read only delays the
+         * answer until the next probe flips the state. */
+        if (st != UP_BREAKER_OPEN || now >= p->prov[i].open_until)
+            return true;
+    }
+    return false;
+}
+
+size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, size_t max)
+{
+    for (size_t i = 0; i < p->nprov && i < max; i++) {
+        struct provider *pv = &p->prov[i];
+        snprintf(out[i].name, sizeof(out[i].name), "%s", pv->name);
+        out[i].weight = (unsigned)pv->weight;
+        out[i].breaker = (enum up_breaker)atomic_load(&pv->state);
+        out[i].attempts = atomic_load(&pv->attempts);
+        out[i].failures = atomic_load(&pv->failures);
+        out[i].retries = atomic_load(&pv->retries);
+        out[i].failovers = atomic_load(&pv->failovers);
+    }
+    return p->nprov;
+}
+
+/* ---- attempts ----------------------------------------------------------- */
+
+static void unlist(struct up_pool *p, struct up_xfer *x)
+{
+    if (!x->listed)
+        return;
+    x->listed = false;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        p->active = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+}
+
+static void drop_easy(struct up_xfer *x)
+{
+    if (x->easy) {
+        curl_multi_remove_handle(x->pool->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+        x->easy = NULL;
+    }
+    curl_slist_free_all(x->headers);
+    x->headers = NULL;
+}
+
+static bool exhausted_by(const struct up_xfer *x)
+{
+    return x->pool->o.retries > 0 && x->attempts > x->pool->o.retries;
+}
+
+/* Pool thread: end x, tell its owner, drop the pool's reference. */
+static void finish(struct up_xfer *x, int err, const char *detail, bool retryable)
+{
+    struct up_result res;
 
     if (x->done)
         return;
     x->done = true;
-    if (x->active) {
-        curl_multi_remove_handle(p->multi, x->easy);
-        x->active = false;
-        if (x->prev)
-            x->prev->next = x->next;
-        else
-            p->active = x->next;
-        if (x->next)
-            x->next->prev = x->prev;
-    }
-    curl_easy_cleanup(x->easy);
-    x->easy = NULL;
-    curl_slist_free_all(x->headers);
-    x->headers = NULL;
-    x->h->on_done(x->ud, err, detail);
+    drop_easy(x);
+    unlist(x->pool, x);
+    res.attempts = x->attempts;
+    res.provider = x->prov >= 0 ? x->pool->prov[x->prov].name : "";
+    res.exhausted = retryable && exhausted_by(x);
+    x->h->on_done(x->ud, err, detail, &res);
     xfer_unref(x);
 }
 
-/* Splits the stored header block into name/value pairs and hands them over. */
+/* Can another attempt start `delay` ms from now? */
+static bool can_retry(const struct up_xfer *x, long delay, long now)
+{
+    const struct up_pool *p = x->pool;
+
+    return x->attempts <= p->o.retries && delay <= p->o.retry_max_delay_ms &&
+           now + delay < x->deadline;
+}
+
+static long backoff(struct up_pool *p, unsigned attempts)
+{
+    long d = BACKOFF_FIRST_MS;
+
+    for (unsigned i = 1; i < attempts && d < BACKOFF_MAX_MS; i++)
+        d *= 2;
+    if (d > BACKOFF_MAX_MS)
+        d = BACKOFF_MAX_MS;
+    return d - (long)(rnd(p) % (uint64_t)(d / 4 + 1));
+}
+
+static bool retryable_status(long s)
+{
+    return s == 408 || s == 409 || s == 429 || s >= 500;
+}
+
+static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud);
+static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud);
+
+/* Pool thread: build the easy handle for the next attempt and start it.
+ * Returns false (and has finished x) when that is impossible. */
+static bool start_attempt(struct up_pool *p, struct up_xfer *x, long now)
+{
+    struct provider *pv;
+    char *url;
+    size_t ul;
+    int prev = x->prov;
+    long left = x->deadline - now;
+
+    x->prov = pick(p, x, now);
+    pv = &p->prov[x->prov];
+    if (atomic_load(&pv->state) == UP_BREAKER_HALF_OPEN)
+        pv->probing = true;
+    x->tried |= UINT64_C(1) << x->prov;
+    x->attempts++;
+    atomic_fetch_add(&pv->attempts, 1);
+    if (x->attempts > 1) {
+        atomic_fetch_add(&pv->retries, 1);
+        if (prev != x->prov)
+            atomic_fetch_add(&pv->failovers, 1);
+    }
+    x->due = 0;
+    x->discard = false;
+    x->head_done = x->head_overflow = false;
+    x->head_len = 0;
+    x->retry_after_ms = -1;
+    x->errbuf[0] = '\0';
+    x->started = x->last_io = now;
+
+    x->easy = curl_easy_init();
+    if (!x->easy)
+        goto oom;
+    for (size_t i = 0; i < x->nlines; i++) {
+        struct curl_slist *n;
+        if (pv->auth && strncasecmp(x->lines[i], "authorization:", 14) == 0)
+            continue;
+        if (!(n = curl_slist_append(x->headers, x->lines[i])))
+            goto oom;
+        x->headers = n;
+    }
+    if (pv->auth) {
+        struct curl_slist *n = curl_slist_append(x->headers, pv->auth);
+        if (!n)
+            goto oom;
+        x->headers = n;
+    }
+    ul = strlen(pv->base_url) + strlen(x->path) + 1;
+    url = malloc(ul);
+    if (!url)
+        goto oom;
+    snprintf(url, ul, "%s%s", pv->base_url, x->path);
+    curl_easy_setopt(x->easy, CURLOPT_URL, url); /* curl copies the string */
+    free(url);
+
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
+    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_HTTP_VERSION,
+                     p->o.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, p->o.connect_timeout_ms);
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, left > 1 ? left : 1L);
+    curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (strcmp(x->method, "GET") == 0) {
+        curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
+    } else if (strcmp(x->method, "HEAD") == 0) {
+        curl_easy_setopt(x->easy, CURLOPT_NOBODY, 1L);
+    } else {
+        if (strcmp(x->method, "POST") != 0)
+            curl_easy_setopt(x->easy, CURLOPT_CUSTOMREQUEST, x->method);
+        if (x->body_len > 0 || strcmp(x->method, "POST") == 0) {
+            curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body_len);
+            curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body ? x->body : "");
+        }
+    }
+    if (curl_multi_add_handle(p->multi, x->easy) != CURLM_OK)
+        goto oom;
+    return true;
+oom:
+    finish(x, UP_ENOMEM, "out of memory starting an upstream attempt", false);
+    return false;
+}
+
+/* The current attempt failed before anything reached the handler: retry
+ * when allowed, else finish with err. */
+static void attempt_failed(struct up_pool *p, struct up_xfer *x, int err, const char *detail,
+                           bool retryable, bool provider_fault)
+{
+    long now = mono_ms(), delay;
+
+    if (x->prov >= 0) {
+        struct provider *pv = &p->prov[x->prov];
+        atomic_fetch_add(&pv->failures, 1);
+        if (provider_fault)
+            breaker_record(p, pv, true, now);
+        else
+            pv->probing = false;
+    }
+    delay = x->retry_after_ms >= 0 ? x->retry_after_ms : backoff(p, x->attempts);
+    snprintf(x->last_error, sizeof(x->last_error), "%s", detail);
+    if (!retryable || !can_retry(x, delay, now)) {
+        finish(x, err, detail, retryable);
+        return;
+    }
+    drop_easy(x);
+    x->due = now + (delay > 0 ? delay : 0);
+    if (x->due == 0)
+        x->due = 1;
+}
+
+/* ---- curl callbacks ----------------------------------------------------- */
+
+/* Retry-After as seconds or an HTTP date; retry-after-ms as milliseconds. */
+static long parse_retry_after(const struct up_header *h, size_t n)
+{
+    char v[64];
+
+    for (size_t i = 0; i < n; i++) {
+        bool ms = h[i].name_len == 14 && strncasecmp(h[i].name, "retry-after-ms", 14) == 0;
+        bool s = h[i].name_len == 11 && strncasecmp(h[i].name, "retry-after", 11) == 0;
+        char *end;
+        double d;
+
+        if ((!ms && !s) || h[i].value_len == 0 || h[i].value_len >= sizeof(v))
+            continue;
+        memcpy(v, h[i].value, h[i].value_len);
+        v[h[i].value_len] = '\0';
+        d = strtod(v, &end);
+        if (end != v && *end == '\0' && d >= 0 && d < 1e9)
+            return (long)(ms ? d : d * 1000);
+        if (s) {
+            time_t t = curl_getdate(v, NULL);
+            if (t > 0) {
+                time_t now = time(NULL);
+                return t > now ? (long)(t - now) * 1000 : 0;
+            }
+        }
+    }
+    return -1;
+}
+
+/* Splits the stored header block into name/value pairs and decides whether
+ * this response is the answer or will be retried. */
 static void deliver_head(struct up_xfer *x)
 {
     struct up_header hs[HEAD_N];
+    struct up_head head = {0};
     size_t n = 0;
     long status = 0;
     curl_off_t cl = -1;
@@ -192,7 +558,23 @@ static void deliver_head(struct up_xfer *x)
         }
         line = nl ? nl + 1 : NULL;
     }
-    x->h->on_head(x->ud, status, hs, n, (int64_t)cl);
+    if (retryable_status(status)) {
+        long ra = parse_retry_after(hs, n);
+        long delay = ra >= 0 ? ra : backoff(x->pool, x->attempts);
+        if (can_retry(x, delay, mono_ms())) {
+            /* Read the body to keep the connection reusable, then retry. */
+            x->discard = true;
+            x->retry_after_ms = ra;
+            snprintf(x->last_error, sizeof(x->last_error), "HTTP %ld", status);
+            return;
+        }
+    }
+    head.status = status;
+    head.content_length = (int64_t)cl;
+    head.headers = hs;
+    head.nheaders = n;
+    head.exhausted = retryable_status(status) && exhausted_by(x);
+    x->h->on_head(x->ud, &head);
 }
 
 static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud)
@@ -235,6 +617,8 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud)
     x->last_io = mono_ms();
     if (!x->head_done)
         deliver_head(x);
+    if (x->discard)
+        return n;
     if (x->h->on_body(x->ud, p, n) == UP_PAUSE) {
         x->paused = true;
         return CURL_WRITEFUNC_PAUSE;
@@ -242,42 +626,31 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-static int map_error(const struct up_xfer *x, CURLcode rc)
-{
-    if (rc == CURLE_OK)
-        return UP_OK;
-    if (rc == CURLE_OPERATION_TIMEDOUT)
-        return UP_ETIMEDOUT;
-    if (rc == CURLE_OUT_OF_MEMORY)
-        return UP_ENOMEM;
-    return x->head_done ? UP_EBROKEN : UP_EUNREACH;
-}
+/* ---- the loop ----------------------------------------------------------- */
 
 static void apply(struct up_pool *p, struct up_xfer *x, unsigned want, bool stopping)
 {
     if (x->done)
         return;
     if (stopping) {
-        finish(x, UP_ECANCELED, "parrot is shutting down");
+        finish(x, UP_ECANCELED, "parrot is shutting down", false);
         return;
     }
     if (want & WANT_CANCEL) {
-        finish(x, UP_ECANCELED, "cancelled");
+        finish(x, UP_ECANCELED, "cancelled", false);
         return;
     }
     if (want & WANT_SUBMIT) {
-        if (curl_multi_add_handle(p->multi, x->easy) != CURLM_OK) {
-            finish(x, UP_ENOMEM, "curl_multi_add_handle failed");
-            return;
-        }
-        x->active = true;
+        x->listed = true;
         x->prev = NULL;
         x->next = p->active;
         if (p->active)
             p->active->prev = x;
         p->active = x;
+        if (!start_attempt(p, x, mono_ms()))
+            return;
     }
-    if ((want & WANT_UNPAUSE) && x->active) {
+    if ((want & WANT_UNPAUSE) && x->easy) {
         x->paused = false;
         x->last_io = mono_ms();
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
@@ -321,41 +694,99 @@ static void reap(struct up_pool *p)
     while ((m = curl_multi_info_read(p->multi, &left))) {
         struct up_xfer *x = NULL;
         char detail[CURL_ERROR_SIZE + 64];
+        CURLcode rc;
+        long status = 0;
 
         if (m->msg != CURLMSG_DONE)
             continue;
+        rc = m->data.result;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        curl_easy_getinfo(m->easy_handle, CURLINFO_RESPONSE_CODE, &status);
         if (x->head_overflow)
             snprintf(detail, sizeof(detail), "upstream response headers exceed %d bytes", HEAD_MAX);
         else
-            snprintf(detail, sizeof(detail), "%s%s%s", curl_easy_strerror(m->data.result),
+            snprintf(detail, sizeof(detail), "%s%s%s", curl_easy_strerror(rc),
                      x->errbuf[0] ? ": " : "", x->errbuf);
-        if (m->data.result == CURLE_OK && !x->head_done)
+        if (x->discard) {
+            /* A retryable status whose body we drained: retry (can_retry
+             * held when its headers came; it is re-checked for the time). */
+            snprintf(detail, sizeof(detail), "%s", x->last_error);
+            attempt_failed(p, x, UP_EUNREACH, detail, true, status >= 500 || rc != CURLE_OK);
+            continue;
+        }
+        if (rc == CURLE_OK && !x->head_done)
             deliver_head(x);
-        finish(x, x->head_overflow ? UP_EBROKEN : map_error(x, m->data.result), detail);
+        if (rc == CURLE_OK && !x->head_overflow) {
+            if (x->prov >= 0)
+                breaker_record(p, &p->prov[x->prov], status >= 500, mono_ms());
+            finish(x, UP_OK, detail, false);
+        } else if (!x->head_done) {
+            /* Nothing reached the handler: another provider may do better. */
+            int err = rc == CURLE_OPERATION_TIMEDOUT ? UP_ETIMEDOUT
+                      : rc == CURLE_OUT_OF_MEMORY    ? UP_ENOMEM
+                                                     : UP_EUNREACH;
+            attempt_failed(p, x, err, detail, err != UP_ENOMEM, true);
+        } else {
+            if (x->prov >= 0) {
+                atomic_fetch_add(&p->prov[x->prov].failures, 1);
+                breaker_record(p, &p->prov[x->prov], true, mono_ms());
+            }
+            finish(x, rc == CURLE_OPERATION_TIMEDOUT ? UP_ETIMEDOUT : UP_EBROKEN, detail, false);
+        }
     }
 }
 
-/* Ends transfers that heard nothing from the provider for idle_timeout_ms.
- * curl's own low-speed limit averages over seconds and misses a provider
- * that goes quiet after a burst, so parrot keeps its own clock. */
-static void check_idle(struct up_pool *p)
+/* Timers, every TICK_MS: attempts that are due, first-byte and idle
+ * timeouts. curl's own low-speed limit averages over seconds and misses a
+ * provider that goes quiet after a burst, so parrot keeps its own clock. */
+static void tick(struct up_pool *p)
 {
     long now = mono_ms();
     struct up_xfer *x, *next;
 
-    if (now < p->next_idle_check)
-        return;
-    p->next_idle_check = now + IDLE_TICK_MS;
     for (x = p->active; x; x = next) {
+        char detail[96];
+
         next = x->next;
-        if (!x->paused && now - x->last_io > p->o.idle_timeout_ms) {
-            char detail[96];
+        if (x->due) {
+            if (now >= x->due)
+                start_attempt(p, x, now);
+            continue;
+        }
+        if (now < p->next_tick)
+            continue;
+        if (!x->head_done && p->o.first_byte_timeout_ms > 0 &&
+            now - x->started > p->o.first_byte_timeout_ms) {
+            snprintf(detail, sizeof(detail), "no response headers from the upstream in %ld ms",
+                     now - x->started);
+            drop_easy(x);
+            attempt_failed(p, x, UP_ETIMEDOUT, detail, true, true);
+        } else if (!x->paused && now - x->last_io > p->o.idle_timeout_ms) {
             snprintf(detail, sizeof(detail), "no data from the upstream for %ld ms",
                      now - x->last_io);
-            finish(x, UP_ETIMEDOUT, detail);
+            if (x->head_done && !x->discard) {
+                finish(x, UP_ETIMEDOUT, detail, false);
+            } else {
+                drop_easy(x);
+                attempt_failed(p, x, UP_ETIMEDOUT, detail, true, true);
+            }
         }
     }
+    if (now >= p->next_tick)
+        p->next_tick = now + TICK_MS;
+}
+
+/* How long the loop may sleep: until the next due attempt or tick. */
+static int sleep_ms(const struct up_pool *p)
+{
+    long now = mono_ms(), until = now + 1000;
+
+    for (const struct up_xfer *x = p->active; x; x = x->next) {
+        long t = x->due ? x->due : p->next_tick;
+        if (t < until)
+            until = t;
+    }
+    return until <= now ? 0 : (int)(until - now);
 }
 
 /* Fills the poll set with the client sockets of active transfers. */
@@ -388,7 +819,7 @@ static void check_watch(struct up_pool *p, unsigned n)
             continue;
         r = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            finish(x, UP_ECLIENT, "the client closed the connection");
+            finish(x, UP_ECLIENT, "the client closed the connection", false);
         else
             x->client_fd = -1; /* data, or not a socket: leave it to libmicrohttpd */
     }
@@ -406,35 +837,76 @@ static void *pool_main(void *arg)
             struct up_xfer *x = p->active, *next;
             for (; x; x = next) {
                 next = x->next;
-                finish(x, UP_ECANCELED, "parrot is shutting down");
+                finish(x, UP_ECANCELED, "parrot is shutting down", false);
             }
             drain_work(p); /* requests queued meanwhile: release their references */
             break;
         }
         curl_multi_perform(p->multi, &running);
         reap(p);
-        check_idle(p);
+        tick(p);
         nw = collect_watch(p);
-        curl_multi_poll(p->multi, p->watch, nw, p->active ? IDLE_TICK_MS : 1000, NULL);
+        curl_multi_poll(p->multi, p->watch, nw, sleep_ms(p), NULL);
         check_watch(p, nw);
     }
     return NULL;
 }
 
+static void provider_fini(struct provider *pv)
+{
+    free(pv->base_url);
+    free(pv->auth);
+}
+
+/* "https://api.openai.com/v1" -> "api.openai.com:443" */
+static void provider_name(const char *url, char *out, size_t outlen)
+{
+    const char *h = strstr(url, "://");
+    bool tls = strncmp(url, "https", 5) == 0;
+    size_t n;
+
+    h = h ? h + 3 : url;
+    n = strcspn(h, "/");
+    if (memchr(h, ':', n))
+        snprintf(out, outlen, "%.*s", (int)n, h);
+    else
+        snprintf(out, outlen, "%.*s:%d", (int)n, h, tls ? 443 : 80);
+}
+
 int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
 {
-    struct up_pool *p = calloc(1, sizeof(*p));
-    size_t bl;
+    struct up_pool *p;
 
+    if (o->nproviders == 0 || o->nproviders > UP_MAX_PROVIDERS)
+        return UP_EINVAL;
+    p = calloc(1, sizeof(*p));
     if (!p)
         return UP_ENOMEM;
     p->o = *o;
-    p->base_url = strdup(o->base_url);
-    if (!p->base_url)
-        goto fail;
-    bl = strlen(p->base_url);
-    while (bl > 0 && p->base_url[bl - 1] == '/')
-        p->base_url[--bl] = '\0';
+    p->o.providers = NULL; /* copied below; the caller's array may go */
+    for (size_t i = 0; i < o->nproviders; i++) {
+        struct provider *pv = &p->prov[i];
+        size_t bl;
+
+        pv->base_url = strdup(o->providers[i].base_url);
+        if (!pv->base_url)
+            goto fail;
+        bl = strlen(pv->base_url);
+        while (bl > 0 && pv->base_url[bl - 1] == '/')
+            pv->base_url[--bl] = '\0';
+        if (o->providers[i].key) {
+            size_t kl = strlen(o->providers[i].key) + 32;
+            pv->auth = malloc(kl);
+            if (!pv->auth)
+                goto fail;
+            snprintf(pv->auth, kl, "Authorization: Bearer %s", o->providers[i].key);
+        }
+        pv->weight = o->providers[i].weight ? (int)o->providers[i].weight : 1;
+        provider_name(pv->base_url, pv->name, sizeof(pv->name));
+        p->nprov++;
+    }
+    if (getrandom(&p->rng, sizeof(p->rng), 0) != sizeof(p->rng) || p->rng == 0)
+        p->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL);
     p->multi = curl_multi_init();
     p->watch = malloc(WATCH_MAX * sizeof(*p->watch));
     p->watch_x = malloc(WATCH_MAX * sizeof(*p->watch_x));
@@ -452,9 +924,10 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
 fail:
     if (p->multi)
         curl_multi_cleanup(p->multi);
+    for (size_t i = 0; i < UP_MAX_PROVIDERS; i++)
+        provider_fini(&p->prov[i]);
     free(p->watch);
     free(p->watch_x);
-    free(p->base_url);
     free(p);
     return UP_ENOMEM;
 }
@@ -488,9 +961,10 @@ void up_pool_free(struct up_pool *p)
     }
     curl_multi_cleanup(p->multi);
     pthread_mutex_destroy(&p->lock);
+    for (size_t i = 0; i < p->nprov; i++)
+        provider_fini(&p->prov[i]);
     free(p->watch);
     free(p->watch_x);
-    free(p->base_url);
     free(p);
 }
 
@@ -498,9 +972,9 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
                    struct up_xfer **out)
 {
     struct up_xfer *x;
-    char *url;
-    size_t ul;
 
+    if (r->nheaders > REQ_HEADERS_MAX)
+        return UP_EINVAL;
     x = calloc(1, sizeof(*x));
     if (!x)
         return UP_ENOMEM;
@@ -509,64 +983,28 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
     x->ud = ud;
     x->refs = 1; /* the pool's, dropped in finish() */
     x->client_fd = r->client_fd;
-    x->last_io = mono_ms();
-    x->easy = curl_easy_init();
-    if (!x->easy)
+    x->prov = -1;
+    x->deadline = mono_ms() + p->o.timeout_ms;
+    x->body = r->body;
+    x->body_len = r->body_len;
+    x->method = strdup(r->method);
+    x->path = strdup(r->path);
+    x->lines = calloc(r->nheaders ? r->nheaders : 1, sizeof(*x->lines));
+    if (!x->method || !x->path || !x->lines)
         goto fail;
     for (size_t i = 0; i < r->nheaders; i++) {
-        struct curl_slist *n = curl_slist_append(x->headers, r->headers[i]);
-        if (!n)
+        if (!(x->lines[i] = strdup(r->headers[i])))
             goto fail;
-        x->headers = n;
-    }
-    ul = strlen(p->base_url) + strlen(r->path) + 1;
-    url = malloc(ul);
-    if (!url)
-        goto fail;
-    snprintf(url, ul, "%s%s", p->base_url, r->path);
-    curl_easy_setopt(x->easy, CURLOPT_URL, url); /* curl copies the string */
-    free(url);
-
-    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, (char *)x);
-    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
-    curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, write_cb);
-    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(x->easy, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, p->o.connect_timeout_ms);
-    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, p->o.timeout_ms);
-    curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-
-    if (strcmp(r->method, "GET") == 0) {
-        curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
-    } else if (strcmp(r->method, "HEAD") == 0) {
-        curl_easy_setopt(x->easy, CURLOPT_NOBODY, 1L);
-    } else {
-        if (strcmp(r->method, "POST") != 0)
-            curl_easy_setopt(x->easy, CURLOPT_CUSTOMREQUEST, r->method);
-        if (r->body_len > 0 || strcmp(r->method, "POST") == 0) {
-            curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
-            curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, r->body ? r->body : "");
-        }
+        x->nlines++;
     }
     *out = x;
     if (!request(x, WANT_SUBMIT)) {
         *out = NULL;
-        curl_slist_free_all(x->headers);
-        curl_easy_cleanup(x->easy);
-        free(x);
+        xfer_free(x);
         return UP_ECANCELED;
     }
     return 0;
 fail:
-    curl_slist_free_all(x->headers);
-    if (x->easy)
-        curl_easy_cleanup(x->easy);
-    free(x);
+    xfer_free(x);
     return UP_ENOMEM;
 }

@@ -1,12 +1,22 @@
-/* upstream.h - the libcurl transfer engine behind parrot.
+/* upstream.h - the provider pool: libcurl transfers, weighted failover,
+ * retries and circuit breakers.
  *
  * One thread owns a curl multi handle and drives every upstream transfer;
- * no thread per request. Connections to the provider are kept alive and
- * reused by that multi handle.
+ * no thread per request. Connections to providers are kept alive and reused.
  *
- * Threads: up_pool_submit(), up_xfer_cancel() and up_xfer_unpause() may be
- * called from any thread. All handler callbacks run on the pool's thread, so
- * they must not block: they copy bytes into a buffer and return.
+ * A transfer may take several attempts. Each attempt goes to a provider
+ * chosen by smooth weighted round-robin among those not yet tried for this
+ * request whose breaker lets traffic through. An attempt that fails the way
+ * the OpenAI SDKs retry (connection error, timeout, 408, 409, 429, 5xx) is
+ * retried after an exponential backoff with jitter, or after the provider's
+ * retry-after-ms / Retry-After, within retry_max_delay and the request's
+ * total time budget. The handler only ever sees the attempt that counts: a
+ * response is delivered (on_head) only when no retry will follow it, so once
+ * bytes reach the client the provider is fixed.
+ *
+ * Threads: up_pool_submit(), up_xfer_cancel(), up_xfer_unpause(),
+ * up_pool_ready() and up_pool_provider_stats() may be called from any
+ * thread. Handler callbacks run on the pool's thread and must not block.
  *
  * Lifetime: the struct up_xfer returned by up_pool_submit() stays valid until
  * the handler's on_done() returns. on_done() runs exactly once for every
@@ -17,6 +27,7 @@
 #ifndef PARROT_UPSTREAM_H
 #define PARROT_UPSTREAM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,24 +35,39 @@
 #define UP_OK        0
 #define UP_ENOMEM    (-12)
 #define UP_EBROKEN   (-32)  /* the connection failed after the response began */
-#define UP_ETIMEDOUT (-110) /* connect, idle or total timeout */
+#define UP_ECLIENT   (-104) /* the watched client connection closed */
+#define UP_ETIMEDOUT (-110) /* connect, first-byte, idle or total timeout */
 #define UP_EUNREACH  (-111) /* no response: refused, DNS, TLS, reset, empty reply */
 #define UP_ECANCELED (-125) /* up_xfer_cancel() or pool shutdown */
-#define UP_ECLIENT   (-104) /* the watched client connection closed */
 #define UP_EINVAL    (-22)
 
 /* on_body() returns this to make the pool hold the bytes and stop reading
  * from the provider until up_xfer_unpause(). */
 #define UP_PAUSE 1
 
+#define UP_MAX_PROVIDERS 32
+
 struct up_pool;
 struct up_xfer;
 
+struct up_provider_opts {
+    const char *base_url; /* e.g. "https://api.openai.com/v1" */
+    const char *key;      /* sent as Authorization: Bearer KEY, or NULL */
+    unsigned weight;      /* >= 1 */
+};
+
 struct up_pool_opts {
-    const char *base_url; /* e.g. "https://api.openai.com/v1" (no trailing slash needed) */
-    long connect_timeout_ms;
-    long timeout_ms;      /* whole transfer */
-    long idle_timeout_ms; /* no byte received for this long (paused time excluded) */
+    const struct up_provider_opts *providers;
+    size_t nproviders;          /* 1..UP_MAX_PROVIDERS */
+    long connect_timeout_ms;    /* per attempt */
+    long first_byte_timeout_ms; /* per attempt, until the headers; 0 = none */
+    long timeout_ms;            /* the whole transfer, all attempts */
+    long idle_timeout_ms;       /* no byte received for this long (paused time excluded) */
+    unsigned retries;           /* extra attempts after a retryable failure */
+    long retry_max_delay_ms;    /* longest backoff or Retry-After honoured */
+    unsigned breaker_failures;  /* consecutive failures that open a breaker */
+    long breaker_cooldown_ms;   /* open time before a half-open probe */
+    bool http2;                 /* HTTP/2 over TLS when the provider offers it */
 };
 
 struct up_header {
@@ -51,21 +77,35 @@ struct up_header {
     size_t value_len;
 };
 
+struct up_head {
+    long status;
+    int64_t content_length;          /* -1 when not announced */
+    const struct up_header *headers; /* valid only during on_head */
+    size_t nheaders;
+    /* The status is one the SDKs would retry, and parrot has used up its own
+     * retries: tell the client not to multiply them (x-should-retry: false). */
+    bool exhausted;
+};
+
+struct up_result {
+    unsigned attempts;
+    const char *provider; /* the last provider tried, "host:port" */
+    bool exhausted;       /* a retryable failure with no retry left */
+};
+
 struct up_handler {
-    /* Final status and headers (1xx are skipped). The array lives only for
-     * the call. content_length is -1 when the provider did not announce it. */
-    void (*on_head)(void *ud, long status, const struct up_header *h, size_t n,
-                    int64_t content_length);
+    void (*on_head)(void *ud, const struct up_head *h);
     /* Body bytes, as received. Return 0 when consumed or UP_PAUSE. */
     int (*on_body)(void *ud, const char *p, size_t n);
     /* Last call; err is UP_OK or a negative UP_E* code, detail a short text. */
-    void (*on_done)(void *ud, int err, const char *detail);
+    void (*on_done)(void *ud, int err, const char *detail, const struct up_result *r);
 };
 
 struct up_req {
     const char *method;
-    const char *path;           /* appended to base_url, e.g. "/chat/completions?x=1" */
-    const char *const *headers; /* "Name: value" lines */
+    const char *path;           /* appended to the base URL, e.g. "/chat/completions?x=1" */
+    const char *const *headers; /* "Name: value" lines (copied); an Authorization line is
+                                   replaced by a provider's own key when it has one */
     size_t nheaders;
     const char *body; /* not copied: must stay valid until on_done() */
     size_t body_len;
@@ -74,6 +114,18 @@ struct up_req {
      * the transfer ends with UP_ECLIENT instead of running on for nothing.
      * Data from the client (a pipelined request) stops the watch. */
     int client_fd;
+};
+
+enum up_breaker { UP_BREAKER_CLOSED = 0, UP_BREAKER_HALF_OPEN = 1, UP_BREAKER_OPEN = 2 };
+
+struct up_provider_stats {
+    char name[80]; /* host:port */
+    unsigned weight;
+    enum up_breaker breaker;
+    uint64_t attempts;  /* requests sent to it */
+    uint64_t failures;  /* attempts that failed (error, timeout, 408, 409, 429, 5xx) */
+    uint64_t retries;   /* attempts that were a retry */
+    uint64_t failovers; /* retries that moved to it from another provider */
 };
 
 /* Start the pool's thread. Returns 0 or a negative UP_E* code. */
@@ -98,5 +150,11 @@ void up_xfer_cancel(struct up_xfer *x);
 
 /* Resume reading after on_body() returned UP_PAUSE. Same rule as cancel. */
 void up_xfer_unpause(struct up_xfer *x);
+
+/* True when at least one provider's breaker lets traffic through. */
+bool up_pool_ready(struct up_pool *p);
+
+/* Copy per-provider counters into out[0..max); returns the provider count. */
+size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, size_t max);
 
 #endif

@@ -131,17 +131,20 @@ test('SDK: upstream drop mid-stream surfaces as an error or an early end, not a 
   await assertHealthy(parrot, fake);
 });
 
-test('upstream drops before headers: 502', { timeout: TEST_TIMEOUT_MS }, async () => {
-  const { fake, parrot } = await startPair();
+test('upstream drops before headers: 502 after parrot\'s own retries', { timeout: TEST_TIMEOUT_MS }, async () => {
+  // --retries 2 (the default): each request is tried three times, then the
+  // client gets a 502 that tells its SDK not to retry again.
+  const { fake, parrot } = await startPair({ args: ['--retries', '2'] });
   for (const body of [chatBody('x'), streamBody()]) {
     const r = await curl(['-N', '-H', 'content-type: application/json', '-H', 'x-fake-drop: before-headers',
       '--data-binary', '@-', `${parrot.base}/v1/chat/completions`], { input: body });
     assert.equal(r.status, 502, r.body);
     assert.equal(errorShape(assert, r.body).type, 'upstream_error');
+    assert.equal(r.headers['x-should-retry'], 'false');
   }
   const m = await curl(['-H', 'x-fake-drop: before-headers', `${parrot.base}/v1/models`]);
   assert.equal(m.status, 502, m.body);
-  assert.equal(fake.stats().dropped, 3);
+  assert.equal(fake.stats().dropped, 9);
   await assertHealthy(parrot, fake);
 });
 
