@@ -455,7 +455,7 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     const cJSON *ch;
     struct buf sse = {0};
     cJSON *body;
-    int i = 0, rc = -ENOMEM;
+    int i = 0;
 
     memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(c) || !cJSON_IsArray(choices) || cJSON_GetArraySize(choices) == 0) {
@@ -494,8 +494,8 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     cJSON_ArrayForEach(ch, choices)
     {
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
-        if ((rc = render_choice(&sse, c, i++, cJSON_GetObjectItemCaseSensitive(ch, "message"),
-                                fr->valuestring)))
+        if (render_choice(&sse, c, i++, cJSON_GetObjectItemCaseSensitive(ch, "message"),
+                          fr->valuestring))
             goto fail;
     }
     out->sse = buf_take(&sse, &out->sse_len);
