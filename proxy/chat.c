@@ -120,8 +120,9 @@ static bool json_true(const cJSON *o, const char *name)
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, name));
 }
 
-void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const char *authorization,
-                   const char *tenant_value, const char *cache_control, const char *ttl_header)
+void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const char *raw,
+                   size_t raw_len, const char *authorization, const char *tenant_value,
+                   const char *cache_control, const char *ttl_header)
 {
     char tenant[160];
 
@@ -140,6 +141,12 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     }
     if (!ch) {
         r->why = "disabled";
+        return;
+    }
+    /* cJSON ends a string at an escaped NUL, so two bodies differing only
+     * after one would share keys: such requests are not cached. */
+    if (raw && memmem(raw, raw_len, "\\u0000", 6)) {
+        r->why = "nul-in-string";
         return;
     }
     tenant_of(ch, authorization, tenant_value, tenant, sizeof(tenant));

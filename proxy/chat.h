@@ -65,11 +65,12 @@ struct chat_req {
 int chat_new(const struct cfg *c, struct chat **out);
 void chat_free(struct chat *ch);
 
-/* Derive keys and controls. doc is the validated request body; the header
- * values may be NULL. Never fails: problems turn into a bypass verdict. */
-void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc,
-                   const char *authorization, const char *tenant_value, const char *cache_control,
-                   const char *ttl_header);
+/* Derive keys and controls. doc is the validated request body parsed from
+ * raw[0..raw_len); the header values may be NULL. Never fails: problems turn
+ * into a bypass verdict. */
+void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc, const char *raw,
+                   size_t raw_len, const char *authorization, const char *tenant_value,
+                   const char *cache_control, const char *ttl_header);
 void chat_req_fini(struct chat_req *r);
 
 /* Decide and, on a hit, set r->hit. Counts the outcome. */

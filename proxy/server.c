@@ -703,7 +703,7 @@ static enum MHD_Result chat_route(struct exch *x)
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return queue_error(x, &x->err);
     }
-    chat_req_init(s->chat, x->chat, doc,
+    chat_req_init(s->chat, x->chat, doc, x->body.p, x->body.len,
                   MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
                   s->cfg->tenant_header
                       ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, s->cfg->tenant_header)
