@@ -5,6 +5,8 @@
 #   make asan       the same suite against an ASan+UBSan build (build/asan/parrot)
 #   make run        install missing deps, build and start parrot on 127.0.0.1:8080
 #   make fmt        clang-format in place;  make lint: format check + clang-tidy
+#   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
+#   make fuzz       libFuzzer on every parser (FUZZ_SECONDS each, clang)
 
 CC      ?= cc
 BUILD   ?= build
@@ -25,8 +27,13 @@ LIB_SRC := $(sort $(wildcard config/*.c cache/*.c upstream/*.c) \
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
+# Each fuzz target also builds without libFuzzer: a main() that replays its
+# seed corpus, run by make test as a regression test.
+FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
+FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
+FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit asan run fmt lint deps run-deps clean bench eval
+.PHONY: all test unit asan run fmt lint deps run-deps clean bench eval fuzz
 
 all: $(BUILD)/parrot
 
@@ -40,6 +47,23 @@ $(BUILD)/%.o: %.c
 $(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# libFuzzer with clang: every target for FUZZ_SECONDS each; new inputs go to
+# build/fuzz/corpus-NAME, the checked-in seeds in test/fuzz/corpus/NAME are
+# only read.
+fuzz:
+	@mkdir -p build/fuzz
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); m=$${n#fuzz_}; \
+	  mkdir -p build/fuzz/corpus-$$m; \
+	  clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	    -DPARROT_LIBFUZZER -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) $$f $(LIB_SRC) \
+	    $(PKG_LIBS) -lcrypto -lpthread -lm -o build/fuzz/$$n || exit 1; \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    build/fuzz/corpus-$$m test/fuzz/corpus/$$m || exit 1; done
 
 $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -60,7 +84,7 @@ deps:
 run-deps:
 	@sh deploy/install-deps.sh --check --run >/dev/null 2>&1 || sh deploy/install-deps.sh --run
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(FUZZ_REPLAY)
 
 test: deps
 	@$(MAKE) --no-print-directory all unit

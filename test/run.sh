@@ -28,6 +28,18 @@ for t in "$BUILD"/test/test_*; do
     [ $rc -ne 0 ] && [ -z "$f" ] && failed=$((failed + 1)) && echo "!! $t exited $rc"
 done
 
+echo "== fuzz corpus replay ($BUILD)"
+for t in "$BUILD"/fuzz/replay_fuzz_*; do
+    [ -x "$t" ] || continue
+    m=${t##*/replay_fuzz_}
+    if "$t" "test/fuzz/corpus/$m"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "!! $t failed"
+    fi
+done
+
 echo "== integration tests ($BUILD)"
 files=$(ls test/integration/*.test.mjs | grep -- "${TEST_FILTER:-.}")
 (cd test && node --test --test-concurrency=1 \

@@ -12,15 +12,14 @@
  *     partition is the SHA-256 of the partition form, which is itself
  *     canonical, and the lookup text is what it claims to be.
  *
- * With -DPARROT_LIBFUZZER this is only the libFuzzer entry point. Without it,
- * main() runs every file named on the command line (directories: every
- * regular file in them) through the same entry point, so the corpus doubles as
- * a regression test under any compiler.
+ * Built with libFuzzer by make fuzz, and with test/fuzz/replay.c as a corpus
+ * replay that make test runs.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include "cache/canon.h"
+#include "test/fuzz/fuzz.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -31,17 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
 #define ROUTE "/v1/chat/completions"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Canonical JSON of v in a fresh buffer; the check fails on any error (fuzz
  * inputs are far below CANON_MAX and cJSON nests at most 1000 deep). */
@@ -203,102 +192,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON_Delete(doc);
     return 0;
 }
-
-#ifndef PARROT_LIBFUZZER
-#include <dirent.h>
-#include <sys/stat.h>
-
-/* Runs one file through the target; returns 0, or -1 if it cannot be read. */
-static int run_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *data = NULL, *p;
-    size_t len = 0, cap = 0, n;
-
-    if (!f) {
-        perror(path);
-        return -1;
-    }
-    do {
-        if (len == cap) {
-            cap = cap ? 2 * cap : 4096;
-            p = realloc(data, cap);
-            if (!p) {
-                free(data);
-                fclose(f);
-                fprintf(stderr, "%s: out of memory\n", path);
-                return -1;
-            }
-            data = p;
-        }
-        n = fread(data + len, 1, cap - len, f);
-        len += n;
-    } while (n > 0);
-    if (ferror(f)) {
-        perror(path);
-        free(data);
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    LLVMFuzzerTestOneInput(data, len);
-    free(data);
-    return 0;
-}
-
-/* Runs path, or every regular file directly inside it; counts inputs run. */
-static int run_path(const char *path, unsigned *count)
-{
-    struct stat st;
-    DIR *d;
-    struct dirent *e;
-    int rc = 0;
-
-    if (stat(path, &st) != 0) {
-        perror(path);
-        return -1;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        rc = run_file(path);
-        *count += rc == 0;
-        return rc;
-    }
-    d = opendir(path);
-    if (!d) {
-        perror(path);
-        return -1;
-    }
-    while ((e = readdir(d))) {
-        char sub[4096];
-
-        if (e->d_name[0] == '.')
-            continue;
-        if (snprintf(sub, sizeof(sub), "%s/%s", path, e->d_name) >= (int)sizeof(sub))
-            continue;
-        if (stat(sub, &st) != 0 || !S_ISREG(st.st_mode))
-            continue;
-        if (run_file(sub) == 0)
-            (*count)++;
-        else
-            rc = -1;
-    }
-    closedir(d);
-    return rc;
-}
-
-int main(int argc, char **argv)
-{
-    unsigned count = 0;
-    int rc = 0;
-
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s FILE|DIR...\n", argv[0]);
-        return 2;
-    }
-    for (int i = 1; i < argc; i++)
-        if (run_path(argv[i], &count) != 0)
-            rc = 1;
-    printf("fuzz_canon: %u inputs ok\n", count);
-    return rc;
-}
-#endif
