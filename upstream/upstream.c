@@ -324,9 +324,12 @@ static void drop_easy(struct up_xfer *x)
     x->headers = NULL;
 }
 
+/* A retryable failure reaches the client only when parrot could not retry
+ * it (attempts, time budget or Retry-After ran out): its SDK should not
+ * retry either. With retries off, parrot did not try, so the SDK may. */
 static bool exhausted_by(const struct up_xfer *x)
 {
-    return x->pool->o.retries > 0 && x->attempts > x->pool->o.retries;
+    return x->pool->o.retries > 0;
 }
 
 /* Pool thread: end x, tell its owner, drop the pool's reference. */
@@ -493,18 +496,21 @@ static void attempt_failed(struct up_pool *p, struct up_xfer *x, int err, const 
 
 /* ---- curl callbacks ----------------------------------------------------- */
 
-/* Retry-After as seconds or an HTTP date; retry-after-ms as milliseconds. */
+/* retry-after-ms as milliseconds, else Retry-After as seconds or an HTTP
+ * date, as the OpenAI SDKs read them; -1 when neither is usable. */
 static long parse_retry_after(const struct up_header *h, size_t n)
 {
     char v[64];
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < 2 * n; k++) {
+        size_t i = k % n;
         bool ms = h[i].name_len == 14 && strncasecmp(h[i].name, "retry-after-ms", 14) == 0;
         bool s = h[i].name_len == 11 && strncasecmp(h[i].name, "retry-after", 11) == 0;
         char *end;
         double d;
 
-        if ((!ms && !s) || h[i].value_len == 0 || h[i].value_len >= sizeof(v))
+        /* First pass: retry-after-ms only; second pass: Retry-After. */
+        if ((k < n ? !ms : !s) || h[i].value_len == 0 || h[i].value_len >= sizeof(v))
             continue;
         memcpy(v, h[i].value, h[i].value_len);
         v[h[i].value_len] = '\0';
@@ -717,8 +723,17 @@ static void reap(struct up_pool *p)
         if (rc == CURLE_OK && !x->head_done)
             deliver_head(x);
         if (rc == CURLE_OK && !x->head_overflow) {
-            if (x->prov >= 0)
-                breaker_record(p, &p->prov[x->prov], status >= 500, mono_ms());
+            if (x->prov >= 0) {
+                struct provider *pv = &p->prov[x->prov];
+                if (retryable_status(status))
+                    atomic_fetch_add(&pv->failures, 1);
+                /* A relayed 429/408/409 says nothing about the provider's
+                 * health: the breaker neither trips nor resets on it. */
+                if (status >= 500 || !retryable_status(status))
+                    breaker_record(p, pv, status >= 500, mono_ms());
+                else
+                    pv->probing = false;
+            }
             finish(x, UP_OK, detail, false);
         } else if (!x->head_done) {
             /* Nothing reached the handler: another provider may do better. */
