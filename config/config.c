@@ -700,11 +700,15 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action 
                      o->name, env);
             return CFG_EINVAL;
         }
-        if (eq)
+        if (eq) {
             val = eq + 1;
-        else if (o->type == T_BOOL)
-            val = "true";
-        else if (i + 1 < argc)
+        } else if (o->type == T_BOOL) {
+            /* "--cache false" as well as "--insecure-open" alone. */
+            bool ignored;
+            val = (i + 1 < argc && argv[i + 1] && parse_bool(argv[i + 1], &ignored) == 0)
+                      ? argv[++i]
+                      : "true";
+        } else if (i + 1 < argc)
             val = argv[++i];
         else {
             snprintf(err, errlen, "--%s needs a value (%s)", o->name, expect(o->type));

@@ -199,15 +199,16 @@ static void test_actions(void **state)
     char err[128];
     char *envp[] = {NULL};
     char *a1[] = {"parrot", "--help"};
-    char *a2[] = {"parrot", "--print-config", "--insecure-open"};
+    char *a2[] = {"parrot", "--print-config", "--insecure-open", "--cache", "false"};
 
     (void)state;
     assert_int_equal(cfg_init(&c), 0);
     assert_int_equal(cfg_load(&c, 2, a1, envp, &act, err, sizeof(err)), 0);
     assert_int_equal(act, CFG_HELP);
-    assert_int_equal(cfg_load(&c, 3, a2, envp, &act, err, sizeof(err)), 0);
+    assert_int_equal(cfg_load(&c, 5, a2, envp, &act, err, sizeof(err)), 0);
     assert_int_equal(act, CFG_PRINT);
     assert_true(c.insecure_open);
+    assert_false(c.cache);
     cfg_fini(&c);
 }
 

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# bench/http.sh - parrot against nginx, side by side, in one run.
+#
+# Starts the peers from ../shared/bench (nginx origin :18080, proxy_pass
+# :18081, proxy_cache :18082) and two parrots in front of the same origin:
+# one with the cache (exact and semantic hits) and one with --cache false
+# (the miss path: pure proxying). Each scenario alternates peer and parrot
+# BENCH_ROUNDS times with the same wrk command and keeps the medians.
+# Writes a markdown table to $1 (default bench/results-http.md).
+#
+# Needs: nginx, wrk (Debian packages), build/parrot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench/results-http.md}
+shared=${SHARED_BENCH:-../shared/bench}
+secs=${BENCH_SECONDS:-5}
+rounds=${BENCH_ROUNDS:-3}
+hit_port=18190
+miss_port=18191
+tmp=$(mktemp -d)
+export PEERS_DIR=$tmp/peers
+
+cleanup() {
+    [ -f "$tmp/hit.pid" ] && kill "$(cat "$tmp/hit.pid")" 2>/dev/null || true
+    [ -f "$tmp/miss.pid" ] && kill "$(cat "$tmp/miss.pid")" 2>/dev/null || true
+    sh "$shared/peers.sh" stop >/dev/null 2>&1 || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+for tool in nginx wrk; do
+    command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install nginx wrk)" >&2; exit 1; }
+done
+sh "$shared/peers.sh" start >/dev/null
+start_parrot() { # port pidfile args...
+    local port=$1 pidfile=$2
+    shift 2
+    ./build/parrot --listen 127.0.0.1:"$port" --upstream http://127.0.0.1:18080/v1 \
+        --data-dir "$tmp/data-$port" --log-level warn "$@" 2>"$tmp/parrot-$port.log" &
+    echo $! >"$pidfile"
+    for _ in $(seq 50); do
+        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
+        sleep 0.1
+    done
+    echo "bench: parrot on $port did not start" >&2
+    cat "$tmp/parrot-$port.log" >&2
+    exit 1
+}
+start_parrot $hit_port "$tmp/hit.pid"
+start_parrot $miss_port "$tmp/miss.pid" --cache false
+
+req=$shared/request.json
+# A paraphrase of the warmed question: a semantic hit, not an exact one.
+sed 's/What is the capital of France? Please answer in one or two sentences and mention one landmark there./Please answer in one or two sentences and mention one landmark there: what is the capital city of France?/' \
+    "$req" >"$tmp/semantic.json"
+post() { # url body -> headers
+    curl -s -o /dev/null -D - -X POST -H 'Content-Type: application/json' \
+        -H 'Authorization: Bearer sk-bench' --data-binary @"$2" "$1"
+}
+post "http://127.0.0.1:18082/v1/chat/completions" "$req" >/dev/null
+post "http://127.0.0.1:$hit_port/v1/chat/completions" "$req" >/dev/null
+kind=$(post "http://127.0.0.1:$hit_port/v1/chat/completions" "$tmp/semantic.json" |
+    tr -d '\r' | sed -n 's/^Cache-Status: //p')
+echo "paraphrase lookup: $kind"
+
+# run NAME URL BODY WRKARGS... -> appends "NAME rps p50 p99" per round
+run() {
+    local name=$1 url=$2 body=$3
+    shift 3
+    BENCH_REQUEST=$body wrk "$@" -d"${secs}s" -s "$shared/post.lua" "$url" |
+        sed -n "s/^RESULT rps=\([0-9]*\) p50_us=\([0-9]*\) p90_us=[0-9]* p99_us=\([0-9]*\).*errors=\([0-9]*\)/$name \1 \2 \3 \4/p" \
+            >>"$tmp/raw"
+}
+url() { echo "http://127.0.0.1:$1/v1/chat/completions"; }
+for r in $(seq "$rounds"); do
+    for load in "-t2 -c64" "-t1 -c1"; do
+        tag=$(echo "$load" | tr -d ' -')
+        # shellcheck disable=SC2086
+        run "nginx-cache-$tag" "$(url 18082)" "$req" $load
+        # shellcheck disable=SC2086
+        run "parrot-exact-$tag" "$(url $hit_port)" "$req" $load
+        # shellcheck disable=SC2086
+        run "parrot-semantic-$tag" "$(url $hit_port)" "$tmp/semantic.json" $load
+        # shellcheck disable=SC2086
+        run "origin-$tag" "$(url 18080)" "$req" $load
+        # shellcheck disable=SC2086
+        run "nginx-proxy-$tag" "$(url 18081)" "$req" $load
+        # shellcheck disable=SC2086
+        run "parrot-miss-$tag" "$(url $miss_port)" "$req" $load
+    done
+    echo "round $r done"
+done
+
+# Medians per name: rps p50 p99 errors
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+stat() { # name column
+    awk -v n="$1" -v c="$2" '$1==n {print $c}' "$tmp/raw" | median
+}
+{
+    echo "# HTTP benchmarks: parrot vs nginx (same run)"
+    echo
+    echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -r), wrk and servers on the same machine;"
+    echo "medians of $rounds alternating rounds of ${secs}s. Paraphrase lookup: \`$kind\`."
+    echo
+    echo "| scenario | load | req/s | p50 µs | p99 µs | errors |"
+    echo "|---|---|---|---|---|---|"
+    for tag in t2c64 t1c1; do
+        for n in nginx-cache parrot-exact parrot-semantic origin nginx-proxy parrot-miss; do
+            echo "| $n | $tag | $(stat "$n-$tag" 2) | $(stat "$n-$tag" 3) | $(stat "$n-$tag" 4) | $(stat "$n-$tag" 5) |"
+        done
+    done
+    echo
+    echo "| ratio | t2c64 | t1c1 |"
+    echo "|---|---|---|"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+    row() { # label numerator-name denominator-name column
+        echo "| $1 | $(ratio "$(stat "$2-t2c64" "$4")" "$(stat "$3-t2c64" "$4")") | $(ratio "$(stat "$2-t1c1" "$4")" "$(stat "$3-t1c1" "$4")") |"
+    }
+    row "exact-hit throughput, parrot / nginx proxy_cache (target >= 1.0)" parrot-exact nginx-cache 2
+    row "exact-hit p99, parrot / nginx proxy_cache (target <= 1.5)" parrot-exact nginx-cache 4
+    row "semantic-hit throughput / parrot exact-hit (target >= 0.7)" parrot-semantic parrot-exact 2
+    added() { echo $(($(stat "$1-$2" 3) - $(stat "origin-$2" 3))); }
+    echo "| miss path: added p50 latency, parrot / nginx proxy_pass (target <= 2.0) | $(ratio "$(added parrot-miss t2c64)" "$(added nginx-proxy t2c64)") | $(ratio "$(added parrot-miss t1c1)" "$(added nginx-proxy t1c1)") |"
+    echo
+    echo "Added p50 over the origin alone, µs: parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1) (t2c64 / t1c1)."
+} >"$out"
+cat "$out"
