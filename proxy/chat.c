@@ -127,6 +127,7 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     char tenant[160];
 
     memset(r, 0, sizeof(*r));
+    r->verdict = CHAT_BYPASS; /* until chat_lookup() decides */
     cmpl_asm_init(&r->as);
     hdr_parse_cache_control(cache_control, &r->cc);
     r->stream = json_true(doc, "stream");

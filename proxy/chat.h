@@ -27,9 +27,9 @@ struct chat;
 struct store_entry;
 
 enum chat_verdict {
+    CHAT_BYPASS, /* ask the provider; the cache is not involved (or only stores) */
     CHAT_HIT,    /* serve r->hit */
     CHAT_MISS,   /* ask the provider; store the answer if r->store */
-    CHAT_BYPASS, /* ask the provider; the cache is not involved (or only stores) */
     CHAT_REFUSE, /* only-if-cached and nothing cached: answer 504 */
 };
 
