@@ -18,6 +18,7 @@ rounds=${BENCH_ROUNDS:-3}
 hit_port=18190
 miss_port=18191
 tmp=$(mktemp -d)
+chmod 755 "$tmp" # nginx workers must reach their cache directory
 export PEERS_DIR=$tmp/peers
 
 cleanup() {
