@@ -157,13 +157,21 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     }
     r->keyed = true;
     r->store = !r->cc.no_store;
-    if (r->key.lookup_text) {
-        r->vec = malloc(sizeof(float) * embedder_dim(ch->emb));
-        if (r->vec && embedder_embed(ch->emb, r->key.lookup_text, r->key.lookup_len, r->vec) != 0) {
-            free(r->vec);
-            r->vec = NULL;
-        }
+}
+
+/* The embedding of the lookup text, computed on first use: an exact hit
+ * never needs one. NULL when there is no text or nothing to embed. */
+static const float *vec_of(struct chat *ch, struct chat_req *r)
+{
+    if (r->vec || r->vec_done || !r->key.lookup_text)
+        return r->vec;
+    r->vec_done = true;
+    r->vec = malloc(sizeof(float) * embedder_dim(ch->emb));
+    if (r->vec && embedder_embed(ch->emb, r->key.lookup_text, r->key.lookup_len, r->vec) != 0) {
+        free(r->vec);
+        r->vec = NULL;
     }
+    return r->vec;
 }
 
 void chat_req_fini(struct chat_req *r)
@@ -217,7 +225,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
         atomic_fetch_add(&ch->hits_exact, 1);
         return r->verdict = CHAT_HIT;
     }
-    if (r->vec) {
+    if (vec_of(ch, r)) {
         e = store_get_semantic(ch->store, r->key.partition, r->vec, ch->threshold, now,
                                r->cc.max_age, CANDIDATES, ch->verifier ? accept_candidate : NULL,
                                &vc, &r->sim);
@@ -361,7 +369,7 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
     doc = NULL;
     a.partition = r->key.partition;
     a.exact = r->key.exact;
-    a.vec = r->vec;
+    a.vec = vec_of(ch, r);
     a.text = r->key.lookup_text;
     a.payload = cr;
     a.payload_size =

@@ -35,8 +35,9 @@ enum chat_verdict {
 
 struct chat_req {
     struct canon_key key;
-    bool keyed; /* key is valid */
-    float *vec; /* embedding of the lookup text, or NULL */
+    bool keyed;    /* key is valid */
+    float *vec;    /* embedding of the lookup text, or NULL */
+    bool vec_done; /* vec was computed (it may still be NULL) */
     struct hdr_cache_control cc;
     int64_t ttl;        /* seconds, for storing */
     bool stream;        /* the client asked for SSE */
