@@ -45,8 +45,8 @@ struct store_put_args {
     void *payload;            /* taken over by the store, freed with payload_free */
     size_t payload_size;      /* bytes, for accounting */
     double cost;              /* what a hit saves, e.g. tokens; >= 1 */
-    int64_t now;              /* seconds, wall clock */
-    int64_t ttl;              /* seconds; 0 = no expiry */
+    int64_t now;              /* wall clock, milliseconds */
+    int64_t ttl;              /* milliseconds; 0 = no expiry */
 };
 
 struct store_stats {
@@ -67,8 +67,9 @@ void store_free(struct store *s); /* NULL is a no-op; entries still referenced s
  * -ENOMEM (the payload is then freed). */
 int store_put(struct store *s, struct store_put_args *a, uint64_t *id);
 
-/* The live entry stored under exact, no older than max_age seconds
- * (negative: any age), or NULL. The caller owns a reference. */
+/* The live entry stored under exact, no older than max_age milliseconds
+ * (negative: any age), or NULL. The caller owns a reference. Times are wall
+ * clock milliseconds throughout. */
 struct store_entry *store_get_exact(struct store *s, const uint8_t *exact, int64_t now,
                                     int64_t max_age);
 
@@ -85,7 +86,7 @@ int store_delete(struct store *s, uint64_t id);
 
 void store_entry_unref(struct store_entry *e);
 uint64_t store_entry_id(const struct store_entry *e);
-int64_t store_entry_created(const struct store_entry *e);
+int64_t store_entry_created(const struct store_entry *e);  /* milliseconds */
 const char *store_entry_text(const struct store_entry *e); /* may be NULL */
 void *store_entry_payload(const struct store_entry *e);
 

@@ -69,7 +69,7 @@ int chat_new(const struct cfg *c, struct chat **out)
         goto fail;
     ch->threshold =
         c->similarity_threshold > 0 ? (float)c->similarity_threshold : embedder_threshold(ch->emb);
-    ch->ttl = c->cache_ttl_ms / 1000;
+    ch->ttl = c->cache_ttl_ms;
     ch->verifier = c->verifier;
     ch->shared_tenant = c->shared_tenant;
     if (getrandom(&ch->id_seed, sizeof(ch->id_seed), 0) != sizeof(ch->id_seed))
@@ -137,8 +137,8 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     if (ttl_header) {
         char *end;
         long long t = strtoll(ttl_header, &end, 10);
-        if (end != ttl_header && *end == '\0' && t >= 0)
-            r->ttl = t;
+        if (end != ttl_header && *end == '\0' && t >= 0 && t < INT64_MAX / 1000)
+            r->ttl = t * 1000;
     }
     if (!ch) {
         r->why = "disabled";
@@ -205,6 +205,11 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     return false;
 }
 
+static int64_t max_age_ms(const struct chat_req *r)
+{
+    return r->cc.max_age < 0 || r->cc.max_age > INT64_MAX / 1000 ? -1 : r->cc.max_age * 1000;
+}
+
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
     struct verify_ctx vc = {ch, r};
@@ -217,7 +222,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
         atomic_fetch_add(&ch->bypasses, 1);
         return r->verdict = r->cc.only_if_cached && !r->keyed ? CHAT_REFUSE : CHAT_BYPASS;
     }
-    e = store_get_exact(ch->store, r->key.exact, now, r->cc.max_age);
+    e = store_get_exact(ch->store, r->key.exact, now, max_age_ms(r));
     if (e) {
         r->hit = e;
         r->exact = true;
@@ -227,7 +232,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     }
     if (vec_of(ch, r)) {
         e = store_get_semantic(ch->store, r->key.partition, r->vec, ch->threshold, now,
-                               r->cc.max_age, CANDIDATES, ch->verifier ? accept_candidate : NULL,
+                               max_age_ms(r), CANDIDATES, ch->verifier ? accept_candidate : NULL,
                                &vc, &r->sim);
         if (e) {
             r->hit = e;
@@ -244,7 +249,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 
 enum chat_verdict chat_relookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
-    struct store_entry *e = store_get_exact(ch->store, r->key.exact, now, r->cc.max_age);
+    struct store_entry *e = store_get_exact(ch->store, r->key.exact, now, max_age_ms(r));
 
     if (e) {
         r->hit = e;
@@ -270,15 +275,15 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
 
     snprintf(id, sizeof(id), "chatcmpl-parrot-%016" PRIx64 "%08" PRIx64, a,
              n & UINT64_C(0xffffffff));
-    need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now, r->include_usage)
-                     : cmpl_write_json(NULL, 0, cr, id, now);
+    need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now / 1000, r->include_usage)
+                     : cmpl_write_json(NULL, 0, cr, id, now / 1000);
     out = malloc(need ? need : 1);
     if (!out)
         return NULL;
     if (r->stream)
-        cmpl_write_sse(out, need, cr, id, now, r->include_usage);
+        cmpl_write_sse(out, need, cr, id, now / 1000, r->include_usage);
     else
-        cmpl_write_json(out, need, cr, id, now);
+        cmpl_write_json(out, need, cr, id, now / 1000);
     *len = need;
     return out;
 }
@@ -296,7 +301,7 @@ void chat_headers(const struct chat_req *r, int64_t now,
                  : r->exact   ? "exact"
                               : "semantic");
         add(ud, "Cache-Status", v);
-        snprintf(v, sizeof(v), "%" PRId64, age > 0 ? age : 0);
+        snprintf(v, sizeof(v), "%" PRId64, age > 0 ? age / 1000 : 0);
         add(ud, "Age", v);
         add(ud, "x-parrot-cache", "hit");
         snprintf(v, sizeof(v), "%.4f", (double)r->sim);
@@ -350,7 +355,7 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
 
     if (!ch || !r->keyed || !r->store)
         return;
-    if (status != 200) {
+    if (status != 200) { /* an error answer, or a failed transfer (< 0) */
         atomic_fetch_add(&ch->store_skipped, 1);
         return;
     }

@@ -39,7 +39,7 @@ struct chat_req {
     float *vec;    /* embedding of the lookup text, or NULL */
     bool vec_done; /* vec was computed (it may still be NULL) */
     struct hdr_cache_control cc;
-    int64_t ttl;        /* seconds, for storing */
+    int64_t ttl;        /* milliseconds, for storing */
     bool stream;        /* the client asked for SSE */
     bool include_usage; /* stream_options.include_usage */
     bool store;         /* the answer may be stored */
@@ -74,6 +74,8 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc,
                    const char *cache_control, const char *ttl_header);
 void chat_req_fini(struct chat_req *r);
 
+/* Times below (now) are wall clock milliseconds. */
+
 /* Decide and, on a hit, set r->hit. Counts the outcome. */
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now);
 
@@ -97,7 +99,9 @@ const char *chat_outcome(const struct chat_req *r);
 void chat_feed(struct chat_req *r, const char *p, size_t n);
 
 /* The provider's answer is complete: store it when allowed. body/len is the
- * whole body for a non-streamed answer (ignored for SSE, which was fed). */
+ * whole body for a non-streamed answer (ignored for SSE, which was fed).
+ * status is negative when the transfer failed: nothing is stored, and the
+ * skip is counted. */
 void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
                 size_t len, int64_t now);
 

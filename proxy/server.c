@@ -155,9 +155,13 @@ static void exch_unref(struct exch *x)
     free(x);
 }
 
+/* Wall clock in milliseconds, the cache's time base. */
 static int64_t wall_now(void)
 {
-    return (int64_t)time(NULL);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* splitmix64: a bijection, so ids from distinct counters never collide. */
@@ -473,9 +477,8 @@ static void on_done(void *ud, int err, const char *detail, const struct up_resul
     if (x->chat) {
         /* Store before the client is resumed, then let the requests waiting
          * behind this one look again. */
-        if (err == UP_OK && !x->closed)
-            chat_store(x->srv->chat, x->chat, x->up_status, x->sse, x->streaming ? NULL : x->out.p,
-                       x->streaming ? 0 : x->out.len, wall_now());
+        chat_store(x->srv->chat, x->chat, err == UP_OK && !x->closed ? x->up_status : -1, x->sse,
+                   x->streaming ? NULL : x->out.p, x->streaming ? 0 : x->out.len, wall_now());
         chat_flight_done(x->srv->chat, x->chat);
     }
     if (x->state == XS_WAIT) {

@@ -18,13 +18,23 @@
 //   x-fake-drop: before-headers destroy the socket before replying
 //   x-fake-drop: mid-stream     (stream) destroy it after half the events
 //   x-fake-bytes: N             (stream) N bytes of 64 KiB SSE events, honouring back-pressure
+//   x-fake-finish: REASON       (chat) finish_reason REASON (length, content_filter, ...)
+//                               instead of "stop" / "tool_calls"
+//   x-fake-tool-calls: N        (chat) answer with N tool calls (content null,
+//                               finish_reason "tool_calls"); names come from the
+//                               request's tools (else fake_fn_I), ids are
+//                               call_fake_<request>_<I>; streamed as OpenAI does:
+//                               one chunk per call with index/id/type/name, then
+//                               the arguments split over several chunks
 //
 // stats(): total, paths{path: count}, last{method,url,path,headers,body},
 // lastBody (exact bytes of the latest response body sent, including
 // streams so far), aborted (responses whose client went away before the
 // fake finished), completed (streams fully sent), bigWritten (bytes handed
 // to the socket for the latest x-fake-bytes stream), dropped (scripted
-// drops), inflight (requests not yet closed).
+// drops), inflight (requests not yet closed), chat (POST
+// /v1/chat/completions calls that reached the fake, whatever the
+// outcome), chatByText{last user text: count of those calls}.
 
 import http from 'node:http';
 import { once } from 'node:events';
@@ -126,18 +136,61 @@ function intHeader(req, name) {
   return Number.isFinite(n) ? n : undefined;
 }
 
+/**
+ * The tool calls the fake answers with for x-fake-tool-calls: N. `requestId`
+ * is the fake's request counter, so two upstream calls never share ids.
+ */
+export function fakeToolCalls(body, n, requestId) {
+  const tools = Array.isArray(body?.tools) ? body.tools : [];
+  const names = tools.map((t) => t?.function?.name).filter((x) => typeof x === 'string' && x !== '');
+  const calls = [];
+  for (let i = 0; i < n; i++) {
+    calls.push({
+      id: `call_fake_${requestId}_${i}`,
+      type: 'function',
+      function: {
+        name: names.length ? names[i % names.length] : `fake_fn_${i}`,
+        arguments: JSON.stringify({ query: lastUserText(body), index: i }),
+      },
+    });
+  }
+  return calls;
+}
+
+/** Split s into pieces of at most `size` characters (at least one piece). */
+function pieces(s, size) {
+  const out = [];
+  for (let i = 0; i < s.length; i += size) out.push(s.slice(i, i + size));
+  return out.length ? out : [''];
+}
+
 /** The SSE events (strings) the fake sends for a chat stream. */
-export function chatStreamEvents({ id, model, content, usage, includeUsage }) {
+export function chatStreamEvents({ id, model, content, usage, includeUsage, finish = 'stop', toolCalls = null }) {
   const base = { id, object: 'chat.completion.chunk', created: FAKE_CREATED, model, system_fingerprint: null };
   const ev = (obj) => `data: ${JSON.stringify(obj)}\n\n`;
-  const choice = (delta, finish) => ({ index: 0, delta, logprobs: null, finish_reason: finish });
+  const choice = (delta, fin) => ({ index: 0, delta, logprobs: null, finish_reason: fin });
   const events = [];
-  events.push(ev({ ...base, choices: [choice({ role: 'assistant', content: '' }, null)] }));
-  const words = content.split(' ');
-  words.forEach((w, i) => {
-    events.push(ev({ ...base, choices: [choice({ content: i === 0 ? w : ` ${w}` }, null)] }));
-  });
-  events.push(ev({ ...base, choices: [choice({}, 'stop')] }));
+  if (toolCalls && toolCalls.length) {
+    events.push(ev({ ...base, choices: [choice({ role: 'assistant', content: null }, null)] }));
+    toolCalls.forEach((tc, index) => {
+      events.push(ev({
+        ...base,
+        choices: [choice({
+          tool_calls: [{ index, id: tc.id, type: tc.type, function: { name: tc.function.name, arguments: '' } }],
+        }, null)],
+      }));
+      for (const part of pieces(tc.function.arguments, 7)) {
+        events.push(ev({ ...base, choices: [choice({ tool_calls: [{ index, function: { arguments: part } }] }, null)] }));
+      }
+    });
+  } else {
+    events.push(ev({ ...base, choices: [choice({ role: 'assistant', content: '' }, null)] }));
+    const words = content.split(' ');
+    words.forEach((w, i) => {
+      events.push(ev({ ...base, choices: [choice({ content: i === 0 ? w : ` ${w}` }, null)] }));
+    });
+  }
+  events.push(ev({ ...base, choices: [choice({}, finish)] }));
   if (includeUsage) events.push(ev({ ...base, choices: [], usage }));
   events.push('data: [DONE]\n\n');
   return events;
@@ -158,6 +211,8 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     bigWritten: 0,
     dropped: 0,
     inflight: 0,
+    chat: 0,
+    chatByText: {},
   });
   st = freshStats();
 
@@ -276,6 +331,12 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       headers: { ...req.headers },
       body: body.toString('utf8'),
     };
+    if (path === '/v1/chat/completions' && req.method === 'POST') {
+      st.chat += 1;
+      let text = '';
+      try { text = lastUserText(JSON.parse(body.toString('utf8'))); } catch { /* counted under '' */ }
+      st.chatByText[text] = (st.chatByText[text] || 0) + 1;
+    }
 
     const drop = req.headers['x-fake-drop'];
     if (drop === 'before-headers') {
@@ -359,11 +420,19 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     if (!body) return;
     const model = typeof body.model === 'string' ? body.model : 'gpt-fake';
     const chunks = intHeader(req, 'x-fake-chunks');
-    const content = replyContent(body, chunks);
-    const usage = fakeUsage(body, content);
+    const nTools = intHeader(req, 'x-fake-tool-calls');
+    const toolCalls = nTools && nTools > 0 ? fakeToolCalls(body, nTools, id) : null;
+    const content = toolCalls ? null : replyContent(body, chunks);
+    const usage = fakeUsage(body, toolCalls ? toolCalls.map((t) => t.function.arguments).join(' ') : content);
+    const finishHeader = req.headers['x-fake-finish'];
+    const finish = typeof finishHeader === 'string' && finishHeader !== ''
+      ? finishHeader
+      : (toolCalls ? 'tool_calls' : 'stop');
     const cid = `chatcmpl-fake-${id}`;
 
     if (!body.stream) {
+      const message = { role: 'assistant', content, refusal: null };
+      if (toolCalls) message.tool_calls = toolCalls;
       sendJson(res, 200, {
         id: cid,
         object: 'chat.completion',
@@ -371,9 +440,9 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
         model,
         choices: [{
           index: 0,
-          message: { role: 'assistant', content, refusal: null },
+          message,
           logprobs: null,
-          finish_reason: 'stop',
+          finish_reason: finish,
         }],
         usage,
         system_fingerprint: null,
@@ -397,6 +466,8 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       content,
       usage,
       includeUsage: body.stream_options?.include_usage === true,
+      finish,
+      toolCalls,
     });
     const chunkDelay = intHeader(req, 'x-fake-chunk-delay-ms') || 0;
     const dropMid = req.headers['x-fake-drop'] === 'mid-stream';

@@ -9,6 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { beforeEach, afterEach } from 'node:test';
 import { startFake as startFakeRaw } from '../fake/upstream.mjs';
 
 export const REPO_ROOT = path.resolve(fileURLToPath(new URL('../../', import.meta.url)));
@@ -18,6 +19,68 @@ export const PARROT_BIN = process.env.PARROT_TEST_BIN
 
 const live = new Set(); // { kill(), close() } things to clean up
 const tmpDirs = new Set();
+
+// ---------------------------------------------------------------- sanitizers
+//
+// A parrot built with ASan/UBSan reports problems on its stderr; LeakSanitizer
+// only runs when the process exits normally. So every parrot started by
+// startParrot is stopped, at the latest after the test that started it (or by
+// cleanup() for one started outside a test), and its stderr is searched for
+// these markers: a report fails the test with the excerpt. Under a sanitizer
+// build parrots are stopped with SIGTERM (parrot drains and exits 0) rather
+// than SIGKILL, and waited for.
+
+export const SANITIZER_MARKERS = ['ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'];
+// How long a sanitized parrot may take to exit after SIGTERM: more than the
+// default shutdown-timeout (30 s), so a slow drain is not mistaken for a hang.
+const SANITIZED_EXIT_MS = 45_000;
+
+/**
+ * The first sanitizer report in `text` (from the start of the line holding
+ * the first marker to the end of its SUMMARY line, at most 8000 characters),
+ * or null when there is none.
+ */
+export function sanitizerReport(text) {
+  let first = -1;
+  for (const m of SANITIZER_MARKERS) {
+    const i = text.indexOf(m);
+    if (i >= 0 && (first < 0 || i < first)) first = i;
+  }
+  if (first < 0) return null;
+  const start = text.lastIndexOf('\n', first) + 1;
+  let end = text.length;
+  const summary = text.indexOf('SUMMARY:', first);
+  if (summary >= 0) {
+    const nl = text.indexOf('\n', summary);
+    end = nl >= 0 ? nl : text.length;
+  }
+  return text.slice(start, Math.min(end, start + 8000));
+}
+
+// Parrots started during the current test carry its generation and are
+// stopped after it; parrots started in a before() hook outlive it.
+let testGeneration = 0;
+beforeEach(() => { testGeneration += 1; });
+afterEach(async (t) => {
+  const mine = [...live].filter((h) => h.isParrot && h.generation === testGeneration);
+  const errors = await stopAll(mine);
+  if (errors.length) {
+    // A test that already failed hides its afterEach error: say it here too.
+    for (const e of errors) t.diagnostic(e.message);
+    throw combined(errors);
+  }
+});
+
+function combined(errors) {
+  if (errors.length === 1) return errors[0];
+  return new Error(errors.map((e) => e.message).join('\n\n'));
+}
+
+/** Stop every parrot in `handles` (sanitizer-aware); resolves the errors found. */
+async function stopAll(handles) {
+  const results = await Promise.allSettled(handles.map((h) => h.shutdown()));
+  return results.filter((r) => r.status === 'rejected').map((r) => r.reason);
+}
 
 /** process.env without any PARROT_* variable, plus `extra`. */
 export function cleanEnv(extra = {}) {
@@ -75,6 +138,10 @@ export async function startParrot({ args = [], env = {}, timeoutMs = 10_000 } = 
       resolve(exitInfo);
     });
   });
+  // 'close' comes after 'exit' once stdout and stderr are drained: only
+  // then is the whole sanitizer report in stderrText.
+  const closed = new Promise((resolve) => { proc.on('close', () => resolve()); });
+  let reported = false;
   proc.on('error', () => {}); // surfaced through 'exit' / the listening wait
   const listeners = new Set();
   proc.stderr.setEncoding('utf8');
@@ -105,18 +172,71 @@ export async function startParrot({ args = [], env = {}, timeoutMs = 10_000 } = 
     stdout: () => stdoutText,
     exited,
     get exitInfo() { return exitInfo; },
+    isParrot: true,
+    generation: testGeneration,
+    sanitized: false,
+    /**
+     * Send `signal` and wait for the exit (SIGKILL after waitMs); resolves
+     * the exit code, or the signal name. Rejects with the excerpt when the
+     * stderr holds a sanitizer report. Under a sanitizer build SIGKILL is
+     * replaced by SIGTERM so that LeakSanitizer runs at exit.
+     */
     async stop(signal = 'SIGTERM', waitMs = 15_000) {
+      let hung = false;
       if (!exitInfo) {
-        proc.kill(signal);
-        const t = setTimeout(() => { if (!exitInfo) proc.kill('SIGKILL'); }, waitMs);
+        const sig = handle.sanitized && signal === 'SIGKILL' ? 'SIGTERM' : signal;
+        const limit = handle.sanitized ? Math.max(waitMs, SANITIZED_EXIT_MS) : waitMs;
+        proc.kill(sig);
+        const t = setTimeout(() => { if (!exitInfo) { hung = true; proc.kill('SIGKILL'); } }, limit);
         await exited;
         clearTimeout(t);
       }
+      await drained();
       live.delete(handle);
+      handle.assertNoSanitizerReport();
+      if (hung && handle.sanitized) throw hungError();
       return exitInfo.code !== null ? exitInfo.code : exitInfo.signal;
+    },
+    /**
+     * Used after each test and by cleanup(): stop the process if it still runs
+     * (SIGTERM and a wait under a sanitizer build, SIGKILL otherwise) and check
+     * its stderr. A sanitized parrot that has to be killed is an error too:
+     * LeakSanitizer could not run.
+     */
+    async shutdown() {
+      live.delete(handle);
+      let hung = false;
+      if (!exitInfo) {
+        if (handle.sanitized) {
+          proc.kill('SIGTERM');
+          const t = setTimeout(() => { if (!exitInfo) { hung = true; proc.kill('SIGKILL'); } }, SANITIZED_EXIT_MS);
+          await exited;
+          clearTimeout(t);
+        } else {
+          proc.kill('SIGKILL');
+          await exited;
+        }
+      }
+      await drained();
+      handle.assertNoSanitizerReport();
+      if (hung) throw hungError();
+    },
+    /** The sanitizer report in this parrot's stderr so far, or null. */
+    sanitizerReport: () => sanitizerReport(stderrText),
+    /** Throw (once per parrot) if its stderr holds a sanitizer report. */
+    assertNoSanitizerReport() {
+      const rep = sanitizerReport(stderrText);
+      if (rep && !reported) {
+        reported = true;
+        throw new Error(`sanitizer report from parrot (pid ${proc.pid}, args ${JSON.stringify(fullArgs)}):\n${rep}`);
+      }
     },
     kill() { if (!exitInfo) proc.kill('SIGKILL'); },
   };
+  // Bounded: a grandchild holding the pipes must not hang a test.
+  const drained = () => within(closed, 5_000, 'parrot stderr to close').catch(() => {});
+  const hungError = () => new Error(`parrot (pid ${proc.pid}) did not exit within ${SANITIZED_EXIT_MS} ms of SIGTERM `
+    + `and was killed, so LeakSanitizer could not run; stderr tail:\n${stderrText.slice(-2000)}`);
   live.add(handle);
 
   const listening = await new Promise((resolve, reject) => {
@@ -148,6 +268,7 @@ export async function startParrot({ args = [], env = {}, timeoutMs = 10_000 } = 
   }
   handle.port = Number(m[1]);
   handle.base = `http://127.0.0.1:${handle.port}`;
+  handle.sanitized = isSanitized(proc.pid);
   return handle;
 }
 
@@ -161,8 +282,14 @@ export async function startFake(opts) {
   return f;
 }
 
-/** Kill every parrot and close every fake started by this test file. */
+/**
+ * Stop every parrot (checking its stderr for sanitizer reports, see above)
+ * and close every fake started by this test file. Rejects with the
+ * sanitizer reports found, after everything was cleaned up.
+ */
 export async function cleanup() {
+  const parrots = [...live].filter((h) => h.isParrot);
+  const errors = await stopAll(parrots);
   for (const h of [...live]) {
     try { h.kill(); } catch { /* already gone */ }
   }
@@ -171,6 +298,7 @@ export async function cleanup() {
     try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* ignore */ }
   }
   tmpDirs.clear();
+  if (errors.length) throw combined(errors);
 }
 process.on('exit', () => {
   for (const h of live) { try { h.kill(); } catch { /* ignore */ } }
@@ -495,4 +623,73 @@ export function isSanitized(pid) {
   } catch {
     return false;
   }
+}
+
+// ---------------------------------------------------------------- cache
+
+/**
+ * GET /metrics, parsed: {'name' or 'name{labels}': number}. Rejects when
+ * the status is not 200.
+ */
+export async function metrics(base) {
+  const r = await request(base, { path: '/metrics' });
+  if (r.status !== 200) throw new Error(`GET /metrics answered ${r.status}: ${r.body.slice(0, 300)}`);
+  const out = {};
+  for (const line of r.body.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$/.exec(line);
+    if (!m) throw new Error(`unparseable /metrics line: ${JSON.stringify(line)}`);
+    out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+/**
+ * POST /v1/chat/completions with the real curl. `body` is an object (sent
+ * as JSON) or a string sent as is; `headers` is {name: value}. Resolves like
+ * curl() above.
+ */
+export function curlChat(base, body, headers = {}, opts = {}) {
+  const args = ['-H', 'content-type: application/json'];
+  for (const [k, v] of Object.entries(headers)) args.push('-H', `${k}: ${v}`);
+  args.push('--data-binary', '@-', `${base}/v1/chat/completions`);
+  return curl(args, { input: typeof body === 'string' ? body : JSON.stringify(body), ...opts });
+}
+
+/**
+ * Parse a chat SSE body into its chunk objects (the [DONE] sentinel
+ * excluded) and rebuild the answer: {chunks, done, content, role, finish,
+ * toolCalls (by index: id, type, function.name, function.arguments joined),
+ * usage (of the chunk with empty choices, else null)}. Throws on an event
+ * that is not JSON.
+ */
+export function parseChatSse(text) {
+  const chunks = [];
+  let done = false;
+  for (const d of sseData(text)) {
+    if (d === '[DONE]') { done = true; continue; }
+    chunks.push(JSON.parse(d));
+  }
+  let content = null;
+  let role = null;
+  let finish = null;
+  let usage = null;
+  const calls = [];
+  for (const ch of chunks) {
+    if (ch.usage) usage = ch.usage;
+    for (const c of ch.choices || []) {
+      const dl = c.delta || {};
+      if (dl.role) role = dl.role;
+      if (typeof dl.content === 'string') content = (content ?? '') + dl.content;
+      for (const tc of dl.tool_calls || []) {
+        const cur = calls[tc.index] || (calls[tc.index] = { id: undefined, type: undefined, function: { name: '', arguments: '' } });
+        if (tc.id) cur.id = tc.id;
+        if (tc.type) cur.type = tc.type;
+        if (tc.function?.name) cur.function.name += tc.function.name;
+        if (tc.function?.arguments) cur.function.arguments += tc.function.arguments;
+      }
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  return { chunks, done, content, role, finish, toolCalls: calls, usage };
 }
