@@ -405,7 +405,11 @@ static int render_choice(struct buf *out, const cJSON *c, int index, const cJSON
     if (!d)
         return -ENOMEM;
     cJSON_AddStringToObject(d, "role", cJSON_IsString(role) ? role->valuestring : "assistant");
-    cJSON_AddStringToObject(d, "content", "");
+    /* As the provider streams it: "" before text, null before tool calls. */
+    if (cJSON_IsString(content))
+        cJSON_AddStringToObject(d, "content", "");
+    else
+        cJSON_AddNullToObject(d, "content");
     if ((rc = add_chunk(out, c, index, d, NULL)))
         return rc;
     if (cJSON_IsString(content) && content->valuestring[0]) {
