@@ -61,6 +61,8 @@ struct cfg {
     long cache_ttl_ms;           /* default entry lifetime; 0 = until evicted */
     size_t cache_max_memory;     /* bytes before eviction */
     double similarity_threshold; /* 0 = the embedder's default */
+    int rate_limit_rpm;          /* per client; 0 = off */
+    int rate_limit_tpm;          /* per client; 0 = off */
     bool verifier;               /* run the hit verifier on semantic candidates */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */

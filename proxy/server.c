@@ -38,12 +38,14 @@
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/oai.h"
+#include "proxy/ratelimit.h"
 #include "upstream/upstream.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -77,7 +79,8 @@ enum xstate {
 struct server {
     const struct cfg *cfg;
     struct up_pool *pool;
-    struct chat *chat; /* NULL when the cache is off */
+    struct chat *chat;    /* NULL when the cache is off */
+    struct ratelimit *rl; /* NULL when no rate limit is set */
     struct MHD_Daemon *mhd;
     char addr[64];
     atomic_bool draining;
@@ -123,7 +126,12 @@ struct exch {
     struct timespec t_up0, t_up1;
     unsigned attempts;
     char provider[80];
-    bool no_retry; /* send x-should-retry: false */
+    uint8_t client[RL_KEY_LEN]; /* rate-limit key, when rate limits are on */
+    char tail[512];             /* the answer's last bytes, for its usage */
+    size_t tail_len;
+    bool no_retry;    /* send x-should-retry: false */
+    bool retry_after; /* send Retry-After: retry_after_s (rate limited) */
+    char retry_after_s[24];
 
     /* Accounting for the log line. */
     int status;
@@ -195,6 +203,8 @@ static void add_common_headers(struct exch *x, struct MHD_Response *r)
     MHD_add_response_header(r, "x-request-id", x->id);
     if (x->no_retry)
         MHD_add_response_header(r, "x-should-retry", "false");
+    if (x->retry_after)
+        MHD_add_response_header(r, "Retry-After", x->retry_after_s);
     if (x->chat)
         chat_headers(x->chat, wall_now(), add_header, r);
     if (atomic_load(&x->srv->draining))
@@ -363,6 +373,36 @@ static void keep_header(struct exch *x, const char *name, size_t nl, const char 
         log_msg(LOG_WARN, "response header dropped", "out of memory");
 }
 
+/* Tokens the answer used, from the usage in its last bytes; 0 if none. */
+static int64_t tail_tokens(const struct exch *x)
+{
+    static const char key[] = "\"total_tokens\":";
+    const char *p = NULL;
+
+    for (size_t i = 0; i + sizeof(key) - 1 <= x->tail_len; i++)
+        if (memcmp(x->tail + i, key, sizeof(key) - 1) == 0)
+            p = x->tail + i + sizeof(key) - 1;
+    if (!p)
+        return 0;
+    return strtoll(p, NULL, 10);
+}
+
+static void keep_tail(struct exch *x, const char *p, size_t n)
+{
+    if (n >= sizeof(x->tail)) {
+        memcpy(x->tail, p + n - sizeof(x->tail), sizeof(x->tail));
+        x->tail_len = sizeof(x->tail);
+        return;
+    }
+    if (x->tail_len + n > sizeof(x->tail)) {
+        size_t drop = x->tail_len + n - sizeof(x->tail);
+        memmove(x->tail, x->tail + drop, x->tail_len - drop);
+        x->tail_len -= drop;
+    }
+    memcpy(x->tail + x->tail_len, p, n);
+    x->tail_len += n;
+}
+
 static void on_head(void *ud, const struct up_head *hd)
 {
     struct exch *x = ud;
@@ -423,6 +463,8 @@ static int on_body(void *ud, const char *p, size_t n)
     } else if (x->streaming) {
         if (x->chat && x->sse)
             chat_feed(x->chat, p, n);
+        if (x->srv->rl)
+            keep_tail(x, p, n);
         resume(x);
     }
     pthread_mutex_unlock(&x->lock);
@@ -466,6 +508,11 @@ static void on_done(void *ud, int err, const char *detail, const struct up_resul
     pthread_mutex_lock(&x->lock);
     clock_gettime(CLOCK_MONOTONIC, &x->t_up1);
     x->attempts = res->attempts;
+    if (x->srv->rl && err == UP_OK) {
+        if (!x->streaming)
+            keep_tail(x, x->out.p, x->out.len);
+        rl_charge(x->srv->rl, x->client, tail_tokens(x), wall_now());
+    }
     snprintf(x->provider, sizeof(x->provider), "%s", res->provider);
     if (err != UP_OK && res->exhausted)
         x->no_retry = true;
@@ -568,6 +615,36 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
 }
 
 /* Submits x to the provider and suspends its connection. */
+/* The client for rate limits: the configured tenant header's value, else
+ * the Authorization header, hashed. */
+static void client_key(struct exch *x, uint8_t *key)
+{
+    const char *h = x->srv->cfg->tenant_header;
+    const char *v = h ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, h) : NULL;
+
+    if (!v)
+        v = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization");
+    SHA256((const unsigned char *)(v ? v : ""), v ? strlen(v) : 0, key);
+}
+
+/* A request about to cost provider budget: within the client's limits? */
+static bool within_limits(struct exch *x)
+{
+    const char *which = "requests";
+    int64_t wait;
+
+    client_key(x, x->client);
+    wait = rl_take(x->srv->rl, x->client, wall_now(), &which);
+    if (wait <= 0)
+        return true;
+    oai_error_set(&x->err, 429, which, NULL, "rate_limit_exceeded",
+                  "Rate limit reached for this client on %s per minute. Retry in %lld ms.", which,
+                  (long long)wait);
+    x->retry_after = true;
+    snprintf(x->retry_after_s, sizeof(x->retry_after_s), "%lld", (long long)(wait + 999) / 1000);
+    return false;
+}
+
 static enum MHD_Result forward(struct exch *x, const char *path)
 {
     struct server *s = x->srv;
@@ -577,6 +654,12 @@ static enum MHD_Result forward(struct exch *x, const char *path)
 
     const char *lines[REQ_HEADERS_MAX + 4];
     const union MHD_ConnectionInfo *ci;
+
+    if (s->rl && !within_limits(x)) {
+        if (x->chat)
+            chat_flight_done(s->chat, x->chat);
+        return queue_error(x, &x->err);
+    }
 
     MHD_get_connection_values(x->conn, MHD_HEADER_KIND, collect_header, &l);
     if (!l.has_id)
@@ -1000,6 +1083,11 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
         snprintf(err, errlen, "cannot set up the cache (out of memory)");
         goto fail;
     }
+    if ((c->rate_limit_rpm || c->rate_limit_tpm) &&
+        rl_new((unsigned)c->rate_limit_rpm, (unsigned)c->rate_limit_tpm, &s->rl) != 0) {
+        snprintf(err, errlen, "cannot set up rate limits (out of memory)");
+        goto fail;
+    }
     atomic_init(&s->draining, false);
     atomic_init(&s->inflight, 0);
     atomic_init(&s->next_id, 0);
@@ -1044,6 +1132,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     return 0;
 fail:
     chat_free(s->chat);
+    rl_free(s->rl);
     free(s);
     return -1;
 }
@@ -1076,5 +1165,6 @@ void server_stop(struct server *s)
         return;
     MHD_stop_daemon(s->mhd);
     chat_free(s->chat);
+    rl_free(s->rl);
     free(s);
 }
