@@ -46,11 +46,11 @@ $(BUILD)/%.o: %.c
 
 $(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
 $(BUILD)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 
 # libFuzzer with clang: every target for FUZZ_SECONDS each; new inputs go to
 # build/fuzz/corpus-NAME, the checked-in seeds in test/fuzz/corpus/NAME are
@@ -67,7 +67,7 @@ fuzz:
 
 $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 
 # Side-by-side benchmarks (not part of make test).
 bench: $(BUILD)/bench/lookup_bench
