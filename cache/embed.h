@@ -7,13 +7,24 @@
 #ifndef PARROT_EMBED_H
 #define PARROT_EMBED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct embedder;
 
 /* The built-in embedder: no network, no model file. Hashed, weighted word,
- * word-pair and character n-gram features (see embed.c). */
+ * word-pair and character n-gram features; words are weighted by kind
+ * (function word, request framing, question word, content word) and content
+ * words by a compiled-in English word-frequency table (see embed.c). */
 int embed_builtin_new(struct embedder **out);
+
+/* Options of the built-in embedder. All false is embed_builtin_new(). */
+struct embed_builtin_opts {
+    bool no_word_table; /* ignore the word-frequency table (every content word
+                           weighs the same): for measurements and tests */
+};
+
+int embed_builtin_new_opts(const struct embed_builtin_opts *o, struct embedder **out);
 
 void embedder_free(struct embedder *e);
 const char *embedder_name(const struct embedder *e);
@@ -26,5 +37,29 @@ float embedder_threshold(const struct embedder *e);
 /* Embed text[0..len) into out[dim]. Returns 0, or -EINVAL when the text has
  * nothing to embed (then out is all zero). */
 int embedder_embed(const struct embedder *e, const char *text, size_t len, float *out);
+
+/* ---- words as the built-in embedder sees them (shared with the verifier) ---- */
+
+#define EMBED_WORD_MAX 32 /* longer words are cut (and still compared whole-prefix) */
+
+enum embed_word_kind {
+    EMBED_CONTENT,  /* anything not listed below */
+    EMBED_FUNCTION, /* articles, pronouns, auxiliaries, prepositions, conjunctions */
+    EMBED_FRAMING,  /* how a request is put: please, tell, know, want, need, ... */
+    EMBED_QUESTION, /* what, when, where, who, why, how, which */
+    EMBED_NUMBER,   /* a run of digits, with its decimal part */
+};
+
+struct embed_word {
+    char text[EMBED_WORD_MAX + 1]; /* lower case; contractions spelled out */
+    char stem[EMBED_WORD_MAX + 1]; /* Porter stem of text; numbers as text */
+    unsigned rank;                 /* frequency rank (1 = most frequent), 0 = not in the table */
+    enum embed_word_kind kind;
+};
+
+/* Split text[0..len) into at most max words: lower-cased, contractions
+ * spelled out ("what's" -> what is, "don't" -> do not, "cant" -> can not),
+ * stemmed. Returns the number written. Any thread. */
+size_t embed_split(const char *text, size_t len, struct embed_word *out, size_t max);
 
 #endif

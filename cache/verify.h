@@ -2,9 +2,10 @@
  * the same question as the query.
  *
  * Embeddings blur exactly what answers depend on: "2+2" and "2+3", "turn on"
- * and "turn off", "can" and "cannot" land close together. Before a semantic
- * candidate is served, these checks must agree; a failed check is a miss,
- * counted by reason. Pure functions; any thread.
+ * and "turn off", "can" and "cannot", "when did I" and "when should I" land
+ * close together. Before a semantic candidate is served, these checks must
+ * agree; a failed check is a miss, counted by reason. Pure functions; any
+ * thread.
  */
 #ifndef PARROT_VERIFY_H
 #define PARROT_VERIFY_H
@@ -15,6 +16,11 @@ enum verify_reason {
     VERIFY_OK = 0,
     VERIFY_NUMBERS,  /* the numbers (and so quantities, dates) differ */
     VERIFY_NEGATION, /* one is negated and the other is not */
+    VERIFY_OPPOSITE, /* one says on, up, add, my, ... where the other says off, down,
+                        remove, your, ... */
+    VERIFY_QUESTION, /* they ask different things: when vs where vs who vs why vs how much */
+    VERIFY_TENSE,    /* one asks about the past (did, was, were) and the other does not */
+    VERIFY_CONTENT,  /* content words of one are missing from the other */
     VERIFY_REASONS   /* count */
 };
 
@@ -22,7 +28,7 @@ enum verify_reason {
 const char *verify_reason_name(enum verify_reason r);
 
 /* VERIFY_OK when nothing tells the two questions apart, else the first check
- * that failed. */
+ * that failed, in the order of enum verify_reason. */
 enum verify_reason verify_texts(const char *query, size_t qlen, const char *cand, size_t clen);
 
 #endif
