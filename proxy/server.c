@@ -211,23 +211,31 @@ static void add_common_headers(struct exch *x, struct MHD_Response *r)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
+/* Adds parrot's headers, queues r (the connection keeps its own reference)
+ * and records the status for the log. */
+static enum MHD_Result respond(struct exch *x, int status, struct MHD_Response *r)
+{
+    enum MHD_Result ret;
+
+    add_common_headers(x, r);
+    ret = MHD_queue_response(x->conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    x->status = status;
+    x->state = XS_RESPONDED;
+    return ret;
+}
+
 static enum MHD_Result queue_buffer(struct exch *x, int status, const char *ctype, char *body,
                                     size_t len, enum MHD_ResponseMemoryMode mode)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
-    enum MHD_Result ret;
 
     if (!r)
         return MHD_NO;
     if (ctype)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    add_common_headers(x, r);
-    ret = MHD_queue_response(x->conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    x->status = status;
     x->bytes_out = len;
-    x->state = XS_RESPONDED;
-    return ret;
+    return respond(x, status, r);
 }
 
 static enum MHD_Result queue_error(struct exch *x, const struct oai_error *e)
@@ -305,7 +313,6 @@ static enum MHD_Result queue_stream(struct exch *x)
 {
     uint64_t size = MHD_SIZE_UNKNOWN;
     struct MHD_Response *r;
-    enum MHD_Result ret;
 
     if (x->up_length >= 0 && !x->sse && strcmp(x->method, "HEAD") != 0)
         size = (uint64_t)x->up_length;
@@ -316,18 +323,12 @@ static enum MHD_Result queue_stream(struct exch *x)
         return MHD_NO;
     }
     add_relayed_headers(x, r);
-    add_common_headers(x, r);
-    ret = MHD_queue_response(x->conn, (unsigned)x->up_status, r);
-    MHD_destroy_response(r);
-    x->status = (int)x->up_status;
-    x->state = XS_RESPONDED;
-    return ret;
+    return respond(x, (int)x->up_status, r);
 }
 
 static enum MHD_Result queue_full(struct exch *x)
 {
     struct MHD_Response *r;
-    enum MHD_Result ret;
     size_t len = x->out.len;
 
     /* The response takes the buffer over. */
@@ -338,13 +339,8 @@ static enum MHD_Result queue_full(struct exch *x)
     if (len)
         buf_take(&x->out, NULL);
     add_relayed_headers(x, r);
-    add_common_headers(x, r);
-    ret = MHD_queue_response(x->conn, (unsigned)x->up_status, r);
-    MHD_destroy_response(r);
-    x->status = (int)x->up_status;
     x->bytes_out = len;
-    x->state = XS_RESPONDED;
-    return ret;
+    return respond(x, (int)x->up_status, r);
 }
 
 /* ---- upstream callbacks (upstream thread) ------------------------------- */
