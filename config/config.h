@@ -61,6 +61,8 @@ struct cfg {
     long cache_ttl_ms;           /* default entry lifetime; 0 = until evicted */
     size_t cache_max_memory;     /* bytes before eviction */
     double similarity_threshold; /* 0 = the embedder's default */
+    bool persist;                /* write-ahead log under data_dir */
+    char *wal_fsync;             /* always | batch | everysec | off */
     int rate_limit_rpm;          /* per client; 0 = off */
     int rate_limit_tpm;          /* per client; 0 = off */
     bool verifier;               /* run the hit verifier on semantic candidates */

@@ -4,6 +4,8 @@
 #include "cache/embed.h"
 #include "cache/store.h"
 #include "cache/verify.h"
+#include "cache/wal.h"
+#include "proxy/journal.h"
 #include "config/config.h"
 #include "proxy/log.h"
 
@@ -37,6 +39,8 @@ struct chat {
     atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     atomic_uint_fast64_t stores, store_skipped;
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
+    struct wal *wal; /* NULL: the cache lives in memory only */
+    atomic_uint_fast64_t journal_errors;
 };
 
 static void payload_free(void *p)
@@ -85,6 +89,7 @@ void chat_free(struct chat *ch)
 {
     if (!ch)
         return;
+    wal_close(ch->wal); /* flushes what is pending */
     store_free(ch->store);
     embedder_free(ch->emb);
     flight_free(ch->flights);
@@ -352,6 +357,7 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
     cJSON *doc;
     const char *why = NULL;
     uint64_t id;
+    struct buf jbuf = {0};
 
     if (!ch || !r->keyed || !r->store)
         return;
@@ -382,17 +388,143 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
     a.cost = (double)(cr->prompt_tokens + cr->completion_tokens);
     a.now = now;
     a.ttl = r->ttl;
+    if (ch->wal) {
+        /* Encoded before store_put, which may evict (and free) cr at once. */
+        struct journal_put jp = {.created = now,
+                                 .expires = r->ttl > 0 ? now + r->ttl : 0,
+                                 .cost = a.cost,
+                                 .text = r->key.lookup_text,
+                                 .r = *cr};
+        memcpy(jp.partition, r->key.partition, JOURNAL_KEY_LEN);
+        memcpy(jp.exact, r->key.exact, JOURNAL_KEY_LEN);
+        buf_reset(&jbuf);
+        if (journal_encode_put(&jp, &jbuf) != 0)
+            buf_free(&jbuf);
+    }
     if (store_put(ch->store, &a, &id) != 0) {
         why = "out of memory";
         goto skip;
     }
+    /* The entry is served from memory at once; the log catches up on the
+     * WAL's own thread and never holds this request up. */
+    if (ch->wal && (!jbuf.p || wal_append(ch->wal, JOURNAL_PUT, jbuf.p, jbuf.len, NULL) != 0))
+        atomic_fetch_add(&ch->journal_errors, 1);
+    buf_free(&jbuf);
     r->stored = true;
     atomic_fetch_add(&ch->stores, 1);
     return;
 skip:
+    buf_free(&jbuf);
     cJSON_Delete(doc);
     atomic_fetch_add(&ch->store_skipped, 1);
     log_msg(LOG_DEBUG, "answer not stored", why);
+}
+
+/* Vector and payload for a logged or replayed entry, into the store. */
+static int put_entry(struct chat *ch, struct journal_put *p, uint64_t *id)
+{
+    struct store_put_args a = {0};
+    struct cmpl_rendered *cr = malloc(sizeof(*cr));
+    float *vec = NULL;
+    int rc;
+
+    if (!cr)
+        return -ENOMEM;
+    *cr = p->r;
+    memset(&p->r, 0, sizeof(p->r)); /* the store owns it now */
+    if (p->text) {
+        vec = malloc(sizeof(float) * embedder_dim(ch->emb));
+        if (vec && embedder_embed(ch->emb, p->text, strlen(p->text), vec) != 0) {
+            free(vec);
+            vec = NULL;
+        }
+    }
+    a.partition = p->partition;
+    a.exact = p->exact;
+    a.vec = vec;
+    a.text = p->text;
+    a.payload = cr;
+    a.payload_size =
+        sizeof(*cr) + cr->body_len + cr->sse_len + cr->usage_len + strlen(cr->model) + 4;
+    a.cost = p->cost;
+    a.now = p->created;
+    a.ttl = p->expires ? p->expires - p->created : 0;
+    rc = store_put(ch->store, &a, id);
+    free(vec);
+    return rc;
+}
+
+struct replay_ctx {
+    struct chat *ch;
+    int64_t now;
+    uint64_t loaded, expired, unreadable;
+};
+
+static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, void *ud)
+{
+    struct replay_ctx *rc = ud;
+    struct journal_put p;
+    uint64_t id;
+
+    (void)seq;
+    if (type != JOURNAL_PUT || journal_decode_put(payload, len, &p) != 0) {
+        /* Valid framing (the CRC matched) but a record this version does
+         * not know: skip it rather than refuse to start. */
+        rc->unreadable++;
+        return 0;
+    }
+    if (p.expires && p.expires <= rc->now) {
+        rc->expired++;
+    } else if (put_entry(rc->ch, &p, &id) == 0) {
+        rc->loaded++;
+    } else {
+        journal_put_fini(&p);
+        return -ENOMEM;
+    }
+    journal_put_fini(&p);
+    return 0;
+}
+
+const char *chat_journal_problem(struct chat *ch)
+{
+    struct wal_status ws;
+
+    if (!ch || !ch->wal)
+        return NULL;
+    wal_status(ch->wal, &ws);
+    if (!ws.error)
+        return NULL;
+    /* Static texts: readiness bodies are built without allocation. */
+    switch (ws.error) {
+    case ENOSPC: return "write-ahead log degraded: disk full; serving from memory";
+    case EIO: return "write-ahead log degraded: I/O error; serving from memory";
+    default: return "write-ahead log degraded; serving from memory";
+    }
+}
+
+int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64_t now, char *msg,
+                      size_t msglen)
+{
+    struct wal_opts o = {.dir = dir};
+    struct wal_report rep;
+    struct replay_ctx ctx = {.ch = ch, .now = now};
+    int rc;
+
+    if (wal_policy_parse(fsync, &o.policy) != 0) {
+        snprintf(msg, msglen, "invalid wal-fsync '%s' (always, batch, everysec or off)", fsync);
+        return -EINVAL;
+    }
+    rc = wal_open(&o, replay, &ctx, &rep, &ch->wal);
+    if (rc != 0) {
+        snprintf(msg, msglen, "%s", rep.message[0] ? rep.message : strerror(-rc));
+        return rc;
+    }
+    snprintf(msg, msglen,
+             "%s: %llu entries loaded, %llu expired, %llu unreadable records skipped%s%s", rep.path,
+             (unsigned long long)ctx.loaded, (unsigned long long)ctx.expired,
+             (unsigned long long)ctx.unreadable, rep.truncated ? "; " : "",
+             rep.truncated ? rep.message : "");
+    return 0;
 }
 
 bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct flight_waiter *))
@@ -476,5 +608,20 @@ int chat_metrics(struct chat *ch, struct buf *b)
                  "Entries evicted to stay within cache-max-memory.", "", st.evictions, true);
     rc |= metric(b, "parrot_cache_expirations_total", "counter", "Entries dropped after their TTL.",
                  "", st.expirations, true);
+    if (ch->wal) {
+        struct wal_status ws;
+        wal_status(ch->wal, &ws);
+        rc |= metric(b, "parrot_wal_records_total", "counter",
+                     "Cache entries appended to the write-ahead log.", "", ws.appended, true);
+        rc |= metric(b, "parrot_wal_durable_seq", "gauge",
+                     "Highest log sequence number durable under the fsync policy.", "",
+                     ws.durable_seq, true);
+        rc |= metric(b, "parrot_wal_dropped_total", "counter",
+                     "Entries served but not logged (disk full, I/O error, log backlog).", "",
+                     atomic_load(&ch->journal_errors), true);
+        rc |= metric(b, "parrot_wal_degraded", "gauge",
+                     "1 while the log cannot write (the cache keeps serving from memory).", "",
+                     ws.error != 0, true);
+    }
     return rc ? -ENOMEM : 0;
 }

@@ -76,6 +76,16 @@ void chat_req_fini(struct chat_req *r);
 
 /* Times below (now) are wall clock milliseconds. */
 
+/* Make the cache durable: open (or create) the write-ahead log in dir with
+ * the fsync policy named by fsync, and load the entries it holds. Returns 0
+ * with a one-line summary in msg, or a negative errno with the reason (for
+ * a damaged log: the file, the offset and the repair command). */
+int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64_t now, char *msg,
+                      size_t msglen);
+
+/* The log's trouble, for /readyz: NULL when healthy or not logging. */
+const char *chat_journal_problem(struct chat *ch);
+
 /* Decide and, on a hit, set r->hit. Counts the outcome. */
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now);
 

@@ -5,6 +5,7 @@
  * Shutdown: stop accepting, let in-flight requests finish until
  * shutdown-timeout, then cancel what is left and exit 0.
  */
+#include "cache/wal.h"
 #include "config/config.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
@@ -92,6 +93,35 @@ static int wait_for_signal(const sigset_t *set)
     }
 }
 
+/* parrot wal check|repair [--data-dir DIR] [--config FILE]: inspect or
+ * repair the cache's write-ahead log without starting the server. */
+static int wal_command(int argc, char **argv)
+{
+    struct cfg cfg;
+    enum cfg_action action;
+    struct wal_opts o = {0};
+    struct wal_report rep;
+    char err[512];
+    int rc;
+
+    if (argc < 3 || (strcmp(argv[2], "check") != 0 && strcmp(argv[2], "repair") != 0)) {
+        fprintf(stderr, "usage: %s wal check|repair [--data-dir DIR] [--config FILE]\n", argv[0]);
+        return 2;
+    }
+    if (cfg_init(&cfg) != 0)
+        return 1;
+    if (cfg_load(&cfg, argc - 2, argv + 2, environ, &action, err, sizeof(err)) != 0) {
+        fprintf(stderr, "parrot: %s\n", err);
+        cfg_fini(&cfg);
+        return 2;
+    }
+    o.dir = cfg.data_dir;
+    rc = argv[2][0] == 'c' ? wal_check(&o, &rep) : wal_repair(&o, &rep);
+    wal_report_print(&rep, stdout);
+    cfg_fini(&cfg);
+    return rc == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     struct cfg cfg;
@@ -109,6 +139,8 @@ int main(int argc, char **argv)
     int sig, rc;
     long deadline;
 
+    if (argc >= 2 && strcmp(argv[1], "wal") == 0)
+        return wal_command(argc, argv);
     if (cfg_init(&cfg) != 0) {
         fprintf(stderr, "parrot: built-in defaults do not parse\n");
         return 1;

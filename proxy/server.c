@@ -886,6 +886,16 @@ static enum MHD_Result route(struct exch *x, const char *path)
             return queue_json(x, 503,
                               "{\"status\":\"no_upstream\",\"detail\":\"every "
                               "provider's circuit breaker is open\"}");
+        if (chat_journal_problem(s->chat)) {
+            /* Still ready: answers are served and forwarded, only not logged. */
+            char body[256];
+            snprintf(body, sizeof(body), "{\"status\":\"ready\",\"detail\":\"%s\"}",
+                     chat_journal_problem(s->chat));
+            char *copy = strdup(body);
+            if (copy)
+                return queue_buffer(x, 200, "application/json", copy, strlen(copy),
+                                    MHD_RESPMEM_MUST_FREE);
+        }
         return queue_json(x, 200, "{\"status\":\"ready\"}");
     }
     if (plen < 3 || strncmp(x->uri, "/v1", 3) != 0 || (plen > 3 && x->uri[3] != '/')) {
@@ -1078,6 +1088,18 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     if (c->cache && chat_new(c, &s->chat) != 0) {
         snprintf(err, errlen, "cannot set up the cache (out of memory)");
         goto fail;
+    }
+    if (s->chat && c->persist) {
+        char msg[1200];
+        struct log_rec lr;
+        if (chat_open_journal(s->chat, c->data_dir, c->wal_fsync, wall_now(), msg, sizeof(msg)) !=
+            0) {
+            snprintf(err, errlen, "%s", msg);
+            goto fail;
+        }
+        log_begin(&lr, LOG_INFO, "cache loaded");
+        log_str(&lr, "detail", msg);
+        log_end(&lr);
     }
     if ((c->rate_limit_rpm || c->rate_limit_tpm) &&
         rl_new((unsigned)c->rate_limit_rpm, (unsigned)c->rate_limit_tpm, &s->rl) != 0) {

@@ -1,0 +1,151 @@
+/* journal.c - encode and decode the cache's WAL records; see journal.h. */
+#include "proxy/journal.h"
+
+#include "cache/le.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define VERSION 1
+#define ABSENT  0xffffffffu
+#define MAX     (64u << 20)
+
+static int put_u64(struct buf *b, uint64_t v)
+{
+    uint8_t p[8];
+
+    le_put64(p, v);
+    return buf_append(b, p, 8, MAX);
+}
+
+static int put_str(struct buf *b, const char *s, size_t n, int present)
+{
+    uint8_t p[4];
+    int rc;
+
+    le_put32(p, present ? (uint32_t)n : ABSENT);
+    rc = buf_append(b, p, 4, MAX);
+    if (rc == 0 && present && n > 0)
+        rc = buf_append(b, s, n, MAX);
+    return rc;
+}
+
+int journal_encode_put(const struct journal_put *p, struct buf *out)
+{
+    uint8_t v = VERSION;
+    uint64_t bits;
+    const struct cmpl_rendered *r = &p->r;
+    int rc;
+
+    memcpy(&bits, &p->cost, sizeof(bits));
+    rc = buf_append(out, &v, 1, MAX);
+    rc = rc ? rc : put_u64(out, (uint64_t)p->created);
+    rc = rc ? rc : put_u64(out, (uint64_t)p->expires);
+    rc = rc ? rc : put_u64(out, bits);
+    rc = rc ? rc : buf_append(out, p->partition, JOURNAL_KEY_LEN, MAX);
+    rc = rc ? rc : buf_append(out, p->exact, JOURNAL_KEY_LEN, MAX);
+    rc = rc ? rc : put_u64(out, (uint64_t)r->prompt_tokens);
+    rc = rc ? rc : put_u64(out, (uint64_t)r->completion_tokens);
+    rc = rc ? rc : put_str(out, p->text, p->text ? strlen(p->text) : 0, p->text != NULL);
+    rc = rc ? rc : put_str(out, r->model, r->model ? strlen(r->model) : 0, 1);
+    rc = rc ? rc : put_str(out, r->body, r->body_len, 1);
+    rc = rc ? rc : put_str(out, r->sse, r->sse_len, 1);
+    rc = rc ? rc : put_str(out, r->usage, r->usage_len, r->usage != NULL);
+    return rc;
+}
+
+struct reader {
+    const uint8_t *p, *end;
+};
+
+static int get_u64(struct reader *rd, uint64_t *v)
+{
+    if (rd->end - rd->p < 8)
+        return -EBADMSG;
+    *v = le_get64(rd->p);
+    rd->p += 8;
+    return 0;
+}
+
+static int get_raw(struct reader *rd, void *out, size_t n)
+{
+    if ((size_t)(rd->end - rd->p) < n)
+        return -EBADMSG;
+    memcpy(out, rd->p, n);
+    rd->p += n;
+    return 0;
+}
+
+/* A NUL-terminated malloc'd copy of the next string, NULL when absent. */
+static int get_str(struct reader *rd, char **out, size_t *len)
+{
+    uint32_t n;
+
+    *out = NULL;
+    if (rd->end - rd->p < 4)
+        return -EBADMSG;
+    n = le_get32(rd->p);
+    rd->p += 4;
+    if (n == ABSENT) {
+        if (len)
+            *len = 0;
+        return 0;
+    }
+    if ((size_t)(rd->end - rd->p) < n)
+        return -EBADMSG;
+    *out = malloc((size_t)n + 1);
+    if (!*out)
+        return -ENOMEM;
+    memcpy(*out, rd->p, n);
+    (*out)[n] = '\0';
+    rd->p += n;
+    if (len)
+        *len = n;
+    return 0;
+}
+
+int journal_decode_put(const void *data, size_t len, struct journal_put *p)
+{
+    struct reader rd = {data, (const uint8_t *)data + len};
+    uint64_t created, expires, bits, pt, ct;
+    struct cmpl_rendered *r = &p->r;
+    int rc;
+
+    memset(p, 0, sizeof(*p));
+    if (len < 1 || *rd.p != VERSION)
+        return -EBADMSG;
+    rd.p++;
+    rc = get_u64(&rd, &created);
+    rc = rc ? rc : get_u64(&rd, &expires);
+    rc = rc ? rc : get_u64(&rd, &bits);
+    rc = rc ? rc : get_raw(&rd, p->partition, JOURNAL_KEY_LEN);
+    rc = rc ? rc : get_raw(&rd, p->exact, JOURNAL_KEY_LEN);
+    rc = rc ? rc : get_u64(&rd, &pt);
+    rc = rc ? rc : get_u64(&rd, &ct);
+    rc = rc ? rc : get_str(&rd, &p->text, NULL);
+    rc = rc ? rc : get_str(&rd, &r->model, NULL);
+    rc = rc ? rc : get_str(&rd, &r->body, &r->body_len);
+    rc = rc ? rc : get_str(&rd, &r->sse, &r->sse_len);
+    rc = rc ? rc : get_str(&rd, &r->usage, &r->usage_len);
+    /* Absent is only allowed where the format says so. */
+    if (rc == 0 && (rd.p != rd.end || !r->model || !r->body || !r->sse || r->body_len == 0))
+        rc = -EBADMSG;
+    if (rc) {
+        journal_put_fini(p);
+        return rc;
+    }
+    p->created = (int64_t)created;
+    p->expires = (int64_t)expires;
+    memcpy(&p->cost, &bits, sizeof(p->cost));
+    r->prompt_tokens = (int64_t)pt;
+    r->completion_tokens = (int64_t)ct;
+    return 0;
+}
+
+void journal_put_fini(struct journal_put *p)
+{
+    free(p->text);
+    cmpl_rendered_fini(&p->r);
+    p->text = NULL;
+}

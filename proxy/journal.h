@@ -1,0 +1,53 @@
+/* journal.h - the cache's records in the write-ahead log.
+ *
+ * A stored answer is logged as one JOURNAL_PUT record (cache/wal.c frames
+ * it: length, sequence number, CRC32C). On start-up the log is replayed in
+ * order; a later PUT for the same exact key replaces an earlier one, just as
+ * it did live. Vectors are not logged: replay embeds the lookup text again,
+ * which takes microseconds and keeps the log valid across embedder changes.
+ *
+ * PUT payload, version 1 (little-endian, fixed width; see cache/le.h):
+ *   u8   version (1)
+ *   i64  created, wall clock ms
+ *   i64  expires, wall clock ms (0 = never)
+ *   u64  cost, the bits of an IEEE-754 double
+ *   32B  partition key
+ *   32B  exact key
+ *   i64  prompt_tokens, i64 completion_tokens
+ *   then five byte strings, each a u32 length and the bytes, in this order:
+ *   lookup text, model, JSON body, SSE replay, usage chunk; a length of
+ *   0xffffffff means "absent" (no lookup text, no usage).
+ * Pure functions; any thread.
+ */
+#ifndef PARROT_JOURNAL_H
+#define PARROT_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/buf.h"
+#include "proxy/completion.h"
+
+#define JOURNAL_PUT     1
+#define JOURNAL_KEY_LEN 32
+
+struct journal_put {
+    int64_t created, expires;
+    double cost;
+    uint8_t partition[JOURNAL_KEY_LEN], exact[JOURNAL_KEY_LEN];
+    char *text; /* NULL: exact lookups only */
+    struct cmpl_rendered r;
+};
+
+/* Append the PUT payload for p to out. Returns 0 or -ENOMEM / -E2BIG. */
+int journal_encode_put(const struct journal_put *p, struct buf *out);
+
+/* Parse a PUT payload into *p (strings malloc'd). Returns 0, -EBADMSG for a
+ * payload that is not a valid version-1 PUT, or -ENOMEM. */
+int journal_decode_put(const void *data, size_t len, struct journal_put *p);
+
+/* Free what journal_decode_put() allocated, except p->r when its ownership
+ * was taken (then zero it first). */
+void journal_put_fini(struct journal_put *p);
+
+#endif
