@@ -575,13 +575,14 @@ static float weight(const struct embedder *e, const struct embed_word *t)
 {
     double rank, idf;
 
-    switch (t->kind) {
-    case EMBED_FUNCTION: return W_FUNCTION;
-    case EMBED_FRAMING: return W_FRAMING;
-    case EMBED_QUESTION: return W_QUESTION;
-    case EMBED_NUMBER: return W_NUMBER;
-    case EMBED_CONTENT: break;
-    }
+    if (t->kind == EMBED_FUNCTION)
+        return W_FUNCTION;
+    if (t->kind == EMBED_FRAMING)
+        return W_FRAMING;
+    if (t->kind == EMBED_QUESTION)
+        return W_QUESTION;
+    if (t->kind == EMBED_NUMBER)
+        return W_NUMBER;
     rank = t->rank && !e->no_word_table ? t->rank : TABLE_WORDS;
     idf = log((rank + IDF_K) / IDF_K) / log((TABLE_WORDS + IDF_K) / IDF_K);
     return (float)(W_CONTENT_BASE + (1 - W_CONTENT_BASE) * idf);

@@ -109,6 +109,7 @@ int journal_decode_put(const void *data, size_t len, struct journal_put *p)
 {
     struct reader rd = {data, (const uint8_t *)data + len};
     uint64_t created, expires, bits, pt, ct;
+    size_t text_len = 0, model_len = 0;
     struct cmpl_rendered *r = &p->r;
     int rc;
 
@@ -123,13 +124,16 @@ int journal_decode_put(const void *data, size_t len, struct journal_put *p)
     rc = rc ? rc : get_raw(&rd, p->exact, JOURNAL_KEY_LEN);
     rc = rc ? rc : get_u64(&rd, &pt);
     rc = rc ? rc : get_u64(&rd, &ct);
-    rc = rc ? rc : get_str(&rd, &p->text, NULL);
-    rc = rc ? rc : get_str(&rd, &r->model, NULL);
+    rc = rc ? rc : get_str(&rd, &p->text, &text_len);
+    rc = rc ? rc : get_str(&rd, &r->model, &model_len);
     rc = rc ? rc : get_str(&rd, &r->body, &r->body_len);
     rc = rc ? rc : get_str(&rd, &r->sse, &r->sse_len);
     rc = rc ? rc : get_str(&rd, &r->usage, &r->usage_len);
-    /* Absent is only allowed where the format says so. */
-    if (rc == 0 && (rd.p != rd.end || !r->model || !r->body || !r->sse || r->body_len == 0))
+    /* Absent is only allowed where the format says so, and the text and the
+     * model are C strings: a NUL inside them cannot round-trip. */
+    if (rc == 0 && (rd.p != rd.end || !r->model || !r->body || !r->sse || r->body_len == 0 ||
+                    memchr(r->model, '\0', model_len) ||
+                    (p->text && memchr(p->text, '\0', text_len))))
         rc = -EBADMSG;
     if (rc) {
         journal_put_fini(p);

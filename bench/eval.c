@@ -1,0 +1,1242 @@
+/* eval.c - hit quality of the semantic cache on third-party labelled sets.
+ *
+ * Runs the real lookup path, in process: every question is a chat request
+ * as the server sees it ({"model","messages":[system, user]}, validated by
+ * oai_chat_parse), keyed by chat_req_init (canonical partition, exact key,
+ * the embedder), looked up by chat_lookup (exact map, vector index, the hit
+ * verifier as the store's accept callback) and, for the cache side, stored
+ * by chat_store from a chat.completion whose content is the intent label.
+ * A hit's label is read back from the answer chat_hit_body() would serve.
+ *
+ * Protocols (see ../shared/datasets/README.md):
+ *   clinc150   cache = train (15,000), queries = val (3,000) + oos_val (100,
+ *              out of scope: any hit is a false hit)
+ *   banking77  cache = train, queries = test
+ *   qqp        per pair, its own partition (a tenant per pair): store a,
+ *              look up b; precision/recall of "hit" against "duplicate"
+ * Each runs with the verifier on and off. The similarity threshold is set
+ * to a tiny value, so a lookup returns the best candidate the verifier
+ * accepts (or the best, verifier off) with its similarity; every threshold
+ * t is then evaluated from that one pass: a hit at t is a hit with sim >= t.
+ * That equals a run at threshold t because the store walks candidates best
+ * first and stops at the first one accepted.
+ *
+ * Usage: eval [--datasets DIR] [--out DIR] [--only SET] [--dump FILE]
+ * Writes DIR/results.md, DIR/results.tsv, DIR/plot.dat, DIR/plot.gp and,
+ * when gnuplot is installed, DIR/hit_quality.png.
+ */
+#include "cache/embed.h"
+#include "cache/store.h"
+#include "cache/verify.h"
+#include "config/config.h"
+#include "proxy/chat.h"
+#include "proxy/oai.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define MAX_FILE     (256u << 20) /* the largest data file we read */
+#define MAX_ROWS     200000
+#define GRID_LO      30 /* thresholds 0.30 .. 0.99 in steps of 0.01 */
+#define GRID_HI      99
+#define GRID_N       (GRID_HI - GRID_LO + 1)
+#define TARGET_WRONG 0.02 /* calibration: wrong-hit share at most 2% ... */
+#define TARGET_OOS   0.01 /* ... and out-of-scope false hits at most 1% */
+
+static const char SYSTEM_PROMPT[] = "You are the assistant of an online service. Answer briefly.";
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+
+    if (!p) {
+        fprintf(stderr, "eval: out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+
+    memcpy(p, s, n);
+    return p;
+}
+
+/* ---- data ---- */
+
+struct item {
+    char *text;
+    char *label; /* intent; for qqp pairs: the second question */
+    int dup;     /* qqp only */
+};
+
+struct items {
+    struct item *v;
+    size_t n, cap;
+};
+
+static void items_add(struct items *s, char *text, char *label, int dup)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 1024;
+        if (s->cap > MAX_ROWS) {
+            fprintf(stderr, "eval: more than %d rows\n", MAX_ROWS);
+            exit(1);
+        }
+        s->v = realloc(s->v, s->cap * sizeof(*s->v));
+        if (!s->v) {
+            fprintf(stderr, "eval: out of memory\n");
+            exit(1);
+        }
+    }
+    s->v[s->n++] = (struct item){text, label, dup};
+}
+
+static void items_free(struct items *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->v[i].text);
+        free(s->v[i].label);
+    }
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+/* The whole file, NUL-terminated, or NULL with a message. */
+static char *slurp(const char *dir, const char *name, size_t *len)
+{
+    char path[4096];
+    FILE *f;
+    char *buf = NULL;
+    long size;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "eval: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || (size_t)size > MAX_FILE ||
+        fseek(f, 0, SEEK_SET) != 0) {
+        fprintf(stderr, "eval: %s: unreadable or larger than %u bytes\n", path, MAX_FILE);
+        goto out;
+    }
+    buf = xmalloc((size_t)size + 1);
+    if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        fprintf(stderr, "eval: %s: short read\n", path);
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    buf[size] = '\0';
+    *len = (size_t)size;
+out:
+    fclose(f);
+    return buf;
+}
+
+static char *json_str(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    return cJSON_IsString(v) ? xstrdup(v->valuestring) : NULL;
+}
+
+/* JSON lines: {"text","intent"} rows, or {"a","b","duplicate"} when pairs. */
+static int read_jsonl(const char *dir, const char *name, bool pairs, struct items *out)
+{
+    size_t len;
+    char *buf = slurp(dir, name, &len), *p, *end;
+    int rc = 0;
+
+    if (!buf)
+        return -1;
+    for (p = buf; p < buf + len; p = end + 1) {
+        cJSON *o;
+        end = memchr(p, '\n', (size_t)(buf + len - p));
+        if (!end)
+            end = buf + len;
+        if (end == p)
+            continue;
+        o = cJSON_ParseWithLength(p, (size_t)(end - p));
+        if (!o) {
+            fprintf(stderr, "eval: %s: bad JSON line\n", name);
+            rc = -1;
+            break;
+        }
+        if (pairs) {
+            char *a = json_str(o, "a"), *b = json_str(o, "b");
+            const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "duplicate");
+            if (a && b && cJSON_IsNumber(d)) {
+                items_add(out, a, b, d->valueint != 0);
+            } else {
+                free(a);
+                free(b);
+            }
+        } else {
+            char *t = json_str(o, "text"), *l = json_str(o, "intent");
+            if (t && l) {
+                items_add(out, t, l, 0);
+            } else {
+                free(t);
+                free(l);
+            }
+        }
+        cJSON_Delete(o);
+    }
+    free(buf);
+    return rc;
+}
+
+/* One CSV field (RFC 4180: quoted fields may hold commas, newlines and ""
+ * for a quote). *p advances past the field and its separator; *eol is set
+ * when the field ended the record. */
+static char *csv_field(const char **p, const char *end, bool *eol)
+{
+    const char *s = *p;
+    size_t cap = 64, n = 0;
+    char *out = xmalloc(cap);
+    bool quoted = s < end && *s == '"';
+
+    if (quoted)
+        s++;
+    *eol = false;
+    while (s < end) {
+        char c = *s;
+        if (quoted && c == '"') {
+            if (s + 1 < end && s[1] == '"') {
+                s += 2;
+                out[n++] = '"';
+            } else {
+                quoted = false;
+                s++;
+            }
+        } else if (!quoted && (c == ',' || c == '\n' || c == '\r')) {
+            break;
+        } else {
+            out[n++] = c;
+            s++;
+        }
+        if (n + 1 >= cap) {
+            cap *= 2;
+            out = realloc(out, cap);
+            if (!out) {
+                fprintf(stderr, "eval: out of memory\n");
+                exit(1);
+            }
+        }
+    }
+    out[n] = '\0';
+    if (s < end && *s == ',') {
+        s++;
+    } else {
+        *eol = true;
+        if (s < end && *s == '\r')
+            s++;
+        if (s < end && *s == '\n')
+            s++;
+    }
+    *p = s;
+    return out;
+}
+
+/* A CSV with a header row naming a "text" and a "category" column. */
+static int read_csv(const char *dir, const char *name, struct items *out)
+{
+    size_t len;
+    char *buf = slurp(dir, name, &len);
+    const char *p, *end;
+    int col_text = -1, col_label = -1, col = 0;
+    bool eol = false;
+
+    if (!buf)
+        return -1;
+    p = buf;
+    end = buf + len;
+    while (!eol && p < end) {
+        char *f = csv_field(&p, end, &eol);
+        if (strcmp(f, "text") == 0)
+            col_text = col;
+        else if (strcmp(f, "category") == 0)
+            col_label = col;
+        col++;
+        free(f);
+    }
+    if (col_text < 0 || col_label < 0) {
+        fprintf(stderr, "eval: %s: no text,category header\n", name);
+        free(buf);
+        return -1;
+    }
+    while (p < end) {
+        char *text = NULL, *label = NULL;
+        col = 0;
+        eol = false;
+        while (!eol && p < end) {
+            char *f = csv_field(&p, end, &eol);
+            if (col == col_text && !text)
+                text = f;
+            else if (col == col_label && !label)
+                label = f;
+            else
+                free(f);
+            col++;
+        }
+        if (text && label && *text) {
+            items_add(out, text, label, 0);
+        } else {
+            free(text);
+            free(label);
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* ---- the lookup path ---- */
+
+/* The request body a client would send for this question. */
+static char *request_body(const char *text)
+{
+    cJSON *o = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(o, "messages"), *m;
+    char *s;
+
+    cJSON_AddStringToObject(o, "model", "gpt-4o-mini");
+    m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "system");
+    cJSON_AddStringToObject(m, "content", SYSTEM_PROMPT);
+    cJSON_AddItemToArray(msgs, m);
+    m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "role", "user");
+    cJSON_AddStringToObject(m, "content", text);
+    cJSON_AddItemToArray(msgs, m);
+    s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) {
+        fprintf(stderr, "eval: out of memory\n");
+        exit(1);
+    }
+    return s;
+}
+
+/* The provider's answer: a chat.completion whose content is the label. */
+static char *answer_body(const char *label)
+{
+    cJSON *o = cJSON_CreateObject(), *choices = cJSON_AddArrayToObject(o, "choices"), *c, *m, *u;
+    char *s;
+
+    cJSON_AddStringToObject(o, "id", "chatcmpl-eval");
+    cJSON_AddStringToObject(o, "object", "chat.completion");
+    cJSON_AddNumberToObject(o, "created", 1700000000);
+    cJSON_AddStringToObject(o, "model", "gpt-4o-mini");
+    c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", 0);
+    m = cJSON_AddObjectToObject(c, "message");
+    cJSON_AddStringToObject(m, "role", "assistant");
+    cJSON_AddStringToObject(m, "content", label);
+    cJSON_AddStringToObject(c, "finish_reason", "stop");
+    cJSON_AddItemToArray(choices, c);
+    u = cJSON_AddObjectToObject(o, "usage");
+    cJSON_AddNumberToObject(u, "prompt_tokens", 20);
+    cJSON_AddNumberToObject(u, "completion_tokens", 5);
+    cJSON_AddNumberToObject(u, "total_tokens", 25);
+    s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s) {
+        fprintf(stderr, "eval: out of memory\n");
+        exit(1);
+    }
+    return s;
+}
+
+/* chat_req_init on the request for text, from tenant auth. -1 when the
+ * request does not validate (it never should). */
+static int req_for(struct chat *ch, struct chat_req *r, const char *auth, const char *text)
+{
+    char *body = request_body(text);
+    struct oai_error err;
+    cJSON *doc = NULL;
+    int rc = oai_chat_parse("application/json", body, strlen(body), &doc, &err);
+
+    if (rc == 0)
+        chat_req_init(ch, r, doc, body, strlen(body), auth, NULL, NULL, NULL);
+    free(body);
+    cJSON_Delete(doc);
+    return rc == 0 ? 0 : -1;
+}
+
+static int64_t NOW;
+
+/* Store text's answer label as a miss would. */
+static void warm(struct chat *ch, const char *auth, const char *text, const char *label)
+{
+    struct chat_req r;
+    char *ans;
+
+    if (req_for(ch, &r, auth, text) != 0)
+        return;
+    ans = answer_body(label);
+    chat_store(ch, &r, 200, false, ans, strlen(ans), NOW);
+    free(ans);
+    chat_req_fini(&r);
+}
+
+/* What one lookup found. */
+struct outcome {
+    bool hit;
+    bool exact;
+    float sim;
+    char *label;    /* the served answer's content */
+    char *cand;     /* the hit's stored question */
+    int top_reason; /* verifier off: what the verifier says of the top hit */
+};
+
+/* The content of the answer a hit serves, or NULL. */
+static char *served_label(const struct chat_req *r)
+{
+    size_t len = 0;
+    char *body = chat_hit_body(r, NOW, &len), *out = NULL;
+    cJSON *o, *c;
+
+    if (!body)
+        return NULL;
+    o = cJSON_ParseWithLength(body, len);
+    free(body);
+    c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(o, "choices"), 0);
+    c = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(c, "message"), "content");
+    if (cJSON_IsString(c))
+        out = xstrdup(c->valuestring);
+    cJSON_Delete(o);
+    return out;
+}
+
+static double lookup_us_total;
+static size_t lookups;
+
+static void look(struct chat *ch, const char *auth, const char *text, bool verifier,
+                 struct outcome *o)
+{
+    struct chat_req r;
+    double t0;
+
+    memset(o, 0, sizeof(*o));
+    if (req_for(ch, &r, auth, text) != 0)
+        return;
+    t0 = now_s();
+    if (chat_lookup(ch, &r, NOW) == CHAT_HIT) {
+        const char *cand = store_entry_text(r.hit);
+        lookup_us_total += (now_s() - t0) * 1e6;
+        lookups++;
+        o->hit = true;
+        o->exact = r.exact;
+        o->sim = r.exact ? 1.0f : r.sim;
+        o->label = served_label(&r);
+        o->cand = cand ? xstrdup(cand) : NULL;
+        if (!verifier && cand)
+            o->top_reason = (int)verify_texts(text, strlen(text), cand, strlen(cand));
+    }
+    chat_req_fini(&r);
+}
+
+static void outcomes_free(struct outcome *o, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(o[i].label);
+        free(o[i].cand);
+    }
+    free(o);
+}
+
+static struct chat *chat_for(bool verifier)
+{
+    struct cfg c;
+    struct chat *ch;
+
+    if (cfg_init(&c) != 0)
+        exit(1);
+    c.similarity_threshold = 1e-6;
+    c.verifier = verifier;
+    c.cache_max_memory = (size_t)8 << 30; /* never evict during an evaluation */
+    if (chat_new(&c, &ch) != 0) {
+        fprintf(stderr, "eval: chat_new failed\n");
+        exit(1);
+    }
+    cfg_fini(&c);
+    return ch;
+}
+
+/* ---- metrics ---- */
+
+struct point {
+    double t;
+    size_t n, hits, correct, wrong; /* in-scope queries */
+    size_t oos_n, oos_hits;
+    size_t reject[VERIFY_REASONS][3]; /* verifier off: top hits the verifier would
+                                         turn down: [reason][correct, wrong, oos] */
+};
+
+static void score(const struct items *q, const struct outcome *qo, const struct items *oos,
+                  const struct outcome *oo, double t, struct point *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->t = t;
+    p->n = q->n;
+    for (size_t i = 0; i < q->n; i++) {
+        bool ok;
+        if (!qo[i].hit || qo[i].sim < (float)t)
+            continue;
+        ok = qo[i].label && strcmp(qo[i].label, q->v[i].label) == 0;
+        p->hits++;
+        p->correct += ok;
+        p->wrong += !ok;
+        p->reject[qo[i].top_reason][ok ? 0 : 1]++;
+    }
+    p->oos_n = oos ? oos->n : 0;
+    for (size_t i = 0; i < p->oos_n; i++) {
+        if (!oo[i].hit || oo[i].sim < (float)t)
+            continue;
+        p->oos_hits++;
+        p->reject[oo[i].top_reason][2]++;
+    }
+}
+
+static double ratio(size_t a, size_t b)
+{
+    return b ? (double)a / (double)b : 0.0;
+}
+
+static double grid_t(int k)
+{
+    return (GRID_LO + k) / 100.0;
+}
+
+/* The grid threshold with the highest hit rate whose wrong-hit share is
+ * <= target_wrong and out-of-scope rate <= target_oos (the lowest such
+ * threshold on a tie); 1 if none. Not "every higher threshold too": above
+ * ~0.95 a few hundred hits remain and two mislabelled near-identical texts
+ * swing the share by a point (see the datasets README). */
+static double calibrate(const struct point *grid, double target_wrong, double target_oos)
+{
+    double best = 1.0, best_rate = -1;
+
+    for (int k = 0; k < GRID_N; k++) {
+        const struct point *p = &grid[k];
+        double rate = ratio(p->hits, p->n);
+        if (p->hits == 0 || ratio(p->wrong, p->hits) > target_wrong ||
+            ratio(p->oos_hits, p->oos_n) > target_oos)
+            continue;
+        if (rate > best_rate) {
+            best_rate = rate;
+            best = p->t;
+        }
+    }
+    return best;
+}
+
+/* The hit rate at grid threshold t, 0 when t is off the grid. */
+static double rate_at(const struct point *grid, double t)
+{
+    int k = (int)lround(t * 100) - GRID_LO;
+
+    return k >= 0 && k < GRID_N ? ratio(grid[k].hits, grid[k].n) : 0.0;
+}
+
+/* One run of an intent set: the curve and the outcome at chosen points. */
+struct intent_run {
+    const char *set;
+    bool verifier;
+    struct point grid[GRID_N];
+    struct point at_default;
+    double seconds;
+};
+
+static FILE *tsv, *md, *dump;
+static float default_t;
+
+static void tsv_point(const char *set, const char *emb, bool verifier, const struct point *p)
+{
+    fprintf(tsv, "%s\t%s\t%s\t%.4f\t%zu\t%zu\t%zu\t%zu\t%.4f\t%.4f\t%zu\t%zu\t%.4f\n", set, emb,
+            verifier ? "on" : "off", p->t, p->n, p->hits, p->correct, p->wrong,
+            ratio(p->hits, p->n), ratio(p->wrong, p->hits), p->oos_n, p->oos_hits,
+            ratio(p->oos_hits, p->oos_n));
+}
+
+static void dump_wrong(const char *set, const struct items *q, const struct outcome *o, bool oos,
+                       double t)
+{
+    if (!dump)
+        return;
+    for (size_t i = 0; i < q->n; i++) {
+        if (!o[i].hit || o[i].sim < (float)t)
+            continue;
+        if (!oos && o[i].label && strcmp(o[i].label, q->v[i].label) == 0)
+            continue;
+        fprintf(dump, "%s\t%.3f\t%s\t%s\t%s\t%s\t%s\n", set, (double)o[i].sim, q->v[i].label,
+                o[i].label ? o[i].label : "?", q->v[i].text, o[i].cand ? o[i].cand : "?",
+                verify_reason_name(o[i].top_reason));
+    }
+}
+
+static void run_intents(const char *set, const struct items *cache, const struct items *q,
+                        const struct items *oos, bool verifier, struct intent_run *run)
+{
+    double t0 = now_s();
+    struct chat *ch = chat_for(verifier);
+    struct outcome *qo = calloc(q->n, sizeof(*qo));
+    struct outcome *oo = calloc(oos ? oos->n + 1 : 1, sizeof(*oo));
+
+    if (!qo || !oo)
+        exit(1);
+    for (size_t i = 0; i < cache->n; i++)
+        warm(ch, "Bearer eval", cache->v[i].text, cache->v[i].label);
+    for (size_t i = 0; i < q->n; i++)
+        look(ch, "Bearer eval", q->v[i].text, verifier, &qo[i]);
+    for (size_t i = 0; oos && i < oos->n; i++)
+        look(ch, "Bearer eval", oos->v[i].text, verifier, &oo[i]);
+    run->set = set;
+    run->verifier = verifier;
+    for (int k = 0; k < GRID_N; k++) {
+        score(q, qo, oos, oo, grid_t(k), &run->grid[k]);
+        tsv_point(set, "builtin", verifier, &run->grid[k]);
+    }
+    score(q, qo, oos, oo, default_t, &run->at_default);
+    if (verifier) {
+        dump_wrong(set, q, qo, false, default_t);
+        if (oos)
+            dump_wrong(set, oos, oo, true, default_t);
+    }
+    outcomes_free(qo, q->n);
+    outcomes_free(oo, oos ? oos->n : 0);
+    chat_free(ch);
+    run->seconds = now_s() - t0;
+}
+
+/* Quora pairs: per pair i, tenant i stores a and looks up b. */
+struct pair_run {
+    bool verifier;
+    double auc;
+    size_t n, pos;
+    size_t tp[GRID_N], fp[GRID_N];
+    size_t tp_d, fp_d;
+    size_t reject[VERIFY_REASONS][2]; /* at the default threshold: [dup, not dup] */
+    double seconds;
+};
+
+struct scored {
+    double s;
+    int pos;
+};
+
+static int cmp_scored(const void *a, const void *b)
+{
+    double x = ((const struct scored *)a)->s, y = ((const struct scored *)b)->s;
+    return (x > y) - (x < y);
+}
+
+/* ROC-AUC (Mann-Whitney U, ties counted half). */
+static double roc_auc(struct scored *v, size_t n)
+{
+    double rank_sum = 0;
+    size_t pos = 0;
+
+    qsort(v, n, sizeof(*v), cmp_scored);
+    for (size_t i = 0; i < n;) {
+        size_t j = i, p = 0;
+        while (j < n && v[j].s == v[i].s)
+            p += (size_t)v[j++].pos;
+        rank_sum += (double)p * ((double)(i + 1) + (double)j) / 2.0;
+        pos += p;
+        i = j;
+    }
+    if (pos == 0 || pos == n)
+        return 0.5;
+    return (rank_sum - (double)pos * ((double)pos + 1) / 2.0) / ((double)pos * (double)(n - pos));
+}
+
+static void run_pairs(const struct items *pairs, bool verifier, struct pair_run *run)
+{
+    double t0 = now_s();
+    struct chat *ch = chat_for(verifier);
+    struct scored *sc = xmalloc(pairs->n * sizeof(*sc));
+
+    memset(run, 0, sizeof(*run));
+    run->verifier = verifier;
+    run->n = pairs->n;
+    for (size_t i = 0; i < pairs->n; i++) {
+        const struct item *it = &pairs->v[i];
+        char auth[64];
+        struct outcome o;
+
+        snprintf(auth, sizeof(auth), "Bearer qqp-%zu", i);
+        warm(ch, auth, it->text, "a");
+        look(ch, auth, it->label, verifier, &o);
+        run->pos += (size_t)it->dup;
+        sc[i].pos = it->dup;
+        sc[i].s = o.hit ? o.sim : -1.0;
+        for (int k = 0; k < GRID_N; k++) {
+            if (o.hit && o.sim >= (float)grid_t(k)) {
+                run->tp[k] += (size_t)it->dup;
+                run->fp[k] += (size_t)!it->dup;
+            }
+        }
+        if (o.hit && o.sim >= default_t) {
+            run->tp_d += (size_t)it->dup;
+            run->fp_d += (size_t)!it->dup;
+            run->reject[o.top_reason][it->dup ? 0 : 1]++;
+        }
+        free(o.label);
+        free(o.cand);
+    }
+    run->auc = roc_auc(sc, pairs->n);
+    free(sc);
+    chat_free(ch);
+    for (int k = 0; k < GRID_N; k++) {
+        size_t tp = run->tp[k], fp = run->fp[k];
+        fprintf(
+            tsv,
+            "qqp\tbuiltin\t%s\t%.4f\t%zu\t%zu\t%zu\t%zu\t%.4f\t%.4f\t0\t0\t0\t%.4f\t%.4f\t%.4f\n",
+            verifier ? "on" : "off", grid_t(k), run->n, tp + fp, tp, fp, ratio(tp + fp, run->n),
+            ratio(fp, tp + fp), ratio(tp, tp + fp), ratio(tp, run->pos), run->auc);
+    }
+    run->seconds = now_s() - t0;
+}
+
+/* ---- ablation: the embedder without its word table ---- */
+
+/* The same protocol through the store alone (no request keys, no exact map):
+ * the built-in embedder built with opts, the verifier as accept callback. */
+struct abl_ctx {
+    const char *text;
+};
+
+static bool abl_accept(void *ud, const struct store_entry *e, float sim)
+{
+    const struct abl_ctx *c = ud;
+    const char *t = store_entry_text(e);
+
+    (void)sim;
+    return t && verify_texts(c->text, strlen(c->text), t, strlen(t)) == VERIFY_OK;
+}
+
+static void abl_look(struct store *s, const struct embedder *e, const uint8_t *part,
+                     const char *text, float *vec, bool verifier, struct outcome *o)
+{
+    struct abl_ctx c = {text};
+    struct store_entry *hit;
+
+    memset(o, 0, sizeof(*o));
+    if (embedder_embed(e, text, strlen(text), vec) != 0)
+        return;
+    hit = store_get_semantic(s, part, vec, 1e-6f, NOW, -1, 4, verifier ? abl_accept : NULL, &c,
+                             &o->sim);
+    if (hit) {
+        o->hit = true;
+        o->label = xstrdup(store_entry_payload(hit));
+        store_entry_unref(hit);
+    }
+}
+
+static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
+                         const struct items *cache, const struct items *q, const struct items *oos,
+                         struct point *grid)
+{
+    struct embedder *e;
+    struct store *s;
+    struct store_opts so = {0};
+    uint8_t part[STORE_KEY_LEN] = {1};
+    struct outcome *qo = calloc(q->n, sizeof(*qo)), *oo = calloc(oos->n + 1, sizeof(*oo));
+    float *vec;
+
+    if (!qo || !oo || embed_builtin_new_opts(opts, &e) != 0)
+        exit(1);
+    so.dim = embedder_dim(e);
+    so.max_memory = (size_t)8 << 30;
+    so.exact_scan_max = 256;
+    so.payload_free = free;
+    if (store_new(&so, &s) != 0)
+        exit(1);
+    vec = xmalloc(sizeof(float) * so.dim);
+    for (size_t i = 0; i < cache->n; i++) {
+        struct store_put_args a = {0};
+        uint8_t exact[STORE_KEY_LEN] = {0};
+        uint64_t id;
+        if (embedder_embed(e, cache->v[i].text, strlen(cache->v[i].text), vec) != 0)
+            continue;
+        memcpy(exact, &i, sizeof(i));
+        a.partition = part;
+        a.exact = exact;
+        a.vec = vec;
+        a.text = cache->v[i].text;
+        a.payload = xstrdup(cache->v[i].label);
+        a.payload_size = strlen(cache->v[i].label) + 1;
+        a.cost = 1;
+        a.now = NOW;
+        if (store_put(s, &a, &id) != 0)
+            exit(1);
+    }
+    for (size_t i = 0; i < q->n; i++)
+        abl_look(s, e, part, q->v[i].text, vec, verifier, &qo[i]);
+    for (size_t i = 0; i < oos->n; i++)
+        abl_look(s, e, part, oos->v[i].text, vec, verifier, &oo[i]);
+    for (int k = 0; k < GRID_N; k++)
+        score(q, qo, oos, oo, grid_t(k), &grid[k]);
+    free(vec);
+    store_free(s);
+    embedder_free(e);
+    outcomes_free(qo, q->n);
+    outcomes_free(oo, oos->n);
+}
+
+/* ---- embedder speed ---- */
+
+struct speed {
+    double us_per_embed;
+    double words;
+    unsigned dim;
+    const char *name;
+};
+
+static void time_embedder(const struct items *q, struct speed *sp)
+{
+    struct embedder *e;
+    float *v;
+    size_t done = 0, words = 0;
+    double t0, t;
+
+    if (embed_builtin_new(&e) != 0)
+        exit(1);
+    sp->dim = embedder_dim(e);
+    sp->name = embedder_name(e);
+    v = xmalloc(sizeof(float) * sp->dim);
+    for (size_t i = 0; i < q->n; i++) {
+        bool in = false;
+        for (const char *p = q->v[i].text; *p; p++) {
+            bool w = *p != ' ';
+            words += w && !in;
+            in = w;
+        }
+    }
+    t0 = now_s();
+    do {
+        for (size_t i = 0; i < q->n; i++)
+            embedder_embed(e, q->v[i].text, strlen(q->v[i].text), v);
+        done += q->n;
+        t = now_s() - t0;
+    } while (t < 0.5);
+    sp->us_per_embed = t * 1e6 / (double)done;
+    sp->words = ratio(words, q->n);
+    free(v);
+    embedder_free(e);
+}
+
+/* ---- report ---- */
+
+static const double SHOWN[] = {0.50, 0.60, 0.70, 0.75, 0.80, 0.85, 0.90, 0.95};
+
+static const struct point *at(const struct intent_run *r, double t)
+{
+    int k = (int)lround(t * 100) - GRID_LO;
+
+    return k >= 0 && k < GRID_N ? &r->grid[k] : NULL;
+}
+
+static void md_intent_row(const struct point *p, const char *note, bool oos, bool verifier)
+{
+    fprintf(md, "| %.2f%s | %s | %.3f | %.3f |", p->t, note, verifier ? "on" : "off",
+            ratio(p->hits, p->n), ratio(p->wrong, p->hits));
+    if (oos)
+        fprintf(md, " %.3f (%zu/%zu) |", ratio(p->oos_hits, p->oos_n), p->oos_hits, p->oos_n);
+    fprintf(md, " %zu | %zu |\n", p->correct, p->wrong);
+}
+
+static void md_intent_table(const char *title, const struct intent_run *on,
+                            const struct intent_run *off, bool oos, double calibrated)
+{
+    fprintf(md, "\n### %s\n\n", title);
+    fprintf(md, "| threshold | verifier | hit rate | wrong-hit share |%s correct | wrong |\n",
+            oos ? " out-of-scope false hits |" : "");
+    fprintf(md, "|---|---|---|---|%s---|---|\n", oos ? "---|" : "");
+    for (size_t i = 0; i < sizeof(SHOWN) / sizeof(SHOWN[0]); i++) {
+        const struct point *a = at(on, SHOWN[i]), *b = at(off, SHOWN[i]);
+        const char *note = fabs(SHOWN[i] - default_t) < 1e-6 ? " (default)" : "";
+        if (fabs(SHOWN[i] - default_t) < 1e-6)
+            continue; /* printed below, marked */
+        if (a)
+            md_intent_row(a, note, oos, true);
+        if (b)
+            md_intent_row(b, note, oos, false);
+    }
+    md_intent_row(&on->at_default, " **default**", oos, true);
+    md_intent_row(&off->at_default, " **default**", oos, false);
+    if (calibrated < 1.0 && fabs(calibrated - default_t) > 1e-6 && at(on, calibrated)) {
+        md_intent_row(at(on, calibrated), " (calibrated here)", oos, true);
+        md_intent_row(at(off, calibrated), " (calibrated here)", oos, false);
+    }
+}
+
+static void md_reasons(const char *title, const struct point *p, bool oos)
+{
+    fprintf(md,
+            "\n%s: of the verifier-off hits at the default threshold, the ones the "
+            "verifier turns down, by reason (first failing check)\n\n",
+            title);
+    fprintf(md, "| reason | were correct | were wrong |%s\n", oos ? " were out of scope |" : "");
+    fprintf(md, "|---|---|---|%s\n", oos ? "---|" : "");
+    for (int r = 1; r < VERIFY_REASONS; r++) {
+        fprintf(md, "| %s | %zu | %zu |", verify_reason_name(r), p->reject[r][0], p->reject[r][1]);
+        if (oos)
+            fprintf(md, " %zu |", p->reject[r][2]);
+        fprintf(md, "\n");
+    }
+}
+
+static void plot_series(FILE *dat, const struct intent_run *r)
+{
+    fprintf(dat, "# %s verifier=%s: wrong_share hit_rate threshold\n", r->set,
+            r->verifier ? "on" : "off");
+    for (int k = 0; k < GRID_N; k++) {
+        const struct point *p = &r->grid[k];
+        if (p->hits)
+            fprintf(dat, "%.5f %.5f %.2f\n", ratio(p->wrong, p->hits), ratio(p->hits, p->n), p->t);
+    }
+    fprintf(dat, "\n\n");
+    fprintf(dat, "# %s verifier=%s at the default threshold\n", r->set, r->verifier ? "on" : "off");
+    fprintf(dat, "%.5f %.5f %.2f\n\n\n", ratio(r->at_default.wrong, r->at_default.hits),
+            ratio(r->at_default.hits, r->at_default.n), (double)default_t);
+}
+
+static void plot_pairs(FILE *dat, const struct pair_run *r)
+{
+    fprintf(dat, "# qqp verifier=%s: 1-precision recall threshold\n", r->verifier ? "on" : "off");
+    for (int k = 0; k < GRID_N; k++)
+        if (r->tp[k] + r->fp[k])
+            fprintf(dat, "%.5f %.5f %.2f\n", ratio(r->fp[k], r->tp[k] + r->fp[k]),
+                    ratio(r->tp[k], r->pos), grid_t(k));
+    fprintf(dat, "\n\n");
+    fprintf(dat, "# qqp verifier=%s at the default threshold\n", r->verifier ? "on" : "off");
+    fprintf(dat, "%.5f %.5f %.2f\n\n\n", ratio(r->fp_d, r->tp_d + r->fp_d), ratio(r->tp_d, r->pos),
+            (double)default_t);
+}
+
+/* gnuplot script: one panel per set; index 4k+0/1 = verifier on curve/point,
+ * 4k+2/3 = verifier off. */
+static int write_plot(const char *out, int panels, const char *const *titles, bool have_png)
+{
+    char path[4096], cmd[8300];
+    FILE *gp;
+
+    snprintf(path, sizeof(path), "%s/plot.gp", out);
+    gp = fopen(path, "w");
+    if (!gp)
+        return -1;
+    fprintf(gp, "# Written by bench/eval.c; run from %s: gnuplot plot.gp\n", out);
+    fprintf(gp, "set terminal pngcairo size %d,480 font 'sans,10'\n", 520 * panels);
+    fprintf(gp, "set output 'hit_quality.png'\n");
+    fprintf(gp,
+            "set multiplot layout 1,%d title 'parrot builtin embedder: hit rate vs wrong-hit "
+            "share (thresholds 0.%d-0.%d; dot = default %.2f)'\n",
+            panels, GRID_LO, GRID_HI, (double)default_t);
+    fprintf(gp, "set grid\nset key bottom right\nset yrange [0:1]\n");
+    for (int i = 0; i < panels; i++) {
+        bool pairs = strcmp(titles[i], "qqp") == 0;
+        fprintf(gp, "set title '%s'\nset xrange [0:%s]\n", titles[i], pairs ? "0.6" : "0.3");
+        fprintf(gp, "set xlabel '%s'\nset ylabel '%s'\n",
+                pairs ? "1 - precision (non-duplicates among hits)" : "wrong-hit share",
+                pairs ? "recall (duplicates that hit)" : "hit rate");
+        fprintf(gp,
+                "plot 'plot.dat' index %d with lines lw 2 lc rgb '#1f77b4' title 'verifier on', "
+                "'' index %d with points pt 7 ps 1.5 lc rgb '#1f77b4' notitle, "
+                "'' index %d with lines lw 2 dt 2 lc rgb '#d62728' title 'verifier off', "
+                "'' index %d with points pt 7 ps 1.5 lc rgb '#d62728' notitle\n",
+                4 * i, 4 * i + 1, 4 * i + 2, 4 * i + 3);
+    }
+    fprintf(gp, "unset multiplot\n");
+    fclose(gp);
+    if (!have_png)
+        return 1;
+    snprintf(cmd, sizeof(cmd), "cd '%s' && gnuplot plot.gp", out);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void usage(const char *argv0)
+{
+    fprintf(stderr,
+            "usage: %s [--datasets DIR] [--out DIR] [--only clinc150|banking77|qqp] "
+            "[--dump FILE]\n",
+            argv0);
+}
+
+int main(int argc, char **argv)
+{
+    const char *datasets = "../shared/datasets", *out = "bench/eval", *only = NULL;
+    const char *dump_path = NULL;
+    struct items c_train = {0}, c_val = {0}, c_oos = {0}, b_train = {0}, b_test = {0}, qqp = {0};
+    struct intent_run *runs = calloc(4, sizeof(*runs));
+    struct pair_run pr[2];
+    static struct point abl[4][GRID_N]; /* table on/off x verifier on, then off */
+    struct speed sp;
+    const char *titles[3];
+    int panels = 0;
+    bool do_c, do_b, do_q, have_gnuplot;
+    double t_start = now_s(), cal2 = 1, cal5 = 1, total;
+    char path[4096];
+    FILE *dat;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--datasets") == 0 && i + 1 < argc) {
+            datasets = argv[++i];
+        } else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out = argv[++i];
+        } else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+            only = argv[++i];
+        } else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc) {
+            dump_path = argv[++i];
+        } else {
+            usage(argv[0]);
+            return 2;
+        }
+    }
+    if (!runs)
+        return 1;
+    do_c = !only || strcmp(only, "clinc150") == 0;
+    do_b = !only || strcmp(only, "banking77") == 0;
+    do_q = !only || strcmp(only, "qqp") == 0;
+    NOW = (int64_t)time(NULL);
+    {
+        struct embedder *e;
+        if (embed_builtin_new(&e) != 0)
+            return 1;
+        default_t = embedder_threshold(e);
+        embedder_free(e);
+    }
+    if ((do_c && (read_jsonl(datasets, "clinc150/train.jsonl", false, &c_train) ||
+                  read_jsonl(datasets, "clinc150/val.jsonl", false, &c_val) ||
+                  read_jsonl(datasets, "clinc150/oos_val.jsonl", false, &c_oos))) ||
+        (do_b && (read_csv(datasets, "banking77/train.csv", &b_train) ||
+                  read_csv(datasets, "banking77/test.csv", &b_test))) ||
+        (do_q && read_jsonl(datasets, "qqp/dev.jsonl", true, &qqp))) {
+        fprintf(stderr, "eval: cannot read the datasets under %s (--datasets DIR)\n", datasets);
+        return 1;
+    }
+    mkdir(out, 0755);
+    snprintf(path, sizeof(path), "%s/results.tsv", out);
+    tsv = fopen(path, "w");
+    snprintf(path, sizeof(path), "%s/results.md", out);
+    md = fopen(path, "w");
+    if (!tsv || !md) {
+        fprintf(stderr, "eval: cannot write under %s\n", out);
+        return 1;
+    }
+    if (dump_path && !(dump = fopen(dump_path, "w")))
+        return 1;
+    fprintf(tsv, "set\tembedder\tverifier\tthreshold\tqueries\thits\tcorrect\twrong\thit_rate\t"
+                 "wrong_share\toos_queries\toos_hits\toos_rate\tprecision\trecall\troc_auc\n");
+    printf("datasets: %s\n", datasets);
+    if (do_c) {
+        printf("clinc150: cache %zu, queries %zu + %zu out of scope\n", c_train.n, c_val.n,
+               c_oos.n);
+        run_intents("clinc150", &c_train, &c_val, &c_oos, true, &runs[0]);
+        run_intents("clinc150", &c_train, &c_val, &c_oos, false, &runs[1]);
+        cal2 = calibrate(runs[0].grid, TARGET_WRONG, TARGET_OOS);
+        cal5 = calibrate(runs[0].grid, 0.05, 0.02);
+    }
+    if (do_b) {
+        printf("banking77: cache %zu, queries %zu\n", b_train.n, b_test.n);
+        run_intents("banking77", &b_train, &b_test, NULL, true, &runs[2]);
+        run_intents("banking77", &b_train, &b_test, NULL, false, &runs[3]);
+    }
+    if (do_q) {
+        printf("qqp: %zu pairs\n", qqp.n);
+        run_pairs(&qqp, true, &pr[0]);
+        run_pairs(&qqp, false, &pr[1]);
+    }
+    if (do_c) {
+        struct embed_builtin_opts with = {false}, without = {true};
+        run_ablation(&with, true, &c_train, &c_val, &c_oos, abl[0]);
+        run_ablation(&without, true, &c_train, &c_val, &c_oos, abl[1]);
+        run_ablation(&with, false, &c_train, &c_val, &c_oos, abl[2]);
+        run_ablation(&without, false, &c_train, &c_val, &c_oos, abl[3]);
+    }
+    time_embedder(do_c ? &c_val : do_b ? &b_test : &qqp, &sp);
+    total = now_s() - t_start;
+
+    fprintf(md, "# Hit quality of the built-in embedder\n\n");
+    fprintf(md,
+            "Written by `make eval` (bench/eval.c) from the sets in `%s`; all numbers are "
+            "in `results.tsv`, the curves in `hit_quality.png`. Embedder `%s`, %u dimensions, "
+            "default threshold %.2f. Hit rate and wrong-hit share count in-scope queries; "
+            "out-of-scope queries are counted apart.\n",
+            datasets, sp.name, sp.dim, (double)default_t);
+    if (do_c) {
+        md_intent_table("CLINC150 (cache: train 15,000; queries: val 3,000 + oos_val 100)",
+                        &runs[0], &runs[1], true, cal2);
+        fprintf(md,
+                "\nCalibrated on CLINC150 val, verifier on: the threshold with the highest hit "
+                "rate at which the wrong-hit share is <= %.0f%% and out-of-scope false hits "
+                "<= %.0f%% is **%.2f** (hit rate %.3f; the embedder's default is %.2f). For "
+                "<= 5%% / <= 2%% it is %.2f (hit rate %.3f).\n",
+                TARGET_WRONG * 100, TARGET_OOS * 100, cal2, rate_at(runs[0].grid, cal2),
+                (double)default_t, cal5, rate_at(runs[0].grid, cal5));
+        md_reasons("CLINC150", &runs[1].at_default, true);
+    }
+    if (do_b) {
+        md_intent_table("BANKING77 (cache: train; queries: test), not tuned on", &runs[2], &runs[3],
+                        false, 1.0);
+        md_reasons("BANKING77", &runs[3].at_default, false);
+    }
+    if (do_q) {
+        fprintf(md,
+                "\n### Quora question pairs (qqp/dev, %zu pairs, %zu duplicates), not tuned "
+                "on\n\n",
+                pr[0].n, pr[0].pos);
+        fprintf(md,
+                "ROC-AUC of the similarity: verifier off %.3f; verifier on (a rejected pair "
+                "scores lowest) %.3f.\n\n",
+                pr[1].auc, pr[0].auc);
+        fprintf(md,
+                "| threshold | verifier | precision | recall | hits |\n|---|---|---|---|---|\n");
+        for (size_t i = 0; i < sizeof(SHOWN) / sizeof(SHOWN[0]); i++) {
+            int k = (int)lround(SHOWN[i] * 100) - GRID_LO;
+            if (fabs(SHOWN[i] - default_t) < 1e-6)
+                continue;
+            for (int v = 0; v < 2; v++)
+                fprintf(md, "| %.2f | %s | %.3f | %.3f | %zu |\n", SHOWN[i], v ? "off" : "on",
+                        ratio(pr[v].tp[k], pr[v].tp[k] + pr[v].fp[k]),
+                        ratio(pr[v].tp[k], pr[v].pos), pr[v].tp[k] + pr[v].fp[k]);
+        }
+        for (int v = 0; v < 2; v++)
+            fprintf(md, "| %.2f **default** | %s | %.3f | %.3f | %zu |\n", (double)default_t,
+                    v ? "off" : "on", ratio(pr[v].tp_d, pr[v].tp_d + pr[v].fp_d),
+                    ratio(pr[v].tp_d, pr[v].pos), pr[v].tp_d + pr[v].fp_d);
+        fprintf(md, "\nQQP: of the verifier-off hits at the default threshold, the ones the "
+                    "verifier turns down, by reason\n\n| reason | duplicates | not duplicates "
+                    "|\n|---|---|---|\n");
+        for (int r = 1; r < VERIFY_REASONS; r++)
+            fprintf(md, "| %s | %zu | %zu |\n", verify_reason_name(r), pr[1].reject[r][0],
+                    pr[1].reject[r][1]);
+    }
+    if (do_c) {
+        fprintf(md,
+                "\n### CLINC150: the word-frequency table's share\n\nThe same protocol "
+                "through the store alone (no exact-match map), with and without the compiled-in "
+                "word-frequency table.\n\n");
+        fprintf(md, "| threshold | word table | verifier | hit rate | wrong-hit share | "
+                    "out-of-scope false hits |\n|---|---|---|---|---|---|\n");
+        for (size_t i = 0; i < sizeof(SHOWN) / sizeof(SHOWN[0]) + 1; i++) {
+            double t = i < sizeof(SHOWN) / sizeof(SHOWN[0]) ? SHOWN[i] : default_t;
+            int k = (int)lround(t * 100) - GRID_LO;
+            if (i < sizeof(SHOWN) / sizeof(SHOWN[0]) && fabs(t - default_t) < 1e-6)
+                continue;
+            for (int v = 0; v < 4; v++)
+                fprintf(md, "| %.2f%s | %s | %s | %.3f | %.3f | %.3f |\n", t,
+                        fabs(t - default_t) < 1e-6 ? " **default**" : "",
+                        v & 1 ? "absent" : "built in", v & 2 ? "off" : "on",
+                        ratio(abl[v][k].hits, abl[v][k].n), ratio(abl[v][k].wrong, abl[v][k].hits),
+                        ratio(abl[v][k].oos_hits, abl[v][k].oos_n));
+        }
+        {
+            double t0 = calibrate(abl[0], TARGET_WRONG, TARGET_OOS);
+            double t1 = calibrate(abl[1], TARGET_WRONG, TARGET_OOS);
+            double t2 = calibrate(abl[2], 0.05, 0.02), t3 = calibrate(abl[3], 0.05, 0.02);
+            fprintf(md,
+                    "\nHighest hit rate at <= 2%% wrong and <= 1%% out of scope, verifier on: "
+                    "with the table %.3f (at %.2f), without it %.3f (at %.2f). At <= 5%% / "
+                    "2%%, verifier off (the embedder alone): with %.3f (at %.2f), without "
+                    "%.3f (at %.2f).\n",
+                    rate_at(abl[0], t0), t0, rate_at(abl[1], t1), t1, rate_at(abl[2], t2), t2,
+                    rate_at(abl[3], t3), t3);
+        }
+    }
+    fprintf(md, "\n### Speed\n\n");
+    fprintf(md,
+            "Embedding: %.2f us per query (mean over %s queries, %.1f words each, one "
+            "thread). Lookup (chat_lookup, hits): %.1f us mean. Whole evaluation: %.0f s.\n",
+            sp.us_per_embed,
+            do_c   ? "CLINC150 val"
+            : do_b ? "BANKING77 test"
+                   : "QQP",
+            sp.words, lookups ? lookup_us_total / (double)lookups : 0.0, total);
+
+    snprintf(path, sizeof(path), "%s/plot.dat", out);
+    dat = fopen(path, "w");
+    if (!dat)
+        return 1;
+    if (do_c) {
+        plot_series(dat, &runs[0]);
+        plot_series(dat, &runs[1]);
+        titles[panels++] = "CLINC150";
+    }
+    if (do_b) {
+        plot_series(dat, &runs[2]);
+        plot_series(dat, &runs[3]);
+        titles[panels++] = "BANKING77";
+    }
+    if (do_q) {
+        plot_pairs(dat, &pr[0]);
+        plot_pairs(dat, &pr[1]);
+        titles[panels++] = "qqp";
+    }
+    fclose(dat);
+    have_gnuplot = system("command -v gnuplot >/dev/null 2>&1") == 0;
+    switch (write_plot(out, panels, titles, have_gnuplot)) {
+    case 0: printf("plot: %s/hit_quality.png\n", out); break;
+    case 1:
+        printf("plot: gnuplot is not installed (apt-get install gnuplot-nox); wrote %s/plot.gp "
+               "and plot.dat\n",
+               out);
+        break;
+    default: printf("plot: gnuplot failed; see %s/plot.gp\n", out); break;
+    }
+
+    if (do_c)
+        printf("clinc150 @%.2f: verifier on: hit %.3f wrong %.3f oos %.3f | off: hit %.3f wrong "
+               "%.3f oos %.3f | calibrated(2%%) %.2f (5%%) %.2f\n",
+               (double)default_t, ratio(runs[0].at_default.hits, runs[0].at_default.n),
+               ratio(runs[0].at_default.wrong, runs[0].at_default.hits),
+               ratio(runs[0].at_default.oos_hits, runs[0].at_default.oos_n),
+               ratio(runs[1].at_default.hits, runs[1].at_default.n),
+               ratio(runs[1].at_default.wrong, runs[1].at_default.hits),
+               ratio(runs[1].at_default.oos_hits, runs[1].at_default.oos_n), cal2, cal5);
+    if (do_b)
+        printf("banking77 @%.2f: verifier on: hit %.3f wrong %.3f | off: hit %.3f wrong %.3f\n",
+               (double)default_t, ratio(runs[2].at_default.hits, runs[2].at_default.n),
+               ratio(runs[2].at_default.wrong, runs[2].at_default.hits),
+               ratio(runs[3].at_default.hits, runs[3].at_default.n),
+               ratio(runs[3].at_default.wrong, runs[3].at_default.hits));
+    if (do_q)
+        printf("qqp @%.2f: auc on %.3f off %.3f | on: P %.3f R %.3f | off: P %.3f R %.3f\n",
+               (double)default_t, pr[0].auc, pr[1].auc, ratio(pr[0].tp_d, pr[0].tp_d + pr[0].fp_d),
+               ratio(pr[0].tp_d, pr[0].pos), ratio(pr[1].tp_d, pr[1].tp_d + pr[1].fp_d),
+               ratio(pr[1].tp_d, pr[1].pos));
+    printf("embed: %.2f us/query (%u dims); lookup %.1f us; total %.1f s\n", sp.us_per_embed,
+           sp.dim, lookups ? lookup_us_total / (double)lookups : 0.0, total);
+    fclose(tsv);
+    fclose(md);
+    if (dump)
+        fclose(dump);
+    items_free(&c_train);
+    items_free(&c_val);
+    items_free(&c_oos);
+    items_free(&b_train);
+    items_free(&b_test);
+    items_free(&qqp);
+    free(runs);
+    return 0;
+}
