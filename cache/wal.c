@@ -286,8 +286,9 @@ struct buf {
     size_t len, cap;
 };
 
-/* Room for extra more bytes; 0 or -ENOMEM. */
-static int buf_reserve(struct buf *b, size_t extra)
+/* Room for extra more bytes, growing by doubling but not beyond limit (unless
+ * the bytes themselves need more); 0 or -ENOMEM. */
+static int buf_reserve(struct buf *b, size_t extra, size_t limit)
 {
     size_t need = b->len + extra, cap = b->cap ? b->cap : 64 * 1024;
     uint8_t *p;
@@ -296,6 +297,8 @@ static int buf_reserve(struct buf *b, size_t extra)
         return 0;
     while (cap < need)
         cap *= 2;
+    if (cap > limit)
+        cap = need > limit ? need : limit;
     p = realloc(b->p, cap);
     if (!p)
         return -ENOMEM;
@@ -917,7 +920,7 @@ static int nf_begin(struct newfile *nf, struct vfs *vfs, const char *dir, const 
     nf->h.created_ms = now_ms;
     nf->h.base_seq = base_seq;
     hdr_set_salt(&nf->h, new_salt(old_salt));
-    rc = buf_reserve(&nf->b, V1_HDR);
+    rc = buf_reserve(&nf->b, V1_HDR, SIZE_MAX);
     if (rc)
         return rc;
     v1_header_encode(nf->b.p, &nf->h);
@@ -940,7 +943,7 @@ static int nf_flush(struct newfile *nf)
 static int nf_add(struct newfile *nf, const struct rec *rec)
 {
     uint8_t *p;
-    int rc = buf_reserve(&nf->b, V1_REC + (size_t)rec->len);
+    int rc = buf_reserve(&nf->b, V1_REC + (size_t)rec->len, SIZE_MAX);
 
     if (rc)
         return rc;
@@ -1096,7 +1099,7 @@ int wal_append(struct wal *w, uint8_t type, const void *data, size_t len, uint64
     } else if (w->pending.len + w->held + need > w->cap) {
         rc = -ENOBUFS;
     } else {
-        rc = buf_reserve(&w->pending, need);
+        rc = buf_reserve(&w->pending, need, w->cap);
     }
     if (rc == -ENOBUFS || rc == -ENOMEM) {
         rc = -ENOBUFS;
@@ -1190,13 +1193,26 @@ void wal_status(struct wal *w, struct wal_status *st)
 /* Writer: under mu, hands what is pending to the writer (into spare). */
 static void take(struct wal *w)
 {
+    size_t n = w->pending.len;
+    uint64_t at = w->good_off + w->un.len + w->spare.len; /* where these records go */
+
     if (!w->pending_recs)
         return;
-    buf_swap(&w->pending, &w->spare);
-    w->held += w->spare.len;
+    if (!w->spare.len) {
+        buf_swap(&w->pending, &w->spare);
+    } else {
+        /* absorb() ran out of memory last time and spare still holds older
+         * records: these go after them, never before. */
+        if (buf_reserve(&w->spare, n, w->cap) != 0)
+            return; /* leave them pending for the next round */
+        memcpy(w->spare.p + w->spare.len, w->pending.p, n);
+        w->spare.len += n;
+        w->pending.len = 0;
+    }
+    w->held += n;
     w->un_last = w->next_seq - 1;
     w->last_group = w->pending_recs;
-    seek_note(&w->idx, w->next_seq - w->pending_recs, w->good_off + w->un.len);
+    seek_note(&w->idx, w->next_seq - w->pending_recs, at);
     w->pending_recs = 0;
     w->st.writes++;
 }
@@ -1211,7 +1227,7 @@ static int absorb(struct wal *w)
         buf_swap(&w->un, &w->spare);
         return 0;
     }
-    if (buf_reserve(&w->un, w->spare.len))
+    if (buf_reserve(&w->un, w->spare.len, w->cap))
         return -ENOMEM;
     memcpy(w->un.p + w->un.len, w->spare.p, w->spare.len);
     w->un.len += w->spare.len;

@@ -131,9 +131,9 @@ int journal_decode_put(const void *data, size_t len, struct journal_put *p)
     rc = rc ? rc : get_str(&rd, &r->usage, &r->usage_len);
     /* Absent is only allowed where the format says so, and the text and the
      * model are C strings: a NUL inside them cannot round-trip. */
-    if (rc == 0 && (rd.p != rd.end || !r->model || !r->body || !r->sse || r->body_len == 0 ||
-                    memchr(r->model, '\0', model_len) ||
-                    (p->text && memchr(p->text, '\0', text_len))))
+    if (rc == 0 &&
+        (rd.p != rd.end || !r->model || !r->body || !r->sse || r->body_len == 0 ||
+         memchr(r->model, '\0', model_len) || (p->text && memchr(p->text, '\0', text_len))))
         rc = -EBADMSG;
     if (rc) {
         journal_put_fini(p);
