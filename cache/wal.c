@@ -65,6 +65,8 @@
  */
 #include "cache/wal.h"
 
+#include "cache/le.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -98,32 +100,6 @@
 
 static const uint8_t magic[MAGIC_LEN] = {'P', 'A', 'R', 'R', 'O', 'T', 'W', 'L'};
 
-/* ---- little-endian fields ---- */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)v);
-    put32(p + 4, (uint32_t)(v >> 32));
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
-}
-
 /* ---- CRC32C ---- */
 
 static uint32_t crc_tab[8][256]; /* [k][b]: CRC of byte b followed by k zero bytes */
@@ -152,7 +128,7 @@ static void crc_init(void)
 static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n)
 {
     while (n >= 8) {
-        uint32_t lo = get32(p) ^ c, hi = get32(p + 4);
+        uint32_t lo = le_get32(p) ^ c, hi = le_get32(p + 4);
 
         c = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^ crc_tab[5][(lo >> 16) & 0xff] ^
             crc_tab[4][lo >> 24] ^ crc_tab[3][hi & 0xff] ^ crc_tab[2][(hi >> 8) & 0xff] ^
@@ -440,7 +416,7 @@ static void hdr_set_salt(struct hdr *h, uint64_t salt)
 {
     uint8_t b[8];
 
-    put64(b, salt);
+    le_put64(b, salt);
     h->salt = salt;
     h->salt_crc = wal_crc32c(0, b, 8);
 }
@@ -454,18 +430,18 @@ static enum hdr_verdict v1_header(const uint8_t *p, size_t n, struct hdr *h, con
         *why = "file shorter than its header";
         return HDR_BAD;
     }
-    if (get32(p + 44) != wal_crc32c(0, p, 44)) {
+    if (le_get32(p + 44) != wal_crc32c(0, p, 44)) {
         *why = "header checksum mismatch";
         return HDR_BAD;
     }
-    if (get32(p + 12) != V1_HDR || get32(p + 40) != 0) {
+    if (le_get32(p + 12) != V1_HDR || le_get32(p + 40) != 0) {
         *why = "header size or flags not those of version 1";
         return HDR_BAD;
     }
     h->size = V1_HDR;
-    hdr_set_salt(h, get64(p + 16));
-    h->created_ms = (int64_t)get64(p + 24);
-    h->base_seq = get64(p + 32);
+    hdr_set_salt(h, le_get64(p + 16));
+    h->created_ms = (int64_t)le_get64(p + 24);
+    h->base_seq = le_get64(p + 32);
     if (h->base_seq == 0 || h->base_seq >= SEQ_LIMIT) {
         *why = "first sequence number out of range";
         return HDR_BAD;
@@ -488,9 +464,9 @@ static int v1_record(struct rd *r, const struct hdr *h, uint64_t off, uint64_t l
         *why = "record header cut short by the end of the file";
         return rc == -ENODATA ? 1 : rc;
     }
-    crc = get32(p);
-    len = get32(p + 4);
-    seq = get64(p + 8);
+    crc = le_get32(p);
+    len = le_get32(p + 4);
+    seq = le_get64(p + 8);
     if (len > WAL_MAX_PAYLOAD) {
         *why = "record length over the maximum";
         return 1;
@@ -567,7 +543,7 @@ static int scan_header(struct rd *r, struct scan *s)
         s->why = "file shorter than its header";
         return -EBADMSG;
     }
-    version = get32(p + MAGIC_LEN);
+    version = le_get32(p + MAGIC_LEN);
     s->h.version = version;
     if (version > WAL_VERSION) {
         s->state = WAL_STATE_TOO_NEW;
@@ -836,13 +812,13 @@ int wal_policy_parse(const char *s, enum wal_policy *p)
 static void v1_header_encode(uint8_t *p, const struct hdr *h)
 {
     memcpy(p, magic, MAGIC_LEN);
-    put32(p + 8, WAL_VERSION);
-    put32(p + 12, V1_HDR);
-    put64(p + 16, h->salt);
-    put64(p + 24, (uint64_t)h->created_ms);
-    put64(p + 32, h->base_seq);
-    put32(p + 40, 0);
-    put32(p + 44, wal_crc32c(0, p, 44));
+    le_put32(p + 8, WAL_VERSION);
+    le_put32(p + 12, V1_HDR);
+    le_put64(p + 16, h->salt);
+    le_put64(p + 24, (uint64_t)h->created_ms);
+    le_put64(p + 32, h->base_seq);
+    le_put32(p + 40, 0);
+    le_put32(p + 44, wal_crc32c(0, p, 44));
 }
 
 /* Fills in the crc of every record in p[0..len) for a file with h's salt. */
@@ -852,10 +828,10 @@ static void v1_seal(uint8_t *p, size_t len, const struct hdr *h)
 
     while (off < len) {
         uint8_t *r = p + off;
-        uint32_t plen = get32(r + 4);
+        uint32_t plen = le_get32(r + 4);
         uint32_t c = wal_crc32c(h->salt_crc, r + 4, V1_REC - 4);
 
-        put32(r, wal_crc32c(c, r + V1_REC, plen));
+        le_put32(r, wal_crc32c(c, r + V1_REC, plen));
         off += V1_REC + (size_t)plen;
     }
 }
@@ -863,9 +839,9 @@ static void v1_seal(uint8_t *p, size_t len, const struct hdr *h)
 /* Record header with a zero crc (v1_seal fills it in). */
 static void v1_rec_encode(uint8_t *p, uint8_t type, uint64_t seq, uint32_t len)
 {
-    put32(p, 0);
-    put32(p + 4, len);
-    put64(p + 8, seq);
+    le_put32(p, 0);
+    le_put32(p + 4, len);
+    le_put64(p + 8, seq);
     p[16] = type;
     p[17] = p[18] = p[19] = 0;
 }
