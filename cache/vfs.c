@@ -414,14 +414,23 @@ static int ft_truncate(struct vfs *v, struct vfs_file *f, uint64_t size)
     return rc;
 }
 
-static int ft_rename(struct vfs *v, const char *from, const char *to)
+/* -EIO once the simulated crash happened: a dead process does no more I/O. */
+static int crashed(struct fault *ft)
 {
-    struct fault *ft = fault_of(v);
     int rc;
 
     pthread_mutex_lock(&ft->mu);
     rc = ft->st.crashed ? -EIO : 0;
     pthread_mutex_unlock(&ft->mu);
+    return rc;
+}
+
+static int ft_rename(struct vfs *v, const char *from, const char *to)
+{
+    struct fault *ft = fault_of(v);
+    int rc;
+
+    rc = crashed(ft);
     if (rc)
         return rc;
     rc = os_rename(v, from, to);
@@ -453,9 +462,7 @@ static int ft_unlink(struct vfs *v, const char *path)
     struct fault *ft = fault_of(v);
     int rc;
 
-    pthread_mutex_lock(&ft->mu);
-    rc = ft->st.crashed ? -EIO : 0;
-    pthread_mutex_unlock(&ft->mu);
+    rc = crashed(ft);
     if (rc)
         return rc;
     rc = os_unlink(v, path);
@@ -472,9 +479,7 @@ static int ft_sync_dir(struct vfs *v, const char *dir)
     struct fault *ft = fault_of(v);
     int rc;
 
-    pthread_mutex_lock(&ft->mu);
-    rc = ft->st.crashed ? -EIO : 0;
-    pthread_mutex_unlock(&ft->mu);
+    rc = crashed(ft);
     return rc ? rc : os_sync_dir(v, dir);
 }
 
