@@ -312,11 +312,23 @@ static int read_csv(const char *dir, const char *name, struct items *out)
 
 /* ---- the lookup path ---- */
 
+/* o as compact JSON; o is freed. Out of memory ends the eval. */
+static char *print_and_free(cJSON *o)
+{
+    char *s = cJSON_PrintUnformatted(o);
+
+    cJSON_Delete(o);
+    if (!s) {
+        fprintf(stderr, "eval: out of memory\n");
+        exit(1);
+    }
+    return s;
+}
+
 /* The request body a client would send for this question. */
 static char *request_body(const char *text)
 {
     cJSON *o = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(o, "messages"), *m;
-    char *s;
 
     cJSON_AddStringToObject(o, "model", "gpt-4o-mini");
     m = cJSON_CreateObject();
@@ -327,20 +339,13 @@ static char *request_body(const char *text)
     cJSON_AddStringToObject(m, "role", "user");
     cJSON_AddStringToObject(m, "content", text);
     cJSON_AddItemToArray(msgs, m);
-    s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s) {
-        fprintf(stderr, "eval: out of memory\n");
-        exit(1);
-    }
-    return s;
+    return print_and_free(o);
 }
 
 /* The provider's answer: a chat.completion whose content is the label. */
 static char *answer_body(const char *label)
 {
     cJSON *o = cJSON_CreateObject(), *choices = cJSON_AddArrayToObject(o, "choices"), *c, *m, *u;
-    char *s;
 
     cJSON_AddStringToObject(o, "id", "chatcmpl-eval");
     cJSON_AddStringToObject(o, "object", "chat.completion");
@@ -357,13 +362,7 @@ static char *answer_body(const char *label)
     cJSON_AddNumberToObject(u, "prompt_tokens", 20);
     cJSON_AddNumberToObject(u, "completion_tokens", 5);
     cJSON_AddNumberToObject(u, "total_tokens", 25);
-    s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!s) {
-        fprintf(stderr, "eval: out of memory\n");
-        exit(1);
-    }
-    return s;
+    return print_and_free(o);
 }
 
 /* chat_req_init on the request for text, from tenant auth. -1 when the
