@@ -54,6 +54,8 @@
 #define BACKOFF_FIRST_MS 500
 #define BACKOFF_MAX_MS   8000
 #define REQ_HEADERS_MAX  160
+/* Reset easy handles kept for reuse, at most. */
+#define EASY_SPARE 256
 
 struct provider {
     char *base_url;
@@ -128,6 +130,8 @@ struct up_pool {
     struct up_xfer *active;    /* pool thread only */
     struct curl_waitfd *watch; /* pool thread only: poll set for client fds */
     struct up_xfer **watch_x;
+    CURL *spare[EASY_SPARE]; /* pool thread only */
+    size_t nspare;
     long next_tick;
     uint64_t rng;
 };
@@ -313,11 +317,20 @@ static void unlist(struct up_pool *p, struct up_xfer *x)
         x->next->prev = x->prev;
 }
 
+/* Easy handles are reset and kept for the next attempt: creating one costs
+ * a large zeroed allocation and several more, on every request otherwise. */
 static void drop_easy(struct up_xfer *x)
 {
+    struct up_pool *p = x->pool;
+
     if (x->easy) {
-        curl_multi_remove_handle(x->pool->multi, x->easy);
-        curl_easy_cleanup(x->easy);
+        curl_multi_remove_handle(p->multi, x->easy);
+        if (p->nspare < EASY_SPARE) {
+            curl_easy_reset(x->easy);
+            p->spare[p->nspare++] = x->easy;
+        } else {
+            curl_easy_cleanup(x->easy);
+        }
         x->easy = NULL;
     }
     curl_slist_free_all(x->headers);
@@ -407,7 +420,7 @@ static bool start_attempt(struct up_pool *p, struct up_xfer *x, long now)
     x->errbuf[0] = '\0';
     x->started = x->last_io = now;
 
-    x->easy = curl_easy_init();
+    x->easy = p->nspare ? p->spare[--p->nspare] : curl_easy_init();
     if (!x->easy)
         goto oom;
     for (size_t i = 0; i < x->nlines; i++) {
@@ -974,6 +987,8 @@ void up_pool_free(struct up_pool *p)
         x->queued = false;
         xfer_unref(x);
     }
+    while (p->nspare > 0)
+        curl_easy_cleanup(p->spare[--p->nspare]);
     curl_multi_cleanup(p->multi);
     pthread_mutex_destroy(&p->lock);
     for (size_t i = 0; i < p->nprov; i++)
