@@ -1763,6 +1763,16 @@ static int check_file(const struct wal_opts *o, struct vfs *vfs, char **dir, cha
     return rc;
 }
 
+/* Releases what check_file() handed out. */
+static void check_done(struct vfs *vfs, struct rd *r, char *dir, char *path)
+{
+    if (r->f)
+        vfs->close(vfs, r->f);
+    free(r->buf);
+    free(dir);
+    free(path);
+}
+
 int wal_check(const struct wal_opts *o, struct wal_report *rep)
 {
     struct vfs *vfs = o && o->vfs ? o->vfs : vfs_os();
@@ -1773,11 +1783,7 @@ int wal_check(const struct wal_opts *o, struct wal_report *rep)
 
     if (rc == 0 && (s.state == WAL_STATE_TORN_TAIL || s.state == WAL_STATE_CORRUPT))
         rc = -EBADMSG;
-    if (r.f)
-        vfs->close(vfs, r.f);
-    free(r.buf);
-    free(dir);
-    free(path);
+    check_done(vfs, &r, dir, path);
     return rc;
 }
 
@@ -1814,10 +1820,6 @@ int wal_repair(const struct wal_opts *o, struct wal_report *rep)
         msg_set(rep, "wal %s: repair failed (%s); the file was left as it was", path, err_name(rc));
 out:
     nf_fini(&nf);
-    if (r.f)
-        vfs->close(vfs, r.f);
-    free(r.buf);
-    free(dir);
-    free(path);
+    check_done(vfs, &r, dir, path);
     return rc;
 }
