@@ -43,6 +43,12 @@ struct chat {
     atomic_uint_fast64_t journal_errors;
 };
 
+/* Bytes an answer occupies in the store, for its memory accounting. */
+static size_t rendered_size(const struct cmpl_rendered *cr)
+{
+    return sizeof(*cr) + cr->body_len + cr->sse_len + cr->usage_len + strlen(cr->model) + 4;
+}
+
 static void payload_free(void *p)
 {
     struct cmpl_rendered *r = p;
@@ -383,8 +389,7 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
     a.vec = vec_of(ch, r);
     a.text = r->key.lookup_text;
     a.payload = cr;
-    a.payload_size =
-        sizeof(*cr) + cr->body_len + cr->sse_len + cr->usage_len + strlen(cr->model) + 4;
+    a.payload_size = rendered_size(cr);
     a.cost = (double)(cr->prompt_tokens + cr->completion_tokens);
     a.now = now;
     a.ttl = r->ttl;
@@ -444,8 +449,7 @@ static int put_entry(struct chat *ch, struct journal_put *p, uint64_t *id)
     a.vec = vec;
     a.text = p->text;
     a.payload = cr;
-    a.payload_size =
-        sizeof(*cr) + cr->body_len + cr->sse_len + cr->usage_len + strlen(cr->model) + 4;
+    a.payload_size = rendered_size(cr);
     a.cost = p->cost;
     a.now = p->created;
     a.ttl = p->expires ? p->expires - p->created : 0;
