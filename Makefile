@@ -33,7 +33,7 @@ FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit asan run fmt lint deps run-deps clean bench eval fuzz
+.PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz
 
 all: $(BUILD)/parrot
 
@@ -69,9 +69,16 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 
-# Side-by-side benchmarks (not part of make test).
-bench: $(BUILD)/bench/lookup_bench
+# Side-by-side benchmarks against ../shared/bench (not part of make test):
+# writes bench/results.md, .tsv and .png; see docs/bench.md.
+BENCH_BIN := $(BUILD)/bench/lookup_bench $(BUILD)/bench/hnsw_bench $(BUILD)/bench/wal_bench
+bench: bench-deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	./$(BUILD)/bench/lookup_bench
+	bash bench/run.sh
+
+bench-deps:
+	@sh deploy/install-deps.sh --check --bench >/dev/null 2>&1 || sh deploy/install-deps.sh --bench
 
 # Hit quality on the third-party sets in ../shared/datasets (DATASETS= overrides).
 DATASETS ?= ../shared/datasets

@@ -6,12 +6,14 @@
 # one with the cache (exact and semantic hits) and one with --cache false
 # (the miss path: pure proxying). Each scenario alternates peer and parrot
 # BENCH_ROUNDS times with the same wrk command and keeps the medians.
-# Writes a markdown table to $1 (default bench/results-http.md).
+# Writes a markdown table to $1 (default bench/results-http.md) and, when $2
+# is given, the ratios as `key value` lines to $2 (for bench/run.sh).
 #
 # Needs: nginx, wrk (Debian packages), build/parrot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-bench/results-http.md}
+kv=${2:-/dev/null}
 shared=${SHARED_BENCH:-../shared/bench}
 secs=${BENCH_SECONDS:-5}
 rounds=${BENCH_ROUNDS:-3}
@@ -92,6 +94,8 @@ for r in $(seq "$rounds"); do
     echo "round $r done"
 done
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+added() { echo $(($(stat "$1-$2" 3) - $(stat "origin-$2" 3))); }
 # Medians per name: rps p50 p99 errors
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 stat() { # name column
@@ -113,15 +117,20 @@ stat() { # name column
     echo
     echo "| ratio | t2c64 | t1c1 |"
     echo "|---|---|---|"
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
-    row() { # label numerator-name denominator-name column
-        echo "| $1 | $(ratio "$(stat "$2-t2c64" "$4")" "$(stat "$3-t2c64" "$4")") | $(ratio "$(stat "$2-t1c1" "$4")" "$(stat "$3-t1c1" "$4")") |"
+    row() { # label key numerator-name denominator-name column
+        local a b
+        a=$(ratio "$(stat "$3-t2c64" "$5")" "$(stat "$4-t2c64" "$5")")
+        b=$(ratio "$(stat "$3-t1c1" "$5")" "$(stat "$4-t1c1" "$5")")
+        echo "| $1 | $a | $b |"
+        printf '%s_t2c64 %s\n%s_t1c1 %s\n' "$2" "$a" "$2" "$b" >>"$kv"
     }
-    row "exact-hit throughput, parrot / nginx proxy_cache (target >= 1.0)" parrot-exact nginx-cache 2
-    row "exact-hit p99, parrot / nginx proxy_cache (target <= 1.5)" parrot-exact nginx-cache 4
-    row "semantic-hit throughput / parrot exact-hit (target >= 0.7)" parrot-semantic parrot-exact 2
-    added() { echo $(($(stat "$1-$2" 3) - $(stat "origin-$2" 3))); }
-    echo "| miss path: added p50 latency, parrot / nginx proxy_pass (target <= 2.0) | $(ratio "$(added parrot-miss t2c64)" "$(added nginx-proxy t2c64)") | $(ratio "$(added parrot-miss t1c1)" "$(added nginx-proxy t1c1)") |"
+    row "exact-hit throughput, parrot / nginx proxy_cache (target >= 1.0)" exact_rps parrot-exact nginx-cache 2
+    row "exact-hit p99, parrot / nginx proxy_cache (target <= 1.5)" exact_p99 parrot-exact nginx-cache 4
+    row "semantic-hit throughput / parrot exact-hit (target >= 0.7)" semantic_rps parrot-semantic parrot-exact 2
+    a=$(ratio "$(added parrot-miss t2c64)" "$(added nginx-proxy t2c64)")
+    b=$(ratio "$(added parrot-miss t1c1)" "$(added nginx-proxy t1c1)")
+    echo "| miss path: added p50 latency, parrot / nginx proxy_pass (target <= 2.0) | $a | $b |"
+    printf 'miss_p50_t2c64 %s\nmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
     echo
     echo "Added p50 over the origin alone, µs: parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1) (t2c64 / t1c1)."
 } >"$out"

@@ -3,10 +3,12 @@
 # by the client tests from the npm registry. Idempotent; uses sudo when not
 # run as root.
 #
-#   deploy/install-deps.sh [--check] [--run | --dev]
+#   deploy/install-deps.sh [--check] [--run | --dev | --bench]
 #     (default)  build + test dependencies
 #     --run      only what building and running parrot needs
 #     --dev      build + test + lint tools (clang-format, clang-tidy)
+#     --bench    build + test + the peers and tools of make bench (nginx, wrk,
+#                hnswlib, numpy, gnuplot)
 #     --check    install nothing; exit 0 if nothing is missing, else 1
 set -eu
 
@@ -18,7 +20,8 @@ for a in "$@"; do
     --check) check=true ;;
     --run) set_=run ;;
     --dev) set_=dev ;;
-    *) echo "usage: $0 [--check] [--run|--dev]" >&2; exit 2 ;;
+    --bench) set_=bench ;;
+    *) echo "usage: $0 [--check] [--run|--dev|--bench]" >&2; exit 2 ;;
     esac
 done
 
@@ -26,6 +29,7 @@ pkgs="build-essential pkg-config ca-certificates libmicrohttpd-dev libcurl4-open
 libcjson-dev libssl-dev"
 [ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev"
 [ "$set_" = dev ] && pkgs="$pkgs clang-format clang-tidy"
+[ "$set_" = bench ] && pkgs="$pkgs nginx wrk python3-hnswlib python3-numpy gnuplot-nox"
 
 missing=""
 for p in $pkgs; do

@@ -62,7 +62,12 @@
 #define OUT_HIGH        (256u << 10) /* pause the provider above this much unsent data */
 #define OUT_LOW         (64u << 10)  /* and resume it below this */
 #define REQ_HEADERS_MAX 128
-#define REQ_ID_MAX      128
+/* MHD's per-connection memory pool: request line and headers must fit in it
+ * (else MHD answers 431 itself). MHD zeroes the whole pool between requests
+ * on a kept-alive connection, so its size is paid on every request: 64 KiB
+ * holds any sane header block at half the cost of 128 KiB. */
+#define CONN_POOL  (64u << 10)
+#define REQ_ID_MAX 128
 
 enum xstate {
     XS_NEW,       /* the handler has not seen the request yet */
@@ -1127,7 +1132,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)((c->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(128 * 1024), MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        (size_t)CONN_POOL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not permitted)", c->listen);
         goto fail;

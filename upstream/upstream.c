@@ -44,6 +44,7 @@
 
 /* Response header block cap; a provider sending more is treated as broken. */
 #define HEAD_MAX (64 * 1024)
+#define HEAD_MIN 2048 /* first allocation of a response header block; grows by doubling */
 #define HEAD_N   128
 /* Client sockets watched per poll, at most; the rest are not watched. */
 #define WATCH_MAX 8192
@@ -89,7 +90,7 @@ struct up_xfer {
 
     /* Received header block of the current response. */
     char *head;
-    size_t head_len;
+    size_t head_len, head_cap;
     bool head_done;
     bool head_overflow;
 
@@ -618,10 +619,19 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud)
         x->head_overflow = true;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (!x->head) {
-        x->head = malloc(HEAD_MAX);
-        if (!x->head)
+    if (x->head_len + n > x->head_cap) {
+        /* Grow from a small block: a fixed 64 KiB per transfer made glibc
+         * trim and re-grow its heap on every request (sysmalloc, madvise). */
+        size_t cap = x->head_cap ? x->head_cap : HEAD_MIN;
+        char *h;
+
+        while (cap < x->head_len + n)
+            cap *= 2;
+        h = realloc(x->head, cap < HEAD_MAX ? cap : HEAD_MAX);
+        if (!h)
             return 0;
+        x->head = h;
+        x->head_cap = cap < HEAD_MAX ? cap : HEAD_MAX;
     }
     memcpy(x->head + x->head_len, p, n);
     x->head_len += n;
