@@ -28,8 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LIST_DEFAULT    100
-#define LIST_MAX        1000
+#define LIST_DEFAULT     100
+#define LIST_MAX         1000
 #define PARTITIONS_SHOWN 100
 
 /* Which entries a call is about; every criterion set must hold. */
@@ -205,6 +205,7 @@ static cJSON *entry_json(const struct ctx *x, const struct store_entry *e)
     struct store_entry_info in;
     const struct cmpl_rendered *cr;
     char hex[2 * STORE_KEY_LEN + 1];
+    int64_t created_s, expires_s, age_s;
     cJSON *o = cJSON_CreateObject();
 
     if (!o)
@@ -218,12 +219,16 @@ static cJSON *entry_json(const struct ctx *x, const struct store_entry *e)
         cJSON_AddStringToObject(o, "partition", hex);
     }
     cJSON_AddStringToObject(o, "model", model_of(&in));
-    cJSON_AddNumberToObject(o, "created", (double)(in.created / 1000));
+    /* Whole seconds, as OpenAI's "created". */
+    created_s = in.created / 1000;
+    expires_s = in.expires / 1000;
+    age_s = (x->now - in.created) / 1000;
+    cJSON_AddNumberToObject(o, "created", (double)created_s);
     if (in.expires)
-        cJSON_AddNumberToObject(o, "expires_at", (double)(in.expires / 1000));
+        cJSON_AddNumberToObject(o, "expires_at", (double)expires_s);
     else
         cJSON_AddNullToObject(o, "expires_at");
-    cJSON_AddNumberToObject(o, "age_seconds", (double)((x->now - in.created) / 1000));
+    cJSON_AddNumberToObject(o, "age_seconds", (double)age_s);
     cJSON_AddNumberToObject(o, "hits", (double)in.hits);
     cJSON_AddNumberToObject(o, "bytes", (double)in.size);
     cJSON_AddNumberToObject(o, "prompt_tokens", cr ? (double)cr->prompt_tokens : 0);
@@ -447,7 +452,7 @@ static int invalidation_filter(struct ctx *x, const cJSON *body, struct filter *
     v = cJSON_GetObjectItemCaseSensitive(body, "radius");
     if (it || v) {
         const struct embedder *emb = chat_embedder(x->ad->chat);
-        if (!cJSON_IsString(it) || !*it->valuestring)
+        if (!it || !cJSON_IsString(it) || !*it->valuestring)
             return bad_request(x, "text", "text must be a non-empty string (used with radius).");
         if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
             return bad_request(x, "radius",
@@ -550,7 +555,8 @@ static int tally(void *ud, const struct store_entry *e)
 
 static int cmp_count(const void *a, const void *b)
 {
-    const struct part_count *x = *(struct part_count *const *)a, *y = *(struct part_count *const *)b;
+    const struct part_count *x = *(struct part_count *const *)a,
+                            *y = *(struct part_count *const *)b;
 
     return x->entries < y->entries ? 1 : x->entries > y->entries ? -1 : 0;
 }

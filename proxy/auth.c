@@ -85,8 +85,8 @@ static int parse_entry(struct auth *a, const char *s, size_t n, const char *wher
         return -1;
     }
     if (tl > AUTH_TENANT_MAX) {
-        snprintf(err, errlen, "%s, entry %u: the tenant is longer than %d characters", where,
-                 line, AUTH_TENANT_MAX);
+        snprintf(err, errlen, "%s, entry %u: the tenant is longer than %d characters", where, line,
+                 AUTH_TENANT_MAX);
         return -1;
     }
     for (size_t i = 0; i < tl; i++)
