@@ -292,7 +292,8 @@ static int list_entries(struct ctx *x)
     log_str(&x->lr, "after", after);
     if (select_entries(x, &f, &p) != 0)
         return -ENOMEM;
-    qsort(p.refs, p.n, sizeof(*p.refs), cmp_ref);
+    if (p.n > 1) /* qsort's base must not be NULL, even for no elements */
+        qsort(p.refs, p.n, sizeof(*p.refs), cmp_ref);
     doc = cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "object", "list");
     data = cJSON_AddArrayToObject(doc, "data");
@@ -600,7 +601,8 @@ static int stats(struct ctx *x)
     cJSON_AddNumberToObject(doc, "stores", (double)cc.stores);
     cJSON_AddNumberToObject(doc, "store_skipped", (double)cc.store_skipped);
     cJSON_AddNumberToObject(doc, "wal_dropped", (double)cc.journal_errors);
-    qsort(t.v, t.n, sizeof(*t.v), cmp_count);
+    if (t.n > 1) /* qsort's base must not be NULL, even for no elements */
+        qsort(t.v, t.n, sizeof(*t.v), cmp_count);
     parts = cJSON_AddArrayToObject(doc, "by_partition");
     for (size_t i = 0; parts && i < t.n && i < PARTITIONS_SHOWN; i++) {
         char hex[2 * STORE_KEY_LEN + 1];
