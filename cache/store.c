@@ -471,6 +471,60 @@ int store_delete(struct store *s, uint64_t id)
     return e ? 0 : -ENOENT;
 }
 
+int store_remove(struct store *s, const struct store_ref *r)
+{
+    struct store_entry *e;
+
+    pthread_rwlock_wrlock(&s->lock);
+    e = map_get(&s->exact, r->exact);
+    if (e && r->id && e->id != r->id)
+        e = NULL;
+    if (e)
+        remove_entry(s, e);
+    pthread_rwlock_unlock(&s->lock);
+    return e ? 0 : -ENOENT;
+}
+
+void store_entry_describe(const struct store_entry *e, struct store_entry_info *out)
+{
+    out->id = e->id;
+    out->partition = e->part ? e->part->key : NULL;
+    out->exact = e->exact;
+    out->created = e->created;
+    out->expires = e->expires;
+    out->hits = atomic_load_explicit(&e->hits, memory_order_relaxed);
+    out->size = e->size;
+    out->cost = e->cost;
+    out->vec = e->vec;
+    out->text = e->text;
+    out->payload = e->payload;
+}
+
+int store_scan(struct store *s, store_visit_fn visit, void *ud)
+{
+    int rc = 0;
+
+    pthread_rwlock_rdlock(&s->lock);
+    for (size_t i = 0; i < s->nall && rc == 0; i++)
+        rc = visit(ud, s->all[i]);
+    pthread_rwlock_unlock(&s->lock);
+    return rc;
+}
+
+struct store_entry *store_get_id(struct store *s, uint64_t id)
+{
+    uint8_t key[MAP_KEY_LEN];
+    struct store_entry *e;
+
+    map_id_key(id, key);
+    pthread_rwlock_rdlock(&s->lock);
+    e = map_get(&s->ids, key);
+    if (e)
+        atomic_fetch_add(&e->refs, 1);
+    pthread_rwlock_unlock(&s->lock);
+    return e;
+}
+
 void store_get_stats(struct store *s, struct store_stats *st)
 {
     pthread_rwlock_rdlock(&s->lock);

@@ -84,6 +84,45 @@ struct store_entry *store_get_semantic(struct store *s, const uint8_t *partition
 /* Remove the entry with this id. 0 or -ENOENT. */
 int store_delete(struct store *s, uint64_t id);
 
+/* An entry as the admin API names it: its id now, and its exact key, which
+ * is what the write-ahead log knows it by (ids are not stable across
+ * restarts). */
+struct store_ref {
+    uint64_t id;
+    uint8_t exact[STORE_KEY_LEN];
+};
+
+/* Remove the entry stored under r->exact, only if its id is r->id (0: any
+ * id). The id check keeps a delete decided on an old entry from removing
+ * the newer answer that replaced it meanwhile. 0 or -ENOENT. */
+int store_remove(struct store *s, const struct store_ref *r);
+
+/* Everything about one entry, for listing. Pointers stay valid while the
+ * caller holds the entry (a reference, or the scan's lock). */
+struct store_entry_info {
+    uint64_t id;
+    const uint8_t *partition, *exact; /* STORE_KEY_LEN bytes each */
+    int64_t created, expires;         /* wall clock ms; expires 0 = never */
+    uint64_t hits;
+    size_t size; /* bytes accounted */
+    double cost;
+    const float *vec; /* dim floats, or NULL */
+    const char *text; /* may be NULL */
+    const void *payload;
+};
+
+void store_entry_describe(const struct store_entry *e, struct store_entry_info *out);
+
+/* Call visit on every entry, in no particular order, under the read lock
+ * (visit must not block or call back into the store); a non-zero return
+ * stops the scan and is returned. */
+typedef int (*store_visit_fn)(void *ud, const struct store_entry *e);
+int store_scan(struct store *s, store_visit_fn visit, void *ud);
+
+/* The entry with this id, or NULL; the caller owns a reference. Unlike a
+ * lookup it does not count as a hit. */
+struct store_entry *store_get_id(struct store *s, uint64_t id);
+
 void store_entry_unref(struct store_entry *e);
 uint64_t store_entry_id(const struct store_entry *e);
 int64_t store_entry_created(const struct store_entry *e);  /* milliseconds */

@@ -95,6 +95,16 @@ static const struct option options[] = {
      "take the tenant from this request header instead of a hash of Authorization"},
     {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,
      "put every client in this one cache scope (only if you vouch for all clients)"},
+    {"client-keys-file", T_STR, F(client_keys_file), NULL, 0, 0, O_OPTIONAL,
+     "file of 'KEY TENANT' lines (mode o-rwx): /v1/* then needs one of these keys as "
+     "Authorization: Bearer KEY, and the key's tenant selects the cache"},
+    {"client-keys", T_STR, F(client_keys), NULL, 0, 0, O_SECRET | O_OPTIONAL,
+     "client keys as 'KEY TENANT' entries separated by commas or newlines (file or env only)"},
+    {"admin-key", T_STR, F(admin_key), NULL, 0, 0, O_SECRET | O_OPTIONAL,
+     "key for the /admin/ API, sent as Authorization: Bearer KEY; unset = admin API off "
+     "(file or env only)"},
+    {"admin-show-prompts", T_BOOL, F(admin_show_prompts), "false", 0, 0, 0,
+     "let /admin/entries show each entry's prompt text"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))

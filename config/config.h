@@ -4,8 +4,8 @@
  * default, environment name and help text. Values are layered:
  *     defaults < config file (--config FILE) < environment (PARROT_*) < flags
  * and every value remembers which layer set it (--print-config shows it).
- * Secrets (the upstream key) are accepted from the file and the environment
- * only, never from flags, so they do not show up in `ps`.
+ * Secrets (the upstream key, client keys, the admin key) are accepted from the file and the
+ * environment only, never from flags, so they do not show up in `ps`.
  *
  * Not thread-safe: load once in main() before any thread starts; afterwards
  * the struct is read-only and may be shared by all threads.
@@ -68,6 +68,10 @@ struct cfg {
     bool verifier;               /* run the hit verifier on semantic candidates */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */
+    char *client_keys_file;      /* "KEY TENANT" lines, or NULL */
+    char *client_keys;           /* secret: "KEY TENANT" entries, or NULL */
+    char *admin_key;             /* secret: enables the admin API, or NULL */
+    bool admin_show_prompts;     /* /admin/entries may show lookup texts */
     char *config_file;           /* the file that was loaded, or NULL */
     enum cfg_source source[CFG_MAX_OPTIONS];
 };

@@ -42,7 +42,7 @@ if [ "$set_" != run ]; then
     # its own npm); else take Debian's.
     command -v node >/dev/null 2>&1 || missing="$missing nodejs"
     command -v npm >/dev/null 2>&1 || missing="$missing npm"
-    [ -d "$here/test/node_modules/openai" ] || sdk_ok=false
+    [ -d "$here/test/node_modules/openai" ] && [ -d "$here/test/node_modules/yaml" ] || sdk_ok=false
 fi
 
 if $check; then

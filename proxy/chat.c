@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,10 @@ struct chat {
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
     struct wal *wal; /* NULL: the cache lives in memory only */
     atomic_uint_fast64_t journal_errors;
+    /* Stores hold it shared and deletes exclusive, each across its store
+     * change and its log append, so the log records a delete and a store
+     * of the same key in the order they happened in memory. */
+    pthread_rwlock_t log_order;
 };
 
 /* Bytes an answer occupies in the store, for its memory accounting. */
@@ -67,6 +72,10 @@ int chat_new(const struct cfg *c, struct chat **out)
 
     if (!ch)
         return -ENOMEM;
+    if (pthread_rwlock_init(&ch->log_order, NULL) != 0) {
+        free(ch);
+        return -ENOMEM;
+    }
     if ((rc = embed_builtin_new(&ch->emb)) != 0)
         goto fail;
     so.dim = embedder_dim(ch->emb);
@@ -99,6 +108,7 @@ void chat_free(struct chat *ch)
     store_free(ch->store);
     embedder_free(ch->emb);
     flight_free(ch->flights);
+    pthread_rwlock_destroy(&ch->log_order);
     free(ch);
 }
 
@@ -406,7 +416,9 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
         if (journal_encode_put(&jp, &jbuf) != 0)
             buf_free(&jbuf);
     }
+    pthread_rwlock_rdlock(&ch->log_order);
     if (store_put(ch->store, &a, &id) != 0) {
+        pthread_rwlock_unlock(&ch->log_order);
         why = "out of memory";
         goto skip;
     }
@@ -414,6 +426,7 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
      * WAL's own thread and never holds this request up. */
     if (ch->wal && (!jbuf.p || wal_append(ch->wal, JOURNAL_PUT, jbuf.p, jbuf.len, NULL) != 0))
         atomic_fetch_add(&ch->journal_errors, 1);
+    pthread_rwlock_unlock(&ch->log_order);
     buf_free(&jbuf);
     r->stored = true;
     atomic_fetch_add(&ch->stores, 1);
@@ -461,16 +474,33 @@ static int put_entry(struct chat *ch, struct journal_put *p, uint64_t *id)
 struct replay_ctx {
     struct chat *ch;
     int64_t now;
-    uint64_t loaded, expired, unreadable;
+    uint64_t loaded, expired, unreadable, deleted;
 };
+
+/* A logged admin delete: drop what the log holds under each key by now. */
+static void replay_del(struct replay_ctx *rc, const uint8_t (*keys)[JOURNAL_KEY_LEN], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct store_ref ref = {.id = 0};
+        memcpy(ref.exact, keys[i], JOURNAL_KEY_LEN);
+        if (store_remove(rc->ch->store, &ref) == 0)
+            rc->deleted++;
+    }
+}
 
 static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, void *ud)
 {
     struct replay_ctx *rc = ud;
     struct journal_put p;
+    const uint8_t(*keys)[JOURNAL_KEY_LEN];
+    size_t nkeys;
     uint64_t id;
 
     (void)seq;
+    if (type == JOURNAL_DEL && journal_decode_del(payload, len, &keys, &nkeys) == 0) {
+        replay_del(rc, keys, nkeys);
+        return 0;
+    }
     if (type != JOURNAL_PUT || journal_decode_put(payload, len, &p) != 0) {
         /* Valid framing (the CRC matched) but a record this version does
          * not know: skip it rather than refuse to start. */
@@ -524,8 +554,10 @@ int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64
         return rc;
     }
     snprintf(msg, msglen,
-             "%s: %llu entries loaded, %llu expired, %llu unreadable records skipped%s%s", rep.path,
-             (unsigned long long)ctx.loaded, (unsigned long long)ctx.expired,
+             "%s: %llu entries loaded, %llu expired, %llu deleted, %llu unreadable records "
+             "skipped%s%s",
+             rep.path, (unsigned long long)(ctx.loaded - ctx.deleted),
+             (unsigned long long)ctx.expired, (unsigned long long)ctx.deleted,
              (unsigned long long)ctx.unreadable, rep.truncated ? "; " : "",
              rep.truncated ? rep.message : "");
     return 0;
@@ -628,4 +660,73 @@ int chat_metrics(struct chat *ch, struct buf *b)
                      ws.error != 0, true);
     }
     return rc ? -ENOMEM : 0;
+}
+
+void chat_get_counters(struct chat *ch, struct chat_counters *out)
+{
+    out->hits_exact = atomic_load(&ch->hits_exact);
+    out->hits_semantic = atomic_load(&ch->hits_semantic);
+    out->hits_coalesced = atomic_load(&ch->hits_coalesced);
+    out->misses = atomic_load(&ch->misses);
+    out->bypasses = atomic_load(&ch->bypasses);
+    out->refused = atomic_load(&ch->refused);
+    out->stores = atomic_load(&ch->stores);
+    out->store_skipped = atomic_load(&ch->store_skipped);
+    out->journal_errors = atomic_load(&ch->journal_errors);
+}
+
+struct store *chat_entries(struct chat *ch)
+{
+    return ch->store;
+}
+
+const struct embedder *chat_embedder(struct chat *ch)
+{
+    return ch->emb;
+}
+
+/* Log keys[0..n) as one DEL record; false when the log refused it. */
+static bool log_del(struct chat *ch, const uint8_t (*keys)[JOURNAL_KEY_LEN], size_t n)
+{
+    struct buf b = {0};
+    bool ok = journal_encode_del(keys, n, &b) == 0 &&
+              wal_append(ch->wal, JOURNAL_DEL, b.p, b.len, NULL) == 0;
+
+    buf_free(&b);
+    if (!ok)
+        atomic_fetch_add(&ch->journal_errors, 1);
+    return ok;
+}
+
+int chat_delete(struct chat *ch, const struct store_ref *refs, size_t n, size_t *removed,
+                bool *logged)
+{
+    uint8_t(*keys)[JOURNAL_KEY_LEN] = NULL;
+    size_t nk = 0;
+
+    *removed = 0;
+    *logged = true;
+    if (ch->wal && n > 0) {
+        keys = malloc((n < JOURNAL_DEL_MAX ? n : JOURNAL_DEL_MAX) * sizeof(*keys));
+        if (!keys)
+            return -ENOMEM;
+    }
+    pthread_rwlock_wrlock(&ch->log_order);
+    for (size_t i = 0; i < n; i++) {
+        if (store_remove(ch->store, &refs[i]) != 0)
+            continue; /* gone already, or replaced by a newer answer */
+        (*removed)++;
+        if (!keys)
+            continue;
+        memcpy(keys[nk++], refs[i].exact, JOURNAL_KEY_LEN);
+        if (nk == JOURNAL_DEL_MAX) {
+            *logged &= log_del(ch, keys, nk);
+            nk = 0;
+        }
+    }
+    if (nk > 0)
+        *logged &= log_del(ch, keys, nk);
+    pthread_rwlock_unlock(&ch->log_order);
+    free(keys);
+    return 0;
 }

@@ -24,7 +24,10 @@
 struct cJSON;
 struct cfg;
 struct chat;
+struct embedder;
+struct store;
 struct store_entry;
+struct store_ref;
 
 enum chat_verdict {
     CHAT_BYPASS, /* ask the provider; the cache is not involved (or only stores) */
@@ -124,5 +127,27 @@ void chat_flight_done(struct chat *ch, struct chat_req *r);
 
 /* Prometheus text for the cache's counters. */
 int chat_metrics(struct chat *ch, struct buf *out);
+
+/* ---- for the admin API ---- */
+
+struct chat_counters {
+    uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
+    uint64_t stores, store_skipped, journal_errors;
+};
+
+void chat_get_counters(struct chat *ch, struct chat_counters *out);
+
+/* The entry store and the embedder, for reading. Remove entries through
+ * chat_delete(), which logs the removal. */
+struct store *chat_entries(struct chat *ch);
+const struct embedder *chat_embedder(struct chat *ch);
+
+/* Remove refs[0..n) (see store_remove) and log one DEL record per
+ * JOURNAL_DEL_MAX removed keys, so the removal survives a restart. *removed
+ * gets how many entries were removed; *logged is false when the log could
+ * not take the record (the entries are gone from memory all the same).
+ * Returns 0 or -ENOMEM. */
+int chat_delete(struct chat *ch, const struct store_ref *refs, size_t n, size_t *removed,
+                bool *logged);
 
 #endif

@@ -147,6 +147,34 @@ int journal_decode_put(const void *data, size_t len, struct journal_put *p)
     return 0;
 }
 
+int journal_encode_del(const uint8_t (*keys)[JOURNAL_KEY_LEN], size_t n, struct buf *out)
+{
+    uint8_t head[5] = {VERSION};
+
+    if (n == 0 || n > JOURNAL_DEL_MAX)
+        return -EINVAL;
+    le_put32(head + 1, (uint32_t)n);
+    if (buf_append(out, head, sizeof(head), MAX) != 0)
+        return -ENOMEM;
+    return buf_append(out, keys, n * JOURNAL_KEY_LEN, MAX) ? -ENOMEM : 0;
+}
+
+int journal_decode_del(const void *data, size_t len, const uint8_t (**keys)[JOURNAL_KEY_LEN],
+                       size_t *n)
+{
+    const uint8_t *p = data;
+    uint32_t count;
+
+    if (len < 5 || p[0] != VERSION)
+        return -EBADMSG;
+    count = le_get32(p + 1);
+    if (count == 0 || count > JOURNAL_DEL_MAX || len - 5 != (size_t)count * JOURNAL_KEY_LEN)
+        return -EBADMSG;
+    *keys = (const uint8_t(*)[JOURNAL_KEY_LEN])(p + 5);
+    *n = count;
+    return 0;
+}
+
 void journal_put_fini(struct journal_put *p)
 {
     free(p->text);

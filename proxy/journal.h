@@ -17,6 +17,15 @@
  *   then five byte strings, each a u32 length and the bytes, in this order:
  *   lookup text, model, JSON body, SSE replay, usage chunk; a length of
  *   0xffffffff means "absent" (no lookup text, no usage).
+ *
+ * DEL payload, version 1: entries removed through the admin API (delete or
+ * invalidate). Replay removes whatever entry the log holds under each exact
+ * key at that point, exactly as the live delete did, so a restart does not
+ * bring deleted answers back; a later PUT for the key adds it again.
+ *   u8   version (1)
+ *   u32  count, 1..JOURNAL_DEL_MAX
+ *   then count exact keys of 32 bytes each; nothing follows.
+ * A parrot that predates DEL skips these records as unreadable.
  * Pure functions; any thread.
  */
 #ifndef PARROT_JOURNAL_H
@@ -29,7 +38,9 @@
 #include "proxy/completion.h"
 
 #define JOURNAL_PUT     1
+#define JOURNAL_DEL     2
 #define JOURNAL_KEY_LEN 32
+#define JOURNAL_DEL_MAX 4096 /* keys per DEL record: 128 KiB */
 
 struct journal_put {
     int64_t created, expires;
@@ -49,5 +60,14 @@ int journal_decode_put(const void *data, size_t len, struct journal_put *p);
 /* Free what journal_decode_put() allocated, except p->r when its ownership
  * was taken (then zero it first). */
 void journal_put_fini(struct journal_put *p);
+
+/* Append the DEL payload for keys[0..n) (1 <= n <= JOURNAL_DEL_MAX) to
+ * out. Returns 0, -EINVAL for a bad n, or -ENOMEM. */
+int journal_encode_del(const uint8_t (*keys)[JOURNAL_KEY_LEN], size_t n, struct buf *out);
+
+/* Parse a DEL payload: *keys points into data (nothing is allocated).
+ * Returns 0 or -EBADMSG. */
+int journal_decode_del(const void *data, size_t len, const uint8_t (**keys)[JOURNAL_KEY_LEN],
+                       size_t *n);
 
 #endif

@@ -138,6 +138,7 @@ int main(int argc, char **argv)
     struct log_rec r;
     int sig, rc;
     long deadline;
+    bool client_keys;
 
     if (argc >= 2 && strcmp(argv[1], "wal") == 0)
         return wal_command(argc, argv);
@@ -163,11 +164,13 @@ int main(int argc, char **argv)
     }
     log_set_level((enum log_level)cfg.log_level);
     cfg_parse_addr(cfg.listen, &ss, &sl);
-    if (!cfg_addr_is_loopback(&ss) && !cfg.insecure_open) {
+    client_keys = cfg.client_keys_file || cfg.client_keys;
+    if (!cfg_addr_is_loopback(&ss) && !client_keys && !cfg.insecure_open) {
         fprintf(stderr,
                 "parrot: refusing to listen on %s, which is not a loopback address: anyone "
-                "who can reach it could spend your provider credits. Bind 127.0.0.1, or pass "
-                "--insecure-open if a firewall or network policy protects this port.\n",
+                "who can reach it could spend your provider credits. Bind 127.0.0.1, configure "
+                "client keys (client-keys-file), or pass --insecure-open if a firewall or "
+                "network policy protects this port.\n",
                 cfg.listen);
         cfg_fini(&cfg);
         return 2;
@@ -176,6 +179,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "parrot: %s\n", err);
         cfg_fini(&cfg);
         return 2;
+    }
+    for (size_t i = 0; client_keys && i < nprov; i++) {
+        /* A client's Authorization then carries its parrot key, which must
+         * never reach a provider: each provider needs its own key. */
+        if (!provs[i].key) {
+            fprintf(stderr,
+                    "parrot: client keys are configured, so parrot does not forward the "
+                    "client's key; upstream %s needs a provider key (set PARROT_UPSTREAM_KEY, "
+                    "upstream-key in the config file, or ;key-env=VAR on the upstream)\n",
+                    provs[i].base_url);
+            cfg_fini(&cfg);
+            return 2;
+        }
     }
     if (prepare_data_dir(cfg.data_dir, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
@@ -221,6 +237,8 @@ int main(int argc, char **argv)
     log_int(&r, "providers", (long long)nprov);
     log_str(&r, "data_dir", cfg.data_dir);
     log_bool(&r, "upstream_key", cfg.upstream_key != NULL);
+    log_bool(&r, "client_keys", client_keys);
+    log_bool(&r, "admin_api", cfg.admin_key != NULL);
     log_end(&r);
 
     sig = wait_for_signal(&sigs);

@@ -33,6 +33,8 @@
 #include "proxy/server.h"
 
 #include "config/config.h"
+#include "proxy/admin.h"
+#include "proxy/auth.h"
 #include "proxy/buf.h"
 #include "proxy/chat.h"
 #include "proxy/headers.h"
@@ -86,6 +88,8 @@ struct server {
     struct up_pool *pool;
     struct chat *chat;    /* NULL when the cache is off */
     struct ratelimit *rl; /* NULL when no rate limit is set */
+    struct auth *auth;
+    struct admin admin;
     struct MHD_Daemon *mhd;
     char addr[64];
     atomic_bool draining;
@@ -102,7 +106,8 @@ struct exch {
     char *uri; /* raw request target, with the query string */
     const char *method;
     char id[REQ_ID_MAX + 1];
-    bool client_id; /* the client chose the request id */
+    bool client_id;     /* the client chose the request id */
+    const char *tenant; /* the client key's tenant, when client keys are on */
     struct timespec t0;
 
     /* Request body. */
@@ -790,13 +795,16 @@ static enum MHD_Result chat_route(struct exch *x)
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return queue_error(x, &x->err);
     }
-    chat_req_init(s->chat, x->chat, doc, x->body.p, x->body.len,
-                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
-                  s->cfg->tenant_header
-                      ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, s->cfg->tenant_header)
-                      : NULL,
-                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
-                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
+    /* With client keys the key's tenant is the scope, not the key itself. */
+    chat_req_init(
+        s->chat, x->chat, doc, x->body.p, x->body.len,
+        x->tenant ? NULL : MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
+        x->tenant ? x->tenant
+        : s->cfg->tenant_header
+            ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, s->cfg->tenant_header)
+            : NULL,
+        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
+        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
     x->chat->owner = x;
     cJSON_Delete(doc);
     if (!s->chat)
@@ -861,6 +869,32 @@ static enum MHD_Result metrics(struct exch *x)
                         MHD_RESPMEM_MUST_FREE);
 }
 
+static const char *query_arg(void *conn, const char *name)
+{
+    return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static enum MHD_Result admin_route(struct exch *x, const char *path)
+{
+    struct admin_reply rep;
+    struct admin_call c = {
+        .method = x->method,
+        .path = path,
+        .authorization = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
+        .body = x->body.p,
+        .body_len = x->body.len,
+        .arg = query_arg,
+        .arg_ud = x->conn,
+    };
+
+    if (admin_handle(&x->srv->admin, &c, wall_now(), &rep) != 0) {
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return queue_error(x, &x->err);
+    }
+    return queue_buffer(x, rep.status, "application/json", rep.body, rep.len,
+                        MHD_RESPMEM_MUST_FREE);
+}
+
 static enum MHD_Result route(struct exch *x, const char *path)
 {
     struct server *s = x->srv;
@@ -903,6 +937,8 @@ static enum MHD_Result route(struct exch *x, const char *path)
         }
         return queue_json(x, 200, "{\"status\":\"ready\"}");
     }
+    if (strncmp(path, "/admin", 6) == 0 && (path[6] == '\0' || path[6] == '/'))
+        return admin_route(x, path);
     if (plen < 3 || strncmp(x->uri, "/v1", 3) != 0 || (plen > 3 && x->uri[3] != '/')) {
         oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
                       "Invalid URL (%s %.200s).", x->method, path);
@@ -912,6 +948,16 @@ static enum MHD_Result route(struct exch *x, const char *path)
         oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",
                       "parrot is shutting down; retry the request.");
         return queue_error(x, &x->err);
+    }
+    if (auth_has_client_keys(s->auth)) {
+        x->tenant = auth_client(
+            s->auth, MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"));
+        if (!x->tenant) {
+            oai_error_set(&x->err, 401, "invalid_request_error", NULL, "invalid_api_key",
+                          "Missing or unknown API key: send Authorization: Bearer <key> with a "
+                          "client key configured in this parrot.");
+            return queue_error(x, &x->err);
+        }
     }
     if (strcmp(path, "/v1/chat/completions") == 0 && strcmp(x->method, "POST") == 0)
         return chat_route(x);
@@ -1094,6 +1140,9 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
         snprintf(err, errlen, "cannot set up the cache (out of memory)");
         goto fail;
     }
+    if (auth_new(c, &s->auth, err, errlen) != 0)
+        goto fail;
+    s->admin = (struct admin){.chat = s->chat, .auth = s->auth, .cfg = c};
     if (s->chat && c->persist) {
         char msg[1200];
         struct log_rec lr;
@@ -1156,6 +1205,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
 fail:
     chat_free(s->chat);
     rl_free(s->rl);
+    auth_free(s->auth);
     free(s);
     return -1;
 }
@@ -1189,5 +1239,6 @@ void server_stop(struct server *s)
     MHD_stop_daemon(s->mhd);
     chat_free(s->chat);
     rl_free(s->rl);
+    auth_free(s->auth);
     free(s);
 }

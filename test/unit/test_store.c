@@ -185,6 +185,53 @@ static void test_replace_same_exact_key(void **state)
     store_free(s);
 }
 
+static int count_visit(void *ud, const struct store_entry *e)
+{
+    (void)e;
+    return ++*(int *)ud == 2 ? 7 : 0;
+}
+
+/* The admin API's view: scan, look up by id, and remove by exact key only
+ * while the id still matches (a replaced entry is not removed by mistake). */
+static void test_scan_and_remove(void **state)
+{
+    struct store *s = mk(1 << 20, 8);
+    float v[DIM];
+    struct store_entry *e;
+    struct store_entry_info in;
+    struct store_ref ref;
+    uint64_t a, b;
+    int visited = 0;
+
+    (void)state;
+    vec(v, 0, 1, 0.1f);
+    a = put(s, 1, 7, v, 100, 0, 100);
+    put(s, 2, 8, v, 100, 0, 100);
+    assert_int_equal(store_scan(s, count_visit, &visited), 7); /* stopped at the second */
+    assert_int_equal(visited, 2);
+    e = store_get_id(s, a);
+    assert_non_null(e);
+    store_entry_describe(e, &in);
+    assert_int_equal(in.id, a);
+    assert_int_equal(in.hits, 0);
+    assert_non_null(in.vec);
+    ref.id = a;
+    memcpy(ref.exact, in.exact, STORE_KEY_LEN);
+    store_entry_unref(e);
+    b = put(s, 1, 7, v, 101, 0, 100); /* replaces a under the same key */
+    assert_int_equal(store_remove(s, &ref), -ENOENT);
+    ref.id = b;
+    assert_int_equal(store_remove(s, &ref), 0);
+    assert_null(store_get_id(s, b));
+    ref.id = 0;
+    key(ref.exact, 8 + 1000);                   /* as put() spells exact keys */
+    assert_int_equal(store_remove(s, &ref), 0); /* id 0: whatever holds the key */
+    visited = 0;
+    assert_int_equal(store_scan(s, count_visit, &visited), 0);
+    assert_int_equal(visited, 0);
+    store_free(s);
+}
+
 /* Past max_memory, entries go; hits protect an entry (GDSF). */
 static void test_eviction(void **state)
 {
@@ -282,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_exact_and_semantic),     cmocka_unit_test(test_ttl_and_max_age),
         cmocka_unit_test(test_replace_same_exact_key), cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_partition_index),        cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_scan_and_remove),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
