@@ -448,6 +448,10 @@ static int parse_price(const char *p, const char *end, unsigned long long *out)
     }
     for (frac = frac < 0 ? 0 : frac; frac < 6; frac++)
         v *= 10;
+    /* Up to a million dollars per million tokens: room for any real price,
+     * and token counts times it stay far from overflowing. */
+    if (v > 1000000000000ULL)
+        return CFG_EINVAL;
     *out = v;
     return 0;
 }
