@@ -23,7 +23,7 @@
 #define TOP_SLOTS 32
 #define TOP_SHOWN 10
 #define TOP_KEY   8 /* partition hash bytes kept (16 hex digits) */
-#define PICO      1e12
+#define PICO_PER_USD UINT64_C(1000000000000)
 
 /* From a cache hit's tens of microseconds to a long generation's minutes. */
 static const double bounds[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
@@ -305,6 +305,7 @@ static int render_hist(struct buf *out, struct hist *h, const char *name, const 
 int metrics_render(struct metrics *m, struct buf *out)
 {
     static const char *const chat_kind[] = {"hit", "miss", "bypass"};
+    uint64_t usd;
     int rc = 0;
 
     rc |= metrics_family(out, "parrot_start_time_seconds", "gauge",
@@ -347,8 +348,10 @@ int metrics_render(struct metrics *m, struct buf *out)
         metrics_family(out, "parrot_cost_saved_usd_total", "counter",
                        "Estimated US dollars the cache hits saved, from the prices option (models "
                        "without a price count nothing).");
-    rc |=
-        put(out, "parrot_cost_saved_usd_total %.6f\n", (double)atomic_load(&m->saved_pusd) / PICO);
+    /* Printed from the integer picodollars: exact, however small. */
+    usd = atomic_load(&m->saved_pusd);
+    rc |= put(out, "parrot_cost_saved_usd_total %" PRIu64 ".%012" PRIu64 "\n", usd / PICO_PER_USD,
+              usd % PICO_PER_USD);
     return rc ? -ENOMEM : 0;
 }
 
@@ -416,7 +419,7 @@ int metrics_json(struct metrics *m, cJSON *obj)
         !cJSON_AddNumberToObject(saved, "prompt_tokens", (double)atomic_load(&m->saved_prompt)) ||
         !cJSON_AddNumberToObject(saved, "completion_tokens",
                                  (double)atomic_load(&m->saved_completion)) ||
-        !cJSON_AddNumberToObject(saved, "usd", (double)atomic_load(&m->saved_pusd) / PICO) ||
+        !cJSON_AddNumberToObject(saved, "usd", (double)atomic_load(&m->saved_pusd) / (double)PICO_PER_USD) ||
         !cJSON_AddBoolToObject(saved, "priced", m->nprices > 0) ||
         !cJSON_AddNumberToObject(obj, "start_time", (double)m->start_time))
         return -ENOMEM;
