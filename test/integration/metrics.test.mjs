@@ -31,6 +31,15 @@ function deltas(before, now, keys) {
   return out;
 }
 
+/**
+ * Wait until parrot logged n requests. Requests are counted when
+ * libmicrohttpd reports them complete, just after the client has its
+ * answer, and logged right after that.
+ */
+function settled(parrot, n) {
+  return waitFor(() => parrot.logs().filter((l) => l.msg === 'request').length >= n, { what: `${n} request log lines` });
+}
+
 async function chat(base, text, headers = {}, extra = {}) {
   const r = await curlChat(base, ask(text, extra), { ...KEY, ...headers });
   assert.equal(r.status, 200, `${text}: ${r.status} ${r.body.slice(0, 300)}`);
@@ -61,8 +70,7 @@ test('each metric family moves with the traffic that feeds it', { timeout: TEST_
   assert.equal((await request(parrot.base, { path: '/nowhere' })).status, 404);
   assert.equal((await request(parrot.base, { path: '/healthz' })).status, 200);
 
-  // The log line of the last request is written after its answer: wait for it.
-  await waitForLog(parrot, (l) => l.path === '/healthz');
+  await settled(parrot, 12);
   const m = await metrics(parrot.base);
   const saved = 2 * (usage.prompt_tokens + usage.completion_tokens);
   assert.deepEqual(deltas(m0, m, [
@@ -132,6 +140,7 @@ test('a model without a price counts tokens but no money', { timeout: TEST_TIMEO
   const { parrot } = await startPair({ args: ['--prices', 'gpt-other=1/1'] });
   await chat(parrot.base, 'What is the tallest mountain?');
   await chat(parrot.base, 'What is the tallest mountain?');
+  await settled(parrot, 2);
   const m = await metrics(parrot.base);
   assert.ok(m['parrot_tokens_saved_total{kind="prompt"}'] > 0);
   assert.equal(m.parrot_cost_saved_usd_total, 0);
