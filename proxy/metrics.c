@@ -20,9 +20,9 @@
 #define CODES 600 /* status codes 0..599; one counter each per route */
 /* Slots of the top-misses table: Space-Saving finds every partition that
  * takes more than 1/TOP_SLOTS of the misses. */
-#define TOP_SLOTS 32
-#define TOP_SHOWN 10
-#define TOP_KEY   8 /* partition hash bytes kept (16 hex digits) */
+#define TOP_SLOTS    32
+#define TOP_SHOWN    10
+#define TOP_KEY      8 /* partition hash bytes kept (16 hex digits) */
 #define PICO_PER_USD UINT64_C(1000000000000)
 
 /* From a cache hit's tens of microseconds to a long generation's minutes. */
@@ -419,7 +419,8 @@ int metrics_json(struct metrics *m, cJSON *obj)
         !cJSON_AddNumberToObject(saved, "prompt_tokens", (double)atomic_load(&m->saved_prompt)) ||
         !cJSON_AddNumberToObject(saved, "completion_tokens",
                                  (double)atomic_load(&m->saved_completion)) ||
-        !cJSON_AddNumberToObject(saved, "usd", (double)atomic_load(&m->saved_pusd) / (double)PICO_PER_USD) ||
+        !cJSON_AddNumberToObject(saved, "usd",
+                                 (double)atomic_load(&m->saved_pusd) / (double)PICO_PER_USD) ||
         !cJSON_AddBoolToObject(saved, "priced", m->nprices > 0) ||
         !cJSON_AddNumberToObject(obj, "start_time", (double)m->start_time))
         return -ENOMEM;

@@ -1102,7 +1102,7 @@ static void log_chat(struct log_rec *r, const struct exch *x)
     if (c->verdict == CHAT_HIT) {
         const struct cmpl_rendered *a = chat_hit_answer(c);
         log_num(r, "similarity", c->sim);
-        log_int(r, "tokens_saved", (long long)(a->prompt_tokens + a->completion_tokens));
+        log_int(r, "tokens_saved", (long long)a->prompt_tokens + (long long)a->completion_tokens);
     }
     if (x->srv->cfg->log_prompts && c->key.lookup_text)
         log_strn(r, "prompt", c->key.lookup_text, c->key.lookup_len);

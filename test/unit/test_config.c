@@ -236,8 +236,8 @@ static void test_parse_prices(void **state)
     assert_int_equal(n, 0);
 
     static const char *const bad[] = {
-        "gpt", "=1/2", "m=1", "m=1/", "m=/2", "m=-1/2", "m=1/2x", "m=0.0000001/1",
-        "m=1.2.3/1", "a b=1/2", "m=1000001/1", "a=1/1,b=1/1,c=1/1,d=1/1",
+        "gpt",    "=1/2",          "m=1",       "m=1/",    "m=/2",        "m=-1/2",
+        "m=1/2x", "m=0.0000001/1", "m=1.2.3/1", "a b=1/2", "m=1000001/1", "a=1/1,b=1/1,c=1/1,d=1/1",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
@@ -262,11 +262,11 @@ static void test_parse_prices(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_prices),
-        cmocka_unit_test(test_parse_size),         cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_addr),         cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_precedence),         cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_print_masks_secret), cmocka_unit_test(test_actions),
+        cmocka_unit_test(test_parse_prices),   cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_errors),         cmocka_unit_test(test_print_masks_secret),
+        cmocka_unit_test(test_actions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -124,13 +124,20 @@ static void test_render(void **state)
     assert_true(sample(b.p, "parrot_http_requests_total{route=\"chat\",code=\"499\"}") == 1);
     assert_true(sample(b.p, "parrot_http_requests_total{route=\"metrics\",code=\"200\"}") < 0);
     /* Buckets are cumulative and end in +Inf == _count. */
-    assert_true(sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"0.0001\"}") == 1);
-    assert_true(sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"0.0025\"}") == 1);
-    assert_true(sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"0.005\"}") == 2);
-    assert_true(sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"+Inf\"}") == 2);
+    assert_true(
+        sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"0.0001\"}") ==
+        1);
+    assert_true(
+        sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"0.0025\"}") ==
+        1);
+    assert_true(
+        sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"0.005\"}") ==
+        2);
+    assert_true(
+        sample(b.p, "parrot_chat_request_duration_seconds_bucket{cache=\"hit\",le=\"+Inf\"}") == 2);
     assert_true(sample(b.p, "parrot_chat_request_duration_seconds_count{cache=\"hit\"}") == 2);
-    assert_true(fabs(sample(b.p, "parrot_chat_request_duration_seconds_sum{cache=\"hit\"}") - 0.00305) <
-                1e-6);
+    assert_true(fabs(sample(b.p, "parrot_chat_request_duration_seconds_sum{cache=\"hit\"}") -
+                     0.00305) < 1e-6);
     assert_true(sample(b.p, "parrot_chat_request_duration_seconds_count{cache=\"miss\"}") == 0);
     assert_true(sample(b.p, "parrot_upstream_first_byte_seconds_bucket{le=\"0.25\"}") == 1);
     assert_true(sample(b.p, "parrot_upstream_first_byte_seconds_count") == 1);
@@ -172,8 +179,9 @@ static void test_top_misses(void **state)
     assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(first, "model")), "gpt-hot");
     assert_true(cJSON_GetNumberValue(cJSON_GetObjectItem(first, "count")) >= 50);
     for (int i = 1; i < cJSON_GetArraySize(top); i++)
-        assert_true(cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(top, i - 1), "count")) >=
-                    cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(top, i), "count")));
+        assert_true(
+            cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(top, i - 1), "count")) >=
+            cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(top, i), "count")));
     cJSON_Delete(o);
     metrics_free(m);
 }
@@ -203,7 +211,8 @@ static void test_concurrent(void **state)
     for (int i = 0; i < 4; i++)
         pthread_join(t[i], NULL);
     assert_int_equal(metrics_render(m, &b), 0);
-    assert_true(sample(b.p, "parrot_chat_request_duration_seconds_count{cache=\"miss\"}") == 400000);
+    assert_true(sample(b.p, "parrot_chat_request_duration_seconds_count{cache=\"miss\"}") ==
+                400000);
     assert_true(sample(b.p, "parrot_http_requests_total{route=\"chat\",code=\"200\"}") == 400000);
     buf_free(&b);
     metrics_free(m);
@@ -212,9 +221,9 @@ static void test_concurrent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_routes),      cmocka_unit_test(test_prices),
-        cmocka_unit_test(test_quantiles),   cmocka_unit_test(test_render),
-        cmocka_unit_test(test_top_misses),  cmocka_unit_test(test_concurrent),
+        cmocka_unit_test(test_routes),     cmocka_unit_test(test_prices),
+        cmocka_unit_test(test_quantiles),  cmocka_unit_test(test_render),
+        cmocka_unit_test(test_top_misses), cmocka_unit_test(test_concurrent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
