@@ -1057,14 +1057,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 }
 
 /* The request's metrics: route and status, and for a chat completion its
- * latency by outcome, what a hit saved and where a miss happened. */
+ * latency by outcome, what a hit saved and where a miss happened. Requests
+ * libmicrohttpd rejected on its own are not counted. */
 static void count_request(struct exch *x, const struct timespec *now)
 {
     struct metrics *m = x->srv->met;
     const char *q = strchr(x->uri, '?');
-    enum metrics_route rt =
-        metrics_route_of(x->uri, q ? (size_t)(q - x->uri) : strlen(x->uri), x->method);
+    enum metrics_route rt;
 
+    /* libmicrohttpd answered a malformed request itself (e.g. a negative
+     * Content-Length) before the handler saw it: no method, no status. */
+    if (!x->method)
+        return;
+    rt = metrics_route_of(x->uri, q ? (size_t)(q - x->uri) : strlen(x->uri), x->method);
     metrics_request(m, rt, x->status);
     if (!x->chat || rt != MR_CHAT)
         return;
