@@ -44,6 +44,11 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
+# The dashboard page is compiled in; its C form is regenerated when it changes.
+$(BUILD)/proxy/dashboard.o: proxy/dashboard_html.inc
+proxy/dashboard_html.inc: proxy/dashboard.html proxy/dashboard_html.sh
+	sh proxy/dashboard_html.sh
+
 $(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka

@@ -16,7 +16,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { T_STR, T_UPSTREAMS, T_ADDR, T_SIZE, T_DUR, T_INT, T_BOOL, T_LEVEL, T_FLOAT };
+enum opt_type {
+    T_STR,
+    T_UPSTREAMS,
+    T_PRICES,
+    T_ADDR,
+    T_SIZE,
+    T_DUR,
+    T_INT,
+    T_BOOL,
+    T_LEVEL,
+    T_FLOAT
+};
 
 #define O_SECRET   0x1 /* masked when printed; never accepted as a flag */
 #define O_OPTIONAL 0x2 /* an empty string means "not set" */
@@ -91,6 +102,11 @@ static const struct option options[] = {
      "provider tokens per minute per client, from each answer's usage (0 = no limit)"},
     {"verifier", T_BOOL, F(verifier), "true", 0, 0, 0,
      "check numbers and negation before serving a semantic hit"},
+    {"prices", T_PRICES, F(prices), NULL, 0, 0, O_OPTIONAL,
+     "price table for the money-saved metric: MODEL=IN/OUT,... in USD per 1M input/output "
+     "tokens (unset: tokens saved are counted, money is not)"},
+    {"log-prompts", T_BOOL, F(log_prompts), "false", 0, 0, 0,
+     "put the question (last user message) in the request log line"},
     {"tenant-header", T_STR, F(tenant_header), NULL, 0, 0, O_OPTIONAL,
      "take the tenant from this request header instead of a hash of Authorization"},
     {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,
@@ -327,6 +343,14 @@ static const char *skip_space(const char *p, const char *end)
     return p;
 }
 
+/* The end of [p, end) without its trailing blanks. */
+static const char *skip_space_back(const char *p, const char *end)
+{
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    return end;
+}
+
 /* One "URL;weight=N;key-env=VAR" entry in [p, end). */
 static int parse_upstream(const char *p, const char *end, struct cfg_upstream *u, char *err,
                           size_t errlen)
@@ -334,8 +358,7 @@ static int parse_upstream(const char *p, const char *end, struct cfg_upstream *u
     const char *semi;
 
     p = skip_space(p, end);
-    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
+    end = skip_space_back(p, end);
     memset(u, 0, sizeof(*u));
     u->weight = 1;
     semi = memchr(p, ';', (size_t)(end - p));
@@ -414,10 +437,81 @@ int cfg_parse_upstreams(const char *spec, struct cfg_upstream *out, size_t max, 
     return 0;
 }
 
+/* A price in USD per million tokens ("2.5", "0.075") as millionths. */
+static int parse_price(const char *p, const char *end, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    int frac = -1;
+
+    if (p == end)
+        return CFG_EINVAL;
+    for (; p < end; p++) {
+        if (*p == '.' && frac < 0) {
+            frac = 0;
+        } else if (isdigit((unsigned char)*p) && frac < 6 && v < 1000000000000ULL) {
+            v = v * 10 + (unsigned long long)(*p - '0');
+            if (frac >= 0)
+                frac++;
+        } else {
+            return CFG_EINVAL;
+        }
+    }
+    for (frac = frac < 0 ? 0 : frac; frac < 6; frac++)
+        v *= 10;
+    /* Up to a million dollars per million tokens: room for any real price,
+     * and token counts times it stay far from overflowing. */
+    if (v > 1000000000000ULL)
+        return CFG_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int cfg_parse_prices(const char *spec, struct cfg_price *out, size_t max, size_t *n, char *err,
+                     size_t errlen)
+{
+    const char *p = spec, *end = spec + strlen(spec);
+
+    *n = 0;
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p)), *eq, *slash, *e;
+        struct cfg_price pr;
+
+        if (!comma)
+            comma = end;
+        p = skip_space(p, comma);
+        e = skip_space_back(p, comma);
+        if (p == e) {
+            p = comma + 1;
+            continue;
+        }
+        if (*n == max) {
+            snprintf(err, errlen, "too many prices (at most %zu)", max);
+            return CFG_EINVAL;
+        }
+        eq = memchr(p, '=', (size_t)(e - p));
+        slash = eq ? memchr(eq, '/', (size_t)(e - eq)) : NULL;
+        memset(&pr, 0, sizeof(pr));
+        if (!eq || eq == p || (size_t)(eq - p) >= sizeof(pr.model) || !slash ||
+            memchr(p, ' ', (size_t)(eq - p)) || parse_price(eq + 1, slash, &pr.input_pusd) ||
+            parse_price(slash + 1, e, &pr.output_pusd)) {
+            snprintf(err, errlen,
+                     "invalid price '%.*s' (expected MODEL=IN/OUT in USD per 1M tokens, "
+                     "e.g. gpt-4o-mini=0.15/0.60)",
+                     (int)(e - p), p);
+            return CFG_EINVAL;
+        }
+        memcpy(pr.model, p, (size_t)(eq - p));
+        out[(*n)++] = pr;
+        p = comma + 1;
+    }
+    return 0;
+}
+
 static const char *expect(enum opt_type t)
 {
     switch (t) {
     case T_UPSTREAMS: return "URL[;weight=N][;key-env=VAR], comma-separated";
+    case T_PRICES: return "MODEL=IN/OUT in USD per 1M tokens, comma-separated";
     case T_ADDR: return "HOST:PORT, [V6]:PORT or :PORT";
     case T_SIZE: return "a size such as 4096, 64k, 32m or 1g";
     case T_DUR: return "a duration such as 500ms, 10s, 5m or 1h";
@@ -439,8 +533,15 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
     switch (o->type) {
     case T_STR:
     case T_UPSTREAMS:
+    case T_PRICES:
     case T_ADDR: {
         char *dup, *joined = NULL;
+        if (o->type == T_PRICES) {
+            struct cfg_price ps[CFG_MAX_PRICES];
+            size_t n;
+            if (cfg_parse_prices(v, ps, CFG_MAX_PRICES, &n, err, errlen) != 0)
+                return CFG_EINVAL;
+        }
         if (o->type == T_UPSTREAMS) {
             struct cfg_upstream us[CFG_MAX_UPSTREAMS];
             size_t n;
@@ -542,7 +643,7 @@ void cfg_fini(struct cfg *c)
 {
     for (size_t i = 0; i < N_OPTIONS; i++) {
         enum opt_type t = options[i].type;
-        if (t == T_STR || t == T_UPSTREAMS || t == T_ADDR) {
+        if (t == T_STR || t == T_UPSTREAMS || t == T_PRICES || t == T_ADDR) {
             char **p = (char **)((char *)c + options[i].off);
             free(*p);
             *p = NULL;
@@ -745,6 +846,7 @@ static void print_value(const struct cfg *c, const struct option *o, FILE *out)
     switch (o->type) {
     case T_STR:
     case T_UPSTREAMS:
+    case T_PRICES:
     case T_ADDR: {
         const char *s = *(char *const *)field;
         if (!s)

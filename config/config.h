@@ -28,6 +28,14 @@ enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT };
 
 #define CFG_MAX_OPTIONS   48
 #define CFG_MAX_UPSTREAMS 32
+#define CFG_MAX_PRICES    64
+
+/* One model's price from the price table, in USD per million tokens times
+ * 10^6: that is picodollars per token, so sums stay exact integers. */
+struct cfg_price {
+    char model[64];
+    unsigned long long input_pusd, output_pusd;
+};
 
 /* One provider from the upstream list. */
 struct cfg_upstream {
@@ -66,6 +74,8 @@ struct cfg {
     int rate_limit_rpm;          /* per client; 0 = off */
     int rate_limit_tpm;          /* per client; 0 = off */
     bool verifier;               /* run the hit verifier on semantic candidates */
+    char *prices;                /* MODEL=IN/OUT,... USD per 1M tokens, or NULL */
+    bool log_prompts;            /* put the lookup text in the request log line */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */
     char *client_keys_file;      /* "KEY TENANT" lines, or NULL */
@@ -112,6 +122,12 @@ int cfg_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len);
  * into out[0..max). Returns 0 with *n set, or CFG_EINVAL with a reason. */
 int cfg_parse_upstreams(const char *spec, struct cfg_upstream *out, size_t max, size_t *n,
                         char *err, size_t errlen);
+
+/* Parse the price table ("MODEL=IN/OUT", comma-separated, USD per million
+ * input / output tokens, at most 6 decimals) into out[0..max). Returns 0
+ * with *n set (0 for an empty spec), or CFG_EINVAL with a reason. */
+int cfg_parse_prices(const char *spec, struct cfg_price *out, size_t max, size_t *n, char *err,
+                     size_t errlen);
 
 /* True when the address is 127.0.0.0/8 or ::1. */
 bool cfg_addr_is_loopback(const struct sockaddr_storage *ss);

@@ -27,7 +27,9 @@ done
 
 pkgs="build-essential pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
 libcjson-dev libssl-dev"
-[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev"
+# prometheus (promtool and a server to scrape parrot) and chromium (renders
+# the dashboard) are for the metrics and dashboard tests.
+[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev prometheus chromium"
 [ "$set_" = dev ] && pkgs="$pkgs clang-format clang-tidy"
 [ "$set_" = bench ] && pkgs="$pkgs nginx wrk python3-hnswlib python3-numpy gnuplot-nox"
 
@@ -56,8 +58,20 @@ SUDO=""
 if [ -n "$missing" ]; then
     echo "installing:$missing"
     $SUDO apt-get update -qq
+    # The prometheus package's postinst starts its service through
+    # invoke-rc.d and fails the install when that fails (no init system in a
+    # container). Tests run their own server, so deny service starts for the
+    # duration, unless a policy is already in place.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+    fi
     # shellcheck disable=SC2086
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing ||
+        { rc=$?; [ -z "$policy" ] || $SUDO rm -f "$policy"; exit $rc; }
+    [ -z "$policy" ] || $SUDO rm -f "$policy"
 fi
 if ! $sdk_ok; then
     echo "installing the test clients (npm ci in test/)"

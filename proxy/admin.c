@@ -566,7 +566,7 @@ static int stats(struct ctx *x)
 {
     struct store *s = chat_entries(x->ad->chat);
     struct store_stats st;
-    struct chat_counters cc;
+    struct chat_stats cc;
     struct part_tally t = {.n = 0};
     cJSON *doc, *hits, *parts;
     uint64_t nhits;
@@ -576,7 +576,7 @@ static int stats(struct ctx *x)
     if (store_scan(s, tally, &t) != 0)
         rc = -ENOMEM;
     store_get_stats(s, &st);
-    chat_get_counters(x->ad->chat, &cc);
+    chat_get_stats(x->ad->chat, &cc);
     nhits = cc.hits_exact + cc.hits_semantic + cc.hits_coalesced;
     doc = rc ? NULL : cJSON_CreateObject();
     cJSON_AddStringToObject(doc, "object", "parrot.stats");

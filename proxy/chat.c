@@ -8,6 +8,7 @@
 #include "proxy/journal.h"
 #include "config/config.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -27,6 +28,10 @@
 /* Semantic candidates examined per lookup, best first. */
 #define CANDIDATES 4
 
+/* Why a request skipped the lookup: r->why, and a counter each. */
+static const char *const bypass_reasons[] = {"no-cache", "unkeyable", "nul-in-string"};
+#define BYPASS_REASONS (sizeof(bypass_reasons) / sizeof(bypass_reasons[0]))
+
 struct chat {
     struct store *store;
     struct embedder *emb;
@@ -37,7 +42,8 @@ struct chat {
     const char *shared_tenant;
     uint64_t id_seed;
     atomic_uint_fast64_t next_id;
-    atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
+    atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, refused, no_store;
+    atomic_uint_fast64_t bypasses[BYPASS_REASONS];
     atomic_uint_fast64_t stores, store_skipped;
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
     struct wal *wal; /* NULL: the cache lives in memory only */
@@ -146,6 +152,7 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
                    const char *cache_control, const char *ttl_header)
 {
     char tenant[160];
+    const char *model;
 
     memset(r, 0, sizeof(*r));
     r->verdict = CHAT_BYPASS; /* until chat_lookup() decides */
@@ -154,6 +161,8 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     r->stream = json_true(doc, "stream");
     r->include_usage =
         json_true(cJSON_GetObjectItemCaseSensitive(doc, "stream_options"), "include_usage");
+    model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "model"));
+    snprintf(r->model, sizeof(r->model), "%s", model ? model : "");
     r->ttl = ch ? ch->ttl : 0;
     if (ttl_header) {
         char *end;
@@ -168,12 +177,12 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     /* cJSON ends a string at an escaped NUL, so two bodies differing only
      * after one would share keys: such requests are not cached. */
     if (raw && memmem(raw, raw_len, "\\u0000", 6)) {
-        r->why = "nul-in-string";
+        r->why = bypass_reasons[2];
         return;
     }
     tenant_of(ch, authorization, tenant_value, tenant, sizeof(tenant));
     if (canon_request(doc, tenant, "/v1/chat/completions", &r->key) != 0) {
-        r->why = "unkeyable";
+        r->why = bypass_reasons[1];
         return;
     }
     r->keyed = true;
@@ -238,11 +247,16 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     struct store_entry *e;
 
     if (!r->keyed || r->cc.no_cache) {
+        size_t why = 0;
         if (!r->why)
-            r->why = "no-cache";
-        atomic_fetch_add(&ch->bypasses, 1);
+            r->why = bypass_reasons[0];
+        while (why + 1 < BYPASS_REASONS && r->why != bypass_reasons[why])
+            why++;
+        atomic_fetch_add(&ch->bypasses[why], 1);
         return r->verdict = r->cc.only_if_cached && !r->keyed ? CHAT_REFUSE : CHAT_BYPASS;
     }
+    if (!r->store)
+        atomic_fetch_add(&ch->no_store, 1);
     e = store_get_exact(ch->store, r->key.exact, now, max_age_ms(r));
     if (e) {
         r->hit = e;
@@ -587,16 +601,42 @@ void chat_flight_done(struct chat *ch, struct chat_req *r)
     }
 }
 
+const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r)
+{
+    return store_entry_payload(r->hit);
+}
+
+void chat_get_stats(struct chat *ch, struct chat_stats *st)
+{
+    struct store_stats ss;
+
+    memset(st, 0, sizeof(*st));
+    store_get_stats(ch->store, &ss);
+    st->hits_exact = atomic_load(&ch->hits_exact);
+    st->hits_semantic = atomic_load(&ch->hits_semantic);
+    st->hits_coalesced = atomic_load(&ch->hits_coalesced);
+    st->misses = atomic_load(&ch->misses);
+    for (size_t i = 0; i < BYPASS_REASONS; i++)
+        st->bypasses += atomic_load(&ch->bypasses[i]);
+    st->refused = atomic_load(&ch->refused);
+    st->stores = atomic_load(&ch->stores);
+    st->store_skipped = atomic_load(&ch->store_skipped);
+    st->journal_errors = atomic_load(&ch->journal_errors);
+    for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
+        st->rejected += atomic_load(&ch->rejected[i]);
+    st->evictions = ss.evictions;
+    st->entries = ss.entries;
+    st->memory = ss.memory;
+}
+
+/* One sample, after the family's HELP and TYPE when header is set. */
 static int metric(struct buf *b, const char *name, const char *type, const char *help,
                   const char *labels, uint64_t v, bool header)
 {
     char line[512];
 
-    if (header) {
-        snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-        if (buf_puts(b, line, 1u << 20))
-            return -ENOMEM;
-    }
+    if (header && metrics_family(b, name, type, help) != 0)
+        return -ENOMEM;
     snprintf(line, sizeof(line), "%s%s %" PRIu64 "\n", name, labels, v);
     return buf_puts(b, line, 1u << 20);
 }
@@ -617,9 +657,16 @@ int chat_metrics(struct chat *ch, struct buf *b)
     rc |= metric(b, "parrot_cache_misses_total", "counter",
                  "Chat completions sent to the provider after a cache miss.", "",
                  atomic_load(&ch->misses), true);
-    rc |= metric(b, "parrot_cache_bypasses_total", "counter",
-                 "Chat completions that skipped the lookup (no-cache, unkeyable).", "",
-                 atomic_load(&ch->bypasses), true);
+    for (size_t i = 0; i < BYPASS_REASONS; i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", bypass_reasons[i]);
+        rc |= metric(b, "parrot_cache_bypasses_total", "counter",
+                     "Chat completions that skipped the lookup, by reason.", labels,
+                     atomic_load(&ch->bypasses[i]), i == 0);
+    }
+    rc |= metric(b, "parrot_cache_no_store_total", "counter",
+                 "Chat completions looked up but not to be stored (Cache-Control: no-store).", "",
+                 atomic_load(&ch->no_store), true);
     rc |= metric(b, "parrot_cache_refused_total", "counter",
                  "only-if-cached requests that found nothing (504).", "", atomic_load(&ch->refused),
                  true);
@@ -660,19 +707,6 @@ int chat_metrics(struct chat *ch, struct buf *b)
                      ws.error != 0, true);
     }
     return rc ? -ENOMEM : 0;
-}
-
-void chat_get_counters(struct chat *ch, struct chat_counters *out)
-{
-    out->hits_exact = atomic_load(&ch->hits_exact);
-    out->hits_semantic = atomic_load(&ch->hits_semantic);
-    out->hits_coalesced = atomic_load(&ch->hits_coalesced);
-    out->misses = atomic_load(&ch->misses);
-    out->bypasses = atomic_load(&ch->bypasses);
-    out->refused = atomic_load(&ch->refused);
-    out->stores = atomic_load(&ch->stores);
-    out->store_skipped = atomic_load(&ch->store_skipped);
-    out->journal_errors = atomic_load(&ch->journal_errors);
 }
 
 struct store *chat_entries(struct chat *ch)

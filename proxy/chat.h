@@ -47,6 +47,7 @@ struct chat_req {
     bool include_usage; /* stream_options.include_usage */
     bool store;         /* the answer may be stored */
     const char *why;    /* why the cache was bypassed, for Cache-Status */
+    char model[64];     /* the request's model (cut), for logs and metrics */
 
     /* Lookup result. */
     enum chat_verdict verdict;
@@ -125,17 +126,21 @@ bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct f
 /* Close r's flight if it leads one. Idempotent. */
 void chat_flight_done(struct chat *ch, struct chat_req *r);
 
+/* The answer a hit serves (its model and original usage). r must be a hit. */
+const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r);
+
+/* A snapshot of the cache's counters, for the dashboard. */
+struct chat_stats {
+    uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
+    uint64_t stores, store_skipped, journal_errors, rejected, evictions;
+    size_t entries, memory;
+};
+void chat_get_stats(struct chat *ch, struct chat_stats *st);
+
 /* Prometheus text for the cache's counters. */
 int chat_metrics(struct chat *ch, struct buf *out);
 
 /* ---- for the admin API ---- */
-
-struct chat_counters {
-    uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
-    uint64_t stores, store_skipped, journal_errors;
-};
-
-void chat_get_counters(struct chat *ch, struct chat_counters *out);
 
 /* The entry store and the embedder, for reading. Remove entries through
  * chat_delete(), which logs the removal. */

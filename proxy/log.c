@@ -156,6 +156,12 @@ void log_ms(struct log_rec *r, const char *k, double ms)
         put(r, "%.3f", ms);
 }
 
+void log_num(struct log_rec *r, const char *k, double v)
+{
+    if (key(r, k))
+        put(r, "%.4f", v);
+}
+
 void log_bool(struct log_rec *r, const char *k, bool val)
 {
     if (key(r, k))

@@ -34,6 +34,7 @@ void log_str(struct log_rec *r, const char *key, const char *val); /* NULL -> nu
 void log_strn(struct log_rec *r, const char *key, const char *val, size_t n);
 void log_int(struct log_rec *r, const char *key, long long val);
 void log_ms(struct log_rec *r, const char *key, double ms); /* 3 decimals */
+void log_num(struct log_rec *r, const char *key, double v); /* 4 decimals */
 void log_bool(struct log_rec *r, const char *key, bool val);
 /* Close the record and write it. */
 void log_end(struct log_rec *r);

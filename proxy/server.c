@@ -37,8 +37,10 @@
 #include "proxy/auth.h"
 #include "proxy/buf.h"
 #include "proxy/chat.h"
+#include "proxy/dashboard.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
+#include "proxy/metrics.h"
 #include "proxy/oai.h"
 #include "proxy/ratelimit.h"
 #include "upstream/upstream.h"
@@ -90,6 +92,7 @@ struct server {
     struct ratelimit *rl; /* NULL when no rate limit is set */
     struct auth *auth;
     struct admin admin;
+    struct metrics *met;
     struct MHD_Daemon *mhd;
     char addr[64];
     atomic_bool draining;
@@ -409,6 +412,15 @@ static void keep_tail(struct exch *x, const char *p, size_t n)
     x->tail_len += n;
 }
 
+/* Record the time since t0 in histogram h. */
+static void observe_since(struct metrics *m, enum metrics_hist h, const struct timespec *t0)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    metrics_observe(m, h, ms_between(t0, &now) / 1e3);
+}
+
 static void on_head(void *ud, const struct up_head *hd)
 {
     struct exch *x = ud;
@@ -418,6 +430,7 @@ static void on_head(void *ud, const struct up_head *hd)
     int64_t length = hd->content_length;
 
     pthread_mutex_lock(&x->lock);
+    observe_since(x->srv->met, MH_FIRST_BYTE, &x->t_up0);
     x->up_status = status;
     x->up_length = length;
     /* parrot already retried; an SDK retrying too would multiply them. */
@@ -513,6 +526,9 @@ static void on_done(void *ud, int err, const char *detail, const struct up_resul
 
     pthread_mutex_lock(&x->lock);
     clock_gettime(CLOCK_MONOTONIC, &x->t_up1);
+    /* A cancelled transfer says nothing about the provider's speed. */
+    if (err != UP_ECANCELED && err != UP_ECLIENT)
+        metrics_observe(x->srv->met, MH_UPSTREAM, ms_between(&x->t_up0, &x->t_up1) / 1e3);
     x->attempts = res->attempts;
     if (x->srv->rl && err == UP_OK) {
         if (!x->streaming)
@@ -833,9 +849,7 @@ static int provider_metrics(struct up_pool *pool, struct buf *b)
     int rc = 0;
 
     for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-        snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n", fam[f].name, fam[f].help,
-                 fam[f].name, fam[f].type);
-        rc |= buf_puts(b, line, 1u << 20);
+        rc |= metrics_family(b, fam[f].name, fam[f].type, fam[f].help);
         for (size_t i = 0; i < n; i++) {
             uint64_t v = f == 0   ? st[i].attempts
                          : f == 1 ? st[i].failures
@@ -860,7 +874,7 @@ static enum MHD_Result metrics(struct exch *x)
              "# TYPE parrot_inflight_requests gauge\nparrot_inflight_requests %zu\n",
              atomic_load(&x->srv->inflight));
     if (buf_puts(&b, line, 1u << 20) || provider_metrics(x->srv->pool, &b) ||
-        (x->srv->chat && chat_metrics(x->srv->chat, &b))) {
+        (x->srv->chat && chat_metrics(x->srv->chat, &b)) || metrics_render(x->srv->met, &b)) {
         buf_free(&b);
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return queue_error(x, &x->err);
@@ -893,6 +907,38 @@ static enum MHD_Result admin_route(struct exch *x, const char *path)
     }
     return queue_buffer(x, rep.status, "application/json", rep.body, rep.len,
                         MHD_RESPMEM_MUST_FREE);
+}
+
+/* /dashboard (the page) and /dashboard/stats.json (what it polls). Both
+ * show aggregate numbers only, like /metrics: no prompts, no keys. */
+static enum MHD_Result dashboard(struct exch *x, const char *path, bool get)
+{
+    struct server *s = x->srv;
+    size_t len = 0;
+    char *json;
+
+    if (strcmp(path, "/dashboard") != 0 && strcmp(path, "/dashboard/") != 0 &&
+        strcmp(path, "/dashboard/stats.json") != 0) {
+        oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
+                      "Invalid URL (%s %.200s).", x->method, path);
+        return queue_error(x, &x->err);
+    }
+    if (!get) {
+        oai_error_set(&x->err, 405, "invalid_request_error", NULL, "method_not_allowed",
+                      "Method %s is not allowed on %s; use GET.", x->method, path);
+        return queue_error(x, &x->err);
+    }
+    if (path[10] == '\0' || path[11] == '\0') {
+        const char *page = dashboard_page(&len);
+        return queue_buffer(x, 200, "text/html; charset=utf-8", (char *)page, len,
+                            MHD_RESPMEM_PERSISTENT);
+    }
+    json = dashboard_stats(s->chat, s->pool, s->met, atomic_load(&s->inflight), &len);
+    if (!json) {
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return queue_error(x, &x->err);
+    }
+    return queue_buffer(x, 200, "application/json", json, len, MHD_RESPMEM_MUST_FREE);
 }
 
 static enum MHD_Result route(struct exch *x, const char *path)
@@ -939,6 +985,8 @@ static enum MHD_Result route(struct exch *x, const char *path)
     }
     if (strncmp(path, "/admin", 6) == 0 && (path[6] == '\0' || path[6] == '/'))
         return admin_route(x, path);
+    if (strncmp(path, "/dashboard", 10) == 0 && (!path[10] || path[10] == '/'))
+        return dashboard(x, path, get);
     if (plen < 3 || strncmp(x->uri, "/v1", 3) != 0 || (plen > 3 && x->uri[3] != '/')) {
         oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
                       "Invalid URL (%s %.200s).", x->method, path);
@@ -1059,6 +1107,63 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return ret;
 }
 
+/* The request's metrics: route and status, and for a chat completion its
+ * latency by outcome, what a hit saved and where a miss happened. Requests
+ * libmicrohttpd rejected on its own are not counted. */
+static void count_request(struct exch *x, const struct timespec *now)
+{
+    struct metrics *m = x->srv->met;
+    const char *q = strchr(x->uri, '?');
+    enum metrics_route rt;
+
+    /* libmicrohttpd answered a malformed request itself (e.g. a negative
+     * Content-Length) before the handler saw it: no method, no status. */
+    if (!x->method)
+        return;
+    rt = metrics_route_of(x->uri, q ? (size_t)(q - x->uri) : strlen(x->uri), x->method);
+    metrics_request(m, rt, x->status);
+    if (!x->chat || rt != MR_CHAT)
+        return;
+    switch (x->chat->verdict) {
+    case CHAT_HIT: {
+        const struct cmpl_rendered *a = chat_hit_answer(x->chat);
+        metrics_observe(m, MH_HIT, ms_between(&x->t0, now) / 1e3);
+        metrics_saved(m, a->model, a->prompt_tokens, a->completion_tokens);
+        break;
+    }
+    case CHAT_MISS:
+        metrics_observe(m, MH_MISS, ms_between(&x->t0, now) / 1e3);
+        metrics_miss(m, x->chat->key.partition, x->chat->model);
+        break;
+    case CHAT_BYPASS: metrics_observe(m, MH_BYPASS, ms_between(&x->t0, now) / 1e3); break;
+    case CHAT_REFUSE: break;
+    }
+}
+
+/* The cache's fields of a chat completion's log line: never the question,
+ * unless log-prompts is set. */
+static void log_chat(struct log_rec *r, const struct exch *x)
+{
+    const struct chat_req *c = x->chat;
+    char part[17];
+
+    log_str(r, "cache", chat_outcome(c));
+    log_str(r, "model", c->model);
+    if (c->keyed) {
+        /* 64 bits of the partition hash: enough to group requests, and a
+         * hash of the tenant and parameters, not of any text. */
+        canon_hex(c->key.partition, 8, part);
+        log_str(r, "partition", part);
+    }
+    if (c->verdict == CHAT_HIT) {
+        const struct cmpl_rendered *a = chat_hit_answer(c);
+        log_num(r, "similarity", c->sim);
+        log_int(r, "tokens_saved", (long long)a->prompt_tokens + (long long)a->completion_tokens);
+    }
+    if (x->srv->cfg->log_prompts && c->key.lookup_text)
+        log_strn(r, "prompt", c->key.lookup_text, c->key.lookup_len);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -1077,9 +1182,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     x->closed = true;
     if (x->xfer)
         up_xfer_cancel(x->xfer);
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    count_request(x, &now);
     if (log_enabled(LOG_INFO)) {
         const char *q = strchr(x->uri, '?');
-        clock_gettime(CLOCK_MONOTONIC, &now);
         log_begin(&r, LOG_INFO, "request");
         log_str(&r, "id", x->id);
         log_str(&r, "method", x->method);
@@ -1094,7 +1200,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             log_str(&r, "provider", x->provider);
         }
         if (x->chat)
-            log_str(&r, "cache", chat_outcome(x->chat));
+            log_chat(&r, x);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_str(&r, "end", (unsigned)toe < sizeof(why) / sizeof(why[0]) ? why[toe] : "?");
         if (x->up_done && x->up_err != UP_OK && x->state == XS_RESPONDED && x->streaming)
@@ -1155,6 +1261,10 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
         log_str(&lr, "detail", msg);
         log_end(&lr);
     }
+    if (metrics_new(c->prices, &s->met) != 0) {
+        snprintf(err, errlen, "cannot set up metrics (out of memory)");
+        goto fail;
+    }
     if ((c->rate_limit_rpm || c->rate_limit_tpm) &&
         rl_new((unsigned)c->rate_limit_rpm, (unsigned)c->rate_limit_tpm, &s->rl) != 0) {
         snprintf(err, errlen, "cannot set up rate limits (out of memory)");
@@ -1206,6 +1316,7 @@ fail:
     chat_free(s->chat);
     rl_free(s->rl);
     auth_free(s->auth);
+    metrics_free(s->met);
     free(s);
     return -1;
 }
@@ -1240,5 +1351,6 @@ void server_stop(struct server *s)
     chat_free(s->chat);
     rl_free(s->rl);
     auth_free(s->auth);
+    metrics_free(s->met);
     free(s);
 }

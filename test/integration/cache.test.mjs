@@ -559,8 +559,9 @@ test('single-flight: when the leader\'s answer cannot be stored, each waiter ask
 test('/metrics cache counters follow misses, hits, bypasses and stores', { timeout: TEST_TIMEOUT_MS }, async () => {
   const { parrot } = await startPair();
   const m0 = await metrics(parrot.base);
+  const B = 'parrot_cache_bypasses_total{reason="no-cache"}';
   for (const k of ['parrot_cache_hits_total{kind="exact"}', 'parrot_cache_hits_total{kind="semantic"}', 'parrot_cache_misses_total',
-    'parrot_cache_bypasses_total', 'parrot_cache_stores_total', 'parrot_cache_entries', 'parrot_cache_memory_bytes',
+    B, 'parrot_cache_stores_total', 'parrot_cache_entries', 'parrot_cache_memory_bytes',
     'parrot_cache_evictions_total', 'parrot_cache_refused_total']) {
     assert.equal(m0[k], 0, `${k} starts at 0`);
   }
@@ -573,7 +574,7 @@ test('/metrics cache counters follow misses, hits, bypasses and stores', { timeo
   };
   const E = 'parrot_cache_hits_total{kind="exact"}';
   const S = 'parrot_cache_hits_total{kind="semantic"}';
-  const base = { [E]: 0, [S]: 0, parrot_cache_misses_total: 0, parrot_cache_bypasses_total: 0, parrot_cache_stores_total: 0, parrot_cache_entries: 0, parrot_cache_refused_total: 0 };
+  const base = { [E]: 0, [S]: 0, parrot_cache_misses_total: 0, [B]: 0, parrot_cache_stores_total: 0, parrot_cache_entries: 0, parrot_cache_refused_total: 0 };
 
   assertMiss(await curlChat(parrot.base, ask('How do I reset my password?'), KEY_A));
   const m1 = await delta({ ...base, parrot_cache_misses_total: 1, parrot_cache_stores_total: 1, parrot_cache_entries: 1 });
@@ -583,13 +584,13 @@ test('/metrics cache counters follow misses, hits, bypasses and stores', { timeo
   assertHit(await curlChat(parrot.base, ask('how can I reset my password'), KEY_A), 'semantic');
   await delta({ ...base, [E]: 1, [S]: 1, parrot_cache_misses_total: 1, parrot_cache_stores_total: 1, parrot_cache_entries: 1 });
   await curlChat(parrot.base, ask('A question fetched with no-cache?'), { ...KEY_A, 'cache-control': 'no-cache' });
-  await delta({ ...base, [E]: 1, [S]: 1, parrot_cache_misses_total: 1, parrot_cache_bypasses_total: 1, parrot_cache_stores_total: 2, parrot_cache_entries: 2 });
+  await delta({ ...base, [E]: 1, [S]: 1, parrot_cache_misses_total: 1, [B]: 1, parrot_cache_stores_total: 2, parrot_cache_entries: 2 });
   await curlChat(parrot.base, ask('Never asked before?'), { ...KEY_A, 'cache-control': 'only-if-cached' });
   await curlChat(parrot.base, ask('Not stored?'), { ...KEY_A, 'cache-control': 'no-store' });
-  await delta({ ...base, [E]: 1, [S]: 1, parrot_cache_misses_total: 2, parrot_cache_bypasses_total: 1, parrot_cache_stores_total: 2, parrot_cache_entries: 2, parrot_cache_refused_total: 1 });
+  await delta({ ...base, [E]: 1, [S]: 1, parrot_cache_misses_total: 2, [B]: 1, parrot_cache_stores_total: 2, parrot_cache_entries: 2, parrot_cache_refused_total: 1 });
   const stream = await curlChat(parrot.base, ask('How do I reset my password?', { stream: true }), KEY_A);
   assertHit(stream, 'exact');
-  await delta({ ...base, [E]: 2, [S]: 1, parrot_cache_misses_total: 2, parrot_cache_bypasses_total: 1, parrot_cache_stores_total: 2, parrot_cache_entries: 2, parrot_cache_refused_total: 1 });
+  await delta({ ...base, [E]: 2, [S]: 1, parrot_cache_misses_total: 2, [B]: 1, parrot_cache_stores_total: 2, parrot_cache_entries: 2, parrot_cache_refused_total: 1 });
 });
 
 test('/metrics: parrot_cache_store_skipped_total counts error, unfinished and truncated answers', { timeout: TEST_TIMEOUT_MS }, async () => {

@@ -212,13 +212,61 @@ static void test_actions(void **state)
     cfg_fini(&c);
 }
 
+static void test_parse_prices(void **state)
+{
+    struct cfg_price p[3];
+    size_t n = 9;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(cfg_parse_prices(" gpt-4o-mini=0.15/0.60 , openai/gpt-4o=2.5/10,", p, 3, &n,
+                                      err, sizeof(err)),
+                     0);
+    assert_int_equal(n, 2);
+    assert_string_equal(p[0].model, "gpt-4o-mini");
+    assert_int_equal(p[0].input_pusd, 150000);
+    assert_int_equal(p[0].output_pusd, 600000);
+    assert_string_equal(p[1].model, "openai/gpt-4o");
+    assert_int_equal(p[1].input_pusd, 2500000);
+    assert_int_equal(p[1].output_pusd, 10000000);
+    assert_int_equal(cfg_parse_prices("m=0.000001/1000000", p, 3, &n, err, sizeof(err)), 0);
+    assert_int_equal(p[0].input_pusd, 1);
+    assert_int_equal(p[0].output_pusd, 1000000000000ULL);
+    assert_int_equal(cfg_parse_prices("", p, 3, &n, err, sizeof(err)), 0);
+    assert_int_equal(n, 0);
+
+    static const char *const bad[] = {
+        "gpt",    "=1/2",          "m=1",       "m=1/",    "m=/2",        "m=-1/2",
+        "m=1/2x", "m=0.0000001/1", "m=1.2.3/1", "a b=1/2", "m=1000001/1", "a=1/1,b=1/1,c=1/1,d=1/1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(cfg_parse_prices(bad[i], p, 3, &n, err, sizeof(err)), CFG_EINVAL);
+        assert_true(strlen(err) > 0);
+    }
+
+    /* Through the option table: validated, and unset by default. */
+    struct cfg c;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_null(c.prices);
+    assert_false(c.log_prompts);
+    assert_int_equal(cfg_set(&c, "prices", "gpt-4o=2.5/10", CFG_SRC_FLAG, err, sizeof(err)), 0);
+    assert_string_equal(c.prices, "gpt-4o=2.5/10");
+    assert_int_equal(cfg_set(&c, "prices", "gpt-4o=cheap", CFG_SRC_FLAG, err, sizeof(err)),
+                     CFG_EINVAL);
+    assert_non_null(strstr(err, "gpt-4o=cheap"));
+    assert_string_equal(c.prices, "gpt-4o=2.5/10");
+    cfg_fini(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_size),         cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_addr),         cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_precedence),         cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_print_masks_secret), cmocka_unit_test(test_actions),
+        cmocka_unit_test(test_parse_prices),   cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_errors),         cmocka_unit_test(test_print_masks_secret),
+        cmocka_unit_test(test_actions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

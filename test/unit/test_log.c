@@ -49,6 +49,23 @@ static void test_record_bounded(void **state)
     cJSON_Delete(doc);
 }
 
+static void test_numbers(void **state)
+{
+    struct log_rec r;
+    cJSON *doc;
+
+    (void)state;
+    log_begin(&r, LOG_INFO, "request");
+    log_num(&r, "similarity", 0.98765);
+    log_ms(&r, "ms", 1.23456);
+    memcpy(r.buf + r.len, "}", 2);
+    assert_non_null(strstr(r.buf, ",\"similarity\":0.9877,"));
+    doc = cJSON_Parse(r.buf);
+    assert_non_null(doc);
+    assert_true(cJSON_GetObjectItem(doc, "ms")->valuedouble == 1.235);
+    cJSON_Delete(doc);
+}
+
 static void test_levels(void **state)
 {
     (void)state;
@@ -65,6 +82,7 @@ int main(void)
         cmocka_unit_test(test_escape),
         cmocka_unit_test(test_record_bounded),
         cmocka_unit_test(test_levels),
+        cmocka_unit_test(test_numbers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,435 @@
+/* metrics.c - per-request counters, histograms, savings; see metrics.h. */
+#include "proxy/metrics.h"
+
+#include "cache/canon.h"
+#include "config/config.h"
+
+#include <cjson/cJSON.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CODES 600 /* status codes 0..599; one counter each per route */
+/* Slots of the top-misses table: Space-Saving finds every partition that
+ * takes more than 1/TOP_SLOTS of the misses. */
+#define TOP_SLOTS    32
+#define TOP_SHOWN    10
+#define TOP_KEY      8 /* partition hash bytes kept (16 hex digits) */
+#define PICO_PER_USD UINT64_C(1000000000000)
+
+/* From a cache hit's tens of microseconds to a long generation's minutes. */
+static const double bounds[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                               0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
+                                               5,      10,      30,     60,    120};
+
+static const char *const route_names[MR_ROUTES] = {"chat",      "v1",    "health", "metrics",
+                                                   "dashboard", "admin", "other"};
+
+struct hist {
+    atomic_uint_fast64_t bucket[METRICS_BUCKETS + 1]; /* not cumulative; the last is +Inf */
+    atomic_uint_fast64_t sum_ns;
+};
+
+struct top_slot {
+    uint8_t key[TOP_KEY];
+    char model[48];
+    uint64_t count;
+};
+
+struct metrics {
+    struct cfg_price *prices;
+    size_t nprices;
+    int64_t start_time; /* Unix seconds */
+    atomic_uint_fast64_t requests[MR_ROUTES][CODES];
+    struct hist hist[MH_COUNT];
+    atomic_uint_fast64_t saved_prompt, saved_completion, saved_pusd;
+    pthread_mutex_t top_lock;
+    struct top_slot top[TOP_SLOTS];
+    size_t ntop;
+};
+
+int metrics_new(const char *prices, struct metrics **out)
+{
+    struct metrics *m = calloc(1, sizeof(*m));
+    char err[256];
+
+    if (!m)
+        return -ENOMEM;
+    if (prices) {
+        m->prices = calloc(CFG_MAX_PRICES, sizeof(*m->prices));
+        if (!m->prices) {
+            free(m);
+            return -ENOMEM;
+        }
+        if (cfg_parse_prices(prices, m->prices, CFG_MAX_PRICES, &m->nprices, err, sizeof(err)) !=
+            0) {
+            metrics_free(m);
+            return -EINVAL;
+        }
+    }
+    pthread_mutex_init(&m->top_lock, NULL);
+    m->start_time = (int64_t)time(NULL);
+    *out = m;
+    return 0;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_destroy(&m->top_lock);
+    free(m->prices);
+    free(m);
+}
+
+static bool path_is(const char *path, size_t len, const char *s)
+{
+    return strlen(s) == len && memcmp(path, s, len) == 0;
+}
+
+static bool path_under(const char *path, size_t len, const char *prefix)
+{
+    size_t pl = strlen(prefix);
+
+    return len >= pl && memcmp(path, prefix, pl) == 0 && (len == pl || path[pl] == '/');
+}
+
+enum metrics_route metrics_route_of(const char *path, size_t len, const char *method)
+{
+    if (path_is(path, len, "/v1/chat/completions") && strcmp(method, "POST") == 0)
+        return MR_CHAT;
+    if (path_under(path, len, "/v1"))
+        return MR_V1;
+    if (path_is(path, len, "/healthz") || path_is(path, len, "/readyz"))
+        return MR_HEALTH;
+    if (path_is(path, len, "/metrics"))
+        return MR_METRICS;
+    if (path_under(path, len, "/dashboard"))
+        return MR_DASHBOARD;
+    if (path_under(path, len, "/admin"))
+        return MR_ADMIN;
+    return MR_OTHER;
+}
+
+void metrics_request(struct metrics *m, enum metrics_route r, int status)
+{
+    if (status <= 0 || status >= CODES)
+        status = 499;
+    atomic_fetch_add_explicit(&m->requests[r][status], 1, memory_order_relaxed);
+}
+
+void metrics_observe(struct metrics *m, enum metrics_hist h, double seconds)
+{
+    size_t i = 0;
+
+    if (!(seconds >= 0)) /* also NaN */
+        seconds = 0;
+    while (i < METRICS_BUCKETS && seconds > bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&m->hist[h].bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->hist[h].sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
+}
+
+/* The price row for model: the exact name, else the longest name that the
+ * model extends with a dated snapshot suffix ("gpt-4o" for
+ * "gpt-4o-2024-08-06", but not for "gpt-4o-mini"). */
+static const struct cfg_price *price_of(const struct metrics *m, const char *model)
+{
+    const struct cfg_price *best = NULL;
+    size_t best_len = 0;
+
+    for (size_t i = 0; i < m->nprices; i++) {
+        const char *name = m->prices[i].model;
+        size_t nl = strlen(name);
+        if (strcmp(name, model) == 0)
+            return &m->prices[i];
+        if (strncmp(name, model, nl) == 0 && model[nl] == '-' &&
+            isdigit((unsigned char)model[nl + 1]) && nl > best_len) {
+            best = &m->prices[i];
+            best_len = nl;
+        }
+    }
+    return best;
+}
+
+/* a * b, saturating instead of wrapping. */
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    return b && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
+uint64_t metrics_price(const struct metrics *m, const char *model, int64_t prompt_tokens,
+                       int64_t completion_tokens)
+{
+    const struct cfg_price *p = model ? price_of(m, model) : NULL;
+
+    if (!p)
+        return 0;
+    return add_sat(
+        mul_sat(prompt_tokens > 0 ? (uint64_t)prompt_tokens : 0, p->input_pusd),
+        mul_sat(completion_tokens > 0 ? (uint64_t)completion_tokens : 0, p->output_pusd));
+}
+
+void metrics_saved(struct metrics *m, const char *model, int64_t prompt_tokens,
+                   int64_t completion_tokens)
+{
+    if (prompt_tokens > 0)
+        atomic_fetch_add_explicit(&m->saved_prompt, (uint64_t)prompt_tokens, memory_order_relaxed);
+    if (completion_tokens > 0)
+        atomic_fetch_add_explicit(&m->saved_completion, (uint64_t)completion_tokens,
+                                  memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->saved_pusd,
+                              metrics_price(m, model, prompt_tokens, completion_tokens),
+                              memory_order_relaxed);
+}
+
+void metrics_miss(struct metrics *m, const uint8_t *partition, const char *model)
+{
+    struct top_slot *min = NULL;
+    const char *mod = model ? model : "";
+
+    pthread_mutex_lock(&m->top_lock);
+    for (size_t i = 0; i < m->ntop; i++) {
+        struct top_slot *s = &m->top[i];
+        if (memcmp(s->key, partition, TOP_KEY) == 0 &&
+            strncmp(s->model, mod, sizeof(s->model) - 1) == 0) {
+            s->count++;
+            pthread_mutex_unlock(&m->top_lock);
+            return;
+        }
+        if (!min || s->count < min->count)
+            min = s;
+    }
+    /* A new key takes a free slot, or replaces the rarest and inherits its
+     * count: an overestimate that keeps frequent keys from being pushed out
+     * by a stream of one-offs. */
+    if (m->ntop < TOP_SLOTS) {
+        min = &m->top[m->ntop++];
+        min->count = 0;
+    }
+    memcpy(min->key, partition, TOP_KEY);
+    snprintf(min->model, sizeof(min->model), "%s", mod);
+    min->count++;
+    pthread_mutex_unlock(&m->top_lock);
+}
+
+/* A consistent copy of h's buckets; returns the total count. */
+static uint64_t hist_load(struct hist *h, uint64_t *b)
+{
+    uint64_t n = 0;
+
+    for (size_t i = 0; i <= METRICS_BUCKETS; i++) {
+        b[i] = atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        n += b[i];
+    }
+    return n;
+}
+
+double metrics_quantile(struct metrics *m, enum metrics_hist h, double q)
+{
+    uint64_t b[METRICS_BUCKETS + 1], n = hist_load(&m->hist[h], b), cum = 0;
+    double rank;
+
+    if (n == 0)
+        return -1;
+    rank = q * (double)n;
+    for (size_t i = 0; i < METRICS_BUCKETS; i++) {
+        if (b[i] && (double)(cum + b[i]) >= rank) {
+            double lo = i ? bounds[i - 1] : 0;
+            return lo + (bounds[i] - lo) * (rank - (double)cum) / (double)b[i];
+        }
+        cum += b[i];
+    }
+    /* In the +Inf bucket: the largest finite bound is all that is known. */
+    return bounds[METRICS_BUCKETS - 1];
+}
+
+static int put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int put(struct buf *b, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        return -E2BIG;
+    return buf_append(b, line, (size_t)n, 1u << 22);
+}
+
+int metrics_family(struct buf *b, const char *name, const char *type, const char *help)
+{
+    return put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One histogram series; labels is "" or `key="value",`. */
+static int render_hist(struct buf *out, struct hist *h, const char *name, const char *labels)
+{
+    uint64_t b[METRICS_BUCKETS + 1], n = hist_load(h, b), cum = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < METRICS_BUCKETS; i++) {
+        cum += b[i];
+        rc |= put(out, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n", name, labels, bounds[i], cum);
+    }
+    rc |= put(out, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, n);
+    /* Without labels the braces go too: `name_sum{}` is not valid. */
+    if (*labels) {
+        size_t ll = strlen(labels) - 1; /* without the trailing comma */
+        rc |= put(out, "%s_sum{%.*s} %.9f\n", name, (int)ll, labels,
+                  (double)atomic_load(&h->sum_ns) / 1e9);
+        rc |= put(out, "%s_count{%.*s} %" PRIu64 "\n", name, (int)ll, labels, n);
+    } else {
+        rc |= put(out, "%s_sum %.9f\n", name, (double)atomic_load(&h->sum_ns) / 1e9);
+        rc |= put(out, "%s_count %" PRIu64 "\n", name, n);
+    }
+    return rc;
+}
+
+int metrics_render(struct metrics *m, struct buf *out)
+{
+    static const char *const chat_kind[] = {"hit", "miss", "bypass"};
+    uint64_t usd;
+    int rc = 0;
+
+    rc |= metrics_family(out, "parrot_start_time_seconds", "gauge",
+                         "When parrot started, in seconds since the Unix epoch.");
+    rc |= put(out, "parrot_start_time_seconds %" PRId64 "\n", m->start_time);
+    rc |=
+        metrics_family(out, "parrot_http_requests_total", "counter",
+                       "Requests answered, by route and status code (499: the client left first).");
+    for (size_t r = 0; r < MR_ROUTES; r++)
+        for (int c = 0; c < CODES; c++) {
+            uint64_t v = atomic_load_explicit(&m->requests[r][c], memory_order_relaxed);
+            if (v)
+                rc |= put(out, "parrot_http_requests_total{route=\"%s\",code=\"%d\"} %" PRIu64 "\n",
+                          route_names[r], c, v);
+        }
+    rc |= metrics_family(out, "parrot_chat_request_duration_seconds", "histogram",
+                         "Chat completions from arrival to the last byte sent, by cache outcome.");
+    for (size_t i = 0; i < 3; i++) {
+        char labels[32];
+        snprintf(labels, sizeof(labels), "cache=\"%s\",", chat_kind[i]);
+        rc |=
+            render_hist(out, &m->hist[MH_HIT + i], "parrot_chat_request_duration_seconds", labels);
+    }
+    rc |= metrics_family(out, "parrot_upstream_first_byte_seconds", "histogram",
+                         "Time from sending a request upstream to the provider's response headers, "
+                         "retries included.");
+    rc |= render_hist(out, &m->hist[MH_FIRST_BYTE], "parrot_upstream_first_byte_seconds", "");
+    rc |= metrics_family(out, "parrot_upstream_duration_seconds", "histogram",
+                         "Time from sending a request upstream to the end of its answer, retries "
+                         "included.");
+    rc |= render_hist(out, &m->hist[MH_UPSTREAM], "parrot_upstream_duration_seconds", "");
+    rc |= metrics_family(
+        out, "parrot_tokens_saved_total", "counter",
+        "Tokens of cache hits' original usage: what the provider was not asked for.");
+    rc |= put(out, "parrot_tokens_saved_total{kind=\"prompt\"} %" PRIu64 "\n",
+              (uint64_t)atomic_load(&m->saved_prompt));
+    rc |= put(out, "parrot_tokens_saved_total{kind=\"completion\"} %" PRIu64 "\n",
+              (uint64_t)atomic_load(&m->saved_completion));
+    rc |=
+        metrics_family(out, "parrot_cost_saved_usd_total", "counter",
+                       "Estimated US dollars the cache hits saved, from the prices option (models "
+                       "without a price count nothing).");
+    /* Printed from the integer picodollars: exact, however small. */
+    usd = atomic_load(&m->saved_pusd);
+    rc |= put(out, "parrot_cost_saved_usd_total %" PRIu64 ".%012" PRIu64 "\n", usd / PICO_PER_USD,
+              usd % PICO_PER_USD);
+    return rc ? -ENOMEM : 0;
+}
+
+static int cmp_slot(const void *a, const void *b)
+{
+    const struct top_slot *x = a, *y = b;
+
+    return x->count < y->count ? 1 : x->count > y->count ? -1 : 0;
+}
+
+static cJSON *top_json(struct metrics *m)
+{
+    struct top_slot top[TOP_SLOTS];
+    size_t n;
+    cJSON *arr = cJSON_CreateArray();
+
+    pthread_mutex_lock(&m->top_lock);
+    n = m->ntop;
+    memcpy(top, m->top, n * sizeof(top[0]));
+    pthread_mutex_unlock(&m->top_lock);
+    if (!arr)
+        return NULL;
+    qsort(top, n, sizeof(top[0]), cmp_slot);
+    for (size_t i = 0; i < n && i < TOP_SHOWN; i++) {
+        char hex[2 * TOP_KEY + 1];
+        cJSON *o = cJSON_CreateObject();
+        canon_hex(top[i].key, TOP_KEY, hex);
+        if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddStringToObject(o, "partition", hex) ||
+            !cJSON_AddStringToObject(o, "model", top[i].model) ||
+            !cJSON_AddNumberToObject(o, "count", (double)top[i].count)) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+int metrics_json(struct metrics *m, cJSON *obj)
+{
+    static const char *const names[MH_COUNT] = {"hit", "miss", "bypass", "first_byte", "upstream"};
+    cJSON *lat = cJSON_AddObjectToObject(obj, "latency");
+    cJSON *saved = cJSON_AddObjectToObject(obj, "saved");
+    cJSON *req = cJSON_AddObjectToObject(obj, "requests");
+    cJSON *top;
+    uint64_t total = 0, errors = 0;
+
+    if (!lat || !saved || !req)
+        return -ENOMEM;
+    for (size_t h = 0; h < MH_COUNT; h++) {
+        uint64_t b[METRICS_BUCKETS + 1];
+        cJSON *o = cJSON_AddObjectToObject(lat, names[h]);
+        if (!o || !cJSON_AddNumberToObject(o, "count", (double)hist_load(&m->hist[h], b)) ||
+            !cJSON_AddNumberToObject(o, "p50", metrics_quantile(m, h, 0.5)) ||
+            !cJSON_AddNumberToObject(o, "p99", metrics_quantile(m, h, 0.99)))
+            return -ENOMEM;
+    }
+    for (size_t r = 0; r < MR_ROUTES; r++)
+        for (int c = 0; c < CODES; c++) {
+            uint64_t v = atomic_load_explicit(&m->requests[r][c], memory_order_relaxed);
+            total += v;
+            errors += c >= 500 ? v : 0;
+        }
+    if (!cJSON_AddNumberToObject(req, "total", (double)total) ||
+        !cJSON_AddNumberToObject(req, "server_errors", (double)errors) ||
+        !cJSON_AddNumberToObject(saved, "prompt_tokens", (double)atomic_load(&m->saved_prompt)) ||
+        !cJSON_AddNumberToObject(saved, "completion_tokens",
+                                 (double)atomic_load(&m->saved_completion)) ||
+        !cJSON_AddNumberToObject(saved, "usd",
+                                 (double)atomic_load(&m->saved_pusd) / (double)PICO_PER_USD) ||
+        !cJSON_AddBoolToObject(saved, "priced", m->nprices > 0) ||
+        !cJSON_AddNumberToObject(obj, "start_time", (double)m->start_time))
+        return -ENOMEM;
+    top = top_json(m);
+    if (!top)
+        return -ENOMEM;
+    if (!cJSON_AddItemToObject(obj, "top_misses", top)) {
+        cJSON_Delete(top);
+        return -ENOMEM;
+    }
+    return 0;
+}

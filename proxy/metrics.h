@@ -1,0 +1,94 @@
+/* metrics.h - request counters, latency histograms, savings and top misses.
+ *
+ * The cache's and the pool's own counters live in their modules (chat.c,
+ * upstream.c); this one keeps what the HTTP front end observes per request:
+ * requests by route and status, latency histograms, tokens and money the
+ * cache saved, and the partitions that miss most. It renders them as
+ * Prometheus text (exposition format 0.0.4) and as JSON for the dashboard.
+ *
+ * Threads: every function may be called from any thread once metrics_new()
+ * returned. Counters and histogram buckets are atomics, so the hot path
+ * takes no lock; only metrics_miss() (a provider call follows it anyway)
+ * takes a mutex.
+ */
+#ifndef PARROT_METRICS_H
+#define PARROT_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/buf.h"
+
+struct cJSON;
+struct metrics;
+
+/* Routes for parrot_http_requests_total; a fixed set keeps cardinality low. */
+enum metrics_route {
+    MR_CHAT,      /* POST /v1/chat/completions */
+    MR_V1,        /* every other /v1/... passed through */
+    MR_HEALTH,    /* /healthz, /readyz */
+    MR_METRICS,   /* /metrics */
+    MR_DASHBOARD, /* /dashboard... */
+    MR_ADMIN,     /* /admin/... */
+    MR_OTHER,     /* anything else (404) */
+    MR_ROUTES
+};
+
+/* Latency histograms, all in seconds with the same buckets. */
+enum metrics_hist {
+    MH_HIT,        /* chat completion answered from the cache, arrival to last byte */
+    MH_MISS,       /* chat completion sent to the provider after a miss */
+    MH_BYPASS,     /* chat completion that skipped the cache */
+    MH_FIRST_BYTE, /* upstream: submit to response headers, retries included */
+    MH_UPSTREAM,   /* upstream: submit to the end of the answer */
+    MH_COUNT
+};
+
+/* Finite bucket bounds; one more bucket (+Inf) follows. */
+#define METRICS_BUCKETS 19
+
+/* prices is the validated `prices` option (NULL: no money is counted).
+ * Returns 0, -EINVAL for an invalid table, or -ENOMEM. */
+int metrics_new(const char *prices, struct metrics **out);
+void metrics_free(struct metrics *m); /* NULL is a no-op */
+
+/* The route a request path (without its query string) is counted under. */
+enum metrics_route metrics_route_of(const char *path, size_t len, const char *method);
+
+/* One finished request; status 0 (the client left before any answer) is
+ * counted as 499. */
+void metrics_request(struct metrics *m, enum metrics_route r, int status);
+
+void metrics_observe(struct metrics *m, enum metrics_hist h, double seconds);
+
+/* A hit saved the provider call an answer of this model and usage. */
+void metrics_saved(struct metrics *m, const char *model, int64_t prompt_tokens,
+                   int64_t completion_tokens);
+
+/* A miss in partition (its hash, CANON_HASH_LEN bytes) for model: kept in a
+ * bounded table of the most frequent ones (Space-Saving), never the text. */
+void metrics_miss(struct metrics *m, const uint8_t *partition, const char *model);
+
+/* The money an answer of this model and usage costs, in picodollars (0 when
+ * the model has no price). Exposed for the unit tests. */
+uint64_t metrics_price(const struct metrics *m, const char *model, int64_t prompt_tokens,
+                       int64_t completion_tokens);
+
+/* Estimate quantile q (0..1) of histogram h from its buckets, as Prometheus'
+ * histogram_quantile() does (linear within a bucket). Returns -1 when the
+ * histogram is empty. */
+double metrics_quantile(struct metrics *m, enum metrics_hist h, double q);
+
+/* Append a family's "# HELP" and "# TYPE" lines. Returns 0 or -ENOMEM /
+ * -E2BIG. */
+int metrics_family(struct buf *b, const char *name, const char *type, const char *help);
+
+/* Append the Prometheus text of every family kept here. Returns 0 or
+ * -ENOMEM / -E2BIG. */
+int metrics_render(struct metrics *m, struct buf *out);
+
+/* Add this module's numbers to the dashboard's JSON object. Returns 0 or
+ * -ENOMEM. */
+int metrics_json(struct metrics *m, struct cJSON *obj);
+
+#endif
