@@ -68,6 +68,13 @@ struct cfg {
     bool verifier;               /* run the hit verifier on semantic candidates */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */
+    char *embedder;              /* builtin | openai */
+    char *embed_url;             /* embeddings base URL including /v1, or NULL */
+    char *embed_model;           /* model asked for embeddings */
+    char *embed_key;             /* secret; NULL: no Authorization sent */
+    long embed_timeout_ms;       /* per lookup text, queueing included */
+    int embed_dim;               /* 0 = learn from the endpoint at start-up */
+    int embed_batch;             /* most texts per embeddings call */
     char *config_file;           /* the file that was loaded, or NULL */
     enum cfg_source source[CFG_MAX_OPTIONS];
 };

@@ -29,6 +29,9 @@
  * fetched waits suspended behind that request (XS_FLIGHT) and looks the cache
  * up again when it is woken (XS_RETRY). The answer to a miss is stored from
  * on_done, before the client is resumed, so the next identical request hits.
+ * With a remote embedder, a lookup that needs a vector waits suspended for
+ * it (XS_EMBED) and finishes when the embedder's thread wakes it
+ * (XS_EMBEDDED): no HTTP thread is held while the embedding is computed.
  */
 #include "proxy/server.h"
 
@@ -69,6 +72,8 @@ enum xstate {
     XS_BODY,      /* collecting the request body */
     XS_FLIGHT,    /* waiting behind an identical request, connection suspended */
     XS_RETRY,     /* woken from XS_FLIGHT: look the cache up again */
+    XS_EMBED,     /* waiting for the remote embedder, connection suspended */
+    XS_EMBEDDED,  /* woken from XS_EMBED: finish the lookup */
     XS_WAIT,      /* upstream submitted, connection suspended */
     XS_STREAM,    /* headers known: queue a streaming response */
     XS_FULL,      /* whole body in x->out: queue it */
@@ -755,9 +760,45 @@ static enum MHD_Result chat_miss(struct exch *x)
     return forward(x, x->uri + 3);
 }
 
+static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v);
+
+/* The remote embedder finished x's vector (its thread). */
+static void embed_wake(struct chat_req *cr)
+{
+    struct exch *x = cr->owner;
+
+    pthread_mutex_lock(&x->lock);
+    x->state = XS_EMBEDDED;
+    resume(x);
+    pthread_mutex_unlock(&x->lock);
+    exch_unref(x); /* the embedding's reference */
+}
+
+/* The lookup needs a remote embedding: wait for it suspended, or go on
+ * without one when the embedder cannot take it. */
+static enum MHD_Result chat_embed_wait(struct exch *x)
+{
+    struct server *s = x->srv;
+
+    pthread_mutex_lock(&x->lock);
+    atomic_fetch_add(&x->refs, 1); /* the embedding's, dropped in embed_wake */
+    if (chat_embed(s->chat, x->chat, embed_wake) == 0) {
+        /* embed_wake takes x->lock, so it sees the suspension. */
+        x->state = XS_EMBED;
+        x->suspended = true;
+        MHD_suspend_connection(x->conn);
+        pthread_mutex_unlock(&x->lock);
+        return MHD_YES;
+    }
+    pthread_mutex_unlock(&x->lock);
+    atomic_fetch_sub(&x->refs, 1);
+    return chat_verdict(x, chat_lookup(s->chat, x->chat, wall_now()));
+}
+
 static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v)
 {
     switch (v) {
+    case CHAT_EMBED: return chat_embed_wait(x);
     case CHAT_HIT: return serve_hit(x);
     case CHAT_REFUSE:
         oai_error_set(&x->err, 504, "invalid_request_error", NULL, "cache_miss",
@@ -997,6 +1038,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return serve_hit(x);
         return forward(x, x->uri + 3);
     }
+    if (st == XS_EMBEDDED) {
+        pthread_mutex_unlock(&x->lock);
+        return chat_verdict(x, chat_lookup(s->chat, x->chat, wall_now()));
+    }
     enum MHD_Result ret = MHD_YES;
     if (st == XS_STREAM)
         ret = queue_stream(x);
@@ -1044,6 +1089,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
         if (x->chat)
             log_str(&r, "cache", chat_outcome(x->chat));
+        if (x->chat && x->chat->embed_result)
+            log_str(&r, "embed", x->chat->embed_result);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_str(&r, "end", (unsigned)toe < sizeof(why) / sizeof(why[0]) ? why[toe] : "?");
         if (x->up_done && x->up_err != UP_OK && x->state == XS_RESPONDED && x->streaming)
@@ -1078,6 +1125,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     const union MHD_DaemonInfo *info;
     char host[INET6_ADDRSTRLEN];
+    int rc;
 
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -1085,8 +1133,9 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     }
     s->cfg = c;
     s->pool = pool;
-    if (c->cache && chat_new(c, &s->chat) != 0) {
-        snprintf(err, errlen, "cannot set up the cache (out of memory)");
+    if (c->cache && (rc = chat_new(c, &s->chat)) != 0) {
+        snprintf(err, errlen, "cannot set up the cache (%s)",
+                 rc == -ENOMEM ? "out of memory" : "see the error logged above");
         goto fail;
     }
     if (s->chat && c->persist) {
