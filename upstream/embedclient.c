@@ -143,6 +143,7 @@ int embed_parse_response(const char *body, size_t len, size_t n, unsigned *dim, 
         const cJSON *idx = cJSON_GetObjectItemCaseSensitive(item, "index");
         size_t at = pos++;
 
+        rc = -EBADMSG;
         /* The index says which input a vector belongs to; servers that
          * leave it out answer in input order. */
         if (idx) {
