@@ -606,7 +606,7 @@ static int flush_pending(struct replay_ctx *rc)
         embed_client_embed_wait(ch->ec, texts, m, vecs, res);
     for (size_t i = 0; i < n; i++) {
         struct journal_put *p = &rc->pending[i];
-        bool ok = p->text && res[slot[i]] == EMBED_OK;
+        bool ok = !err && p->text && res[slot[i]] == EMBED_OK;
         if (!err && put_entry(ch, p, ok ? vecs + slot[i] * ch->dim : NULL, &id) != 0)
             err = -ENOMEM;
         if (!err) {

@@ -274,6 +274,8 @@ static enum embed_result call(struct embed_client *c, struct job *const *jobs, s
                    ? EMBED_BAD_DIM
                    : EMBED_BAD_RESPONSE;
     }
+    if (dim == 0) /* cannot be: a parsed answer has vectors */
+        return EMBED_BAD_RESPONSE;
     *vecs = malloc(n * dim * sizeof(float));
     if (!*vecs)
         return EMBED_CANCELLED;
@@ -374,17 +376,16 @@ static void *client_main(void *arg)
 
 static int setup_easy(struct embed_client *c, const struct embed_client_opts *o)
 {
-    size_t ul = strlen(o->url) + sizeof("/embeddings");
+    size_t bl = strlen(o->url), ul = bl + sizeof("/embeddings");
     char *url = malloc(ul), *auth = NULL;
     struct curl_slist *h;
     int rc = -ENOMEM;
 
     if (!url)
         return -ENOMEM;
-    snprintf(url, ul, "%s", o->url);
-    while (strlen(url) > 0 && url[strlen(url) - 1] == '/')
-        url[strlen(url) - 1] = '\0';
-    strcat(url, "/embeddings");
+    while (bl > 0 && o->url[bl - 1] == '/')
+        bl--;
+    snprintf(url, ul, "%.*s/embeddings", (int)bl, o->url);
     if (!(c->easy = curl_easy_init()))
         goto out;
     if (!(h = curl_slist_append(NULL, "Content-Type: application/json")))
@@ -441,8 +442,7 @@ int embed_client_new(const struct embed_client_opts *o, struct embed_client **ou
     atomic_init(&c->abort, false);
     c->batch_jobs = calloc(o->batch, sizeof(*c->batch_jobs));
     c->late = calloc(o->batch, sizeof(*c->late));
-    if (!c->batch_jobs || !c->late || !(c->model = strdup(o->model)) ||
-        (rc = setup_easy(c, o)) != 0) {
+    if (!c->batch_jobs || !c->late || !(c->model = strdup(o->model)) || setup_easy(c, o) != 0) {
         rc = -ENOMEM;
         goto fail;
     }
