@@ -506,46 +506,74 @@ unsigned embed_client_batch(const struct embed_client *c)
     return c->batch;
 }
 
-int embed_client_submit(struct embed_client *c, const char *text, size_t len, embed_done_fn done,
-                        void *ud)
+static struct job *job_new(const char *text, size_t len, embed_done_fn done, void *ud, long now,
+                           long timeout_ms)
 {
     struct job *j = calloc(1, sizeof(*j));
-    long now = mono_ms();
-    int rc = 0;
 
     if (!j || !(j->text = malloc(len + 1))) {
         free(j);
-        return -ENOMEM;
+        return NULL;
     }
     memcpy(j->text, text, len);
     j->text[len] = '\0';
     j->len = len;
-    j->deadline = now + c->timeout_ms;
+    j->deadline = now + timeout_ms;
     j->done = done;
     j->ud = ud;
+    return j;
+}
+
+static void jobs_free(struct job *j)
+{
+    while (j) {
+        struct job *next = j->next;
+        free(j->text);
+        free(j);
+        j = next;
+    }
+}
+
+/* Queue the n jobs chained from first to last under one lock, so that a
+ * waiting call takes them together. Returns 0, or -ECANCELED / -EAGAIN and
+ * the jobs are the caller's again. */
+static int enqueue(struct embed_client *c, struct job *first, struct job *last, size_t n, long now)
+{
+    int rc = 0;
+
     pthread_mutex_lock(&c->lock);
     if (c->stopping) {
         rc = -ECANCELED;
     } else if (c->breaker == BREAKER_OPEN && now < c->open_until) {
-        c->texts[EMBED_BREAKER_OPEN]++;
+        c->texts[EMBED_BREAKER_OPEN] += n;
         rc = -EAGAIN;
     } else {
         /* After the cooldown the next call is the probe. */
         if (c->breaker == BREAKER_OPEN)
             c->breaker = BREAKER_PROBE;
         if (c->tail)
-            c->tail->next = j;
+            c->tail->next = first;
         else
-            c->head = j;
-        c->tail = j;
-        c->queued++;
+            c->head = first;
+        c->tail = last;
+        c->queued += n;
         pthread_cond_signal(&c->wake);
     }
     pthread_mutex_unlock(&c->lock);
-    if (rc) {
-        free(j->text);
-        free(j);
-    }
+    return rc;
+}
+
+int embed_client_submit(struct embed_client *c, const char *text, size_t len, embed_done_fn done,
+                        void *ud)
+{
+    long now = mono_ms();
+    struct job *j = job_new(text, len, done, ud, now, c->timeout_ms);
+    int rc;
+
+    if (!j)
+        return -ENOMEM;
+    if ((rc = enqueue(c, j, j, 1, now)) != 0)
+        jobs_free(j);
     return rc;
 }
 
@@ -584,22 +612,35 @@ size_t embed_client_embed_wait(struct embed_client *c, const char *const *texts,
 {
     struct waiter w = {.left = n, .out = out, .results = results, .dim = embed_client_dim(c)};
     struct wait_slot *slots = calloc(n ? n : 1, sizeof(*slots));
+    struct job *first = NULL, *last = NULL;
+    long now = mono_ms();
     size_t ok = 0;
+    int rc = slots ? 0 : -ENOMEM;
 
     pthread_mutex_init(&w.lock, NULL);
     pthread_cond_init(&w.done, NULL);
-    for (size_t i = 0; i < n; i++) {
-        int rc = -ENOMEM;
-        if (slots) {
-            slots[i] = (struct wait_slot){&w, i};
-            rc = embed_client_submit(c, texts[i], strlen(texts[i]), wait_done, &slots[i]);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        struct job *j;
+        slots[i] = (struct wait_slot){&w, i};
+        j = job_new(texts[i], strlen(texts[i]), wait_done, &slots[i], now, c->timeout_ms);
+        if (!j) {
+            rc = -ENOMEM;
+            break;
         }
-        if (rc != 0) {
+        if (last)
+            last->next = j;
+        else
+            first = j;
+        last = j;
+    }
+    /* All in one go: one call carries up to `batch` of them. */
+    if (rc == 0 && n > 0)
+        rc = enqueue(c, first, last, n, now);
+    if (rc != 0 || n == 0) {
+        jobs_free(first);
+        for (size_t i = 0; i < n; i++)
             results[i] = rc == -EAGAIN ? EMBED_BREAKER_OPEN : EMBED_CANCELLED;
-            pthread_mutex_lock(&w.lock);
-            w.left--;
-            pthread_mutex_unlock(&w.lock);
-        }
+        w.left = 0;
     }
     pthread_mutex_lock(&w.lock);
     while (w.left > 0)
