@@ -726,73 +726,79 @@ static enum MHD_Result serve_hit(struct exch *x)
                         len, MHD_RESPMEM_MUST_FREE);
 }
 
+/* Wake a suspended request into state st and drop the reference its waker
+ * held (any thread). */
+static void wake_as(struct exch *x, enum xstate st)
+{
+    pthread_mutex_lock(&x->lock);
+    x->state = st;
+    resume(x);
+    pthread_mutex_unlock(&x->lock);
+    exch_unref(x);
+}
+
+/* Suspend x in state st when start(x) arranged a wake-up (wake_as), which
+ * then owns a reference to x. Returns false, x untouched, when start
+ * declined. */
+static bool wait_suspended(struct exch *x, enum xstate st, bool (*start)(struct exch *x))
+{
+    pthread_mutex_lock(&x->lock);
+    atomic_fetch_add(&x->refs, 1);
+    if (start(x)) {
+        /* The wake-up takes x->lock, so it sees the suspension. */
+        x->state = st;
+        x->suspended = true;
+        MHD_suspend_connection(x->conn);
+        pthread_mutex_unlock(&x->lock);
+        return true;
+    }
+    pthread_mutex_unlock(&x->lock);
+    atomic_fetch_sub(&x->refs, 1);
+    return false;
+}
+
 /* A request waiting behind an identical one is woken (any thread). */
 static void flight_wake(struct flight_waiter *w)
 {
     struct chat_req *cr = (struct chat_req *)((char *)w - offsetof(struct chat_req, waiter));
-    struct exch *x = cr->owner;
 
-    pthread_mutex_lock(&x->lock);
-    x->state = XS_RETRY;
-    resume(x);
-    pthread_mutex_unlock(&x->lock);
-    exch_unref(x); /* the flight's reference */
+    wake_as(cr->owner, XS_RETRY);
+}
+
+static bool join_flight(struct exch *x)
+{
+    return chat_flight_join(x->srv->chat, x->chat, flight_wake);
 }
 
 /* After the cache said miss: wait behind an identical request in flight,
  * or go to the provider. */
 static enum MHD_Result chat_miss(struct exch *x)
 {
-    struct server *s = x->srv;
-
-    pthread_mutex_lock(&x->lock);
-    atomic_fetch_add(&x->refs, 1); /* the flight's, dropped in flight_wake */
-    if (chat_flight_join(s->chat, x->chat, flight_wake)) {
-        /* flight_wake takes x->lock, so it sees the suspension. */
-        x->state = XS_FLIGHT;
-        x->suspended = true;
-        MHD_suspend_connection(x->conn);
-        pthread_mutex_unlock(&x->lock);
+    if (wait_suspended(x, XS_FLIGHT, join_flight))
         return MHD_YES;
-    }
-    pthread_mutex_unlock(&x->lock);
-    atomic_fetch_sub(&x->refs, 1);
     return forward(x, x->uri + 3);
 }
-
-static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v);
 
 /* The remote embedder finished x's vector (its thread). */
 static void embed_wake(struct chat_req *cr)
 {
-    struct exch *x = cr->owner;
-
-    pthread_mutex_lock(&x->lock);
-    x->state = XS_EMBEDDED;
-    resume(x);
-    pthread_mutex_unlock(&x->lock);
-    exch_unref(x); /* the embedding's reference */
+    wake_as(cr->owner, XS_EMBEDDED);
 }
+
+static bool start_embed(struct exch *x)
+{
+    return chat_embed(x->srv->chat, x->chat, embed_wake) == 0;
+}
+
+static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v);
 
 /* The lookup needs a remote embedding: wait for it suspended, or go on
  * without one when the embedder cannot take it. */
 static enum MHD_Result chat_embed_wait(struct exch *x)
 {
-    struct server *s = x->srv;
-
-    pthread_mutex_lock(&x->lock);
-    atomic_fetch_add(&x->refs, 1); /* the embedding's, dropped in embed_wake */
-    if (chat_embed(s->chat, x->chat, embed_wake) == 0) {
-        /* embed_wake takes x->lock, so it sees the suspension. */
-        x->state = XS_EMBED;
-        x->suspended = true;
-        MHD_suspend_connection(x->conn);
-        pthread_mutex_unlock(&x->lock);
+    if (wait_suspended(x, XS_EMBED, start_embed))
         return MHD_YES;
-    }
-    pthread_mutex_unlock(&x->lock);
-    atomic_fetch_sub(&x->refs, 1);
-    return chat_verdict(x, chat_lookup(s->chat, x->chat, wall_now()));
+    return chat_verdict(x, chat_lookup(x->srv->chat, x->chat, wall_now()));
 }
 
 static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v)
