@@ -61,19 +61,19 @@ static void malformed_answers_are_ebadmsg(void **state)
     static const char *const bad[] = {
         "",
         "not json",
-        "{\"data\":[{\"embedding\":[1,2]}",                                  /* cut short */
-        "{\"error\":{\"message\":\"no\"}}",                                  /* no data */
-        "{\"data\":{}}",                                                     /* not a list */
-        "{\"data\":[]}",                                                     /* too few */
-        "{\"data\":[{\"embedding\":[1,2]},{\"embedding\":[1,2]}]}",          /* too many */
-        "{\"data\":[{\"embedding\":\"AAAAAA==\"}]}",                         /* base64 */
-        "{\"data\":[{\"embedding\":[1,\"2\"]}]}",                            /* a string */
-        "{\"data\":[{\"embedding\":[0,0]}]}",                                /* zero vector */
-        "{\"data\":[{\"embedding\":[]}]}",                                   /* empty */
-        "{\"data\":[{\"index\":1,\"embedding\":[1,2]}]}",                    /* index out of range */
-        "{\"data\":[{\"index\":-1,\"embedding\":[1,2]}]}",                   /* negative index */
-        "{\"data\":[{\"index\":0.5,\"embedding\":[1,2]}]}",                  /* fractional index */
-        "{\"data\":[{\"index\":\"0\",\"embedding\":[1,2]}]}",                /* index not a number */
+        "{\"data\":[{\"embedding\":[1,2]}",                         /* cut short */
+        "{\"error\":{\"message\":\"no\"}}",                         /* no data */
+        "{\"data\":{}}",                                            /* not a list */
+        "{\"data\":[]}",                                            /* too few */
+        "{\"data\":[{\"embedding\":[1,2]},{\"embedding\":[1,2]}]}", /* too many */
+        "{\"data\":[{\"embedding\":\"AAAAAA==\"}]}",                /* base64 */
+        "{\"data\":[{\"embedding\":[1,\"2\"]}]}",                   /* a string */
+        "{\"data\":[{\"embedding\":[0,0]}]}",                       /* zero vector */
+        "{\"data\":[{\"embedding\":[]}]}",                          /* empty */
+        "{\"data\":[{\"index\":1,\"embedding\":[1,2]}]}",           /* index out of range */
+        "{\"data\":[{\"index\":-1,\"embedding\":[1,2]}]}",          /* negative index */
+        "{\"data\":[{\"index\":0.5,\"embedding\":[1,2]}]}",         /* fractional index */
+        "{\"data\":[{\"index\":\"0\",\"embedding\":[1,2]}]}",       /* index not a number */
         "{\"data\":[{\"index\":0,\"embedding\":[1,2]},{\"index\":0,\"embedding\":[3,4]}]}",
     };
     float out[8];
