@@ -18,6 +18,7 @@
 
 enum opt_type {
     T_STR,
+    T_URL,
     T_UPSTREAMS,
     T_PRICES,
     T_ADDR,
@@ -121,6 +122,21 @@ static const struct option options[] = {
      "(file or env only)"},
     {"admin-show-prompts", T_BOOL, F(admin_show_prompts), "false", 0, 0, 0,
      "let /admin/entries show each entry's prompt text"},
+    {"embedder", T_STR, F(embedder), "builtin", 0, 0, 0,
+     "how lookup texts become vectors: builtin (in-process) or openai (a remote "
+     "OpenAI-compatible /v1/embeddings endpoint, see embed-url)"},
+    {"embed-url", T_URL, F(embed_url), NULL, 0, 0, O_OPTIONAL,
+     "base URL of the embeddings endpoint including /v1 (required with embedder=openai)"},
+    {"embed-model", T_STR, F(embed_model), "text-embedding-3-small", 0, 0, 0,
+     "model asked for embeddings (embedder=openai)"},
+    {"embed-key", T_STR, F(embed_key), NULL, 0, 0, O_SECRET | O_OPTIONAL,
+     "API key for the embeddings endpoint, sent as a Bearer token (file or env only)"},
+    {"embed-timeout", T_DUR, F(embed_timeout_ms), "2s", 0, 0, 0,
+     "longest a request waits for its embedding before it is served as a miss"},
+    {"embed-dim", T_INT, F(embed_dim), "0", 0, 16384, 0,
+     "dimension of the remote embeddings (0 = ask the endpoint once at start-up)"},
+    {"embed-batch", T_INT, F(embed_batch), "64", 1, 2048, 0,
+     "most texts sent in one embeddings call"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -520,6 +536,7 @@ static const char *expect(enum opt_type t)
     case T_LEVEL: return "debug, info, warn or error";
     case T_FLOAT: return "a number";
     case T_STR: return "a string";
+    case T_URL: return "an http:// or https:// URL";
     }
     return "?";
 }
@@ -532,6 +549,7 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
 
     switch (o->type) {
     case T_STR:
+    case T_URL:
     case T_UPSTREAMS:
     case T_PRICES:
     case T_ADDR: {
@@ -569,7 +587,10 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
             socklen_t len;
             rc = cfg_parse_addr(v, &ss, &len);
         }
-        if (rc == 0 && o->type == T_STR && *v == '\0' && !(o->flags & O_OPTIONAL))
+        if (o->type == T_URL && *v != '\0')
+            rc = parse_url(v, strlen(v));
+        if (rc == 0 && (o->type == T_STR || o->type == T_URL) && *v == '\0' &&
+            !(o->flags & O_OPTIONAL))
             rc = CFG_EINVAL;
         if (rc)
             break;
@@ -643,7 +664,7 @@ void cfg_fini(struct cfg *c)
 {
     for (size_t i = 0; i < N_OPTIONS; i++) {
         enum opt_type t = options[i].type;
-        if (t == T_STR || t == T_UPSTREAMS || t == T_PRICES || t == T_ADDR) {
+        if (t == T_STR || t == T_URL || t == T_UPSTREAMS || t == T_PRICES || t == T_ADDR) {
             char **p = (char **)((char *)c + options[i].off);
             free(*p);
             *p = NULL;
@@ -845,6 +866,7 @@ static void print_value(const struct cfg *c, const struct option *o, FILE *out)
 
     switch (o->type) {
     case T_STR:
+    case T_URL:
     case T_UPSTREAMS:
     case T_PRICES:
     case T_ADDR: {

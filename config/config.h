@@ -82,6 +82,13 @@ struct cfg {
     char *client_keys;           /* secret: "KEY TENANT" entries, or NULL */
     char *admin_key;             /* secret: enables the admin API, or NULL */
     bool admin_show_prompts;     /* /admin/entries may show lookup texts */
+    char *embedder;              /* builtin | openai */
+    char *embed_url;             /* embeddings base URL including /v1, or NULL */
+    char *embed_model;           /* model asked for embeddings */
+    char *embed_key;             /* secret; NULL: no Authorization sent */
+    long embed_timeout_ms;       /* per lookup text, queueing included */
+    int embed_dim;               /* 0 = learn from the endpoint at start-up */
+    int embed_batch;             /* most texts per embeddings call */
     char *config_file;           /* the file that was loaded, or NULL */
     enum cfg_source source[CFG_MAX_OPTIONS];
 };

@@ -9,6 +9,7 @@
 #include "config/config.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
+#include "upstream/embedclient.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -27,6 +28,11 @@
 #define EXACT_SCAN_MAX 256
 /* Semantic candidates examined per lookup, best first. */
 #define CANDIDATES 4
+/* Default threshold of the openai embedder. Not calibrated on the dev sets
+ * (that needs the real model): paraphrases typically score 0.85-0.95 with
+ * OpenAI's text-embedding-3-small, so 0.90 keeps to the safe end and leaves
+ * the rest to the hit verifier. See docs/embedders.md. */
+#define OPENAI_THRESHOLD 0.90f
 
 /* Why a request skipped the lookup: r->why, and a counter each. */
 static const char *const bypass_reasons[] = {"no-cache", "unkeyable", "nul-in-string"};
@@ -34,7 +40,10 @@ static const char *const bypass_reasons[] = {"no-cache", "unkeyable", "nul-in-st
 
 struct chat {
     struct store *store;
-    struct embedder *emb;
+    struct embedder *emb;    /* the builtin embedder, or NULL */
+    struct embed_client *ec; /* the remote one, or NULL */
+    unsigned dim;
+    char emb_name[200]; /* kind, model and dimension: vectors of two names never meet */
     struct flight_table *flights;
     float threshold;
     bool verifier;
@@ -70,6 +79,68 @@ static void payload_free(void *p)
     }
 }
 
+/* The openai embedder from c: its client, and its dimension, asked of the
+ * endpoint when not configured. Logs why it cannot start. */
+static int remote_new(struct chat *ch, const struct cfg *c)
+{
+    struct embed_client_opts o = {.url = c->embed_url,
+                                  .model = c->embed_model,
+                                  .key = c->embed_key,
+                                  .timeout_ms = c->embed_timeout_ms,
+                                  .dim = (unsigned)c->embed_dim,
+                                  .batch = (unsigned)c->embed_batch,
+                                  .breaker_failures = (unsigned)c->breaker_failures,
+                                  .breaker_cooldown_ms = c->breaker_cooldown_ms};
+    const char *probe = "parrot";
+    enum embed_result r;
+    char msg[160];
+    int rc;
+
+    if (!c->embed_url) {
+        log_msg(LOG_ERROR, "embedder=openai needs embed-url", "e.g. https://api.openai.com/v1");
+        return -EINVAL;
+    }
+    if (c->embed_timeout_ms <= 0) {
+        log_msg(LOG_ERROR, "embed-timeout must be above 0", NULL);
+        return -EINVAL;
+    }
+    if ((rc = embed_client_new(&o, &ch->ec)) != 0)
+        return rc;
+    if (!o.dim && embed_client_embed_wait(ch->ec, &probe, 1, NULL, &r) != 1) {
+        snprintf(msg, sizeof(msg), "%s: %s; set embed-dim to start without asking", c->embed_url,
+                 embed_result_name(r));
+        log_msg(LOG_ERROR, "cannot learn the embedding dimension", msg);
+        return -EHOSTUNREACH;
+    }
+    ch->dim = embed_client_dim(ch->ec);
+    snprintf(ch->emb_name, sizeof(ch->emb_name), "openai:%.120s:%u", c->embed_model, ch->dim);
+    /* The name is a metric label value: keep it free of quoting. */
+    for (char *p = ch->emb_name; *p; p++)
+        if (*p == '"' || *p == '\\' || (unsigned char)*p < ' ')
+            *p = '_';
+    ch->threshold = OPENAI_THRESHOLD;
+    return 0;
+}
+
+/* The embedder c names. Logs why it cannot start. */
+static int embedder_new(struct chat *ch, const struct cfg *c)
+{
+    int rc;
+
+    if (c->embedder && strcmp(c->embedder, "openai") == 0)
+        return remote_new(ch, c);
+    if (c->embedder && strcmp(c->embedder, "builtin") != 0) {
+        log_msg(LOG_ERROR, "unknown embedder (builtin or openai)", c->embedder);
+        return -EINVAL;
+    }
+    if ((rc = embed_builtin_new(&ch->emb)) != 0)
+        return rc;
+    ch->dim = embedder_dim(ch->emb);
+    snprintf(ch->emb_name, sizeof(ch->emb_name), "%s:%u", embedder_name(ch->emb), ch->dim);
+    ch->threshold = embedder_threshold(ch->emb);
+    return 0;
+}
+
 int chat_new(const struct cfg *c, struct chat **out)
 {
     struct chat *ch = calloc(1, sizeof(*ch));
@@ -82,9 +153,9 @@ int chat_new(const struct cfg *c, struct chat **out)
         free(ch);
         return -ENOMEM;
     }
-    if ((rc = embed_builtin_new(&ch->emb)) != 0)
+    if ((rc = embedder_new(ch, c)) != 0)
         goto fail;
-    so.dim = embedder_dim(ch->emb);
+    so.dim = ch->dim;
     so.max_memory = c->cache_max_memory;
     so.exact_scan_max = EXACT_SCAN_MAX;
     so.payload_free = payload_free;
@@ -92,8 +163,8 @@ int chat_new(const struct cfg *c, struct chat **out)
         goto fail;
     if ((rc = flight_new(&ch->flights)) != 0)
         goto fail;
-    ch->threshold =
-        c->similarity_threshold > 0 ? (float)c->similarity_threshold : embedder_threshold(ch->emb);
+    if (c->similarity_threshold > 0)
+        ch->threshold = (float)c->similarity_threshold;
     ch->ttl = c->cache_ttl_ms;
     ch->verifier = c->verifier;
     ch->shared_tenant = c->shared_tenant;
@@ -111,6 +182,7 @@ void chat_free(struct chat *ch)
     if (!ch)
         return;
     wal_close(ch->wal); /* flushes what is pending */
+    embed_client_free(ch->ec);
     store_free(ch->store);
     embedder_free(ch->emb);
     flight_free(ch->flights);
@@ -189,19 +261,65 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     r->store = !r->cc.no_store;
 }
 
-/* The embedding of the lookup text, computed on first use: an exact hit
- * never needs one. NULL when there is no text or nothing to embed. */
+/* The builtin embedding of text[0..len), malloc'd; NULL when there is
+ * nothing to embed. */
+static float *embed_local(struct chat *ch, const char *text, size_t len)
+{
+    float *v = malloc(sizeof(float) * ch->dim);
+
+    if (v && embedder_embed(ch->emb, text, len, v) != 0) {
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
+/* The embedding of the lookup text, computed on first use by the builtin
+ * embedder: an exact hit never needs one. A remote embedding is never made
+ * here (it would block the calling thread): chat_lookup() asks for it with
+ * CHAT_EMBED. NULL when there is no text or nothing to embed. */
 static const float *vec_of(struct chat *ch, struct chat_req *r)
 {
-    if (r->vec || r->vec_done || !r->key.lookup_text)
+    if (r->vec || r->vec_done || !r->key.lookup_text || ch->ec)
         return r->vec;
     r->vec_done = true;
-    r->vec = malloc(sizeof(float) * embedder_dim(ch->emb));
-    if (r->vec && embedder_embed(ch->emb, r->key.lookup_text, r->key.lookup_len, r->vec) != 0) {
-        free(r->vec);
-        r->vec = NULL;
-    }
+    r->vec = embed_local(ch, r->key.lookup_text, r->key.lookup_len);
     return r->vec;
+}
+
+/* Must the remote embedder be asked before the lookup goes on? */
+static bool wants_remote(const struct chat *ch, const struct chat_req *r)
+{
+    return ch->ec && !r->vec_done && r->key.lookup_text;
+}
+
+/* The embedder's thread: r's vector arrived, or will not. */
+static void embedded(void *ud, enum embed_result res, const float *vec)
+{
+    struct chat_req *r = ud;
+
+    r->embed_result = embed_result_name(res);
+    r->vec_done = true;
+    if (vec) {
+        r->vec = malloc(sizeof(float) * r->embed_ch->dim);
+        if (r->vec)
+            memcpy(r->vec, vec, sizeof(float) * r->embed_ch->dim);
+    }
+    r->embed_wake(r);
+}
+
+int chat_embed(struct chat *ch, struct chat_req *r, void (*wake)(struct chat_req *r))
+{
+    int rc;
+
+    r->embed_ch = ch;
+    r->embed_wake = wake;
+    rc = embed_client_submit(ch->ec, r->key.lookup_text, r->key.lookup_len, embedded, r);
+    if (rc != 0) {
+        r->vec_done = true;
+        r->embed_result = embed_result_name(rc == -EAGAIN ? EMBED_BREAKER_OPEN : EMBED_CANCELLED);
+    }
+    return rc;
 }
 
 void chat_req_fini(struct chat_req *r)
@@ -248,6 +366,10 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 
     if (!r->keyed || r->cc.no_cache) {
         size_t why = 0;
+
+        /* No lookup, but the answer is stored: with its vector. */
+        if (r->keyed && r->store && wants_remote(ch, r))
+            return r->verdict = CHAT_EMBED;
         if (!r->why)
             r->why = bypass_reasons[0];
         while (why + 1 < BYPASS_REASONS && r->why != bypass_reasons[why])
@@ -265,6 +387,8 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
         atomic_fetch_add(&ch->hits_exact, 1);
         return r->verdict = CHAT_HIT;
     }
+    if (wants_remote(ch, r))
+        return r->verdict = CHAT_EMBED;
     if (vec_of(ch, r)) {
         e = store_get_semantic(ch->store, r->key.partition, r->vec, ch->threshold, now,
                                max_age_ms(r), CANDIDATES, ch->verifier ? accept_candidate : NULL,
@@ -347,6 +471,7 @@ void chat_headers(const struct chat_req *r, int64_t now,
     }
     case CHAT_MISS:
     case CHAT_REFUSE:
+    case CHAT_EMBED:
         snprintf(v, sizeof(v), "parrot; fwd=uri-miss%s%s",
                  r->verdict == CHAT_REFUSE ? "; detail=only-if-cached" : "",
                  r->stored ? "; stored" : "");
@@ -366,7 +491,8 @@ const char *chat_outcome(const struct chat_req *r)
 {
     switch (r->verdict) {
     case CHAT_HIT: return r->coalesced ? "hit-coalesced" : r->exact ? "hit-exact" : "hit-semantic";
-    case CHAT_MISS: return "miss";
+    case CHAT_MISS:
+    case CHAT_EMBED: return "miss";
     case CHAT_REFUSE: return "refused";
     case CHAT_BYPASS: break;
     }
@@ -452,25 +578,16 @@ skip:
     log_msg(LOG_DEBUG, "answer not stored", why);
 }
 
-/* Vector and payload for a logged or replayed entry, into the store. */
-static int put_entry(struct chat *ch, struct journal_put *p, uint64_t *id)
+/* A replayed entry and its vector (or NULL), into the store. */
+static int put_entry(struct chat *ch, struct journal_put *p, const float *vec, uint64_t *id)
 {
     struct store_put_args a = {0};
     struct cmpl_rendered *cr = malloc(sizeof(*cr));
-    float *vec = NULL;
-    int rc;
 
     if (!cr)
         return -ENOMEM;
     *cr = p->r;
     memset(&p->r, 0, sizeof(p->r)); /* the store owns it now */
-    if (p->text) {
-        vec = malloc(sizeof(float) * embedder_dim(ch->emb));
-        if (vec && embedder_embed(ch->emb, p->text, strlen(p->text), vec) != 0) {
-            free(vec);
-            vec = NULL;
-        }
-    }
     a.partition = p->partition;
     a.exact = p->exact;
     a.vec = vec;
@@ -480,16 +597,60 @@ static int put_entry(struct chat *ch, struct journal_put *p, uint64_t *id)
     a.cost = p->cost;
     a.now = p->created;
     a.ttl = p->expires ? p->expires - p->created : 0;
-    rc = store_put(ch->store, &a, id);
-    free(vec);
-    return rc;
+    return store_put(ch->store, &a, id);
 }
 
 struct replay_ctx {
     struct chat *ch;
     int64_t now;
-    uint64_t loaded, expired, unreadable, deleted;
+    uint64_t loaded, expired, unreadable, deleted, unembedded;
+    /* With the remote embedder, entries wait here for their vectors, to be
+     * embedded embed-batch at a time; replayed in log order all the same. */
+    struct journal_put *pending;
+    size_t npending, max_pending;
 };
+
+/* Embed the pending entries' texts in one go and store them in order. An
+ * entry whose text could not be embedded is kept for exact hits. */
+static int flush_pending(struct replay_ctx *rc)
+{
+    struct chat *ch = rc->ch;
+    size_t n = rc->npending, m = 0;
+    const char **texts = calloc(n ? n : 1, sizeof(*texts));
+    size_t *slot = calloc(n ? n : 1, sizeof(*slot));
+    enum embed_result *res = calloc(n ? n : 1, sizeof(*res));
+    float *vecs = malloc(sizeof(float) * ch->dim * (n ? n : 1));
+    int err = 0;
+    uint64_t id;
+
+    if (!texts || !slot || !res || !vecs)
+        err = -ENOMEM;
+    for (size_t i = 0; !err && i < n; i++)
+        if (rc->pending[i].text) {
+            slot[i] = m;
+            texts[m++] = rc->pending[i].text;
+        }
+    if (!err)
+        embed_client_embed_wait(ch->ec, texts, m, vecs, res);
+    for (size_t i = 0; i < n; i++) {
+        struct journal_put *p = &rc->pending[i];
+        bool ok = !err && p->text && res[slot[i]] == EMBED_OK;
+        if (!err && put_entry(ch, p, ok ? vecs + slot[i] * ch->dim : NULL, &id) != 0)
+            err = -ENOMEM;
+        if (!err) {
+            rc->loaded++;
+            rc->unembedded += p->text && !ok;
+        }
+        journal_put_fini(p);
+    }
+    rc->npending = 0;
+    free(texts);
+    free(slot);
+    free(res);
+    free(vecs);
+    return err;
+}
+
 
 /* A logged admin delete: drop what the log holds under each key by now. */
 static void replay_del(struct replay_ctx *rc, const uint8_t (*keys)[JOURNAL_KEY_LEN], size_t n)
@@ -508,10 +669,15 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     struct journal_put p;
     const uint8_t(*keys)[JOURNAL_KEY_LEN];
     size_t nkeys;
+    float *vec;
     uint64_t id;
+    int err = 0;
 
     (void)seq;
     if (type == JOURNAL_DEL && journal_decode_del(payload, len, &keys, &nkeys) == 0) {
+        /* Entries logged before the delete must be in the store first. */
+        if (rc->npending && (err = flush_pending(rc)) != 0)
+            return err;
         replay_del(rc, keys, nkeys);
         return 0;
     }
@@ -523,14 +689,19 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     }
     if (p.expires && p.expires <= rc->now) {
         rc->expired++;
-    } else if (put_entry(rc->ch, &p, &id) == 0) {
-        rc->loaded++;
+    } else if (rc->ch->ec) {
+        rc->pending[rc->npending++] = p;
+        return rc->npending == rc->max_pending ? flush_pending(rc) : 0;
     } else {
-        journal_put_fini(&p);
-        return -ENOMEM;
+        vec = p.text ? embed_local(rc->ch, p.text, strlen(p.text)) : NULL;
+        if (put_entry(rc->ch, &p, vec, &id) == 0)
+            rc->loaded++;
+        else
+            err = -ENOMEM;
+        free(vec);
     }
     journal_put_fini(&p);
-    return 0;
+    return err;
 }
 
 const char *chat_journal_problem(struct chat *ch)
@@ -556,21 +727,37 @@ int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64
     struct wal_opts o = {.dir = dir};
     struct wal_report rep;
     struct replay_ctx ctx = {.ch = ch, .now = now};
+    char unembedded[96] = "";
     int rc;
 
     if (wal_policy_parse(fsync, &o.policy) != 0) {
         snprintf(msg, msglen, "invalid wal-fsync '%s' (always, batch, everysec or off)", fsync);
         return -EINVAL;
     }
-    rc = wal_open(&o, replay, &ctx, &rep, &ch->wal);
-    if (rc != 0) {
-        snprintf(msg, msglen, "%s", rep.message[0] ? rep.message : strerror(-rc));
-        return rc;
+    if (ch->ec) {
+        ctx.max_pending = embed_client_batch(ch->ec);
+        if (!(ctx.pending = calloc(ctx.max_pending, sizeof(*ctx.pending)))) {
+            snprintf(msg, msglen, "out of memory");
+            return -ENOMEM;
+        }
     }
+    rc = wal_open(&o, replay, &ctx, &rep, &ch->wal);
+    if (rc != 0)
+        snprintf(msg, msglen, "%s", rep.message[0] ? rep.message : strerror(-rc));
+    else if (ctx.npending && (rc = flush_pending(&ctx)) != 0)
+        snprintf(msg, msglen, "reloading the cache: %s", strerror(-rc));
+    for (size_t i = 0; i < ctx.npending; i++) /* left by a failed replay */
+        journal_put_fini(&ctx.pending[i]);
+    free(ctx.pending);
+    if (rc != 0)
+        return rc;
+    if (ctx.unembedded)
+        snprintf(unembedded, sizeof(unembedded), " (%llu for exact hits only: the embedder failed)",
+                 (unsigned long long)ctx.unembedded);
     snprintf(msg, msglen,
-             "%s: %llu entries loaded, %llu expired, %llu deleted, %llu unreadable records "
+             "%s: %llu entries loaded%s, %llu expired, %llu deleted, %llu unreadable records "
              "skipped%s%s",
-             rep.path, (unsigned long long)(ctx.loaded - ctx.deleted),
+             rep.path, (unsigned long long)(ctx.loaded - ctx.deleted), unembedded,
              (unsigned long long)ctx.expired, (unsigned long long)ctx.deleted,
              (unsigned long long)ctx.unreadable, rep.truncated ? "; " : "",
              rep.truncated ? rep.message : "");
@@ -641,9 +828,53 @@ static int metric(struct buf *b, const char *name, const char *type, const char 
     return buf_puts(b, line, 1u << 20);
 }
 
+/* The remote embedder's counters, latency histogram and breaker. */
+static int embed_metrics(struct chat *ch, struct buf *b)
+{
+    struct embed_client_stats st;
+    char labels[64], line[160];
+    int rc = 0;
+
+    embed_client_stats(ch->ec, &st);
+    for (int i = 0; i < EMBED_RESULTS; i++) {
+        snprintf(labels, sizeof(labels), "{result=\"%s\"}", embed_result_name(i));
+        rc |= metric(b, "parrot_embed_requests_total", "counter",
+                     "Lookup texts sent to the embeddings endpoint, by outcome.", labels,
+                     st.texts[i], i == 0);
+    }
+    rc |= metric(b, "parrot_embed_calls_total", "counter", "Calls made to the embeddings endpoint.",
+                 "", st.calls, true);
+    rc |= metric(b, "parrot_embed_batched_texts_total", "counter",
+                 "Texts carried by those calls (divide by the calls for the batch size).", "",
+                 st.batched, true);
+    rc |= metric(b, "parrot_embed_queue_depth", "gauge",
+                 "Texts waiting for the embeddings call in flight to end.", "", st.queued, true);
+    rc |= metric(b, "parrot_embed_breaker_state", "gauge",
+                 "Embeddings endpoint circuit breaker: 0 closed, 1 half-open, 2 open.", "",
+                 (uint64_t)st.breaker, true);
+    /* The family's HELP and TYPE name the histogram, not its series. */
+    rc |= buf_puts(b,
+                   "# HELP parrot_embed_call_duration_seconds Duration of calls to the "
+                   "embeddings endpoint.\n# TYPE parrot_embed_call_duration_seconds histogram\n",
+                   1u << 20);
+    for (int i = 0; i < EMBED_LATENCY_BUCKETS; i++) {
+        snprintf(labels, sizeof(labels), "{le=\"%g\"}", st.bucket_le[i]);
+        rc |= metric(b, "parrot_embed_call_duration_seconds_bucket", "", "", labels, st.bucket[i],
+                     false);
+    }
+    snprintf(line, sizeof(line),
+             "parrot_embed_call_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
+             "\nparrot_embed_call_duration_seconds_sum %.6f\n"
+             "parrot_embed_call_duration_seconds_count %" PRIu64 "\n",
+             st.calls, st.seconds_sum, st.calls);
+    rc |= buf_puts(b, line, 1u << 20);
+    return rc;
+}
+
 int chat_metrics(struct chat *ch, struct buf *b)
 {
     struct store_stats st;
+    char labels[240];
     int rc = 0;
 
     store_get_stats(ch->store, &st);
@@ -658,7 +889,6 @@ int chat_metrics(struct chat *ch, struct buf *b)
                  "Chat completions sent to the provider after a cache miss.", "",
                  atomic_load(&ch->misses), true);
     for (size_t i = 0; i < BYPASS_REASONS; i++) {
-        char labels[64];
         snprintf(labels, sizeof(labels), "{reason=\"%s\"}", bypass_reasons[i]);
         rc |= metric(b, "parrot_cache_bypasses_total", "counter",
                      "Chat completions that skipped the lookup, by reason.", labels,
@@ -676,12 +906,16 @@ int chat_metrics(struct chat *ch, struct buf *b)
                  "Answers not stored: error status, truncated, unfinished or unreplayable.", "",
                  atomic_load(&ch->store_skipped), true);
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++) {
-        char labels[64];
         snprintf(labels, sizeof(labels), "{reason=\"%s\"}", verify_reason_name(i));
         rc |= metric(b, "parrot_cache_verifier_rejections_total", "counter",
                      "Semantic candidates the hit verifier turned down, by reason.", labels,
                      atomic_load(&ch->rejected[i]), i == VERIFY_OK + 1);
     }
+    snprintf(labels, sizeof(labels), "{name=\"%s\"}", ch->emb_name);
+    rc |= metric(b, "parrot_embedder_info", "gauge",
+                 "The embedder in use: kind, model and dimension.", labels, 1, true);
+    if (ch->ec)
+        rc |= embed_metrics(ch, b);
     rc |= metric(b, "parrot_cache_entries", "gauge", "Entries in the cache.", "", st.entries, true);
     rc |= metric(b, "parrot_cache_partitions", "gauge", "Partitions with at least one entry.", "",
                  st.partitions, true);

@@ -34,13 +34,18 @@ enum chat_verdict {
     CHAT_HIT,    /* serve r->hit */
     CHAT_MISS,   /* ask the provider; store the answer if r->store */
     CHAT_REFUSE, /* only-if-cached and nothing cached: answer 504 */
+    CHAT_EMBED,  /* the remote embedder must embed the lookup text first: call
+                    chat_embed(), then chat_lookup() again */
 };
 
 struct chat_req {
     struct canon_key key;
-    bool keyed;    /* key is valid */
-    float *vec;    /* embedding of the lookup text, or NULL */
-    bool vec_done; /* vec was computed (it may still be NULL) */
+    bool keyed;                             /* key is valid */
+    float *vec;                             /* embedding of the lookup text, or NULL */
+    bool vec_done;                          /* vec was computed (it may still be NULL) */
+    const char *embed_result;               /* the remote embedding's outcome, or NULL */
+    void (*embed_wake)(struct chat_req *r); /* chat_embed()'s callback */
+    struct chat *embed_ch;                  /* and its cache */
     struct hdr_cache_control cc;
     int64_t ttl;        /* milliseconds, for storing */
     bool stream;        /* the client asked for SSE */
@@ -92,6 +97,14 @@ const char *chat_journal_problem(struct chat *ch);
 
 /* Decide and, on a hit, set r->hit. Counts the outcome. */
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now);
+
+/* Ask the remote embedder for r's vector (after CHAT_EMBED). Returns 0, and
+ * wake(r) runs once, on the embedder's thread, when r->vec is set or the
+ * embedding failed (then r->vec stays NULL: the request goes on as a miss,
+ * stored for exact hits only). Returns a negative code when the embedding
+ * cannot start (the endpoint's breaker is open): wake never runs, and the
+ * next chat_lookup() goes on without a vector. */
+int chat_embed(struct chat *ch, struct chat_req *r, void (*wake)(struct chat_req *r));
 
 /* Exact lookup only, for a request woken behind a single-flight leader. */
 enum chat_verdict chat_relookup(struct chat *ch, struct chat_req *r, int64_t now);

@@ -29,6 +29,9 @@
  * fetched waits suspended behind that request (XS_FLIGHT) and looks the cache
  * up again when it is woken (XS_RETRY). The answer to a miss is stored from
  * on_done, before the client is resumed, so the next identical request hits.
+ * With a remote embedder, a lookup that needs a vector waits suspended for
+ * it (XS_EMBED) and finishes when the embedder's thread wakes it
+ * (XS_EMBEDDED): no HTTP thread is held while the embedding is computed.
  */
 #include "proxy/server.h"
 
@@ -78,6 +81,8 @@ enum xstate {
     XS_BODY,      /* collecting the request body */
     XS_FLIGHT,    /* waiting behind an identical request, connection suspended */
     XS_RETRY,     /* woken from XS_FLIGHT: look the cache up again */
+    XS_EMBED,     /* waiting for the remote embedder, connection suspended */
+    XS_EMBEDDED,  /* woken from XS_EMBED: finish the lookup */
     XS_WAIT,      /* upstream submitted, connection suspended */
     XS_STREAM,    /* headers known: queue a streaming response */
     XS_FULL,      /* whole body in x->out: queue it */
@@ -747,43 +752,85 @@ static enum MHD_Result serve_hit(struct exch *x)
                         len, MHD_RESPMEM_MUST_FREE);
 }
 
+/* Wake a suspended request into state st and drop the reference its waker
+ * held (any thread). */
+static void wake_as(struct exch *x, enum xstate st)
+{
+    pthread_mutex_lock(&x->lock);
+    x->state = st;
+    resume(x);
+    pthread_mutex_unlock(&x->lock);
+    exch_unref(x);
+}
+
+/* Suspend x in state st when start(x) arranged a wake-up (wake_as), which
+ * then owns a reference to x. Returns false, x untouched, when start
+ * declined. */
+static bool wait_suspended(struct exch *x, enum xstate st, bool (*start)(struct exch *x))
+{
+    pthread_mutex_lock(&x->lock);
+    atomic_fetch_add(&x->refs, 1);
+    if (start(x)) {
+        /* The wake-up takes x->lock, so it sees the suspension. */
+        x->state = st;
+        x->suspended = true;
+        MHD_suspend_connection(x->conn);
+        pthread_mutex_unlock(&x->lock);
+        return true;
+    }
+    pthread_mutex_unlock(&x->lock);
+    atomic_fetch_sub(&x->refs, 1);
+    return false;
+}
+
 /* A request waiting behind an identical one is woken (any thread). */
 static void flight_wake(struct flight_waiter *w)
 {
     struct chat_req *cr = (struct chat_req *)((char *)w - offsetof(struct chat_req, waiter));
-    struct exch *x = cr->owner;
 
-    pthread_mutex_lock(&x->lock);
-    x->state = XS_RETRY;
-    resume(x);
-    pthread_mutex_unlock(&x->lock);
-    exch_unref(x); /* the flight's reference */
+    wake_as(cr->owner, XS_RETRY);
+}
+
+static bool join_flight(struct exch *x)
+{
+    return chat_flight_join(x->srv->chat, x->chat, flight_wake);
 }
 
 /* After the cache said miss: wait behind an identical request in flight,
  * or go to the provider. */
 static enum MHD_Result chat_miss(struct exch *x)
 {
-    struct server *s = x->srv;
-
-    pthread_mutex_lock(&x->lock);
-    atomic_fetch_add(&x->refs, 1); /* the flight's, dropped in flight_wake */
-    if (chat_flight_join(s->chat, x->chat, flight_wake)) {
-        /* flight_wake takes x->lock, so it sees the suspension. */
-        x->state = XS_FLIGHT;
-        x->suspended = true;
-        MHD_suspend_connection(x->conn);
-        pthread_mutex_unlock(&x->lock);
+    if (wait_suspended(x, XS_FLIGHT, join_flight))
         return MHD_YES;
-    }
-    pthread_mutex_unlock(&x->lock);
-    atomic_fetch_sub(&x->refs, 1);
     return forward(x, x->uri + 3);
+}
+
+/* The remote embedder finished x's vector (its thread). */
+static void embed_wake(struct chat_req *cr)
+{
+    wake_as(cr->owner, XS_EMBEDDED);
+}
+
+static bool start_embed(struct exch *x)
+{
+    return chat_embed(x->srv->chat, x->chat, embed_wake) == 0;
+}
+
+static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v);
+
+/* The lookup needs a remote embedding: wait for it suspended, or go on
+ * without one when the embedder cannot take it. */
+static enum MHD_Result chat_embed_wait(struct exch *x)
+{
+    if (wait_suspended(x, XS_EMBED, start_embed))
+        return MHD_YES;
+    return chat_verdict(x, chat_lookup(x->srv->chat, x->chat, wall_now()));
 }
 
 static enum MHD_Result chat_verdict(struct exch *x, enum chat_verdict v)
 {
     switch (v) {
+    case CHAT_EMBED: return chat_embed_wait(x);
     case CHAT_HIT: return serve_hit(x);
     case CHAT_REFUSE:
         oai_error_set(&x->err, 504, "invalid_request_error", NULL, "cache_miss",
@@ -1096,6 +1143,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return serve_hit(x);
         return forward(x, x->uri + 3);
     }
+    if (st == XS_EMBEDDED) {
+        pthread_mutex_unlock(&x->lock);
+        return chat_verdict(x, chat_lookup(s->chat, x->chat, wall_now()));
+    }
     enum MHD_Result ret = MHD_YES;
     if (st == XS_STREAM)
         ret = queue_stream(x);
@@ -1136,7 +1187,9 @@ static void count_request(struct exch *x, const struct timespec *now)
         metrics_miss(m, x->chat->key.partition, x->chat->model);
         break;
     case CHAT_BYPASS: metrics_observe(m, MH_BYPASS, ms_between(&x->t0, now) / 1e3); break;
-    case CHAT_REFUSE: break;
+    case CHAT_REFUSE:
+    case CHAT_EMBED: /* ended (client gone) while its vector was on the way */
+        break;
     }
 }
 
@@ -1201,6 +1254,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
         if (x->chat)
             log_chat(&r, x);
+        if (x->chat && x->chat->embed_result)
+            log_str(&r, "embed", x->chat->embed_result);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_str(&r, "end", (unsigned)toe < sizeof(why) / sizeof(why[0]) ? why[toe] : "?");
         if (x->up_done && x->up_err != UP_OK && x->state == XS_RESPONDED && x->streaming)
@@ -1235,6 +1290,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     const union MHD_DaemonInfo *info;
     char host[INET6_ADDRSTRLEN];
+    int rc;
 
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -1242,8 +1298,9 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     }
     s->cfg = c;
     s->pool = pool;
-    if (c->cache && chat_new(c, &s->chat) != 0) {
-        snprintf(err, errlen, "cannot set up the cache (out of memory)");
+    if (c->cache && (rc = chat_new(c, &s->chat)) != 0) {
+        snprintf(err, errlen, "cannot set up the cache (%s)",
+                 rc == -ENOMEM ? "out of memory" : "see the error logged above");
         goto fail;
     }
     if (auth_new(c, &s->auth, err, errlen) != 0)

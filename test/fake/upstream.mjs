@@ -10,6 +10,23 @@
 // POST /v1/embeddings (8-dim, float or base64), anything else 404.
 // Control: GET /_fake/stats, POST /_fake/reset (not counted in stats).
 //
+// Embeddings script (for parrot's remote embedder, which sends no x-fake-*
+// headers): POST /_fake/embed-script with a JSON object; /_fake/reset
+// clears it. Fields (all optional):
+//   dim: N             answer N-dim vectors from textVector() instead of the
+//                      legacy 8-dim fakeEmbedding()
+//   concepts: {text: name}  texts sharing a name get vectors with cosine
+//                      1/(1+NOISE^2) ~ 0.94 (paraphrases); other texts are
+//                      unrelated (cosine near 0 for dim >= 32)
+//   mode: 'ok' (default) | 'status' (reply `status`, default 500) |
+//         'garbage' (200 with a body that is not JSON) | 'wrong-dim' (200,
+//         vectors one shorter than asked) | 'drop' (destroy the socket) |
+//         'missing' (200 with one vector too few)
+//   delayMs: N         wait N ms before answering
+//   hold: N            hold the next N calls until POST /_fake/embed-release
+// Stats: embedCalls, embedBatches (input count of each call, in order),
+// embedInputs (every text received), embedHeld (calls held right now).
+//
 // Scripting request headers (any /v1 route unless noted):
 //   x-fake-status: N            reply N with an OpenAI-shaped error (429 adds retry-after: 0)
 //   x-fake-delay-ms: N          wait N ms before the headers
@@ -43,6 +60,7 @@ import { pathToFileURL } from 'node:url';
 export const FAKE_CREATED = 1700000000;
 export const FAKE_MODELS = ['gpt-fake', 'gpt-fake-mini', 'text-embedding-fake'];
 export const EMBEDDING_DIM = 8;
+export const CONCEPT_NOISE = 0.25;
 const BIG_EVENT_SIZE = 64 * 1024;
 const MIN_EVENT_SIZE = 'data: x\n\n'.length;
 
@@ -108,6 +126,37 @@ export function fakeEmbedding(text) {
     out.push((k - 127) / 256);
   }
   return out;
+}
+
+/** Deterministic pseudo-random vector (entries in [-1, 1)) for a seed string. */
+function seededVector(seed, dim) {
+  let h = 2166136261;
+  for (const b of Buffer.from(seed, 'utf8')) {
+    h ^= b;
+    h = Math.imul(h, 16777619) >>> 0;
+  }
+  const out = [];
+  for (let j = 0; j < dim; j++) {
+    // xorshift32
+    h ^= h << 13; h >>>= 0;
+    h ^= h >>> 17;
+    h ^= h << 5; h >>>= 0;
+    out.push((h / 2 ** 32) * 2 - 1);
+  }
+  return out;
+}
+
+/**
+ * The scripted embedding of `text`: texts mapped to one concept share its
+ * vector plus CONCEPT_NOISE of their own, so two of them have a cosine of
+ * about 1 / (1 + CONCEPT_NOISE^2); any other text gets its own vector.
+ */
+export function textVector(text, dim, concepts = {}) {
+  const own = seededVector(`text:${text}`, dim);
+  const name = Object.hasOwn(concepts, text) ? concepts[text] : null;
+  if (name === null) return own;
+  const base = seededVector(`concept:${name}`, dim);
+  return base.map((x, j) => x + CONCEPT_NOISE * own[j]);
 }
 
 function float32Base64(vec) {
@@ -213,8 +262,14 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     inflight: 0,
     chat: 0,
     chatByText: {},
+    embedCalls: 0,
+    embedBatches: [],
+    embedInputs: [],
+    embedHeld: 0,
   });
   st = freshStats();
+  let embedScript = {};
+  let held = []; // resolvers of held embeddings calls
 
   const sockets = new Set();
   const server = http.createServer((req, res) => {
@@ -309,6 +364,27 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       res.end();
       return;
     }
+    if (path === '/_fake/embed-script' && req.method === 'POST') {
+      const raw = await readBody(req);
+      try {
+        const v = JSON.parse(raw.toString('utf8'));
+        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
+        embedScript = v;
+      } catch (err) {
+        sendJson(res, 400, errorBody(`fake: bad embed script: ${err.message}`, 'fake_error', 'fake_script'));
+        return;
+      }
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    if (path === '/_fake/embed-release' && req.method === 'POST') {
+      await readBody(req);
+      releaseHeld();
+      res.writeHead(204);
+      res.end();
+      return;
+    }
 
     // Track responses that the client abandoned before the fake finished.
     const gen = st;
@@ -381,7 +457,7 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       return;
     }
     if (path === '/v1/embeddings' && req.method === 'POST') {
-      return embeddings(res, id, body);
+      return embeddings(req, res, id, body);
     }
     sendJson(res, 404, errorBody(`fake: no route for ${req.method} ${path}`, 'invalid_request_error', 'unknown_url'), commonHeaders(id));
   }
@@ -395,18 +471,59 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     return null;
   }
 
-  function embeddings(res, id, raw) {
+  function releaseHeld() {
+    const r = held;
+    held = [];
+    st.embedHeld = 0;
+    for (const fn of r) fn();
+  }
+
+  async function embeddings(req, res, id, raw) {
     const body = parseJson(res, id, raw);
     if (!body) return;
     const inputs = Array.isArray(body.input) ? body.input : [body.input];
     const b64 = body.encoding_format === 'base64';
+    const sc = embedScript;
+    const gen = st;
+    gen.embedCalls += 1;
+    gen.embedBatches.push(inputs.length);
+    for (const inp of inputs) gen.embedInputs.push(typeof inp === 'string' ? inp : JSON.stringify(inp));
+    if (Number.isInteger(sc.hold) && sc.hold > 0) {
+      sc.hold -= 1;
+      gen.embedHeld += 1;
+      await new Promise((resolve) => { held.push(resolve); res.on('close', resolve); });
+      if (res.destroyed) return;
+    }
+    if (Number.isInteger(sc.delayMs) && sc.delayMs > 0) {
+      await pauseUnlessClosed(res, sc.delayMs);
+      if (res.destroyed) return;
+    }
+    const mode = sc.mode || 'ok';
+    if (mode === 'drop') {
+      req.socket.destroy();
+      return;
+    }
+    if (mode === 'status') {
+      const status = Number.isInteger(sc.status) ? sc.status : 500;
+      sendJson(res, status, errorBody(`fake embeddings error ${status}`, 'fake_error', `fake_${status}`), commonHeaders(id));
+      return;
+    }
+    if (mode === 'garbage') {
+      const text = '{"object":"list","data":[{"embedding":[0.1,0.2,';
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+      res.end(text);
+      return;
+    }
+    const dim = Number.isInteger(sc.dim) && sc.dim > 0 ? sc.dim - (mode === 'wrong-dim' ? 1 : 0) : 0;
+    const vectorOf = (text) => (dim ? textVector(text, dim, sc.concepts || {}) : fakeEmbedding(text));
     let tokens = 0;
     const data = inputs.map((inp, index) => {
       const text = typeof inp === 'string' ? inp : JSON.stringify(inp);
       tokens += Math.max(1, countWords(text));
-      const vec = fakeEmbedding(text);
+      const vec = vectorOf(text);
       return { object: 'embedding', index, embedding: b64 ? float32Base64(vec) : vec };
     });
+    if (mode === 'missing') data.pop();
     sendJson(res, 200, {
       object: 'list',
       data,
@@ -525,6 +642,8 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
 
   function reset() {
     st = freshStats();
+    embedScript = {};
+    releaseHeld();
   }
 
   server.listen(port, host);
@@ -537,6 +656,9 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     origin: `http://${host}:${actual}`,
     stats: snapshot,
     reset,
+    /** Set the embeddings script (see the header comment). */
+    embedScript(sc) { embedScript = { ...sc }; },
+    releaseEmbeddings: releaseHeld,
     async close() {
       const closed = new Promise((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
