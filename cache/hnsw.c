@@ -1169,6 +1169,11 @@ int hnsw_check(const struct hnsw *h)
     return mapped == h->live ? 0 : -EUCLEAN;
 }
 
+unsigned hnsw_dim(const struct hnsw *h)
+{
+    return h->dim;
+}
+
 size_t hnsw_count(const struct hnsw *h)
 {
     return h ? h->live : 0;

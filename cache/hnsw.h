@@ -102,6 +102,9 @@ int hnsw_load(hnsw_read_fn r, void *ud, uint64_t avail, struct hnsw **out);
 /* The stored vector of live id (dim floats), or NULL. Any number of readers. */
 const float *hnsw_vector(const struct hnsw *h, uint64_t id);
 
+/* The vector dimension the index was made for. */
+unsigned hnsw_dim(const struct hnsw *h);
+
 /* Number of live (inserted and not deleted) vectors. */
 size_t hnsw_count(const struct hnsw *h);
 
