@@ -253,8 +253,9 @@ int snap_write(const struct snap_opts *o, struct store *s, uint64_t wal_seq,
     store_capture_free(items, n);
     buf_free(&w.graphs);
     if (rc)
-        msg(rep, "snapshot %s: not written: %s; the previous snapshot and the write-ahead log "
-                 "still hold the cache",
+        msg(rep,
+            "snapshot %s: not written: %s; the previous snapshot and the write-ahead log "
+            "still hold the cache",
             path, strerror(-rc));
     else
         msg(rep,

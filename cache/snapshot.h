@@ -47,8 +47,7 @@
 struct snap_codec {
     /* Append the record for e (everything but its id, partition and
      * vector) to out. 0 or a negative errno, which stops the write. */
-    int (*encode)(void *ud, const struct store_entry *e, const uint8_t *partition,
-                  struct buf *out);
+    int (*encode)(void *ud, const struct store_entry *e, const uint8_t *partition, struct buf *out);
     /* Put an entry back into the store under id, with vector vec (NULL:
      * none). 0: stored; 1: left out on purpose (expired, or a record this
      * version cannot read); a negative errno stops the load. */
@@ -57,10 +56,10 @@ struct snap_codec {
 };
 
 struct snap_opts {
-    const char *dir;  /* required */
-    struct vfs *vfs;  /* NULL: vfs_os() */
-    unsigned dim;     /* the store's vector dimension */
-    int64_t now_ms;   /* written into the header */
+    const char *dir; /* required */
+    struct vfs *vfs; /* NULL: vfs_os() */
+    unsigned dim;    /* the store's vector dimension */
+    int64_t now_ms;  /* written into the header */
 };
 
 struct snap_report {
