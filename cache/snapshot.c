@@ -46,6 +46,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -459,6 +460,10 @@ static int load_entry(struct loader *L, float *vec)
         for (unsigned i = 0; i < L->o->dim; i++) {
             uint32_t bits = le_get32(rec + ENTRY_FIXED + 4 * i);
             memcpy(&vec[i], &bits, 4);
+            if (!isfinite(vec[i])) {
+                L->why = "entry with a non-finite vector";
+                return -EBADMSG;
+            }
         }
         v = vec;
     } else if (rec[40] == VEC_GRAPH) {
