@@ -686,8 +686,9 @@ const char *chat_journal_problem(struct chat *ch)
         default: return "snapshot failed; the write-ahead log still has every entry";
         }
     }
-    /* Static texts: readiness bodies are built without allocation. */
-    switch (ws.error) {
+    /* Static texts: readiness bodies are built without allocation. The
+     * WAL's errors are negative errno values. */
+    switch (-ws.error) {
     case ENOSPC: return "write-ahead log degraded: disk full; serving from memory";
     case EIO: return "write-ahead log degraded: I/O error; serving from memory";
     default: return "write-ahead log degraded; serving from memory";
