@@ -79,9 +79,14 @@ static int put(struct ctx *c, uint64_t k, uint64_t id, const float *vec)
         vec_of(k, v);
         vec = v;
     }
-    struct store_put_args a = {.partition = part, .exact = exact, .vec = vec,
-                               .payload = strdup(text), .payload_size = strlen(text),
-                               .cost = 1, .now = 1, .id = id};
+    struct store_put_args a = {.partition = part,
+                               .exact = exact,
+                               .vec = vec,
+                               .payload = strdup(text),
+                               .payload_size = strlen(text),
+                               .cost = 1,
+                               .now = 1,
+                               .id = id};
     return store_put(c->s, &a, &got);
 }
 
@@ -119,8 +124,8 @@ static int replay(uint8_t type, uint64_t seq, const void *p, size_t len, void *u
 
 static struct store *mkstore(void)
 {
-    struct store_opts o = {.dim = DIM, .max_memory = (size_t)8 << 30, .exact_scan_max = 256,
-                           .payload_free = free};
+    struct store_opts o = {
+        .dim = DIM, .max_memory = (size_t)8 << 30, .exact_scan_max = 256, .payload_free = free};
     struct store *s = NULL;
 
     if (store_new(&o, &s) != 0)
@@ -170,8 +175,7 @@ int main(int argc, char **argv)
         return 1;
     }
     t1 = now_s();
-    printf("snapshot_write_s %.3f\nsnapshot_bytes %llu\n", t1 - t0,
-           (unsigned long long)rep.bytes);
+    printf("snapshot_write_s %.3f\nsnapshot_bytes %llu\n", t1 - t0, (unsigned long long)rep.bytes);
     for (uint64_t k = n; k < n + tail; k++)
         if (wal_append(w, 1, &k, sizeof(k), NULL) != 0)
             return 1;
@@ -194,8 +198,8 @@ int main(int argc, char **argv)
     store_get_stats(b.s, &st);
     printf("snapshot_load_s %.3f\nwal_tail_records %llu\nwal_tail_replay_s %.3f\n", t1 - t0,
            (unsigned long long)tail, t2 - t1);
-    printf("restart_s %.3f\nloaded_entries %zu\ngraphs_loaded %llu\ngraphs_rebuilt %llu\n",
-           t2 - t0, st.entries, (unsigned long long)(rep.graphs - rep.graphs_built),
+    printf("restart_s %.3f\nloaded_entries %zu\ngraphs_loaded %llu\ngraphs_rebuilt %llu\n", t2 - t0,
+           st.entries, (unsigned long long)(rep.graphs - rep.graphs_built),
            (unsigned long long)rep.graphs_built);
     store_free(a.s);
     store_free(b.s);

@@ -49,15 +49,21 @@ static int restore(void *ud, uint64_t id, const float *vec, const void *rec, siz
     }
     part[0] = (uint8_t)p;
     memcpy(exact, &k, sizeof(k));
-    struct store_put_args a = {.partition = part, .exact = exact, .vec = vec, .payload = text,
-                               .payload_size = len, .cost = 1, .now = 1, .id = id};
+    struct store_put_args a = {.partition = part,
+                               .exact = exact,
+                               .vec = vec,
+                               .payload = text,
+                               .payload_size = len,
+                               .cost = 1,
+                               .now = 1,
+                               .id = id};
     return store_put(ud, &a, &got);
 }
 
 static struct store *mkstore(void)
 {
-    struct store_opts o = {.dim = DIM, .max_memory = 64u << 20, .exact_scan_max = 4,
-                           .payload_free = free};
+    struct store_opts o = {
+        .dim = DIM, .max_memory = 64u << 20, .exact_scan_max = 4, .payload_free = free};
     struct store *s = NULL;
 
     CHECK(store_new(&o, &s) == 0);

@@ -43,8 +43,14 @@ static int restore(void *ud, uint64_t id, const float *vec, const void *rec, siz
     struct target *t = ud;
     uint8_t part[STORE_KEY_LEN] = {0}, exact[STORE_KEY_LEN] = {0};
     char *p = strndup(rec, len);
-    struct store_put_args a = {.partition = part, .exact = exact, .vec = vec, .payload = p,
-                               .payload_size = len, .cost = 1, .now = 1, .id = id};
+    struct store_put_args a = {.partition = part,
+                               .exact = exact,
+                               .vec = vec,
+                               .payload = p,
+                               .payload_size = len,
+                               .cost = 1,
+                               .now = 1,
+                               .id = id};
     uint64_t got;
     unsigned k, big;
 
@@ -67,8 +73,8 @@ static int restore(void *ud, uint64_t id, const float *vec, const void *rec, siz
 
 static struct store *mkstore(void)
 {
-    struct store_opts o = {.dim = DIM, .max_memory = 1u << 30, .exact_scan_max = 256,
-                           .payload_free = free};
+    struct store_opts o = {
+        .dim = DIM, .max_memory = 1u << 30, .exact_scan_max = 256, .payload_free = free};
     struct store *s;
 
     assert_int_equal(store_new(&o, &s), 0);
@@ -105,10 +111,13 @@ static void fill(struct store *s, unsigned mark_expired)
             vec_of(k + 1000 * big, v);
             snprintf(text, sizeof(text), "%u %u%s", big, k,
                      mark_expired && k % mark_expired == 0 ? " expired" : "");
-            struct store_put_args a = {.partition = part, .exact = exact,
+            struct store_put_args a = {.partition = part,
+                                       .exact = exact,
                                        .vec = big == 2 && k % 3 == 0 ? NULL : v,
-                                       .payload = strdup(text), .payload_size = strlen(text),
-                                       .cost = 1, .now = 1};
+                                       .payload = strdup(text),
+                                       .payload_size = strlen(text),
+                                       .cost = 1,
+                                       .now = 1};
             assert_int_equal(store_put(s, &a, &id), 0);
         }
     }
