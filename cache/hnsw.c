@@ -1309,6 +1309,47 @@ static uint64_t min_saved_bytes(uint64_t n, unsigned dim, unsigned m0)
     return SAVE_HEADER + n * (2 + 8 + 4 * (uint64_t)dim + 4 * (uint64_t)(m0 + 1));
 }
 
+/* The slot arrays of a saved graph of n > 0 slots into h, whose arrays have
+ * room for them; upper blocks are allocated as they come. */
+static int load_slots(struct hnsw *h, hnsw_read_fn r, void *ud, uint32_t n, uint32_t nfree)
+{
+    int rc;
+
+    if ((rc = r(ud, h->level, n)) != 0 || (rc = r(ud, h->dead, n)) != 0)
+        return rc;
+    for (uint32_t s = 0; s < n; s++) {
+        uint8_t b[8];
+        if ((rc = r(ud, b, 8)) != 0)
+            return rc;
+        h->ids[s] = le_get64(b);
+    }
+    if ((rc = get_words(r, ud, h->freel, nfree)) != 0)
+        return rc;
+    for (uint32_t s = 0; s < n; s++) {
+        float *row = h->vecs + (size_t)s * h->vstride;
+        if ((rc = get_words(r, ud, (uint32_t *)(void *)row, h->dim)) != 0)
+            return rc;
+        memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
+        if (!all_finite(row, h->dim))
+            return -EBADMSG;
+    }
+    if ((rc = get_words(r, ud, h->links0, (size_t)n * (h->m0 + 1))) != 0)
+        return rc;
+    for (uint32_t s = 0; s < n; s++) {
+        size_t words = (size_t)h->level[s] * (h->m + 1);
+        if (h->level[s] > LEVEL_MAX)
+            return -EBADMSG;
+        if (words == 0)
+            continue;
+        if (!(h->upper[s] = malloc(words * sizeof(uint32_t))))
+            return -ENOMEM;
+        h->upper_bytes += words * sizeof(uint32_t);
+        if ((rc = get_words(r, ud, h->upper[s], words)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int hnsw_load(hnsw_read_fn r, void *ud, uint64_t avail, struct hnsw **out)
 {
     struct hnsw_opts o;
@@ -1342,45 +1383,14 @@ int hnsw_load(hnsw_read_fn r, void *ud, uint64_t avail, struct hnsw **out)
     if (n > HNSW_NODES_MAX || (uint64_t)live + nfree != n || top1 > LEVEL_MAX + 1 ||
         min_saved_bytes(n, h->dim, h->m0) + 4 * (uint64_t)nfree > avail)
         goto fail;
-    if (n > 0 && (rc = grow_slots(h, n)) != 0)
-        goto fail;
-    memset(h->upper, 0, (size_t)n * sizeof(*h->upper));
+    if (n > 0) {
+        if ((rc = grow_slots(h, n)) != 0)
+            goto fail;
+        memset(h->upper, 0, (size_t)n * sizeof(*h->upper));
+    }
     h->n = n; /* from here hnsw_free releases what was loaded */
-    if ((rc = r(ud, h->level, n)) != 0 || (rc = r(ud, h->dead, n)) != 0)
+    if (n > 0 && (rc = load_slots(h, r, ud, n, nfree)) != 0)
         goto fail;
-    for (uint32_t s = 0; s < n; s++) {
-        uint8_t b[8];
-        if ((rc = r(ud, b, 8)) != 0)
-            goto fail;
-        h->ids[s] = le_get64(b);
-    }
-    if ((rc = get_words(r, ud, h->freel, nfree)) != 0)
-        goto fail;
-    for (uint32_t s = 0; s < n; s++) {
-        float *row = h->vecs + (size_t)s * h->vstride;
-        if ((rc = get_words(r, ud, (uint32_t *)(void *)row, h->dim)) != 0)
-            goto fail;
-        memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
-        rc = -EBADMSG;
-        if (!all_finite(row, h->dim))
-            goto fail;
-    }
-    if ((rc = get_words(r, ud, h->links0, (size_t)n * (h->m0 + 1))) != 0)
-        goto fail;
-    for (uint32_t s = 0; s < n; s++) {
-        size_t words = (size_t)h->level[s] * (h->m + 1);
-        rc = -EBADMSG;
-        if (h->level[s] > LEVEL_MAX)
-            goto fail;
-        if (words == 0)
-            continue;
-        rc = -ENOMEM;
-        if (!(h->upper[s] = malloc(words * sizeof(uint32_t))))
-            goto fail;
-        h->upper_bytes += words * sizeof(uint32_t);
-        if ((rc = get_words(r, ud, h->upper[s], words)) != 0)
-            goto fail;
-    }
     h->live = live;
     h->nfree = nfree;
     h->entry = entry;

@@ -53,7 +53,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#define MAGIC       "PARROTSN"
 #define HDR_SIZE    64u
 #define SEC_HDR     16u
 #define SEC_GRAPH   1u
@@ -64,6 +63,8 @@
 #define BUF_MAX     SIZE_MAX
 
 enum vec_kind { VEC_NONE, VEC_INLINE, VEC_GRAPH };
+
+static const uint8_t magic[8] = {'P', 'A', 'R', 'R', 'O', 'T', 'S', 'N'};
 
 static int path_of(const char *dir, const char *name, char *out, size_t outlen)
 {
@@ -185,7 +186,7 @@ static int write_file(const struct snap_opts *o, struct vfs *v, struct vfs_file 
     uint64_t off = 0;
     int rc;
 
-    memcpy(h, MAGIC, 8);
+    memcpy(h, magic, sizeof(magic));
     le_put32(h + 8, SNAP_VERSION);
     le_put32(h + 12, HDR_SIZE);
     le_put64(h + 16, w->salt);
@@ -502,11 +503,11 @@ static int load_file(struct loader *L, struct store *s)
 
     L->r.limit = L->r.size;
     L->rep->bad_offset = 0;
-    if ((rc = rd_read(&L->r, h, HDR_SIZE)) != 0) {
+    if (rd_read(&L->r, h, HDR_SIZE) != 0) {
         L->why = "the file is shorter than its header";
         return L->r.ioerr ? L->r.ioerr : -EBADMSG;
     }
-    if (memcmp(h, MAGIC, 8) != 0) {
+    if (memcmp(h, magic, sizeof(magic)) != 0) {
         L->why = "not a parrot snapshot (wrong magic)";
         return -EBADMSG;
     }
