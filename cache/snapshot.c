@@ -392,8 +392,10 @@ static int load_graphs(struct loader *L, uint32_t n)
         struct graph *g = &L->graphs[i];
         if ((rc = section_open(L, SEC_GRAPH)) != 0)
             return rc;
-        if ((rc = rd_read(&L->r, g->partition, STORE_KEY_LEN)) != 0)
+        if ((rc = rd_read(&L->r, g->partition, STORE_KEY_LEN)) != 0) {
+            L->why = "graph section too short";
             return rc;
+        }
         rc = hnsw_load(rd_read, &L->r, L->r.limit - L->r.off, &g->h);
         L->ngraphs = i + 1;
         if (rc == -EBADMSG && !L->r.ioerr)
@@ -595,6 +597,8 @@ int snap_load(const struct snap_opts *o, struct store *s, const struct snap_code
     rep->bytes = L.r.size;
     if (rc == 0)
         rc = load_file(&L, s);
+    if ((rc == -EBADMSG || rc == -EPROTONOSUPPORT) && !L.why)
+        L.why = "damaged section"; /* every refusal names its offset */
     L.r.v->close(L.r.v, L.r.f);
     free(L.r.buf);
     for (size_t i = 0; i < L.ngraphs; i++)
