@@ -51,6 +51,8 @@
  */
 #include "cache/hnsw.h"
 
+#include "cache/le.h"
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -1167,6 +1169,11 @@ int hnsw_check(const struct hnsw *h)
     return mapped == h->live ? 0 : -EUCLEAN;
 }
 
+unsigned hnsw_dim(const struct hnsw *h)
+{
+    return h->dim;
+}
+
 size_t hnsw_count(const struct hnsw *h)
 {
     return h ? h->live : 0;
@@ -1184,4 +1191,236 @@ size_t hnsw_memory(const struct hnsw *h)
     for (size_t i = 0; i < sizeof(h->abytes) / sizeof(h->abytes[0]); i++)
         bytes += h->abytes[i];
     return bytes;
+}
+
+/* ---- save and load ----------------------------------------------------- */
+
+/* The serialised graph is the flat arrays of the layout above, in this order
+ * (all little-endian, through cache/le.h):
+ *
+ *   u32 magic "HNSW" (0x57534e48), u32 version (1)
+ *   u32 dim, u32 m, u32 ef_construction, u32 ef_search, u64 rng
+ *   u32 n, u32 live, u32 nfree, u32 entry (0xffffffff when n == 0), u32 top + 1
+ *   (52 header bytes so far)
+ *   u8  level[n], u8 dead[n], u64 ids[n], u32 freel[nfree]
+ *   f32 vecs[n][dim]                 (the row padding is not written)
+ *   u32 links0[n][1 + 2m]            (unused words written as 0)
+ *   u32 upper[level][1 + m] for each slot with level > 0, in slot order
+ *
+ * The map, the writer scratch and cap are derived and rebuilt on load. */
+#define SAVE_MAGIC   0x57534e48u
+#define SAVE_VERSION 1u
+#define SAVE_HEADER  52u
+#define CHUNK_WORDS  4096u /* words converted per call of the stream function */
+
+static int put_words(hnsw_write_fn w, void *ud, const uint32_t *a, size_t n)
+{
+    uint8_t b[CHUNK_WORDS * 4];
+
+    while (n > 0) {
+        size_t k = n < CHUNK_WORDS ? n : CHUNK_WORDS;
+        for (size_t i = 0; i < k; i++)
+            le_put32(b + 4 * i, a[i]);
+        int rc = w(ud, b, 4 * k);
+        if (rc)
+            return rc;
+        a += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static int get_words(hnsw_read_fn r, void *ud, uint32_t *a, size_t n)
+{
+    uint8_t b[CHUNK_WORDS * 4];
+
+    while (n > 0) {
+        size_t k = n < CHUNK_WORDS ? n : CHUNK_WORDS;
+        int rc = r(ud, b, 4 * k);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < k; i++)
+            a[i] = le_get32(b + 4 * i);
+        a += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* A list's words as they are saved: count, neighbours, then zeros. */
+static int put_list(hnsw_write_fn w, void *ud, const uint32_t *l, unsigned cap)
+{
+    uint32_t row[2 * HNSW_M_MAX + 1] = {0};
+
+    memcpy(row, l, (size_t)(1 + (l[0] <= cap ? l[0] : cap)) * sizeof(*l));
+    return put_words(w, ud, row, cap + 1);
+}
+
+int hnsw_save(const struct hnsw *h, hnsw_write_fn w, void *ud)
+{
+    uint8_t hd[SAVE_HEADER];
+    int rc;
+
+    if (!h || !w)
+        return -EINVAL;
+    le_put32(hd, SAVE_MAGIC);
+    le_put32(hd + 4, SAVE_VERSION);
+    le_put32(hd + 8, h->dim);
+    le_put32(hd + 12, h->m);
+    le_put32(hd + 16, h->efc);
+    le_put32(hd + 20, h->efs);
+    le_put64(hd + 24, h->rng);
+    le_put32(hd + 32, h->n);
+    le_put32(hd + 36, h->live);
+    le_put32(hd + 40, h->nfree);
+    le_put32(hd + 44, h->entry);
+    le_put32(hd + 48, (uint32_t)(h->top + 1));
+    if ((rc = w(ud, hd, sizeof(hd))) != 0 || (rc = w(ud, h->level, h->n)) != 0 ||
+        (rc = w(ud, h->dead, h->n)) != 0)
+        return rc;
+    for (uint32_t s = 0; s < h->n; s++) {
+        uint8_t b[8];
+        le_put64(b, h->ids[s]);
+        if ((rc = w(ud, b, 8)) != 0)
+            return rc;
+    }
+    if ((rc = put_words(w, ud, h->freel, h->nfree)) != 0)
+        return rc;
+    for (uint32_t s = 0; s < h->n; s++) {
+        _Static_assert(sizeof(float) == sizeof(uint32_t), "IEEE-754 binary32 floats");
+        if ((rc = put_words(w, ud, (const uint32_t *)(const void *)vec(h, s), h->dim)) != 0)
+            return rc;
+    }
+    for (uint32_t s = 0; s < h->n; s++)
+        if ((rc = put_list(w, ud, links(h, s, 0), h->m0)) != 0)
+            return rc;
+    for (uint32_t s = 0; s < h->n; s++)
+        for (unsigned l = 1; l <= h->level[s]; l++)
+            if ((rc = put_list(w, ud, links(h, s, l), h->m)) != 0)
+                return rc;
+    return 0;
+}
+
+/* Bytes the saved form of n slots takes at least (with no upper layers and
+ * no free slots): a header claiming more slots than the input holds is
+ * refused before anything that size is allocated. */
+static uint64_t min_saved_bytes(uint64_t n, unsigned dim, unsigned m0)
+{
+    return SAVE_HEADER + n * (2 + 8 + 4 * (uint64_t)dim + 4 * (uint64_t)(m0 + 1));
+}
+
+/* The slot arrays of a saved graph of n > 0 slots into h, whose arrays have
+ * room for them; upper blocks are allocated as they come. */
+static int load_slots(struct hnsw *h, hnsw_read_fn r, void *ud, uint32_t n, uint32_t nfree)
+{
+    int rc;
+
+    if ((rc = r(ud, h->level, n)) != 0 || (rc = r(ud, h->dead, n)) != 0)
+        return rc;
+    for (uint32_t s = 0; s < n; s++) {
+        uint8_t b[8];
+        if ((rc = r(ud, b, 8)) != 0)
+            return rc;
+        h->ids[s] = le_get64(b);
+    }
+    if ((rc = get_words(r, ud, h->freel, nfree)) != 0)
+        return rc;
+    for (uint32_t s = 0; s < n; s++) {
+        float *row = h->vecs + (size_t)s * h->vstride;
+        if ((rc = get_words(r, ud, (uint32_t *)(void *)row, h->dim)) != 0)
+            return rc;
+        memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
+        if (!all_finite(row, h->dim))
+            return -EBADMSG;
+    }
+    if ((rc = get_words(r, ud, h->links0, (size_t)n * (h->m0 + 1))) != 0)
+        return rc;
+    for (uint32_t s = 0; s < n; s++) {
+        size_t words = (size_t)h->level[s] * (h->m + 1);
+        if (h->level[s] > LEVEL_MAX)
+            return -EBADMSG;
+        if (words == 0)
+            continue;
+        if (!(h->upper[s] = malloc(words * sizeof(uint32_t))))
+            return -ENOMEM;
+        h->upper_bytes += words * sizeof(uint32_t);
+        if ((rc = get_words(r, ud, h->upper[s], words)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int hnsw_load(hnsw_read_fn r, void *ud, uint64_t avail, struct hnsw **out)
+{
+    struct hnsw_opts o;
+    struct hnsw *h = NULL;
+    uint8_t hd[SAVE_HEADER];
+    uint32_t n, live, nfree, entry, top1;
+    uint64_t rng;
+    int rc;
+
+    if (!r || !out)
+        return -EINVAL;
+    *out = NULL;
+    if ((rc = r(ud, hd, sizeof(hd))) != 0)
+        return rc;
+    if (le_get32(hd) != SAVE_MAGIC || le_get32(hd + 4) != SAVE_VERSION)
+        return -EBADMSG;
+    o.dim = le_get32(hd + 8);
+    o.m = le_get32(hd + 12);
+    o.ef_construction = le_get32(hd + 16);
+    o.ef_search = le_get32(hd + 20);
+    rng = le_get64(hd + 24);
+    o.seed = rng;
+    n = le_get32(hd + 32);
+    live = le_get32(hd + 36);
+    nfree = le_get32(hd + 40);
+    entry = le_get32(hd + 44);
+    top1 = le_get32(hd + 48);
+    if ((rc = hnsw_new(&o, &h)) != 0)
+        return rc == -EINVAL ? -EBADMSG : rc;
+    rc = -EBADMSG;
+    if (n > HNSW_NODES_MAX || (uint64_t)live + nfree != n || top1 > LEVEL_MAX + 1 ||
+        min_saved_bytes(n, h->dim, h->m0) + 4 * (uint64_t)nfree > avail)
+        goto fail;
+    if (n > 0) {
+        if ((rc = grow_slots(h, n)) != 0)
+            goto fail;
+        memset(h->upper, 0, (size_t)n * sizeof(*h->upper));
+    }
+    h->n = n; /* from here hnsw_free releases what was loaded */
+    if (n > 0 && (rc = load_slots(h, r, ud, n, nfree)) != 0)
+        goto fail;
+    h->live = live;
+    h->nfree = nfree;
+    h->entry = entry;
+    h->top = (int)top1 - 1;
+    h->rng = rng;
+    if ((rc = map_reserve(h, live)) != 0)
+        goto fail;
+    rc = -EBADMSG;
+    for (uint32_t s = 0, mapped = 0; s < n; s++) {
+        if (h->dead[s])
+            continue;
+        if (++mapped > live || map_find(h, h->ids[s]) != NONE)
+            goto fail; /* more live slots than claimed, or an id twice */
+        map_put(h->map, h->mcap, h->ids[s], s);
+    }
+    /* The invariants bound every index a search follows: with them checked
+     * no corrupt input can send one out of the arrays. */
+    rc = hnsw_check(h);
+    if (rc != 0)
+        goto fail;
+    *out = h;
+    return 0;
+fail:
+    hnsw_free(h);
+    return rc == -EUCLEAN ? -EBADMSG : rc;
+}
+
+const float *hnsw_vector(const struct hnsw *h, uint64_t id)
+{
+    uint32_t s = h ? map_find(h, id) : NONE;
+
+    return s == NONE ? NULL : vec(h, s);
 }

@@ -80,6 +80,31 @@ size_t hnsw_search(const struct hnsw *h, const float *q, size_t k, unsigned ef,
  * is broken, or -ENOMEM. Any number of readers. */
 int hnsw_check(const struct hnsw *h);
 
+/* Serialisation. hnsw_save passes the whole graph (levels, neighbour lists,
+ * vectors, ids, free slots, the level generator's state) to w in pieces, in
+ * the format described at the end of hnsw.c; w returns 0 or a negative errno,
+ * which stops the save and is returned. A reader of a saved graph gets the
+ * same search results and, given the same later inserts, the same graph.
+ * Any number of readers (the caller holds a read lock). */
+typedef int (*hnsw_write_fn)(void *ud, const void *p, size_t n);
+int hnsw_save(const struct hnsw *h, hnsw_write_fn w, void *ud);
+
+/* Rebuild a saved graph without relinking anything: r must fill all n bytes
+ * or return a negative errno (-EBADMSG for an input that ends early). avail
+ * is how many bytes the input holds at most, so that a header claiming more
+ * slots than that is refused before they are allocated. Every field is
+ * checked (ranges, then hnsw_check's invariants, finite vectors, unique ids),
+ * so a corrupt input gives -EBADMSG and can never make a later search read
+ * outside the arrays. 0 and *out, -EBADMSG, -ENOMEM or r's error. */
+typedef int (*hnsw_read_fn)(void *ud, void *p, size_t n);
+int hnsw_load(hnsw_read_fn r, void *ud, uint64_t avail, struct hnsw **out);
+
+/* The stored vector of live id (dim floats), or NULL. Any number of readers. */
+const float *hnsw_vector(const struct hnsw *h, uint64_t id);
+
+/* The vector dimension the index was made for. */
+unsigned hnsw_dim(const struct hnsw *h);
+
 /* Number of live (inserted and not deleted) vectors. */
 size_t hnsw_count(const struct hnsw *h);
 

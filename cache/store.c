@@ -60,6 +60,7 @@ struct store {
     _Atomic double L; /* GDSF inflation: priority of the last victim */
     uint64_t next_id;
     uint64_t rng;
+    bool loading; /* store_load_begin: partitions wait for store_load_end to be indexed */
     struct store_stats st;
 };
 
@@ -91,6 +92,26 @@ uint64_t store_entry_id(const struct store_entry *e)
 int64_t store_entry_created(const struct store_entry *e)
 {
     return e->created;
+}
+
+int64_t store_entry_expires(const struct store_entry *e)
+{
+    return e->expires;
+}
+
+double store_entry_cost(const struct store_entry *e)
+{
+    return e->cost;
+}
+
+const uint8_t *store_entry_exact(const struct store_entry *e)
+{
+    return e->exact;
+}
+
+const float *store_entry_vec(const struct store_entry *e)
+{
+    return e->vec;
 }
 
 const char *store_entry_text(const struct store_entry *e)
@@ -233,7 +254,7 @@ static int part_add(struct store *s, struct part *p, struct store_entry *e)
     if (p->idx) {
         rc = hnsw_insert(p->idx, e->id, e->vec);
         account_index(s, p);
-    } else if (p->nvec > s->o.exact_scan_max) {
+    } else if (p->nvec > s->o.exact_scan_max && !s->loading) {
         rc = index_part(s, p); /* inserts e too */
     } else {
         rc = 0;
@@ -308,7 +329,18 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
     }
 
     pthread_rwlock_wrlock(&s->lock);
-    e->id = ++s->next_id;
+    if (a->id) {
+        map_id_key(a->id, key);
+        if (map_get(&s->ids, key)) {
+            rc = -EEXIST;
+            goto fail_locked;
+        }
+        if (a->id > s->next_id)
+            s->next_id = a->id;
+        e->id = a->id;
+    } else {
+        e->id = ++s->next_id;
+    }
     atomic_init(&e->base, atomic_load(&s->L));
     if (s->nall == s->cap_all) {
         size_t nc = s->cap_all ? s->cap_all * 2 : 64;
@@ -507,6 +539,96 @@ int store_scan(struct store *s, store_visit_fn visit, void *ud)
     pthread_rwlock_rdlock(&s->lock);
     for (size_t i = 0; i < s->nall && rc == 0; i++)
         rc = visit(ud, s->all[i]);
+    pthread_rwlock_unlock(&s->lock);
+    return rc;
+}
+
+int store_capture(struct store *s, store_graph_fn graph, void *ud, struct store_snap_item **items,
+                  size_t *n)
+{
+    struct store_snap_item *it;
+    int rc = 0;
+
+    *items = NULL;
+    *n = 0;
+    pthread_rwlock_rdlock(&s->lock);
+    it = malloc((s->nall ? s->nall : 1) * sizeof(*it));
+    if (!it) {
+        pthread_rwlock_unlock(&s->lock);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < s->nall; i++) {
+        struct store_entry *e = s->all[i];
+        atomic_fetch_add(&e->refs, 1);
+        it[i].e = e;
+        memcpy(it[i].partition, e->part->key, STORE_KEY_LEN);
+        it[i].indexed = e->vec && e->part->idx;
+    }
+    *n = s->nall;
+    for (size_t i = 0; i < s->nall && rc == 0; i++) {
+        const struct part *p = s->all[i]->part;
+        /* Once per partition: at its first member in members[] order. */
+        if (p->idx && p->members[0] == s->all[i])
+            rc = graph(ud, p->key, p->idx);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    *items = it;
+    return rc;
+}
+
+void store_capture_free(struct store_snap_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_entry_unref(items[i].e);
+    free(items);
+}
+
+void store_load_begin(struct store *s)
+{
+    pthread_rwlock_wrlock(&s->lock);
+    s->loading = true;
+    pthread_rwlock_unlock(&s->lock);
+}
+
+int store_adopt_index(struct store *s, const uint8_t *partition, struct hnsw *idx)
+{
+    struct part *p;
+    int rc = 0;
+
+    pthread_rwlock_wrlock(&s->lock);
+    p = map_get(&s->parts, partition);
+    if (!p || p->idx || hnsw_dim(idx) != s->o.dim || hnsw_count(idx) != p->nvec) {
+        rc = -ESTALE;
+    } else {
+        for (size_t i = 0; i < p->n && rc == 0; i++)
+            if (p->members[i]->vec && !hnsw_vector(idx, p->members[i]->id))
+                rc = -ESTALE;
+    }
+    if (rc == 0) {
+        p->idx = idx;
+        s->st.indexed_partitions++;
+        account_index(s, p);
+    }
+    pthread_rwlock_unlock(&s->lock);
+    if (rc)
+        hnsw_free(idx);
+    return rc;
+}
+
+int store_load_end(struct store *s, size_t *built)
+{
+    int rc = 0;
+
+    *built = 0;
+    pthread_rwlock_wrlock(&s->lock);
+    s->loading = false;
+    for (size_t i = 0; i < s->nall && rc == 0; i++) {
+        struct part *p = s->all[i]->part;
+        if (!p->idx && p->nvec > s->o.exact_scan_max) {
+            rc = index_part(s, p);
+            *built += rc == 0;
+        }
+    }
     pthread_rwlock_unlock(&s->lock);
     return rc;
 }

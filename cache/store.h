@@ -47,6 +47,7 @@ struct store_put_args {
     double cost;              /* what a hit saves, e.g. tokens; >= 1 */
     int64_t now;              /* wall clock, milliseconds */
     int64_t ttl;              /* milliseconds; 0 = no expiry */
+    uint64_t id; /* 0: the next free id; else this one (a snapshot's), -EEXIST if taken */
 };
 
 struct store_stats {
@@ -129,6 +130,39 @@ int64_t store_entry_created(const struct store_entry *e);  /* milliseconds */
 const char *store_entry_text(const struct store_entry *e); /* may be NULL */
 void *store_entry_payload(const struct store_entry *e);
 
+int64_t store_entry_expires(const struct store_entry *e); /* milliseconds; 0 = never */
+double store_entry_cost(const struct store_entry *e);
+const uint8_t *store_entry_exact(const struct store_entry *e); /* STORE_KEY_LEN bytes */
+const float *store_entry_vec(const struct store_entry *e);     /* dim floats, or NULL */
+
 void store_get_stats(struct store *s, struct store_stats *st);
+
+/* ---- snapshots (cache/snapshot.c) ----
+ *
+ * Capture: store_capture takes the read lock once, takes a reference to every
+ * entry (entries never change after insertion, so they can be written out
+ * after the lock is gone) and calls graph() for each indexed partition so
+ * that the caller can serialise its HNSW graph while no writer changes it.
+ * Lookups go on meanwhile; store_put and store_delete wait. */
+struct store_snap_item {
+    struct store_entry *e; /* a reference: store_capture_free drops it */
+    uint8_t partition[STORE_KEY_LEN];
+    bool indexed; /* e's vector is in its partition's graph */
+};
+struct hnsw;
+typedef int (*store_graph_fn)(void *ud, const uint8_t *partition, const struct hnsw *idx);
+int store_capture(struct store *s, store_graph_fn graph, void *ud, struct store_snap_item **items,
+                  size_t *n);
+void store_capture_free(struct store_snap_item *items, size_t n);
+
+/* Restore: after store_load_begin, store_put (with the snapshot's ids)
+ * indexes no partition; store_adopt_index then hands a loaded graph to its
+ * partition (taking idx) if the graph's live ids are exactly the partition's
+ * vectors, else frees it and returns -ESTALE; store_load_end builds an index
+ * for every partition that needs one and has none (*built counts them: a
+ * snapshot load that had to rebuild). 0 or -ENOMEM. */
+void store_load_begin(struct store *s);
+int store_adopt_index(struct store *s, const uint8_t *partition, struct hnsw *idx);
+int store_load_end(struct store *s, size_t *built);
 
 #endif

@@ -989,6 +989,7 @@ struct wal {
     int64_t (*now_ms)(void);
     void (*log)(void *ud, const char *msg);
     void *log_ud;
+    uint64_t min_seq; /* records up to it are covered by a snapshot */
     pthread_t thread;
 
     pthread_mutex_t mu;
@@ -1513,7 +1514,7 @@ static int replay_all(struct wal *w, struct rd *r, const struct scan *s, wal_rep
         if (rc)
             return rc < 0 ? rc : -EIO; /* changed since the first pass */
         seek_note(&w->idx, rec.seq, off);
-        if (replay) {
+        if (replay && rec.seq > w->min_seq) {
             rc = replay(rec.type, rec.seq, rec.payload, rec.len, ud);
             if (rc)
                 return rc;
@@ -1565,18 +1566,27 @@ static int open_file(struct wal *w, wal_replay_fn replay, void *ud, struct wal_r
         w->fmt = s.fmt;
         w->good_off = s.valid_end;
         w->next_seq = s.records ? s.last_seq + 1 : s.h.base_seq;
-        return 0;
+        if (w->next_seq > w->min_seq)
+            return 0;
+        /* The snapshot covers every record here (it was taken after they
+         * were numbered, before they all reached this file): numbering must
+         * go on after the snapshot, in a fresh file. */
     }
     if (rc && rc != -ENOENT)
         return rc;
-    /* Missing or empty: a new file, made whole before it gets its name. */
+    /* Missing, empty or all covered: a new file, made whole before it gets
+     * its name (over the old one). */
     if (w->f) {
         w->vfs->close(w->vfs, w->f);
         w->f = NULL;
     }
-    s.state = WAL_STATE_MISSING;
-    report_scan(rep, w->dir, w->path, &s);
-    rc = nf_begin(&nf, w->vfs, w->dir, w->path, 1, now_ms(w), 0);
+    free(w->idx.v); /* offsets in the old file */
+    memset(&w->idx, 0, sizeof(w->idx));
+    if (s.size == 0) {
+        s.state = WAL_STATE_MISSING;
+        report_scan(rep, w->dir, w->path, &s);
+    }
+    rc = nf_begin(&nf, w->vfs, w->dir, w->path, w->min_seq + 1, now_ms(w), 0);
     if (rc == 0)
         rc = nf_commit(&nf, &renamed);
     if (rc == 0) {
@@ -1585,10 +1595,10 @@ static int open_file(struct wal *w, wal_replay_fn replay, void *ud, struct wal_r
         w->h = nf.h;
         w->fmt = &formats[0];
         w->good_off = nf.off;
-        w->next_seq = 1;
+        w->next_seq = w->min_seq + 1;
         rep->created = true;
-        rep->base_seq = 1;
-        msg_set(rep, "wal %s: created", w->path);
+        rep->base_seq = w->next_seq;
+        msg_set(rep, "wal %s: created (first sequence number %" PRIu64 ")", w->path, w->next_seq);
     }
     nf_fini(&nf);
     return rc;
@@ -1605,7 +1615,7 @@ int wal_open(const struct wal_opts *o, wal_replay_fn replay, void *ud, struct wa
     if (!rep)
         rep = &tmp;
     memset(rep, 0, sizeof(*rep));
-    if (!o || !o->dir || (unsigned)o->policy > WAL_SYNC_OFF)
+    if (!o || !o->dir || (unsigned)o->policy > WAL_SYNC_OFF || o->min_seq >= SEQ_LIMIT - 1)
         return -EINVAL;
     w = calloc(1, sizeof(*w));
     if (!w)
@@ -1619,6 +1629,7 @@ int wal_open(const struct wal_opts *o, wal_replay_fn replay, void *ud, struct wa
     w->now_ms = o->now_ms;
     w->log = o->log;
     w->log_ud = o->log_ud;
+    w->min_seq = o->min_seq;
     w->dir = strdup(o->dir);
     w->name = strdup(o->name ? o->name : WAL_DEFAULT_NAME);
     if (!w->dir || !w->name)

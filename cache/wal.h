@@ -74,6 +74,12 @@ struct wal_opts {
      * line, no newline). NULL: silent; wal_status() still tells. */
     void (*log)(void *ud, const char *msg);
     void *log_ud;
+    /* Records up to min_seq are covered by a snapshot: they are not
+     * replayed, and sequence numbers go on after it. A file that ends before
+     * min_seq (the snapshot was written, the records had not all reached the
+     * disk) is replaced by an empty one whose first number is min_seq + 1, as
+     * is a missing file. 0: none. */
+    uint64_t min_seq;
 };
 
 /* What a check, an open or a repair found. */

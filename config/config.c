@@ -97,6 +97,13 @@ static const struct option options[] = {
      "keep cached answers across restarts in a write-ahead log under data-dir"},
     {"wal-fsync", T_STR, F(wal_fsync), "everysec", 0, 0, 0,
      "when the log is synced to disk: always, batch, everysec or off"},
+    {"snapshot-interval", T_DUR, F(snapshot_interval_ms), "1h", 0, 0, 0,
+     "write a snapshot of the cache this often so that a restart loads it instead of "
+     "replaying the whole log (0 = only on the other triggers)"},
+    {"snapshot-wal-size", T_SIZE, F(snapshot_wal_size), "256m", 0, 0, 0,
+     "also write a snapshot once the write-ahead log grows past this (0 = no size trigger)"},
+    {"snapshot-on-shutdown", T_BOOL, F(snapshot_on_shutdown), "true", 0, 0, 0,
+     "write a snapshot on SIGTERM so that the next start is fast"},
     {"rate-limit-rpm", T_INT, F(rate_limit_rpm), "0", 0, 100000000, 0,
      "requests per minute per client that reach the provider (0 = no limit; hits are free)"},
     {"rate-limit-tpm", T_INT, F(rate_limit_tpm), "0", 0, 2000000000, 0,

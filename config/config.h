@@ -71,6 +71,9 @@ struct cfg {
     double similarity_threshold; /* 0 = the embedder's default */
     bool persist;                /* write-ahead log under data_dir */
     char *wal_fsync;             /* always | batch | everysec | off */
+    long snapshot_interval_ms;   /* timed snapshots; 0 = off */
+    size_t snapshot_wal_size;    /* log bytes that trigger a snapshot; 0 = off */
+    bool snapshot_on_shutdown;   /* snapshot on SIGTERM */
     int rate_limit_rpm;          /* per client; 0 = off */
     int rate_limit_tpm;          /* per client; 0 = off */
     bool verifier;               /* run the hit verifier on semantic candidates */

@@ -632,6 +632,27 @@ static int method_not_allowed(struct ctx *x, const char *allowed)
     return reply_error(x, 405, "invalid_request_error", NULL, "method_not_allowed", msg);
 }
 
+/* POST /admin/snapshot: write one now (the timer, the log size and SIGTERM
+ * also do); 409 when persistence is off, 500 when the write failed (the log
+ * still holds every entry). */
+static int snapshot(struct ctx *x)
+{
+    char msg[1024];
+    int rc = chat_snapshot(x->ad->chat, msg, sizeof(msg));
+    cJSON *doc;
+
+    log_int(&x->lr, "result", rc);
+    if (rc == -EINVAL)
+        return reply_error(x, 409, "invalid_request_error", NULL, "persistence_off",
+                           "Snapshots need persistence (persist true and a data-dir).");
+    if (rc != 0)
+        return reply_error(x, 500, "server_error", NULL, "snapshot_failed", msg);
+    doc = cJSON_CreateObject();
+    cJSON_AddStringToObject(doc, "object", "parrot.snapshot");
+    cJSON_AddStringToObject(doc, "detail", msg);
+    return reply_json(x, 200, doc);
+}
+
 static bool is(const struct ctx *x, const char *method)
 {
     return strcmp(x->c->method, method) == 0;
@@ -663,6 +684,10 @@ static int dispatch(struct ctx *x)
     if (strcmp(path, "/admin/invalidate") == 0) {
         log_str(&x->lr, "action", "invalidate");
         return is(x, "POST") ? invalidate(x) : method_not_allowed(x, "POST");
+    }
+    if (strcmp(path, "/admin/snapshot") == 0) {
+        log_str(&x->lr, "action", "snapshot");
+        return is(x, "POST") ? snapshot(x) : method_not_allowed(x, "POST");
     }
     log_str(&x->lr, "action", "unknown");
     return reply_error(x, 404, "invalid_request_error", NULL, "unknown_url",

@@ -2,6 +2,7 @@
 #include "proxy/chat.h"
 
 #include "cache/embed.h"
+#include "cache/snapshot.h"
 #include "cache/store.h"
 #include "cache/verify.h"
 #include "cache/wal.h"
@@ -26,6 +27,8 @@
 /* Partitions up to this many vectors are scanned rather than indexed: a
  * scan of 256 x 384 floats is a few microseconds and needs no graph. */
 #define EXACT_SCAN_MAX 256
+/* After a failed snapshot, the log-size trigger waits this long to retry. */
+#define SNAP_RETRY_MS 10000
 /* Semantic candidates examined per lookup, best first. */
 #define CANDIDATES 4
 /* Default threshold of the openai embedder. Not calibrated on the dev sets
@@ -61,6 +64,21 @@ struct chat {
      * change and its log append, so the log records a delete and a store
      * of the same key in the order they happened in memory. */
     pthread_rwlock_t log_order;
+
+    /* Snapshots (chat_snapshot): one at a time, under snap_mu. The timer
+     * thread runs while snap_thread_on; it wakes on snap_cv to stop. */
+    char *dir;
+    int64_t snap_interval; /* ms; 0: no timed snapshots */
+    size_t snap_wal_size;  /* bytes of log that trigger one; 0: none */
+    bool snap_on_shutdown;
+    pthread_mutex_t snap_mu;
+    pthread_cond_t snap_cv;
+    pthread_t snap_thread;
+    bool snap_thread_on, snap_stop;
+    int64_t snap_last_ms;  /* wall clock of the last attempt's end (or of the load) */
+    atomic_int snap_error; /* errno of the last failed attempt, 0 after a success */
+    atomic_uint_fast64_t snaps, snap_failures, snap_last_entries, snap_last_bytes;
+    atomic_uint_fast64_t snap_last_ms_taken, snap_loaded_ms;
 };
 
 /* Bytes an answer occupies in the store, for its memory accounting. */
@@ -149,6 +167,15 @@ int chat_new(const struct cfg *c, struct chat **out)
 
     if (!ch)
         return -ENOMEM;
+    if (pthread_mutex_init(&ch->snap_mu, NULL) != 0) {
+        free(ch);
+        return -ENOMEM;
+    }
+    if (pthread_cond_init(&ch->snap_cv, NULL) != 0) {
+        pthread_mutex_destroy(&ch->snap_mu);
+        free(ch);
+        return -ENOMEM;
+    }
     if (pthread_rwlock_init(&ch->log_order, NULL) != 0) {
         free(ch);
         return -ENOMEM;
@@ -168,6 +195,9 @@ int chat_new(const struct cfg *c, struct chat **out)
     ch->ttl = c->cache_ttl_ms;
     ch->verifier = c->verifier;
     ch->shared_tenant = c->shared_tenant;
+    ch->snap_interval = c->snapshot_interval_ms;
+    ch->snap_wal_size = c->snapshot_wal_size;
+    ch->snap_on_shutdown = c->snapshot_on_shutdown;
     if (getrandom(&ch->id_seed, sizeof(ch->id_seed), 0) != sizeof(ch->id_seed))
         ch->id_seed = (uint64_t)time(NULL);
     *out = ch;
@@ -181,8 +211,24 @@ void chat_free(struct chat *ch)
 {
     if (!ch)
         return;
+    if (ch->snap_thread_on) {
+        pthread_mutex_lock(&ch->snap_mu);
+        ch->snap_stop = true;
+        pthread_cond_signal(&ch->snap_cv);
+        pthread_mutex_unlock(&ch->snap_mu);
+        pthread_join(ch->snap_thread, NULL);
+    }
+    if (ch->wal && ch->snap_on_shutdown) {
+        /* So that the next start loads graphs instead of replaying the log. */
+        char msg[1200];
+        int rc = chat_snapshot(ch, msg, sizeof(msg));
+        log_msg(rc ? LOG_WARN : LOG_INFO, rc ? "snapshot failed" : "snapshot written", msg);
+    }
     wal_close(ch->wal); /* flushes what is pending */
     embed_client_free(ch->ec);
+    pthread_cond_destroy(&ch->snap_cv);
+    pthread_mutex_destroy(&ch->snap_mu);
+    free(ch->dir);
     store_free(ch->store);
     embedder_free(ch->emb);
     flight_free(ch->flights);
@@ -447,6 +493,19 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
     return out;
 }
 
+/* The log record of a stored answer: it is durable once /metrics shows
+ * parrot_wal_durable_seq at or past it (the crash test relies on this). */
+static void add_wal_seq(const struct chat_req *r,
+                        void (*add)(void *ud, const char *name, const char *value), void *ud)
+{
+    char v[32];
+
+    if (r->wal_seq) {
+        snprintf(v, sizeof(v), "%" PRIu64, r->wal_seq);
+        add(ud, "x-parrot-wal-seq", v);
+    }
+}
+
 void chat_headers(const struct chat_req *r, int64_t now,
                   void (*add)(void *ud, const char *name, const char *value), void *ud)
 {
@@ -477,12 +536,14 @@ void chat_headers(const struct chat_req *r, int64_t now,
                  r->stored ? "; stored" : "");
         add(ud, "Cache-Status", v);
         add(ud, "x-parrot-cache", "miss");
+        add_wal_seq(r, add, ud);
         break;
     case CHAT_BYPASS:
         snprintf(v, sizeof(v), "parrot; fwd=%s; detail=%s%s", r->cc.no_cache ? "request" : "bypass",
                  r->why ? r->why : "bypass", r->stored ? "; stored" : "");
         add(ud, "Cache-Status", v);
         add(ud, "x-parrot-cache", "bypass");
+        add_wal_seq(r, add, ud);
         break;
     }
 }
@@ -564,7 +625,8 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
     }
     /* The entry is served from memory at once; the log catches up on the
      * WAL's own thread and never holds this request up. */
-    if (ch->wal && (!jbuf.p || wal_append(ch->wal, JOURNAL_PUT, jbuf.p, jbuf.len, NULL) != 0))
+    if (ch->wal &&
+        (!jbuf.p || wal_append(ch->wal, JOURNAL_PUT, jbuf.p, jbuf.len, &r->wal_seq) != 0))
         atomic_fetch_add(&ch->journal_errors, 1);
     pthread_rwlock_unlock(&ch->log_order);
     buf_free(&jbuf);
@@ -578,10 +640,11 @@ skip:
     log_msg(LOG_DEBUG, "answer not stored", why);
 }
 
-/* A replayed entry and its vector (or NULL), into the store. */
-static int put_entry(struct chat *ch, struct journal_put *p, const float *vec, uint64_t *id)
+/* A logged or snapshotted entry, into the store: under id (0: a new one),
+ * with its vector (NULL: none, exact hits only). */
+static int put_entry(struct chat *ch, struct journal_put *p, uint64_t id, const float *vec)
 {
-    struct store_put_args a = {0};
+    struct store_put_args a = {.id = id};
     struct cmpl_rendered *cr = malloc(sizeof(*cr));
 
     if (!cr)
@@ -597,7 +660,7 @@ static int put_entry(struct chat *ch, struct journal_put *p, const float *vec, u
     a.cost = p->cost;
     a.now = p->created;
     a.ttl = p->expires ? p->expires - p->created : 0;
-    return store_put(ch->store, &a, id);
+    return store_put(ch->store, &a, &id);
 }
 
 struct replay_ctx {
@@ -605,9 +668,9 @@ struct replay_ctx {
     int64_t now;
     uint64_t loaded, expired, unreadable, deleted, unembedded;
     /* With the remote embedder, entries wait here for their vectors, to be
-     * embedded embed-batch at a time; replayed in log order all the same. */
+     * embedded max_pending at a time; stored in log order all the same. */
     struct journal_put *pending;
-    size_t npending, max_pending;
+    size_t npending, cap, max_pending;
 };
 
 /* Embed the pending entries' texts in one go and store them in order. An
@@ -621,7 +684,6 @@ static int flush_pending(struct replay_ctx *rc)
     enum embed_result *res = calloc(n ? n : 1, sizeof(*res));
     float *vecs = malloc(sizeof(float) * ch->dim * (n ? n : 1));
     int err = 0;
-    uint64_t id;
 
     if (!texts || !slot || !res || !vecs)
         err = -ENOMEM;
@@ -635,7 +697,7 @@ static int flush_pending(struct replay_ctx *rc)
     for (size_t i = 0; i < n; i++) {
         struct journal_put *p = &rc->pending[i];
         bool ok = !err && p->text && res[slot[i]] == EMBED_OK;
-        if (!err && put_entry(ch, p, ok ? vecs + slot[i] * ch->dim : NULL, &id) != 0)
+        if (!err && put_entry(ch, p, 0, ok ? vecs + slot[i] * ch->dim : NULL) != 0)
             err = -ENOMEM;
         if (!err) {
             rc->loaded++;
@@ -649,6 +711,34 @@ static int flush_pending(struct replay_ctx *rc)
     free(res);
     free(vecs);
     return err;
+}
+
+/* Queue p, and its ownership, for flush_pending. A log replay flushes every
+ * max_pending entries; a snapshot's (max_pending 0) wait until it is loaded. */
+static int pend(struct replay_ctx *rc, struct journal_put *p)
+{
+    if (rc->npending == rc->cap) {
+        size_t cap = rc->cap ? 2 * rc->cap : 64;
+        struct journal_put *np = realloc(rc->pending, cap * sizeof(*np));
+        if (!np) {
+            journal_put_fini(p);
+            return -ENOMEM;
+        }
+        rc->pending = np;
+        rc->cap = cap;
+    }
+    rc->pending[rc->npending++] = *p;
+    return rc->max_pending && rc->npending >= rc->max_pending ? flush_pending(rc) : 0;
+}
+
+/* What a failed replay left queued. */
+static void pending_free(struct replay_ctx *rc)
+{
+    for (size_t i = 0; i < rc->npending; i++)
+        journal_put_fini(&rc->pending[i]);
+    free(rc->pending);
+    rc->pending = NULL;
+    rc->npending = rc->cap = 0;
 }
 
 
@@ -670,10 +760,9 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     const uint8_t(*keys)[JOURNAL_KEY_LEN];
     size_t nkeys;
     float *vec;
-    uint64_t id;
     int err = 0;
 
-    (void)seq;
+    (void)seq; /* wal_open replays only what the snapshot does not cover */
     if (type == JOURNAL_DEL && journal_decode_del(payload, len, &keys, &nkeys) == 0) {
         /* Entries logged before the delete must be in the store first. */
         if (rc->npending && (err = flush_pending(rc)) != 0)
@@ -690,11 +779,10 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     if (p.expires && p.expires <= rc->now) {
         rc->expired++;
     } else if (rc->ch->ec) {
-        rc->pending[rc->npending++] = p;
-        return rc->npending == rc->max_pending ? flush_pending(rc) : 0;
+        return pend(rc, &p);
     } else {
         vec = p.text ? embed_local(rc->ch, p.text, strlen(p.text)) : NULL;
-        if (put_entry(rc->ch, &p, vec, &id) == 0)
+        if (put_entry(rc->ch, &p, 0, vec) == 0)
             rc->loaded++;
         else
             err = -ENOMEM;
@@ -704,6 +792,141 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     return err;
 }
 
+/* snap_codec: an entry's record in a snapshot is its journal PUT payload. */
+static int snap_encode(void *ud, const struct store_entry *e, const uint8_t *partition,
+                       struct buf *out)
+{
+    struct journal_put jp = {.created = store_entry_created(e),
+                             .expires = store_entry_expires(e),
+                             .cost = store_entry_cost(e),
+                             .text = (char *)store_entry_text(e),
+                             .r = *(const struct cmpl_rendered *)store_entry_payload(e)};
+
+    (void)ud;
+    memcpy(jp.partition, partition, JOURNAL_KEY_LEN);
+    memcpy(jp.exact, store_entry_exact(e), JOURNAL_KEY_LEN);
+    return journal_encode_put(&jp, out);
+}
+
+static int snap_restore(void *ud, uint64_t id, const float *vec, const void *rec, size_t len)
+{
+    struct replay_ctx *rc = ud;
+    struct journal_put p;
+    int err;
+
+    if (journal_decode_put(rec, len, &p) != 0) {
+        rc->unreadable++;
+        return 1;
+    }
+    if (p.expires && p.expires <= rc->now) {
+        rc->expired++;
+        err = 1;
+    } else if (!vec && p.text && rc->ch->ec) {
+        /* No usable vector (none was made, or another embedder made it):
+         * the remote embedder makes one once the whole file is in. */
+        return pend(rc, &p);
+    } else {
+        float *own = !vec && p.text ? embed_local(rc->ch, p.text, strlen(p.text)) : NULL;
+        err = put_entry(rc->ch, &p, id, vec ? vec : own);
+        free(own);
+    }
+    journal_put_fini(&p);
+    return err;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Where snapshots go and whose vectors they hold. */
+static void snap_opts_init(const struct chat *ch, struct snap_opts *so)
+{
+    memset(so, 0, sizeof(*so));
+    so->dir = ch->dir;
+    so->dim = ch->dim;
+    so->embedder = wal_crc32c(0, ch->emb_name, strlen(ch->emb_name));
+}
+
+int chat_snapshot(struct chat *ch, char *msg, size_t msglen)
+{
+    struct replay_ctx unused = {.ch = ch};
+    struct snap_codec codec = {snap_encode, snap_restore, &unused};
+    struct snap_opts so;
+    struct snap_report rep;
+    int64_t t0 = wall_ms();
+    uint64_t seq;
+    int rc;
+
+    if (!ch || !ch->wal) {
+        snprintf(msg, msglen, "snapshots need persistence (persist = true)");
+        return -EINVAL;
+    }
+    snap_opts_init(ch, &so);
+    so.now_ms = t0;
+    pthread_mutex_lock(&ch->snap_mu);
+    /* Before the capture: see the ordering argument in cache/snapshot.h. */
+    seq = wal_last_seq(ch->wal);
+    rc = snap_write(&so, ch->store, seq, &codec, &rep);
+    if (rc == 0) {
+        int rrc = wal_rotate(ch->wal, seq);
+        size_t n = strlen(rep.message);
+        if (rrc)
+            snprintf(rep.message + n, sizeof(rep.message) - n,
+                     "; the log was not compacted (%s): the next start skips what the snapshot "
+                     "covers",
+                     strerror(-rrc));
+        atomic_fetch_add(&ch->snaps, 1);
+        atomic_store(&ch->snap_last_entries, rep.entries);
+        atomic_store(&ch->snap_last_bytes, rep.bytes);
+    } else {
+        atomic_fetch_add(&ch->snap_failures, 1);
+    }
+    atomic_store(&ch->snap_error, -rc);
+    ch->snap_last_ms = wall_ms();
+    atomic_store(&ch->snap_last_ms_taken, (uint64_t)(ch->snap_last_ms - t0));
+    pthread_mutex_unlock(&ch->snap_mu);
+    snprintf(msg, msglen, "%s (%" PRId64 " ms)", rep.message, ch->snap_last_ms - t0);
+    return rc;
+}
+
+/* Timed and log-size snapshots. Checks once a second; a failed attempt
+ * waits for the next interval (or the next second when only the log size
+ * triggers), so a full disk is retried without spinning. */
+static void *snap_main(void *arg)
+{
+    struct chat *ch = arg;
+
+    pthread_mutex_lock(&ch->snap_mu);
+    while (!ch->snap_stop) {
+        struct timespec ts;
+        struct wal_status ws;
+        bool due;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ch->snap_cv, &ch->snap_mu, &ts);
+        if (ch->snap_stop)
+            break;
+        wal_status(ch->wal, &ws);
+        due = (ch->snap_interval > 0 && wall_ms() - ch->snap_last_ms >= ch->snap_interval) ||
+              (ch->snap_wal_size > 0 && ws.file_size >= ch->snap_wal_size && !ws.error &&
+               (!atomic_load(&ch->snap_error) || wall_ms() - ch->snap_last_ms >= SNAP_RETRY_MS));
+        if (!due)
+            continue;
+        pthread_mutex_unlock(&ch->snap_mu);
+        char msg[1200];
+        int rc = chat_snapshot(ch, msg, sizeof(msg));
+        log_msg(rc ? LOG_WARN : LOG_INFO, rc ? "snapshot failed" : "snapshot written", msg);
+        pthread_mutex_lock(&ch->snap_mu);
+    }
+    pthread_mutex_unlock(&ch->snap_mu);
+    return NULL;
+}
+
 const char *chat_journal_problem(struct chat *ch)
 {
     struct wal_status ws;
@@ -711,10 +934,16 @@ const char *chat_journal_problem(struct chat *ch)
     if (!ch || !ch->wal)
         return NULL;
     wal_status(ch->wal, &ws);
-    if (!ws.error)
-        return NULL;
-    /* Static texts: readiness bodies are built without allocation. */
-    switch (ws.error) {
+    if (!ws.error) {
+        switch (atomic_load(&ch->snap_error)) {
+        case 0: return NULL;
+        case ENOSPC: return "snapshot failed: disk full; the write-ahead log still has every entry";
+        default: return "snapshot failed; the write-ahead log still has every entry";
+        }
+    }
+    /* Static texts: readiness bodies are built without allocation. The
+     * WAL's errors are negative errno values. */
+    switch (-ws.error) {
     case ENOSPC: return "write-ahead log degraded: disk full; serving from memory";
     case EIO: return "write-ahead log degraded: I/O error; serving from memory";
     default: return "write-ahead log degraded; serving from memory";
@@ -726,7 +955,12 @@ int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64
 {
     struct wal_opts o = {.dir = dir};
     struct wal_report rep;
-    struct replay_ctx ctx = {.ch = ch, .now = now};
+    struct replay_ctx sctx = {.ch = ch, .now = now}, ctx = {.ch = ch, .now = now};
+    struct snap_codec codec = {snap_encode, snap_restore, &sctx};
+    struct snap_opts so;
+    struct snap_report srep;
+    struct store_stats held;
+    int64_t t0 = wall_ms();
     char unembedded[96] = "";
     int rc;
 
@@ -734,33 +968,53 @@ int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64
         snprintf(msg, msglen, "invalid wal-fsync '%s' (always, batch, everysec or off)", fsync);
         return -EINVAL;
     }
-    if (ch->ec) {
-        ctx.max_pending = embed_client_batch(ch->ec);
-        if (!(ctx.pending = calloc(ctx.max_pending, sizeof(*ctx.pending)))) {
-            snprintf(msg, msglen, "out of memory");
-            return -ENOMEM;
-        }
+    if (!(ch->dir = strdup(dir))) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
     }
+    snap_opts_init(ch, &so);
+    rc = snap_load(&so, ch->store, &codec, &srep);
+    /* Entries waiting for a remote vector: every id the snapshot assigns is
+     * taken before they are stored under new ones. */
+    if (rc == 0 && sctx.npending)
+        rc = flush_pending(&sctx);
+    pending_free(&sctx);
+    if (rc != 0) {
+        snprintf(msg, msglen, "%s", srep.message[0] ? srep.message : strerror(-rc));
+        return rc;
+    }
+    o.min_seq = srep.wal_seq;
+    ctx.max_pending = ch->ec ? embed_client_batch(ch->ec) : 0;
     rc = wal_open(&o, replay, &ctx, &rep, &ch->wal);
     if (rc != 0)
         snprintf(msg, msglen, "%s", rep.message[0] ? rep.message : strerror(-rc));
     else if (ctx.npending && (rc = flush_pending(&ctx)) != 0)
         snprintf(msg, msglen, "reloading the cache: %s", strerror(-rc));
-    for (size_t i = 0; i < ctx.npending; i++) /* left by a failed replay */
-        journal_put_fini(&ctx.pending[i]);
-    free(ctx.pending);
+    pending_free(&ctx);
     if (rc != 0)
         return rc;
-    if (ctx.unembedded)
-        snprintf(unembedded, sizeof(unembedded), " (%llu for exact hits only: the embedder failed)",
-                 (unsigned long long)ctx.unembedded);
+    ch->snap_last_ms = wall_ms();
+    atomic_store(&ch->snap_loaded_ms, (uint64_t)(ch->snap_last_ms - t0));
+    store_get_stats(ch->store, &held);
+    if (ctx.unembedded + sctx.unembedded)
+        snprintf(unembedded, sizeof(unembedded), " (%" PRIu64 " for exact hits only: the embedder failed)",
+                 ctx.unembedded + sctx.unembedded);
     snprintf(msg, msglen,
-             "%s: %llu entries loaded%s, %llu expired, %llu deleted, %llu unreadable records "
-             "skipped%s%s",
-             rep.path, (unsigned long long)(ctx.loaded - ctx.deleted), unembedded,
-             (unsigned long long)ctx.expired, (unsigned long long)ctx.deleted,
-             (unsigned long long)ctx.unreadable, rep.truncated ? "; " : "",
-             rep.truncated ? rep.message : "");
+             "%s; %s: %" PRIu64 " entries loaded%s, %" PRIu64 " expired, %" PRIu64
+             " deleted, %" PRIu64 " unreadable records skipped%s%s%s; the cache holds %zu entries"
+             " (%" PRId64 " ms)",
+             srep.message, rep.path, ctx.loaded, unembedded, ctx.expired + sctx.expired,
+             ctx.deleted, ctx.unreadable + sctx.unreadable, rep.truncated ? "; " : "",
+             rep.truncated ? rep.message : "",
+             rep.base_seq > srep.wal_seq + 1
+                 ? "; the log starts after the snapshot ends: entries in between are lost"
+                 : "",
+             held.entries, ch->snap_last_ms - t0);
+    if (ch->snap_interval > 0 || ch->snap_wal_size > 0) {
+        ch->snap_thread_on = pthread_create(&ch->snap_thread, NULL, snap_main, ch) == 0;
+        if (!ch->snap_thread_on)
+            log_msg(LOG_WARN, "no timed snapshots", "cannot start the snapshot thread");
+    }
     return 0;
 }
 
@@ -939,6 +1193,27 @@ int chat_metrics(struct chat *ch, struct buf *b)
         rc |= metric(b, "parrot_wal_degraded", "gauge",
                      "1 while the log cannot write (the cache keeps serving from memory).", "",
                      ws.error != 0, true);
+        rc |=
+            metric(b, "parrot_wal_file_bytes", "gauge",
+                   "Size of the write-ahead log (a snapshot compacts it).", "", ws.file_size, true);
+        rc |= metric(b, "parrot_snapshots_total", "counter", "Snapshots written.", "",
+                     atomic_load(&ch->snaps), true);
+        rc |= metric(b, "parrot_snapshot_failures_total", "counter",
+                     "Snapshot attempts that failed (disk full, I/O error).", "",
+                     atomic_load(&ch->snap_failures), true);
+        rc |= metric(b, "parrot_snapshot_failing", "gauge",
+                     "1 while the last snapshot attempt failed.", "",
+                     atomic_load(&ch->snap_error) != 0, true);
+        rc |= metric(b, "parrot_snapshot_entries", "gauge", "Entries in the last snapshot.", "",
+                     atomic_load(&ch->snap_last_entries), true);
+        rc |= metric(b, "parrot_snapshot_bytes", "gauge", "Size of the last snapshot.", "",
+                     atomic_load(&ch->snap_last_bytes), true);
+        rc |= metric(b, "parrot_snapshot_duration_ms", "gauge",
+                     "How long the last snapshot took, capture to log compaction.", "",
+                     atomic_load(&ch->snap_last_ms_taken), true);
+        rc |= metric(b, "parrot_cache_load_ms", "gauge",
+                     "Start-up time to load the snapshot and replay the log.", "",
+                     atomic_load(&ch->snap_loaded_ms), true);
     }
     return rc ? -ENOMEM : 0;
 }

@@ -69,6 +69,7 @@ struct chat_req {
     /* A streamed answer being reassembled for storing. */
     struct cmpl_asm as;
     bool stored;
+    uint64_t wal_seq; /* the stored answer's log record (0: not logged) */
 };
 
 /* The cache shared by all requests, from the options in c. */
@@ -92,7 +93,15 @@ void chat_req_fini(struct chat_req *r);
 int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64_t now, char *msg,
                       size_t msglen);
 
-/* The log's trouble, for /readyz: NULL when healthy or not logging. */
+/* Write a snapshot of the cache (cache/snapshot.h) and compact the log to
+ * what came after it. Lookups go on meanwhile; stores wait while the store
+ * is captured (a memory copy of the graphs, not the disk write). Returns 0
+ * or a negative errno, with a one-line report in msg either way. For POST
+ * /admin/snapshot, the timer, and shutdown. */
+int chat_snapshot(struct chat *ch, char *msg, size_t msglen);
+
+/* The log's or the last snapshot's trouble, for /readyz: NULL when healthy
+ * or not logging. */
 const char *chat_journal_problem(struct chat *ch);
 
 /* Decide and, on a hit, set r->hit. Counts the outcome. */

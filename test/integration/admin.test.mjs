@@ -183,7 +183,8 @@ test('invalidate by partition, model, age and similarity returns the count remov
 test('deletes and invalidations survive a restart (DEL records replayed)', T, async () => {
   const fake = await startFake();
   const dir = makeTmpDir('parrot-admin-wal-');
-  let parrot = await adminParrot(fake, { dir, args: ['--wal-fsync', 'always'] });
+  // No snapshot at shutdown: the restart must replay the DEL records.
+  let parrot = await adminParrot(fake, { dir, args: ['--wal-fsync', 'always', '--snapshot-on-shutdown', 'false'] });
   const texts = ['first durable question', 'second durable question', 'third durable question about dogs'];
   for (const t of texts) await cached(parrot, t);
   const { json: list } = await admin(parrot, 'GET', '/admin/entries');
@@ -197,11 +198,24 @@ test('deletes and invalidations survive a restart (DEL records replayed)', T, as
 
   parrot = await adminParrot(fake, { dir });
   const loaded = parrot.logs().find((l) => l.msg === 'cache loaded');
-  assert.match(loaded.detail, /2 entries loaded, 0 expired, 2 deleted/);
+  assert.match(loaded.detail, /4 entries loaded, 0 expired, 2 deleted, .*the cache holds 2 entries/);
   const calls = fake.stats().chat;
   assert.equal((await cached(parrot, texts[0])).headers['x-parrot-cache'], 'hit', 'stored again after the delete');
   assert.equal((await cached(parrot, texts[1])).headers['x-parrot-cache'], 'hit');
   assert.equal(fake.stats().chat, calls);
   assert.equal((await cached(parrot, texts[2])).headers['x-parrot-cache'], 'miss', 'the invalidated entry stays gone');
   await waitFor(async () => (await admin(parrot, 'GET', '/admin/stats')).json.entries === 3, { what: '3 entries' });
+
+  // A snapshot on demand, then a restart from it: the same 3 entries, no log replay.
+  const snap = await admin(parrot, 'POST', '/admin/snapshot');
+  assert.equal(snap.status, 200);
+  assert.equal(snap.json.object, 'parrot.snapshot');
+  assert.match(snap.json.detail, /3 entries/);
+  assert.equal((await admin(parrot, 'GET', '/admin/snapshot')).status, 405);
+  assert.ok(auditLines(parrot).some((l) => l.action === 'snapshot' && l.status === 200), 'the snapshot is logged');
+  await parrot.stop('SIGKILL'); // (a sanitized build gets SIGTERM: its shutdown snapshot is equal)
+  parrot = await adminParrot(fake, { dir });
+  assert.match(parrot.logs().find((l) => l.msg === 'cache loaded').detail,
+    /snapshot .*: 3 entries loaded.*wal\.log: 0 entries loaded.*the cache holds 3 entries/);
+  for (const t of texts) assert.equal((await cached(parrot, t)).headers['x-parrot-cache'], 'hit');
 });
