@@ -1000,16 +1000,16 @@ int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64
         snprintf(unembedded, sizeof(unembedded), " (%" PRIu64 " for exact hits only: the embedder failed)",
                  ctx.unembedded + sctx.unembedded);
     snprintf(msg, msglen,
-             "%s; %s: %" PRIu64 " entries loaded%s, %" PRIu64 " expired, %" PRIu64
-             " deleted, %" PRIu64 " unreadable records skipped%s%s%s; the cache holds %zu entries"
+             "%s; %s: %" PRIu64 " entries loaded, %" PRIu64 " expired, %" PRIu64
+             " deleted, %" PRIu64 " unreadable records skipped%s%s%s; the cache holds %zu entries%s"
              " (%" PRId64 " ms)",
-             srep.message, rep.path, ctx.loaded, unembedded, ctx.expired + sctx.expired,
-             ctx.deleted, ctx.unreadable + sctx.unreadable, rep.truncated ? "; " : "",
+             srep.message, rep.path, ctx.loaded, ctx.expired + sctx.expired, ctx.deleted,
+             ctx.unreadable + sctx.unreadable, rep.truncated ? "; " : "",
              rep.truncated ? rep.message : "",
              rep.base_seq > srep.wal_seq + 1
                  ? "; the log starts after the snapshot ends: entries in between are lost"
                  : "",
-             held.entries, ch->snap_last_ms - t0);
+             held.entries, unembedded, ch->snap_last_ms - t0);
     if (ch->snap_interval > 0 || ch->snap_wal_size > 0) {
         ch->snap_thread_on = pthread_create(&ch->snap_thread, NULL, snap_main, ch) == 0;
         if (!ch->snap_thread_on)
