@@ -76,7 +76,8 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 
 # Side-by-side benchmarks against ../shared/bench (not part of make test):
 # writes bench/results.md, .tsv and .png; see docs/bench.md.
-BENCH_BIN := $(BUILD)/bench/lookup_bench $(BUILD)/bench/hnsw_bench $(BUILD)/bench/wal_bench
+BENCH_BIN := $(BUILD)/bench/lookup_bench $(BUILD)/bench/hnsw_bench $(BUILD)/bench/wal_bench \
+             $(BUILD)/bench/restart_bench
 bench: bench-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	./$(BUILD)/bench/lookup_bench

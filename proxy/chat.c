@@ -1082,6 +1082,17 @@ static int metric(struct buf *b, const char *name, const char *type, const char 
     return buf_puts(b, line, 1u << 20);
 }
 
+/* A gauge of milliseconds, exposed in seconds as Prometheus wants units. */
+static int gauge_seconds(struct buf *b, const char *name, const char *help, uint64_t ms)
+{
+    char line[256];
+
+    if (metrics_family(b, name, "gauge", help) != 0)
+        return -ENOMEM;
+    snprintf(line, sizeof(line), "%s %" PRIu64 ".%03u\n", name, ms / 1000, (unsigned)(ms % 1000));
+    return buf_puts(b, line, 1u << 20);
+}
+
 /* The remote embedder's counters, latency histogram and breaker. */
 static int embed_metrics(struct chat *ch, struct buf *b)
 {
@@ -1208,12 +1219,12 @@ int chat_metrics(struct chat *ch, struct buf *b)
                      atomic_load(&ch->snap_last_entries), true);
         rc |= metric(b, "parrot_snapshot_bytes", "gauge", "Size of the last snapshot.", "",
                      atomic_load(&ch->snap_last_bytes), true);
-        rc |= metric(b, "parrot_snapshot_duration_ms", "gauge",
-                     "How long the last snapshot took, capture to log compaction.", "",
-                     atomic_load(&ch->snap_last_ms_taken), true);
-        rc |= metric(b, "parrot_cache_load_ms", "gauge",
-                     "Start-up time to load the snapshot and replay the log.", "",
-                     atomic_load(&ch->snap_loaded_ms), true);
+        rc |= gauge_seconds(b, "parrot_snapshot_duration_seconds",
+                            "How long the last snapshot took, capture to log compaction.",
+                            atomic_load(&ch->snap_last_ms_taken));
+        rc |= gauge_seconds(b, "parrot_cache_load_seconds",
+                            "Start-up time to load the snapshot and replay the log.",
+                            atomic_load(&ch->snap_loaded_ms));
     }
     return rc ? -ENOMEM : 0;
 }
