@@ -33,7 +33,11 @@
  * questions must agree on every content word, longer ones may differ in one
  * or two ("how do I reset my password" vs "how do I change my password"
  * fails; "in french how do I say see you later" may match "how do you say
- * see you later in french").
+ * see you later in french"). With the built-in embedder's word-vector
+ * table, a content word unmatched on one side also counts as matched when
+ * a content word unmatched on the other side has a close vector (cosine
+ * >= NEAR_COS: "vacation" / "holiday"); only leftover words pair up, so a
+ * word cannot stand in for one that already has its match.
  *
  * Calibrated on CLINC150 and measured on BANKING77 and Quora pairs:
  * docs/quality.md has the rejections per reason, the correct hits each
@@ -42,6 +46,7 @@
 #include "cache/verify.h"
 
 #include "cache/embed.h"
+#include "cache/wordvec.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -51,9 +56,10 @@
 
 #define MAX_NUMS     32
 #define NUM_LEN      24
-#define MAX_WORDS    96 /* words compared per side; the rest is ignored */
-#define MAX_MISSING  2  /* unmatched content words allowed, both sides ... */
-#define MAX_MISS_PCT 15 /* ... and at most this share of them */
+#define MAX_WORDS    96   /* words compared per side; the rest is ignored */
+#define MAX_MISSING  2    /* unmatched content words allowed, both sides ... */
+#define MAX_MISS_PCT 15   /* ... and at most this share of them */
+#define NEAR_COS     0.6f /* word vectors this close stand for each other */
 
 static const char *const names[VERIFY_REASONS] = {"ok",       "numbers", "negation", "opposite",
                                                   "question", "tense",   "content"};
@@ -350,9 +356,29 @@ static bool counts(const struct embed_word *t)
     return t->kind != EMBED_NUMBER && !neutral(t->text);
 }
 
+/* Word w of a is unmatched in b: does a content word of b that is itself
+ * unmatched in a have a vector close to w's (a synonym, or a near one)? */
+static bool near_word(const struct wordvec *wv, const struct embed_word *w,
+                      const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb)
+{
+    long i = wordvec_find(wv, w->text, strlen(w->text));
+
+    if (i < 0)
+        return false;
+    for (size_t j = 0; j < nb; j++) {
+        long k;
+        if (!counts(&b[j]) || has_stem(a, na, b[j].stem) ||
+            (k = wordvec_find(wv, b[j].text, strlen(b[j].text))) < 0)
+            continue;
+        if (wordvec_cos(wv, i, k) >= NEAR_COS)
+            return true;
+    }
+    return false;
+}
+
 /* Unmatched content words of a against b; adds a's content words to *all. */
-static int missing(const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb,
-                   int *all)
+static int missing(const struct wordvec *wv, const struct embed_word *a, size_t na,
+                   const struct embed_word *b, size_t nb, int *all)
 {
     int miss = 0;
 
@@ -360,12 +386,18 @@ static int missing(const struct embed_word *a, size_t na, const struct embed_wor
         if (!counts(&a[i]))
             continue;
         (*all)++;
-        miss += !has_stem(b, nb, a[i].stem);
+        miss += !has_stem(b, nb, a[i].stem) && !(wv && near_word(wv, &a[i], a, na, b, nb));
     }
     return miss;
 }
 
 enum verify_reason verify_texts(const char *q, size_t ql, const char *c, size_t cl)
+{
+    return verify_texts_wv(q, ql, c, cl, NULL);
+}
+
+enum verify_reason verify_texts_wv(const char *q, size_t ql, const char *c, size_t cl,
+                                   const struct wordvec *wv)
 {
     struct embed_word a[MAX_WORDS], b[MAX_WORDS];
     struct nums x, y;
@@ -389,7 +421,7 @@ enum verify_reason verify_texts(const char *q, size_t ql, const char *c, size_t 
         return VERIFY_QUESTION;
     if (past(a, na) != past(b, nb))
         return VERIFY_TENSE;
-    miss = missing(a, na, b, nb, &all) + missing(b, nb, a, na, &all);
+    miss = missing(wv, a, na, b, nb, &all) + missing(wv, b, nb, a, na, &all);
     if (miss > MAX_MISSING || miss * 100 > MAX_MISS_PCT * all)
         return VERIFY_CONTENT;
     return VERIFY_OK;

@@ -91,6 +91,9 @@ static const struct option options[] = {
      "provider tokens per minute per client, from each answer's usage (0 = no limit)"},
     {"verifier", T_BOOL, F(verifier), "true", 0, 0, 0,
      "check numbers and negation before serving a semantic hit"},
+    {"word-vectors", T_STR, F(word_vectors), "/usr/share/parrot/word-vectors.bin", 0, 0, O_OPTIONAL,
+     "word-vector table for the built-in embedder (deploy/fetch-vectors.sh); missing or empty: "
+     "lexical features only"},
     {"tenant-header", T_STR, F(tenant_header), NULL, 0, 0, O_OPTIONAL,
      "take the tenant from this request header instead of a hash of Authorization"},
     {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,

@@ -66,6 +66,7 @@ struct cfg {
     int rate_limit_rpm;          /* per client; 0 = off */
     int rate_limit_tpm;          /* per client; 0 = off */
     bool verifier;               /* run the hit verifier on semantic candidates */
+    char *word_vectors;          /* the built-in embedder's word-vector table, or NULL */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */
     char *config_file;           /* the file that was loaded, or NULL */

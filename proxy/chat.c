@@ -63,12 +63,25 @@ int chat_new(const struct cfg *c, struct chat **out)
 {
     struct chat *ch = calloc(1, sizeof(*ch));
     struct store_opts so = {0};
+    char err[256] = "";
+    struct embed_builtin_opts eo = {
+        .word_vectors = c->word_vectors, .err = err, .err_len = sizeof(err)};
+    struct log_rec lr;
     int rc;
 
     if (!ch)
         return -ENOMEM;
-    if ((rc = embed_builtin_new(&ch->emb)) != 0)
+    if ((rc = embed_builtin_new_opts(&eo, &ch->emb)) != 0) {
+        log_msg(LOG_ERROR, "word-vector table rejected", err);
         goto fail;
+    }
+    /* Which mode the embedder is in: with a table it finds synonyms. */
+    log_begin(&lr, LOG_INFO, "embedder");
+    log_str(&lr, "name", embedder_name(ch->emb));
+    log_int(&lr, "dim", embedder_dim(ch->emb));
+    log_str(&lr, "word_vectors",
+            embedder_word_vectors(ch->emb) ? c->word_vectors : "none (lexical features only)");
+    log_end(&lr);
     so.dim = embedder_dim(ch->emb);
     so.max_memory = c->cache_max_memory;
     so.exact_scan_max = EXACT_SCAN_MAX;
@@ -209,7 +222,8 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     (void)sim;
     if (!text)
         return false;
-    why = verify_texts(v->r->key.lookup_text, v->r->key.lookup_len, text, strlen(text));
+    why = verify_texts_wv(v->r->key.lookup_text, v->r->key.lookup_len, text, strlen(text),
+                          embedder_word_vectors(v->ch->emb));
     if (why == VERIFY_OK)
         return true;
     atomic_fetch_add(&v->ch->rejected[why], 1);

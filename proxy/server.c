@@ -1078,6 +1078,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     const union MHD_DaemonInfo *info;
     char host[INET6_ADDRSTRLEN];
+    int rc;
 
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -1085,8 +1086,9 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     }
     s->cfg = c;
     s->pool = pool;
-    if (c->cache && chat_new(c, &s->chat) != 0) {
-        snprintf(err, errlen, "cannot set up the cache (out of memory)");
+    if (c->cache && (rc = chat_new(c, &s->chat)) != 0) {
+        snprintf(err, errlen, "cannot set up the cache: %s",
+                 rc == -EINVAL ? "invalid word-vector table (see the log)" : "out of memory");
         goto fail;
     }
     if (s->chat && c->persist) {
