@@ -51,6 +51,9 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -245,18 +248,76 @@ static const char *const opposites[][2] = {
 
 #define NOPP (sizeof(opposites) / sizeof(opposites[0]))
 
-/* The pairs' stems, so that "enabled" meets "enable"; built once. */
-static char opp_stem[NOPP][2][EMBED_WORD_MAX + 1];
+/* A set of pairs, one bit per pair. */
+struct pairset {
+    uint64_t w[(NOPP + 63) / 64];
+};
+
+/* Each distinct stem of the pairs (so that "enabled" meets "enable") with
+ * the pairs it is the first word of and the pairs it is the second word of,
+ * sorted by stem; built once. A word then costs one binary search, not a
+ * scan of every pair. */
+struct opp_stem {
+    char stem[EMBED_WORD_MAX + 1];
+    struct pairset side[2];
+};
+
+static struct opp_stem opp_stems[2 * NOPP];
+static size_t opp_nstems;
 static pthread_once_t opp_once = PTHREAD_ONCE_INIT;
+
+static int opp_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct opp_stem *)x)->stem, ((const struct opp_stem *)y)->stem);
+}
+
+static const struct opp_stem *opp_find(const char *stem)
+{
+    struct opp_stem key;
+
+    snprintf(key.stem, sizeof(key.stem), "%s", stem);
+    return bsearch(&key, opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_cmp);
+}
 
 static void opp_build(void)
 {
+    char stems[NOPP][2][EMBED_WORD_MAX + 1];
+
+    memset(stems, 0, sizeof(stems));
     for (size_t i = 0; i < NOPP; i++)
         for (int k = 0; k < 2; k++) {
             struct embed_word w;
             if (embed_split(opposites[i][k], strlen(opposites[i][k]), &w, 1) == 1)
-                memcpy(opp_stem[i][k], w.stem, sizeof(w.stem));
+                memcpy(stems[i][k], w.stem, sizeof(w.stem));
         }
+    for (size_t i = 0; i < NOPP; i++) {
+        if (!*stems[i][0] || !*stems[i][1])
+            continue; /* a word that does not split: the pair cannot fire */
+        for (int k = 0; k < 2; k++) {
+            size_t j;
+            for (j = 0; j < opp_nstems; j++)
+                if (strcmp(opp_stems[j].stem, stems[i][k]) == 0)
+                    break;
+            if (j == opp_nstems)
+                memcpy(opp_stems[opp_nstems++].stem, stems[i][k], sizeof(stems[i][k]));
+            opp_stems[j].side[k].w[i / 64] |= (uint64_t)1 << (i % 64);
+        }
+    }
+    qsort(opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_cmp);
+}
+
+/* The pairs whose first (side[0]) and second (side[1]) words t has. */
+static void opp_sides(const struct embed_word *t, size_t n, struct pairset side[2])
+{
+    memset(side, 0, 2 * sizeof(*side));
+    for (size_t i = 0; i < n; i++) {
+        const struct opp_stem *o = opp_find(t[i].stem);
+        if (!o)
+            continue;
+        for (int k = 0; k < 2; k++)
+            for (size_t j = 0; j < sizeof(side[k].w) / sizeof(side[k].w[0]); j++)
+                side[k].w[j] |= o->side[k].w[j];
+    }
 }
 
 static bool has_stem(const struct embed_word *t, size_t n, const char *stem)
@@ -267,19 +328,18 @@ static bool has_stem(const struct embed_word *t, size_t n, const char *stem)
     return false;
 }
 
+/* A pair fires when one side has its first word and not its second, and
+ * the other side the second and not the first. */
 static bool opposite(const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb)
 {
+    struct pairset sa[2], sb[2];
+
     pthread_once(&opp_once, opp_build);
-    for (size_t i = 0; i < NOPP; i++) {
-        const char *x = opp_stem[i][0], *y = opp_stem[i][1];
-        bool ax, ay, bx, by;
-        if (!*x || !*y)
-            continue;
-        ax = has_stem(a, na, x);
-        ay = has_stem(a, na, y);
-        bx = has_stem(b, nb, x);
-        by = has_stem(b, nb, y);
-        if ((ax && !ay && by && !bx) || (ay && !ax && bx && !by))
+    opp_sides(a, na, sa);
+    opp_sides(b, nb, sb);
+    for (size_t j = 0; j < sizeof(sa[0].w) / sizeof(sa[0].w[0]); j++) {
+        uint64_t ax = sa[0].w[j], ay = sa[1].w[j], bx = sb[0].w[j], by = sb[1].w[j];
+        if ((ax & ~ay & by & ~bx) | (ay & ~ax & bx & ~by))
             return true;
     }
     return false;
@@ -329,26 +389,42 @@ static bool past(const struct embed_word *t, size_t n)
 
 /* ---- content words ---- */
 
+/* Words a paraphrase adds or drops without changing the question; sorted
+ * once, then found by binary search (this runs for every word of every
+ * candidate). */
+static const char *neutral_words[] = {
+    "a",        "an",     "the",       "some",    "any",    "this",   "that",      "there",
+    "it",       "i",      "me",        "my",      "you",    "your",   "we",        "us",
+    "is",       "are",    "am",        "be",      "been",   "was",    "were",      "do",
+    "does",     "did",    "have",      "has",     "had",    "can",    "could",     "would",
+    "will",     "should", "of",        "to",      "for",    "on",     "in",        "at",
+    "with",     "about",  "by",        "from",    "if",     "and",    "or",        "so",
+    "not",      "no",     "all",       "one",     "here",   "now",    "much",      "what",
+    "how",      "which",  "where",     "when",    "who",    "why",    "please",    "tell",
+    "know",     "want",   "wanna",     "need",    "like",   "let",    "just",      "really",
+    "hey",      "hi",     "hello",     "ok",      "okay",   "thanks", "show",      "give",
+    "find",     "get",    "got",       "getting", "go",     "going",  "current",   "currently",
+    "possible", "way",    "wondering", "wonder",  "trying", "try",    "something",
+};
+
+#define NNEUTRAL (sizeof(neutral_words) / sizeof(neutral_words[0]))
+
+static pthread_once_t neutral_once = PTHREAD_ONCE_INIT;
+
+static int str_cmp(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static void neutral_sort(void)
+{
+    qsort(neutral_words, NNEUTRAL, sizeof(neutral_words[0]), str_cmp);
+}
+
 static bool neutral(const char *w)
 {
-    static const char *const words[] = {
-        "a",        "an",     "the",       "some",    "any",    "this",   "that",      "there",
-        "it",       "i",      "me",        "my",      "you",    "your",   "we",        "us",
-        "is",       "are",    "am",        "be",      "been",   "was",    "were",      "do",
-        "does",     "did",    "have",      "has",     "had",    "can",    "could",     "would",
-        "will",     "should", "of",        "to",      "for",    "on",     "in",        "at",
-        "with",     "about",  "by",        "from",    "if",     "and",    "or",        "so",
-        "not",      "no",     "all",       "one",     "here",   "now",    "much",      "what",
-        "how",      "which",  "where",     "when",    "who",    "why",    "please",    "tell",
-        "know",     "want",   "wanna",     "need",    "like",   "let",    "just",      "really",
-        "hey",      "hi",     "hello",     "ok",      "okay",   "thanks", "show",      "give",
-        "find",     "get",    "got",       "getting", "go",     "going",  "current",   "currently",
-        "possible", "way",    "wondering", "wonder",  "trying", "try",    "something",
-    };
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (is(words[i], w))
-            return true;
-    return false;
+    pthread_once(&neutral_once, neutral_sort);
+    return bsearch(&w, neutral_words, NNEUTRAL, sizeof(neutral_words[0]), str_cmp) != NULL;
 }
 
 static bool counts(const struct embed_word *t)
