@@ -52,7 +52,6 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -271,12 +270,15 @@ static int opp_cmp(const void *x, const void *y)
     return strcmp(((const struct opp_stem *)x)->stem, ((const struct opp_stem *)y)->stem);
 }
 
+/* bsearch() key: a stem string against an entry. */
+static int opp_key_cmp(const void *key, const void *entry)
+{
+    return strcmp(key, ((const struct opp_stem *)entry)->stem);
+}
+
 static const struct opp_stem *opp_find(const char *stem)
 {
-    struct opp_stem key;
-
-    snprintf(key.stem, sizeof(key.stem), "%s", stem);
-    return bsearch(&key, opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_cmp);
+    return bsearch(stem, opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_key_cmp);
 }
 
 static void opp_build(void)
