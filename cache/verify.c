@@ -33,7 +33,11 @@
  * questions must agree on every content word, longer ones may differ in one
  * or two ("how do I reset my password" vs "how do I change my password"
  * fails; "in french how do I say see you later" may match "how do you say
- * see you later in french").
+ * see you later in french"). With the built-in embedder's word-vector
+ * table, a content word unmatched on one side also counts as matched when
+ * a content word unmatched on the other side has a close vector (cosine
+ * >= NEAR_COS: "vacation" / "holiday"); only leftover words pair up, so a
+ * word cannot stand in for one that already has its match.
  *
  * Calibrated on CLINC150 and measured on BANKING77 and Quora pairs:
  * docs/quality.md has the rejections per reason, the correct hits each
@@ -42,18 +46,22 @@
 #include "cache/verify.h"
 
 #include "cache/embed.h"
+#include "cache/wordvec.h"
 
 #include <ctype.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #define MAX_NUMS     32
 #define NUM_LEN      24
-#define MAX_WORDS    96 /* words compared per side; the rest is ignored */
-#define MAX_MISSING  2  /* unmatched content words allowed, both sides ... */
-#define MAX_MISS_PCT 15 /* ... and at most this share of them */
+#define MAX_WORDS    96   /* words compared per side; the rest is ignored */
+#define MAX_MISSING  2    /* unmatched content words allowed, both sides ... */
+#define MAX_MISS_PCT 15   /* ... and at most this share of them */
+#define NEAR_COS     0.6f /* word vectors this close stand for each other */
 
 static const char *const names[VERIFY_REASONS] = {"ok",       "numbers", "negation", "opposite",
                                                   "question", "tense",   "content"};
@@ -239,18 +247,79 @@ static const char *const opposites[][2] = {
 
 #define NOPP (sizeof(opposites) / sizeof(opposites[0]))
 
-/* The pairs' stems, so that "enabled" meets "enable"; built once. */
-static char opp_stem[NOPP][2][EMBED_WORD_MAX + 1];
+/* A set of pairs, one bit per pair. */
+struct pairset {
+    uint64_t w[(NOPP + 63) / 64];
+};
+
+/* Each distinct stem of the pairs (so that "enabled" meets "enable") with
+ * the pairs it is the first word of and the pairs it is the second word of,
+ * sorted by stem; built once. A word then costs one binary search, not a
+ * scan of every pair. */
+struct opp_stem {
+    char stem[EMBED_WORD_MAX + 1];
+    struct pairset side[2];
+};
+
+static struct opp_stem opp_stems[2 * NOPP];
+static size_t opp_nstems;
 static pthread_once_t opp_once = PTHREAD_ONCE_INIT;
+
+static int opp_cmp(const void *x, const void *y)
+{
+    return strcmp(((const struct opp_stem *)x)->stem, ((const struct opp_stem *)y)->stem);
+}
+
+/* bsearch() key: a stem string against an entry. */
+static int opp_key_cmp(const void *key, const void *entry)
+{
+    return strcmp(key, ((const struct opp_stem *)entry)->stem);
+}
+
+static const struct opp_stem *opp_find(const char *stem)
+{
+    return bsearch(stem, opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_key_cmp);
+}
 
 static void opp_build(void)
 {
+    char stems[NOPP][2][EMBED_WORD_MAX + 1];
+
+    memset(stems, 0, sizeof(stems));
     for (size_t i = 0; i < NOPP; i++)
         for (int k = 0; k < 2; k++) {
             struct embed_word w;
             if (embed_split(opposites[i][k], strlen(opposites[i][k]), &w, 1) == 1)
-                memcpy(opp_stem[i][k], w.stem, sizeof(w.stem));
+                memcpy(stems[i][k], w.stem, sizeof(w.stem));
         }
+    for (size_t i = 0; i < NOPP; i++) {
+        if (!*stems[i][0] || !*stems[i][1])
+            continue; /* a word that does not split: the pair cannot fire */
+        for (int k = 0; k < 2; k++) {
+            size_t j;
+            for (j = 0; j < opp_nstems; j++)
+                if (strcmp(opp_stems[j].stem, stems[i][k]) == 0)
+                    break;
+            if (j == opp_nstems)
+                memcpy(opp_stems[opp_nstems++].stem, stems[i][k], sizeof(stems[i][k]));
+            opp_stems[j].side[k].w[i / 64] |= (uint64_t)1 << (i % 64);
+        }
+    }
+    qsort(opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_cmp);
+}
+
+/* The pairs whose first (side[0]) and second (side[1]) words t has. */
+static void opp_sides(const struct embed_word *t, size_t n, struct pairset side[2])
+{
+    memset(side, 0, 2 * sizeof(*side));
+    for (size_t i = 0; i < n; i++) {
+        const struct opp_stem *o = opp_find(t[i].stem);
+        if (!o)
+            continue;
+        for (int k = 0; k < 2; k++)
+            for (size_t j = 0; j < sizeof(side[k].w) / sizeof(side[k].w[0]); j++)
+                side[k].w[j] |= o->side[k].w[j];
+    }
 }
 
 static bool has_stem(const struct embed_word *t, size_t n, const char *stem)
@@ -261,19 +330,18 @@ static bool has_stem(const struct embed_word *t, size_t n, const char *stem)
     return false;
 }
 
+/* A pair fires when one side has its first word and not its second, and
+ * the other side the second and not the first. */
 static bool opposite(const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb)
 {
+    struct pairset sa[2], sb[2];
+
     pthread_once(&opp_once, opp_build);
-    for (size_t i = 0; i < NOPP; i++) {
-        const char *x = opp_stem[i][0], *y = opp_stem[i][1];
-        bool ax, ay, bx, by;
-        if (!*x || !*y)
-            continue;
-        ax = has_stem(a, na, x);
-        ay = has_stem(a, na, y);
-        bx = has_stem(b, nb, x);
-        by = has_stem(b, nb, y);
-        if ((ax && !ay && by && !bx) || (ay && !ax && bx && !by))
+    opp_sides(a, na, sa);
+    opp_sides(b, nb, sb);
+    for (size_t j = 0; j < sizeof(sa[0].w) / sizeof(sa[0].w[0]); j++) {
+        uint64_t ax = sa[0].w[j], ay = sa[1].w[j], bx = sb[0].w[j], by = sb[1].w[j];
+        if ((ax & ~ay & by & ~bx) | (ay & ~ax & bx & ~by))
             return true;
     }
     return false;
@@ -323,26 +391,42 @@ static bool past(const struct embed_word *t, size_t n)
 
 /* ---- content words ---- */
 
+/* Words a paraphrase adds or drops without changing the question; sorted
+ * once, then found by binary search (this runs for every word of every
+ * candidate). */
+static const char *neutral_words[] = {
+    "a",        "an",     "the",       "some",    "any",    "this",   "that",      "there",
+    "it",       "i",      "me",        "my",      "you",    "your",   "we",        "us",
+    "is",       "are",    "am",        "be",      "been",   "was",    "were",      "do",
+    "does",     "did",    "have",      "has",     "had",    "can",    "could",     "would",
+    "will",     "should", "of",        "to",      "for",    "on",     "in",        "at",
+    "with",     "about",  "by",        "from",    "if",     "and",    "or",        "so",
+    "not",      "no",     "all",       "one",     "here",   "now",    "much",      "what",
+    "how",      "which",  "where",     "when",    "who",    "why",    "please",    "tell",
+    "know",     "want",   "wanna",     "need",    "like",   "let",    "just",      "really",
+    "hey",      "hi",     "hello",     "ok",      "okay",   "thanks", "show",      "give",
+    "find",     "get",    "got",       "getting", "go",     "going",  "current",   "currently",
+    "possible", "way",    "wondering", "wonder",  "trying", "try",    "something",
+};
+
+#define NNEUTRAL (sizeof(neutral_words) / sizeof(neutral_words[0]))
+
+static pthread_once_t neutral_once = PTHREAD_ONCE_INIT;
+
+static int str_cmp(const void *x, const void *y)
+{
+    return strcmp(*(const char *const *)x, *(const char *const *)y);
+}
+
+static void neutral_sort(void)
+{
+    qsort(neutral_words, NNEUTRAL, sizeof(neutral_words[0]), str_cmp);
+}
+
 static bool neutral(const char *w)
 {
-    static const char *const words[] = {
-        "a",        "an",     "the",       "some",    "any",    "this",   "that",      "there",
-        "it",       "i",      "me",        "my",      "you",    "your",   "we",        "us",
-        "is",       "are",    "am",        "be",      "been",   "was",    "were",      "do",
-        "does",     "did",    "have",      "has",     "had",    "can",    "could",     "would",
-        "will",     "should", "of",        "to",      "for",    "on",     "in",        "at",
-        "with",     "about",  "by",        "from",    "if",     "and",    "or",        "so",
-        "not",      "no",     "all",       "one",     "here",   "now",    "much",      "what",
-        "how",      "which",  "where",     "when",    "who",    "why",    "please",    "tell",
-        "know",     "want",   "wanna",     "need",    "like",   "let",    "just",      "really",
-        "hey",      "hi",     "hello",     "ok",      "okay",   "thanks", "show",      "give",
-        "find",     "get",    "got",       "getting", "go",     "going",  "current",   "currently",
-        "possible", "way",    "wondering", "wonder",  "trying", "try",    "something",
-    };
-    for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
-        if (is(words[i], w))
-            return true;
-    return false;
+    pthread_once(&neutral_once, neutral_sort);
+    return bsearch(&w, neutral_words, NNEUTRAL, sizeof(neutral_words[0]), str_cmp) != NULL;
 }
 
 static bool counts(const struct embed_word *t)
@@ -350,9 +434,29 @@ static bool counts(const struct embed_word *t)
     return t->kind != EMBED_NUMBER && !neutral(t->text);
 }
 
+/* Word w of a is unmatched in b: does a content word of b that is itself
+ * unmatched in a have a vector close to w's (a synonym, or a near one)? */
+static bool near_word(const struct wordvec *wv, const struct embed_word *w,
+                      const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb)
+{
+    long i = wordvec_find(wv, w->text, strlen(w->text));
+
+    if (i < 0)
+        return false;
+    for (size_t j = 0; j < nb; j++) {
+        long k;
+        if (!counts(&b[j]) || has_stem(a, na, b[j].stem) ||
+            (k = wordvec_find(wv, b[j].text, strlen(b[j].text))) < 0)
+            continue;
+        if (wordvec_cos(wv, i, k) >= NEAR_COS)
+            return true;
+    }
+    return false;
+}
+
 /* Unmatched content words of a against b; adds a's content words to *all. */
-static int missing(const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb,
-                   int *all)
+static int missing(const struct wordvec *wv, const struct embed_word *a, size_t na,
+                   const struct embed_word *b, size_t nb, int *all)
 {
     int miss = 0;
 
@@ -360,12 +464,18 @@ static int missing(const struct embed_word *a, size_t na, const struct embed_wor
         if (!counts(&a[i]))
             continue;
         (*all)++;
-        miss += !has_stem(b, nb, a[i].stem);
+        miss += !has_stem(b, nb, a[i].stem) && !(wv && near_word(wv, &a[i], a, na, b, nb));
     }
     return miss;
 }
 
 enum verify_reason verify_texts(const char *q, size_t ql, const char *c, size_t cl)
+{
+    return verify_texts_wv(q, ql, c, cl, NULL);
+}
+
+enum verify_reason verify_texts_wv(const char *q, size_t ql, const char *c, size_t cl,
+                                   const struct wordvec *wv)
 {
     struct embed_word a[MAX_WORDS], b[MAX_WORDS];
     struct nums x, y;
@@ -389,7 +499,7 @@ enum verify_reason verify_texts(const char *q, size_t ql, const char *c, size_t 
         return VERIFY_QUESTION;
     if (past(a, na) != past(b, nb))
         return VERIFY_TENSE;
-    miss = missing(a, na, b, nb, &all) + missing(b, nb, a, na, &all);
+    miss = missing(wv, a, na, b, nb, &all) + missing(wv, b, nb, a, na, &all);
     if (miss > MAX_MISSING || miss * 100 > MAX_MISS_PCT * all)
         return VERIFY_CONTENT;
     return VERIFY_OK;

@@ -31,4 +31,11 @@ const char *verify_reason_name(enum verify_reason r);
  * that failed, in the order of enum verify_reason. */
 enum verify_reason verify_texts(const char *query, size_t qlen, const char *cand, size_t clen);
 
+struct wordvec;
+
+/* verify_texts(), and with a word-vector table (may be NULL) a content word
+ * also finds its match in a word whose vector is close to its own. */
+enum verify_reason verify_texts_wv(const char *query, size_t qlen, const char *cand, size_t clen,
+                                   const struct wordvec *wv);
+
 #endif

@@ -115,6 +115,9 @@ static const struct option options[] = {
      "tokens (unset: tokens saved are counted, money is not)"},
     {"log-prompts", T_BOOL, F(log_prompts), "false", 0, 0, 0,
      "put the question (last user message) in the request log line"},
+    {"word-vectors", T_STR, F(word_vectors), "/usr/share/parrot/word-vectors.bin", 0, 0, O_OPTIONAL,
+     "word-vector table for the built-in embedder (deploy/fetch-vectors.sh); missing or empty: "
+     "lexical features only"},
     {"tenant-header", T_STR, F(tenant_header), NULL, 0, 0, O_OPTIONAL,
      "take the tenant from this request header instead of a hash of Authorization"},
     {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,

@@ -143,6 +143,10 @@ static int remote_new(struct chat *ch, const struct cfg *c)
 /* The embedder c names. Logs why it cannot start. */
 static int embedder_new(struct chat *ch, const struct cfg *c)
 {
+    char err[256] = "";
+    struct embed_builtin_opts eo = {
+        .word_vectors = c->word_vectors, .err = err, .err_len = sizeof(err)};
+    struct log_rec lr;
     int rc;
 
     if (c->embedder && strcmp(c->embedder, "openai") == 0)
@@ -151,8 +155,17 @@ static int embedder_new(struct chat *ch, const struct cfg *c)
         log_msg(LOG_ERROR, "unknown embedder (builtin or openai)", c->embedder);
         return -EINVAL;
     }
-    if ((rc = embed_builtin_new(&ch->emb)) != 0)
+    if ((rc = embed_builtin_new_opts(&eo, &ch->emb)) != 0) {
+        log_msg(LOG_ERROR, "word-vector table rejected", err);
         return rc;
+    }
+    /* Which mode the embedder is in: with a table it finds synonyms. */
+    log_begin(&lr, LOG_INFO, "embedder");
+    log_str(&lr, "name", embedder_name(ch->emb));
+    log_int(&lr, "dim", embedder_dim(ch->emb));
+    log_str(&lr, "word_vectors",
+            embedder_word_vectors(ch->emb) ? c->word_vectors : "none (lexical features only)");
+    log_end(&lr);
     ch->dim = embedder_dim(ch->emb);
     snprintf(ch->emb_name, sizeof(ch->emb_name), "%s:%u", embedder_name(ch->emb), ch->dim);
     ch->threshold = embedder_threshold(ch->emb);
@@ -392,7 +405,8 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     (void)sim;
     if (!text)
         return false;
-    why = verify_texts(v->r->key.lookup_text, v->r->key.lookup_len, text, strlen(text));
+    why = verify_texts_wv(v->r->key.lookup_text, v->r->key.lookup_len, text, strlen(text),
+                          v->ch->emb ? embedder_word_vectors(v->ch->emb) : NULL);
     if (why == VERIFY_OK)
         return true;
     atomic_fetch_add(&v->ch->rejected[why], 1);

@@ -51,6 +51,15 @@ static void test_opposites(void **state)
     assert_int_equal(v("increase my credit limit", "decreasing my credit limit"), VERIFY_OPPOSITE);
     assert_int_equal(v("lock my account", "unlock my account"), VERIFY_OPPOSITE);
     assert_int_equal(v("what is my name", "what is your name"), VERIFY_OPPOSITE);
+    /* A word in several pairs fires for each of them: "left" is the other
+     * word of both right and used; "add" of both remove and delete. */
+    assert_int_equal(v("turn left at the station", "turn right at the station"), VERIFY_OPPOSITE);
+    assert_int_equal(v("how many vacation days are left", "how many vacation days are used"),
+                     VERIFY_OPPOSITE);
+    assert_int_equal(v("add milk to my list", "delete milk from my list"), VERIFY_OPPOSITE);
+    assert_int_equal(v("buy a car", "rent a car"), VERIFY_OPPOSITE);
+    /* One side with both words of a pair: no contradiction for that pair. */
+    assert_int_equal(v("is it on or off", "is it off"), VERIFY_OK);
     /* Both words on both sides, or the same word: no contradiction. */
     assert_int_equal(
         v("move money from savings to checking", "move money to checking from savings"), VERIFY_OK);
