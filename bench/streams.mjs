@@ -107,7 +107,12 @@ async function main() {
     console.log(`rss_start_mb ${(start.rssKb / 1024).toFixed(1)}`);
     console.log(`rss_max_mb ${(peak.rssKb / 1024).toFixed(1)}`);
   } finally {
+    // Let parrot finish its shutdown (it writes a snapshot) before its data
+    // directory goes away.
+    const gone = parrot.exitCode !== null || parrot.signalCode !== null;
+    const exited = gone ? Promise.resolve() : new Promise((r) => parrot.once('exit', r));
     parrot.kill('SIGTERM');
+    await exited;
     fakeProc.kill('SIGTERM');
     fs.rmSync(dir, { recursive: true, force: true });
   }

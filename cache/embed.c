@@ -256,7 +256,10 @@ static bool ends(struct stemmer *z, const char *s)
 {
     int len = (int)strlen(s);
 
-    if (len > z->k + 1 || memcmp(z->b + z->k - len + 1, s, (size_t)len) != 0)
+    /* Most suffixes fail on the last letter: test it before the memcmp
+     * (the stemmer tries dozens of suffixes per word, on every lookup). */
+    if (len > z->k + 1 || z->b[z->k] != s[len - 1] ||
+        memcmp(z->b + z->k - len + 1, s, (size_t)len) != 0)
         return false;
     z->j = z->k - len;
     return true;
@@ -432,7 +435,7 @@ static void push(struct words *o, const char *w, size_t n, bool number)
 
 static bool is(const char *w, size_t n, const char *s)
 {
-    return strlen(s) == n && memcmp(w, s, n) == 0;
+    return n > 0 && w[0] == s[0] && strlen(s) == n && memcmp(w, s, n) == 0;
 }
 
 static void push2(struct words *o, const char *a, const char *b)

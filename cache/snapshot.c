@@ -340,8 +340,8 @@ struct loader {
     const char *why; /* what was wrong at rep->bad_offset */
     uint8_t *rec;    /* the current entry section's payload */
     size_t rcap;
-    unsigned dim;    /* the file's vector dimension */
-    bool foreign;    /* its vectors come from another embedder: unused */
+    unsigned dim; /* the file's vector dimension */
+    bool foreign; /* its vectors come from another embedder: unused */
 };
 
 /* Read a section header; sets the read limit to its payload. */
@@ -626,8 +626,8 @@ int snap_load(const struct snap_opts *o, struct store *s, const struct snap_code
         msg(rep,
             "snapshot %s: %" PRIu64 " entries loaded, %" PRIu64 " left out (expired), %" PRIu64
             " graphs loaded, %" PRIu64 " rebuilt; covers log records up to %" PRIu64 "%s",
-            path, rep->loaded, rep->skipped,
-            rep->foreign ? 0 : rep->graphs - rep->graphs_built, rep->graphs_built, rep->wal_seq,
+            path, rep->loaded, rep->skipped, rep->foreign ? 0 : rep->graphs - rep->graphs_built,
+            rep->graphs_built, rep->wal_seq,
             rep->foreign ? "; written by another embedder: its vectors were dropped and the "
                            "entries embedded again"
                          : "");

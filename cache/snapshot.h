@@ -56,11 +56,11 @@ struct snap_codec {
 };
 
 struct snap_opts {
-    const char *dir; /* required */
-    struct vfs *vfs; /* NULL: vfs_os() */
+    const char *dir;   /* required */
+    struct vfs *vfs;   /* NULL: vfs_os() */
     unsigned dim;      /* the store's vector dimension */
     uint32_t embedder; /* identifies the embedder (the cache: CRC32C of its name) */
-    int64_t now_ms;  /* written into the header */
+    int64_t now_ms;    /* written into the header */
 };
 
 struct snap_report {

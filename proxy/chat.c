@@ -755,7 +755,6 @@ static void pending_free(struct replay_ctx *rc)
     rc->npending = rc->cap = 0;
 }
 
-
 /* A logged admin delete: drop what the log holds under each key by now. */
 static void replay_del(struct replay_ctx *rc, const uint8_t (*keys)[JOURNAL_KEY_LEN], size_t n)
 {
@@ -1011,7 +1010,8 @@ int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64
     atomic_store(&ch->snap_loaded_ms, (uint64_t)(ch->snap_last_ms - t0));
     store_get_stats(ch->store, &held);
     if (ctx.unembedded + sctx.unembedded)
-        snprintf(unembedded, sizeof(unembedded), " (%" PRIu64 " for exact hits only: the embedder failed)",
+        snprintf(unembedded, sizeof(unembedded),
+                 " (%" PRIu64 " for exact hits only: the embedder failed)",
                  ctx.unembedded + sctx.unembedded);
     snprintf(msg, msglen,
              "%s; %s: %" PRIu64 " entries loaded, %" PRIu64 " expired, %" PRIu64

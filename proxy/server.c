@@ -1188,8 +1188,7 @@ static void count_request(struct exch *x, const struct timespec *now)
         break;
     case CHAT_BYPASS: metrics_observe(m, MH_BYPASS, ms_between(&x->t0, now) / 1e3); break;
     case CHAT_REFUSE:
-    case CHAT_EMBED: /* ended (client gone) while its vector was on the way */
-        break;
+    case CHAT_EMBED: /* ended (client gone) while its vector was on the way */ break;
     }
 }
 
