@@ -435,7 +435,7 @@ static void push(struct words *o, const char *w, size_t n, bool number)
 
 static bool is(const char *w, size_t n, const char *s)
 {
-    return n > 0 && w[0] == s[0] && strlen(s) == n && memcmp(w, s, n) == 0;
+    return strlen(s) == n && memcmp(w, s, n) == 0;
 }
 
 static void push2(struct words *o, const char *a, const char *b)
