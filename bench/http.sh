@@ -6,13 +6,14 @@
 # one with the cache (exact and semantic hits) and one with --cache false
 # (the miss path: pure proxying). Each scenario alternates peer and parrot
 # BENCH_ROUNDS times with the same wrk command and keeps the medians.
-# Writes a markdown table to $1 (default bench/results-http.md) and, when $2
-# is given, the ratios as `key value` lines to $2 (for bench/run.sh).
+# Prints a markdown table, also written to $1 when given, and, when $2 is
+# given, writes the ratios as `key value` lines to $2 (for bench/run.sh, which
+# puts the table in bench/results.md).
 #
 # Needs: nginx, wrk (Debian packages), build/parrot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-bench/results-http.md}
+out=${1:-/dev/null}
 kv=${2:-/dev/null}
 shared=${SHARED_BENCH:-../shared/bench}
 secs=${BENCH_SECONDS:-5}
@@ -133,5 +134,4 @@ stat() { # name column
     printf 'miss_p50_t2c64 %s\nmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
     echo
     echo "Added p50 over the origin alone, µs: parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1) (t2c64 / t1c1)."
-} >"$out"
-cat "$out"
+} | tee "$out"

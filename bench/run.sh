@@ -168,15 +168,16 @@ row() { # label value target-op target-value
 } >"$out"
 
 gnuplot <<EOF
-set terminal pngcairo size 1000,560 font "sans,10"
+set terminal pngcairo noenhanced size 1200,760 font "sans,10"
 set output "bench/results.png"
 set title "make bench: achieved / target (>= 1 meets the target)"
 set datafile separator "\t"
 set style fill solid 0.8
 set boxwidth 0.6
 set yrange [0:*]
-set xtics rotate by -35 left font ",8"
-set bmargin 9
+set xtics rotate by -60 left font ",8" nomirror
+set bmargin 22
+set lmargin 8
 set rmargin 12
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb "black"
 plot "$tsv" using 0:(\$2 == \$2 ? \$2 : 0):(\$2 >= 1 ? 0x3a9a3a : 0xc04040):xtic(1) with boxes lc rgb variable notitle
