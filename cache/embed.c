@@ -104,13 +104,18 @@ static const char *const question_words[] = {
 struct slot {
     uint64_t key; /* hash | 1; 0 = empty */
     uint32_t rank;
+    uint32_t stem_off; /* the word's Porter stem, in stems[]: computed once */
     uint8_t kind;
+    uint8_t stem_len; /* 0: not computed (stem it on the fly) */
 };
 
 #define TABLE_SLOTS (1u << 16) /* > 2 x (20,000 + closed-class words) */
 
 static struct slot *table;
+static char *stems; /* every known word's stem, back to back */
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
+
+static size_t porter(char *w, size_t n);
 
 static uint64_t hash(const char *p, size_t n, uint64_t seed)
 {
@@ -140,10 +145,48 @@ static struct slot *slot_for(struct slot *t, const char *w, size_t n)
     return &t[i];
 }
 
-static void add_words(struct slot *t, const char *const *list, enum embed_word_kind kind)
+struct stem_pool {
+    char *p;
+    size_t len, cap;
+    bool failed;
+};
+
+/* Stem w[0..n) into the pool for s, once. Stemming is most of what embedding
+ * and verifying a question cost; known words (nearly all of them) skip it. */
+static void keep_stem(struct stem_pool *pl, struct slot *s, const char *w, size_t n)
 {
-    for (size_t i = 0; list[i]; i++)
-        slot_for(t, list[i], strlen(list[i]))->kind = (uint8_t)kind;
+    char buf[EMBED_WORD_MAX + 1];
+    size_t sn;
+
+    if (s->stem_len || n > EMBED_WORD_MAX || pl->failed)
+        return;
+    memcpy(buf, w, n);
+    sn = porter(buf, n);
+    if (!pl->p || pl->len + sn > pl->cap) {
+        size_t cap = pl->cap ? 2 * pl->cap : 1u << 18;
+        char *p = realloc(pl->p, cap);
+        if (!p) {
+            pl->failed = true;
+            return;
+        }
+        pl->p = p;
+        pl->cap = cap;
+    }
+    memcpy(pl->p + pl->len, buf, sn);
+    s->stem_off = (uint32_t)pl->len;
+    s->stem_len = (uint8_t)sn;
+    pl->len += sn;
+}
+
+static void add_words(struct slot *t, struct stem_pool *pl, const char *const *list,
+                      enum embed_word_kind kind)
+{
+    for (size_t i = 0; list[i]; i++) {
+        size_t n = strlen(list[i]);
+        struct slot *s = slot_for(t, list[i], n);
+        s->kind = (uint8_t)kind;
+        keep_stem(pl, s, list[i], n);
+    }
 }
 
 /* Builds the table once. On allocation failure table stays NULL and every
@@ -151,6 +194,7 @@ static void add_words(struct slot *t, const char *const *list, enum embed_word_k
 static void table_build(void)
 {
     struct slot *t = calloc(TABLE_SLOTS, sizeof(*t));
+    struct stem_pool pl = {NULL, 0, 0, false};
     const char *p = embed_words;
     uint32_t rank = 0;
 
@@ -162,14 +206,19 @@ static void table_build(void)
             struct slot *s = slot_for(t, p, n);
             if (!s->rank)
                 s->rank = ++rank;
+            keep_stem(&pl, s, p, n);
         }
         p += n;
         while (*p == ' ')
             p++;
     }
-    add_words(t, function_words, EMBED_FUNCTION);
-    add_words(t, framing_words, EMBED_FRAMING);
-    add_words(t, question_words, EMBED_QUESTION);
+    add_words(t, &pl, function_words, EMBED_FUNCTION);
+    add_words(t, &pl, framing_words, EMBED_FRAMING);
+    add_words(t, &pl, question_words, EMBED_QUESTION);
+    if (pl.failed) /* no cache: every word is stemmed on the fly */
+        for (size_t i = 0; i < TABLE_SLOTS; i++)
+            t[i].stem_len = 0;
+    stems = pl.p;
     table = t;
 }
 
@@ -428,14 +477,22 @@ static void push(struct words *o, const char *w, size_t n, bool number)
         s = lookup(w, n);
         t->rank = s ? s->rank : 0;
         t->kind = s ? (enum embed_word_kind)s->kind : EMBED_CONTENT;
-        sn = porter(t->stem, n);
+        if (s && s->stem_len) {
+            sn = s->stem_len;
+            memcpy(t->stem, stems + s->stem_off, sn);
+        } else {
+            sn = porter(t->stem, n);
+        }
     }
     t->stem[sn] = '\0';
 }
 
 static bool is(const char *w, size_t n, const char *s)
 {
-    return strlen(s) == n && memcmp(w, s, n) == 0;
+    /* strncmp stops at the first difference, usually the first letter:
+     * cheaper than measuring s for every word against every entry. Equal
+     * over n letters, s has at least n, so s[n] is in bounds. */
+    return strncmp(w, s, n) == 0 && s[n] == '\0';
 }
 
 static void push2(struct words *o, const char *a, const char *b)
