@@ -1,7 +1,8 @@
 // Disk full for real: the data directory is a small tmpfs that a filler
 // file fills up. parrot keeps serving (answers, hits from memory), reports
 // the problem on /readyz and in /metrics, and recovers by itself once space
-// returns. Needs root for the mount (CI runs as root).
+// returns. Mounting needs root: as another user it goes through sudo
+// (as deploy/install-deps.sh does).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -10,9 +11,14 @@ import { execFileSync } from 'node:child_process';
 import { startFake, startParrot, cleanup, makeTmpDir, metrics, request, chatBody, waitFor } from './helpers.mjs';
 
 const mounts = [];
+
+function asRoot(cmd, args) {
+  if (process.getuid() === 0) execFileSync(cmd, args);
+  else execFileSync('sudo', ['-n', cmd, ...args]);
+}
 after(async () => {
   await cleanup();
-  for (const m of mounts) execFileSync('umount', ['-l', m]);
+  for (const m of mounts) asRoot('umount', ['-l', m]);
 });
 
 const auth = { authorization: 'Bearer sk-full', 'content-type': 'application/json' };
@@ -32,7 +38,7 @@ function fill(file) {
 
 test('disk full: serving goes on, /readyz and /metrics say so, recovery is automatic', { timeout: 60_000 }, async () => {
   const dir = makeTmpDir('parrot-full-');
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
+  asRoot('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir]);
   mounts.push(dir);
   const fake = await startFake();
   const parrot = await startParrot({ args: ['--upstream', fake.url, '--data-dir', dir, '--wal-fsync', 'always', '--snapshot-wal-size', '0'] });
