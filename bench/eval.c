@@ -14,15 +14,17 @@
  *   banking77  cache = train, queries = test
  *   qqp        per pair, its own partition (a tenant per pair): store a,
  *              look up b; precision/recall of "hit" against "duplicate"
- * Each runs with the verifier on and off. The similarity threshold is set
- * to a tiny value, so a lookup returns the best candidate the verifier
- * accepts (or the best, verifier off) with its similarity; every threshold
- * t is then evaluated from that one pass: a hit at t is a hit with sim >= t.
+ * Each runs with the verifier on and off. The threshold is set to a tiny
+ * value, so a lookup returns the best-scoring candidate the verifier
+ * accepts (or the best, verifier off) with its score; every threshold t is
+ * then evaluated from that one pass: a hit at t is a hit with score >= t.
  * That equals a run at threshold t because the store walks candidates best
- * first and stops at the first one accepted.
+ * score first and stops at the first one accepted.
  *
  * Usage: eval [--datasets DIR] [--out DIR] [--only SET] [--dump FILE]
- *             [--word-vectors FILE]
+ *             [--dump-at T] [--word-vectors FILE]
+ * --dump writes the wrong hits (and out-of-scope hits) scoring at least T
+ * (default: the default threshold), with both questions and the score.
  * With --word-vectors (make eval builds build/word-vectors.bin) the built-in
  * embedder runs with the table, as the server does when it finds one; the
  * ablation runs it without, too.
@@ -577,6 +579,8 @@ struct intent_run {
 
 static FILE *tsv, *md, *dump;
 static float default_t;
+static double dump_t =
+    -1;                 /* --dump-at: dump wrong hits from this threshold (default: the default) */
 static float lexical_t; /* the default threshold without word vectors */
 static struct embedder *g_emb;
 
@@ -628,9 +632,9 @@ static void run_intents(const char *set, const struct items *cache, const struct
     }
     score(q, qo, oos, oo, default_t, &run->at_default);
     if (verifier) {
-        dump_wrong(set, q, qo, false, default_t);
+        dump_wrong(set, q, qo, false, dump_t >= 0 ? dump_t : default_t);
         if (oos)
-            dump_wrong(set, oos, oo, true, default_t);
+            dump_wrong(set, oos, oo, true, dump_t >= 0 ? dump_t : default_t);
     }
     outcomes_free(qo, q->n);
     outcomes_free(oo, oos ? oos->n : 0);
@@ -755,8 +759,17 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
     memset(o, 0, sizeof(*o));
     if (embedder_embed(e, text, strlen(text), vec) != 0)
         return;
-    hit = store_get_semantic(s, part, vec, 1e-6f, NOW, -1, 4, verifier ? abl_accept : NULL, &c,
-                             &o->sim);
+    struct store_query sq = {.partition = part,
+                             .vec = vec,
+                             .text = text,
+                             .text_len = strlen(text),
+                             .threshold = 1e-6f,
+                             .now = NOW,
+                             .max_age = -1,
+                             .candidates = 16,
+                             .accept = verifier ? abl_accept : NULL,
+                             .ud = &c};
+    hit = store_get_semantic(s, &sq, &o->sim);
     if (hit) {
         o->hit = true;
         o->label = xstrdup(store_entry_payload(hit));
@@ -780,6 +793,7 @@ static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
     so.dim = embedder_dim(e);
     so.max_memory = (size_t)8 << 30;
     so.exact_scan_max = 256;
+    so.lexical_weight = embedder_lexical_weight(e);
     so.payload_free = free;
     if (store_new(&so, &s) != 0)
         exit(1);
@@ -992,7 +1006,7 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--datasets DIR] [--out DIR] [--only clinc150|banking77|qqp] "
-            "[--dump FILE]\n",
+            "[--dump FILE] [--dump-at T] [--word-vectors FILE]\n",
             argv0);
 }
 
@@ -1021,6 +1035,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         } else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc) {
             dump_path = argv[++i];
+        } else if (strcmp(argv[i], "--dump-at") == 0 && i + 1 < argc) {
+            dump_t = atof(argv[++i]);
         } else if (strcmp(argv[i], "--word-vectors") == 0 && i + 1 < argc) {
             word_vectors = argv[++i];
         } else {

@@ -44,9 +44,14 @@ const struct wordvec *embedder_word_vectors(const struct embedder *e);
 const char *embedder_name(const struct embedder *e);
 unsigned embedder_dim(const struct embedder *e);
 
-/* The similarity above which a candidate counts as the same question,
- * calibrated per embedder. */
+/* The lookup score above which a candidate counts as the same question,
+ * calibrated per embedder (with its lexical weight below). */
 float embedder_threshold(const struct embedder *e);
+
+/* The share of the lookup score that the cache's own TF-IDF over word
+ * n-grams takes (cache/terms.h, store_opts.lexical_weight) with this
+ * embedder; the rest is the cosine of its vectors. */
+float embedder_lexical_weight(const struct embedder *e);
 
 /* Embed text[0..len) into out[dim]. Returns 0, or -EINVAL when the text has
  * nothing to embed (then out is all zero). */

@@ -12,6 +12,7 @@
 
 #include "cache/hnsw.h"
 #include "cache/map.h"
+#include "cache/terms.h"
 
 #include <errno.h>
 #include <math.h>
@@ -28,9 +29,11 @@ struct part {
     uint8_t key[STORE_KEY_LEN];
     struct store_entry **members;
     size_t n, cap;
-    size_t nvec;      /* members with a vector */
-    struct hnsw *idx; /* once nvec > exact_scan_max */
-    size_t idx_mem;   /* idx's bytes as last accounted */
+    size_t nvec;          /* members with a vector */
+    struct hnsw *idx;     /* once nvec > exact_scan_max */
+    size_t idx_mem;       /* idx's bytes as last accounted */
+    struct termstats *df; /* document counts of the members' terms (lexical score) */
+    size_t df_mem;        /* df's bytes as last accounted */
 };
 
 struct store_entry {
@@ -41,6 +44,8 @@ struct store_entry {
     size_t part_pos, all_pos;
     float *vec;
     char *text;
+    uint64_t *terms; /* the text's terms (cache/terms.h), with a lexical weight */
+    size_t nterms;
     void *payload;
     void (*payload_free)(void *);
     size_t size;
@@ -81,6 +86,7 @@ void store_entry_unref(struct store_entry *e)
         e->payload_free(e->payload);
     free(e->vec);
     free(e->text);
+    free(e->terms);
     free(e);
 }
 
@@ -155,8 +161,18 @@ static void account_index(struct store *s, struct part *p)
     p->idx_mem = now;
 }
 
+static void account_terms(struct store *s, struct part *p)
+{
+    size_t now = p->df ? termstats_memory(p->df) : 0;
+
+    s->memory = s->memory - p->df_mem + now;
+    p->df_mem = now;
+}
+
 static void part_free(struct store *s, struct part *p)
 {
+    s->memory -= p->df_mem;
+    termstats_free(p->df);
     if (p->idx) {
         s->memory -= p->idx_mem;
         hnsw_free(p->idx);
@@ -181,6 +197,10 @@ static void remove_entry(struct store *s, struct store_entry *e)
         struct store_entry *last = p->members[--p->n];
         last->part_pos = e->part_pos;
         p->members[e->part_pos] = last;
+        if (e->terms) {
+            termstats_remove(p->df, e->terms, e->nterms);
+            account_terms(s, p);
+        }
         if (e->vec) {
             p->nvec--;
             if (p->idx) {
@@ -245,6 +265,13 @@ static int part_add(struct store *s, struct part *p, struct store_entry *e)
         p->members = nm;
         p->cap = nc;
     }
+    if (e->terms) {
+        if (!p->df && !(p->df = termstats_new()))
+            return -ENOMEM;
+        if (termstats_add(p->df, e->terms, e->nterms) != 0)
+            return -ENOMEM;
+        account_terms(s, p);
+    }
     p->members[p->n] = e;
     e->part_pos = p->n++;
     e->part = p;
@@ -296,6 +323,21 @@ static void evict(struct store *s, const struct store_entry *keep)
     }
 }
 
+static int put_terms(struct store_entry *e, const char *text)
+{
+    uint64_t t[TERMS_MAX];
+
+    e->nterms = terms_of(text, strlen(text), t);
+    if (e->nterms == 0)
+        return 0;
+    e->terms = malloc(e->nterms * sizeof(*t));
+    if (!e->terms)
+        return -ENOMEM;
+    memcpy(e->terms, t, e->nterms * sizeof(*t));
+    e->size += e->nterms * sizeof(*t);
+    return 0;
+}
+
 int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
 {
     struct store_entry *e = calloc(1, sizeof(*e)), *old = NULL;
@@ -326,6 +368,8 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
         if (!e->text)
             goto fail_entry;
         e->size += strlen(a->text) + 1;
+        if (s->o.lexical_weight > 0 && (rc = put_terms(e, a->text)) != 0)
+            goto fail_entry;
     }
 
     pthread_rwlock_wrlock(&s->lock);
@@ -449,40 +493,78 @@ static size_t scan(const struct store *s, const struct part *p, const float *vec
     return n;
 }
 
-struct store_entry *store_get_semantic(struct store *s, const uint8_t *partition, const float *vec,
-                                       float threshold, int64_t now, int64_t max_age,
-                                       unsigned candidates, store_accept_fn accept, void *ud,
-                                       float *sim)
+/* A candidate of a semantic lookup, with its score. */
+struct cand {
+    struct store_entry *e;
+    float score;
+};
+
+/* Score every candidate of hits[0..n), best first. The lexical part needs
+ * the partition's counts, so it runs under the read lock; qt is NULL for
+ * vector similarity alone. */
+static size_t score_cands(struct store *s, const struct part *p, const struct store_query *q,
+                          const struct hnsw_hit *hits, size_t n, const uint64_t *qt, size_t nqt,
+                          struct cand *out)
+{
+    struct term_weights qw, cw;
+    float w = s->o.lexical_weight;
+    size_t m = 0;
+
+    if (qt && p->df)
+        terms_weigh(p->df, qt, nqt, &qw);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t key[MAP_KEY_LEN];
+        struct store_entry *e;
+        float score = hits[i].sim;
+        size_t j;
+
+        map_id_key(hits[i].id, key);
+        e = map_get(&s->ids, key);
+        if (!e || !fresh(e, q->now, q->max_age))
+            continue;
+        if (qt && p->df) {
+            /* An entry without terms (no text) scores its similarity's share. */
+            terms_weigh(p->df, e->terms, e->nterms, &cw);
+            score = (1.0f - w) * score + w * terms_cos(&qw, &cw);
+        }
+        for (j = m++; j > 0 && out[j - 1].score < score; j--)
+            out[j] = out[j - 1];
+        out[j] = (struct cand){e, score};
+    }
+    return m;
+}
+
+struct store_entry *store_get_semantic(struct store *s, const struct store_query *q, float *score)
 {
     struct hnsw_hit hits[MAX_CANDIDATES];
+    struct cand cands[MAX_CANDIDATES];
+    uint64_t qt[TERMS_MAX];
+    size_t nqt = 0, n;
+    unsigned k = q->candidates;
+    bool lexical = s->o.lexical_weight > 0 && q->text;
     struct store_entry *found = NULL;
     const struct part *p;
-    size_t n;
 
-    if (candidates == 0)
-        candidates = 1;
-    if (candidates > MAX_CANDIDATES)
-        candidates = MAX_CANDIDATES;
+    if (k == 0)
+        k = 1;
+    if (k > MAX_CANDIDATES)
+        k = MAX_CANDIDATES;
+    if (lexical)
+        nqt = terms_of(q->text, q->text_len, qt);
     pthread_rwlock_rdlock(&s->lock);
-    p = map_get(&s->parts, partition);
+    p = map_get(&s->parts, q->partition);
     if (!p || p->nvec == 0) {
         pthread_rwlock_unlock(&s->lock);
         return NULL;
     }
-    n = p->idx ? hnsw_search(p->idx, vec, candidates, 0, hits) : scan(s, p, vec, candidates, hits);
-    for (size_t i = 0; i < n && hits[i].sim >= threshold; i++) {
-        uint8_t key[MAP_KEY_LEN];
-        struct store_entry *e;
-
-        map_id_key(hits[i].id, key);
-        e = map_get(&s->ids, key);
-        if (!e || !fresh(e, now, max_age))
+    n = p->idx ? hnsw_search(p->idx, q->vec, k, 0, hits) : scan(s, p, q->vec, k, hits);
+    n = score_cands(s, p, q, hits, n, lexical ? qt : NULL, nqt, cands);
+    for (size_t i = 0; i < n && cands[i].score >= q->threshold; i++) {
+        if (q->accept && !q->accept(q->ud, cands[i].e, cands[i].score))
             continue;
-        if (accept && !accept(ud, e, hits[i].sim))
-            continue;
-        touch(s, e);
-        *sim = hits[i].sim;
-        found = e;
+        touch(s, cands[i].e);
+        *score = cands[i].score;
+        found = cands[i].e;
         break;
     }
     pthread_rwlock_unlock(&s->lock);

@@ -34,6 +34,10 @@ struct store_opts {
     size_t max_memory;     /* bytes for entries, vectors and indexes */
     size_t exact_scan_max; /* partitions up to this size are scanned, not indexed */
     unsigned hnsw_m, hnsw_ef_construction, hnsw_ef_search;
+    /* Share of the lexical score in a semantic lookup's score: the TF-IDF
+     * cosine of word n-grams under the partition's own document counts
+     * (cache/terms.h). 0: the vector similarity alone. */
+    float lexical_weight;
     void (*payload_free)(void *payload);
 };
 
@@ -74,13 +78,26 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id);
 struct store_entry *store_get_exact(struct store *s, const uint8_t *exact, int64_t now,
                                     int64_t max_age);
 
-/* The most similar live entry in partition with similarity >= threshold that
- * accept (if not NULL) agrees to, or NULL. *sim gets its similarity. Looks at
- * up to `candidates` nearest entries. The caller owns a reference. */
-struct store_entry *store_get_semantic(struct store *s, const uint8_t *partition, const float *vec,
-                                       float threshold, int64_t now, int64_t max_age,
-                                       unsigned candidates, store_accept_fn accept, void *ud,
-                                       float *sim);
+/* A semantic lookup. */
+struct store_query {
+    const uint8_t *partition; /* STORE_KEY_LEN bytes */
+    const float *vec;         /* dim floats */
+    const char *text;         /* the lookup text, for the lexical score; NULL: none */
+    size_t text_len;
+    float threshold;        /* on the score */
+    int64_t now, max_age;   /* as store_get_exact */
+    unsigned candidates;    /* nearest entries (by vector) looked at, 1..16 */
+    store_accept_fn accept; /* NULL: any candidate */
+    void *ud;
+};
+
+/* The live entry of q->partition with the best score >= q->threshold that
+ * q->accept agrees to, or NULL; *score gets its score. The score of a
+ * candidate is its vector similarity or, with a lexical weight w and a
+ * query text, (1 - w) * similarity + w * the lexical cosine. The
+ * candidates are the q->candidates nearest entries by vector, tried best
+ * score first. The caller owns a reference. */
+struct store_entry *store_get_semantic(struct store *s, const struct store_query *q, float *score);
 
 /* Remove the entry with this id. 0 or -ENOENT. */
 int store_delete(struct store *s, uint64_t id);

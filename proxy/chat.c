@@ -29,8 +29,9 @@
 #define EXACT_SCAN_MAX 256
 /* After a failed snapshot, the log-size trigger waits this long to retry. */
 #define SNAP_RETRY_MS 10000
-/* Semantic candidates examined per lookup, best first. */
-#define CANDIDATES 4
+/* Semantic candidates examined per lookup: the nearest by vector, then
+ * tried best score first (the lexical part of the score reorders them). */
+#define CANDIDATES 16
 /* Default threshold of the openai embedder. Not calibrated on the dev sets
  * (that needs the real model): paraphrases typically score 0.85-0.95 with
  * OpenAI's text-embedding-3-small, so 0.90 keeps to the safe end and leaves
@@ -198,6 +199,9 @@ int chat_new(const struct cfg *c, struct chat **out)
     so.dim = ch->dim;
     so.max_memory = c->cache_max_memory;
     so.exact_scan_max = EXACT_SCAN_MAX;
+    /* The remote model's similarity is used as it is: mixing in the
+     * lexical score would move its threshold, which is the operator's. */
+    so.lexical_weight = ch->emb ? embedder_lexical_weight(ch->emb) : 0;
     so.payload_free = payload_free;
     if ((rc = store_new(&so, &ch->store)) != 0)
         goto fail;
@@ -450,9 +454,17 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     if (wants_remote(ch, r))
         return r->verdict = CHAT_EMBED;
     if (vec_of(ch, r)) {
-        e = store_get_semantic(ch->store, r->key.partition, r->vec, ch->threshold, now,
-                               max_age_ms(r), CANDIDATES, ch->verifier ? accept_candidate : NULL,
-                               &vc, &r->sim);
+        struct store_query q = {.partition = r->key.partition,
+                                .vec = r->vec,
+                                .text = r->key.lookup_text,
+                                .text_len = r->key.lookup_len,
+                                .threshold = ch->threshold,
+                                .now = now,
+                                .max_age = max_age_ms(r),
+                                .candidates = CANDIDATES,
+                                .accept = ch->verifier ? accept_candidate : NULL,
+                                .ud = &vc};
+        e = store_get_semantic(ch->store, &q, &r->sim);
         if (e) {
             r->hit = e;
             atomic_fetch_add(&ch->hits_semantic, 1);

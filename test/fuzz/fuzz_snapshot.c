@@ -109,7 +109,13 @@ static void search_all(struct store *s)
 
     for (unsigned p = 0; p < 256; p++) {
         uint8_t part[STORE_KEY_LEN] = {(uint8_t)p};
-        store_entry_unref(store_get_semantic(s, part, q, -1.0f, 2, -1, 4, NULL, NULL, &sim));
+        struct store_query sq = {.partition = part,
+                                 .vec = q,
+                                 .threshold = -1.0f,
+                                 .now = 2,
+                                 .max_age = -1,
+                                 .candidates = 4};
+        store_entry_unref(store_get_semantic(s, &sq, &sim));
     }
 }
 

@@ -174,8 +174,14 @@ static void assert_same(struct store *a, struct store *b, size_t expect_entries)
     for (unsigned k = 0; k < 200; k++) {
         float v[DIM], s1 = 0, s2 = 0;
         vec_of(k * 3 + 1000, v);
-        struct store_entry *x = store_get_semantic(a, part, v, 0.5f, 2, -1, 1, NULL, NULL, &s1);
-        struct store_entry *y = store_get_semantic(b, part, v, 0.5f, 2, -1, 1, NULL, NULL, &s2);
+        struct store_query q = {.partition = part,
+                                .vec = v,
+                                .threshold = 0.5f,
+                                .now = 2,
+                                .max_age = -1,
+                                .candidates = 1};
+        struct store_entry *x = store_get_semantic(a, &q, &s1);
+        struct store_entry *y = store_get_semantic(b, &q, &s2);
         assert_true((x == NULL) == (y == NULL));
         if (x) {
             assert_int_equal(store_entry_id(x), store_entry_id(y));

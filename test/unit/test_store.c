@@ -93,7 +93,9 @@ static struct store_entry *get_sem_at(struct store *s, int part, const float *v,
     uint8_t pk[STORE_KEY_LEN];
 
     key(pk, part);
-    return store_get_semantic(s, pk, v, thr, now, -1, 4, NULL, NULL, sim);
+    struct store_query q = {
+        .partition = pk, .vec = v, .threshold = thr, .now = now, .max_age = -1, .candidates = 4};
+    return store_get_semantic(s, &q, sim);
 }
 
 static struct store_entry *get_sem(struct store *s, int part, const float *v, float thr, float *sim)
@@ -323,13 +325,102 @@ static void test_map_churn(void **state)
     map_fini(&m);
 }
 
+/* The lexical score: entries with the same vector are told apart by their
+ * words, weighed by the partition's own counts, which follow deletes. */
+static uint64_t put_text(struct store *s, int exact, const float *v, const char *text)
+{
+    uint8_t pk[STORE_KEY_LEN], ek[STORE_KEY_LEN];
+    struct store_put_args a = {0};
+    uint64_t id = 0;
+
+    key(pk, 1);
+    key(ek, exact + 1000);
+    a.partition = pk;
+    a.exact = ek;
+    a.vec = v;
+    a.text = text;
+    a.payload = malloc(8);
+    a.payload_size = 8;
+    a.cost = 10;
+    a.now = 100;
+    assert_int_equal(store_put(s, &a, &id), 0);
+    return id;
+}
+
+static struct store_entry *get_text(struct store *s, const float *v, const char *text, float *score)
+{
+    uint8_t pk[STORE_KEY_LEN];
+
+    key(pk, 1);
+    struct store_query q = {.partition = pk,
+                            .vec = v,
+                            .text = text,
+                            .text_len = text ? strlen(text) : 0,
+                            .threshold = 0.1f,
+                            .now = 100,
+                            .max_age = -1,
+                            .candidates = 16};
+    return store_get_semantic(s, &q, score);
+}
+
+static void test_lexical_score(void **state)
+{
+    struct store_opts o = {
+        .dim = DIM, .max_memory = 1 << 20, .exact_scan_max = 4, .lexical_weight = 0.5f};
+    static const char *texts[] = {"how do i reset my password", "how do i change my email",
+                                  "what is my balance",         "where is my card",
+                                  "how do i close my account",  "when is my bill due"};
+    struct store_stats st;
+    struct store *s = NULL;
+    struct store_entry *e;
+    uint64_t ids[6];
+    float v[DIM], score = 0;
+
+    (void)state;
+    o.payload_free = payload_free;
+    assert_int_equal(store_new(&o, &s), 0);
+    vec(v, 1, 2, 0.1f);
+    /* Six entries (more than exact_scan_max: indexed), one vector. */
+    for (int i = 0; i < 6; i++)
+        ids[i] = put_text(s, i, v, texts[i]);
+    e = get_text(s, v, "reset my password please", &score);
+    assert_non_null(e);
+    assert_int_equal(store_entry_id(e), ids[0]);
+    /* Half the vector's 1.0, half a lexical cosine below 1. */
+    assert_true(score > 0.5f + 1e-3f && score < 1.0f - 1e-3f);
+    store_entry_unref(e);
+    e = get_text(s, v, "how do i change my email address", &score);
+    assert_int_equal(store_entry_id(e), ids[1]);
+    store_entry_unref(e);
+    /* No text: the vector alone. */
+    e = get_text(s, v, NULL, &score);
+    assert_non_null(e);
+    assert_float_equal(score, 1.0f, 1e-5);
+    store_entry_unref(e);
+    /* Without the password entry its words are unknown: the best is what
+     * "how do i" and "my" still match, at a lower score. */
+    assert_int_equal(store_delete(s, ids[0]), 0);
+    e = get_text(s, v, "how do i reset my password", &score);
+    assert_non_null(e);
+    assert_true(store_entry_id(e) == ids[1] || store_entry_id(e) == ids[4]);
+    assert_true(score < 0.9f);
+    store_entry_unref(e);
+    /* The counts' memory is accounted and given back. */
+    for (int i = 1; i < 6; i++)
+        assert_int_equal(store_delete(s, ids[i]), 0);
+    store_get_stats(s, &st);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.memory, 0);
+    store_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_and_semantic),     cmocka_unit_test(test_ttl_and_max_age),
         cmocka_unit_test(test_replace_same_exact_key), cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_partition_index),        cmocka_unit_test(test_map_churn),
-        cmocka_unit_test(test_scan_and_remove),
+        cmocka_unit_test(test_scan_and_remove),        cmocka_unit_test(test_lexical_score),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

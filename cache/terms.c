@@ -1,0 +1,259 @@
+/* terms.c - word n-gram terms and their document frequencies; see terms.h.
+ *
+ * The counts live in an open-addressing table of (term, count) with linear
+ * probing; a term whose count drops to zero is removed by shifting the rest
+ * of its probe run back (no tombstones, so a long-lived cache that sees
+ * terms come and go never slows down). The table doubles before it is half
+ * full and halves when it falls under an eighth full, so its memory follows
+ * the entries as they are evicted.
+ */
+#include "cache/terms.h"
+
+#include "cache/embed.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NGRAM      3
+#define MIN_SLOTS  64
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME  0x100000001b3ULL
+
+struct slot {
+    uint64_t term; /* 0: empty */
+    uint32_t count;
+};
+
+struct termstats {
+    struct slot *slots;
+    size_t mask;  /* slots - 1 */
+    size_t used;  /* distinct terms */
+    size_t texts; /* N */
+};
+
+static uint64_t feed(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= FNV_PRIME;
+    }
+    /* A separator, so that "ab c" and "a bc" differ. */
+    h ^= 0x1f;
+    return h * FNV_PRIME;
+}
+
+static uint64_t finish(uint64_t h)
+{
+    /* FNV's low bits are weak for short keys, and the table indexes by them. */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h ? h : 1; /* 0 marks an empty slot */
+}
+
+static int cmp_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+size_t terms_of(const char *text, size_t len, uint64_t *out)
+{
+    struct embed_word w[TERMS_WORDS];
+    size_t nw = embed_split(text, len, w, TERMS_WORDS), n = 0;
+
+    for (size_t i = 0; i < nw; i++) {
+        uint64_t h = FNV_OFFSET;
+        /* Each start word opens one, two and three word runs; the run
+         * length is part of the hash because every word adds a separator. */
+        for (size_t g = 0; g < NGRAM && i + g < nw; g++) {
+            h = feed(h, w[i + g].stem);
+            out[n++] = finish(h);
+        }
+    }
+    qsort(out, n, sizeof(*out), cmp_u64);
+    return n;
+}
+
+struct termstats *termstats_new(void)
+{
+    struct termstats *st = calloc(1, sizeof(*st));
+
+    if (st && !(st->slots = calloc(MIN_SLOTS, sizeof(*st->slots)))) {
+        free(st);
+        return NULL;
+    }
+    if (st)
+        st->mask = MIN_SLOTS - 1;
+    return st;
+}
+
+void termstats_free(struct termstats *st)
+{
+    if (!st)
+        return;
+    free(st->slots);
+    free(st);
+}
+
+static size_t find(const struct termstats *st, uint64_t term)
+{
+    size_t i = term & st->mask;
+
+    while (st->slots[i].term && st->slots[i].term != term)
+        i = (i + 1) & st->mask;
+    return i;
+}
+
+/* Rehash into n slots (a power of two, more than twice the terms). */
+static int resize(struct termstats *st, size_t n)
+{
+    size_t oldn = st->mask + 1;
+    struct slot *old = st->slots, *ns = calloc(n, sizeof(*ns));
+
+    if (!ns)
+        return -ENOMEM;
+    st->slots = ns;
+    st->mask = n - 1;
+    for (size_t i = 0; i < oldn; i++)
+        if (old[i].term)
+            ns[find(st, old[i].term)] = old[i];
+    free(old);
+    return 0;
+}
+
+/* Distinct terms of a sorted list, one at a time: *i is the next run. */
+static bool next_term(const uint64_t *t, size_t n, size_t *i, uint64_t *term, size_t *tf)
+{
+    size_t j = *i;
+
+    if (j >= n)
+        return false;
+    *term = t[j];
+    while (j < n && t[j] == *term)
+        j++;
+    *tf = j - *i;
+    *i = j;
+    return true;
+}
+
+int termstats_add(struct termstats *st, const uint64_t *t, size_t n)
+{
+    size_t i = 0, tf, distinct = 0, slots = st->mask + 1;
+    uint64_t term;
+
+    /* Room first, so that a failure counts nothing. */
+    while (next_term(t, n, &i, &term, &tf))
+        distinct++;
+    while ((st->used + distinct) * 2 > slots)
+        slots *= 2;
+    if (slots != st->mask + 1 && resize(st, slots) != 0)
+        return -ENOMEM;
+    i = 0;
+    while (next_term(t, n, &i, &term, &tf)) {
+        struct slot *s = &st->slots[find(st, term)];
+        if (!s->term) {
+            s->term = term;
+            st->used++;
+        }
+        s->count++;
+    }
+    st->texts++;
+    return 0;
+}
+
+/* Empty slot i, then move back every later entry of its probe run that
+ * would no longer be found past the gap. */
+static void take_out(struct termstats *st, size_t i)
+{
+    size_t j = i;
+
+    for (;;) {
+        size_t home;
+        j = (j + 1) & st->mask;
+        if (!st->slots[j].term)
+            break;
+        home = st->slots[j].term & st->mask;
+        /* Slot j stays when its home lies cyclically in (i, j]. */
+        if (i <= j ? (i < home && home <= j) : (i < home || home <= j))
+            continue;
+        st->slots[i] = st->slots[j];
+        i = j;
+    }
+    st->slots[i].term = 0;
+    st->slots[i].count = 0;
+    st->used--;
+}
+
+void termstats_remove(struct termstats *st, const uint64_t *t, size_t n)
+{
+    size_t i = 0, tf;
+    uint64_t term;
+
+    while (next_term(t, n, &i, &term, &tf)) {
+        size_t k = find(st, term);
+        if (!st->slots[k].term)
+            continue; /* never added: nothing to undo */
+        if (--st->slots[k].count == 0)
+            take_out(st, k);
+    }
+    if (st->texts)
+        st->texts--;
+    /* Shrinking is only a saving: when it fails, the table stays as it is. */
+    if (st->mask + 1 > MIN_SLOTS && st->used * 8 < st->mask + 1)
+        resize(st, (st->mask + 1) / 2);
+}
+
+size_t termstats_texts(const struct termstats *st)
+{
+    return st->texts;
+}
+
+size_t termstats_memory(const struct termstats *st)
+{
+    return sizeof(*st) + (st->mask + 1) * sizeof(*st->slots);
+}
+
+void terms_weigh(const struct termstats *st, const uint64_t *t, size_t n, struct term_weights *out)
+{
+    float n1 = (float)(st->texts + 1), norm = 0;
+    size_t i = 0, tf;
+    uint64_t term;
+
+    out->n = 0;
+    while (next_term(t, n, &i, &term, &tf)) {
+        const struct slot *s = &st->slots[find(st, term)];
+        float w;
+        if (!s->term)
+            continue; /* no stored text has it: it cannot match, so it has no say */
+        w = (1.0f + logf((float)tf)) * (1.0f + logf(n1 / (float)(s->count + 1)));
+        out->term[out->n] = term;
+        out->w[out->n++] = w;
+        norm += w * w;
+    }
+    norm = norm > 0 ? 1.0f / sqrtf(norm) : 0;
+    for (size_t k = 0; k < out->n; k++)
+        out->w[k] *= norm;
+}
+
+float terms_cos(const struct term_weights *a, const struct term_weights *b)
+{
+    size_t i = 0, j = 0;
+    float dot = 0;
+
+    while (i < a->n && j < b->n) {
+        if (a->term[i] < b->term[j]) {
+            i++;
+        } else if (a->term[i] > b->term[j]) {
+            j++;
+        } else {
+            dot += a->w[i++] * b->w[j++];
+        }
+    }
+    return dot > 1.0f ? 1.0f : dot;
+}
