@@ -22,9 +22,11 @@
  * score first and stops at the first one accepted.
  *
  * Usage: eval [--datasets DIR] [--out DIR] [--only SET] [--dump FILE]
- *             [--dump-at T] [--word-vectors FILE]
+ *             [--dump-at T] [--per-intent N] [--word-vectors FILE]
  * --dump writes the wrong hits (and out-of-scope hits) scoring at least T
  * (default: the default threshold), with both questions and the score.
+ * --per-intent N caches only the first N training questions of each intent
+ * (CLINC150, BANKING77): how a young cache fares.
  * With --word-vectors (make eval builds build/word-vectors.bin) the built-in
  * embedder runs with the table, as the server does when it finds one; the
  * ablation runs it without, too.
@@ -117,6 +119,26 @@ static void items_add(struct items *s, char *text, char *label, int dup)
         }
     }
     s->v[s->n++] = (struct item){text, label, dup};
+}
+
+/* Keep only the first per items of each label (in file order): a young
+ * cache that has seen a few questions of each kind. */
+static void thin(struct items *s, size_t per)
+{
+    size_t kept = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        size_t seen = 0;
+        for (size_t j = 0; j < kept; j++)
+            seen += strcmp(s->v[j].label, s->v[i].label) == 0;
+        if (seen < per) {
+            s->v[kept++] = s->v[i];
+        } else {
+            free(s->v[i].text);
+            free(s->v[i].label);
+        }
+    }
+    s->n = kept;
 }
 
 static void items_free(struct items *s)
@@ -1006,13 +1028,14 @@ static void usage(const char *argv0)
 {
     fprintf(stderr,
             "usage: %s [--datasets DIR] [--out DIR] [--only clinc150|banking77|qqp] "
-            "[--dump FILE] [--dump-at T] [--word-vectors FILE]\n",
+            "[--dump FILE] [--dump-at T] [--per-intent N] [--word-vectors FILE]\n",
             argv0);
 }
 
 int main(int argc, char **argv)
 {
     const char *datasets = "../shared/datasets", *out = "bench/eval", *only = NULL;
+    size_t per_intent = 0;
     const char *dump_path = NULL;
     struct items c_train = {0}, c_val = {0}, c_oos = {0}, b_train = {0}, b_test = {0}, qqp = {0};
     struct intent_run *runs = calloc(4, sizeof(*runs));
@@ -1037,6 +1060,8 @@ int main(int argc, char **argv)
             dump_path = argv[++i];
         } else if (strcmp(argv[i], "--dump-at") == 0 && i + 1 < argc) {
             dump_t = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--per-intent") == 0 && i + 1 < argc) {
+            per_intent = (size_t)strtoul(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--word-vectors") == 0 && i + 1 < argc) {
             word_vectors = argv[++i];
         } else {
@@ -1079,6 +1104,10 @@ int main(int argc, char **argv)
         (do_q && read_jsonl(datasets, "qqp/dev.jsonl", true, &qqp))) {
         fprintf(stderr, "eval: cannot read the datasets under %s (--datasets DIR)\n", datasets);
         return 1;
+    }
+    if (per_intent) {
+        thin(&c_train, per_intent);
+        thin(&b_train, per_intent);
     }
     mkdir(out, 0755);
     snprintf(path, sizeof(path), "%s/results.tsv", out);
