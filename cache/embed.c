@@ -494,10 +494,13 @@ static void push(struct words *o, const char *w, size_t n, bool number)
 
 static bool is(const char *w, size_t n, const char *s)
 {
-    /* strncmp stops at the first difference, usually the first letter:
-     * cheaper than measuring s for every word against every entry. Equal
-     * over n letters, s has at least n, so s[n] is in bounds. */
-    return strncmp(w, s, n) == 0 && s[n] == '\0';
+    /* Most words differ from s in the first letter: test it before calling
+     * strncmp (each word is held against every contraction, four times per
+     * semantic hit). Equal over n letters, s has at least n, so s[n] is in
+     * bounds. */
+    if (n == 0)
+        return s[0] == '\0';
+    return w[0] == s[0] && strncmp(w + 1, s + 1, n - 1) == 0 && s[n] == '\0';
 }
 
 static void push2(struct words *o, const char *a, const char *b)
@@ -506,21 +509,45 @@ static void push2(struct words *o, const char *a, const char *b)
     push(o, b, strlen(b), false);
 }
 
+/* Contractions written without their apostrophe, sorted by their first
+ * column for bsearch (test_embed splits every one of them). */
+static const char *const bare[][3] = {
+    {"aint", "is", "not"},         {"arent", "are", "not"},
+    {"cannot", "can", "not"},      {"cant", "can", "not"},
+    {"couldnt", "could", "not"},   {"didnt", "did", "not"},
+    {"doesnt", "does", "not"},     {"dont", "do", "not"},
+    {"gonna", "going", "to"},      {"hadnt", "had", "not"},
+    {"hasnt", "has", "not"},       {"havent", "have", "not"},
+    {"hows", "how", "is"},         {"im", "i", "am"},
+    {"isnt", "is", "not"},         {"ive", "i", "have"},
+    {"shouldnt", "should", "not"}, {"thats", "that", "is"},
+    {"theyre", "they", "are"},     {"wasnt", "was", "not"},
+    {"werent", "were", "not"},     {"whats", "what", "is"},
+    {"wheres", "where", "is"},     {"whos", "who", "is"},
+    {"wont", "will", "not"},       {"wouldnt", "would", "not"},
+    {"youre", "you", "are"},
+};
+
+#define NBARE (sizeof(bare) / sizeof(bare[0]))
+
+/* The word w[0..n) (not NUL-terminated) against a bare contraction. */
+struct span {
+    const char *w;
+    size_t n;
+};
+
+static int bare_cmp(const void *key, const void *entry)
+{
+    const struct span *k = key;
+    const char *s = (*(const char *const(*)[3])entry)[0];
+    int c = strncmp(k->w, s, k->n);
+
+    return c ? c : -(s[k->n] != '\0'); /* a prefix of s sorts first */
+}
+
 /* One word, contractions spelled out. w may hold one apostrophe. */
 static void word(struct words *o, const char *w, size_t n)
 {
-    /* Contractions written without their apostrophe. */
-    static const char *const bare[][3] = {
-        {"dont", "do", "not"},       {"doesnt", "does", "not"},   {"didnt", "did", "not"},
-        {"cant", "can", "not"},      {"cannot", "can", "not"},    {"wont", "will", "not"},
-        {"isnt", "is", "not"},       {"arent", "are", "not"},     {"wasnt", "was", "not"},
-        {"werent", "were", "not"},   {"couldnt", "could", "not"}, {"shouldnt", "should", "not"},
-        {"wouldnt", "would", "not"}, {"hasnt", "has", "not"},     {"havent", "have", "not"},
-        {"hadnt", "had", "not"},     {"whats", "what", "is"},     {"im", "i", "am"},
-        {"ive", "i", "have"},        {"youre", "you", "are"},     {"theyre", "they", "are"},
-        {"thats", "that", "is"},     {"hows", "how", "is"},       {"wheres", "where", "is"},
-        {"whos", "who", "is"},       {"aint", "is", "not"},       {"gonna", "going", "to"},
-    };
     /* 's after these is "is"; after anything else it is a possessive. */
     static const char *const is_s[] = {"what", "it",  "that", "there", "he",  "she", "where",
                                        "who",  "how", "here", "when",  "why", NULL};
@@ -529,12 +556,12 @@ static void word(struct words *o, const char *w, size_t n)
     const char *tail;
 
     if (!ap) {
-        for (size_t i = 0; i < sizeof(bare) / sizeof(bare[0]); i++)
-            if (is(w, n, bare[i][0])) {
-                push2(o, bare[i][1], bare[i][2]);
-                return;
-            }
-        push(o, w, n, false);
+        struct span k = {w, n};
+        const char *const(*b)[3] = bsearch(&k, bare, NBARE, sizeof(bare[0]), bare_cmp);
+        if (b)
+            push2(o, (*b)[1], (*b)[2]);
+        else
+            push(o, w, n, false);
         return;
     }
     base = (size_t)(ap - w);

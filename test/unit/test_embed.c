@@ -92,6 +92,42 @@ static void test_contractions(void **state)
     assert_float_equal(cosine("\xe2\x80\x99locked\xe2\x80\x99 ' out '", "locked out"), 1.0f, 1e-4f);
 }
 
+/* Every contraction written without its apostrophe is spelled out (the
+ * table is binary-searched: one out of order would be missed), and words
+ * that only start like one are left alone. */
+static void test_bare_contractions(void **state)
+{
+    static const char *const cases[][3] = {
+        {"aint", "is", "not"},         {"arent", "are", "not"},
+        {"cannot", "can", "not"},      {"cant", "can", "not"},
+        {"couldnt", "could", "not"},   {"didnt", "did", "not"},
+        {"doesnt", "does", "not"},     {"dont", "do", "not"},
+        {"gonna", "going", "to"},      {"hadnt", "had", "not"},
+        {"hasnt", "has", "not"},       {"havent", "have", "not"},
+        {"hows", "how", "is"},         {"im", "i", "am"},
+        {"isnt", "is", "not"},         {"ive", "i", "have"},
+        {"shouldnt", "should", "not"}, {"thats", "that", "is"},
+        {"theyre", "they", "are"},     {"wasnt", "was", "not"},
+        {"werent", "were", "not"},     {"whats", "what", "is"},
+        {"wheres", "where", "is"},     {"whos", "who", "is"},
+        {"wont", "will", "not"},       {"wouldnt", "would", "not"},
+        {"youre", "you", "are"},
+    };
+    struct embed_word w[4];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(embed_split(cases[i][0], strlen(cases[i][0]), w, 4), 2);
+        assert_string_equal(w[0].text, cases[i][1]);
+        assert_string_equal(w[1].text, cases[i][2]);
+    }
+    assert_int_equal(embed_split("imp", 3, w, 4), 1);
+    assert_string_equal(w[0].text, "imp");
+    assert_int_equal(embed_split("can", 3, w, 4), 1);
+    assert_int_equal(embed_split("i", 1, w, 4), 1);
+    assert_string_equal(w[0].text, "i");
+}
+
 /* Inflections meet through the stemmer. */
 static void test_inflections(void **state)
 {
@@ -252,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_identity),
         cmocka_unit_test(test_nothing_to_embed),
         cmocka_unit_test(test_contractions),
+        cmocka_unit_test(test_bare_contractions),
         cmocka_unit_test(test_inflections),
         cmocka_unit_test(test_paraphrase_vs_unrelated),
         cmocka_unit_test(test_content_outweighs_framing),
