@@ -788,7 +788,7 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
                              .threshold = 1e-6f,
                              .now = NOW,
                              .max_age = -1,
-                             .candidates = 16,
+                             .candidates = CHAT_CANDIDATES,
                              .accept = verifier ? abl_accept : NULL,
                              .ud = &c};
     hit = store_get_semantic(s, &sq, &o->sim);

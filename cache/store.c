@@ -130,6 +130,15 @@ void *store_entry_payload(const struct store_entry *e)
     return e->payload;
 }
 
+/* The entry with this id, or NULL; under either lock. */
+static struct store_entry *by_id(const struct store *s, uint64_t id)
+{
+    uint8_t key[MAP_KEY_LEN];
+
+    map_id_key(id, key);
+    return map_get(&s->ids, key);
+}
+
 static bool fresh(const struct store_entry *e, int64_t now, int64_t max_age)
 {
     if (e->expires && now >= e->expires)
@@ -374,8 +383,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
 
     pthread_rwlock_wrlock(&s->lock);
     if (a->id) {
-        map_id_key(a->id, key);
-        if (map_get(&s->ids, key)) {
+        if (by_id(s, a->id)) {
             rc = -EEXIST;
             goto fail_locked;
         }
@@ -513,13 +521,10 @@ static size_t score_cands(struct store *s, const struct part *p, const struct st
     if (qt && p->df)
         terms_weigh(p->df, qt, nqt, &qw);
     for (size_t i = 0; i < n; i++) {
-        uint8_t key[MAP_KEY_LEN];
-        struct store_entry *e;
+        struct store_entry *e = by_id(s, hits[i].id);
         float score = hits[i].sim;
         size_t j;
 
-        map_id_key(hits[i].id, key);
-        e = map_get(&s->ids, key);
         if (!e || !fresh(e, q->now, q->max_age))
             continue;
         if (qt && p->df) {
@@ -573,12 +578,10 @@ struct store_entry *store_get_semantic(struct store *s, const struct store_query
 
 int store_delete(struct store *s, uint64_t id)
 {
-    uint8_t key[MAP_KEY_LEN];
     struct store_entry *e;
 
-    map_id_key(id, key);
     pthread_rwlock_wrlock(&s->lock);
-    e = map_get(&s->ids, key);
+    e = by_id(s, id);
     if (e)
         remove_entry(s, e);
     pthread_rwlock_unlock(&s->lock);
@@ -717,12 +720,10 @@ int store_load_end(struct store *s, size_t *built)
 
 struct store_entry *store_get_id(struct store *s, uint64_t id)
 {
-    uint8_t key[MAP_KEY_LEN];
     struct store_entry *e;
 
-    map_id_key(id, key);
     pthread_rwlock_rdlock(&s->lock);
-    e = map_get(&s->ids, key);
+    e = by_id(s, id);
     if (e)
         atomic_fetch_add(&e->refs, 1);
     pthread_rwlock_unlock(&s->lock);

@@ -29,9 +29,6 @@
 #define EXACT_SCAN_MAX 256
 /* After a failed snapshot, the log-size trigger waits this long to retry. */
 #define SNAP_RETRY_MS 10000
-/* Semantic candidates examined per lookup: the nearest by vector, then
- * tried best score first (the lexical part of the score reorders them). */
-#define CANDIDATES 16
 /* Default threshold of the openai embedder. Not calibrated on the dev sets
  * (that needs the real model): paraphrases typically score 0.85-0.95 with
  * OpenAI's text-embedding-3-small, so 0.90 keeps to the safe end and leaves
@@ -461,7 +458,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
                                 .threshold = ch->threshold,
                                 .now = now,
                                 .max_age = max_age_ms(r),
-                                .candidates = CANDIDATES,
+                                .candidates = CHAT_CANDIDATES,
                                 .accept = ch->verifier ? accept_candidate : NULL,
                                 .ud = &vc};
         e = store_get_semantic(ch->store, &q, &r->sim);

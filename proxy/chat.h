@@ -21,6 +21,10 @@
 #include "proxy/flight.h"
 #include "proxy/headers.h"
 
+/* Semantic candidates examined per lookup: the nearest by vector, then
+ * tried best score first (the lexical part of the score reorders them). */
+#define CHAT_CANDIDATES 16
+
 struct cJSON;
 struct cfg;
 struct chat;
