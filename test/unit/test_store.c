@@ -57,8 +57,8 @@ static void vec(float *v, int a, int b, float tilt)
         v[i] /= n;
 }
 
-static uint64_t put(struct store *s, int part, int exact, const float *v, int64_t now, int64_t ttl,
-                    size_t size)
+static uint64_t put_text(struct store *s, int part, int exact, const float *v, const char *text,
+                         int64_t now, int64_t ttl, size_t size)
 {
     uint8_t pk[STORE_KEY_LEN], ek[STORE_KEY_LEN];
     struct store_put_args a = {0};
@@ -69,7 +69,7 @@ static uint64_t put(struct store *s, int part, int exact, const float *v, int64_
     a.partition = pk;
     a.exact = ek;
     a.vec = v;
-    a.text = "question";
+    a.text = text;
     a.payload = malloc(8);
     a.payload_size = size;
     a.cost = 10;
@@ -77,6 +77,12 @@ static uint64_t put(struct store *s, int part, int exact, const float *v, int64_
     a.ttl = ttl;
     assert_int_equal(store_put(s, &a, &id), 0);
     return id;
+}
+
+static uint64_t put(struct store *s, int part, int exact, const float *v, int64_t now, int64_t ttl,
+                    size_t size)
+{
+    return put_text(s, part, exact, v, "question", now, ttl, size);
 }
 
 static struct store_entry *get_exact(struct store *s, int exact, int64_t now, int64_t max_age)
@@ -87,15 +93,28 @@ static struct store_entry *get_exact(struct store *s, int exact, int64_t now, in
     return store_get_exact(s, ek, now, max_age);
 }
 
-static struct store_entry *get_sem_at(struct store *s, int part, const float *v, float thr,
-                                      int64_t now, float *sim)
+/* A semantic lookup; text NULL: by vector alone. */
+static struct store_entry *query(struct store *s, int part, const float *v, const char *text,
+                                 float thr, int64_t now, unsigned candidates, float *score)
 {
     uint8_t pk[STORE_KEY_LEN];
 
     key(pk, part);
-    struct store_query q = {
-        .partition = pk, .vec = v, .threshold = thr, .now = now, .max_age = -1, .candidates = 4};
-    return store_get_semantic(s, &q, sim);
+    struct store_query q = {.partition = pk,
+                            .vec = v,
+                            .text = text,
+                            .text_len = text ? strlen(text) : 0,
+                            .threshold = thr,
+                            .now = now,
+                            .max_age = -1,
+                            .candidates = candidates};
+    return store_get_semantic(s, &q, score);
+}
+
+static struct store_entry *get_sem_at(struct store *s, int part, const float *v, float thr,
+                                      int64_t now, float *sim)
+{
+    return query(s, part, v, NULL, thr, now, 4, sim);
 }
 
 static struct store_entry *get_sem(struct store *s, int part, const float *v, float thr, float *sim)
@@ -327,40 +346,9 @@ static void test_map_churn(void **state)
 
 /* The lexical score: entries with the same vector are told apart by their
  * words, weighed by the partition's own counts, which follow deletes. */
-static uint64_t put_text(struct store *s, int exact, const float *v, const char *text)
-{
-    uint8_t pk[STORE_KEY_LEN], ek[STORE_KEY_LEN];
-    struct store_put_args a = {0};
-    uint64_t id = 0;
-
-    key(pk, 1);
-    key(ek, exact + 1000);
-    a.partition = pk;
-    a.exact = ek;
-    a.vec = v;
-    a.text = text;
-    a.payload = malloc(8);
-    a.payload_size = 8;
-    a.cost = 10;
-    a.now = 100;
-    assert_int_equal(store_put(s, &a, &id), 0);
-    return id;
-}
-
 static struct store_entry *get_text(struct store *s, const float *v, const char *text, float *score)
 {
-    uint8_t pk[STORE_KEY_LEN];
-
-    key(pk, 1);
-    struct store_query q = {.partition = pk,
-                            .vec = v,
-                            .text = text,
-                            .text_len = text ? strlen(text) : 0,
-                            .threshold = 0.1f,
-                            .now = 100,
-                            .max_age = -1,
-                            .candidates = 16};
-    return store_get_semantic(s, &q, score);
+    return query(s, 1, v, text, 0.1f, 100, 16, score);
 }
 
 static void test_lexical_score(void **state)
@@ -382,7 +370,7 @@ static void test_lexical_score(void **state)
     vec(v, 1, 2, 0.1f);
     /* Six entries (more than exact_scan_max: indexed), one vector. */
     for (int i = 0; i < 6; i++)
-        ids[i] = put_text(s, i, v, texts[i]);
+        ids[i] = put_text(s, 1, i, v, texts[i], 100, 0, 8);
     e = get_text(s, v, "reset my password please", &score);
     assert_non_null(e);
     assert_int_equal(store_entry_id(e), ids[0]);
