@@ -19,6 +19,8 @@ enum verify_reason {
     VERIFY_OPPOSITE, /* one says on, up, add, my, ... where the other says off, down,
                         remove, your, ... */
     VERIFY_QUESTION, /* they ask different things: when vs where vs who vs why vs how much */
+    VERIFY_ACTION,   /* one asks to change something (delete, cancel, increase, ...), the
+                        other does not */
     VERIFY_TENSE,    /* one asks about the past (did, was, were) and the other does not */
     VERIFY_CONTENT,  /* content words of one are missing from the other */
     VERIFY_REASONS   /* count */

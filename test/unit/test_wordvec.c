@@ -23,7 +23,8 @@
 static char path[64];
 
 /* car and automobile point the same way, the rest apart; pc is e7. */
-static const char *const words[] = {"the", "car", "automobile", "banana", "price", "how", "much"};
+static const char *const words[] = {"the",   "car", "automobile", "banana",
+                                    "price", "how", "much",       "prize"};
 #define N (sizeof(words) / sizeof(words[0]))
 
 static void write_table(void)
@@ -226,6 +227,27 @@ static void test_verifier_synonyms(void **state)
     wordvec_free(t);
 }
 
+/* A word one edit from a word of the other side is a typo of it only when
+ * the table does not know one of them. */
+static void test_verifier_typos(void **state)
+{
+    struct wordvec *t;
+    char err[128];
+    const char *a = "how much is the price", *typo = "how much is the prise";
+    const char *other = "how much is the prize", *far = "how much is the praise";
+
+    (void)state;
+    write_table();
+    assert_int_equal(wordvec_load(path, &t, err, sizeof(err)), 0);
+    assert_int_equal(verify_texts_wv(a, strlen(a), typo, strlen(typo), t), VERIFY_OK);
+    assert_int_equal(verify_texts_wv(typo, strlen(typo), a, strlen(a), t), VERIFY_OK);
+    assert_int_equal(verify_texts_wv(a, strlen(a), other, strlen(other), t), VERIFY_CONTENT);
+    assert_int_equal(verify_texts_wv(a, strlen(a), far, strlen(far), t), VERIFY_CONTENT);
+    /* Without a table nothing tells a typo from another word. */
+    assert_int_equal(verify_texts(a, strlen(a), typo, strlen(typo)), VERIFY_CONTENT);
+    wordvec_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_embedder_modes),
         cmocka_unit_test(test_embedder_rejects_damaged_table),
         cmocka_unit_test(test_verifier_synonyms),
+        cmocka_unit_test(test_verifier_typos),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
