@@ -36,13 +36,13 @@
  * a paraphrase adds or drops without changing the question: articles,
  * pronouns, auxiliaries, request framing, question words, which the checks
  * above cover) must find its stem on the other side. More than 2 unmatched
- * such words, or more than 15% of them on both sides together, fail: short
+ * such words, or more than 18% of them on both sides together, fail: short
  * questions must agree on every content word, longer ones may differ in one
  * or two ("how do I reset my password" vs "how do I change my password"
  * fails; "in french how do I say see you later" may match "how do you say
- * see you later in french"). With the built-in embedder's word-vector
- * table, a content word unmatched on one side also counts as matched when
- * a content word unmatched on the other side has a close vector (cosine
+ * see you later in french"). With the built-in embedder's
+ * word-vector table, a content word unmatched on one side also counts as matched when a content
+ * word unmatched on the other side has a close vector (cosine
  * >= NEAR_COS: "vacation" / "holiday"); only leftover words pair up, so a
  * word cannot stand in for one that already has its match. With the table,
  * a word one edit from a content word of the other side is a typo of it
@@ -67,11 +67,11 @@
 
 #define MAX_NUMS     32
 #define NUM_LEN      24
-#define MAX_WORDS    96   /* words compared per side; the rest is ignored */
-#define MAX_MISSING  2    /* unmatched content words allowed, both sides ... */
-#define MAX_MISS_PCT 15   /* ... and at most this share of them */
-#define TYPO_LEN     4    /* shorter words are not taken for typos */
-#define NEAR_COS     0.6f /* word vectors this close stand for each other */
+#define MAX_WORDS    96    /* words compared per side; the rest is ignored */
+#define MAX_MISSING  2     /* unmatched content words allowed, both sides ... */
+#define MAX_MISS_PCT 18    /* ... and at most this share of them */
+#define TYPO_LEN     4     /* shorter words are not taken for typos */
+#define NEAR_COS     0.55f /* word vectors this close stand for each other */
 
 static const char *const names[VERIFY_REASONS] = {"ok",       "numbers", "negation", "opposite",
                                                   "question", "action",  "tense",    "content"};
@@ -272,6 +272,8 @@ static const char *const opposites[][2] = {
     {"high", "low"},
     {"left", "right"},
     {"used", "left"},
+    {"save", "use"},
+    {"save", "spend"},
     {"first", "last"},
     {"next", "previous"},
     {"old", "new"},
