@@ -172,6 +172,23 @@ struct span {
     size_t n;
 };
 
+/* The next word of s[0..len) at or after *pos (letters and apostrophes),
+ * moving *pos past it; false when there is none. */
+static bool next_word(const char *s, size_t len, size_t *pos, struct span *w)
+{
+    size_t i = *pos;
+
+    while (i < len && !isalpha((unsigned char)s[i]))
+        i++;
+    *pos = i;
+    if (i == len)
+        return false;
+    while (*pos < len && (isalpha((unsigned char)s[*pos]) || s[*pos] == '\''))
+        (*pos)++;
+    *w = (struct span){s + i, *pos - i};
+    return true;
+}
+
 static bool span_is(struct span w, const char *const *set)
 {
     for (int i = 0; set[i]; i++)
@@ -180,13 +197,14 @@ static bool span_is(struct span w, const char *const *set)
     return false;
 }
 
-/* A negation that does not change what is asked:
+/* Is the negating word w, after the word prev (NULL: none) and followed by
+ * s[after..len), a negation that does not change what is asked?
  * - it denies the asker's own knowledge of the answer ("i don't know why my
  *   card was declined", "i'm not sure if i need a visa", "i can't figure out
  *   how"): the same question as "why was my card declined";
  * - "or not" ("will my 401k roll over or not");
  * - a tag at the end ("you are a bot, aren't you"). */
-static bool hedge(const struct span *w, size_t n, size_t i)
+static bool hedge(const char *s, size_t len, size_t after, const struct span *prev, struct span w)
 {
     static const char *const knowing[] = {"know",     "sure",   "certain", "figure", "understand",
                                           "remember", "recall", "idea",    "clue",   NULL};
@@ -195,38 +213,34 @@ static bool hedge(const struct span *w, size_t n, size_t i)
     static const char *const pronoun[] = {"i",  "you", "it",    "we",   "they",
                                           "he", "she", "there", "that", NULL};
     static const char *const or_[] = {"or", NULL};
+    struct span x;
+    size_t pos = after;
 
-    if (i > 0 && span_is(w[i - 1], or_))
+    if (prev && span_is(*prev, or_))
         return true;
-    for (size_t j = i + 1, k = 0; j < n && k < 3; j++, k++) {
-        if (span_is(w[j], knowing))
+    for (int k = 0; k < 3 && next_word(s, len, &pos, &x); k++) {
+        if (span_is(x, knowing))
             return true;
-        if (!span_is(w[j], filler))
+        if (!span_is(x, filler))
             break;
     }
-    return i + 2 == n && span_is(w[i + 1], pronoun) && w[i].n > 3 &&
-           strncasecmp(w[i].p + w[i].n - 3, "n't", 3) == 0;
+    pos = after;
+    return w.n > 3 && strncasecmp(w.p + w.n - 3, "n't", 3) == 0 && next_word(s, len, &pos, &x) &&
+           span_is(x, pronoun) && !next_word(s, len, &pos, &x);
 }
 
 static int negations(const char *s, size_t len)
 {
-    struct span w[MAX_WORDS];
-    size_t n = 0;
+    struct span w, prev;
+    size_t pos = 0;
     int count = 0;
+    bool first = true;
 
-    for (size_t i = 0; i < len && n < MAX_WORDS;) {
-        size_t start;
-        if (!isalpha((unsigned char)s[i])) {
-            i++;
-            continue;
-        }
-        start = i;
-        while (i < len && (isalpha((unsigned char)s[i]) || s[i] == '\''))
-            i++;
-        w[n++] = (struct span){s + start, i - start};
+    while (next_word(s, len, &pos, &w)) {
+        count += negating(w.p, w.n) && !hedge(s, len, pos, first ? NULL : &prev, w);
+        prev = w;
+        first = false;
     }
-    for (size_t i = 0; i < n; i++)
-        count += negating(w[i].p, w[i].n) && !hedge(w, n, i);
     return count;
 }
 

@@ -160,6 +160,21 @@ static void test_empty_and_long(void **state)
     assert_int_equal(v(big, big), VERIFY_OK);
 }
 
+/* Negation is counted over the whole text, past the words the content
+ * check compares. */
+static void test_negation_far_in(void **state)
+{
+    char a[2048] = "", b[2048];
+
+    (void)state;
+    for (int i = 0; i < 150; i++)
+        strcat(a, "tell me more ");
+    strcpy(b, a);
+    strcat(a, "can i return it");
+    strcat(b, "can't i return it");
+    assert_int_equal(v(a, b), VERIFY_NEGATION);
+}
+
 static void test_reason_names(void **state)
 {
     (void)state;
@@ -177,11 +192,11 @@ static void test_reason_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers),      cmocka_unit_test(test_negation),
-        cmocka_unit_test(test_opposites),    cmocka_unit_test(test_question_words),
-        cmocka_unit_test(test_action),       cmocka_unit_test(test_tense),
-        cmocka_unit_test(test_content),      cmocka_unit_test(test_empty_and_long),
-        cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_numbers),         cmocka_unit_test(test_negation),
+        cmocka_unit_test(test_opposites),       cmocka_unit_test(test_question_words),
+        cmocka_unit_test(test_action),          cmocka_unit_test(test_tense),
+        cmocka_unit_test(test_content),         cmocka_unit_test(test_empty_and_long),
+        cmocka_unit_test(test_negation_far_in), cmocka_unit_test(test_reason_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
