@@ -40,9 +40,9 @@
  * questions must agree on every content word, longer ones may differ in one
  * or two ("how do I reset my password" vs "how do I change my password"
  * fails; "in french how do I say see you later" may match "how do you say
- * see you later in french"). With the built-in embedder's
- * word-vector table, a content word unmatched on one side also counts as matched when a content
- * word unmatched on the other side has a close vector (cosine
+ * see you later in french"). With the built-in embedder's word-vector
+ * table, a content word unmatched on one side also counts as matched when
+ * a content word unmatched on the other side has a close vector (cosine
  * >= NEAR_COS: "vacation" / "holiday"); only leftover words pair up, so a
  * word cannot stand in for one that already has its match. With the table,
  * a word one edit from a content word of the other side is a typo of it
@@ -580,10 +580,11 @@ static bool typo(const struct wordvec *wv, const struct embed_word *w, const str
                  size_t nb)
 {
     size_t lw = strlen(w->text);
-    bool known = wordvec_find(wv, w->text, lw) >= 0;
+    bool known;
 
     if (lw < TYPO_LEN)
         return false;
+    known = wordvec_find(wv, w->text, lw) >= 0;
     for (size_t j = 0; j < nb; j++) {
         size_t l = strlen(b[j].text);
         if (counts(&b[j]) && l >= TYPO_LEN && one_edit(w->text, b[j].text) &&
