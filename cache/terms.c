@@ -56,10 +56,23 @@ static uint64_t finish(uint64_t h)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
-static int cmp_u64(const void *x, const void *y)
+/* Shell sort (Ciura's gaps): a text's terms are a few dozen to TERMS_MAX,
+ * where qsort()'s comparator calls and scratch buffer cost more than the
+ * sorting (7% of a semantic hit on a 20-word question). */
+static void sort_u64(uint64_t *v, size_t n)
 {
-    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
-    return (a > b) - (a < b);
+    static const size_t gaps[] = {132, 57, 23, 10, 4, 1};
+
+    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
+        size_t gap = gaps[g];
+        for (size_t i = gap; i < n; i++) {
+            uint64_t x = v[i];
+            size_t j = i;
+            for (; j >= gap && v[j - gap] > x; j -= gap)
+                v[j] = v[j - gap];
+            v[j] = x;
+        }
+    }
 }
 
 size_t terms_of(const char *text, size_t len, uint64_t *out)
@@ -76,7 +89,7 @@ size_t terms_of(const char *text, size_t len, uint64_t *out)
             out[n++] = finish(h);
         }
     }
-    qsort(out, n, sizeof(*out), cmp_u64);
+    sort_u64(out, n);
     return n;
 }
 

@@ -144,33 +144,38 @@ static bool same_numbers(const struct nums *a, const struct nums *b)
     return true;
 }
 
-static bool negating(const char *w, size_t n)
-{
-    static const char *const neg[] = {"not",    "no",      "never", "none",    "nothing",
-                                      "cannot", "without", "nor",   "neither", NULL};
-
-    if (n > 3 && strncasecmp(w + n - 3, "n't", 3) == 0)
-        return true;
-    if (n > 2 && strncasecmp(w + n - 2, "nt", 2) == 0) {
-        /* "dont", "cant", "wont": apostrophes are often dropped. */
-        static const char *const bare[] = {"dont",     "cant",    "wont",  "isnt",   "arent",
-                                           "doesnt",   "didnt",   "wasnt", "werent", "couldnt",
-                                           "shouldnt", "wouldnt", "hasnt", "havent", NULL};
-        for (int i = 0; bare[i]; i++)
-            if (strlen(bare[i]) == n && strncasecmp(w, bare[i], n) == 0)
-                return true;
-    }
-    for (int i = 0; neg[i]; i++)
-        if (strlen(neg[i]) == n && strncasecmp(w, neg[i], n) == 0)
-            return true;
-    return false;
-}
-
 /* One word of the raw text, as negating() sees it. */
 struct span {
     const char *p;
     size_t n;
 };
+
+static bool span_is(struct span w, const char *const *set)
+{
+    for (int i = 0; set[i]; i++)
+        if (strlen(set[i]) == w.n && strncasecmp(w.p, set[i], w.n) == 0)
+            return true;
+    return false;
+}
+
+/* Most words are no negation: only one ending in "t" or starting with n, c
+ * or w is held against the lists. */
+static bool negating(struct span w)
+{
+    static const char *const neg[] = {"not",    "no",      "never", "none",    "nothing",
+                                      "cannot", "without", "nor",   "neither", NULL};
+    /* "dont", "cant", "wont": apostrophes are often dropped. */
+    static const char *const bare[] = {"dont",     "cant",    "wont",  "isnt",   "arent",
+                                       "doesnt",   "didnt",   "wasnt", "werent", "couldnt",
+                                       "shouldnt", "wouldnt", "hasnt", "havent", NULL};
+    int first = tolower((unsigned char)w.p[0]), last = tolower((unsigned char)w.p[w.n - 1]);
+
+    if (last == 't' && w.n > 3 && strncasecmp(w.p + w.n - 3, "n't", 3) == 0)
+        return true;
+    if (last == 't' && w.n > 2 && tolower((unsigned char)w.p[w.n - 2]) == 'n' && span_is(w, bare))
+        return true;
+    return (first == 'n' || first == 'c' || first == 'w') && span_is(w, neg);
+}
 
 /* The next word of s[0..len) at or after *pos (letters and apostrophes),
  * moving *pos past it; false when there is none. */
@@ -187,14 +192,6 @@ static bool next_word(const char *s, size_t len, size_t *pos, struct span *w)
         (*pos)++;
     *w = (struct span){s + i, *pos - i};
     return true;
-}
-
-static bool span_is(struct span w, const char *const *set)
-{
-    for (int i = 0; set[i]; i++)
-        if (strlen(set[i]) == w.n && strncasecmp(w.p, set[i], w.n) == 0)
-            return true;
-    return false;
 }
 
 /* Is the negating word w, after the word prev (NULL: none) and followed by
@@ -237,7 +234,7 @@ static int negations(const char *s, size_t len)
     bool first = true;
 
     while (next_word(s, len, &pos, &w)) {
-        count += negating(w.p, w.n) && !hedge(s, len, pos, first ? NULL : &prev, w);
+        count += negating(w) && !hedge(s, len, pos, first ? NULL : &prev, w);
         prev = w;
         first = false;
     }
@@ -453,37 +450,55 @@ static unsigned question(const struct embed_word *t, size_t n)
     return m;
 }
 
-/* Does t ask to change something? The stems of verbs that act on what the
- * question is about: "delete everything on my todo list" is not "do I have
- * anything on my todo list", "raise my credit limit" is not "credit limit".
- * Two different such verbs are left to the other checks (delete / remove
- * are the same request; add / remove are opposites). */
-static bool acting(const struct embed_word *t, size_t n)
+/* ---- word sets ---- */
+
+/* A fixed list of words found by hash (open addressing, a quarter full):
+ * one hash and about one comparison per word, for the lists held against
+ * every word of every candidate. */
+#define SET_SLOTS 512
+
+struct wordset {
+    const char *slot[SET_SLOTS];
+};
+
+static uint32_t word_hash(const char *w)
 {
-    static const char *const act[] = {"delet", "eras",  "wipe",    "remov",   "clear", "cancel",
-                                      "block", "freez", "increas", "decreas", "rais",  "lower",
-                                      "reduc", "reset", "updat",   "add",     NULL};
-    for (size_t i = 0; i < n; i++)
-        for (int k = 0; act[k]; k++)
-            if (strcmp(t[i].stem, act[k]) == 0)
-                return true;
-    return false;
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    while (*w)
+        h = (h ^ (unsigned char)*w++) * 16777619u;
+    return h;
 }
 
-static bool past(const struct embed_word *t, size_t n)
+static void wordset_fill(struct wordset *set, const char *const *words, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        if (is(t[i].text, "did") || is(t[i].text, "was") || is(t[i].text, "were"))
+    for (size_t i = 0; i < n; i++) {
+        uint32_t k = word_hash(words[i]) & (SET_SLOTS - 1);
+        while (set->slot[k])
+            k = (k + 1) & (SET_SLOTS - 1);
+        set->slot[k] = words[i];
+    }
+}
+
+static bool wordset_has(const struct wordset *set, const char *w)
+{
+    for (uint32_t k = word_hash(w) & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
+        if (set->slot[k][0] == w[0] && strcmp(set->slot[k], w) == 0)
             return true;
     return false;
 }
 
-/* ---- content words ---- */
+/* Stems of verbs that ask to change what the question is about: "delete
+ * everything on my todo list" is not "do I have anything on my todo list",
+ * "raise my credit limit" is not "credit limit". Two different such verbs
+ * are left to the other checks (delete / remove are the same request; add /
+ * remove are opposites). */
+static const char *const acting_stems[] = {
+    "delet",   "eras",    "wipe", "remov", "clear", "cancel", "block", "freez",
+    "increas", "decreas", "rais", "lower", "reduc", "reset",  "updat", "add"};
 
-/* Words a paraphrase adds or drops without changing the question; sorted
- * once, then found by binary search (this runs for every word of every
- * candidate). */
-static const char *neutral_words[] = {
+/* Words a paraphrase adds or drops without changing the question. */
+static const char *const neutral_words[] = {
     "a",      "an",     "the",       "some",      "any",      "this",   "that",      "there",
     "it",     "i",      "me",        "my",        "you",      "your",   "we",        "us",
     "they",   "them",   "their",     "he",        "him",      "his",    "she",       "her",
@@ -500,24 +515,41 @@ static const char *neutral_words[] = {
     "trying", "try",    "something", "sure",      "certain",  "figure",
 };
 
-#define NNEUTRAL (sizeof(neutral_words) / sizeof(neutral_words[0]))
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
-static pthread_once_t neutral_once = PTHREAD_ONCE_INIT;
+static struct wordset acting_set, neutral_set;
+static pthread_once_t sets_once = PTHREAD_ONCE_INIT;
 
-static int str_cmp(const void *x, const void *y)
+static void sets_build(void)
 {
-    return strcmp(*(const char *const *)x, *(const char *const *)y);
+    wordset_fill(&acting_set, acting_stems, NELEMS(acting_stems));
+    wordset_fill(&neutral_set, neutral_words, NELEMS(neutral_words));
 }
 
-static void neutral_sort(void)
+/* Does t ask to change something? */
+static bool acting(const struct embed_word *t, size_t n)
 {
-    qsort(neutral_words, NNEUTRAL, sizeof(neutral_words[0]), str_cmp);
+    pthread_once(&sets_once, sets_build);
+    for (size_t i = 0; i < n; i++)
+        if (wordset_has(&acting_set, t[i].stem))
+            return true;
+    return false;
 }
+
+static bool past(const struct embed_word *t, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (is(t[i].text, "did") || is(t[i].text, "was") || is(t[i].text, "were"))
+            return true;
+    return false;
+}
+
+/* ---- content words ---- */
 
 static bool neutral(const char *w)
 {
-    pthread_once(&neutral_once, neutral_sort);
-    return bsearch(&w, neutral_words, NNEUTRAL, sizeof(neutral_words[0]), str_cmp) != NULL;
+    pthread_once(&sets_once, sets_build);
+    return wordset_has(&neutral_set, w);
 }
 
 static bool counts(const struct embed_word *t)
