@@ -60,8 +60,8 @@
 #include <ctype.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -241,6 +241,56 @@ static int negations(const char *s, size_t len)
     return count;
 }
 
+/* ---- word sets ---- */
+
+/* A fixed list of words found by hash (open addressing, a quarter full):
+ * one hash and about one comparison per word, for the lists held against
+ * every word of every candidate. */
+#define SET_SLOTS 512
+
+struct wordset {
+    const char *slot[SET_SLOTS];
+};
+
+static uint32_t word_hash(const char *w)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    while (*w)
+        h = (h ^ (unsigned char)*w++) * 16777619u;
+    return h;
+}
+
+/* Adds w, which must outlive the set; at most SET_SLOTS / 2 words. */
+static void wordset_add(struct wordset *set, const char *w)
+{
+    uint32_t k = word_hash(w) & (SET_SLOTS - 1);
+
+    while (set->slot[k])
+        k = (k + 1) & (SET_SLOTS - 1);
+    set->slot[k] = w;
+}
+
+static void wordset_fill(struct wordset *set, const char *const *words, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        wordset_add(set, words[i]);
+}
+
+/* The set's own pointer for w, or NULL. */
+static const char *wordset_find(const struct wordset *set, const char *w)
+{
+    for (uint32_t k = word_hash(w) & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
+        if (set->slot[k][0] == w[0] && strcmp(set->slot[k], w) == 0)
+            return set->slot[k];
+    return NULL;
+}
+
+static bool wordset_has(const struct wordset *set, const char *w)
+{
+    return wordset_find(set, w) != NULL;
+}
+
 /* ---- opposites ---- */
 
 static const char *const opposites[][2] = {
@@ -322,9 +372,9 @@ struct pairset {
 };
 
 /* Each distinct stem of the pairs (so that "enabled" meets "enable") with
- * the pairs it is the first word of and the pairs it is the second word of,
- * sorted by stem; built once. A word then costs one binary search, not a
- * scan of every pair. */
+ * the pairs it is the first word of and the pairs it is the second word of;
+ * built once, found through opp_set. A word then costs one hash lookup, not
+ * a scan of every pair. */
 struct opp_stem {
     char stem[EMBED_WORD_MAX + 1];
     struct pairset side[2];
@@ -332,22 +382,14 @@ struct opp_stem {
 
 static struct opp_stem opp_stems[2 * NOPP];
 static size_t opp_nstems;
+static struct wordset opp_set; /* their stems */
 static pthread_once_t opp_once = PTHREAD_ONCE_INIT;
-
-static int opp_cmp(const void *x, const void *y)
-{
-    return strcmp(((const struct opp_stem *)x)->stem, ((const struct opp_stem *)y)->stem);
-}
-
-/* bsearch() key: a stem string against an entry. */
-static int opp_key_cmp(const void *key, const void *entry)
-{
-    return strcmp(key, ((const struct opp_stem *)entry)->stem);
-}
 
 static const struct opp_stem *opp_find(const char *stem)
 {
-    return bsearch(stem, opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_key_cmp);
+    const char *p = wordset_find(&opp_set, stem);
+
+    return p ? (const struct opp_stem *)(p - offsetof(struct opp_stem, stem)) : NULL;
 }
 
 static void opp_build(void)
@@ -374,7 +416,8 @@ static void opp_build(void)
             opp_stems[j].side[k].w[i / 64] |= (uint64_t)1 << (i % 64);
         }
     }
-    qsort(opp_stems, opp_nstems, sizeof(opp_stems[0]), opp_cmp);
+    for (size_t j = 0; j < opp_nstems; j++)
+        wordset_add(&opp_set, opp_stems[j].stem);
 }
 
 /* The pairs whose first (side[0]) and second (side[1]) words t has. */
@@ -448,44 +491,6 @@ static unsigned question(const struct embed_word *t, size_t n)
             m |= Q_AMOUNT;
     }
     return m;
-}
-
-/* ---- word sets ---- */
-
-/* A fixed list of words found by hash (open addressing, a quarter full):
- * one hash and about one comparison per word, for the lists held against
- * every word of every candidate. */
-#define SET_SLOTS 512
-
-struct wordset {
-    const char *slot[SET_SLOTS];
-};
-
-static uint32_t word_hash(const char *w)
-{
-    uint32_t h = 2166136261u; /* FNV-1a */
-
-    while (*w)
-        h = (h ^ (unsigned char)*w++) * 16777619u;
-    return h;
-}
-
-static void wordset_fill(struct wordset *set, const char *const *words, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t k = word_hash(words[i]) & (SET_SLOTS - 1);
-        while (set->slot[k])
-            k = (k + 1) & (SET_SLOTS - 1);
-        set->slot[k] = words[i];
-    }
-}
-
-static bool wordset_has(const struct wordset *set, const char *w)
-{
-    for (uint32_t k = word_hash(w) & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
-        if (set->slot[k][0] == w[0] && strcmp(set->slot[k], w) == 0)
-            return true;
-    return false;
 }
 
 /* Stems of verbs that ask to change what the question is about: "delete
