@@ -522,6 +522,9 @@ static const char *const neutral_words[] = {
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
+_Static_assert(NELEMS(neutral_words) <= SET_SLOTS / 2, "neutral words: grow SET_SLOTS");
+_Static_assert(2 * NOPP <= SET_SLOTS / 2, "opposite stems: grow SET_SLOTS");
+
 static struct wordset acting_set, neutral_set;
 static pthread_once_t sets_once = PTHREAD_ONCE_INIT;
 
