@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "cache/embed_words.inc"
+#include "cache/hash.h"
 #include "cache/wordvec.h"
 
 #define BUILTIN_DIM    384
@@ -124,19 +125,7 @@ static size_t porter(char *w, size_t n);
 
 static uint64_t hash(const char *p, size_t n, uint64_t seed)
 {
-    uint64_t h = 0xcbf29ce484222325ULL ^ seed;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 0x100000001b3ULL;
-    }
-    /* FNV-1a's low bits are weak for short keys; finish with a mixer. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return hash_mix(hash_fnv(HASH_FNV_OFFSET ^ seed, p, n));
 }
 
 static struct slot *slot_for(struct slot *t, const char *w, size_t n)

@@ -10,6 +10,7 @@
 #include "cache/terms.h"
 
 #include "cache/embed.h"
+#include "cache/hash.h"
 
 #include <errno.h>
 #include <math.h>
@@ -17,10 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NGRAM      3
-#define MIN_SLOTS  64
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME  0x100000001b3ULL
+#define NGRAM     3
+#define MIN_SLOTS 64
 
 struct slot {
     uint64_t term; /* 0: empty */
@@ -36,23 +35,13 @@ struct termstats {
 
 static uint64_t feed(uint64_t h, const char *s)
 {
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= FNV_PRIME;
-    }
-    /* A separator, so that "ab c" and "a bc" differ. */
-    h ^= 0x1f;
-    return h * FNV_PRIME;
+    /* A separator after each word, so that "ab c" and "a bc" differ. */
+    return hash_fnv(hash_fnv(h, s, strlen(s)), "\x1f", 1);
 }
 
 static uint64_t finish(uint64_t h)
 {
-    /* FNV's low bits are weak for short keys, and the table indexes by them. */
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
+    h = hash_mix(h);  /* the table indexes by the low bits */
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
@@ -81,7 +70,7 @@ size_t terms_of(const char *text, size_t len, uint64_t *out)
     size_t nw = embed_split(text, len, w, TERMS_WORDS), n = 0;
 
     for (size_t i = 0; i < nw; i++) {
-        uint64_t h = FNV_OFFSET;
+        uint64_t h = HASH_FNV_OFFSET;
         /* Each start word opens one, two and three word runs; the run
          * length is part of the hash because every word adds a separator. */
         for (size_t g = 0; g < NGRAM && i + g < nw; g++) {

@@ -55,6 +55,7 @@
 #include "cache/verify.h"
 
 #include "cache/embed.h"
+#include "cache/hash.h"
 #include "cache/wordvec.h"
 
 #include <ctype.h>
@@ -252,19 +253,15 @@ struct wordset {
     const char *slot[SET_SLOTS];
 };
 
-static uint32_t word_hash(const char *w)
+static size_t word_hash(const char *w)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-
-    while (*w)
-        h = (h ^ (unsigned char)*w++) * 16777619u;
-    return h;
+    return (size_t)hash_fnv(HASH_FNV_OFFSET, w, strlen(w));
 }
 
 /* Adds w, which must outlive the set; at most SET_SLOTS / 2 words. */
 static void wordset_add(struct wordset *set, const char *w)
 {
-    uint32_t k = word_hash(w) & (SET_SLOTS - 1);
+    size_t k = word_hash(w) & (SET_SLOTS - 1);
 
     while (set->slot[k])
         k = (k + 1) & (SET_SLOTS - 1);
@@ -280,7 +277,7 @@ static void wordset_fill(struct wordset *set, const char *const *words, size_t n
 /* The set's own pointer for w, or NULL. */
 static const char *wordset_find(const struct wordset *set, const char *w)
 {
-    for (uint32_t k = word_hash(w) & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
+    for (size_t k = word_hash(w) & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
         if (set->slot[k][0] == w[0] && strcmp(set->slot[k], w) == 0)
             return set->slot[k];
     return NULL;

@@ -6,6 +6,7 @@
  */
 #include "cache/wordvec.h"
 
+#include "cache/hash.h"
 #include "cache/le.h"
 
 #include <errno.h>
@@ -34,13 +35,7 @@ struct wordvec {
 
 static uint64_t fnv(const uint8_t *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return hash_fnv(HASH_FNV_OFFSET, p, n);
 }
 
 static float get_f32(const uint8_t *p)
