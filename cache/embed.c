@@ -483,13 +483,8 @@ static void push(struct words *o, const char *w, size_t n, bool number)
 
 static bool is(const char *w, size_t n, const char *s)
 {
-    /* Most words differ from s in the first letter: test it before calling
-     * strncmp (each word is held against every contraction, four times per
-     * semantic hit). Equal over n letters, s has at least n, so s[n] is in
-     * bounds. */
-    if (n == 0)
-        return s[0] == '\0';
-    return w[0] == s[0] && strncmp(w + 1, s + 1, n - 1) == 0 && s[n] == '\0';
+    /* Equal over n letters, s has at least n, so s[n] is in bounds. */
+    return strncmp(w, s, n) == 0 && s[n] == '\0';
 }
 
 static void push2(struct words *o, const char *a, const char *b)
