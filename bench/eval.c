@@ -601,8 +601,9 @@ struct intent_run {
 
 static FILE *tsv, *md, *dump;
 static float default_t;
-static double dump_t =
-    -1;                 /* --dump-at: dump wrong hits from this threshold (default: the default) */
+/* --dump-at: wrong hits are dumped from this score on (negative: the default
+ * threshold). */
+static double dump_t = -1;
 static float lexical_t; /* the default threshold without word vectors */
 static struct embedder *g_emb;
 
@@ -654,9 +655,10 @@ static void run_intents(const char *set, const struct items *cache, const struct
     }
     score(q, qo, oos, oo, default_t, &run->at_default);
     if (verifier) {
-        dump_wrong(set, q, qo, false, dump_t >= 0 ? dump_t : default_t);
+        double at = dump_t >= 0 ? dump_t : default_t;
+        dump_wrong(set, q, qo, false, at);
         if (oos)
-            dump_wrong(set, oos, oo, true, dump_t >= 0 ? dump_t : default_t);
+            dump_wrong(set, oos, oo, true, at);
     }
     outcomes_free(qo, q->n);
     outcomes_free(oo, oos ? oos->n : 0);

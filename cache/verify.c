@@ -66,6 +66,8 @@
 #include <string.h>
 #include <strings.h>
 
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
 #define MAX_NUMS     32
 #define NUM_LEN      24
 #define MAX_WORDS    96    /* words compared per side; the rest is ignored */
@@ -361,7 +363,7 @@ static const char *const opposites[][2] = {
     {"me", "you"},
 };
 
-#define NOPP (sizeof(opposites) / sizeof(opposites[0]))
+#define NOPP NELEMS(opposites)
 
 /* A set of pairs, one bit per pair. */
 struct pairset {
@@ -516,8 +518,6 @@ static const char *const neutral_words[] = {
     "go",     "going",  "current",   "currently", "possible", "way",    "wondering", "wonder",
     "trying", "try",    "something", "sure",      "certain",  "figure",
 };
-
-#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 _Static_assert(NELEMS(neutral_words) <= SET_SLOTS / 2, "neutral words: grow SET_SLOTS");
 _Static_assert(2 * NOPP <= SET_SLOTS / 2, "opposite stems: grow SET_SLOTS");
