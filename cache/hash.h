@@ -26,6 +26,16 @@ static inline uint64_t hash_fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* hash_fnv() over the NUL-terminated s, in one pass. */
+static inline uint64_t hash_fnv_str(uint64_t h, const char *s)
+{
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
 /* FNV's low bits are weak for short keys: mix every bit into them
  * (MurmurHash3's 64-bit finaliser). */
 static inline uint64_t hash_mix(uint64_t h)

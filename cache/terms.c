@@ -36,7 +36,7 @@ struct termstats {
 static uint64_t feed(uint64_t h, const char *s)
 {
     /* A separator after each word, so that "ab c" and "a bc" differ. */
-    return hash_fnv(hash_fnv(h, s, strlen(s)), "\x1f", 1);
+    return hash_fnv(hash_fnv_str(h, s), "\x1f", 1);
 }
 
 static uint64_t finish(uint64_t h)

@@ -257,7 +257,7 @@ struct wordset {
 
 static size_t word_hash(const char *w)
 {
-    return (size_t)hash_fnv(HASH_FNV_OFFSET, w, strlen(w));
+    return (size_t)hash_fnv_str(HASH_FNV_OFFSET, w);
 }
 
 /* Adds w, which must outlive the set; at most SET_SLOTS / 2 words. */
