@@ -56,7 +56,8 @@ struct chat {
     atomic_uint_fast64_t bypasses[BYPASS_REASONS];
     atomic_uint_fast64_t stores, store_skipped;
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
-    struct wal *wal; /* NULL: the cache lives in memory only */
+    atomic_uint_fast64_t rejected_tool_calls; /* candidates whose answer calls tools */
+    struct wal *wal;                          /* NULL: the cache lives in memory only */
     atomic_uint_fast64_t journal_errors;
     /* Stores hold it shared and deletes exclusive, each across its store
      * change and its log append, so the log records a delete and a store
@@ -396,14 +397,24 @@ struct verify_ctx {
     const struct chat_req *r;
 };
 
-/* The hit verifier, called on each semantic candidate above the threshold. */
+/* Called on each semantic candidate above the threshold: answers that call
+ * tools are refused, then the hit verifier (when on) decides. */
 static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
 {
     struct verify_ctx *v = ud;
+    const struct cmpl_rendered *cr = store_entry_payload(e);
     const char *text = store_entry_text(e);
     enum verify_reason why;
 
     (void)sim;
+    /* A tool call's arguments are the stored question's (its recipient, its
+     * amounts), and the client acts on them: only an exact hit may replay. */
+    if (cr->tool_calls) {
+        atomic_fetch_add(&v->ch->rejected_tool_calls, 1);
+        return false;
+    }
+    if (!v->ch->verifier)
+        return true;
     if (!text)
         return false;
     why = verify_texts_wv(v->r->key.lookup_text, v->r->key.lookup_len, text, strlen(text),
@@ -459,7 +470,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
                                 .now = now,
                                 .max_age = max_age_ms(r),
                                 .candidates = CHAT_CANDIDATES,
-                                .accept = ch->verifier ? accept_candidate : NULL,
+                                .accept = accept_candidate,
                                 .ud = &vc};
         e = store_get_semantic(ch->store, &q, &r->sim);
         if (e) {
@@ -1088,6 +1099,7 @@ void chat_get_stats(struct chat *ch, struct chat_stats *st)
     st->journal_errors = atomic_load(&ch->journal_errors);
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
         st->rejected += atomic_load(&ch->rejected[i]);
+    st->rejected += atomic_load(&ch->rejected_tool_calls);
     st->evictions = ss.evictions;
     st->entries = ss.entries;
     st->memory = ss.memory;
@@ -1199,6 +1211,8 @@ int chat_metrics(struct chat *ch, struct buf *b)
                      "Semantic candidates the hit verifier turned down, by reason.", labels,
                      atomic_load(&ch->rejected[i]), i == VERIFY_OK + 1);
     }
+    rc |= metric(b, "parrot_cache_verifier_rejections_total", "", "", "{reason=\"tool_calls\"}",
+                 atomic_load(&ch->rejected_tool_calls), false);
     snprintf(labels, sizeof(labels), "{name=\"%s\"}", ch->emb_name);
     rc |= metric(b, "parrot_embedder_info", "gauge",
                  "The embedder in use: kind, model and dimension.", labels, 1, true);

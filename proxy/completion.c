@@ -518,12 +518,43 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     out->model = strdup(cJSON_IsString(model) ? model->valuestring : "");
     if (!out->model)
         goto fail;
+    out->tool_calls = cmpl_body_has_tool_calls(out->body, out->body_len);
     return 0;
 fail:
     buf_free(&sse);
     cmpl_rendered_fini(out);
     *why = "out of memory";
     return -ENOMEM;
+}
+
+/* True when body holds the key `name` with a value other than null or an
+ * empty array. The body is cJSON's unformatted print, where every '"' inside
+ * a string is escaped: an unescaped quote, the name, a quote and a colon can
+ * only be a key. A key of that name anywhere counts, which errs towards
+ * serving the answer on exact hits only. */
+static bool has_key_with_value(const char *body, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    const char *p = body, *end = body + len;
+
+    while (p < end && (p = memmem(p, (size_t)(end - p), name, n)) != NULL) {
+        const char *v = p + n;
+        size_t rest = (size_t)(end - v);
+
+        p = v;
+        if (rest >= 4 && memcmp(v, "null", 4) == 0)
+            continue;
+        if (rest >= 2 && memcmp(v, "[]", 2) == 0)
+            continue;
+        return true;
+    }
+    return false;
+}
+
+bool cmpl_body_has_tool_calls(const char *body, size_t len)
+{
+    return body && (has_key_with_value(body, len, "\"tool_calls\":") ||
+                    has_key_with_value(body, len, "\"function_call\":"));
 }
 
 void cmpl_rendered_fini(struct cmpl_rendered *r)

@@ -61,6 +61,7 @@ struct cmpl_rendered {
     size_t usage_len;
     char *model; /* for logs and admin */
     int64_t prompt_tokens, completion_tokens;
+    bool tool_calls; /* the answer calls tools: served on exact hits only */
 };
 
 /* Checks that a completion may be cached (every choice finished with "stop"
@@ -68,6 +69,11 @@ struct cmpl_rendered {
  * Returns 0, -1 with *why set when it must not be stored, or -ENOMEM. */
 int cmpl_render(const struct cJSON *completion, struct cmpl_rendered *out, const char **why);
 void cmpl_rendered_fini(struct cmpl_rendered *r);
+
+/* Whether a rendered body (cmpl_rendered.body) holds tool calls or a legacy
+ * function call. cmpl_render sets tool_calls from it; a decoder of stored
+ * bodies (the journal) calls it to set the flag again. */
+bool cmpl_body_has_tool_calls(const char *body, size_t len);
 
 /* Writers for a hit. Each returns the bytes needed; it writes only when cap
  * is large enough, so call once with cap 0 to size the buffer. */

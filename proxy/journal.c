@@ -144,6 +144,8 @@ int journal_decode_put(const void *data, size_t len, struct journal_put *p)
     memcpy(&p->cost, &bits, sizeof(p->cost));
     r->prompt_tokens = (int64_t)pt;
     r->completion_tokens = (int64_t)ct;
+    /* Not logged: derived from the body, as cmpl_render derives it. */
+    r->tool_calls = cmpl_body_has_tool_calls(r->body, r->body_len);
     return 0;
 }
 

@@ -199,12 +199,53 @@ static void test_render_refuses(void **state)
     }
 }
 
+/* tool_calls is what keeps an answer to exact hits: set from the message,
+ * never from text that only mentions tool calls. */
+static void test_render_marks_tool_calls(void **state)
+{
+    static const struct {
+        const char *json;
+        bool tools;
+    } cases[] = {
+        {"{\"choices\":[{\"index\":0,\"message\":{\"content\":null,\"tool_calls\":[{\"id\":"
+         "\"c\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}]},"
+         "\"finish_reason\":\"tool_calls\"}]}",
+         true},
+        {"{\"choices\":[{\"index\":0,\"message\":{\"content\":\"a\",\"tool_calls\":[]},"
+         "\"finish_reason\":\"stop\"}]}",
+         false},
+        {"{\"choices\":[{\"index\":0,\"message\":{\"content\":\"a\",\"tool_calls\":null},"
+         "\"finish_reason\":\"stop\"}]}",
+         false},
+        {"{\"choices\":[{\"index\":0,\"message\":{\"content\":\"say \\\"tool_calls\\\":[1]\"},"
+         "\"finish_reason\":\"stop\"}]}",
+         false},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *doc = cJSON_Parse(cases[i].json);
+        struct cmpl_rendered r;
+        const char *why = NULL;
+        assert_non_null(doc);
+        assert_int_equal(cmpl_render(doc, &r, &why), 0);
+        assert_int_equal(r.tool_calls, cases[i].tools);
+        assert_int_equal(cmpl_body_has_tool_calls(r.body, r.body_len), cases[i].tools);
+        cJSON_Delete(doc);
+        cmpl_rendered_fini(&r);
+    }
+    assert_false(cmpl_body_has_tool_calls(NULL, 0));
+    {
+        static const char legacy[] = "\"function_call\":{\"name\":\"f\"}";
+        assert_true(cmpl_body_has_tool_calls(legacy, sizeof(legacy) - 1));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assemble_any_split),  cmocka_unit_test(test_assemble_rejects),
         cmocka_unit_test(test_assemble_tool_calls), cmocka_unit_test(test_render_round_trip),
-        cmocka_unit_test(test_render_refuses),
+        cmocka_unit_test(test_render_refuses),      cmocka_unit_test(test_render_marks_tool_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,99 @@
+// Issue #14 "Harden the front door", the cache's part: tool-call answers
+// served on exact hits only, raw control bytes in JSON strings refused,
+// invalidation by text with every embedder, no global counters leaked to
+// clients, and integers kept exact in the cache key. Real binary, fake
+// provider, curl and node:http; the fake's chat counter is the oracle for
+// "the provider was asked".
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startFake, startPair, startParrot, cleanup, curlChat, errorShape, metrics, parseChatSse, request,
+} from './helpers.mjs';
+
+after(cleanup);
+const T = { timeout: 60_000 };
+
+const ask = (text, extra = {}) => ({ model: 'gpt-fake', messages: [{ role: 'user', content: text }], ...extra });
+const chatCalls = (fake) => fake.stats().chat;
+
+// ---------------------------------------------------------------- tool calls
+
+const EMAIL_TOOLS = [{
+  type: 'function',
+  function: {
+    name: 'send_email',
+    description: 'Send an email',
+    parameters: { type: 'object', properties: { to: { type: 'string' }, body: { type: 'string' } } },
+  },
+}];
+const ALICE = 'Send an email to Alice saying the launch is delayed';
+const ALICE_PARAPHRASE = 'Please send an email to Alice saying the launch is delayed';
+const BOB = 'Send an email to Bob saying the launch is delayed';
+const TOOLS_1 = { 'x-fake-tool-calls': '1' };
+
+/** The arguments of the one tool call in a JSON answer. */
+function toolArgs(r, what) {
+  assert.equal(r.status, 200, `${what}: ${r.status} ${r.body.slice(0, 300)}`);
+  const calls = JSON.parse(r.body).choices[0].message.tool_calls;
+  assert.equal(calls.length, 1, `${what}: one tool call`);
+  assert.equal(calls[0].function.name, 'send_email');
+  return JSON.parse(calls[0].function.arguments);
+}
+
+const toolRejections = async (parrot) => (await metrics(parrot.base))['parrot_cache_verifier_rejections_total{reason="tool_calls"}'];
+
+for (const verifier of ['true', 'false']) {
+  test(`--verifier ${verifier}: a semantic candidate whose answer calls tools is a miss`, T, async () => {
+    const { fake, parrot } = await startPair({ args: ['--verifier', verifier] });
+    const key = { authorization: `Bearer sk-tools-${verifier}` };
+
+    // The control: with a text answer these two questions meet semantically,
+    // so what follows does reach the semantic path.
+    const textKey = { authorization: `Bearer sk-text-${verifier}` };
+    assert.equal((await curlChat(parrot.base, ask(ALICE, { tools: EMAIL_TOOLS }), textKey)).headers['x-parrot-cache'], 'miss');
+    const control = await curlChat(parrot.base, ask(ALICE_PARAPHRASE, { tools: EMAIL_TOOLS }), textKey);
+    assert.equal(control.headers['cache-status'], 'parrot; hit; detail=semantic', 'text answers still hit semantically');
+
+    const first = await curlChat(parrot.base, ask(ALICE, { tools: EMAIL_TOOLS }), { ...key, ...TOOLS_1 });
+    assert.equal(first.headers['x-parrot-cache'], 'miss');
+    assert.equal(toolArgs(first, 'Alice').query, ALICE);
+    const calls = chatCalls(fake);
+
+    // Bob must get his own email, not Alice's.
+    const bob = await curlChat(parrot.base, ask(BOB, { tools: EMAIL_TOOLS }), { ...key, ...TOOLS_1 });
+    assert.equal(bob.headers['x-parrot-cache'], 'miss', `Bob was served ${bob.body.slice(0, 300)}`);
+    assert.equal(toolArgs(bob, 'Bob').query, BOB, 'the arguments name Bob');
+    assert.equal(chatCalls(fake), calls + 1, 'the provider was asked for Bob');
+
+    const para = await curlChat(parrot.base, ask(ALICE_PARAPHRASE, { tools: EMAIL_TOOLS }), { ...key, ...TOOLS_1 });
+    assert.equal(para.headers['x-parrot-cache'], 'miss', 'a paraphrase does not replay a tool call either');
+    assert.equal(toolArgs(para, 'paraphrase').query, ALICE_PARAPHRASE);
+
+    // The exact question still replays its own tool call.
+    const again = await curlChat(parrot.base, ask(ALICE, { tools: EMAIL_TOOLS }), key);
+    assert.equal(again.headers['cache-status'], 'parrot; hit; detail=exact');
+    assert.equal(toolArgs(again, 'exact repeat').query, ALICE);
+    assert.equal(chatCalls(fake), calls + 2);
+    assert.ok(await toolRejections(parrot) >= 2, 'counted as verifier rejections with reason tool_calls');
+  });
+}
+
+test('a tool-call answer stored from a stream is not served to a paraphrase, streamed or not', T, async () => {
+  const { fake, parrot } = await startPair();
+  for (const stream of [false, true]) {
+    const key = { authorization: `Bearer sk-tools-stream-${stream}` };
+    const live = await curlChat(parrot.base, ask(ALICE, { tools: EMAIL_TOOLS, stream: true }), { ...key, ...TOOLS_1 });
+    assert.equal(live.headers['x-parrot-cache'], 'miss');
+    // Stored: the exact question replays it.
+    assert.equal((await curlChat(parrot.base, ask(ALICE, { tools: EMAIL_TOOLS }), key)).headers['cache-status'],
+      'parrot; hit; detail=exact');
+    const before = await toolRejections(parrot);
+    const r = await curlChat(parrot.base, ask(ALICE_PARAPHRASE, { tools: EMAIL_TOOLS, stream }), { ...key, ...TOOLS_1 });
+    assert.equal(r.status, 200);
+    assert.equal(r.headers['x-parrot-cache'], 'miss', `stream ${stream}: ${r.body.slice(0, 300)}`);
+    const calls = stream ? parseChatSse(r.body).toolCalls : JSON.parse(r.body).choices[0].message.tool_calls;
+    assert.equal(JSON.parse(calls[0].function.arguments).query, ALICE_PARAPHRASE, `stream ${stream}: its own arguments`);
+    assert.equal(await toolRejections(parrot), before + 1, 'turned down for its tool calls');
+  }
+  assert.equal(chatCalls(fake), 4);
+});
