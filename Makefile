@@ -9,6 +9,8 @@
 #   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
 #   make vectors    the built-in embedder's word-vector table (build/word-vectors.bin)
 #   make fuzz       libFuzzer on every parser (FUZZ_SECONDS each, clang)
+#   make install    binary, word vectors (if built), systemd unit, man page
+#                   under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local);  make deb
 
 CC      ?= cc
 BUILD   ?= build
@@ -38,7 +40,8 @@ FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors
+.PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors \
+        install uninstall deb
 
 all: $(BUILD)/parrot
 
@@ -136,6 +139,54 @@ lint:
 	clang-format --dry-run -Werror $(shell git ls-files '*.c' '*.h')
 	clang-tidy --quiet $(LIB_SRC) proxy/main.c -- -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 	@$(MAKE) --no-print-directory BUILD=build/lint WERROR=-Werror all
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging]: the unit's paths are
+# rewritten from /usr/local to PREFIX; the man page is generated from
+# parrot --help so it is the option table. A table built by make vectors goes
+# along; parrot runs without one (lexical features only).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+DATADIR ?= $(PREFIX)/share/parrot
+MANDIR  ?= $(PREFIX)/share/man/man1
+DOCDIR  ?= $(PREFIX)/share/doc/parrot
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(MANDIR) \
+		$(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(BUILD)/parrot $(DESTDIR)$(BINDIR)/parrot
+	if [ -f $(VECTORS) ]; then install -m 0644 $(VECTORS) $(DESTDIR)$(DATADIR)/word-vectors.bin; \
+	else echo "make install: no $(VECTORS) (make vectors builds it): lexical features only"; fi
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/parrot/|$(DATADIR)/|g' \
+		deploy/parrot.service > $(BUILD)/parrot.service
+	install -m 0644 $(BUILD)/parrot.service $(DESTDIR)$(UNITDIR)/parrot.service
+	PREFIX=$(PREFIX) sh deploy/man/parrot-man.sh $(BUILD)/parrot > $(BUILD)/parrot.1
+	install -m 0644 $(BUILD)/parrot.1 $(DESTDIR)$(MANDIR)/parrot.1
+	install -m 0644 LICENSE NOTICE CHANGELOG.md $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/parrot $(DESTDIR)$(DATADIR)/word-vectors.bin \
+		$(DESTDIR)$(MANDIR)/parrot.1 $(DESTDIR)$(UNITDIR)/parrot.service
+	rm -rf $(DESTDIR)$(DOCDIR)
+	-rmdir $(DESTDIR)$(DATADIR)
+
+# make deb: build/parrot_VERSION_ARCH.deb from the same tree as make install
+# PREFIX=/usr (dpkg-deb; the version is parrot --version's).
+deb: all
+	rm -rf $(BUILD)/deb
+	@$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(BUILD)/deb PREFIX=/usr
+	v=$$($(BUILD)/parrot --version 2>/dev/null | awk '{print $$NF}'); \
+	[ -n "$$v" ] || v=$$(sed -n 's/^## \[\([0-9][^]]*\)\].*/\1/p' CHANGELOG.md | head -n 1); \
+	a=$$(dpkg --print-architecture); mkdir -p $(BUILD)/deb/DEBIAN; \
+	{ echo "Package: parrot"; echo "Version: $$v"; echo "Architecture: $$a"; \
+	  echo "Maintainer: parrot developers <parrot@localhost>"; \
+	  echo "Depends: libmicrohttpd12, libcurl4, libcjson1, libssl3"; \
+	  echo "Section: net"; echo "Priority: optional"; \
+	  echo "Installed-Size: $$(du -sk $(BUILD)/deb/usr | cut -f1)"; \
+	  echo "Description: semantic caching reverse proxy for OpenAI-compatible APIs"; \
+	  echo " Answers repeated and paraphrased LLM requests from a cache."; \
+	} > $(BUILD)/deb/DEBIAN/control; \
+	dpkg-deb --root-owner-group -Zxz --build $(BUILD)/deb $(BUILD)/parrot_$${v}_$$a.deb
 
 clean:
 	rm -rf build

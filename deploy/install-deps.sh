@@ -28,8 +28,10 @@ done
 pkgs="build-essential pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
 libcjson-dev libssl-dev"
 # prometheus (promtool and a server to scrape parrot) and chromium (renders
-# the dashboard) are for the metrics and dashboard tests.
-[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev prometheus chromium"
+# the dashboard) are for the metrics and dashboard tests; systemd
+# (systemd-analyze verify) and man-db (man, lexgrog) for the deploy and
+# install tests.
+[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev prometheus chromium systemd man-db"
 [ "$set_" = dev ] && pkgs="$pkgs clang-format clang-tidy"
 [ "$set_" = bench ] && pkgs="$pkgs nginx wrk python3-hnswlib python3-numpy gnuplot-nox"
 
