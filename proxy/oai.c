@@ -63,12 +63,35 @@ static int is_json_type(const char *ct)
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
 }
 
+long oai_json_bad_control(const char *body, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)body, *p = s, *end = s + len;
+
+    while (p < end) {
+        /* Between strings. */
+        for (; p < end && *p != '"'; p++)
+            if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
+                return (long)(p - s);
+        /* Inside one, from its opening quote to its closing one. An escape
+         * covers the next byte, which must not be a control byte either. */
+        for (p++; p < end && *p != '"'; p++) {
+            if (*p == '\\' && p + 1 < end)
+                p++;
+            if (*p < 0x20)
+                return (long)(p - s);
+        }
+        p++;
+    }
+    return -1;
+}
+
 int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON **out,
                    struct oai_error *e)
 {
     static const char *const irq = "invalid_request_error";
     cJSON *doc, *model, *msgs;
     const char *end = body;
+    long bad;
 
     if (!is_json_type(content_type)) {
         oai_error_set(e, 415, irq, NULL, "unsupported_media_type",
@@ -79,6 +102,15 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
     if (len == 0) {
         oai_error_set(e, 400, irq, NULL, "invalid_json",
                       "The request body is empty; expected a JSON object.");
+        return -1;
+    }
+    if ((bad = oai_json_bad_control(body, len)) >= 0) {
+        oai_error_set(e, 400, irq, NULL, "invalid_json",
+                      "We could not parse the JSON body of your request (raw control character "
+                      "0x%02x at byte %ld: JSON allows none inside a string, where it must be "
+                      "escaped as \\u%04x, and only tab, LF and CR between values). The OpenAI "
+                      "API expects a JSON payload.",
+                      (unsigned char)body[bad], bad, (unsigned char)body[bad]);
         return -1;
     }
     doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);

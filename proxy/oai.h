@@ -27,10 +27,18 @@ void oai_error_set(struct oai_error *e, int status, const char *type, const char
  * *len), or NULL when out of memory. */
 char *oai_error_json(const struct oai_error *e, size_t *len);
 
+/* The offset of the first control byte (0x00-0x1F) that JSON forbids in
+ * body[0..len): any inside a string (they must be escaped there), any but
+ * tab, LF and CR between tokens. -1 when there is none. One pass, no
+ * allocation. cJSON accepts some of these (it ends a string at a NUL and
+ * skips any byte up to 0x20 as blank), so a body that contains one means
+ * one thing to parrot's key and another to the provider. */
+long oai_json_bad_control(const char *body, size_t len);
+
 /* Checks a POST /v1/chat/completions request: a JSON content type, a body
- * that parses to an object, a string "model" and a non-empty array
- * "messages". On success returns 0 and, if out is not NULL, the parsed
- * document (free with cJSON_Delete). On failure returns -1 and fills *e. */
+ * with no raw control byte (see oai_json_bad_control) that parses to an
+ * object, a string "model" and a non-empty array "messages". On success returns 0 and, if out is
+ * not NULL, the parsed document (free with cJSON_Delete). On failure returns -1 and fills *e. */
 int oai_chat_parse(const char *content_type, const char *body, size_t len, struct cJSON **out,
                    struct oai_error *e);
 

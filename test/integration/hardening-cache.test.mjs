@@ -97,3 +97,42 @@ test('a tool-call answer stored from a stream is not served to a paraphrase, str
   }
   assert.equal(chatCalls(fake), 4);
 });
+
+// ---------------------------------------------------------------- raw control bytes
+
+test('a raw control byte inside a JSON string is refused with 400 before the cache or the provider sees it', T, async () => {
+  const { fake, parrot } = await startPair();
+  const key = { authorization: 'Bearer sk-raw-bytes' };
+  const head = '{"model":"gpt-fake","messages":[{"role":"user","content":"Transfer $10 to Alice';
+  const tail = '"}]}';
+  // What cJSON would read up to the NUL, cached first: the NUL body must not
+  // be answered from it.
+  const cached = await curlChat(parrot.base, head + tail, key);
+  assert.equal(cached.status, 200);
+  const calls = chatCalls(fake);
+
+  for (const byte of [0x00, 0x01, 0x0a, 0x1f]) {
+    const body = Buffer.concat([Buffer.from(head), Buffer.from([byte]), Buffer.from(' and $1000 to Mallory'), Buffer.from(tail)]);
+    // curl --data-binary sends the bytes as they are.
+    const viaCurl = await curlChat(parrot.base, body.toString('latin1'), key);
+    // And node:http with a Buffer, whatever curl does with its input.
+    const viaNode = await request(parrot.base, {
+      method: 'POST', path: '/v1/chat/completions', headers: { ...key, 'content-type': 'application/json' }, body,
+    });
+    for (const [what, r] of [['curl', viaCurl], ['node', viaNode]]) {
+      assert.equal(r.status, 400, `byte 0x${byte.toString(16)} via ${what}: ${r.status} ${r.body.slice(0, 300)}`);
+      const e = errorShape(assert, r.body);
+      assert.equal(e.type, 'invalid_request_error');
+      assert.equal(e.code, 'invalid_json');
+      assert.match(e.message, new RegExp(`raw control character 0x${byte.toString(16).padStart(2, '0')} at byte ${Buffer.byteLength(head)}`));
+      assert.equal(r.headers['x-parrot-cache'], undefined, 'no cache verdict for a refused body');
+    }
+  }
+  assert.equal(chatCalls(fake), calls, 'the provider never saw them');
+
+  // JSON's blanks between values are fine, and so are escaped control characters.
+  const pretty = '{\r\n\t"model": "gpt-fake",\n\t"messages": [{"role": "user", "content": "tab\\there\\u0001"}]\n}\n';
+  const ok = await curlChat(parrot.base, pretty, key);
+  assert.equal(ok.status, 200, ok.body.slice(0, 300));
+  assert.equal(JSON.parse(ok.body).choices[0].message.content, 'echo: tab\there\u0001');
+});

@@ -62,6 +62,45 @@ static void test_chat_ok(void **state)
     assert_int_equal(oai_chat_parse("Application/JSON", b, strlen(b), NULL, &e), 0);
 }
 
+/* A raw control byte inside a string is refused wherever it is (cJSON would
+ * end the string at a NUL, and the key would miss what the provider reads);
+ * JSON's blanks between values are fine. */
+#define BAD(lit) oai_json_bad_control(lit, sizeof(lit) - 1)
+
+static void test_chat_raw_control_bytes(void **state)
+{
+    static const char pre[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a";
+    static const char post[] = "b\"}]}";
+    char body[128];
+    struct oai_error e;
+
+    (void)state;
+    for (unsigned c = 0; c < 0x20; c++) {
+        size_t n = 0;
+        memcpy(body, pre, sizeof(pre) - 1);
+        n += sizeof(pre) - 1;
+        body[n++] = (char)c;
+        memcpy(body + n, post, sizeof(post) - 1);
+        n += sizeof(post) - 1;
+        assert_int_equal(oai_chat_parse(JSON, body, n, NULL, &e), -1);
+        assert_int_equal(e.status, 400);
+        assert_string_equal(e.type, "invalid_request_error");
+        assert_string_equal(e.code, "invalid_json");
+        assert_non_null(strstr(e.message, "raw control character"));
+        assert_int_equal(oai_json_bad_control(body, n), (long)sizeof(pre) - 1);
+    }
+    /* After an escape, in a key, and between values other than tab/LF/CR. */
+    assert_int_equal(BAD("{\"a\\\n\":1}"), 4);
+    assert_int_equal(BAD("{\"a\n\":1}"), 3);
+    assert_int_equal(BAD("{\"a\":\x01 1}"), 5);
+    assert_int_equal(BAD("{\"a\":\"\\\"\x00\"}"), 8);
+    /* Fine: blanks between values, escapes, an escaped quote, bytes >= 0x20. */
+    assert_int_equal(BAD("{\r\n\t\"a\\\"\\n\\u0001\" : \"\xc3\xa9\"\n}"), -1);
+    assert_int_equal(BAD(""), -1);
+    /* The length bounds the scan. */
+    assert_int_equal(oai_json_bad_control("{}\0", 2), -1);
+}
+
 static void test_error_json_shape(void **state)
 {
     struct oai_error e;
@@ -131,7 +170,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_validation),  cmocka_unit_test(test_chat_ok),
         cmocka_unit_test(test_error_json_shape), cmocka_unit_test(test_header_filters),
-        cmocka_unit_test(test_cache_control),
+        cmocka_unit_test(test_cache_control),    cmocka_unit_test(test_chat_raw_control_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
