@@ -8,7 +8,6 @@
 #include "proxy/admin.h"
 
 #include "cache/canon.h"
-#include "cache/embed.h"
 #include "cache/hnsw.h"
 #include "cache/map.h"
 #include "cache/store.h"
@@ -452,21 +451,31 @@ static int invalidation_filter(struct ctx *x, const cJSON *body, struct filter *
     it = cJSON_GetObjectItemCaseSensitive(body, "text");
     v = cJSON_GetObjectItemCaseSensitive(body, "radius");
     if (it || v) {
-        const struct embedder *emb = chat_embedder(x->ad->chat);
+        const char *why;
+        char msg[200];
+        int rc;
         if (!it || !cJSON_IsString(it) || !*it->valuestring)
             return bad_request(x, "text", "text must be a non-empty string (used with radius).");
         if (!cJSON_IsNumber(v) || !(v->valuedouble > 0) || v->valuedouble > 1)
             return bad_request(x, "radius",
                                "radius is the cosine similarity from which entries are removed, "
                                "a number in (0, 1], e.g. 0.9.");
-        f->dim = embedder_dim(emb);
         f->radius = v->valuedouble;
-        f->vec = malloc(sizeof(float) * f->dim);
-        if (!f->vec)
-            return -ENOMEM;
-        if (embedder_embed(emb, it->valuestring, strlen(it->valuestring), f->vec) != 0)
+        rc = chat_embed_text(x->ad->chat, it->valuestring, strlen(it->valuestring), &f->vec,
+                             &f->dim, &why);
+        if (rc == -ENOMEM)
+            return rc;
+        if (rc == -ENODATA)
             return reply_error(x, 400, "invalid_request_error", "text", "invalid_value",
                                "text has nothing the embedder can use.");
+        if (rc != 0) {
+            log_str(&x->lr, "embed", why);
+            snprintf(msg, sizeof(msg),
+                     "The embedder could not embed text (%s); nothing was removed. Try again, "
+                     "or invalidate by partition, model or age.",
+                     why);
+            return reply_error(x, 503, "server_error", "text", "embedder_unavailable", msg);
+        }
         any = true;
         /* The text is a prompt: log its size, never its words. */
         log_int(&x->lr, "text_bytes", (long long)strlen(it->valuestring));

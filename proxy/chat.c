@@ -1271,9 +1271,45 @@ struct store *chat_entries(struct chat *ch)
     return ch->store;
 }
 
-const struct embedder *chat_embedder(struct chat *ch)
+int chat_embed_text(struct chat *ch, const char *text, size_t len, float **vec, unsigned *dim,
+                    const char **why)
 {
-    return ch->emb;
+    enum embed_result res = EMBED_CANCELLED;
+    float *v = NULL;
+    char *copy;
+
+    *vec = NULL;
+    *dim = ch->dim;
+    *why = NULL;
+    if (!ch->ec) {
+        v = malloc(sizeof(float) * ch->dim);
+        if (!v)
+            return -ENOMEM;
+        if (embedder_embed(ch->emb, text, len, v) != 0) {
+            free(v);
+            return -ENODATA;
+        }
+        *vec = v;
+        return 0;
+    }
+    /* The remote client takes C strings. */
+    copy = strndup(text, len);
+    v = malloc(sizeof(float) * ch->dim);
+    if (!copy || !v) {
+        free(copy);
+        free(v);
+        return -ENOMEM;
+    }
+    if (embed_client_embed_wait(ch->ec, (const char *const *)&copy, 1, v, &res) != 1 ||
+        res != EMBED_OK) {
+        free(copy);
+        free(v);
+        *why = embed_result_name(res);
+        return -EIO;
+    }
+    free(copy);
+    *vec = v;
+    return 0;
 }
 
 /* Log keys[0..n) as one DEL record; false when the log refused it. */

@@ -168,10 +168,18 @@ int chat_metrics(struct chat *ch, struct buf *out);
 
 /* ---- for the admin API ---- */
 
-/* The entry store and the embedder, for reading. Remove entries through
- * chat_delete(), which logs the removal. */
+/* The entry store, for reading. Remove entries through chat_delete(),
+ * which logs the removal. */
 struct store *chat_entries(struct chat *ch);
-const struct embedder *chat_embedder(struct chat *ch);
+
+/* Embed text[0..len) with the cache's embedder, whichever it is, into a
+ * malloc'd vector of *dim floats comparable with the stored ones. The
+ * remote embedder is waited for, at most its timeout: not for the request
+ * path, which must not block. Returns 0; -ENODATA when the text has nothing
+ * to embed; -EIO when the remote embedder failed (*why names how: timeout,
+ * breaker_open, ...); or -ENOMEM. */
+int chat_embed_text(struct chat *ch, const char *text, size_t len, float **vec, unsigned *dim,
+                    const char **why);
 
 /* Remove refs[0..n) (see store_remove) and log one DEL record per
  * JOURNAL_DEL_MAX removed keys, so the removal survives a restart. *removed

@@ -136,3 +136,49 @@ test('a raw control byte inside a JSON string is refused with 400 before the cac
   assert.equal(ok.status, 200, ok.body.slice(0, 300));
   assert.equal(JSON.parse(ok.body).choices[0].message.content, 'echo: tab\there\u0001');
 });
+
+// ---------------------------------------------------------------- invalidate by text, remote embedder
+
+const ADMIN = 'adm-key-hardening-0123456789';
+const DIM = 64;
+const PW1 = 'How do I reset my password?';
+const PW2 = 'how can I reset my password';
+const OTHER = 'What is the capital of Norway?';
+
+async function adminCall(parrot, path, body) {
+  const r = await request(parrot.base, {
+    method: 'POST', path, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, json: JSON.parse(r.body), body: r.body };
+}
+
+test('POST /admin/invalidate by text works with the openai embedder, and fails cleanly when it is down', T, async () => {
+  const fake = await startFake();
+  fake.embedScript({ dim: DIM, concepts: { [PW1]: 'password', [PW2]: 'password' } });
+  const parrot = await startParrot({
+    args: ['--upstream', fake.url, '--embedder', 'openai', '--embed-url', fake.url,
+      '--embed-model', 'text-embedding-fake', '--embed-dim', String(DIM)],
+    env: { PARROT_ADMIN_KEY: ADMIN },
+  });
+  const key = { authorization: 'Bearer sk-invalidate' };
+  for (const q of [PW1, OTHER]) assert.equal((await curlChat(parrot.base, ask(q), key)).headers['x-parrot-cache'], 'miss');
+
+  const r = await adminCall(parrot, '/admin/invalidate', { text: PW2, radius: 0.9 });
+  assert.equal(r.status, 200, r.body);
+  assert.equal(r.json.removed, 1, 'the paraphrase radius took the password entry');
+  assert.equal(fake.stats().embedInputs.at(-1), PW2, 'the text went through the remote embedder');
+  assert.equal((await curlChat(parrot.base, ask(PW1), key)).headers['x-parrot-cache'], 'miss', 'removed');
+  assert.equal((await curlChat(parrot.base, ask(OTHER), key)).headers['x-parrot-cache'], 'hit', 'kept');
+
+  // The embedder failing: an OpenAI-shaped 503, nothing removed, no crash.
+  fake.embedScript({ dim: DIM, mode: 'status', status: 500 });
+  const down = await adminCall(parrot, '/admin/invalidate', { text: OTHER, radius: 0.5 });
+  assert.equal(down.status, 503, down.body);
+  const e = errorShape(assert, down.body);
+  assert.equal(e.code, 'embedder_unavailable');
+  assert.equal(e.param, 'text');
+  assert.equal((await request(parrot.base, { path: '/healthz' })).status, 200, 'still alive');
+  assert.equal((await curlChat(parrot.base, ask(OTHER), key)).headers['x-parrot-cache'], 'hit', 'nothing removed');
+  assert.equal(await parrot.stop('SIGTERM'), 0);
+});
