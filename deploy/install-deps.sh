@@ -46,7 +46,12 @@ if [ "$set_" != run ]; then
     # its own npm); else take Debian's.
     command -v node >/dev/null 2>&1 || missing="$missing nodejs"
     command -v npm >/dev/null 2>&1 || missing="$missing npm"
-    [ -d "$here/test/node_modules/openai" ] && [ -d "$here/test/node_modules/yaml" ] || sdk_ok=false
+    # Every test package at the version test/package.json pins.
+    for m in openai yaml kubernetes-models @kubernetes-models/prometheus-operator; do
+        want=$(sed -n "s|^ *\"$m\": \"\(.*\)\",\{0,1\}$|\1|p" "$here/test/package.json")
+        grep -q "\"version\": \"$want\"" "$here/test/node_modules/$m/package.json" 2>/dev/null ||
+            sdk_ok=false
+    done
 fi
 
 if $check; then

@@ -8,6 +8,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import YAML from 'yaml';
+import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { Secret } from 'kubernetes-models/v1/Secret';
+import { Service } from 'kubernetes-models/v1/Service';
+import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
+import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { REPO_ROOT, PARROT_BIN, startFake, startParrot, curlChat, cleanup, runCli, request, makeTmpDir } from './helpers.mjs';
 
 const deploy = (...p) => path.join(REPO_ROOT, 'deploy', ...p);
@@ -58,33 +65,70 @@ function metricNames(expr) {
   return [...noStrings.matchAll(/\b(parrot_[a-z0-9_]+)\b/g)].map((m) => m[1]);
 }
 
-test('the Kubernetes sidecar matches parrot: port, probes, data dir, env options, secrets', T, async () => {
-  const docs = fs.readdirSync(deploy('k8s')).filter((f) => /\.ya?ml$/.test(f))
-    .flatMap((f) => YAML.parseAllDocuments(fs.readFileSync(deploy('k8s', f), 'utf8')).map((d) => {
-      assert.equal(d.errors.length, 0, `${f}: ${d.errors.join('; ')}`);
-      return d.toJS();
-    }));
-  const dep = docs.find((d) => d.kind === 'Deployment');
-  const secret = docs.find((d) => d.kind === 'Secret');
-  assert.ok(dep && secret, 'a Deployment and a Secret');
-  const spec = dep.spec.template.spec;
-  const parrot = spec.containers.find((c) => c.name === 'parrot');
-  const app = spec.containers.find((c) => c.name !== 'parrot');
-  assert.ok(parrot && app, 'an app container and a parrot sidecar');
+/** Every object `kubectl kustomize deploy/k8s/NAME` renders, or null without kubectl. */
+function kustomize(name) {
+  try { execFileSync('kubectl', ['version', '--client'], { stdio: 'ignore' }); } catch { return null; }
+  const out = execFileSync('kubectl', ['kustomize', deploy('k8s', name)], { encoding: 'utf8' });
+  return YAML.parseAllDocuments(out).map((d) => {
+    assert.equal(d.errors.length, 0, `${name}: ${d.errors.join('; ')}`);
+    return d.toJS();
+  }).filter(Boolean);
+}
 
+// The Kubernetes and Prometheus Operator schemas (kubernetes-models: the
+// OpenAPI schemas of the Kubernetes API and of the operator's CRDs, checked
+// with ajv): a wrong type, a missing required field or a bad enum fails.
+const MODELS = {
+  'apps/v1/Deployment': Deployment,
+  'v1/Secret': Secret,
+  'v1/Service': Service,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
+  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
+  'monitoring.coreos.com/v1/PodMonitor': PodMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
+};
+function validate(objs, where) {
+  for (const o of objs) {
+    const M = MODELS[`${o.apiVersion}/${o.kind}`];
+    assert.ok(M, `${where}: no schema for ${o.apiVersion} ${o.kind}`);
+    assert.doesNotThrow(() => new M(o).validate(), `${where}: ${o.kind} ${o.metadata?.name}`);
+  }
+}
+
+/** Bytes in a Kubernetes quantity (Mi, Gi, M, G) or a parrot size (k, m, g). */
+function bytes(q, parrotSize = false) {
+  const m = /^(\d+)([a-zA-Z]*)$/.exec(String(q));
+  const unit = parrotSize ? { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[m[2].toLowerCase()]
+    : { '': 1, Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3, k: 1e3, M: 1e6, G: 1e9 }[m[2]];
+  assert.ok(unit, `unit of ${q}`);
+  return Number(m[1]) * unit;
+}
+const seconds = (v) => { const m = /^(\d+)(ms|s|m)?$/.exec(v); return Number(m[1]) * { ms: 0.001, s: 1, m: 60, undefined: 1 }[m[2]]; };
+const matches = (selector, labels) => Object.entries(selector).every(([k, v]) => labels?.[k] === v);
+const rulesFile = () => YAML.parse(fs.readFileSync(deploy('prometheus', 'rules.yml'), 'utf8'));
+/** The job ParrotDown alerts on. */
+const downJob = () => /\bup\{job="([^"]+)"\}/.exec(rulesFile().groups[0].rules.find((r) => r.alert === 'ParrotDown').expr)[1];
+
+/** Checks common to both layouts on the parrot container and its pod. */
+async function checkParrot(spec, parrot, secret) {
   const env = Object.fromEntries(parrot.env.map((e) => [e.name, e]));
   const http = parrot.ports.find((p) => p.name === 'http');
   assert.equal(http.containerPort, port, 'the container port is parrot\'s default port');
   assert.equal(Number(env.PARROT_LISTEN.value.split(':').pop()), port);
-  assert.equal(app.env.find((e) => e.name === 'OPENAI_BASE_URL').value, `http://127.0.0.1:${port}/v1`);
+  // Probes: alive, started, and ready without asking about the providers.
+  assert.deepEqual(parrot.startupProbe.httpGet, { path: '/healthz', port: 'http' });
   assert.deepEqual(parrot.livenessProbe.httpGet, { path: '/healthz', port: 'http' });
-  assert.deepEqual(parrot.readinessProbe.httpGet, { path: '/readyz', port: 'http' });
+  assert.deepEqual(parrot.readinessProbe.httpGet, { path: '/readyz', port: 'http' },
+    'readiness is /readyz without ?upstream=1: a provider outage must not take pods out of service');
   assert.ok(parrot.resources.requests && parrot.resources.limits.memory, 'resources are set');
+  const cacheMem = bytes((env.PARROT_CACHE_MAX_MEMORY ?? defaults['cache-max-memory']).value, true);
+  assert.ok(bytes(parrot.resources.limits.memory) > cacheMem, 'the memory limit leaves room above cache-max-memory');
   const dataMount = parrot.volumeMounts.find((m) => m.mountPath === env.PARROT_DATA_DIR.value);
   assert.ok(dataMount, 'the data dir is a volume');
   const dataVol = spec.volumes.find((v) => v.name === dataMount.name);
   assert.ok(dataVol.emptyDir || dataVol.persistentVolumeClaim);
-  assert.equal(dep.spec.template.metadata.annotations['prometheus.io/port'], String(port));
+  assert.equal(parrot.securityContext.runAsUser, 10001);
+  assert.equal(parrot.securityContext.allowPrivilegeEscalation, false);
 
   // Secrets come from the Secret, never literal values.
   for (const name of ['PARROT_UPSTREAM_KEY', 'PARROT_ADMIN_KEY']) {
@@ -96,13 +140,115 @@ test('the Kubernetes sidecar matches parrot: port, probes, data dir, env options
   const keysVol = spec.volumes.find((v) => v.name === keysMount.name).secret;
   assert.equal(keysVol.secretName, secret.metadata.name);
   assert.equal(keysVol.defaultMode & 0o007, 0, 'parrot refuses a keys file others can read');
-  const appKey = app.env.find((e) => e.name === 'OPENAI_API_KEY').valueFrom.secretKeyRef.key;
-  assert.ok(secret.stringData['client-keys'].includes(secret.stringData[appKey]), 'the app key is a client key');
 
   // parrot accepts exactly this environment (values of secrets stand in).
   const plain = Object.fromEntries(parrot.env.map((e) => [e.name, e.value ?? 'secret-stand-in-0123456789']));
   const cfg = await configWith(plain);
   for (const name of Object.keys(plain)) assert.equal(cfg[optionOf(name)].source, 'env', name);
+  // The grace period covers the drain (and a preStop sleep before it).
+  const drain = seconds(cfg['shutdown-timeout'].value);
+  const preStop = parrot.lifecycle?.preStop?.sleep?.seconds ?? 0;
+  assert.ok(spec.terminationGracePeriodSeconds > drain + preStop,
+    `terminationGracePeriodSeconds ${spec.terminationGracePeriodSeconds} > shutdown-timeout ${drain} s + preStop ${preStop} s`);
+}
+
+/** The PrometheusRule carries rules.yml's groups unchanged. */
+function checkRule(objs) {
+  const rule = objs.find((o) => o.kind === 'PrometheusRule');
+  assert.ok(rule, 'a PrometheusRule');
+  assert.deepEqual(rule.spec.groups, rulesFile().groups, 'PrometheusRule = deploy/prometheus/rules.yml');
+}
+
+test('k8s sidecar overlay: parrot is a native sidecar of the app, probes, grace, PodMonitor job', T, async (t) => {
+  const objs = kustomize('sidecar');
+  if (!objs) { t.skip('kubectl is not installed: the kustomize overlays were not rendered'); return; }
+  validate(objs, 'sidecar');
+  const dep = objs.find((d) => d.kind === 'Deployment');
+  const secret = objs.find((d) => d.kind === 'Secret');
+  assert.ok(dep && secret, 'a Deployment and a Secret');
+  assert.equal(objs.filter((d) => d.kind === 'Deployment').length, 1, 'one Deployment: the app\'s');
+  const spec = dep.spec.template.spec;
+  const parrot = (spec.initContainers ?? []).find((c) => c.name === 'parrot');
+  assert.ok(parrot, 'parrot is an init container');
+  assert.equal(parrot.restartPolicy, 'Always', 'a restartable init container: a native sidecar');
+  assert.ok(!spec.containers.some((c) => c.name === 'parrot'), 'parrot is not a regular container');
+  const app = spec.containers.find((c) => c.name !== 'parrot');
+  assert.ok(app, 'an app container');
+  assert.equal(app.env.find((e) => e.name === 'OPENAI_BASE_URL').value, `http://127.0.0.1:${port}/v1`);
+  await checkParrot(spec, parrot, secret);
+  const appKey = app.env.find((e) => e.name === 'OPENAI_API_KEY').valueFrom.secretKeyRef.key;
+  assert.ok(secret.stringData['client-keys'].includes(secret.stringData[appKey]), 'the app key is a client key');
+  assert.ok(matches(dep.spec.selector.matchLabels, dep.spec.template.metadata.labels), 'the selector selects the pods');
+
+  // Scraped by a PodMonitor whose job is the one ParrotDown watches.
+  const pm = objs.find((o) => o.kind === 'PodMonitor');
+  assert.ok(pm, 'a PodMonitor');
+  assert.ok(matches(pm.spec.selector.matchLabels, dep.spec.template.metadata.labels), 'the PodMonitor selects the app\'s pods');
+  const ep = pm.spec.podMetricsEndpoints[0];
+  assert.equal(ep.port, 'http');
+  assert.equal(ep.path, '/metrics');
+  const job = ep.relabelings.find((r) => r.targetLabel === 'job' && (r.action ?? 'replace') === 'replace');
+  assert.equal(job?.replacement, downJob(), 'the scrape\'s job is ParrotDown\'s');
+  checkRule(objs);
+});
+
+test('k8s gateway overlay: replicas behind a Service, PDB, ServiceMonitor and PrometheusRule', T, async (t) => {
+  const objs = kustomize('gateway');
+  if (!objs) { t.skip('kubectl is not installed: the kustomize overlays were not rendered'); return; }
+  validate(objs, 'gateway');
+  const one = (kind) => {
+    const all = objs.filter((o) => o.kind === kind);
+    assert.equal(all.length, 1, `one ${kind}`);
+    return all[0];
+  };
+  const dep = one('Deployment');
+  const secret = one('Secret');
+  const spec = dep.spec.template.spec;
+  const parrot = spec.containers.find((c) => c.name === 'parrot');
+  assert.ok(parrot, 'parrot is the pod\'s container');
+  assert.ok(dep.spec.replicas >= 2, 'several replicas');
+  assert.equal(dep.spec.strategy.rollingUpdate.maxUnavailable, 0, 'rolling updates keep every replica serving');
+  await checkParrot(spec, parrot, secret);
+  const podLabels = dep.spec.template.metadata.labels;
+
+  const svc = one('Service');
+  assert.ok(matches(svc.spec.selector, podLabels), 'the Service selects parrot\'s pods');
+  const svcPort = svc.spec.ports.find((p) => p.targetPort === 'http');
+  assert.equal(svcPort.port, port);
+  const pdb = one('PodDisruptionBudget');
+  assert.ok(matches(pdb.spec.selector.matchLabels, podLabels), 'the PDB covers parrot\'s pods');
+  assert.ok(pdb.spec.maxUnavailable >= 1 && pdb.spec.maxUnavailable < dep.spec.replicas, 'a drain leaves replicas serving');
+
+  const sm = one('ServiceMonitor');
+  assert.ok(matches(sm.spec.selector.matchLabels, svc.metadata.labels), 'the ServiceMonitor selects the Service');
+  assert.equal(sm.spec.endpoints[0].port, svcPort.name);
+  assert.equal(sm.spec.endpoints[0].path, '/metrics');
+  // The operator's job label: the Service's jobLabel label, else its name.
+  const job = sm.spec.jobLabel ? svc.metadata.labels[sm.spec.jobLabel] : svc.metadata.name;
+  assert.equal(job, downJob(), 'the scrape\'s job is ParrotDown\'s');
+  checkRule(objs);
+});
+
+test('k8s files: every manifest in base and overlays parses and fits its schema', T, () => {
+  // Without kubectl this is what is left to check; with it, it also catches
+  // a file that no overlay uses.
+  const used = new Set();
+  for (const dir of ['base', 'sidecar', 'gateway', 'components/alerts']) {
+    const k = YAML.parse(fs.readFileSync(deploy('k8s', dir, 'kustomization.yaml'), 'utf8'));
+    for (const r of [...(k.resources ?? []), ...(k.patches ?? []).map((p) => p.path)])
+      if (r.endsWith('.yaml')) used.add(path.join(dir, r));
+    for (const f of fs.readdirSync(deploy('k8s', dir)).filter((n) => n.endsWith('.yaml') && n !== 'kustomization.yaml'))
+      assert.ok(used.has(path.join(dir, f)), `deploy/k8s/${dir}/${f} is used by its kustomization`);
+  }
+  for (const f of used) {
+    const docs = YAML.parseAllDocuments(fs.readFileSync(deploy('k8s', f), 'utf8')).map((d) => {
+      assert.equal(d.errors.length, 0, `${f}: ${d.errors.join('; ')}`);
+      return d.toJS();
+    });
+    // Patches are partial objects or JSON patches: parse only.
+    if (/^(gateway\/deployment|sidecar\/app)\.yaml$/.test(f)) continue;
+    validate(docs, f);
+  }
 });
 
 test('the systemd unit verifies and its command line is a valid parrot configuration', T, async (t) => {
@@ -190,4 +336,40 @@ test('the Grafana dashboard parses and queries only metrics parrot exports', T, 
   const used = new Set(exprs.flatMap(metricNames));
   assert.ok(used.size >= 10);
   for (const m of used) assert.ok(scraped.has(m), `${m} is not in parrot's /metrics`);
+});
+
+test('the Grafana dashboard loads through file provisioning as well as UI import', T, () => {
+  const text = fs.readFileSync(deploy('grafana', 'parrot.json'), 'utf8');
+  const dash = JSON.parse(text);
+  // Provisioning does not fill import inputs: a ${DS_...} left in a file
+  // provisioned dashboard is a data source that does not exist.
+  assert.equal(dash.__inputs, undefined, 'no __inputs (import-only)');
+  assert.doesNotMatch(text, /\$\{DS_[A-Z_]+\}/, 'no import placeholders');
+  assert.ok(dash.uid && dash.title, 'a stable uid and a title');
+  const vars = new Map(dash.templating.list.map((v) => [v.name, v]));
+  assert.equal(vars.get('datasource')?.type, 'datasource');
+  assert.equal(vars.get('datasource').query, 'prometheus');
+  // Every data source reference is the variable (or a fixed uid), never an
+  // undefined variable.
+  const refs = [];
+  const walk = (o) => {
+    if (Array.isArray(o)) o.forEach(walk);
+    else if (o && typeof o === 'object') {
+      if (o.datasource) refs.push(o.datasource);
+      Object.values(o).forEach(walk);
+    }
+  };
+  walk(dash);
+  assert.ok(refs.length >= dash.panels.length);
+  for (const r of refs) {
+    const uid = typeof r === 'string' ? r : r.uid;
+    const v = /^\$\{?(\w+)\}?$/.exec(uid);
+    if (v) assert.ok(vars.has(v[1]), `data source variable ${uid} is defined`);
+  }
+  const prov = YAML.parse(fs.readFileSync(deploy('grafana', 'provisioning', 'dashboards', 'parrot.yaml'), 'utf8'));
+  assert.equal(prov.apiVersion, 1);
+  assert.equal(prov.providers[0].type, 'file');
+  assert.ok(path.isAbsolute(prov.providers[0].options.path));
+  const ds = YAML.parse(fs.readFileSync(deploy('grafana', 'provisioning', 'datasources', 'prometheus.yaml'), 'utf8'));
+  assert.equal(ds.datasources[0].type, 'prometheus');
 });
