@@ -342,6 +342,7 @@ struct loader {
     size_t rcap;
     unsigned dim; /* the file's vector dimension */
     bool foreign; /* its vectors come from another embedder: unused */
+    bool check;   /* snap_check: no store and no codec; every vector is checked */
 };
 
 /* Read a section header; sets the read limit to its payload. */
@@ -471,7 +472,7 @@ static int load_entry(struct loader *L, float *vec)
     if (L->foreign) {
         v = NULL;
     } else if (rec[40] == VEC_INLINE) {
-        for (unsigned i = 0; i < L->o->dim; i++) {
+        for (unsigned i = 0; i < L->dim; i++) {
             uint32_t bits = le_get32(rec + ENTRY_FIXED + 4 * i);
             memcpy(&vec[i], &bits, 4);
             if (!isfinite(vec[i])) {
@@ -487,8 +488,12 @@ static int load_entry(struct loader *L, float *vec)
             L->why = "entry whose vector is not in its partition's graph";
             return -EBADMSG;
         }
-        memcpy(vec, v, sizeof(float) * L->o->dim); /* the graph may lose it below */
+        memcpy(vec, v, sizeof(float) * L->dim); /* the graph may lose it below */
         v = vec;
+    }
+    if (L->check) {
+        L->rep->loaded++;
+        return 0;
     }
     rc = L->c->restore(L->c->ud, id, v, rec + ENTRY_FIXED + vbytes, len - ENTRY_FIXED - vbytes);
     if (rc == -EEXIST) {
@@ -543,17 +548,19 @@ static int load_file(struct loader *L, struct store *s)
         L->why = "impossible vector dimension";
         return -EBADMSG;
     }
-    L->foreign = L->dim != L->o->dim || le_get32(h + 56) != L->o->embedder;
+    /* A check has no embedder of its own: it reads every file as native. */
+    L->foreign = !L->check && (L->dim != L->o->dim || le_get32(h + 56) != L->o->embedder);
     L->rep->foreign = L->foreign;
     /* Each section takes at least 20 bytes: counts beyond that are damage. */
     if ((uint64_t)ngraphs + L->rep->entries > (L->r.size - HDR_SIZE) / (SEC_HDR + 4)) {
         L->why = "section counts larger than the file";
         return -EBADMSG;
     }
-    store_load_begin(s);
+    if (s)
+        store_load_begin(s);
     if ((rc = load_graphs(L, ngraphs)) != 0)
         return rc;
-    vec = malloc(sizeof(float) * L->o->dim);
+    vec = malloc(sizeof(float) * L->dim);
     if (!vec)
         rc = -ENOMEM;
     for (uint64_t i = 0; i < L->rep->entries && rc == 0; i++)
@@ -566,6 +573,8 @@ static int load_file(struct loader *L, struct store *s)
         L->why = "bytes after the last section";
         return -EBADMSG;
     }
+    if (!s)
+        return 0; /* snap_load's clean-up frees the graphs */
     for (size_t i = 0; i < L->ngraphs; i++) {
         if (L->foreign)
             hnsw_free(L->graphs[i].h);
@@ -579,11 +588,12 @@ static int load_file(struct loader *L, struct store *s)
     return rc;
 }
 
-int snap_load(const struct snap_opts *o, struct store *s, const struct snap_codec *c,
-              struct snap_report *rep)
+/* snap_load, or with s NULL snap_check. */
+static int load(const struct snap_opts *o, struct store *s, const struct snap_codec *c,
+                struct snap_report *rep)
 {
     struct snap_report tmp;
-    struct loader L = {.o = o, .c = c};
+    struct loader L = {.o = o, .c = c, .check = !s};
     char path[1024], tpath[1024];
     int rc;
 
@@ -596,7 +606,10 @@ int snap_load(const struct snap_opts *o, struct store *s, const struct snap_code
         (rc = path_of(o->dir, SNAP_TMP_NAME, tpath, sizeof(tpath))) != 0)
         return rc;
     snprintf(rep->path, sizeof(rep->path), "%s", path);
-    L.r.v->unlink(L.r.v, tpath); /* an unfinished write: never renamed, never used */
+    /* An unfinished write: never renamed, never used. A check leaves it: a
+     * running parrot may be writing it right now. */
+    if (s)
+        L.r.v->unlink(L.r.v, tpath);
     rc = L.r.v->open(L.r.v, path, VFS_RDONLY, &L.r.f);
     if (rc == -ENOENT) {
         msg(rep, "snapshot %s: none", path);
@@ -622,7 +635,12 @@ int snap_load(const struct snap_opts *o, struct store *s, const struct snap_code
         hnsw_free(L.graphs[i].h);
     free(L.graphs);
     free(L.rec);
-    if (rc == 0)
+    if (rc == 0 && !s)
+        msg(rep,
+            "snapshot %s: valid: %" PRIu64 " entries, %" PRIu64
+            " graphs; covers log records up to %" PRIu64,
+            path, rep->loaded, rep->graphs, rep->wal_seq);
+    else if (rc == 0)
         msg(rep,
             "snapshot %s: %" PRIu64 " entries loaded, %" PRIu64 " left out (expired), %" PRIu64
             " graphs loaded, %" PRIu64 " rebuilt; covers log records up to %" PRIu64 "%s",
@@ -633,11 +651,25 @@ int snap_load(const struct snap_opts *o, struct store *s, const struct snap_code
                          : "");
     else if (L.why)
         msg(rep,
-            "snapshot %s: %s at offset %" PRIu64 "; refusing to start. Move it aside (mv %s "
+            "snapshot %s: %s at offset %" PRIu64 "; %s. Move it aside (mv %s "
             "%s.bad) and start again to load the write-ahead log alone: entries stored before "
             "the snapshot are then lost and refill from the provider",
-            path, L.why, rep->bad_offset, path, path);
+            path, L.why, rep->bad_offset, s ? "refusing to start" : "parrot refuses to start", path,
+            path);
     else
         msg(rep, "snapshot %s: cannot load: %s", path, strerror(-rc));
     return rc;
+}
+
+int snap_load(const struct snap_opts *o, struct store *s, const struct snap_codec *c,
+              struct snap_report *rep)
+{
+    return load(o, s, c, rep);
+}
+
+int snap_check(const char *dir, struct vfs *vfs, struct snap_report *rep)
+{
+    struct snap_opts o = {.dir = dir, .vfs = vfs};
+
+    return load(&o, NULL, NULL, rep);
 }

@@ -96,4 +96,12 @@ int snap_write(const struct snap_opts *o, struct store *s, uint64_t wal_seq,
 int snap_load(const struct snap_opts *o, struct store *s, const struct snap_codec *c,
               struct snap_report *rep);
 
+/* Read-only check of DIR/snapshot.bin (vfs NULL: vfs_os()) for
+ * `parrot wal check`: every check snap_load makes, with the file's own
+ * dimension and embedder, without a store and without touching any file
+ * (a snapshot.tmp may belong to a running parrot). rep->loaded counts the
+ * valid entries. Returns 0 (no file: rep->found false), or snap_load's
+ * errors with the same message. */
+int snap_check(const char *dir, struct vfs *vfs, struct snap_report *rep);
+
 #endif

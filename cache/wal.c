@@ -97,6 +97,7 @@
 #define DEF_GROUP    256
 #define DEF_RETRY_MS 1000
 #define SEQ_LIMIT    (1ull << 63) /* base_seq lies below: sequence numbers never wrap */
+#define BAK_TRIES    100          /* repair backups with one timestamp */
 
 static const uint8_t magic[MAGIC_LEN] = {'P', 'A', 'R', 'R', 'O', 'T', 'W', 'L'};
 
@@ -778,6 +779,8 @@ void wal_report_print(const struct wal_report *rep, FILE *out)
         fprintf(out, "%s %" PRIu64 " records, %" PRIu64 " bytes\n",
                 rep->truncated || rep->repaired ? "dropped:  " : "to drop:  ", rep->dropped_records,
                 rep->dropped_bytes);
+    if (rep->backup[0])
+        fprintf(out, "backup:    %s\n", rep->backup);
     fprintf(out, "%s\n", rep->message);
 }
 
@@ -1798,6 +1801,57 @@ int wal_check(const struct wal_opts *o, struct wal_report *rep)
     return rc;
 }
 
+/* Copies the file r reads (dir/name) to a new "dir/name.<UTC time>.bak"
+ * (".<UTC time>.<n>.bak" when that exists) and syncs the copy; its name
+ * goes to rep->backup. An existing copy is never overwritten. */
+static int backup(struct vfs *vfs, struct rd *r, const char *dir, const char *name, int64_t now,
+                  struct wal_report *rep)
+{
+    time_t t = (time_t)(now / 1000);
+    struct tm tm;
+    char stamp[32] = "unknown", suffix[64], *bak = NULL;
+    struct vfs_file *f = NULL;
+    uint8_t *chunk = malloc(RD_CHUNK);
+    int rc;
+
+    if (gmtime_r(&t, &tm))
+        strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
+    rc = chunk ? -EEXIST : -ENOMEM;
+    for (int n = 0; n < BAK_TRIES && rc == -EEXIST; n++) {
+        if (n == 0)
+            snprintf(suffix, sizeof(suffix), ".%s.%03dZ.bak", stamp, (int)(now % 1000));
+        else
+            snprintf(suffix, sizeof(suffix), ".%s.%03dZ.%d.bak", stamp, (int)(now % 1000), n);
+        free(bak);
+        if (!(bak = path_join(dir, name, suffix)))
+            rc = -ENOMEM;
+        else if ((rc = vfs->open(vfs, bak, VFS_RDWR | VFS_CREATE | VFS_EXCL, &f)) != 0)
+            f = NULL;
+    }
+    if (rc)
+        goto out;
+    for (uint64_t off = 0; rc == 0 && off < r->size;) {
+        ssize_t got = vfs_read_full(vfs, r->f, chunk, RD_CHUNK, off);
+
+        if (got <= 0)
+            rc = got < 0 ? (int)got : -EIO; /* the file shrank under us */
+        else if ((rc = vfs_write_full(vfs, f, chunk, (size_t)got, off)) == 0)
+            off += (uint64_t)got;
+    }
+    if (rc == 0)
+        rc = vfs->sync(vfs, f);
+    if (rc == 0)
+        snprintf(rep->backup, sizeof(rep->backup), "%s", bak);
+    else
+        vfs->unlink(vfs, bak);
+out:
+    if (f)
+        vfs->close(vfs, f);
+    free(chunk);
+    free(bak);
+    return rc;
+}
+
 int wal_repair(const struct wal_opts *o, struct wal_report *rep)
 {
     struct vfs *vfs = o && o->vfs ? o->vfs : vfs_os();
@@ -1814,6 +1868,18 @@ int wal_repair(const struct wal_opts *o, struct wal_report *rep)
             msg_set(rep, "wal %s: %s; nothing to repair", path, wal_state_name(s.state));
         goto out;
     }
+    /* What the repair drops may still be wanted (a record after damage that
+     * a later version could read, or evidence of what damaged it): keep the
+     * original before replacing it. The directory sync of the commit below
+     * makes the copy's name durable too. */
+    rc = backup(vfs, &r, dir, o->name ? o->name : WAL_DEFAULT_NAME, now, rep);
+    if (rc) {
+        msg_set(rep,
+                "wal %s: repair refused: cannot keep a backup of the original (%s); the "
+                "file was left as it was",
+                path, err_name(rc));
+        goto out;
+    }
     rc = nf_begin(&nf, vfs, dir, path, s.h.base_seq, now, s.h.salt);
     if (rc == 0)
         rc = copy_records(&r, s.fmt, &s.h, s.h.size, s.h.base_seq, s.valid_end, 0, &nf);
@@ -1824,11 +1890,14 @@ int wal_repair(const struct wal_opts *o, struct wal_report *rep)
         msg_set(rep,
                 "wal %s: repaired: kept %" PRIu64 " records (seq %" PRIu64 "..%" PRIu64
                 "), dropped %" PRIu64 " valid records and %" PRIu64 " bytes from offset %" PRIu64
-                "%s",
+                "; the original is kept as %s%s",
                 path, s.records, s.first_seq, s.last_seq, s.records_after, s.size - s.valid_end,
-                s.bad_offset, rc ? " (directory sync failed)" : "");
+                s.bad_offset, rep->backup, rc ? " (directory sync failed)" : "");
     else
-        msg_set(rep, "wal %s: repair failed (%s); the file was left as it was", path, err_name(rc));
+        msg_set(rep,
+                "wal %s: repair failed (%s); the file was left as it was (a copy is in %s: "
+                "remove it)",
+                path, err_name(rc), rep->backup);
 out:
     nf_fini(&nf);
     check_done(vfs, &r, dir, path);

@@ -114,6 +114,7 @@ struct wal_report {
     bool created;             /* open: a new file was made */
     bool truncated;           /* open: the torn tail was cut off */
     bool repaired;            /* repair: a new file replaced the damaged one */
+    char backup[1040];        /* repair: the copy of the original file, or "" */
     char message[1024];       /* one line for a log: what was found and what to do */
 };
 
@@ -194,11 +195,13 @@ int wal_rotate(struct wal *w, uint64_t upto);
  * corrupt: see rep->state), -EPROTONOSUPPORT, or an I/O error. */
 int wal_check(const struct wal_opts *o, struct wal_report *rep);
 
-/* Keep every valid record before the first damage: write them to a new file
- * (new salt, same first sequence number), sync it, rename it over the old one
- * and sync the directory. A clean file is left alone. Returns 0, or
- * -EBADMSG / -EPROTONOSUPPORT when the header itself is unusable (nothing is
- * changed), or an I/O error (the old file is left as it was). */
+/* Keep every valid record before the first damage: copy the damaged file to
+ * "<path>.<UTC time>.bak" (rep->backup) and sync it, write the records to a
+ * new file (new salt, same first sequence number), sync it, rename it over
+ * the old one and sync the directory. A clean file is left alone. Returns 0,
+ * or -EBADMSG / -EPROTONOSUPPORT when the header itself is unusable (nothing
+ * is changed), or an I/O error (the old file is left as it was). The caller
+ * makes sure no process has the WAL open (cache/datadir.h). */
 int wal_repair(const struct wal_opts *o, struct wal_report *rep);
 
 /* Write a report for people: a few "key: value" lines, then the message. */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cache/datadir.h"
 #include "cache/vfs.h"
 #include "cache/wal.h"
 
@@ -87,9 +88,9 @@ static struct wal_opts opts(enum wal_policy policy, struct vfs *v)
     return o;
 }
 
-static uint8_t *read_file(size_t *len)
+static uint8_t *read_path(const char *path, size_t *len)
 {
-    FILE *f = fopen(wal_path(), "rb");
+    FILE *f = fopen(path, "rb");
     uint8_t *b;
     long n;
 
@@ -104,6 +105,11 @@ static uint8_t *read_file(size_t *len)
     fclose(f);
     *len = (size_t)n;
     return b;
+}
+
+static uint8_t *read_file(size_t *len)
+{
+    return read_path(wal_path(), len);
 }
 
 static void write_file(const uint8_t *b, size_t len)
@@ -644,6 +650,17 @@ static void test_corrupt_middle(void **state)
         assert_int_equal(rep.records, 4);
         assert_int_equal(rep.dropped_records, 5);
         assert_int_equal(rep.dropped_bytes, len - offs[5]);
+        /* The damaged original is kept, byte for byte, and named. */
+        assert_int_equal(strncmp(rep.backup, wal_path(), strlen(wal_path())), 0);
+        assert_string_equal(rep.backup + strlen(rep.backup) - 4, ".bak");
+        assert_non_null(strstr(rep.message, rep.backup));
+        orig[offs[5] + where[k]] ^= 0x04;
+        now = read_path(rep.backup, &now_len);
+        assert_int_equal(now_len, len);
+        assert_memory_equal(now, orig, len);
+        orig[offs[5] + where[k]] ^= 0x04;
+        free(now);
+        assert_int_equal(unlink(rep.backup), 0);
         assert_int_equal(wal_check(&o, &rep), 0);
         assert_int_equal(rep.state, WAL_STATE_CLEAN);
         assert_int_equal(rep.records, 4);
@@ -1185,6 +1202,27 @@ static void test_rotate_crash(void **state)
     vfs_fault_free(v);
 }
 
+/* One holder per data directory, even inside one process; the message
+ * names the holder's pid; the lock is free again once released. */
+static void test_datadir_lock(void **state)
+{
+    struct datadir_lock *a = NULL, *b = NULL;
+    char err[512], pid[32];
+
+    (void)state;
+    assert_int_equal(datadir_lock(dir, &a, err, sizeof(err)), 0);
+    assert_non_null(a);
+    assert_int_equal(datadir_lock(dir, &b, err, sizeof(err)), -EWOULDBLOCK);
+    assert_null(b);
+    snprintf(pid, sizeof(pid), "pid %ld ", (long)getpid());
+    assert_non_null(strstr(err, pid));
+    assert_non_null(strstr(err, dir));
+    datadir_unlock(a);
+    assert_int_equal(datadir_lock(dir, &b, err, sizeof(err)), 0);
+    datadir_unlock(b);
+    datadir_unlock(NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1204,6 +1242,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_enobufs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotate_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_datadir_lock, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
