@@ -6,6 +6,8 @@
  */
 #include "config/config.h"
 
+#include "config/version.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -15,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum opt_type {
     T_STR,
@@ -151,6 +154,24 @@ static const struct option options[] = {
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
 _Static_assert(N_OPTIONS <= CFG_MAX_OPTIONS, "raise CFG_MAX_OPTIONS");
+
+/* String options that take one of a few words: checked with the other
+ * values, so that a typo is a configuration error and not a failure after
+ * start-up. */
+static const struct {
+    const char *name, *words; /* "a|b|c" */
+} choice_lists[] = {
+    {"wal-fsync", "always|batch|everysec|off"},
+    {"embedder", "builtin|openai"},
+};
+
+static const char *choices_of(const struct option *o)
+{
+    for (size_t i = 0; i < sizeof(choice_lists) / sizeof(choice_lists[0]); i++)
+        if (strcmp(choice_lists[i].name, o->name) == 0)
+            return choice_lists[i].words;
+    return NULL;
+}
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -298,7 +319,10 @@ bool cfg_addr_is_loopback(const struct sockaddr_storage *ss)
     }
     if (ss->ss_family == AF_INET6) {
         const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)ss;
-        return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+        const uint8_t *b = a6->sin6_addr.s6_addr;
+        /* ::ffff:127.x.y.z, as a dual-stack socket reports an IPv4 peer. */
+        return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr) && b[12] == 127);
     }
     return false;
 }
@@ -362,6 +386,60 @@ static int parse_url(const char *s, size_t n)
     return 0;
 }
 
+/* Appends [p, p + n) to out (outlen bytes, *o used), as much as fits. */
+static void put(char *out, size_t outlen, size_t *o, const char *p, size_t n)
+{
+    if (!out || *o + 1 >= outlen)
+        return;
+    if (n > outlen - 1 - *o)
+        n = outlen - 1 - *o;
+    memcpy(out + *o, p, n);
+    *o += n;
+    out[*o] = '\0';
+}
+
+bool cfg_url_redact(const char *s, char *out, size_t outlen)
+{
+    size_t o = 0;
+    bool masked = false;
+
+    if (out && outlen)
+        out[0] = '\0';
+    for (;;) {
+        const char *sep = strstr(s, "://"), *auth, *at;
+        size_t alen;
+
+        if (!sep) {
+            put(out, outlen, &o, s, strlen(s));
+            return masked;
+        }
+        auth = sep + 3;
+        put(out, outlen, &o, s, (size_t)(auth - s));
+        /* The authority ends where the path, query, fragment or the next
+         * list entry begins; its last '@' ends the userinfo. */
+        alen = strcspn(auth, "/?#,; \t");
+        at = memrchr(auth, '@', alen);
+        s = auth;
+        if (at) {
+            put(out, outlen, &o, "***@", 4);
+            s = at + 1;
+            masked = true;
+        }
+    }
+}
+
+char *cfg_url_redact_dup(const char *s)
+{
+    /* Each masked userinfo ("://" and "@" at least: 4 bytes) grows by 3 bytes
+     * at most ("***@"). */
+    size_t len = strlen(s) * 2 + 1;
+    char *out = malloc(len);
+
+    if (out)
+        cfg_url_redact(s, out, len);
+    return out;
+}
+
 static const char *skip_space(const char *p, const char *end)
 {
     while (p < end && (*p == ' ' || *p == '\t'))
@@ -391,8 +469,10 @@ static int parse_upstream(const char *p, const char *end, struct cfg_upstream *u
     if (!semi)
         semi = end;
     if (parse_url(p, (size_t)(semi - p)) != 0 || (size_t)(semi - p) >= sizeof(u->url)) {
-        snprintf(err, errlen, "invalid upstream URL '%.*s' (expected http:// or https://)",
-                 (int)(semi - p), p);
+        char raw[sizeof(u->url)], shown[sizeof(u->url)];
+        snprintf(raw, sizeof(raw), "%.*s", (int)(semi - p), p);
+        cfg_url_redact(raw, shown, sizeof(shown));
+        snprintf(err, errlen, "invalid upstream URL '%s' (expected http:// or https://)", shown);
         return CFG_EINVAL;
     }
     memcpy(u->url, p, (size_t)(semi - p));
@@ -551,6 +631,20 @@ static const char *expect(enum opt_type t)
     return "?";
 }
 
+/* Whether v is one of the '|'-separated words of choices. */
+static bool is_choice(const char *choices, const char *v)
+{
+    size_t vl = strlen(v);
+
+    for (const char *p = choices; *p;) {
+        size_t n = strcspn(p, "|");
+        if (n == vl && memcmp(p, v, n) == 0)
+            return true;
+        p += n + (p[n] == '|');
+    }
+    return false;
+}
+
 static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cfg_source src,
                    char *err, size_t errlen)
 {
@@ -602,6 +696,8 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
         if (rc == 0 && (o->type == T_STR || o->type == T_URL) && *v == '\0' &&
             !(o->flags & O_OPTIONAL))
             rc = CFG_EINVAL;
+        if (rc == 0 && choices_of(o) && !is_choice(choices_of(o), v))
+            rc = CFG_EINVAL;
         if (rc)
             break;
         dup = strdup(v);
@@ -634,12 +730,20 @@ static int set_opt(struct cfg *c, const struct option *o, const char *v, enum cf
         break;
     }
     if (rc) {
+        char shown[256];
+
+        cfg_url_redact(v, shown, sizeof(shown));
+        if (o->flags & O_SECRET)
+            snprintf(shown, sizeof(shown), "***");
         if (o->type == T_INT || o->type == T_FLOAT)
             snprintf(err, errlen, "invalid value for %s: '%s' (expected %s from %ld to %ld)",
-                     o->name, v, expect(o->type), o->min, o->max);
+                     o->name, shown, expect(o->type), o->min, o->max);
+        else if (choices_of(o))
+            snprintf(err, errlen, "invalid value for %s: '%s' (expected one of %s)", o->name, shown,
+                     choices_of(o));
         else
-            snprintf(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name,
-                     (o->flags & O_SECRET) ? "***" : v, expect(o->type));
+            snprintf(err, errlen, "invalid value for %s: '%s' (expected %s)", o->name, shown,
+                     expect(o->type));
         return CFG_EINVAL;
     }
     c->source[o - options] = src;
@@ -696,13 +800,59 @@ static char *trim(char *s)
     return s;
 }
 
-/* Reads "key = value" lines; '#' starts a comment line. Values may be quoted
- * with double quotes to keep leading or trailing spaces. */
+/* The value after a key's '=' (v, NUL-terminated, not yet trimmed) without
+ * its comment and blanks, unquoted. A '#' starts a comment where it begins
+ * the value or follows a blank, so "1h # one hour" is "1h" while a '#' inside
+ * a word (a URL's fragment) stays. A double-quoted value keeps its blanks and
+ * '#'s; its closing quote is the first '"' followed only by blanks or a
+ * comment. Returns the value, or NULL for an unterminated quote. */
+static char *value_of(char *v)
+{
+    char *e;
+
+    while (*v == ' ' || *v == '\t')
+        v++;
+    if (*v == '"') {
+        for (char *q = strchr(v + 1, '"'); q; q = strchr(q + 1, '"')) {
+            const char *after = q + 1;
+            while (*after == ' ' || *after == '\t' || *after == '\n' || *after == '\r')
+                after++;
+            if (*after == '\0' || *after == '#') {
+                *q = '\0';
+                return v + 1;
+            }
+        }
+        return NULL;
+    }
+    for (e = v; *e; e++)
+        if (*e == '#' && (e == v || e[-1] == ' ' || e[-1] == '\t')) {
+            *e = '\0';
+            break;
+        }
+    return trim(v);
+}
+
+/* Whether setting o to v puts a secret into the file: a secret option, or a
+ * URL with credentials in it. */
+static bool holds_secret(const struct option *o, const char *v)
+{
+    if (*v == '\0')
+        return false;
+    if (o->flags & O_SECRET)
+        return true;
+    return (o->type == T_URL || o->type == T_UPSTREAMS) && cfg_url_redact(v, NULL, 0);
+}
+
+/* Reads "key = value" lines; '#' starts a comment (see value_of). A file
+ * that holds a secret must be private to its owner, as the client keys file
+ * must: anyone who can read it can spend the provider credits. */
 static int load_file(struct cfg *c, const char *path, char *err, size_t errlen)
 {
     char line[4096], msg[256];
+    const char *secret = NULL;
     unsigned lineno = 0;
     FILE *f = fopen(path, "r");
+    struct stat st;
     int rc = 0;
 
     if (!f) {
@@ -710,8 +860,8 @@ static int load_file(struct cfg *c, const char *path, char *err, size_t errlen)
         return CFG_EIO;
     }
     while (fgets(line, sizeof(line), f)) {
+        const struct option *o;
         char *k, *v, *eq;
-        size_t vl;
 
         lineno++;
         if (!strchr(line, '\n') && !feof(f)) {
@@ -730,17 +880,28 @@ static int load_file(struct cfg *c, const char *path, char *err, size_t errlen)
         }
         *eq = '\0';
         k = trim(k);
-        v = trim(eq + 1);
-        vl = strlen(v);
-        if (vl >= 2 && v[0] == '"' && v[vl - 1] == '"') {
-            v[vl - 1] = '\0';
-            v++;
+        if (!(v = value_of(eq + 1))) {
+            snprintf(err, errlen, "%s:%u: %s: the quoted value has no closing '\"'", path, lineno,
+                     k);
+            rc = CFG_EINVAL;
+            break;
         }
         if (cfg_set(c, k, v, CFG_SRC_FILE, msg, sizeof(msg)) != 0) {
             snprintf(err, errlen, "%s:%u: %s", path, lineno, msg);
             rc = CFG_EINVAL;
             break;
         }
+        o = find(k, strlen(k));
+        if (!secret && holds_secret(o, v))
+            secret = o->name;
+    }
+    /* fstat on the open file: the mode checked is the mode of what was read. */
+    if (rc == 0 && secret && fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+        snprintf(err, errlen,
+                 "config file %s holds a secret (%s) but other users may access it (mode %03o): "
+                 "run chmod 600 %s",
+                 path, secret, (unsigned)(st.st_mode & 0777), path);
+        rc = CFG_EINVAL;
     }
     fclose(f);
     if (rc == 0) {
@@ -785,6 +946,19 @@ static int load_env(struct cfg *c, char **envp, char *err, size_t errlen)
     return 0;
 }
 
+/* Rules that span options, checked once every layer is in, so that a bad
+ * combination is refused like a bad value (before anything starts). */
+static int check_combination(const struct cfg *c, char *err, size_t errlen)
+{
+    if (strcmp(c->embedder, "openai") == 0 && !c->embed_url) {
+        snprintf(err, errlen,
+                 "embedder = openai needs embed-url, the embeddings base URL including /v1 "
+                 "(e.g. https://api.openai.com/v1)");
+        return CFG_EINVAL;
+    }
+    return 0;
+}
+
 int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action *action, char *err,
              size_t errlen)
 {
@@ -823,6 +997,10 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action 
         }
         if (strcmp(a, "--print-config") == 0) {
             *action = CFG_PRINT;
+            continue;
+        }
+        if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+            *action = CFG_VERSION;
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
@@ -867,11 +1045,30 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action 
         if (set_opt(c, o, val, CFG_SRC_FLAG, err, errlen) != 0)
             return CFG_EINVAL;
     }
-    return 0;
+    return check_combination(c, err, errlen);
 }
 
-static void print_value(const struct cfg *c, const struct option *o, FILE *out)
+/* n with the largest unit that divides it exactly, e.g. 3600000 ms as "1h":
+ * what a person would have written, and what the parsers read back. */
+static void with_unit(unsigned long long n, const char *const *units, const unsigned long long *per,
+                      size_t nunits, char *buf, size_t len)
 {
+    size_t u = 0;
+
+    for (size_t i = 1; i < nunits && n; i++)
+        if (n % per[i] == 0)
+            u = i;
+    snprintf(buf, len, "%llu%s", n / per[u], n ? units[u] : "");
+}
+
+/* o's value in c as a config file spells it: a string option's own text
+ * (NULL when unset), anything else formatted into buf. */
+static const char *value_text(const struct cfg *c, const struct option *o, char *buf, size_t len)
+{
+    static const char *const sizes[] = {"", "k", "m", "g"};
+    static const unsigned long long size_per[] = {1, 1ull << 10, 1ull << 20, 1ull << 30};
+    static const char *const durs[] = {"ms", "s", "m", "h"};
+    static const unsigned long long dur_per[] = {1, 1000, 60000, 3600000};
     const char *field = (const char *)c + o->off;
 
     switch (o->type) {
@@ -879,45 +1076,121 @@ static void print_value(const struct cfg *c, const struct option *o, FILE *out)
     case T_URL:
     case T_UPSTREAMS:
     case T_PRICES:
-    case T_ADDR: {
-        const char *s = *(char *const *)field;
-        if (!s)
-            fputs("(unset)", out);
-        else if (o->flags & O_SECRET)
-            fputs("******** (set)", out);
-        else
-            fputs(s, out);
+    case T_ADDR: return *(char *const *)field;
+    case T_SIZE: with_unit(*(const size_t *)field, sizes, size_per, 4, buf, len); break;
+    case T_DUR:
+        with_unit((unsigned long long)*(const long *)field, durs, dur_per, 4, buf, len);
+        break;
+    case T_INT: snprintf(buf, len, "%d", *(const int *)field); break;
+    case T_BOOL: snprintf(buf, len, "%s", *(const bool *)field ? "true" : "false"); break;
+    case T_LEVEL: snprintf(buf, len, "%s", level_names[*(const int *)field]); break;
+    case T_FLOAT: {
+        /* The fewest digits that read back as the same double. */
+        double v = *(const double *)field;
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, len, "%.*g", prec, v);
+            if (strtod(buf, NULL) == v)
+                break;
+        }
         break;
     }
-    case T_SIZE: fprintf(out, "%zu", *(const size_t *)field); break;
-    case T_DUR: fprintf(out, "%ldms", *(const long *)field); break;
-    case T_INT: fprintf(out, "%d", *(const int *)field); break;
-    case T_BOOL: fputs(*(const bool *)field ? "true" : "false", out); break;
-    case T_LEVEL: fputs(level_names[*(const int *)field], out); break;
-    case T_FLOAT: fprintf(out, "%g", *(const double *)field); break;
     }
+    return buf;
+}
+
+/* One option as a config-file line, its source in a trailing comment. */
+static void print_option(const struct cfg *c, const struct option *o, FILE *out)
+{
+    const char *src = source_names[c->source[o - options]];
+    char buf[64], *shown;
+    const char *v = value_text(c, o, buf, sizeof(buf));
+    size_t vl;
+
+    if (!v) {
+        fprintf(out, "%s =  # %s (unset)\n", o->name, src);
+        return;
+    }
+    /* Printing a secret would put it on a terminal, in a ticket or in a
+     * shell history; the line is left commented out for the same reason. */
+    if (o->flags & O_SECRET) {
+        fprintf(out, "# %s = ********  # %s (set; a secret, not printed)\n", o->name, src);
+        return;
+    }
+    if (cfg_url_redact(v, NULL, 0)) {
+        shown = cfg_url_redact_dup(v);
+        fprintf(out, "# %s = %s  # %s (holds credentials, not printed)\n", o->name,
+                shown ? shown : "***", src);
+        free(shown);
+        return;
+    }
+    if (strpbrk(v, "\r\n")) {
+        fprintf(out, "# %s: the %s value holds a line break, which a config file cannot\n", o->name,
+                src);
+        return;
+    }
+    vl = strlen(v);
+    /* Quoted when the bare value would not read back the same. */
+    if (v[0] == ' ' || v[0] == '\t' || v[0] == '"' || strchr(v, '#') ||
+        (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t')))
+        fprintf(out, "%s = \"%s\"  # %s\n", o->name, v, src);
+    else
+        fprintf(out, "%s = %s  # %s\n", o->name, v, src);
 }
 
 void cfg_print(const struct cfg *c, FILE *out)
 {
-    for (size_t i = 0; i < N_OPTIONS; i++) {
-        fprintf(out, "%s = ", options[i].name);
-        print_value(c, &options[i], out);
-        fprintf(out, "  (%s)\n", source_names[c->source[i]]);
-    }
+    fprintf(out,
+            "# parrot %s: the configuration in effect, as a config file (--config).\n"
+            "# The comment after each value says where it came from: default, file, env\n"
+            "# or flag. Secrets and URLs holding credentials are commented out.\n",
+            cfg_version());
     if (c->config_file)
         fprintf(out, "# config file: %s\n", c->config_file);
+    for (size_t i = 0; i < N_OPTIONS; i++)
+        print_option(c, &options[i], out);
+}
+
+const char *cfg_version(void)
+{
+    return PARROT_VERSION;
+}
+
+const char *cfg_git_rev(void)
+{
+#ifdef PARROT_GIT_REV
+    return PARROT_GIT_REV;
+#else
+    return "";
+#endif
+}
+
+void cfg_print_version(FILE *out)
+{
+    /* The version stays the last word: `make deb` reads it with awk. */
+    if (*cfg_git_rev())
+        fprintf(out, "parrot (git %s) %s\n", cfg_git_rev(), cfg_version());
+    else
+        fprintf(out, "parrot %s\n", cfg_version());
 }
 
 void cfg_usage(FILE *out, const char *argv0)
 {
     fprintf(out,
-            "usage: %s [--config FILE] [--OPTION VALUE ...] [--print-config] [--help]\n\n"
-            "parrot: a semantic caching reverse proxy for OpenAI-compatible APIs.\n"
-            "Each option is also read from the config file (\"name = value\") and from\n"
-            "the environment (PARROT_NAME); flags win over the environment, which wins\n"
-            "over the file. PARROT_CONFIG names a config file too.\n\noptions:\n",
-            argv0);
+            "parrot %s: a semantic caching reverse proxy for OpenAI-compatible APIs.\n\n"
+            "usage: %s [--config FILE] [--OPTION VALUE ...] [--print-config]\n"
+            "       %s wal check [--data-dir DIR] [--config FILE]\n"
+            "       %s wal repair [--data-dir DIR] [--config FILE]\n"
+            "       %s --version | --help\n\n"
+            "  wal check    check the write-ahead log and the snapshot in data-dir (read-only)\n"
+            "  wal repair   keep the log's valid records before any damage (the original is\n"
+            "               kept as a backup); refused while a parrot uses data-dir\n"
+            "  --print-config  print the configuration in effect as a config file\n"
+            "  --version, -V   print the version\n\n"
+            "Each option is also read from the config file (\"name = value\", '#' starts a\n"
+            "comment) and from the environment (PARROT_NAME); flags win over the environment,\n"
+            "which wins over the file. PARROT_CONFIG names a config file too. A config file\n"
+            "that holds a secret must be private (chmod 600).\n\noptions:\n",
+            cfg_version(), argv0, argv0, argv0, argv0);
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option *o = &options[i];
         char env[64];

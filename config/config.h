@@ -4,6 +4,8 @@
  * default, environment name and help text. Values are layered:
  *     defaults < config file (--config FILE) < environment (PARROT_*) < flags
  * and every value remembers which layer set it (--print-config shows it).
+ * In the file, '#' starts a comment at the start of a line or of a value,
+ * or after a blank; double quotes keep a value's blanks and '#'s.
  * Secrets (the upstream key, client keys, the admin key) are accepted from the file and the
  * environment only, never from flags, so they do not show up in `ps`.
  *
@@ -20,13 +22,13 @@
 
 enum cfg_source { CFG_SRC_DEFAULT, CFG_SRC_FILE, CFG_SRC_ENV, CFG_SRC_FLAG };
 
-enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT };
+enum cfg_action { CFG_RUN, CFG_HELP, CFG_PRINT, CFG_VERSION };
 
 /* Error codes returned by the loaders. */
 #define CFG_EINVAL (-22)
 #define CFG_EIO    (-5)
 
-#define CFG_MAX_OPTIONS   48
+#define CFG_MAX_OPTIONS   64
 #define CFG_MAX_UPSTREAMS 32
 #define CFG_MAX_PRICES    64
 
@@ -107,8 +109,9 @@ void cfg_fini(struct cfg *c);
 /* Apply the config file, the environment and the command line on top of the
  * defaults already in *c. envp is a NULL-terminated "NAME=value" array.
  * On success returns 0 and sets *action. On failure returns CFG_EINVAL (bad
- * usage or value) or CFG_EIO (unreadable file) with a one-line reason that
- * names the offending key in err. */
+ * usage or value, a bad combination of options, or a config file that holds
+ * a secret and is not private to its owner) or CFG_EIO (unreadable file)
+ * with a one-line reason that names the offending key in err. */
 int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action *action, char *err,
              size_t errlen);
 
@@ -117,8 +120,29 @@ int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action 
 int cfg_set(struct cfg *c, const char *name, const char *value, enum cfg_source src, char *err,
             size_t errlen);
 
-/* Print "name = value  (source)" for every option, secrets masked. */
+/* Print the configuration as a config file that cfg_load reads back:
+ * "name = value  # source" for every option. Secret options and URLs with
+ * credentials in them are printed masked and commented out. */
 void cfg_print(const struct cfg *c, FILE *out);
+
+/* parrot's version ("0.5.0", from config/version.h), and the git revision
+ * the build was made from ("" unless built with -DPARROT_GIT_REV=...).
+ * Static strings; any thread. */
+const char *cfg_version(void);
+const char *cfg_git_rev(void);
+
+/* "parrot 0.5.0" (with the revision when known), for --version. */
+void cfg_print_version(FILE *out);
+
+/* Copy s to out (outlen bytes, always NUL-terminated, truncated to fit) with
+ * the userinfo of every URL in it ("https://USER:PASS@host/...") replaced by
+ * "***", so that a URL or a provider list can be logged or printed. out may
+ * be NULL (outlen 0) to only ask. Returns true if s holds any userinfo. */
+bool cfg_url_redact(const char *s, char *out, size_t outlen);
+
+/* cfg_url_redact() into a new string that always has room; free() it.
+ * NULL when out of memory. */
+char *cfg_url_redact_dup(const char *s);
 
 /* Print usage with every option, its environment name and its default. */
 void cfg_usage(FILE *out, const char *argv0);
@@ -140,7 +164,7 @@ int cfg_parse_upstreams(const char *spec, struct cfg_upstream *out, size_t max, 
 int cfg_parse_prices(const char *spec, struct cfg_price *out, size_t max, size_t *n, char *err,
                      size_t errlen);
 
-/* True when the address is 127.0.0.0/8 or ::1. */
+/* True when the address is 127.0.0.0/8, ::1 or 127.0.0.0/8 mapped into IPv6. */
 bool cfg_addr_is_loopback(const struct sockaddr_storage *ss);
 
 #endif

@@ -5,6 +5,8 @@
  * Shutdown: stop accepting, let in-flight requests finish until
  * shutdown-timeout, then cancel what is left and exit 0.
  */
+#include "cache/datadir.h"
+#include "cache/snapshot.h"
 #include "cache/wal.h"
 #include "config/config.h"
 #include "proxy/log.h"
@@ -75,7 +77,9 @@ static int providers_from(const struct cfg *c, struct up_provider_opts *out, siz
         if (us[i].key_env[0]) {
             out[i].key = getenv(us[i].key_env);
             if (!out[i].key || !*out[i].key) {
-                snprintf(err, errlen, "upstream %s: key-env %s is not set", us[i].url,
+                char shown[sizeof(us[i].url)];
+                cfg_url_redact(us[i].url, shown, sizeof(shown));
+                snprintf(err, errlen, "upstream %.300s: key-env %s is not set", shown,
                          us[i].key_env);
                 return -1;
             }
@@ -93,14 +97,20 @@ static int wait_for_signal(const sigset_t *set)
     }
 }
 
-/* parrot wal check|repair [--data-dir DIR] [--config FILE]: inspect or
- * repair the cache's write-ahead log without starting the server. */
+/* parrot wal check|repair [--data-dir DIR] [--config FILE]: inspect the
+ * write-ahead log and the snapshot, or repair the log, without starting the
+ * server. Exits 0 when everything checked out (or was repaired), 1 when
+ * something is damaged or missing, 2 on bad usage. */
 static int wal_command(int argc, char **argv)
 {
     struct cfg cfg;
     enum cfg_action action;
     struct wal_opts o = {0};
     struct wal_report rep;
+    struct snap_report srep;
+    struct datadir_lock *lock = NULL;
+    struct stat st;
+    bool check;
     char err[512];
     int rc;
 
@@ -108,6 +118,7 @@ static int wal_command(int argc, char **argv)
         fprintf(stderr, "usage: %s wal check|repair [--data-dir DIR] [--config FILE]\n", argv[0]);
         return 2;
     }
+    check = strcmp(argv[2], "check") == 0;
     if (cfg_init(&cfg) != 0)
         return 1;
     if (cfg_load(&cfg, argc - 2, argv + 2, environ, &action, err, sizeof(err)) != 0) {
@@ -115,9 +126,31 @@ static int wal_command(int argc, char **argv)
         cfg_fini(&cfg);
         return 2;
     }
+    /* A mistyped directory must not read as "no WAL yet, all is well".
+     * errno stays ENOTDIR when stat succeeds on something else. */
+    errno = ENOTDIR;
+    if (stat(cfg.data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "parrot: data-dir %s: %s\n", cfg.data_dir, strerror(errno));
+        cfg_fini(&cfg);
+        return 1;
+    }
     o.dir = cfg.data_dir;
-    rc = argv[2][0] == 'c' ? wal_check(&o, &rep) : wal_repair(&o, &rep);
+    /* A repair rewrites the file a running parrot appends to: hold the
+     * directory's lock for the whole repair, as a server does. */
+    if (!check && datadir_lock(cfg.data_dir, &lock, err, sizeof(err)) != 0) {
+        fprintf(stderr, "parrot: refusing to repair: %s\n", err);
+        cfg_fini(&cfg);
+        return 1;
+    }
+    rc = check ? wal_check(&o, &rep) : wal_repair(&o, &rep);
     wal_report_print(&rep, stdout);
+    if (check) {
+        int src = snap_check(cfg.data_dir, NULL, &srep);
+        printf("snapshot:  %s\n", srep.message);
+        if (rc == 0)
+            rc = src;
+    }
+    datadir_unlock(lock);
     cfg_fini(&cfg);
     return rc == 0 ? 0 : 1;
 }
@@ -133,6 +166,8 @@ int main(int argc, char **argv)
     struct server *srv = NULL;
     struct up_pool_opts uo;
     struct up_provider_opts provs[CFG_MAX_UPSTREAMS];
+    struct datadir_lock *lock = NULL;
+    char *upstream_shown;
     size_t nprov = 0;
     sigset_t sigs;
     struct log_rec r;
@@ -162,6 +197,11 @@ int main(int argc, char **argv)
         cfg_fini(&cfg);
         return 0;
     }
+    if (action == CFG_VERSION) {
+        cfg_print_version(stdout);
+        cfg_fini(&cfg);
+        return 0;
+    }
     log_set_level((enum log_level)cfg.log_level);
     cfg_parse_addr(cfg.listen, &ss, &sl);
     client_keys = cfg.client_keys_file || cfg.client_keys;
@@ -184,16 +224,25 @@ int main(int argc, char **argv)
         /* A client's Authorization then carries its parrot key, which must
          * never reach a provider: each provider needs its own key. */
         if (!provs[i].key) {
+            char shown[512];
+            cfg_url_redact(provs[i].base_url, shown, sizeof(shown));
             fprintf(stderr,
                     "parrot: client keys are configured, so parrot does not forward the "
                     "client's key; upstream %s needs a provider key (set PARROT_UPSTREAM_KEY, "
                     "upstream-key in the config file, or ;key-env=VAR on the upstream)\n",
-                    provs[i].base_url);
+                    shown);
             cfg_fini(&cfg);
             return 2;
         }
     }
     if (prepare_data_dir(cfg.data_dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "parrot: %s\n", err);
+        cfg_fini(&cfg);
+        return 1;
+    }
+    /* Only the journal writes to the directory: without it, several
+     * instances may share one harmlessly. */
+    if (cfg.cache && cfg.persist && datadir_lock(cfg.data_dir, &lock, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
         cfg_fini(&cfg);
         return 1;
@@ -207,6 +256,7 @@ int main(int argc, char **argv)
     raise_fd_limit();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "parrot: curl_global_init failed\n");
+        datadir_unlock(lock);
         cfg_fini(&cfg);
         return 1;
     }
@@ -231,15 +281,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "parrot: %s\n", err);
         goto out;
     }
+    /* The provider list may carry credentials ("https://user:pass@host"). */
+    upstream_shown = cfg_url_redact_dup(cfg.upstream);
     log_begin(&r, LOG_INFO, "listening");
     log_str(&r, "addr", server_addr(srv));
-    log_str(&r, "upstream", cfg.upstream);
+    log_str(&r, "version", cfg_version());
+    if (*cfg_git_rev())
+        log_str(&r, "git_rev", cfg_git_rev());
+    log_str(&r, "upstream", upstream_shown ? upstream_shown : "***");
     log_int(&r, "providers", (long long)nprov);
     log_str(&r, "data_dir", cfg.data_dir);
     log_bool(&r, "upstream_key", cfg.upstream_key != NULL);
     log_bool(&r, "client_keys", client_keys);
     log_bool(&r, "admin_api", cfg.admin_key != NULL);
     log_end(&r);
+    free(upstream_shown);
 
     sig = wait_for_signal(&sigs);
     log_begin(&r, LOG_INFO, "shutting down");
@@ -268,6 +324,9 @@ out:
     curl_global_cleanup();
     if (rc == 0)
         log_msg(LOG_INFO, "stopped", NULL);
+    /* After server_stop: the WAL is closed and flushed before another
+     * process may take the directory. */
+    datadir_unlock(lock);
     cfg_fini(&cfg);
     return rc;
 }

@@ -896,19 +896,26 @@ static void provider_fini(struct provider *pv)
     free(pv->auth);
 }
 
-/* "https://api.openai.com/v1" -> "api.openai.com:443" */
+/* "https://user:pw@api.openai.com/v1" -> "https://api.openai.com:443/v1",
+ * the provider's label in metrics and logs. The userinfo is left out: it may
+ * hold credentials. The port is always written and the path kept, so that
+ * two providers on one host (two deployments, two ports) get two labels. */
 static void provider_name(const char *url, char *out, size_t outlen)
 {
-    const char *h = strstr(url, "://");
-    bool tls = strncmp(url, "https", 5) == 0;
-    size_t n;
+    const char *sep = strstr(url, "://");
+    const char *auth = sep ? sep + 3 : url, *host, *at, *rb;
+    size_t alen = strcspn(auth, "/?#"), hlen;
+    const char *port = strncmp(url, "https", 5) == 0 ? ":443" : ":80";
 
-    h = h ? h + 3 : url;
-    n = strcspn(h, "/");
-    if (memchr(h, ':', n))
-        snprintf(out, outlen, "%.*s", (int)n, h);
-    else
-        snprintf(out, outlen, "%.*s:%d", (int)n, h, tls ? 443 : 80);
+    at = memrchr(auth, '@', alen);
+    host = at ? at + 1 : auth;
+    hlen = alen - (size_t)(host - auth);
+    /* "[::1]:8080": the port's colon is the one after the bracket. */
+    rb = memchr(host, ']', hlen);
+    if (rb ? rb + 1 < host + hlen && rb[1] == ':' : memchr(host, ':', hlen) != NULL)
+        port = "";
+    snprintf(out, outlen, "%.*s://%.*s%s%s", sep ? (int)(sep - url) : 4, sep ? url : "http",
+             (int)hlen, host, port, auth + alen);
 }
 
 int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)

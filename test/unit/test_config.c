@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_parse_size(void **state)
@@ -187,8 +188,8 @@ static void test_print_masks_secret(void **state)
     buf[n] = '\0';
     fclose(f);
     assert_null(strstr(buf, "sk-very-secret"));
-    assert_non_null(strstr(buf, "upstream-key = ******** (set)  (env)"));
-    assert_non_null(strstr(buf, "listen = 127.0.0.1:8080  (default)"));
+    assert_non_null(strstr(buf, "\n# upstream-key = ********  # env"));
+    assert_non_null(strstr(buf, "\nlisten = 127.0.0.1:8080  # default\n"));
     cfg_fini(&c);
 }
 
@@ -259,14 +260,113 @@ static void test_parse_prices(void **state)
     cfg_fini(&c);
 }
 
+static void test_url_redact(void **state)
+{
+    char out[128];
+
+    (void)state;
+    assert_false(cfg_url_redact("https://api.openai.com/v1", out, sizeof(out)));
+    assert_string_equal(out, "https://api.openai.com/v1");
+    assert_true(cfg_url_redact("http://u:p@h:1/v1;weight=2,https://k@x/v1#a@b", out, sizeof(out)));
+    assert_string_equal(out, "http://***@h:1/v1;weight=2,https://***@x/v1#a@b");
+    /* "@" alone still counts, and the output never overruns. */
+    assert_true(cfg_url_redact("http://@h", out, 8));
+    assert_string_equal(out, "http://");
+    assert_true(cfg_url_redact("http://a@h", NULL, 0));
+    char *dup = cfg_url_redact_dup("http://@a,http://@b");
+    assert_string_equal(dup, "http://***@a,http://***@b");
+    free(dup);
+}
+
+/* Trailing comments, quotes, and the private-file rule for secrets. */
+static void test_file_syntax_and_mode(void **state)
+{
+    struct cfg c;
+    enum cfg_action act;
+    char err[256];
+    char *path = write_file("cache-ttl = 1h # an hour\nretries = 3\t#tab\n"
+                            "tenant-header = \"a #b\" # quoted\nshared-tenant = # unset\n"
+                            "word-vectors = /x#y\nadmin-key = adm-secret\n");
+    char *argv[] = {"parrot", "--config", path, NULL};
+
+    (void)state;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_equal(cfg_load(&c, 3, argv, NULL, &act, err, sizeof(err)), 0);
+    assert_int_equal(c.cache_ttl_ms, 3600000);
+    assert_int_equal(c.retries, 3);
+    assert_string_equal(c.tenant_header, "a #b");
+    assert_null(c.shared_tenant);
+    assert_string_equal(c.word_vectors, "/x#y");
+    cfg_fini(&c);
+
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_equal(cfg_load(&c, 3, argv, NULL, &act, err, sizeof(err)), CFG_EINVAL);
+    assert_non_null(strstr(err, "chmod 600"));
+    assert_non_null(strstr(err, "admin-key"));
+    assert_null(strstr(err, "adm-secret"));
+    cfg_fini(&c);
+    unlink(path);
+
+    path = write_file("tenant-header = \"open\n");
+    argv[2] = path;
+    assert_int_equal(cfg_init(&c), 0);
+    assert_int_equal(cfg_load(&c, 3, argv, NULL, &act, err, sizeof(err)), CFG_EINVAL);
+    assert_non_null(strstr(err, ":1:"));
+    cfg_fini(&c);
+    unlink(path);
+}
+
+/* What --print-config writes, cfg_load reads back to the same values. */
+static void test_print_reads_back(void **state)
+{
+    struct cfg a, b;
+    enum cfg_action act;
+    char err[256], path[] = "/tmp/parrot-cfg-XXXXXX";
+    char *argv[] = {"parrot", "--config", path, NULL};
+    int fd;
+    FILE *f;
+
+    (void)state;
+    assert_int_equal(cfg_init(&a), 0);
+    assert_int_equal(cfg_set(&a, "similarity-threshold", "0.8125", CFG_SRC_FLAG, err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg_set(&a, "shared-tenant", " padded ", CFG_SRC_FLAG, err, sizeof(err)), 0);
+    assert_int_equal(cfg_set(&a, "snapshot-interval", "90s", CFG_SRC_FLAG, err, sizeof(err)), 0);
+    assert_int_equal(cfg_set(&a, "max-body-size", "1000", CFG_SRC_FLAG, err, sizeof(err)), 0);
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    cfg_print(&a, f);
+    fclose(f);
+    assert_int_equal(cfg_init(&b), 0);
+    assert_int_equal(cfg_load(&b, 3, argv, NULL, &act, err, sizeof(err)), 0);
+    assert_true(b.similarity_threshold == a.similarity_threshold);
+    assert_string_equal(b.shared_tenant, " padded ");
+    assert_int_equal(b.snapshot_interval_ms, 90000);
+    assert_int_equal(b.max_body_size, 1000);
+    assert_string_equal(b.listen, a.listen);
+    assert_string_equal(b.upstream, a.upstream);
+    cfg_fini(&a);
+    cfg_fini(&b);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_prices),   cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_duration), cmocka_unit_test(test_parse_addr),
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_errors),         cmocka_unit_test(test_print_masks_secret),
+        cmocka_unit_test(test_parse_prices),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_print_masks_secret),
         cmocka_unit_test(test_actions),
+        cmocka_unit_test(test_url_redact),
+        cmocka_unit_test(test_file_syntax_and_mode),
+        cmocka_unit_test(test_print_reads_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
