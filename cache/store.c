@@ -12,6 +12,7 @@
 
 #include "cache/hnsw.h"
 #include "cache/map.h"
+#include "cache/rand.h"
 #include "cache/terms.h"
 
 #include <errno.h>
@@ -63,7 +64,6 @@ struct store {
     size_t nall, cap_all;
     size_t memory;
     _Atomic double L; /* GDSF inflation: priority of the last victim */
-    uint64_t next_id;
     uint64_t rng;
     bool loading; /* store_load_begin: partitions wait for store_load_end to be indexed */
     struct store_stats st;
@@ -387,11 +387,14 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
             rc = -EEXIST;
             goto fail_locked;
         }
-        if (a->id > s->next_id)
-            s->next_id = a->id;
         e->id = a->id;
     } else {
-        e->id = ++s->next_id;
+        /* Random, not counted: clients see ids (x-parrot-entry), and two
+         * consecutive ones must not tell how many entries other tenants
+         * stored in between. 0 means "none"; a repeat is retried. */
+        do
+            e->id = rand_u64();
+        while (e->id == 0 || by_id(s, e->id));
     }
     atomic_init(&e->base, atomic_load(&s->L));
     if (s->nall == s->cap_all) {

@@ -51,7 +51,7 @@ struct store_put_args {
     double cost;              /* what a hit saves, e.g. tokens; >= 1 */
     int64_t now;              /* wall clock, milliseconds */
     int64_t ttl;              /* milliseconds; 0 = no expiry */
-    uint64_t id; /* 0: the next free id; else this one (a snapshot's), -EEXIST if taken */
+    uint64_t id; /* 0: a new random one; else this one (a snapshot's), -EEXIST if taken */
 };
 
 struct store_stats {

@@ -2,6 +2,7 @@
 #include "proxy/chat.h"
 
 #include "cache/embed.h"
+#include "cache/rand.h"
 #include "cache/snapshot.h"
 #include "cache/store.h"
 #include "cache/verify.h"
@@ -21,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 /* Partitions up to this many vectors are scanned rather than indexed: a
@@ -50,8 +50,6 @@ struct chat {
     bool verifier;
     int64_t ttl;
     const char *shared_tenant;
-    uint64_t id_seed;
-    atomic_uint_fast64_t next_id;
     atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, refused, no_store;
     atomic_uint_fast64_t bypasses[BYPASS_REASONS];
     atomic_uint_fast64_t stores, store_skipped;
@@ -213,8 +211,6 @@ int chat_new(const struct cfg *c, struct chat **out)
     ch->snap_interval = c->snapshot_interval_ms;
     ch->snap_wal_size = c->snapshot_wal_size;
     ch->snap_on_shutdown = c->snapshot_on_shutdown;
-    if (getrandom(&ch->id_seed, sizeof(ch->id_seed), 0) != sizeof(ch->id_seed))
-        ch->id_seed = (uint64_t)time(NULL);
     *out = ch;
     return 0;
 fail:
@@ -504,16 +500,13 @@ enum chat_verdict chat_relookup(struct chat *ch, struct chat_req *r, int64_t now
 char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
 {
     const struct cmpl_rendered *cr = store_entry_payload(r->hit);
-    /* A fresh id per answer, as the provider would give. */
-    static atomic_uint_fast64_t seq;
-    uint64_t n = atomic_fetch_add(&seq, 1) + 1;
     char id[48], *out;
     size_t need;
 
-    uint64_t a = (store_entry_id(r->hit) * UINT64_C(0x9e3779b97f4a7c15)) ^ (uint64_t)now;
-
-    snprintf(id, sizeof(id), "chatcmpl-parrot-%016" PRIx64 "%08" PRIx64, a,
-             n & UINT64_C(0xffffffff));
+    /* A fresh id per answer, as the provider would give: random, since a
+     * counter would tell a client how many hits others had in between. */
+    snprintf(id, sizeof(id), "chatcmpl-parrot-%016" PRIx64 "%08" PRIx64, rand_u64(),
+             rand_u64() & UINT64_C(0xffffffff));
     need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now / 1000, r->include_usage)
                      : cmpl_write_json(NULL, 0, cr, id, now / 1000);
     out = malloc(need ? need : 1);
@@ -525,19 +518,6 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
         cmpl_write_json(out, need, cr, id, now / 1000);
     *len = need;
     return out;
-}
-
-/* The log record of a stored answer: it is durable once /metrics shows
- * parrot_wal_durable_seq at or past it (the crash test relies on this). */
-static void add_wal_seq(const struct chat_req *r,
-                        void (*add)(void *ud, const char *name, const char *value), void *ud)
-{
-    char v[32];
-
-    if (r->wal_seq) {
-        snprintf(v, sizeof(v), "%" PRIu64, r->wal_seq);
-        add(ud, "x-parrot-wal-seq", v);
-    }
 }
 
 void chat_headers(const struct chat_req *r, int64_t now,
@@ -570,14 +550,12 @@ void chat_headers(const struct chat_req *r, int64_t now,
                  r->stored ? "; stored" : "");
         add(ud, "Cache-Status", v);
         add(ud, "x-parrot-cache", "miss");
-        add_wal_seq(r, add, ud);
         break;
     case CHAT_BYPASS:
         snprintf(v, sizeof(v), "parrot; fwd=%s; detail=%s%s", r->cc.no_cache ? "request" : "bypass",
                  r->why ? r->why : "bypass", r->stored ? "; stored" : "");
         add(ud, "Cache-Status", v);
         add(ud, "x-parrot-cache", "bypass");
-        add_wal_seq(r, add, ud);
         break;
     }
 }
@@ -1232,6 +1210,13 @@ int chat_metrics(struct chat *ch, struct buf *b)
         wal_status(ch->wal, &ws);
         rc |= metric(b, "parrot_wal_records_total", "counter",
                      "Cache entries appended to the write-ahead log.", "", ws.appended, true);
+        /* Sequence numbers are for the operator only, never in a client's
+         * response: they count every tenant's stores. A record appended
+         * before a scrape is durable once durable_seq reaches that scrape's
+         * last_seq. */
+        rc |= metric(b, "parrot_wal_last_seq", "gauge",
+                     "Highest log sequence number handed out (appended, maybe not yet durable).",
+                     "", ws.last_seq, true);
         rc |= metric(b, "parrot_wal_durable_seq", "gauge",
                      "Highest log sequence number durable under the fsync policy.", "",
                      ws.durable_seq, true);

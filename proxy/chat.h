@@ -73,7 +73,7 @@ struct chat_req {
     /* A streamed answer being reassembled for storing. */
     struct cmpl_asm as;
     bool stored;
-    uint64_t wal_seq; /* the stored answer's log record (0: not logged) */
+    uint64_t wal_seq; /* the stored answer's log record (0: not logged); never sent to clients */
 };
 
 /* The cache shared by all requests, from the options in c. */

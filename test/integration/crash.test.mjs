@@ -1,11 +1,14 @@
 // kill -9 at random moments under concurrent inserts, 50 times over one data
 // directory, with snapshots and log compactions happening in between.
 //
-// "Acknowledged durable": with --wal-fsync always, a stored miss carries
-// x-parrot-wal-seq (its log record); once a /metrics scrape taken before the
-// kill shows parrot_wal_durable_seq at or past that number, the record was
-// synced, so the entry must be served as an exact hit after every later
-// restart, with the very answer the provider gave. Entries whose durability
+// "Acknowledged durable": a miss is stored, and its log record appended,
+// before its answer is sent, so the record's sequence number is at most the
+// parrot_wal_last_seq of a /metrics scrape begun after the answer arrived
+// (clients are never shown sequence numbers). Once a scrape taken before the
+// kill shows parrot_wal_durable_seq at or past that bound, with no record
+// dropped (parrot_wal_dropped_total 0), the record was synced, so the entry
+// must be served as an exact hit after every later restart, with the very
+// answer the provider gave. Entries whose durability
 // was not seen before the kill may or may not come back; whatever is served
 // must still be a whole, correct answer. parrot must start every time.
 import { test, after } from 'node:test';
@@ -57,7 +60,8 @@ test('SIGKILL loop: every acknowledged-durable entry comes back, nothing corrupt
     await checkAll(base, fresh, `iteration ${it}: durable entry`);
     fresh = [];
 
-    const pending = new Map(); // question -> seq, durability not yet seen
+    const answered = [];       // stored, its record's bound not yet known
+    const pending = new Map(); // question -> seq bound, durability not yet seen
     let stop = false;
     const writer = async (w) => {
       for (let n = 0; !stop; n++) {
@@ -69,18 +73,19 @@ test('SIGKILL loop: every acknowledged-durable entry comes back, nothing corrupt
           return; // killed mid-request
         }
         assertAnswer(r, q, `iteration ${it}: live answer`);
-        const seq = Number(r.headers['x-parrot-wal-seq'] || 0);
-        if (seq) pending.set(q, seq);
+        if (/; stored$/.test(r.headers['cache-status'] || '')) answered.push(q);
       }
     };
     const poller = async () => {
       while (!stop) {
         let m;
+        const before = answered.splice(0); // answered before this scrape began
         try {
           m = await metrics(base);
         } catch {
           return;
         }
+        if (m.parrot_wal_dropped_total === 0) for (const q of before) pending.set(q, m.parrot_wal_last_seq);
         const upto = m.parrot_wal_durable_seq;
         snapshots = Math.max(snapshots, m.parrot_snapshots_total);
         for (const [q, seq] of pending) {

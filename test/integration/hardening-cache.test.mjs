@@ -182,3 +182,41 @@ test('POST /admin/invalidate by text works with the openai embedder, and fails c
   assert.equal((await curlChat(parrot.base, ask(OTHER), key)).headers['x-parrot-cache'], 'hit', 'nothing removed');
   assert.equal(await parrot.stop('SIGTERM'), 0);
 });
+
+// ---------------------------------------------------------------- no global counters for clients
+
+test('clients see no log sequence numbers and no counted ids: entry ids and hit ids are random', T, async () => {
+  const { parrot } = await startPair({ args: ['--wal-fsync', 'always'] });
+  const entries = [];
+  const hitIds = [];
+  for (let i = 0; i < 4; i++) {
+    const key = { authorization: `Bearer sk-counter-${i}` }; // a tenant each
+    const miss = await curlChat(parrot.base, ask(`counter question ${i}`), key);
+    assert.equal(miss.headers['x-parrot-cache'], 'miss');
+    assert.equal(miss.headers['x-parrot-wal-seq'], undefined, 'no log sequence number in a response');
+    const hit = await curlChat(parrot.base, ask(`counter question ${i}`), key);
+    assert.equal(hit.headers['x-parrot-cache'], 'hit');
+    assert.match(hit.headers['x-parrot-entry'], /^[0-9a-f]{16}$/);
+    entries.push(BigInt(`0x${hit.headers['x-parrot-entry']}`));
+    hitIds.push(JSON.parse(hit.body).id);
+  }
+  // Stored one after the other, yet nowhere near each other: 64 random bits
+  // fall within 2^32 of each other once in 2^31.
+  for (let i = 1; i < entries.length; i++) {
+    const d = entries[i] > entries[i - 1] ? entries[i] - entries[i - 1] : entries[i - 1] - entries[i];
+    assert.ok(d >= 1n << 32n, `entry ids ${entries[i - 1].toString(16)} and ${entries[i].toString(16)} look counted`);
+  }
+  // Hit ids: chatcmpl-parrot-<24 hex>; no part of them counts hits.
+  for (const id of hitIds) assert.match(id, /^chatcmpl-parrot-[0-9a-f]{24}$/);
+  for (let i = 1; i < hitIds.length; i++) {
+    for (const [from, to] of [[16, 32], [32, 40]]) {
+      const a = BigInt(`0x${hitIds[i - 1].slice(16).slice(from - 16, to - 16)}`);
+      const b = BigInt(`0x${hitIds[i].slice(16).slice(from - 16, to - 16)}`);
+      assert.ok((b > a ? b - a : a - b) > 1000n, `hit ids ${hitIds[i - 1]} and ${hitIds[i]} look counted`);
+    }
+  }
+  // The operator still has the log's progress, in /metrics.
+  const m = await metrics(parrot.base);
+  assert.ok(m.parrot_wal_last_seq >= 4, 'parrot_wal_last_seq');
+  assert.ok(m.parrot_wal_durable_seq <= m.parrot_wal_last_seq);
+});

@@ -402,13 +402,43 @@ static void test_lexical_score(void **state)
     store_free(s);
 }
 
+/* Ids are shown to clients: never a counter (two consecutive stores must not
+ * reveal how many others came between), never 0, never a taken one. */
+static void test_ids_random(void **state)
+{
+    enum { N = 64 };
+    struct store *s = mk(1 << 20, 8);
+    float v[DIM];
+    uint64_t ids[N];
+    int near = 0;
+
+    (void)state;
+    vec(v, 0, 1, 0.1f);
+    for (int i = 0; i < N; i++) {
+        ids[i] = put(s, 1, i, v, 100, 0, 100);
+        assert_true(ids[i] != 0);
+        for (int j = 0; j < i; j++) {
+            assert_true(ids[i] != ids[j]);
+            /* 64 random bits: two within 2^32 of each other is a 1 in 2^31 event. */
+            near += (ids[i] > ids[j] ? ids[i] - ids[j] : ids[j] - ids[i]) < (UINT64_C(1) << 32);
+        }
+    }
+    assert_int_equal(near, 0);
+    store_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exact_and_semantic),     cmocka_unit_test(test_ttl_and_max_age),
-        cmocka_unit_test(test_replace_same_exact_key), cmocka_unit_test(test_eviction),
-        cmocka_unit_test(test_partition_index),        cmocka_unit_test(test_map_churn),
-        cmocka_unit_test(test_scan_and_remove),        cmocka_unit_test(test_lexical_score),
+        cmocka_unit_test(test_exact_and_semantic),
+        cmocka_unit_test(test_ttl_and_max_age),
+        cmocka_unit_test(test_replace_same_exact_key),
+        cmocka_unit_test(test_eviction),
+        cmocka_unit_test(test_partition_index),
+        cmocka_unit_test(test_map_churn),
+        cmocka_unit_test(test_scan_and_remove),
+        cmocka_unit_test(test_lexical_score),
+        cmocka_unit_test(test_ids_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
