@@ -306,6 +306,23 @@ test('the Dockerfile: two debian:12-slim stages, non-root, healthcheck and port 
   assert.deepEqual(JSON.parse(one('VOLUME')[0]), [env.PARROT_DATA_DIR], 'the data dir is the volume');
   const cfg = await configWith(env);
   for (const name of Object.keys(env)) assert.equal(cfg[optionOf(name)].source, 'env', name);
+
+  // Every file the build copies from the context exists (a renamed file
+  // breaks docker build, which cannot run in this test).
+  for (const st of stages) {
+    for (const l of st.lines.filter((x) => x.ins === 'COPY' && !x.arg.startsWith('--from='))) {
+      for (const src of l.arg.split(/\s+/).slice(0, -1)) assert.ok(fs.existsSync(path.join(REPO_ROOT, src)), `COPY ${src}`);
+    }
+  }
+  // The word-vector table is built in the build stage and lands where
+  // parrot looks for it by default.
+  const buildRuns = stages[0].lines.filter((l) => l.ins === 'RUN').map((l) => l.arg).join(' ');
+  const made = /make vectors VECTORS=(\S+)/.exec(buildRuns);
+  assert.ok(made, 'the build stage runs make vectors');
+  const wvDir = path.dirname(defaults['word-vectors'].value);
+  const copied = one('COPY').map((a) => a.split(/\s+/)).find((a) => a[0] === '--from=build' && a.at(-1).replace(/\/$/, '') === wvDir);
+  assert.ok(copied, `the table is copied to ${wvDir}`);
+  assert.ok(made[1].startsWith(copied[1]), `${copied[1]} holds ${made[1]}`);
 });
 
 test('alert rules use only metrics parrot exports, and promtool accepts them', T, async (t) => {
@@ -372,4 +389,12 @@ test('the Grafana dashboard loads through file provisioning as well as UI import
   assert.ok(path.isAbsolute(prov.providers[0].options.path));
   const ds = YAML.parse(fs.readFileSync(deploy('grafana', 'provisioning', 'datasources', 'prometheus.yaml'), 'utf8'));
   assert.equal(ds.datasources[0].type, 'prometheus');
+});
+
+test('docs/deploy.md names every alert the rules define', T, () => {
+  const doc = fs.readFileSync(path.join(REPO_ROOT, 'docs', 'deploy.md'), 'utf8');
+  const alerts = rulesFile().groups.flatMap((g) => g.rules).map((r) => r.alert);
+  for (const a of alerts) assert.ok(doc.includes(`\`${a}\``), `${a} is documented`);
+  const words = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten', 'eleven', 'twelve'];
+  assert.match(doc, new RegExp(`Alerts \\((${alerts.length}|${words[alerts.length]})\\b`), 'the count in the text');
 });
