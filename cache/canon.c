@@ -10,6 +10,12 @@
  *            1e999 as Inf) as 1e999 and -1e999; any other value as the shortest
  *            printf "%.<p>g", p = 1..17, that strtod reads back to the same double
  *            ("0.1", "1e+20", "1.5e-07", "9007199254740992"). NaN is refused.
+ *            Exception, for canon_request_src only: an integer written without
+ *            fraction or exponent whose value no double holds (beyond 2^53 and
+ *            not a double, or beyond the double range) is written as its digits,
+ *            leading zeros dropped, after a '-' if negative: seeds 2^53+1 and
+ *            2^53 must not share a key. Every number a double held exactly is
+ *            written as before, so no existing key changed with this rule.
  *   string   '"' bytes '"'. Only these are escaped: '"' as \", '\' as \\, and
  *            bytes below 0x20 as \b \t \n \f \r or else \u00xx (lower-case hex).
  *            Every other byte (non-ASCII, 0x7f, '/') is copied as is.
@@ -95,6 +101,22 @@ struct ctx {
     size_t nparts;
     const cJSON *messages;
     const cJSON *content;
+    /* canon_request_src: the source text, and its integers that no double
+     * holds, found on first need (big_done). */
+    const cJSON *root;
+    const char *src;
+    size_t src_len;
+    bool big_done;
+    struct big_int *big;
+    size_t nbig, capbig;
+};
+
+/* A number node whose source text is an integer no double holds. */
+struct big_int {
+    const cJSON *node;
+    bool neg;
+    const char *digits; /* into ctx.src, without leading zeros */
+    size_t len;
 };
 
 /* How an object is written: members named in drop are left out, and the value
@@ -241,6 +263,140 @@ static int write_number(struct sink *s, double d)
     return put(s, tmp, (size_t)n);
 }
 
+/* Whether the number token src[0..n) (cJSON's extent: the bytes 0-9 + - .
+ * e E), of value d, is an integer that d does not hold; then *b gets its
+ * sign and digits without leading zeros. */
+static bool inexact_integer(const char *src, size_t n, double d, struct big_int *b)
+{
+    char exact[330];
+    size_t i = src[0] == '-';
+
+    /* Below 2^53 every integer is a double: the common case stops here. */
+    if (!isinf(d) && fabs(d) < 9007199254740992.0)
+        return false;
+    if (i == n)
+        return false;
+    for (size_t k = i; k < n; k++)
+        if (src[k] < '0' || src[k] > '9')
+            return false; /* a fraction or an exponent: a float, keyed by its double */
+    while (i + 1 < n && src[i] == '0')
+        i++;
+    b->neg = src[0] == '-';
+    b->digits = src + i;
+    b->len = n - i;
+    /* %.0f prints a double's exact decimal value (glibc); 330 bytes hold
+     * any finite one. */
+    if (!isinf(d)) {
+        int m = snprintf(exact, sizeof(exact), "%.0f", fabs(d));
+        if (m > 0 && (size_t)m == b->len && memcmp(exact, b->digits, b->len) == 0)
+            return false;
+    }
+    return true;
+}
+
+struct src_scan {
+    struct ctx *c;
+    const char *p, *end;
+    bool lost; /* the tree and the text disagree: give up on the text */
+};
+
+static bool number_byte(char ch)
+{
+    return (ch >= '0' && ch <= '9') || ch == '+' || ch == '-' || ch == '.' || ch == 'e' ||
+           ch == 'E';
+}
+
+/* The next number token in the source, skipping strings, or NULL. */
+static const char *next_number(struct src_scan *sc, size_t *n)
+{
+    while (sc->p < sc->end) {
+        char ch = *sc->p;
+        if (ch == '"') {
+            for (sc->p++; sc->p < sc->end && *sc->p != '"'; sc->p++)
+                if (*sc->p == '\\')
+                    sc->p++;
+            sc->p++;
+        } else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            const char *t = sc->p;
+            while (sc->p < sc->end && number_byte(*sc->p))
+                sc->p++;
+            *n = (size_t)(sc->p - t);
+            return t;
+        } else {
+            sc->p++;
+        }
+    }
+    return NULL;
+}
+
+/* Pairs the numbers of v, in input order (which cJSON keeps), with the
+ * source's number tokens, and records those that are inexact integers. */
+static int pair_numbers(struct src_scan *sc, const cJSON *v)
+{
+    struct ctx *c = sc->c;
+    struct big_int b;
+    const char *t;
+    size_t n;
+
+    if (sc->lost)
+        return 0;
+    if (cJSON_IsNumber(v)) {
+        if (!(t = next_number(sc, &n))) {
+            sc->lost = true;
+            return 0;
+        }
+        if (!inexact_integer(t, n, v->valuedouble, &b))
+            return 0;
+        if (c->nbig == c->capbig) {
+            size_t nc = c->capbig ? 2 * c->capbig : 8;
+            struct big_int *nb = realloc(c->big, nc * sizeof(*nb));
+            if (!nb)
+                return -ENOMEM;
+            c->big = nb;
+            c->capbig = nc;
+        }
+        b.node = v;
+        c->big[c->nbig++] = b;
+        return 0;
+    }
+    for (const cJSON *it = v->child; it; it = it->next) {
+        int rc = pair_numbers(sc, it);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Writes number node v: as its source digits when it is an integer no
+ * double holds (the source is scanned the first time one may be), else by
+ * its double. */
+static int write_number_node(struct ctx *c, const cJSON *v)
+{
+    double d = v->valuedouble;
+    int rc;
+
+    if (!c->src || !(isinf(d) || (d == trunc(d) && fabs(d) >= 9007199254740992.0)))
+        return write_number(&c->out, d);
+    if (!c->big_done) {
+        struct src_scan sc = {c, c->src, c->src + c->src_len, false};
+        size_t n;
+        c->big_done = true;
+        if ((rc = pair_numbers(&sc, c->root)) != 0)
+            return rc;
+        if (sc.lost || next_number(&sc, &n)) /* not this tree's text */
+            c->nbig = 0;
+    }
+    for (size_t i = 0; i < c->nbig; i++) {
+        const struct big_int *b = &c->big[i];
+        if (b->node != v)
+            continue;
+        if (b->neg && (rc = putc1(&c->out, '-')))
+            return rc;
+        return put(&c->out, b->digits, b->len);
+    }
+    return write_number(&c->out, d);
+}
+
 static int write_value(struct ctx *c, const cJSON *v, int depth);
 
 /* Member and its input position, for a stable sort by name. */
@@ -329,7 +485,7 @@ static int write_value(struct ctx *c, const cJSON *v, int depth)
     case cJSON_NULL: return PUT_LIT(&c->out, "null");
     case cJSON_False: return PUT_LIT(&c->out, "false");
     case cJSON_True: return PUT_LIT(&c->out, "true");
-    case cJSON_Number: return write_number(&c->out, v->valuedouble);
+    case cJSON_Number: return write_number_node(c, v);
     case cJSON_String: return write_string(&c->out, v->valuestring);
     case cJSON_Array:
         if (depth >= CANON_MAX_DEPTH)
@@ -545,7 +701,13 @@ int canon_partition_form(const cJSON *req, const char *tenant, const char *route
 
 int canon_request(const cJSON *req, const char *tenant, const char *route, struct canon_key *out)
 {
-    struct ctx c = {0};
+    return canon_request_src(req, NULL, 0, tenant, route, out);
+}
+
+int canon_request_src(const cJSON *req, const char *src, size_t src_len, const char *tenant,
+                      const char *route, struct canon_key *out)
+{
+    struct ctx c = {.root = req, .src = src, .src_len = src_len};
     unsigned char *msg = NULL;
     size_t n = 0;
     int rc;
@@ -587,6 +749,7 @@ fail:
     free(msg);
     free(c.out.buf);
     free(c.text.buf);
+    free(c.big);
     return rc;
 }
 

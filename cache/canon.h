@@ -52,6 +52,17 @@ struct canon_key {
 int canon_request(const struct cJSON *req, const char *tenant, const char *route,
                   struct canon_key *out);
 
+/* canon_request, given also the text req was parsed from (src[0..src_len),
+ * whose members and elements cJSON keeps in order): an integer written
+ * without fraction or exponent that no double holds (9007199254740993, or
+ * beyond the double range) is keyed by its digits rather than by the double
+ * cJSON made of it, so two such numbers differing by 1 get different keys.
+ * Only the text's number tokens are read, and only when the tree holds such
+ * a value (integral, |v| >= 2^53 or infinite). If src turns out not to be
+ * req's text, numbers are keyed by their doubles, as canon_request does. */
+int canon_request_src(const struct cJSON *req, const char *src, size_t src_len, const char *tenant,
+                      const char *route, struct canon_key *out);
+
 /* Frees k->lookup_text and zeroes *k; safe on a zeroed struct. */
 void canon_key_fini(struct canon_key *k);
 

@@ -310,7 +310,8 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
         return;
     }
     tenant_of(ch, authorization, tenant_value, tenant, sizeof(tenant));
-    if (canon_request(doc, tenant, "/v1/chat/completions", &r->key) != 0) {
+    if (canon_request_src(doc, raw, raw ? raw_len : 0, tenant, "/v1/chat/completions", &r->key) !=
+        0) {
         r->why = bypass_reasons[1];
         return;
     }

@@ -113,7 +113,26 @@ static void check_exact(const struct canon_key *k)
     free(msg);
 }
 
-static void check_request(const cJSON *req, const cJSON *canonical, size_t seed)
+/* With its source text, a request keys deterministically, with the same
+ * lookup text; only its partition may differ (integers no double holds). */
+static void check_request_src(const cJSON *req, const char *src, size_t len,
+                              const struct canon_key *k)
+{
+    struct canon_key a, b;
+
+    CHECK(canon_request_src(req, src, len, "tenant", ROUTE, &a) == 0);
+    CHECK(canon_request_src(req, src, len, "tenant", ROUTE, &b) == 0);
+    CHECK(memcmp(&a, &b, 2 * CANON_HASH_LEN) == 0);
+    CHECK((a.lookup_text == NULL) == (k->lookup_text == NULL));
+    CHECK(!a.lookup_text || strcmp(a.lookup_text, k->lookup_text) == 0);
+    CHECK(memcmp(a.partition, k->partition, CANON_HASH_LEN) != 0 ||
+          memcmp(a.exact, k->exact, CANON_HASH_LEN) == 0);
+    canon_key_fini(&a);
+    canon_key_fini(&b);
+}
+
+static void check_request(const cJSON *req, const cJSON *canonical, size_t seed, const char *src,
+                          size_t srclen)
 {
     struct canon_key k, k2, k3;
     char *form = NULL, *small = NULL;
@@ -148,6 +167,7 @@ static void check_request(const cJSON *req, const cJSON *canonical, size_t seed)
     CHECK(!k.lookup_text || cJSON_IsTrue(cJSON_GetArrayItem(again, 3)));
     cJSON_Delete(again);
     check_exact(&k);
+    check_request_src(req, src, srclen, &k);
     for (size_t i = 0; i < 2; i++) {
         size_t max = i == 0 ? len - 1 : seed % len;
 
@@ -186,7 +206,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     seed = size > 1 ? (size_t)data[0] << 8 | data[1] : size;
     check_cap(doc, len, seed);
     if (cJSON_IsObject(doc))
-        check_request(doc, canonical, seed);
+        check_request(doc, canonical, seed, (const char *)data, size);
     free(form);
     cJSON_Delete(canonical);
     cJSON_Delete(doc);

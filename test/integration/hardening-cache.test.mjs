@@ -220,3 +220,28 @@ test('clients see no log sequence numbers and no counted ids: entry ids and hit 
   assert.ok(m.parrot_wal_last_seq >= 4, 'parrot_wal_last_seq');
   assert.ok(m.parrot_wal_durable_seq <= m.parrot_wal_last_seq);
 });
+
+// ---------------------------------------------------------------- exact integers in the key
+
+test('seeds above 2^53 that differ by one do not share a cache key', T, async () => {
+  const { fake, parrot } = await startPair();
+  const key = { authorization: 'Bearer sk-seeds' };
+  // Written by hand: JSON.stringify would round them through a double.
+  const body = (seed) => `{"model":"gpt-fake","seed":${seed},"messages":[{"role":"user","content":"roll a die"}]}`;
+
+  const a = await curlChat(parrot.base, body('9007199254740992'), key);
+  assert.equal(a.headers['x-parrot-cache'], 'miss');
+  const b = await curlChat(parrot.base, body('9007199254740993'), key);
+  assert.equal(b.headers['x-parrot-cache'], 'miss', `seed 2^53+1 was served seed 2^53's answer (${b.headers['cache-status']})`);
+  assert.match(fake.stats().last.body, /"seed":9007199254740993/, 'the provider got the seed as written');
+  assert.equal(chatCalls(fake), 2);
+  // Each still hits its own entry, and spellings of one integer agree.
+  for (const seed of ['9007199254740993', '9007199254740992', '9007199254740992.0']) {
+    const r = await curlChat(parrot.base, body(seed), key);
+    assert.equal(r.headers['cache-status'], 'parrot; hit; detail=exact', `seed ${seed}`);
+  }
+  const neg = await curlChat(parrot.base, body('-9007199254740993'), key);
+  assert.equal(neg.headers['x-parrot-cache'], 'miss');
+  assert.equal((await curlChat(parrot.base, body('-9007199254740992'), key)).headers['x-parrot-cache'], 'miss');
+  assert.equal(chatCalls(fake), 4);
+});

@@ -815,6 +815,74 @@ static void test_hex_and_fini(void **state)
     canon_key_fini(&k);
 }
 
+/* Keys from a request's source text (canon_request_src), single-quoted. */
+static void key_src(const char *req, struct canon_key *k)
+{
+    char *t = dq(req);
+    cJSON *doc = cJSON_Parse(t);
+
+    assert_non_null(doc);
+    assert_int_equal(canon_request_src(doc, t, strlen(t), "tenant", ROUTE, k), 0);
+    cJSON_Delete(doc);
+    free(t);
+}
+
+/* Integers no double holds keep their digits; every other number keys as
+ * before (canon_request without the text), so no existing key moved. */
+static void test_big_integers_exact(void **state)
+{
+    static const char *const split[][2] = {
+        /* 2^53 + 1 reads as 2^53 */
+        {"{'model':'m','seed':9007199254740993}", "{'model':'m','seed':9007199254740992}"},
+        {"{'model':'m','seed':-9007199254740993}", "{'model':'m','seed':-9007199254740992}"},
+        {"{'model':'m','seed':18446744073709551617}", "{'model':'m','seed':18446744073709551616}"},
+        /* deep, after strings holding digits and numbers that are fine */
+        {"{'a':'123456789012345678901','b':[1.5,{'9007199254740993':[7,123456789012345678901]}]}",
+         "{'a':'123456789012345678901','b':[1.5,{'9007199254740993':[7,123456789012345678900]}]}"},
+    };
+    static const char *const unchanged[] = {
+        "{'model':'m','seed':9007199254740992,'n':1,'t':0.7,'x':-0,'y':1e400}",
+        "{'model':'m','big':100000000000000000000,'neg':-123456789,'f':9007199254740993.0}",
+        "{'model':'m','s':'9007199254740993','e':9007199254740993e0}",
+    };
+    struct canon_key a, b;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(split) / sizeof(split[0]); i++) {
+        key_src(split[i][0], &a);
+        key_src(split[i][1], &b);
+        if (same_partition(&a, &b))
+            fail_msg("%s and %s share a partition", split[i][0], split[i][1]);
+        canon_key_fini(&a);
+        canon_key_fini(&b);
+    }
+    for (size_t i = 0; i < sizeof(unchanged) / sizeof(unchanged[0]); i++) {
+        key_src(unchanged[i], &a);
+        key_sq(unchanged[i], &b);
+        if (!same_partition(&a, &b))
+            fail_msg("%s: the source text changed a key it must not", unchanged[i]);
+        canon_key_fini(&a);
+        canon_key_fini(&b);
+    }
+    /* One spelling per integer: leading zeros (which cJSON accepts) drop. */
+    key_src("{'seed':009007199254740993}", &a);
+    key_src("{'seed':9007199254740993}", &b);
+    assert_true(same_partition(&a, &b));
+    canon_key_fini(&a);
+    canon_key_fini(&b);
+    /* A text that is not the tree's: numbers key by their doubles. */
+    {
+        cJSON *doc = sq("{'seed':9007199254740993}");
+        const char *other = "{\"seed\":9007199254740993,\"n\":2}";
+        assert_int_equal(canon_request_src(doc, other, strlen(other), "tenant", ROUTE, &a), 0);
+        key_sq("{'seed':9007199254740992}", &b);
+        assert_true(same_partition(&a, &b));
+        canon_key_fini(&a);
+        canon_key_fini(&b);
+        cJSON_Delete(doc);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -833,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_too_big),
         cmocka_unit_test(test_not_a_request),
         cmocka_unit_test(test_hex_and_fini),
+        cmocka_unit_test(test_big_integers_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
