@@ -952,7 +952,7 @@ static int check_combination(const struct cfg *c, char *err, size_t errlen)
 {
     if (strcmp(c->embedder, "openai") == 0 && !c->embed_url) {
         snprintf(err, errlen,
-                 "embedder = openai needs embed-url, the embeddings base URL including /v1 "
+                 "embedder=openai needs embed-url, the embeddings base URL including /v1 "
                  "(e.g. https://api.openai.com/v1)");
         return CFG_EINVAL;
     }
