@@ -50,7 +50,7 @@
 #define WAL_DEFAULT_NAME    "wal.log"         /* file name inside the directory */
 #define WAL_DEFAULT_PENDING (64u << 20)       /* default max_pending */
 #define WAL_DEFAULT_POLICY  WAL_SYNC_EVERYSEC /* see docs/wal.md for why */
-#define WAL_REPAIR_COMMAND  "parrot wal repair"
+#define WAL_REPAIR_COMMAND  "parrot wal repair --data-dir" /* followed by the directory */
 
 enum wal_policy {
     WAL_SYNC_DEFAULT = 0, /* WAL_DEFAULT_POLICY */
