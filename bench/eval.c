@@ -14,7 +14,25 @@
  *   banking77  cache = train, queries = test
  *   qqp        per pair, its own partition (a tenant per pair): store a,
  *              look up b; precision/recall of "hit" against "duplicate"
- * Each runs with the verifier on and off. The threshold is set to a tiny
+ *   hwu64      answer-level truth: cache = hwu64-dev train, all of it (full)
+ *              or its first 10 questions per intent in file order (young);
+ *              queries = test. A hit is correct only when the cached question
+ *              has the query's intent and the same multiset of slot values
+ *              (lower-case, trimmed). Capture = correct hits / queries whose
+ *              answer key some cached question has. Run with the word-vector
+ *              table (when given) and without, each at its own default.
+ *              TSV rows "hwu64-young"/"hwu64-full", embedder
+ *              "builtin-vectors"/"builtin-lexical"; their precision column is
+ *              correct / hits and their recall column is the capture.
+ *   mustmiss   test/data/must-miss.tsv (--must-miss FILE): per pair its own
+ *              tenant stores the cached question and looks up the new one,
+ *              verifier on, with and without the table. TSV rows
+ *              "mustmiss:KIND" and "mustmiss:all": correct = paraphrase pairs
+ *              that hit, wrong = must-miss pairs that hit, oos_queries /
+ *              oos_hits = the must-miss pairs and their hits, recall = the
+ *              paraphrase hit rate.
+ * CLINC150, BANKING77 and QQP run with the verifier on and off; their rows
+ * and sections are unchanged by the two above. The threshold is set to a tiny
  * value, so a lookup returns the best-scoring candidate the verifier
  * accepts (or the best, verifier off) with its score; every threshold t is
  * then evaluated from that one pass: a hit at t is a hit with score >= t.
@@ -23,10 +41,11 @@
  *
  * Usage: eval [--datasets DIR] [--out DIR] [--only SET] [--dump FILE]
  *             [--dump-at T] [--per-intent N] [--word-vectors FILE]
+ *             [--must-miss FILE]
  * --dump writes the wrong hits (and out-of-scope hits) scoring at least T
  * (default: the default threshold), with both questions and the score.
  * --per-intent N caches only the first N training questions of each intent
- * (CLINC150, BANKING77): how a young cache fares.
+ * (CLINC150, BANKING77): how a young cache fares (hwu64 always reports both).
  * With --word-vectors (make eval builds build/word-vectors.bin) the built-in
  * embedder runs with the table, as the server does when it finds one; the
  * ablation runs it without, too.
@@ -57,6 +76,7 @@
 #define GRID_N       (GRID_HI - GRID_LO + 1)
 #define TARGET_WRONG 0.02 /* calibration: wrong-hit share at most 2% ... */
 #define TARGET_OOS   0.01 /* ... and out-of-scope false hits at most 1% */
+#define HWU_YOUNG    10   /* hwu64-dev young cache: the first 10 train questions per intent */
 
 static const char SYSTEM_PROMPT[] = "You are the assistant of an online service. Answer briefly.";
 
@@ -958,6 +978,435 @@ static void md_reasons(const char *title, const struct point *p, bool oos)
     }
 }
 
+/* ---- answer-level truth: hwu64-dev (intent + slot values) ---- */
+
+/* The answer key of a hwu64 row: the intent, then its slots as normalised
+ * "name=value" strings (lower-case, trimmed, inner runs of blanks as one
+ * space), sorted so that the key compares slot multisets. Two questions with
+ * equal keys get the same answer; any other hit serves a wrong one. Fields are
+ * separated by 0x1f, which no annotation holds. */
+#define HWU_KEY_MAX 2048
+
+static void norm_into(char *dst, size_t cap, size_t *n, const char *s)
+{
+    bool space = false;
+
+    while (*s == ' ' || *s == '\t')
+        s++;
+    for (; *s; s++) {
+        char c = *s;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            space = true;
+            continue;
+        }
+        if (space && *n + 1 < cap)
+            dst[(*n)++] = ' ';
+        space = false;
+        if (*n + 1 < cap)
+            dst[(*n)++] = (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    dst[*n] = '\0';
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The key of one row, or NULL when the slots are malformed. */
+static char *hwu_key(const char *intent, const cJSON *slots)
+{
+    char key[HWU_KEY_MAX], *pairs[64];
+    size_t n = 0, np = 0;
+    const cJSON *s;
+
+    if (!cJSON_IsArray(slots))
+        return NULL;
+    cJSON_ArrayForEach(s, slots)
+    {
+        const cJSON *name = cJSON_GetArrayItem(s, 0), *val = cJSON_GetArrayItem(s, 1);
+        char one[512];
+        size_t m = 0;
+        if (!cJSON_IsString(name) || !cJSON_IsString(val) || np == 64)
+            goto fail;
+        norm_into(one, sizeof(one), &m, name->valuestring);
+        if (m + 1 < sizeof(one))
+            one[m++] = '=';
+        norm_into(one, sizeof(one), &m, val->valuestring);
+        pairs[np++] = xstrdup(one);
+    }
+    qsort(pairs, np, sizeof(pairs[0]), cmp_str);
+    norm_into(key, sizeof(key), &n, intent);
+    for (size_t i = 0; i < np; i++) {
+        size_t l = strlen(pairs[i]);
+        if (n + 1 + l + 1 > sizeof(key))
+            goto fail;
+        key[n++] = '\x1f';
+        memcpy(key + n, pairs[i], l + 1);
+        n += l;
+    }
+    for (size_t i = 0; i < np; i++)
+        free(pairs[i]);
+    return xstrdup(key);
+fail:
+    for (size_t i = 0; i < np; i++)
+        free(pairs[i]);
+    return NULL;
+}
+
+/* hwu64 JSON lines {"text","intent","slots"}: label = the answer key. */
+static int read_hwu(const char *dir, const char *name, struct items *out)
+{
+    size_t len;
+    char *buf = slurp(dir, name, &len), *p, *end;
+    int rc = 0;
+
+    if (!buf)
+        return -1;
+    for (p = buf; p < buf + len; p = end + 1) {
+        cJSON *o;
+        char *t, *k;
+        const cJSON *in;
+        end = memchr(p, '\n', (size_t)(buf + len - p));
+        if (!end)
+            end = buf + len;
+        if (end == p)
+            continue;
+        o = cJSON_ParseWithLength(p, (size_t)(end - p));
+        in = cJSON_GetObjectItemCaseSensitive(o, "intent");
+        t = o ? json_str(o, "text") : NULL;
+        k = cJSON_IsString(in)
+                ? hwu_key(in->valuestring, cJSON_GetObjectItemCaseSensitive(o, "slots"))
+                : NULL;
+        cJSON_Delete(o);
+        if (!t || !k) {
+            fprintf(stderr, "eval: %s: a line without text, intent or well-formed slots\n", name);
+            free(t);
+            free(k);
+            rc = -1;
+            break;
+        }
+        items_add(out, t, k, 0);
+    }
+    free(buf);
+    return rc;
+}
+
+/* The first per rows of each intent (the key up to its first 0x1f), in file
+ * order: a young cache, chosen deterministically. Copies into out. */
+static void hwu_young(const struct items *all, size_t per, struct items *out)
+{
+    for (size_t i = 0; i < all->n; i++) {
+        size_t il = strcspn(all->v[i].label, "\x1f"), seen = 0;
+        for (size_t j = 0; j < out->n; j++)
+            seen += strcspn(out->v[j].label, "\x1f") == il &&
+                    strncmp(out->v[j].label, all->v[i].label, il) == 0;
+        if (seen < per)
+            items_add(out, xstrdup(all->v[i].text), xstrdup(all->v[i].label), 0);
+    }
+}
+
+/* One answer-level run: the curve, the point at the mode's default, and the
+ * reuse opportunity (queries whose key some cached question has). */
+struct hwu_run {
+    const char *cache_name; /* "young" or "full" */
+    bool vectors, verifier;
+    float t_default;
+    size_t opportunity;
+    struct point grid[GRID_N];
+    struct point at_default;
+};
+
+static double capture(const struct point *p, size_t opp)
+{
+    return ratio(p->correct, opp);
+}
+
+static void run_hwu(const char *cache_name, const struct items *cache, const struct items *q,
+                    bool vectors, bool verifier, struct hwu_run *run)
+{
+    const char *saved = word_vectors;
+    struct chat *ch;
+    struct outcome *qo = calloc(q->n + 1, sizeof(*qo));
+    char set[32];
+
+    if (!qo)
+        exit(1);
+    if (!vectors)
+        word_vectors = NULL; /* chat_for() reads it */
+    ch = chat_for(verifier);
+    word_vectors = saved;
+    memset(run, 0, sizeof(*run));
+    run->cache_name = cache_name;
+    run->vectors = vectors;
+    run->verifier = verifier;
+    run->t_default = vectors ? default_t : lexical_t;
+    for (size_t i = 0; i < q->n; i++) {
+        bool have = false;
+        for (size_t j = 0; j < cache->n && !have; j++)
+            have = strcmp(cache->v[j].label, q->v[i].label) == 0;
+        run->opportunity += have;
+    }
+    for (size_t i = 0; i < cache->n; i++)
+        warm(ch, "Bearer eval", cache->v[i].text, cache->v[i].label);
+    for (size_t i = 0; i < q->n; i++)
+        look(ch, "Bearer eval", q->v[i].text, verifier, &qo[i]);
+    snprintf(set, sizeof(set), "hwu64-%s", cache_name);
+    for (int k = 0; k < GRID_N; k++) {
+        const struct point *p = &run->grid[k];
+        score(q, qo, NULL, NULL, grid_t(k), &run->grid[k]);
+        /* precision = correct / hits, recall = capture (see the header) */
+        fprintf(tsv, "%s\t%s\t%s\t%.4f\t%zu\t%zu\t%zu\t%zu\t%.4f\t%.4f\t0\t0\t0\t%.4f\t%.4f\t0\n",
+                set, vectors ? "builtin-vectors" : "builtin-lexical", verifier ? "on" : "off", p->t,
+                p->n, p->hits, p->correct, p->wrong, ratio(p->hits, p->n), ratio(p->wrong, p->hits),
+                ratio(p->correct, p->hits), capture(p, run->opportunity));
+    }
+    score(q, qo, NULL, NULL, run->t_default, &run->at_default);
+    if (verifier && vectors == (word_vectors != NULL))
+        dump_wrong(set, q, qo, false, dump_t >= 0 ? dump_t : run->t_default);
+    outcomes_free(qo, q->n);
+    chat_free(ch);
+}
+
+static void md_hwu_row(const struct hwu_run *r, const struct point *p, const char *note)
+{
+    fprintf(md, "| %.2f%s | %s | %s | %.3f | %.3f | %.3f | %zu | %zu |\n", p->t, note,
+            r->vectors ? "present" : "absent", r->verifier ? "on" : "off", ratio(p->hits, p->n),
+            ratio(p->wrong, p->hits), capture(p, r->opportunity), p->correct, p->wrong);
+}
+
+/* runs[0..n): the same cache, every table x verifier mode. */
+static void md_hwu_table(const char *title, const struct hwu_run *runs, size_t n, size_t cache_n,
+                         size_t q_n)
+{
+    fprintf(md,
+            "\n#### %s (cache %zu questions; %zu queries, %zu of them with an "
+            "answer-equivalent question in the cache)\n\n",
+            title, cache_n, q_n, runs[0].opportunity);
+    fprintf(md, "| threshold | word vectors | verifier | hit rate | wrong-hit share | capture | "
+                "correct | wrong |\n|---|---|---|---|---|---|---|---|\n");
+    for (size_t i = 0; i < sizeof(SHOWN) / sizeof(SHOWN[0]); i++) {
+        int k = (int)lround(SHOWN[i] * 100) - GRID_LO;
+        for (size_t j = 0; j < n; j++)
+            md_hwu_row(&runs[j], &runs[j].grid[k], "");
+    }
+    for (size_t j = 0; j < n; j++)
+        md_hwu_row(&runs[j], &runs[j].at_default, " **default**");
+    for (size_t j = 0; j < n; j++) {
+        double t;
+        int k;
+        if (!runs[j].verifier)
+            continue;
+        t = calibrate(runs[j].grid, TARGET_WRONG, 1.0);
+        k = (int)lround(t * 100) - GRID_LO;
+        if (t < 1.0 && k >= 0 && k < GRID_N)
+            fprintf(md,
+                    "\nWord vectors %s, verifier on: the highest hit rate at <= 2%% wrong is "
+                    "%.3f at %.2f (capture %.3f, %zu correct / %zu wrong).\n",
+                    runs[j].vectors ? "present" : "absent", ratio(runs[j].grid[k].hits, q_n), t,
+                    capture(&runs[j].grid[k], runs[j].opportunity), runs[j].grid[k].correct,
+                    runs[j].grid[k].wrong);
+        else
+            fprintf(md, "\nWord vectors %s, verifier on: no threshold reaches <= 2%% wrong.\n",
+                    runs[j].vectors ? "present" : "absent");
+    }
+}
+
+/* ---- the must-miss suite (test/data/must-miss.tsv) ---- */
+
+/* One hand-written pair: the cached question, the new one, the kind of
+ * argument they differ in (or keep), and whether the new one must miss. */
+struct mm_pair {
+    char *cached, *query, *kind;
+    bool must_miss;
+};
+
+struct mm_set {
+    struct mm_pair *v;
+    size_t n;
+    char *buf; /* the file; the fields point into it */
+};
+
+/* Lines "cached<TAB>new<TAB>kind<TAB>miss|hit"; '#' starts a comment line,
+ * the first line is a header. */
+static int read_mustmiss(const char *path, struct mm_set *s)
+{
+    size_t len, cap = 0;
+    char *p, *end;
+    bool header = true;
+
+    memset(s, 0, sizeof(*s));
+    s->buf = slurp(".", path, &len);
+    if (!s->buf)
+        return -1;
+    for (p = s->buf; p < s->buf + len; p = end + 1) {
+        char *f[4];
+        int nf = 0;
+        end = memchr(p, '\n', (size_t)(s->buf + len - p));
+        if (!end)
+            end = s->buf + len;
+        *end = '\0';
+        if (*p == '#' || *p == '\0')
+            continue;
+        if (header) {
+            header = false;
+            continue;
+        }
+        for (char *q = p; nf < 4; nf++) {
+            f[nf] = q;
+            q = strchr(q, '\t');
+            if (!q) {
+                nf++;
+                break;
+            }
+            *q++ = '\0';
+        }
+        if (nf != 4 || (strcmp(f[3], "miss") != 0 && strcmp(f[3], "hit") != 0)) {
+            fprintf(stderr, "eval: %s: a line that is not cached<TAB>new<TAB>kind<TAB>miss|hit\n",
+                    path);
+            return -1;
+        }
+        if (s->n == cap) {
+            cap = cap ? 2 * cap : 256;
+            s->v = realloc(s->v, cap * sizeof(*s->v));
+            if (!s->v || cap > MAX_ROWS)
+                exit(1);
+        }
+        s->v[s->n++] = (struct mm_pair){f[0], f[1], f[2], strcmp(f[3], "miss") == 0};
+    }
+    return 0;
+}
+
+/* The kinds in first-seen order; returns how many (at most max). */
+static size_t mm_kinds(const struct mm_set *s, const char **kinds, size_t max)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < s->n; i++) {
+        size_t j = 0;
+        while (j < n && strcmp(kinds[j], s->v[i].kind) != 0)
+            j++;
+        if (j == n && n < max)
+            kinds[n++] = s->v[i].kind;
+    }
+    return n;
+}
+
+/* Per pair, its own tenant stores the cached question and looks up the new
+ * one: sim[i] is the hit's score, or -1 for a miss. */
+static void run_mustmiss(const struct mm_set *s, bool vectors, float *sim)
+{
+    const char *saved = word_vectors;
+    struct chat *ch;
+
+    if (!vectors)
+        word_vectors = NULL;
+    ch = chat_for(true);
+    word_vectors = saved;
+    for (size_t i = 0; i < s->n; i++) {
+        char auth[64];
+        struct outcome o;
+        snprintf(auth, sizeof(auth), "Bearer must-miss-%zu", i);
+        warm(ch, auth, s->v[i].cached, "cached answer");
+        look(ch, auth, s->v[i].query, true, &o);
+        sim[i] = o.hit ? o.sim : -1.0f;
+        free(o.label);
+        free(o.cand);
+    }
+    chat_free(ch);
+}
+
+struct mm_count {
+    size_t miss_n, wrong, hit_n, hits;
+};
+
+static void mm_count_at(const struct mm_set *s, const float *sim, const char *kind, double t,
+                        struct mm_count *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < s->n; i++) {
+        bool hit = sim[i] >= 0 && sim[i] >= (float)t;
+        if (kind && strcmp(kind, s->v[i].kind) != 0)
+            continue;
+        if (s->v[i].must_miss) {
+            c->miss_n++;
+            c->wrong += hit;
+        } else {
+            c->hit_n++;
+            c->hits += hit;
+        }
+    }
+}
+
+/* TSV rows "mustmiss:KIND" (and "mustmiss:all") along the grid: queries =
+ * pairs, hits, correct = paraphrase hits, wrong = must-miss hits, oos_* =
+ * the must-miss pairs and their hits, recall = paraphrase hit rate. */
+static void tsv_mustmiss(const struct mm_set *s, const float *sim, bool vectors,
+                         const char *const *kinds, size_t nk)
+{
+    for (size_t j = 0; j <= nk; j++) {
+        char set[96];
+        snprintf(set, sizeof(set), "mustmiss:%s", j < nk ? kinds[j] : "all");
+        for (int k = 0; k < GRID_N; k++) {
+            struct mm_count c;
+            mm_count_at(s, sim, j < nk ? kinds[j] : NULL, grid_t(k), &c);
+            fprintf(
+                tsv,
+                "%s\t%s\ton\t%.4f\t%zu\t%zu\t%zu\t%zu\t%.4f\t%.4f\t%zu\t%zu\t%.4f\t0\t%.4f\t0\n",
+                set, vectors ? "builtin-vectors" : "builtin-lexical", grid_t(k), c.miss_n + c.hit_n,
+                c.hits + c.wrong, c.hits, c.wrong, ratio(c.hits + c.wrong, c.miss_n + c.hit_n),
+                ratio(c.wrong, c.hits + c.wrong), c.miss_n, c.wrong, ratio(c.wrong, c.miss_n),
+                ratio(c.hits, c.hit_n));
+        }
+    }
+}
+
+/* sims[m], modes[m] (true: word vectors present), at each mode's default. */
+static void md_mustmiss(const char *path, const struct mm_set *s, float *const *sims,
+                        const bool *modes, size_t m, const char *const *kinds, size_t nk)
+{
+    fprintf(md,
+            "\n### Must-miss suite (`%s`, %zu hand-written pairs), verifier on\n\n"
+            "Per pair its own partition stores the cached question, then the new one is "
+            "looked up. A must-miss pair that hits is a wrong hit (it must be 0); a "
+            "paraphrase pair that keeps the argument should hit. Each mode at its default "
+            "threshold.\n\n| kind |",
+            path, s->n);
+    for (size_t i = 0; i < m; i++)
+        fprintf(md, " wrong hits, vectors %s | paraphrase hits, vectors %s |",
+                modes[i] ? "present" : "absent", modes[i] ? "present" : "absent");
+    fprintf(md, "\n|---|");
+    for (size_t i = 0; i < m; i++)
+        fprintf(md, "---|---|");
+    fprintf(md, "\n");
+    for (size_t j = 0; j <= nk; j++) {
+        fprintf(md, "| %s |", j < nk ? kinds[j] : "**all**");
+        for (size_t i = 0; i < m; i++) {
+            struct mm_count c;
+            mm_count_at(s, sims[i], j < nk ? kinds[j] : NULL, modes[i] ? default_t : lexical_t, &c);
+            fprintf(md, " %zu / %zu | %zu / %zu |", c.wrong, c.miss_n, c.hits, c.hit_n);
+        }
+        fprintf(md, "\n");
+    }
+    fprintf(md, "\nAlong the thresholds:\n\n| threshold | word vectors | must-miss wrong hits | "
+                "paraphrase hit rate |\n|---|---|---|---|\n");
+    for (size_t k = 0; k < sizeof(SHOWN) / sizeof(SHOWN[0]); k++)
+        for (size_t i = 0; i < m; i++) {
+            struct mm_count c;
+            mm_count_at(s, sims[i], NULL, SHOWN[k], &c);
+            fprintf(md, "| %.2f | %s | %zu / %zu | %.3f |\n", SHOWN[k],
+                    modes[i] ? "present" : "absent", c.wrong, c.miss_n, ratio(c.hits, c.hit_n));
+        }
+    fprintf(md, "\nThe must-miss pairs that hit at the default threshold:\n\n| word vectors | "
+                "kind | score | cached | new |\n|---|---|---|---|---|\n");
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < s->n; j++)
+            if (s->v[j].must_miss && sims[i][j] >= 0 &&
+                sims[i][j] >= (modes[i] ? default_t : lexical_t))
+                fprintf(md, "| %s | %s | %.3f | %s | %s |\n", modes[i] ? "present" : "absent",
+                        s->v[j].kind, (double)sims[i][j], s->v[j].cached, s->v[j].query);
+}
+
 static void plot_series(FILE *dat, const struct intent_run *r)
 {
     fprintf(dat, "# %s verifier=%s: wrong_share hit_rate threshold\n", r->set,
@@ -1029,8 +1478,9 @@ static int write_plot(const char *out, int panels, const char *const *titles, bo
 static void usage(const char *argv0)
 {
     fprintf(stderr,
-            "usage: %s [--datasets DIR] [--out DIR] [--only clinc150|banking77|qqp] "
-            "[--dump FILE] [--dump-at T] [--per-intent N] [--word-vectors FILE]\n",
+            "usage: %s [--datasets DIR] [--out DIR] "
+            "[--only clinc150|banking77|qqp|hwu64|mustmiss] [--dump FILE] [--dump-at T] "
+            "[--per-intent N] [--word-vectors FILE] [--must-miss FILE]\n",
             argv0);
 }
 
@@ -1039,6 +1489,16 @@ int main(int argc, char **argv)
     const char *datasets = "../shared/datasets", *out = "bench/eval", *only = NULL;
     size_t per_intent = 0;
     const char *dump_path = NULL;
+    const char *mm_path = "test/data/must-miss.tsv";
+    struct items h_train = {0}, h_young = {0}, h_test = {0};
+    struct mm_set mm = {0};
+    struct hwu_run hy[4], hf[4]; /* per mode: vectors present/absent x verifier on/off */
+    size_t h_modes = 0;
+    float *mm_sim[2] = {NULL, NULL};
+    bool mm_modes[2];
+    size_t mm_m = 0;
+    const char *mm_kind[64];
+    size_t mm_nk = 0;
     struct items c_train = {0}, c_val = {0}, c_oos = {0}, b_train = {0}, b_test = {0}, qqp = {0};
     struct intent_run *runs = calloc(4, sizeof(*runs));
     struct pair_run pr[2];
@@ -1046,7 +1506,7 @@ int main(int argc, char **argv)
     struct speed sp;
     const char *titles[3];
     int panels = 0;
-    bool do_c, do_b, do_q, have_gnuplot;
+    bool do_c, do_b, do_q, do_h, do_m, have_gnuplot;
     double t_start = now_s(), cal2 = 1, cal5 = 1, total;
     char path[4096];
     FILE *dat;
@@ -1066,6 +1526,8 @@ int main(int argc, char **argv)
             per_intent = (size_t)strtoul(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--word-vectors") == 0 && i + 1 < argc) {
             word_vectors = argv[++i];
+        } else if (strcmp(argv[i], "--must-miss") == 0 && i + 1 < argc) {
+            mm_path = argv[++i];
         } else {
             usage(argv[0]);
             return 2;
@@ -1076,6 +1538,8 @@ int main(int argc, char **argv)
     do_c = !only || strcmp(only, "clinc150") == 0;
     do_b = !only || strcmp(only, "banking77") == 0;
     do_q = !only || strcmp(only, "qqp") == 0;
+    do_h = !only || strcmp(only, "hwu64") == 0;
+    do_m = !only || strcmp(only, "mustmiss") == 0;
     NOW = (int64_t)time(NULL);
     {
         char err[256] = "";
@@ -1103,7 +1567,9 @@ int main(int argc, char **argv)
                   read_jsonl(datasets, "clinc150/oos_val.jsonl", false, &c_oos))) ||
         (do_b && (read_csv(datasets, "banking77/train.csv", &b_train) ||
                   read_csv(datasets, "banking77/test.csv", &b_test))) ||
-        (do_q && read_jsonl(datasets, "qqp/dev.jsonl", true, &qqp))) {
+        (do_q && read_jsonl(datasets, "qqp/dev.jsonl", true, &qqp)) ||
+        (do_h && (read_hwu(datasets, "hwu64-dev/train.jsonl", &h_train) ||
+                  read_hwu(datasets, "hwu64-dev/test.jsonl", &h_test)))) {
         fprintf(stderr, "eval: cannot read the datasets under %s (--datasets DIR)\n", datasets);
         return 1;
     }
@@ -1111,6 +1577,12 @@ int main(int argc, char **argv)
         thin(&c_train, per_intent);
         thin(&b_train, per_intent);
     }
+    if (do_m && read_mustmiss(mm_path, &mm) != 0) {
+        fprintf(stderr, "eval: cannot read the must-miss suite %s (--must-miss FILE)\n", mm_path);
+        return 1;
+    }
+    if (do_h)
+        hwu_young(&h_train, HWU_YOUNG, &h_young);
     mkdir(out, 0755);
     snprintf(path, sizeof(path), "%s/results.tsv", out);
     tsv = fopen(path, "w");
@@ -1150,7 +1622,33 @@ int main(int argc, char **argv)
         run_ablation(&with, false, &c_train, &c_val, &c_oos, abl[2]);
         run_ablation(&without, false, &c_train, &c_val, &c_oos, abl[3]);
     }
-    time_embedder(do_c ? &c_val : do_b ? &b_test : &qqp, &sp);
+    if (do_h) {
+        /* with the table first when there is one, then lexical only */
+        for (int v = word_vectors ? 1 : 0; v >= 0; v--)
+            for (int on = 1; on >= 0; on--) {
+                printf("hwu64: young cache %zu / full %zu, queries %zu, vectors %s, verifier "
+                       "%s\n",
+                       h_young.n, h_train.n, h_test.n, v ? "present" : "absent", on ? "on" : "off");
+                run_hwu("young", &h_young, &h_test, v, on, &hy[h_modes]);
+                run_hwu("full", &h_train, &h_test, v, on, &hf[h_modes]);
+                h_modes++;
+            }
+    }
+    if (do_m) {
+        mm_nk = mm_kinds(&mm, mm_kind, sizeof(mm_kind) / sizeof(mm_kind[0]));
+        for (int v = word_vectors ? 1 : 0; v >= 0; v--) {
+            mm_sim[mm_m] = xmalloc((mm.n + 1) * sizeof(float));
+            mm_modes[mm_m] = v;
+            run_mustmiss(&mm, v, mm_sim[mm_m]);
+            tsv_mustmiss(&mm, mm_sim[mm_m], v, mm_kind, mm_nk);
+            mm_m++;
+        }
+    }
+    memset(&sp, 0, sizeof(sp));
+    sp.name = embedder_name(g_emb);
+    sp.dim = embedder_dim(g_emb);
+    if (do_c || do_b || do_q || do_h)
+        time_embedder(do_c ? &c_val : do_b ? &b_test : do_q ? &qqp : &h_test, &sp);
     total = now_s() - t_start;
 
     fprintf(md, "# Hit quality of the built-in embedder\n\n");
@@ -1246,6 +1744,21 @@ int main(int argc, char **argv)
                 rate_at(abl[3], t3), t3);
         }
     }
+    if (do_h) {
+        fprintf(md,
+                "\n### HWU64-dev: answer-level truth (intent and slot values)\n\nA hit is "
+                "correct only when the cached question has the query's intent and the same "
+                "multiset of slot values (lower-case, trimmed). Cache: train, all of it "
+                "(full) or its first %d questions per intent (young); queries: test. "
+                "Capture = correct hits / queries that had an answer-equivalent question in "
+                "the cache. Word vectors present: default threshold %.2f; absent (lexical "
+                "only): %.2f.\n",
+                HWU_YOUNG, (double)default_t, (double)lexical_t);
+        md_hwu_table("Young cache", hy, h_modes, h_young.n, h_test.n);
+        md_hwu_table("Full cache", hf, h_modes, h_train.n, h_test.n);
+    }
+    if (do_m)
+        md_mustmiss(mm_path, &mm, mm_sim, mm_modes, mm_m, mm_kind, mm_nk);
     fprintf(md, "\n### Speed\n\n");
     fprintf(md,
             "Embedding: %.2f us per query (mean over %s queries, %.1f words each, one "
@@ -1253,7 +1766,8 @@ int main(int argc, char **argv)
             sp.us_per_embed,
             do_c   ? "CLINC150 val"
             : do_b ? "BANKING77 test"
-                   : "QQP",
+            : do_q ? "QQP"
+                   : "HWU64-dev test",
             sp.words, lookups ? lookup_us_total / (double)lookups : 0.0, total);
 
     snprintf(path, sizeof(path), "%s/plot.dat", out);
@@ -1307,6 +1821,25 @@ int main(int argc, char **argv)
                (double)default_t, pr[0].auc, pr[1].auc, ratio(pr[0].tp_d, pr[0].tp_d + pr[0].fp_d),
                ratio(pr[0].tp_d, pr[0].pos), ratio(pr[1].tp_d, pr[1].tp_d + pr[1].fp_d),
                ratio(pr[1].tp_d, pr[1].pos));
+    for (size_t i = 0; i < h_modes; i++)
+        for (int c = 0; c < 2; c++) {
+            const struct hwu_run *r = c ? &hf[i] : &hy[i];
+            printf("hwu64 %s @%.2f vectors %s verifier %s: hit %.3f wrong %.3f capture %.3f "
+                   "(%zu correct, %zu wrong, opportunity %zu)\n",
+                   r->cache_name, (double)r->t_default, r->vectors ? "present" : "absent",
+                   r->verifier ? "on" : "off", ratio(r->at_default.hits, r->at_default.n),
+                   ratio(r->at_default.wrong, r->at_default.hits),
+                   capture(&r->at_default, r->opportunity), r->at_default.correct,
+                   r->at_default.wrong, r->opportunity);
+        }
+    for (size_t i = 0; i < mm_m; i++) {
+        struct mm_count c;
+        mm_count_at(&mm, mm_sim[i], NULL, mm_modes[i] ? default_t : lexical_t, &c);
+        printf("must-miss @%.2f vectors %s: %zu / %zu must-miss pairs hit (wrong), %zu / %zu "
+               "paraphrases hit\n",
+               (double)(mm_modes[i] ? default_t : lexical_t), mm_modes[i] ? "present" : "absent",
+               c.wrong, c.miss_n, c.hits, c.hit_n);
+    }
     printf("embed: %.2f us/query (%u dims); lookup %.1f us; total %.1f s\n", sp.us_per_embed,
            sp.dim, lookups ? lookup_us_total / (double)lookups : 0.0, total);
     fclose(tsv);
@@ -1319,6 +1852,13 @@ int main(int argc, char **argv)
     items_free(&b_train);
     items_free(&b_test);
     items_free(&qqp);
+    items_free(&h_train);
+    items_free(&h_young);
+    items_free(&h_test);
+    free(mm.v);
+    free(mm.buf);
+    free(mm_sim[0]);
+    free(mm_sim[1]);
     free(runs);
     embedder_free(g_emb);
     return 0;
