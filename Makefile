@@ -8,6 +8,7 @@
 #                   + a build with -Werror (WERROR=-Werror does that anywhere)
 #   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
 #   make vectors    the built-in embedder's word-vector table (build/word-vectors.bin)
+#   make mustmiss   the must-miss suite through the lookup path (fails until #16 lands)
 #   make fuzz       libFuzzer on every parser (FUZZ_SECONDS each, clang)
 #   make install    binary, word vectors (if built), systemd unit, man page
 #                   under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local);  make deb
@@ -41,7 +42,7 @@ FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors \
-        install uninstall deb
+        install uninstall deb mustmiss
 
 all: $(BUILD)/parrot
 
@@ -109,6 +110,18 @@ $(VECTORS):
 DATASETS ?= ../shared/datasets
 eval: $(BUILD)/bench/eval $(VECTORS)
 	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval --word-vectors $(VECTORS)
+
+# The must-miss suite (test/data/must-miss.tsv) through the real lookup path at
+# the default threshold: lexical only and, when $(VECTORS) exists, with the
+# word-vector table. Not in make test (not test_*.c) until the verifier
+# rewrite of issue #16 makes it pass.
+mustmiss: $(BUILD)/test/mustmiss_check
+	./$(BUILD)/test/mustmiss_check test/data/must-miss.tsv \
+		$(if $(wildcard $(VECTORS)),--word-vectors $(VECTORS))
+
+$(BUILD)/test/mustmiss_check: test/unit/mustmiss_check.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
 deps:
 	@sh deploy/install-deps.sh --check >/dev/null 2>&1 || sh deploy/install-deps.sh
