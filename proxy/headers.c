@@ -25,7 +25,29 @@ bool hdr_is_hop_by_hop(const char *name, size_t len)
 bool hdr_to_upstream(const char *name, size_t len)
 {
     static const char *const drop[] = {"host", "content-length", "expect", "accept-encoding", NULL};
+    /* Proxy-* speaks to a proxy on the way, never to the origin. */
+    if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
+        return false;
     return !hdr_is_hop_by_hop(name, len) && !in(name, len, drop);
+}
+
+bool hdr_listed(const char *list, const char *name, size_t len)
+{
+    while (list && *list) {
+        const char *start, *end;
+
+        while (*list == ' ' || *list == '\t' || *list == ',')
+            list++;
+        start = list;
+        while (*list && *list != ',')
+            list++;
+        end = list;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if ((size_t)(end - start) == len && len && strncasecmp(start, name, len) == 0)
+            return true;
+    }
+    return false;
 }
 
 bool hdr_to_client(const char *name, size_t len)

@@ -16,6 +16,11 @@ bool hdr_is_hop_by_hop(const char *name, size_t len);
  * answers in identity encoding, which parrot must read to cache it. */
 bool hdr_to_upstream(const char *name, size_t len);
 
+/* True when name is one of the tokens of a comma-separated header value
+ * (case-insensitive, white space around tokens ignored; NULL: none). The
+ * headers a Connection header names are hop-by-hop too (RFC 9110 7.6.1). */
+bool hdr_listed(const char *list, const char *name, size_t len);
+
 /* A provider response header relayed to the client. Framing and Date are
  * libmicrohttpd's to set; x-request-id is parrot's own (the provider's is
  * relayed as x-upstream-request-id). */
