@@ -8,6 +8,7 @@
 #                   + a build with -Werror (WERROR=-Werror does that anywhere)
 #   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
 #   make vectors    the built-in embedder's word-vector table (build/word-vectors.bin)
+#   make wordnet    the hit verifier's WordNet table (build/wordnet.bin, from wordnet-base)
 #   make mustmiss   the must-miss suite through the lookup path (fails until #16 lands)
 #   make fuzz       libFuzzer on every parser (FUZZ_SECONDS each, clang)
 #   make install    binary, word vectors (if built), systemd unit, man page
@@ -42,7 +43,7 @@ FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
 .PHONY: all test unit asan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors \
-        install uninstall deb mustmiss
+        install uninstall deb mustmiss wordnet
 
 all: $(BUILD)/parrot
 
@@ -106,9 +107,25 @@ vectors: $(VECTORS)
 $(VECTORS):
 	sh deploy/fetch-vectors.sh $(VECTORS)
 
+# The hit verifier's WordNet table, compiled from Debian's wordnet-base
+# (installed by deploy/install-deps.sh). make test builds it: test_wordnet
+# checks real WordNet facts on it, and the tiny fixture's table beside them.
+WORDNET ?= build/wordnet.bin
+wordnet: $(WORDNET)
+$(WORDNET): deploy/wordnet_convert.c cache/wordnet.c
+	BUILD=$(BUILD) sh deploy/fetch-wordnet.sh $(WORDNET)
+
+$(BUILD)/test/wordnet-fixture.bin: $(BUILD)/deploy/wordnet_convert $(wildcard test/fixtures/wordnet/*)
+	@mkdir -p $(dir $@)
+	$(BUILD)/deploy/wordnet_convert test/fixtures/wordnet $@
+
+$(BUILD)/test/test_wordnet: $(BUILD)/test/wordnet-fixture.bin $(WORDNET)
+$(BUILD)/test/test_wordnet: CFLAGS += -DWORDNET_FIXTURE='"$(BUILD)/test/wordnet-fixture.bin"' \
+	-DWORDNET_TABLE='"$(WORDNET)"'
+
 # Hit quality on the third-party sets in ../shared/datasets (DATASETS= overrides).
 DATASETS ?= ../shared/datasets
-eval: $(BUILD)/bench/eval $(VECTORS)
+eval: $(BUILD)/bench/eval $(VECTORS) $(WORDNET)
 	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval --word-vectors $(VECTORS)
 
 # The must-miss suite (test/data/must-miss.tsv) through the real lookup path at
