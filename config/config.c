@@ -80,6 +80,9 @@ static const struct option options[] = {
      "longest silence allowed from the upstream while it answers"},
     {"client-timeout", T_DUR, F(client_timeout_ms), "60s", 0, 0, 0,
      "idle client connections are closed after this"},
+    {"header-timeout", T_DUR, F(header_timeout_ms), "10s", 0, 0, 0,
+     "time a client has to send the whole request head; the body must then arrive at 16 KiB/s "
+     "on average (slow clients are cut off)"},
     {"shutdown-timeout", T_DUR, F(shutdown_timeout_ms), "30s", 0, 0, 0,
      "on SIGTERM, how long in-flight requests may take to finish"},
     {"log-level", T_LEVEL, F(log_level), "info", 0, 0, 0, "debug, info, warn or error"},
@@ -133,6 +136,8 @@ static const struct option options[] = {
     {"admin-key", T_STR, F(admin_key), NULL, 0, 0, O_SECRET | O_OPTIONAL,
      "key for the /admin/ API, sent as Authorization: Bearer KEY; unset = admin API off "
      "(file or env only)"},
+    {"metrics-open", T_BOOL, F(metrics_open), "false", 0, 0, 0,
+     "serve /metrics without the admin key to clients that are not on loopback"},
     {"admin-show-prompts", T_BOOL, F(admin_show_prompts), "false", 0, 0, 0,
      "let /admin/entries show each entry's prompt text"},
     {"embedder", T_STR, F(embedder), "builtin", 0, 0, 0,

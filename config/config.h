@@ -62,6 +62,7 @@ struct cfg {
     long breaker_cooldown_ms;    /* open time before a half-open probe */
     bool upstream_http2;         /* HTTP/2 to https providers */
     long client_timeout_ms;      /* idle client connection */
+    long header_timeout_ms;      /* whole request head; then a minimum body rate */
     long shutdown_timeout_ms;    /* how long SIGTERM waits for in-flight requests */
     int log_level;               /* enum log_level in proxy/log.h */
     int threads;                 /* HTTP worker threads; 0 = one per CPU */
@@ -87,6 +88,7 @@ struct cfg {
     char *client_keys_file;      /* "KEY TENANT" lines, or NULL */
     char *client_keys;           /* secret: "KEY TENANT" entries, or NULL */
     char *admin_key;             /* secret: enables the admin API, or NULL */
+    bool metrics_open;           /* /metrics without the admin key off loopback */
     bool admin_show_prompts;     /* /admin/entries may show lookup texts */
     char *embedder;              /* builtin | openai */
     char *embed_url;             /* embeddings base URL including /v1, or NULL */

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,9 +33,7 @@ static bool blank(char c)
     return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* The token after "Bearer " (scheme case-insensitive, as RFC 9110 says),
- * or NULL. */
-static const char *bearer(const char *authorization, size_t *len)
+const char *auth_bearer(const char *authorization, size_t *len)
 {
     const char *p = authorization, *e;
 
@@ -229,7 +228,7 @@ const char *auth_client(const struct auth *a, const char *authorization)
     uint8_t d[SHA256_DIGEST_LENGTH];
     size_t len, hit = 0;
     unsigned found = 0;
-    const char *key = bearer(authorization, &len);
+    const char *key = auth_bearer(authorization, &len);
 
     if (!key)
         return NULL;
@@ -244,14 +243,55 @@ const char *auth_client(const struct auth *a, const char *authorization)
     return found ? a->keys[hit].tenant : NULL;
 }
 
+/* The password of "Basic base64(user:password)" into out (NUL-terminated),
+ * or NULL. A browser sends this for the dashboard once its user typed the
+ * admin key at the prompt that WWW-Authenticate: Basic brings up. */
+static const char *basic_password(const char *authorization, char *out, size_t cap, size_t *len)
+{
+    const char *p = authorization, *colon;
+    size_t n;
+    int dl;
+
+    if (!p || strncasecmp(p, "Basic ", 6) != 0)
+        return NULL;
+    p += 6;
+    while (*p == ' ')
+        p++;
+    n = strlen(p);
+    while (n && blank(p[n - 1]))
+        n--;
+    if (n == 0 || n % 4 != 0 || n / 4 * 3 >= cap)
+        return NULL;
+    dl = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)p, (int)n);
+    if (dl < 0)
+        return NULL;
+    /* EVP_DecodeBlock counts the padding's zero bytes too. */
+    while (dl > 0 && n && p[n - 1] == '=') {
+        dl--;
+        n--;
+    }
+    out[dl] = '\0';
+    colon = memchr(out, ':', (size_t)dl);
+    if (!colon || memchr(out, '\0', (size_t)dl))
+        return NULL;
+    *len = (size_t)dl - (size_t)(colon + 1 - out);
+    return *len ? colon + 1 : NULL;
+}
+
 bool auth_admin(const struct auth *a, const char *authorization)
 {
     uint8_t d[SHA256_DIGEST_LENGTH];
-    size_t len;
-    const char *key = bearer(authorization, &len);
+    char basic[AUTH_HEADER_MAX];
+    size_t len = 0;
+    const char *key = auth_bearer(authorization, &len);
+    bool ok;
 
+    if (!key)
+        key = basic_password(authorization, basic, sizeof(basic), &len);
     if (!a->admin || !key)
         return false;
     SHA256((const unsigned char *)key, len, d);
-    return CRYPTO_memcmp(d, a->admin_digest, sizeof(d)) == 0;
+    ok = CRYPTO_memcmp(d, a->admin_digest, sizeof(d)) == 0;
+    OPENSSL_cleanse(basic, sizeof(basic));
+    return ok;
 }

@@ -27,6 +27,7 @@ struct auth;
 #define AUTH_KEY_MIN    16   /* characters: shorter client keys are refused */
 #define AUTH_KEYS_MAX   4096 /* client keys */
 #define AUTH_TENANT_MAX 128  /* characters in a tenant name */
+#define AUTH_HEADER_MAX 1024 /* decoded Basic credentials longer than this are refused */
 
 /* Load the keys named by c. Returns 0, or -1 with a reason in err that
  * names the file and line but never a key. The file must not be readable or
@@ -44,7 +45,14 @@ const char *auth_client(const struct auth *a, const char *authorization);
 /* True when an admin key is configured. */
 bool auth_has_admin_key(const struct auth *a);
 
-/* True when authorization carries the admin key. */
+/* True when authorization carries the admin key, as "Bearer KEY" or as the
+ * password of "Basic" credentials (what a browser sends for the dashboard). */
 bool auth_admin(const struct auth *a, const char *authorization);
+
+/* The token of an "Authorization: Bearer TOKEN" value (scheme
+ * case-insensitive as RFC 9110 says, white space around the token ignored)
+ * with its length in *len, or NULL. Two spellings of one credential give the
+ * same token. */
+const char *auth_bearer(const char *authorization, size_t *len);
 
 #endif

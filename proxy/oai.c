@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -49,29 +50,45 @@ char *oai_error_json(const struct oai_error *e, size_t *len)
 }
 
 /* "application/json", optionally followed by parameters such as charset. */
-static int is_json_type(const char *ct)
+static bool is_json_type(const char *ct)
 {
     static const char want[] = "application/json";
     size_t n = sizeof(want) - 1;
 
     if (!ct)
-        return 0;
+        return false;
     while (*ct == ' ')
         ct++;
     if (strncasecmp(ct, want, n) != 0)
-        return 0;
+        return false;
     return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
 }
 
-long oai_json_bad_control(const char *body, size_t len)
+int oai_check_json_type(const char *content_type, struct oai_error *e)
+{
+    if (is_json_type(content_type))
+        return 0;
+    oai_error_set(e, 415, "invalid_request_error", NULL, "unsupported_media_type",
+                  "Content-Type must be application/json, got '%.100s'.",
+                  content_type ? content_type : "");
+    return -1;
+}
+
+long oai_json_scan(const char *body, size_t len, size_t *values)
 {
     const unsigned char *s = (const unsigned char *)body, *p = s, *end = s + len;
+    size_t n = 1;
 
     while (p < end) {
-        /* Between strings. */
-        for (; p < end && *p != '"'; p++)
+        /* Between strings: every container and every separator may start
+         * a value. */
+        for (; p < end && *p != '"'; p++) {
             if (*p < 0x20 && *p != '\t' && *p != '\n' && *p != '\r')
                 return (long)(p - s);
+            n += *p == ',' || *p == '[' || *p == '{';
+        }
+        if (p < end)
+            n++; /* a string: a value, or a key (counted once with its value's comma) */
         /* Inside one, from its opening quote to its closing one. An escape
          * covers the next byte, which must not be a control byte either. */
         for (p++; p < end && *p != '"'; p++) {
@@ -82,6 +99,8 @@ long oai_json_bad_control(const char *body, size_t len)
         }
         p++;
     }
+    if (values)
+        *values = n;
     return -1;
 }
 
@@ -92,25 +111,29 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
     cJSON *doc, *model, *msgs;
     const char *end = body;
     long bad;
+    size_t values = 0;
 
-    if (!is_json_type(content_type)) {
-        oai_error_set(e, 415, irq, NULL, "unsupported_media_type",
-                      "Content-Type must be application/json, got '%.100s'.",
-                      content_type ? content_type : "");
+    if (oai_check_json_type(content_type, e) != 0)
         return -1;
-    }
     if (len == 0) {
         oai_error_set(e, 400, irq, NULL, "invalid_json",
                       "The request body is empty; expected a JSON object.");
         return -1;
     }
-    if ((bad = oai_json_bad_control(body, len)) >= 0) {
+    if ((bad = oai_json_scan(body, len, &values)) >= 0) {
         oai_error_set(e, 400, irq, NULL, "invalid_json",
                       "We could not parse the JSON body of your request (raw control character "
                       "0x%02x at byte %ld: JSON allows none inside a string, where it must be "
                       "escaped as \\u%04x, and only tab, LF and CR between values). The OpenAI "
                       "API expects a JSON payload.",
                       (unsigned char)body[bad], bad, (unsigned char)body[bad]);
+        return -1;
+    }
+    if (values > OAI_JSON_VALUES_MAX) {
+        oai_error_set(e, 400, irq, NULL, "invalid_json",
+                      "The request body holds more than %d JSON values; parrot refuses to parse "
+                      "it (each costs memory before anything is validated).",
+                      OAI_JSON_VALUES_MAX);
         return -1;
     }
     doc = cJSON_ParseWithLengthOpts(body, len, &end, 0);

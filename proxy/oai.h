@@ -27,16 +27,30 @@ void oai_error_set(struct oai_error *e, int status, const char *type, const char
  * *len), or NULL when out of memory. */
 char *oai_error_json(const struct oai_error *e, size_t *len);
 
-/* The offset of the first control byte (0x00-0x1F) that JSON forbids in
- * body[0..len): any inside a string (they must be escaped there), any but
- * tab, LF and CR between tokens. -1 when there is none. One pass, no
- * allocation. cJSON accepts some of these (it ends a string at a NUL and
- * skips any byte up to 0x20 as blank), so a body that contains one means
- * one thing to parrot's key and another to the provider. */
-long oai_json_bad_control(const char *body, size_t len);
+/* Returns 0 for "application/json", optionally followed by parameters such
+ * as charset (case-insensitive); else -1 with *e set to a 415. */
+int oai_check_json_type(const char *content_type, struct oai_error *e);
+
+/* The parse budget: a body with more JSON values than this is refused
+ * before cJSON allocates a node (80 bytes with malloc's overhead) for each.
+ * A dense array ("[0,0,0,...]") of 30 MiB would otherwise cost 1.2 GB; at
+ * this bound the nodes of one request cost at most about 20 MiB. Real chat
+ * requests hold hundreds or thousands of values. */
+#define OAI_JSON_VALUES_MAX (1 << 18)
+
+/* One pass over body[0..len), no allocation. Returns the offset of the
+ * first control byte (0x00-0x1F) that JSON forbids: any inside a string
+ * (they must be escaped there), any but tab, LF and CR between tokens; or
+ * -1 when there is none, and then, if values is not NULL, an upper bound on
+ * the number of JSON values in it. cJSON accepts some of these bytes (it
+ * ends a string at a NUL and skips any byte up to 0x20 as blank), so a body
+ * that contains one means one thing to parrot's key and another to the
+ * provider. */
+long oai_json_scan(const char *body, size_t len, size_t *values);
 
 /* Checks a POST /v1/chat/completions request: a JSON content type, a body
- * with no raw control byte (see oai_json_bad_control) that parses to an
+ * with no raw control byte and at most OAI_JSON_VALUES_MAX values (see
+ * oai_json_scan) that parses to an
  * object, a string "model" and a non-empty array "messages". On success returns 0 and, if out is
  * not NULL, the parsed document (free with cJSON_Delete). On failure returns -1 and fills *e. */
 int oai_chat_parse(const char *content_type, const char *body, size_t len, struct cJSON **out,

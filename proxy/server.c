@@ -35,12 +35,14 @@
  */
 #include "proxy/server.h"
 
+#include "cache/rand.h"
 #include "config/config.h"
 #include "proxy/admin.h"
 #include "proxy/auth.h"
 #include "proxy/buf.h"
 #include "proxy/chat.h"
 #include "proxy/dashboard.h"
+#include "proxy/front.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -75,6 +77,28 @@
  * holds any sane header block at half the cost of 128 KiB. */
 #define CONN_POOL  (64u << 10)
 #define REQ_ID_MAX 128
+/* Connections accepted beyond max-connections, for health probes only, so
+ * that /healthz and /readyz answer while clients hold every slot. */
+#define RESERVE_CONNS   16
+#define RESERVE_HEAD_MS 2000 /* a reserve connection's whole head, in ms */
+/* After the head, a body must arrive at this average rate or the connection
+ * is cut (the head timeout is its grace period). */
+#define MIN_BODY_RATE (16u << 10) /* bytes per second */
+/* A request refused before its body (no key, too large, ...) still has its
+ * body read and thrown away, up to this much, so that a client that sends
+ * without waiting for 100-continue reads the error instead of a reset. */
+#define DRAIN_MIN (64u << 20)
+
+/* Where a request goes, decided from its head before any body is read. */
+enum rkind {
+    RK_HEALTH,    /* /healthz */
+    RK_READY,     /* /readyz */
+    RK_METRICS,   /* /metrics */
+    RK_ADMIN,     /* /admin/... */
+    RK_DASHBOARD, /* /dashboard, /dashboard/stats.json */
+    RK_CHAT,      /* POST /v1/chat/completions: through the cache */
+    RK_V1,        /* anything else under /v1: passed through */
+};
 
 enum xstate {
     XS_NEW,       /* the handler has not seen the request yet */
@@ -90,6 +114,24 @@ enum xstate {
     XS_RESPONDED, /* a response is queued */
 };
 
+/* One client connection, tracked for the deadlines libmicrohttpd does not
+ * have: its idle timer restarts on every byte, so a client that sends one
+ * byte a second would hold a slot for ever. The reaper thread cuts a
+ * connection whose head is late or whose body is too slow by shutting its
+ * socket down; libmicrohttpd then sees the end and closes it. */
+enum cphase { CP_HEAD, CP_BODY, CP_BUSY };
+
+struct conn {
+    struct conn *prev, *next; /* guarded by server.conns_lock */
+    int fd;
+    bool reserve;                    /* accepted beyond max-connections */
+    bool cut;                        /* the reaper shut it down */
+    _Atomic int phase;               /* enum cphase */
+    atomic_int_fast64_t deadline;    /* CP_HEAD: head due by (monotonic ms) */
+    atomic_int_fast64_t body_start;  /* CP_BODY: when the head was complete */
+    atomic_uint_fast64_t body_bytes; /* CP_BODY: bytes read since */
+};
+
 struct server {
     const struct cfg *cfg;
     struct up_pool *pool;
@@ -102,8 +144,15 @@ struct server {
     char addr[64];
     atomic_bool draining;
     atomic_size_t inflight;
-    atomic_uint_fast64_t next_id;
-    uint64_t id_seed;
+
+    /* Connection deadlines (struct conn). */
+    pthread_mutex_t conns_lock;
+    pthread_cond_t reaper_wake;
+    struct conn *conns;
+    size_t nconns;
+    bool reaper_on, reaper_stop;
+    pthread_t reaper;
+    atomic_uint_fast64_t cut_total;
 };
 
 struct exch {
@@ -111,7 +160,18 @@ struct exch {
     pthread_mutex_t lock;
     struct server *srv;
     struct MHD_Connection *conn;
-    char *uri; /* raw request target, with the query string */
+    struct conn *track;
+    /* The request target: as received until the head is checked, then
+     * normalised (front_target); routed and forwarded as it is then. */
+    char *uri;
+    size_t plen; /* length of its path (before '?') */
+    enum rkind kind;
+    bool early;        /* refused from the head: answer x->err once the body is drained */
+    bool close;        /* close the connection after the answer */
+    bool www_basic;    /* a 401 that asks a browser for the admin key */
+    char *early_reply; /* the admin API's own refusal (status in err.status), or NULL */
+    size_t early_len;
+    const char *allow; /* methods for the Allow header of a 405 */
     const char *method;
     char id[REQ_ID_MAX + 1];
     bool client_id;     /* the client chose the request id */
@@ -143,7 +203,7 @@ struct exch {
     struct oai_error err;
     struct timespec t_up0, t_up1;
     unsigned attempts;
-    char provider[80];
+    char provider[UP_NAME_MAX];
     uint8_t client[RL_KEY_LEN]; /* rate-limit key, when rate limits are on */
     char tail[512];             /* the answer's last bytes, for its usage */
     size_t tail_len;
@@ -175,6 +235,7 @@ static void exch_unref(struct exch *x)
     atomic_fetch_sub(&x->srv->inflight, 1);
     pthread_mutex_destroy(&x->lock);
     free(x->uri);
+    free(x->early_reply);
     buf_free(&x->body);
     buf_free(&x->rh);
     buf_free(&x->out);
@@ -190,12 +251,13 @@ static int64_t wall_now(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* splitmix64: a bijection, so ids from distinct counters never collide. */
-static uint64_t mix64(uint64_t z)
+/* Monotonic clock in milliseconds, for connection deadlines. */
+static int64_t mono_ms(void)
 {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static bool valid_client_id(const char *s)
@@ -219,13 +281,18 @@ static void add_header(void *r, const char *name, const char *value)
 static void add_common_headers(struct exch *x, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "x-request-id", x->id);
+    if (x->allow)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, x->allow);
+    if (x->www_basic)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Basic realm=\"parrot dashboard\", charset=\"UTF-8\"");
     if (x->no_retry)
         MHD_add_response_header(r, "x-should-retry", "false");
     if (x->retry_after)
         MHD_add_response_header(r, "Retry-After", x->retry_after_s);
     if (x->chat)
         chat_headers(x->chat, wall_now(), add_header, r);
-    if (atomic_load(&x->srv->draining))
+    if (x->close || atomic_load(&x->srv->draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
@@ -597,6 +664,7 @@ struct hdr_list {
     struct buf b;
     size_t off[REQ_HEADERS_MAX + 4];
     size_t n;
+    const char *connection; /* the client's Connection header: what it names stays here */
     bool has_id;
     bool has_ctype;
     bool oom;
@@ -627,7 +695,7 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     size_t kl = strlen(key);
 
     (void)kind;
-    if (!value || !hdr_to_upstream(key, kl))
+    if (!value || !hdr_to_upstream(key, kl) || hdr_listed(l->connection, key, kl))
         return MHD_YES;
     if (strcasecmp(key, "x-request-id") == 0)
         l->has_id = true;
@@ -641,17 +709,29 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
     return l->oom ? MHD_NO : MHD_YES;
 }
 
-/* Submits x to the provider and suspends its connection. */
-/* The client for rate limits: the configured tenant header's value, else
- * the Authorization header, hashed. */
+/* The client for rate limits, hashed: the client key's tenant when client
+ * keys are on, else the configured tenant header's value, else the bearer
+ * token. The token, not the header: "Bearer k", "bearer k" and "Bearer  k"
+ * are one credential and must share one bucket. */
 static void client_key(struct exch *x, uint8_t *key)
 {
     const char *h = x->srv->cfg->tenant_header;
-    const char *v = h ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, h) : NULL;
+    const char *v = x->tenant;
+    size_t n = 0;
 
-    if (!v)
+    if (!v && h)
+        v = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, h);
+    if (v) {
+        n = strlen(v);
+    } else {
         v = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization");
-    SHA256((const unsigned char *)(v ? v : ""), v ? strlen(v) : 0, key);
+        const char *token = auth_bearer(v, &n);
+        if (token)
+            v = token;
+        else
+            n = v ? strlen(v) : 0;
+    }
+    SHA256((const unsigned char *)(v ? v : ""), n, key);
 }
 
 /* A request about to cost provider budget: within the client's limits? */
@@ -688,6 +768,8 @@ static enum MHD_Result forward(struct exch *x, const char *path)
         return queue_error(x, &x->err);
     }
 
+    l.connection =
+        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
     MHD_get_connection_values(x->conn, MHD_HEADER_KIND, collect_header, &l);
     if (!l.has_id)
         add_line(&l, "x-request-id", ": ", x->id);
@@ -903,7 +985,7 @@ static int provider_metrics(struct up_pool *pool, struct buf *b)
                          : f == 2 ? st[i].retries
                          : f == 3 ? st[i].failovers
                                   : (uint64_t)st[i].breaker;
-            snprintf(line, sizeof(line), "%s{provider=\"%.80s\"} %llu\n", fam[f].name, st[i].name,
+            snprintf(line, sizeof(line), "%s{provider=\"%.159s\"} %llu\n", fam[f].name, st[i].name,
                      (unsigned long long)v);
             rc |= buf_puts(b, line, 1u << 20);
         }
@@ -958,23 +1040,12 @@ static enum MHD_Result admin_route(struct exch *x, const char *path)
 
 /* /dashboard (the page) and /dashboard/stats.json (what it polls). Both
  * show aggregate numbers only, like /metrics: no prompts, no keys. */
-static enum MHD_Result dashboard(struct exch *x, const char *path, bool get)
+static enum MHD_Result dashboard(struct exch *x, const char *path)
 {
     struct server *s = x->srv;
     size_t len = 0;
     char *json;
 
-    if (strcmp(path, "/dashboard") != 0 && strcmp(path, "/dashboard/") != 0 &&
-        strcmp(path, "/dashboard/stats.json") != 0) {
-        oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
-                      "Invalid URL (%s %.200s).", x->method, path);
-        return queue_error(x, &x->err);
-    }
-    if (!get) {
-        oai_error_set(&x->err, 405, "invalid_request_error", NULL, "method_not_allowed",
-                      "Method %s is not allowed on %s; use GET.", x->method, path);
-        return queue_error(x, &x->err);
-    }
     if (path[10] == '\0' || path[11] == '\0') {
         const char *page = dashboard_page(&len);
         return queue_buffer(x, 200, "text/html; charset=utf-8", (char *)page, len,
@@ -988,12 +1059,45 @@ static enum MHD_Result dashboard(struct exch *x, const char *path, bool get)
     return queue_buffer(x, 200, "application/json", json, len, MHD_RESPMEM_MUST_FREE);
 }
 
-static enum MHD_Result route(struct exch *x, const char *path)
+/* /readyz: ready while parrot can serve, which it can with every provider
+ * down (hits still work; misses get a clear 502), so that an orchestrator
+ * does not take the application's pod out of service for the provider's
+ * outage. /readyz?upstream=1 also asks for a provider whose breaker is not
+ * open, for a check that wants that. */
+static enum MHD_Result ready(struct exch *x)
 {
     struct server *s = x->srv;
-    bool get = strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0;
-    const char *q = strchr(x->uri, '?');
-    size_t plen = q ? (size_t)(q - x->uri) : strlen(x->uri);
+    const char *up = MHD_lookup_connection_value(x->conn, MHD_GET_ARGUMENT_KIND, "upstream");
+    const char *problem = chat_journal_problem(s->chat);
+    char body[256];
+    char *copy;
+
+    if (atomic_load(&s->draining))
+        return queue_json(x, 503, "{\"status\":\"draining\"}");
+    if (up && strcmp(up, "0") != 0 && !up_pool_ready(s->pool))
+        return queue_json(x, 503,
+                          "{\"status\":\"no_upstream\",\"detail\":\"every "
+                          "provider's circuit breaker is open\"}");
+    if (!problem)
+        return queue_json(x, 200, "{\"status\":\"ready\"}");
+    /* Still ready: answers are served and forwarded, only not logged. */
+    snprintf(body, sizeof(body), "{\"status\":\"ready\",\"detail\":\"%s\"}", problem);
+    copy = strdup(body);
+    if (!copy)
+        return queue_json(x, 200, "{\"status\":\"ready\"}");
+    return queue_buffer(x, 200, "application/json", copy, strlen(copy), MHD_RESPMEM_MUST_FREE);
+}
+
+/* The request's path: the normalised target up to its query. */
+static const char *req_path(const struct exch *x)
+{
+    return x->uri + strlen(x->uri) + 1;
+}
+
+/* Routes a request whose body has been read (admit() accepted its head). */
+static enum MHD_Result route(struct exch *x)
+{
+    struct server *s = x->srv;
 
     if (x->too_large) {
         oai_error_set(&x->err, 413, "invalid_request_error", NULL, "request_too_large",
@@ -1001,63 +1105,263 @@ static enum MHD_Result route(struct exch *x, const char *path)
                       s->cfg->max_body_size);
         return queue_error(x, &x->err);
     }
-    if (strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-        strcmp(path, "/metrics") == 0) {
-        if (!get) {
-            oai_error_set(&x->err, 405, "invalid_request_error", NULL, "method_not_allowed",
-                          "Method %s is not allowed on %s; use GET.", x->method, path);
-            return queue_error(x, &x->err);
-        }
-        if (path[1] == 'h')
-            return queue_json(x, 200, "{\"status\":\"ok\"}");
-        if (path[1] == 'm')
-            return metrics(x);
-        if (atomic_load(&s->draining))
-            return queue_json(x, 503, "{\"status\":\"draining\"}");
-        if (!up_pool_ready(s->pool))
-            return queue_json(x, 503,
-                              "{\"status\":\"no_upstream\",\"detail\":\"every "
-                              "provider's circuit breaker is open\"}");
-        if (chat_journal_problem(s->chat)) {
-            /* Still ready: answers are served and forwarded, only not logged. */
-            char body[256];
-            snprintf(body, sizeof(body), "{\"status\":\"ready\",\"detail\":\"%s\"}",
-                     chat_journal_problem(s->chat));
-            char *copy = strdup(body);
-            if (copy)
-                return queue_buffer(x, 200, "application/json", copy, strlen(copy),
-                                    MHD_RESPMEM_MUST_FREE);
-        }
-        return queue_json(x, 200, "{\"status\":\"ready\"}");
+    switch (x->kind) {
+    case RK_HEALTH: return queue_json(x, 200, "{\"status\":\"ok\"}");
+    case RK_READY: return ready(x);
+    case RK_METRICS: return metrics(x);
+    case RK_ADMIN: return admin_route(x, req_path(x));
+    case RK_DASHBOARD: return dashboard(x, req_path(x));
+    case RK_CHAT: return chat_route(x);
+    case RK_V1: break;
     }
-    if (strncmp(path, "/admin", 6) == 0 && (path[6] == '\0' || path[6] == '/'))
-        return admin_route(x, path);
-    if (strncmp(path, "/dashboard", 10) == 0 && (!path[10] || path[10] == '/'))
-        return dashboard(x, path, get);
-    if (plen < 3 || strncmp(x->uri, "/v1", 3) != 0 || (plen > 3 && x->uri[3] != '/')) {
-        oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
-                      "Invalid URL (%s %.200s).", x->method, path);
-        return queue_error(x, &x->err);
-    }
-    if (atomic_load(&s->draining)) {
-        oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",
-                      "parrot is shutting down; retry the request.");
-        return queue_error(x, &x->err);
-    }
-    if (auth_has_client_keys(s->auth)) {
-        x->tenant = auth_client(
-            s->auth, MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"));
-        if (!x->tenant) {
-            oai_error_set(&x->err, 401, "invalid_request_error", NULL, "invalid_api_key",
-                          "Missing or unknown API key: send Authorization: Bearer <key> with a "
-                          "client key configured in this parrot.");
-            return queue_error(x, &x->err);
-        }
-    }
-    if (strcmp(path, "/v1/chat/completions") == 0 && strcmp(x->method, "POST") == 0)
-        return chat_route(x);
     /* Everything under /v1 goes to the provider, query string and all. */
     return forward(x, x->uri + 3);
+}
+
+/* ---- the request head --------------------------------------------------- */
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    return front_head_add(cls, key, key_size, value ? value : "", value ? value_size : 0) ? MHD_YES
+                                                                                          : MHD_NO;
+}
+
+/* The head as received is well-formed: header names and values, framing,
+ * Host, and a target that normalises. On false x->err says why; the
+ * request must be answered at once and the connection closed, since its
+ * framing cannot be trusted. */
+static bool head_ok(struct exch *x, const char *version)
+{
+    char target[FRONT_TARGET_MAX + 1];
+    struct front_head h;
+    const char *why;
+    size_t plen, tl;
+    char *t;
+
+    front_head_init(&h, x->srv->cfg->tenant_header);
+    MHD_get_connection_values_n(x->conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.status || !front_head_done(&h, strcmp(version, MHD_HTTP_VERSION_1_1) == 0)) {
+        oai_error_set(&x->err, h.status, "invalid_request_error", NULL, h.code, "%s", h.why);
+        return false;
+    }
+    if (front_target(x->uri, target, &plen, &why) != 0) {
+        oai_error_set(&x->err, 400, "invalid_request_error", NULL, "invalid_path", "%s", why);
+        return false;
+    }
+    /* One allocation: "path?query\0path\0" (req_path() finds the second). */
+    tl = strlen(target);
+    t = malloc(tl + plen + 2);
+    if (!t) {
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return false;
+    }
+    memcpy(t, target, tl + 1);
+    memcpy(t + tl + 1, target, plen);
+    t[tl + 1 + plen] = '\0';
+    free(x->uri);
+    x->uri = t;
+    x->plen = plen;
+    return true;
+}
+
+static bool path_is(const struct exch *x, const char *p)
+{
+    return strlen(p) == x->plen && memcmp(x->uri, p, x->plen) == 0;
+}
+
+static bool path_under(const struct exch *x, const char *p)
+{
+    size_t n = strlen(p);
+    return x->plen >= n && memcmp(x->uri, p, n) == 0 && (x->plen == n || x->uri[n] == '/');
+}
+
+static bool peer_on_loopback(const struct exch *x)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(x->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct sockaddr_storage ss = {0};
+
+    if (!ci || !ci->client_addr)
+        return false;
+    memcpy(&ss, ci->client_addr,
+           ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                  : sizeof(struct sockaddr_in));
+    return cfg_addr_is_loopback(&ss);
+}
+
+/* Sets x->err to a 405 that names the allowed methods. */
+static bool not_allowed(struct exch *x, const char *allow)
+{
+    x->allow = allow;
+    oai_error_set(&x->err, 405, "invalid_request_error", NULL, "method_not_allowed",
+                  "Method %s is not allowed on %.200s; use %s.", x->method, req_path(x), allow);
+    return false;
+}
+
+static bool unauthorized(struct exch *x, const char *message)
+{
+    oai_error_set(&x->err, 401, "invalid_request_error", NULL, "invalid_api_key", "%s", message);
+    return false;
+}
+
+/* The route, decided from the path alone; false with x->err for a 404. */
+static bool classify(struct exch *x)
+{
+    if (path_is(x, "/healthz"))
+        x->kind = RK_HEALTH;
+    else if (path_is(x, "/readyz"))
+        x->kind = RK_READY;
+    else if (path_is(x, "/metrics"))
+        x->kind = RK_METRICS;
+    else if (path_under(x, "/admin"))
+        x->kind = RK_ADMIN;
+    else if (path_is(x, "/dashboard") || path_is(x, "/dashboard/") ||
+             path_is(x, "/dashboard/stats.json"))
+        x->kind = RK_DASHBOARD;
+    else if (path_is(x, "/v1/chat/completions") && strcmp(x->method, "POST") == 0)
+        x->kind = RK_CHAT;
+    else if (path_under(x, "/v1"))
+        x->kind = RK_V1;
+    else {
+        /* The commonest set-up mistake: a base URL without /v1. */
+        oai_error_set(&x->err, 404, "invalid_request_error", NULL, "unknown_url",
+                      "Invalid URL (%s %.200s). parrot serves the OpenAI API under /v1: set the "
+                      "client's base URL to http://HOST:PORT/v1.",
+                      x->method, req_path(x));
+        return false;
+    }
+    return true;
+}
+
+/* Whether the request may go on to its body, decided from its head: the
+ * route, the method, the keys and the declared length. Nothing of the body
+ * is read (and so no memory spent on it) before this says yes. Returns
+ * false with x->err set to refuse. */
+static bool admit(struct exch *x)
+{
+    struct server *s = x->srv;
+    const struct cfg *c = s->cfg;
+    const char *authz = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization");
+    const char *cl =
+        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *ttl;
+    bool get = strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0;
+
+    if (!classify(x))
+        return false;
+    if (x->track && x->track->reserve && x->kind != RK_HEALTH && x->kind != RK_READY) {
+        x->close = true;
+        oai_error_set(&x->err, 503, "server_error", NULL, "too_many_connections",
+                      "parrot is at its connection limit (max-connections); retry shortly.");
+        return false;
+    }
+    switch (x->kind) {
+    case RK_HEALTH:
+    case RK_READY:
+    case RK_METRICS:
+    case RK_DASHBOARD:
+        if (!get)
+            return not_allowed(x, "GET, HEAD");
+        /* /metrics names models and providers: only loopback (a sidecar's
+         * scraper, an operator's curl) reads it without the admin key,
+         * unless the operator opened it. */
+        if (x->kind == RK_METRICS && !c->metrics_open && !peer_on_loopback(x) &&
+            !auth_admin(s->auth, authz))
+            return unauthorized(x, "/metrics needs the admin key off loopback (Authorization: "
+                                   "Bearer <admin key>), or start parrot with --metrics-open.");
+        /* With client keys, clients are not trusted to see each other's
+         * models and savings: the dashboard takes the admin key (a browser
+         * asks for it: type it as the password). */
+        if (x->kind == RK_DASHBOARD && auth_has_client_keys(s->auth) &&
+            !auth_admin(s->auth, authz)) {
+            x->www_basic = true;
+            return unauthorized(x, "The dashboard needs the admin key when client keys are on: "
+                                   "send Authorization: Bearer <admin key>, or give it as the "
+                                   "password when the browser asks.");
+        }
+        break;
+    case RK_ADMIN:
+        if (!auth_admin(s->auth, authz)) {
+            /* The admin API answers (and logs) a refused call itself; asked
+             * here, before the body is read, with no body. */
+            struct admin_reply rep;
+            struct admin_call ac = {.method = x->method,
+                                    .path = req_path(x),
+                                    .authorization = authz,
+                                    .arg = query_arg,
+                                    .arg_ud = x->conn};
+            if (admin_handle(&s->admin, &ac, wall_now(), &rep) != 0) {
+                oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory",
+                              "Out of memory.");
+                return false;
+            }
+            x->early_reply = rep.body;
+            x->early_len = rep.len;
+            x->err.status = rep.status;
+            return false;
+        }
+        break;
+    case RK_CHAT:
+    case RK_V1:
+        if (atomic_load(&s->draining)) {
+            oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",
+                          "parrot is shutting down; retry the request.");
+            return false;
+        }
+        if (auth_has_client_keys(s->auth) && !(x->tenant = auth_client(s->auth, authz)))
+            return unauthorized(x, "Missing or unknown API key: send Authorization: Bearer <key> "
+                                   "with a client key configured in this parrot.");
+        if (x->kind == RK_CHAT &&
+            oai_check_json_type(
+                MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+                &x->err) != 0)
+            return false;
+        ttl = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl");
+        if (x->kind == RK_CHAT && ttl &&
+            (!*ttl || strspn(ttl, "0123456789") != strlen(ttl) || strlen(ttl) > 12)) {
+            oai_error_set(&x->err, 400, "invalid_request_error", NULL, "invalid_header",
+                          "x-parrot-ttl must be a whole number of seconds (got '%.40s').", ttl);
+            return false;
+        }
+        break;
+    }
+    if (cl && strtoull(cl, NULL, 10) > c->max_body_size) {
+        x->too_large = true;
+        oai_error_set(&x->err, 413, "invalid_request_error", NULL, "request_too_large",
+                      "The request body exceeds the limit of %zu bytes (max-body-size).",
+                      c->max_body_size);
+        return false;
+    }
+    return true;
+}
+
+/* Answers a request refused from its head (admit()). */
+static enum MHD_Result answer_early(struct exch *x)
+{
+    char *body = x->early_reply;
+
+    if (!body)
+        return queue_error(x, &x->err);
+    x->early_reply = NULL;
+    return queue_buffer(x, x->err.status, "application/json", body, x->early_len,
+                        MHD_RESPMEM_MUST_FREE);
+}
+
+/* How much of a refused request's body is read and dropped. */
+static uint64_t drain_limit(const struct server *s)
+{
+    uint64_t twice = 2 * (uint64_t)s->cfg->max_body_size;
+    return twice > DRAIN_MIN ? twice : DRAIN_MIN;
+}
+
+/* The tracked connection of conn (NULL if it could not be tracked). */
+static struct conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -1065,7 +1369,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     struct server *s = cls;
     struct exch *x = calloc(1, sizeof(*x));
 
-    (void)conn;
     if (!x)
         return NULL;
     x->uri = strdup(uri);
@@ -1077,9 +1380,57 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     pthread_mutex_init(&x->lock, NULL);
     x->srv = s;
     x->up_length = -1;
+    x->track = conn_of(conn);
+    if (x->track) {
+        /* A request line has arrived: the rest of its head is due within
+         * the head timeout (the first request's since the accept). */
+        int64_t due = mono_ms() + s->cfg->header_timeout_ms;
+        if (atomic_load(&x->track->deadline) > due)
+            atomic_store(&x->track->deadline, due);
+    }
     clock_gettime(CLOCK_MONOTONIC, &x->t0);
     atomic_fetch_add(&s->inflight, 1);
     return x;
+}
+
+/* The head has been read: check it, decide the route, and either go on to
+ * the body or refuse. */
+static enum MHD_Result on_head_received(struct exch *x, const char *version)
+{
+    struct server *s = x->srv;
+    const char *cid = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-request-id");
+    const char *cl =
+        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+
+    if (cid && valid_client_id(cid)) {
+        snprintf(x->id, sizeof(x->id), "%s", cid);
+        x->client_id = true;
+    } else {
+        /* Random, not counted: a counter would tell every client how many
+         * requests others made. */
+        snprintf(x->id, sizeof(x->id), "req_%016llx", (unsigned long long)rand_u64());
+    }
+    x->state = XS_BODY;
+    if (x->track) {
+        atomic_store(&x->track->body_start, mono_ms());
+        atomic_store(&x->track->body_bytes, 0);
+        atomic_store(&x->track->phase, CP_BODY);
+    }
+    if (!head_ok(x, version)) {
+        /* Framing that cannot be trusted: answer now and close, without
+         * reading what may be another request. */
+        x->close = true;
+        return queue_error(x, &x->err);
+    }
+    if (!admit(x)) {
+        x->early = true;
+        /* Too much to drain: answer now; the client may see a reset. */
+        if (x->close || (cl && strtoull(cl, NULL, 10) > drain_limit(s))) {
+            x->close = true;
+            return answer_early(x);
+        }
+    }
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -1090,50 +1441,40 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct exch *x = *con_cls;
     enum xstate st;
 
-    (void)version;
+    (void)url; /* decoded by libmicrohttpd: parrot routes on its own normalised target */
     if (!x)
         return MHD_NO; /* out of memory in on_uri */
     switch (x->state) {
-    case XS_NEW: {
-        const char *cid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-request-id");
-        const char *cl =
-            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-
+    case XS_NEW:
         x->conn = conn;
         x->method = method;
-        if (cid && valid_client_id(cid)) {
-            snprintf(x->id, sizeof(x->id), "%s", cid);
-            x->client_id = true;
-        } else {
-            uint64_t n = atomic_fetch_add(&s->next_id, 1);
-            snprintf(x->id, sizeof(x->id), "req_%016llx",
-                     (unsigned long long)mix64(s->id_seed + n));
-        }
-        x->state = XS_BODY;
-        if (cl && strtoull(cl, NULL, 10) > s->cfg->max_body_size) {
-            /* Refuse before reading a byte of the body. */
-            x->too_large = true;
-            return route(x, url);
-        }
-        return MHD_YES;
-    }
+        return on_head_received(x, version);
     case XS_BODY:
         if (*upload_size) {
             x->bytes_in += *upload_size;
-            if (!x->too_large) {
+            if (x->track)
+                atomic_fetch_add(&x->track->body_bytes, *upload_size);
+            if ((x->early || x->too_large) && x->bytes_in > drain_limit(s)) {
+                x->close = true;
+                return x->early ? answer_early(x) : route(x) /* the 413 */;
+            }
+            if (!x->early && !x->too_large) {
                 int rc = buf_append(&x->body, upload_data, *upload_size, s->cfg->max_body_size);
-                if (rc == -E2BIG)
+                if (rc == -E2BIG) {
                     x->too_large = true;
-                else if (rc != 0)
+                    buf_free(&x->body);
+                } else if (rc != 0) {
                     return MHD_NO;
+                }
             }
             *upload_size = 0;
             return MHD_YES;
         }
-        return route(x, url);
+        if (x->track)
+            atomic_store(&x->track->phase, CP_BUSY);
+        return x->early ? answer_early(x) : route(x);
     default: break;
     }
-
     /* Resumed by the upstream side, or by a single-flight leader. */
     pthread_mutex_lock(&x->lock);
     st = x->state;
@@ -1212,6 +1553,8 @@ static void log_chat(struct log_rec *r, const struct exch *x)
         log_num(r, "similarity", c->sim);
         log_int(r, "tokens_saved", (long long)a->prompt_tokens + (long long)a->completion_tokens);
     }
+    if (c->wal_seq)
+        log_int(r, "wal_seq", (long long)c->wal_seq); /* for operators; never sent to clients */
     if (x->srv->cfg->log_prompts && c->key.lookup_text)
         log_strn(r, "prompt", c->key.lookup_text, c->key.lookup_len);
 }
@@ -1230,6 +1573,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!x)
         return;
     *con_cls = NULL;
+    if (x->track) {
+        /* Idle until the next request: libmicrohttpd's idle timer
+         * (client-timeout) closes a silent connection; this bounds one that
+         * trickles bytes. */
+        atomic_store(&x->track->deadline,
+                     mono_ms() + x->srv->cfg->client_timeout_ms + x->srv->cfg->header_timeout_ms);
+        atomic_store(&x->track->phase, CP_HEAD);
+    }
     pthread_mutex_lock(&x->lock);
     x->closed = true;
     if (x->xfer)
@@ -1266,6 +1617,105 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     exch_unref(x);
 }
 
+/* ---- connection deadlines ---------------------------------------------- */
+
+static void on_connection(void *cls, struct MHD_Connection *connection, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *s = cls;
+    struct conn *c = *socket_context;
+
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || !(c = calloc(1, sizeof(*c))))
+            return; /* untracked: libmicrohttpd's idle timer still applies */
+        c->fd = ci->connect_fd;
+        atomic_init(&c->phase, CP_HEAD);
+        atomic_init(&c->body_start, 0);
+        atomic_init(&c->body_bytes, 0);
+        pthread_mutex_lock(&s->conns_lock);
+        c->reserve = s->nconns >= (size_t)s->cfg->max_connections;
+        atomic_init(&c->deadline,
+                    mono_ms() + (c->reserve && s->cfg->header_timeout_ms > RESERVE_HEAD_MS
+                                     ? RESERVE_HEAD_MS
+                                     : s->cfg->header_timeout_ms));
+        c->next = s->conns;
+        if (s->conns)
+            s->conns->prev = c;
+        s->conns = c;
+        s->nconns++;
+        pthread_mutex_unlock(&s->conns_lock);
+        *socket_context = c;
+        return;
+    }
+    if (!c)
+        return;
+    /* libmicrohttpd closes the socket after this returns: once c is off the
+     * list under the lock, the reaper can no longer shut down its fd, which
+     * may be reused. */
+    pthread_mutex_lock(&s->conns_lock);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    s->nconns--;
+    pthread_mutex_unlock(&s->conns_lock);
+    *socket_context = NULL;
+    free(c);
+}
+
+/* True when c is past its deadline: a head not complete in time, or a body
+ * slower than MIN_BODY_RATE after the head timeout's grace. */
+static bool overdue(const struct server *s, struct conn *c, int64_t now)
+{
+    int phase = atomic_load(&c->phase);
+
+    if (phase == CP_HEAD)
+        return now > atomic_load(&c->deadline);
+    if (phase == CP_BODY) {
+        int64_t allowed = s->cfg->header_timeout_ms +
+                          (int64_t)(atomic_load(&c->body_bytes) * 1000 / MIN_BODY_RATE);
+        return now - atomic_load(&c->body_start) > allowed;
+    }
+    return false;
+}
+
+static void *reaper_main(void *arg)
+{
+    struct server *s = arg;
+    struct timespec ts;
+
+    pthread_mutex_lock(&s->conns_lock);
+    while (!s->reaper_stop) {
+        int64_t now = mono_ms();
+        unsigned cut = 0;
+
+        for (struct conn *c = s->conns; c; c = c->next)
+            if (!c->cut && overdue(s, c, now)) {
+                c->cut = true;
+                shutdown(c->fd, SHUT_RDWR);
+                cut++;
+            }
+        if (cut) {
+            atomic_fetch_add(&s->cut_total, cut);
+            log_msg(LOG_WARN, "slow clients cut off",
+                    "a request head or body did not arrive in time (header-timeout)");
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&s->reaper_wake, &s->conns_lock, &ts);
+    }
+    pthread_mutex_unlock(&s->conns_lock);
+    return NULL;
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -1277,6 +1727,25 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
     log_msg(LOG_DEBUG, "libmicrohttpd", msg);
+}
+
+/* Everything server_start() built, after the daemon has stopped. */
+static void server_free(struct server *s)
+{
+    if (s->reaper_on) {
+        pthread_mutex_lock(&s->conns_lock);
+        s->reaper_stop = true;
+        pthread_cond_signal(&s->reaper_wake);
+        pthread_mutex_unlock(&s->conns_lock);
+        pthread_join(s->reaper, NULL);
+        pthread_mutex_destroy(&s->conns_lock);
+        pthread_cond_destroy(&s->reaper_wake);
+    }
+    chat_free(s->chat);
+    rl_free(s->rl);
+    auth_free(s->auth);
+    metrics_free(s->met);
+    free(s);
 }
 
 int server_start(const struct cfg *c, struct up_pool *pool, struct server **out, char *err,
@@ -1328,9 +1797,14 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     }
     atomic_init(&s->draining, false);
     atomic_init(&s->inflight, 0);
-    atomic_init(&s->next_id, 0);
-    if (getrandom(&s->id_seed, sizeof(s->id_seed), 0) != sizeof(s->id_seed))
-        s->id_seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    atomic_init(&s->cut_total, 0);
+    pthread_mutex_init(&s->conns_lock, NULL);
+    pthread_cond_init(&s->reaper_wake, NULL);
+    if (pthread_create(&s->reaper, NULL, reaper_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the connection reaper thread");
+        goto fail;
+    }
+    s->reaper_on = true;
     if (cfg_parse_addr(c->listen, &ss, &sl) != 0) {
         snprintf(err, errlen, "invalid listen address '%s'", c->listen);
         goto fail;
@@ -1344,10 +1818,11 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)c->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)((c->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)CONN_POOL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_THREAD_POOL_SIZE, threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)c->max_connections + RESERVE_CONNS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)((c->client_timeout_ms + 999) / 1000),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_POOL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_END);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s (address in use or not permitted)", c->listen);
         goto fail;
@@ -1369,11 +1844,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     *out = s;
     return 0;
 fail:
-    chat_free(s->chat);
-    rl_free(s->rl);
-    auth_free(s->auth);
-    metrics_free(s->met);
-    free(s);
+    server_free(s);
     return -1;
 }
 
@@ -1404,9 +1875,5 @@ void server_stop(struct server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->mhd);
-    chat_free(s->chat);
-    rl_free(s->rl);
-    auth_free(s->auth);
-    metrics_free(s->met);
-    free(s);
+    server_free(s);
 }

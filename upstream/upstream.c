@@ -61,7 +61,7 @@
 struct provider {
     char *base_url;
     char *auth; /* "Authorization: Bearer KEY", or NULL to pass the client's */
-    char name[80];
+    char name[UP_NAME_MAX];
     int weight;
     int current; /* smooth weighted round-robin state, pool thread only */
     /* Breaker: state is read by other threads (readiness), the rest is

@@ -45,6 +45,7 @@
  * from the provider until up_xfer_unpause(). */
 #define UP_PAUSE 1
 
+#define UP_NAME_MAX      160 /* a provider label, NUL included */
 #define UP_MAX_PROVIDERS 32
 
 struct up_pool;
@@ -119,7 +120,7 @@ struct up_req {
 enum up_breaker { UP_BREAKER_CLOSED = 0, UP_BREAKER_HALF_OPEN = 1, UP_BREAKER_OPEN = 2 };
 
 struct up_provider_stats {
-    char name[80]; /* host:port */
+    char name[UP_NAME_MAX]; /* scheme://host:port/path, no credentials */
     unsigned weight;
     enum up_breaker breaker;
     uint64_t attempts;  /* requests sent to it */

@@ -65,7 +65,7 @@ static void test_chat_ok(void **state)
 /* A raw control byte inside a string is refused wherever it is (cJSON would
  * end the string at a NUL, and the key would miss what the provider reads);
  * JSON's blanks between values are fine. */
-#define BAD(lit) oai_json_bad_control(lit, sizeof(lit) - 1)
+#define BAD(lit) oai_json_scan(lit, sizeof(lit) - 1, NULL)
 
 static void test_chat_raw_control_bytes(void **state)
 {
@@ -87,7 +87,7 @@ static void test_chat_raw_control_bytes(void **state)
         assert_string_equal(e.type, "invalid_request_error");
         assert_string_equal(e.code, "invalid_json");
         assert_non_null(strstr(e.message, "raw control character"));
-        assert_int_equal(oai_json_bad_control(body, n), (long)sizeof(pre) - 1);
+        assert_int_equal(oai_json_scan(body, n, NULL), (long)sizeof(pre) - 1);
     }
     /* After an escape, in a key, and between values other than tab/LF/CR. */
     assert_int_equal(BAD("{\"a\\\n\":1}"), 4);
@@ -98,7 +98,37 @@ static void test_chat_raw_control_bytes(void **state)
     assert_int_equal(BAD("{\r\n\t\"a\\\"\\n\\u0001\" : \"\xc3\xa9\"\n}"), -1);
     assert_int_equal(BAD(""), -1);
     /* The length bounds the scan. */
-    assert_int_equal(oai_json_bad_control("{}\0", 2), -1);
+    assert_int_equal(oai_json_scan("{}\0", 2, NULL), -1);
+}
+
+/* The parse budget: a dense array is refused before cJSON allocates it;
+ * an ordinary request is far under it, and the count is an upper bound. */
+static void test_chat_value_budget(void **state)
+{
+    static const char head[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                               "\"content\":\"a, [b] {c}\"}],\"x\":[";
+    size_t n = OAI_JSON_VALUES_MAX + 8, len = sizeof(head) - 1 + 2 * n + 2, values = 0;
+    char *body = malloc(len);
+    struct oai_error e;
+
+    (void)state;
+    assert_non_null(body);
+    memcpy(body, head, sizeof(head) - 1);
+    for (size_t i = 0; i < n; i++)
+        memcpy(body + sizeof(head) - 1 + 2 * i, i + 1 < n ? "0," : "0]", 2);
+    body[len - 2] = '}';
+    body[len - 1] = '}';
+    assert_int_equal(oai_chat_parse(JSON, body, len - 1, NULL, &e), -1);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.code, "invalid_json");
+    assert_non_null(strstr(e.message, "JSON values"));
+    /* Within the budget the same shape parses. */
+    memcpy(body + sizeof(head) - 1 + 2 * 999, "0]}", 3);
+    assert_int_equal(oai_chat_parse(JSON, body, sizeof(head) - 1 + 2 * 1000 + 1, NULL, &e), 0);
+    /* Strings' commas and brackets are not counted; the count bounds from above. */
+    assert_int_equal(oai_json_scan(head, sizeof(head) - 1, &values), -1);
+    assert_true(values >= 7 && values <= 16); /* 7 values, 16 counted */
+    free(body);
 }
 
 static void test_error_json_shape(void **state)
@@ -168,9 +198,10 @@ static void test_cache_control(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_validation),  cmocka_unit_test(test_chat_ok),
-        cmocka_unit_test(test_error_json_shape), cmocka_unit_test(test_header_filters),
-        cmocka_unit_test(test_cache_control),    cmocka_unit_test(test_chat_raw_control_bytes),
+        cmocka_unit_test(test_chat_validation),   cmocka_unit_test(test_chat_ok),
+        cmocka_unit_test(test_error_json_shape),  cmocka_unit_test(test_header_filters),
+        cmocka_unit_test(test_cache_control),     cmocka_unit_test(test_chat_raw_control_bytes),
+        cmocka_unit_test(test_chat_value_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
