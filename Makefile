@@ -31,7 +31,7 @@ LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
 LDFLAGS += $(SAN) -pthread
 
 # Everything but main.c is also linked into the unit tests.
-LIB_SRC := $(sort $(wildcard config/*.c cache/*.c upstream/*.c) \
+LIB_SRC := $(sort $(wildcard config/*.c cache/*.c cache/*/*.c upstream/*.c proxy/openai/*.c) \
            $(filter-out proxy/main.c,$(wildcard proxy/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
@@ -112,7 +112,7 @@ $(VECTORS):
 # checks real WordNet facts on it, and the tiny fixture's table beside them.
 WORDNET ?= build/wordnet.bin
 wordnet: $(WORDNET)
-$(WORDNET): deploy/wordnet_convert.c cache/wordnet.c
+$(WORDNET): deploy/wordnet_convert.c cache/match/wordnet.c
 	BUILD=$(BUILD) sh deploy/fetch-wordnet.sh $(WORDNET)
 
 $(BUILD)/test/wordnet-fixture.bin: $(BUILD)/deploy/wordnet_convert $(wildcard test/fixtures/wordnet/*)

@@ -52,12 +52,12 @@
  * Writes DIR/results.md, DIR/results.tsv, DIR/plot.dat, DIR/plot.gp and,
  * when gnuplot is installed, DIR/hit_quality.png.
  */
-#include "cache/embed.h"
-#include "cache/store.h"
-#include "cache/verify.h"
+#include "cache/match/embed.h"
+#include "cache/index/store.h"
+#include "cache/match/verify.h"
 #include "config/config.h"
 #include "proxy/chat.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

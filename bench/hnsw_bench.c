@@ -11,7 +11,7 @@
  * brute-force truth the data script wrote, and per-query latency p50/p99.
  * Output lines have the peer's shape so bench/run.sh can read both alike.
  */
-#include "cache/hnsw.h"
+#include "cache/index/hnsw.h"
 
 #include <stdio.h>
 #include <stdlib.h>

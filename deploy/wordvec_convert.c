@@ -15,7 +15,7 @@
  * ...}, ...}; it is scanned, not parsed into a tree (300 MB of numbers).
  * Run by deploy/fetch-vectors.sh.
  */
-#include "cache/wordvec.h"
+#include "cache/match/wordvec.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -7,16 +7,16 @@
  */
 #include "proxy/admin.h"
 
-#include "cache/canon.h"
-#include "cache/hnsw.h"
-#include "cache/map.h"
-#include "cache/store.h"
+#include "proxy/openai/canon.h"
+#include "cache/index/hnsw.h"
+#include "cache/base/map.h"
+#include "cache/index/store.h"
 #include "config/config.h"
 #include "proxy/auth.h"
 #include "proxy/chat.h"
-#include "proxy/completion.h"
+#include "proxy/openai/completion.h"
 #include "proxy/log.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

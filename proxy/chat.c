@@ -1,12 +1,12 @@
 /* chat.c - cache policy for POST /v1/chat/completions; see chat.h. */
 #include "proxy/chat.h"
 
-#include "cache/embed.h"
-#include "cache/rand.h"
-#include "cache/snapshot.h"
-#include "cache/store.h"
-#include "cache/verify.h"
-#include "cache/wal.h"
+#include "cache/match/embed.h"
+#include "cache/base/rand.h"
+#include "cache/persist/snapshot.h"
+#include "cache/index/store.h"
+#include "cache/match/verify.h"
+#include "cache/persist/wal.h"
 #include "proxy/journal.h"
 #include "config/config.h"
 #include "proxy/log.h"

@@ -15,9 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cache/canon.h"
-#include "proxy/buf.h"
-#include "proxy/completion.h"
+#include "proxy/openai/canon.h"
+#include "cache/base/buf.h"
+#include "proxy/openai/completion.h"
 #include "proxy/flight.h"
 #include "proxy/headers.h"
 

@@ -1,7 +1,7 @@
 /* flight.c - single-flight table; see flight.h. */
 #include "proxy/flight.h"
 
-#include "cache/map.h"
+#include "cache/base/map.h"
 
 #include <errno.h>
 #include <pthread.h>

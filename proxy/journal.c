@@ -1,7 +1,7 @@
 /* journal.c - encode and decode the cache's WAL records; see journal.h. */
 #include "proxy/journal.h"
 
-#include "cache/le.h"
+#include "cache/base/le.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -34,8 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/buf.h"
-#include "proxy/completion.h"
+#include "cache/base/buf.h"
+#include "proxy/openai/completion.h"
 
 #define JOURNAL_PUT     1
 #define JOURNAL_DEL     2

@@ -5,9 +5,9 @@
  * Shutdown: stop accepting, let in-flight requests finish until
  * shutdown-timeout, then cancel what is left and exit 0.
  */
-#include "cache/datadir.h"
-#include "cache/snapshot.h"
-#include "cache/wal.h"
+#include "cache/persist/datadir.h"
+#include "cache/persist/snapshot.h"
+#include "cache/persist/wal.h"
 #include "config/config.h"
 #include "proxy/log.h"
 #include "proxy/server.h"

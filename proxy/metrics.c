@@ -1,7 +1,7 @@
 /* metrics.c - per-request counters, histograms, savings; see metrics.h. */
 #include "proxy/metrics.h"
 
-#include "cache/canon.h"
+#include "proxy/openai/canon.h"
 #include "config/config.h"
 
 #include <cjson/cJSON.h>

@@ -1,7 +1,7 @@
 /* ratelimit.c - token buckets per client; see ratelimit.h. */
 #include "proxy/ratelimit.h"
 
-#include "cache/map.h"
+#include "cache/base/map.h"
 
 #include <errno.h>
 #include <pthread.h>

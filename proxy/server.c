@@ -35,18 +35,18 @@
  */
 #include "proxy/server.h"
 
-#include "cache/rand.h"
+#include "cache/base/rand.h"
 #include "config/config.h"
 #include "proxy/admin.h"
 #include "proxy/auth.h"
-#include "proxy/buf.h"
+#include "cache/base/buf.h"
 #include "proxy/chat.h"
 #include "proxy/dashboard.h"
 #include "proxy/front.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 #include "proxy/ratelimit.h"
 #include "upstream/upstream.h"
 

@@ -18,7 +18,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "cache/canon.h"
+#include "proxy/openai/canon.h"
 #include "test/fuzz/fuzz.h"
 
 #include <cjson/cJSON.h>

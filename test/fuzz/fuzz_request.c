@@ -9,7 +9,7 @@
  */
 #include "config/config.h"
 #include "proxy/chat.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 #include "test/fuzz/fuzz.h"
 
 #include <cjson/cJSON.h>

@@ -11,9 +11,9 @@
  * searched, and writing the loaded store out and loading that again gives
  * the same number of entries and rebuilds no graph.
  */
-#include "cache/le.h"
-#include "cache/snapshot.h"
-#include "cache/wal.h"
+#include "cache/base/le.h"
+#include "cache/persist/snapshot.h"
+#include "cache/persist/wal.h"
 #include "test/fuzz/fuzz.h"
 
 #include <errno.h>

@@ -6,7 +6,7 @@
  * out, the same one; when it can be stored, its rendered JSON parses and its
  * SSE replay reassembles into a completion with the same choices.
  */
-#include "proxy/completion.h"
+#include "proxy/openai/completion.h"
 #include "test/fuzz/fuzz.h"
 
 #include <cjson/cJSON.h>

@@ -22,7 +22,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include "cache/wal.h"
+#include "cache/persist/wal.h"
 #include "test/fuzz/fuzz.h"
 
 #include <errno.h>

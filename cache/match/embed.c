@@ -36,7 +36,7 @@
  *
  * Threads: the word table is built once (pthread_once) and only read after.
  */
-#include "cache/embed.h"
+#include "cache/match/embed.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -47,9 +47,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache/embed_words.inc"
-#include "cache/hash.h"
-#include "cache/wordvec.h"
+#include "cache/match/embed_words.inc"
+#include "cache/base/hash.h"
+#include "cache/match/wordvec.h"
 
 #define BUILTIN_DIM    384
 #define MAX_TOKENS     256

@@ -63,9 +63,9 @@
  * redone from memory after cutting the file back to `good_off`; memory is
  * capped by counting pending + un against max_pending.
  */
-#include "cache/wal.h"
+#include "cache/persist/wal.h"
 
-#include "cache/le.h"
+#include "cache/base/le.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -10,7 +10,7 @@
 #ifndef PARROT_RAND_H
 #define PARROT_RAND_H
 
-#include "cache/hash.h"
+#include "cache/base/hash.h"
 
 #include <stdint.h>
 #include <sys/random.h>

@@ -5,7 +5,7 @@
  * fault VFS also points each open file at the durability record (struct node)
  * it keeps per path, which is what vfs_fault_power_loss() rolls files back to.
  */
-#include "cache/vfs.h"
+#include "cache/persist/vfs.h"
 
 #include <errno.h>
 #include <fcntl.h>

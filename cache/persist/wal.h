@@ -36,20 +36,20 @@
 #ifndef PARROT_WAL_H
 #define PARROT_WAL_H
 
-#include "cache/vfs.h"
+#include "cache/persist/vfs.h"
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#define WAL_VERSION         1                 /* the format this code writes */
-#define WAL_HEADER_SIZE     48                /* v1 file header bytes */
-#define WAL_RECORD_HEADER   20                /* v1 bytes before each payload */
-#define WAL_MAX_PAYLOAD     (16u << 20)       /* a record claiming more is corrupt */
-#define WAL_DEFAULT_NAME    "wal.log"         /* file name inside the directory */
-#define WAL_DEFAULT_PENDING (64u << 20)       /* default max_pending */
-#define WAL_DEFAULT_POLICY  WAL_SYNC_EVERYSEC /* see docs/wal.md for why */
+#define WAL_VERSION         1                              /* the format this code writes */
+#define WAL_HEADER_SIZE     48                             /* v1 file header bytes */
+#define WAL_RECORD_HEADER   20                             /* v1 bytes before each payload */
+#define WAL_MAX_PAYLOAD     (16u << 20)                    /* a record claiming more is corrupt */
+#define WAL_DEFAULT_NAME    "wal.log"                      /* file name inside the directory */
+#define WAL_DEFAULT_PENDING (64u << 20)                    /* default max_pending */
+#define WAL_DEFAULT_POLICY  WAL_SYNC_EVERYSEC              /* see docs/wal.md for why */
 #define WAL_REPAIR_COMMAND  "parrot wal repair --data-dir" /* followed by the directory */
 
 enum wal_policy {

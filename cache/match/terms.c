@@ -7,10 +7,10 @@
  * full and halves when it falls under an eighth full, so its memory follows
  * the entries as they are evicted.
  */
-#include "cache/terms.h"
+#include "cache/match/terms.h"
 
-#include "cache/embed.h"
-#include "cache/hash.h"
+#include "cache/match/embed.h"
+#include "cache/base/hash.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,5 +1,5 @@
 /* map.c - linear probing with backward-shift deletion; see map.h. */
-#include "cache/map.h"
+#include "cache/base/map.h"
 
 #include <errno.h>
 #include <stdbool.h>

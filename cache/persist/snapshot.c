@@ -44,11 +44,11 @@
  * in the header make a file cut at a section boundary detectable; vectors of
  * indexed entries are written once (in the graph) rather than twice.
  */
-#include "cache/snapshot.h"
+#include "cache/persist/snapshot.h"
 
-#include "cache/hnsw.h"
-#include "cache/le.h"
-#include "cache/wal.h"
+#include "cache/index/hnsw.h"
+#include "cache/base/le.h"
+#include "cache/persist/wal.h"
 
 #include <errno.h>
 #include <inttypes.h>

@@ -40,10 +40,10 @@
  * target synset (safe / dangerous makes safe / unsafe too), in both
  * directions; a derivation links the two words only.
  */
-#include "cache/wordnet.h"
+#include "cache/match/wordnet.h"
 
-#include "cache/hash.h"
-#include "cache/le.h"
+#include "cache/base/hash.h"
+#include "cache/base/le.h"
 
 #include <errno.h>
 #include <stdint.h>

@@ -31,9 +31,9 @@
 #ifndef PARROT_SNAPSHOT_H
 #define PARROT_SNAPSHOT_H
 
-#include "cache/store.h"
-#include "cache/vfs.h"
-#include "proxy/buf.h"
+#include "cache/index/store.h"
+#include "cache/persist/vfs.h"
+#include "cache/base/buf.h"
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /* oai.c - OpenAI-shaped errors and chat request validation; see oai.h. */
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>

@@ -1,5 +1,5 @@
 /* buf.c - capped growable buffer; see buf.h. */
-#include "proxy/buf.h"
+#include "cache/base/buf.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,10 +4,10 @@
  * is used; lookups go through an open-addressing hash of the words. After
  * wordvec_load() returns, the table is only read: any thread.
  */
-#include "cache/wordvec.h"
+#include "cache/match/wordvec.h"
 
-#include "cache/hash.h"
-#include "cache/le.h"
+#include "cache/base/hash.h"
+#include "cache/base/le.h"
 
 #include <errno.h>
 #include <math.h>

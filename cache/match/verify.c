@@ -52,11 +52,11 @@
  * docs/quality.md has the rejections per reason, the correct hits each
  * check costs and the wrong hits it stops.
  */
-#include "cache/verify.h"
+#include "cache/match/verify.h"
 
-#include "cache/embed.h"
-#include "cache/hash.h"
-#include "cache/wordvec.h"
+#include "cache/match/embed.h"
+#include "cache/base/hash.h"
+#include "cache/match/wordvec.h"
 
 #include <ctype.h>
 #include <pthread.h>

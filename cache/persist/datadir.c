@@ -6,7 +6,7 @@
  * file description, so even a second lock attempt inside one process (a
  * test, a library user) is refused as it should be.
  */
-#include "cache/datadir.h"
+#include "cache/persist/datadir.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* completion.c - reassemble streamed completions, render stored ones; see
  * completion.h. */
-#include "proxy/completion.h"
+#include "proxy/openai/completion.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

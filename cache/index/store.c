@@ -8,12 +8,12 @@
  * Each entry records its position in all[] and in its partition's members
  * array, so removal is a swap with the last element: O(1).
  */
-#include "cache/store.h"
+#include "cache/index/store.h"
 
-#include "cache/hnsw.h"
-#include "cache/map.h"
-#include "cache/rand.h"
-#include "cache/terms.h"
+#include "cache/index/hnsw.h"
+#include "cache/base/map.h"
+#include "cache/base/rand.h"
+#include "cache/match/terms.h"
 
 #include <errno.h>
 #include <math.h>

@@ -49,9 +49,9 @@
  * Scores are similarities (dot products): larger is closer. Links may point at
  * deleted slots; such slots keep routing until an insert reuses them.
  */
-#include "cache/hnsw.h"
+#include "cache/index/hnsw.h"
 
-#include "cache/le.h"
+#include "cache/base/le.h"
 
 #include <errno.h>
 #include <math.h>

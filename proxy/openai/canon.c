@@ -59,7 +59,7 @@
  *                is kept. N is empty when nothing was lifted.
  *   lookup_text  the lifted text unchanged, or NULL when N is empty.
  */
-#include "cache/canon.h"
+#include "proxy/openai/canon.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
