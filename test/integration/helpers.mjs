@@ -371,7 +371,10 @@ export function runCli(args, env = {}, { timeoutMs = 10_000 } = {}) {
       reject(new Error(`parrot binary not found at ${PARROT_BIN}`));
       return;
     }
-    const child = spawn(PARROT_BIN, args, { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    // A temporary working directory: a default data-dir must not land in the tree.
+    const child = spawn(PARROT_BIN, args, {
+      env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'], cwd: makeTmpDir('parrot-cli-'),
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8');
