@@ -34,6 +34,10 @@ LDFLAGS += $(SAN) -pthread
 LIB_SRC := $(sort $(wildcard config/*.c cache/*.c cache/*/*.c upstream/*.c proxy/openai/*.c) \
            $(filter-out proxy/main.c,$(wildcard proxy/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# Test-only code (the fault-injecting VFS): linked into the unit tests and the
+# fuzz replays, never into build/parrot.
+TEST_SUPPORT_SRC := $(wildcard test/support/*.c)
+TEST_SUPPORT_OBJ := $(TEST_SUPPORT_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:test/unit/%.c=$(BUILD)/test/%)
 # Each fuzz target also builds without libFuzzer: a main() that replays its
@@ -59,11 +63,11 @@ $(BUILD)/proxy/dashboard.o: proxy/dashboard_html.inc
 proxy/dashboard_html.inc: proxy/dashboard.html proxy/dashboard_html.sh
 	sh proxy/dashboard_html.sh
 
-$(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ)
+$(BUILD)/test/test_%: test/unit/test_%.c $(LIB_OBJ) $(TEST_SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) -lcmocka
 
-$(BUILD)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(LIB_OBJ)
+$(BUILD)/fuzz/replay_%: test/fuzz/%.c test/fuzz/replay.c $(LIB_OBJ) $(TEST_SUPPORT_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
 

@@ -8,10 +8,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/hnsw.h"
-#include "cache/snapshot.h"
-#include "cache/store.h"
-#include "cache/vfs.h"
+#include "cache/index/hnsw.h"
+#include "cache/persist/snapshot.h"
+#include "cache/index/store.h"
+#include "cache/persist/vfs.h"
+#include "test/support/faultvfs.h"
 
 #include <errno.h>
 #include <math.h>

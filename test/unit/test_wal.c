@@ -14,9 +14,10 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/datadir.h"
-#include "cache/vfs.h"
-#include "cache/wal.h"
+#include "cache/persist/datadir.h"
+#include "cache/persist/vfs.h"
+#include "test/support/faultvfs.h"
+#include "cache/persist/wal.h"
 
 #include <dirent.h>
 #include <errno.h>
