@@ -12,10 +12,16 @@
  * without being sent. A batch is one unit: if any vector is missing, out of
  * place or of the wrong length, every text of the call fails, and the call
  * counts as one failure for the breaker.
+ *
+ * The breaker is upstream/balance.c's, the one the provider pool uses, under
+ * c->lock. A half-open breaker lets texts queue: the thread makes one call at
+ * a time, so the first call is the probe and the texts behind it learn its
+ * outcome (an open breaker fails them with EMBED_BREAKER_OPEN unsent).
  */
 #include "upstream/embedclient.h"
 
-#include "proxy/buf.h"
+#include "cache/base/buf.h"
+#include "upstream/balance.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -30,13 +36,10 @@
 #include <time.h>
 
 /* Room for the JSON around the numbers, and per number ("-0.0123456789,"). */
-#define RESP_BASE     (1u << 20)
-#define RESP_PER_NUM  32
-#define RESP_MAX      (256u << 20)
-#define REQ_MAX       (64u << 20)
-#define BREAKER_SHUT  0
-#define BREAKER_PROBE 1
-#define BREAKER_OPEN  2
+#define RESP_BASE    (1u << 20)
+#define RESP_PER_NUM 32
+#define RESP_MAX     (256u << 20)
+#define REQ_MAX      (64u << 20)
 
 static const double latency_le[EMBED_LATENCY_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1,
                                                          0.25,  0.5,  1,     2.5,  5};
@@ -54,8 +57,6 @@ struct embed_client {
     char *model;
     long timeout_ms;
     unsigned batch;
-    unsigned breaker_failures;
-    long breaker_cooldown_ms;
     atomic_uint dim;
 
     /* The client's thread only. */
@@ -72,9 +73,7 @@ struct embed_client {
     struct job *head, *tail;
     size_t queued;
     bool stopping;
-    int breaker;
-    unsigned fails;
-    long open_until;
+    struct bal_breaker breaker;
     uint64_t texts[EMBED_RESULTS], calls, batched, bucket[EMBED_LATENCY_BUCKETS];
     double seconds_sum;
     atomic_bool abort; /* read by curl's progress callback */
@@ -219,20 +218,6 @@ out:
     return out;
 }
 
-static void breaker_record(struct embed_client *c, bool failed, long now)
-{
-    if (!failed) {
-        c->fails = 0;
-        c->breaker = BREAKER_SHUT;
-        return;
-    }
-    c->fails++;
-    if (c->breaker == BREAKER_PROBE || c->fails >= c->breaker_failures) {
-        c->breaker = BREAKER_OPEN;
-        c->open_until = now + c->breaker_cooldown_ms;
-    }
-}
-
 /* Post jobs[0..n) as one call; vectors into vecs (n * dim). The result
  * applies to every job. */
 static enum embed_result call(struct embed_client *c, struct job *const *jobs, size_t n,
@@ -347,7 +332,7 @@ static void *client_main(void *arg)
         if (!c->head)
             c->tail = NULL;
         /* A probe failed while these waited: they would only fail again. */
-        if (c->breaker == BREAKER_OPEN && now < c->open_until)
+        if (!bal_breaker_ready(&c->breaker, now))
             r = EMBED_BREAKER_OPEN;
         pthread_mutex_unlock(&c->lock);
 
@@ -362,8 +347,10 @@ static void *client_main(void *arg)
             c->calls++;
             c->batched += n;
             record_latency(c, (double)(now - t0) / 1000.0);
-            if (r != EMBED_CANCELLED)
-                breaker_record(c, r != EMBED_OK, now);
+            if (r == EMBED_OK)
+                bal_breaker_success(&c->breaker);
+            else if (r != EMBED_CANCELLED)
+                bal_breaker_failure(&c->breaker, now);
             pthread_mutex_unlock(&c->lock);
         }
         deliver(c, batch, n, r, vecs);
@@ -436,8 +423,7 @@ int embed_client_new(const struct embed_client_opts *o, struct embed_client **ou
         return -ENOMEM;
     c->timeout_ms = o->timeout_ms;
     c->batch = o->batch;
-    c->breaker_failures = o->breaker_failures ? o->breaker_failures : 1;
-    c->breaker_cooldown_ms = o->breaker_cooldown_ms;
+    bal_breaker_init(&c->breaker, o->breaker_failures, o->breaker_cooldown_ms);
     atomic_init(&c->dim, o->dim);
     atomic_init(&c->abort, false);
     c->batch_jobs = calloc(o->batch, sizeof(*c->batch_jobs));
@@ -544,13 +530,12 @@ static int enqueue(struct embed_client *c, struct job *first, struct job *last, 
     pthread_mutex_lock(&c->lock);
     if (c->stopping) {
         rc = -ECANCELED;
-    } else if (c->breaker == BREAKER_OPEN && now < c->open_until) {
+    } else if (!bal_breaker_allow(&c->breaker, now)) {
         c->texts[EMBED_BREAKER_OPEN] += n;
         rc = -EAGAIN;
     } else {
-        /* After the cooldown the next call is the probe. */
-        if (c->breaker == BREAKER_OPEN)
-            c->breaker = BREAKER_PROBE;
+        /* After the cooldown the breaker is half-open: the next call is the
+         * probe. */
         if (c->tail)
             c->tail->next = first;
         else
@@ -662,7 +647,7 @@ void embed_client_stats(struct embed_client *c, struct embed_client_stats *st)
     st->calls = c->calls;
     st->batched = c->batched;
     st->queued = c->queued;
-    st->breaker = c->breaker;
+    st->breaker = (int)bal_breaker_state(&c->breaker);
     memcpy(st->bucket, c->bucket, sizeof(st->bucket));
     st->seconds_sum = c->seconds_sum;
     pthread_mutex_unlock(&c->lock);

@@ -15,14 +15,14 @@
  * is decided when its headers arrive: if so, its body is read and dropped and
  * the handler never hears of it; if not, it is delivered as the final answer.
  *
- * Breakers (per provider, pool thread only): closed -> open after
- * breaker_failures consecutive failed attempts; open -> half-open once the
- * cooldown has passed, letting one probe through; the probe's success closes
- * the breaker, its failure opens it again. Failures that trip breakers are
+ * Choice and breakers are upstream/balance.c's (p->bal, pool thread only;
+ * other threads only read breaker states). Failures that trip breakers are
  * the provider's own: connection errors, timeouts and 5xx. A 429 or 408 moves
  * the request to another provider but does not count against the breaker.
  */
 #include "upstream/upstream.h"
+
+#include "upstream/balance.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -60,16 +60,8 @@
 
 struct provider {
     char *base_url;
-    char *auth; /* "Authorization: Bearer KEY", or NULL to pass the client's */
-    char name[UP_NAME_MAX];
-    int weight;
-    int current; /* smooth weighted round-robin state, pool thread only */
-    /* Breaker: state is read by other threads (readiness), the rest is
-     * pool thread only. */
-    atomic_int state;
-    unsigned fails;
-    long open_until;
-    bool probing;
+    char *auth;             /* "Authorization: Bearer KEY", or NULL to pass the client's */
+    char name[UP_NAME_MAX]; /* weight and breaker: p->bal.peer[same index] */
     atomic_uint_fast64_t attempts, failures, retries, failovers;
 };
 
@@ -118,10 +110,13 @@ struct up_xfer {
     struct up_xfer *prev, *next; /* active list */
 };
 
+_Static_assert(UP_MAX_PROVIDERS <= BAL_MAX, "a provider index must fit the balancer");
+
 struct up_pool {
     struct up_pool_opts o;
     struct provider prov[UP_MAX_PROVIDERS];
     size_t nprov;
+    struct bal bal; /* pool thread only, but for breaker states */
     CURLM *multi;
     pthread_t thread;
     pthread_mutex_t lock;
@@ -211,81 +206,15 @@ static uint64_t rnd(struct up_pool *p)
     return p->rng * 0x2545f4914f6cdd1dULL;
 }
 
-/* May this provider take an attempt now? Moves an open breaker whose
- * cooldown has passed to half-open. */
-static bool usable(struct up_pool *p, struct provider *pv, long now)
+/* The breaker of the provider with index i. */
+static struct bal_breaker *breaker(struct up_pool *p, int i)
 {
-    switch (atomic_load(&pv->state)) {
-    case UP_BREAKER_CLOSED: return true;
-    case UP_BREAKER_OPEN:
-        if (now < pv->open_until)
-            return false;
-        atomic_store(&pv->state, UP_BREAKER_HALF_OPEN);
-        pv->probing = false;
-        return true;
-    default: (void)p; return !pv->probing;
-    }
-}
-
-/* Smooth weighted round-robin (as nginx does) over the providers this
- * transfer has not tried whose breaker lets traffic through; failing that,
- * over the untried ones; failing that, over all. */
-static int pick(struct up_pool *p, const struct up_xfer *x, long now)
-{
-    bool ok[UP_MAX_PROVIDERS];
-    int best = -1, total = 0;
-
-    for (int pass = 0; pass < 3 && best < 0; pass++) {
-        size_t n = 0;
-        for (size_t i = 0; i < p->nprov; i++) {
-            bool untried = !(x->tried & (UINT64_C(1) << i));
-            ok[i] = pass == 0 ? untried && usable(p, &p->prov[i], now) : pass == 1 ? untried : true;
-            n += ok[i];
-        }
-        if (n == 0)
-            continue;
-        total = 0;
-        for (size_t i = 0; i < p->nprov; i++) {
-            if (!ok[i])
-                continue;
-            p->prov[i].current += p->prov[i].weight;
-            total += p->prov[i].weight;
-            if (best < 0 || p->prov[i].current > p->prov[best].current)
-                best = (int)i;
-        }
-    }
-    p->prov[best].current -= total;
-    return best;
-}
-
-static void breaker_record(struct up_pool *p, struct provider *pv, bool failed, long now)
-{
-    if (!failed) {
-        pv->fails = 0;
-        pv->probing = false;
-        atomic_store(&pv->state, UP_BREAKER_CLOSED);
-        return;
-    }
-    pv->fails++;
-    if (atomic_load(&pv->state) == UP_BREAKER_HALF_OPEN || pv->fails >= p->o.breaker_failures) {
-        atomic_store(&pv->state, UP_BREAKER_OPEN);
-        pv->open_until = now + p->o.breaker_cooldown_ms;
-        pv->probing = false;
-    }
+    return &p->bal.peer[i].br;
 }
 
 bool up_pool_ready(struct up_pool *p)
 {
-    long now = mono_ms();
-
-    for (size_t i = 0; i < p->nprov; i++) {
-        int st = atomic_load(&p->prov[i].state);
-        /* open_until is the pool thread's; a stale read only delays the
-         * answer until the next probe flips the state. */
-        if (st != UP_BREAKER_OPEN || now >= p->prov[i].open_until)
-            return true;
-    }
-    return false;
+    return bal_ready(&p->bal, mono_ms());
 }
 
 size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, size_t max)
@@ -293,8 +222,8 @@ size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, 
     for (size_t i = 0; i < p->nprov && i < max; i++) {
         struct provider *pv = &p->prov[i];
         snprintf(out[i].name, sizeof(out[i].name), "%s", pv->name);
-        out[i].weight = (unsigned)pv->weight;
-        out[i].breaker = (enum up_breaker)atomic_load(&pv->state);
+        out[i].weight = (unsigned)p->bal.peer[i].weight;
+        out[i].breaker = (enum up_breaker)bal_breaker_state(breaker(p, (int)i));
         out[i].attempts = atomic_load(&pv->attempts);
         out[i].failures = atomic_load(&pv->failures);
         out[i].retries = atomic_load(&pv->retries);
@@ -401,10 +330,8 @@ static bool start_attempt(struct up_pool *p, struct up_xfer *x, long now)
     int prev = x->prov;
     long left = x->deadline - now;
 
-    x->prov = pick(p, x, now);
+    x->prov = bal_pick(&p->bal, x->tried, now);
     pv = &p->prov[x->prov];
-    if (atomic_load(&pv->state) == UP_BREAKER_HALF_OPEN)
-        pv->probing = true;
     x->tried |= UINT64_C(1) << x->prov;
     x->attempts++;
     atomic_fetch_add(&pv->attempts, 1);
@@ -492,9 +419,9 @@ static void attempt_failed(struct up_pool *p, struct up_xfer *x, int err, const 
         struct provider *pv = &p->prov[x->prov];
         atomic_fetch_add(&pv->failures, 1);
         if (provider_fault)
-            breaker_record(p, pv, true, now);
+            bal_breaker_failure(breaker(p, x->prov), now);
         else
-            pv->probing = false;
+            bal_breaker_release(breaker(p, x->prov));
     }
     delay = x->retry_after_ms >= 0 ? x->retry_after_ms : backoff(p, x->attempts);
     snprintf(x->last_error, sizeof(x->last_error), "%s", detail);
@@ -752,10 +679,12 @@ static void reap(struct up_pool *p)
                     atomic_fetch_add(&pv->failures, 1);
                 /* A relayed 429/408/409 says nothing about the provider's
                  * health: the breaker neither trips nor resets on it. */
-                if (status >= 500 || !retryable_status(status))
-                    breaker_record(p, pv, status >= 500, mono_ms());
+                if (status >= 500)
+                    bal_breaker_failure(breaker(p, x->prov), mono_ms());
+                else if (!retryable_status(status))
+                    bal_breaker_success(breaker(p, x->prov));
                 else
-                    pv->probing = false;
+                    bal_breaker_release(breaker(p, x->prov));
             }
             finish(x, UP_OK, detail, false);
         } else if (!x->head_done) {
@@ -767,7 +696,7 @@ static void reap(struct up_pool *p)
         } else {
             if (x->prov >= 0) {
                 atomic_fetch_add(&p->prov[x->prov].failures, 1);
-                breaker_record(p, &p->prov[x->prov], true, mono_ms());
+                bal_breaker_failure(breaker(p, x->prov), mono_ms());
             }
             finish(x, rc == CURLE_OPERATION_TIMEDOUT ? UP_ETIMEDOUT : UP_EBROKEN, detail, false);
         }
@@ -929,6 +858,7 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
         return UP_ENOMEM;
     p->o = *o;
     p->o.providers = NULL; /* copied below; the caller's array may go */
+    bal_init(&p->bal, o->breaker_failures, o->breaker_cooldown_ms);
     for (size_t i = 0; i < o->nproviders; i++) {
         struct provider *pv = &p->prov[i];
         size_t bl;
@@ -946,7 +876,7 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
                 goto fail;
             snprintf(pv->auth, kl, "Authorization: Bearer %s", o->providers[i].key);
         }
-        pv->weight = o->providers[i].weight ? (int)o->providers[i].weight : 1;
+        bal_add(&p->bal, o->providers[i].weight); /* cannot fail: UP_MAX_PROVIDERS < BAL_MAX */
         provider_name(pv->base_url, pv->name, sizeof(pv->name));
         p->nprov++;
     }
