@@ -56,6 +56,7 @@
 #include "cache/index/store.h"
 #include "cache/match/verify.h"
 #include "config/config.h"
+#include "proxy/assemble.h"
 #include "proxy/chat.h"
 #include "proxy/openai/oai.h"
 
@@ -491,12 +492,16 @@ static void look(struct chat *ch, const char *auth, const char *text, bool verif
         return;
     t0 = now_s();
     if (chat_lookup(ch, &r, NOW) == CHAT_HIT) {
-        const char *cand = store_entry_text(r.hit);
+        struct cache_entry_info in;
+        const char *cand;
+
+        cache_entry_describe(r.q.hit, &in);
+        cand = in.text;
         lookup_us_total += (now_s() - t0) * 1e6;
         lookups++;
         o->hit = true;
         o->exact = r.exact;
-        o->sim = r.exact ? 1.0f : r.sim;
+        o->sim = r.exact ? 1.0f : r.q.sim;
         o->label = served_label(&r);
         o->cand = cand ? xstrdup(cand) : NULL;
         if (!verifier && cand)
@@ -514,9 +519,12 @@ static void outcomes_free(struct outcome *o, size_t n)
     free(o);
 }
 
+/* The request policy over a new cache; the cache is leaked with it (one
+ * per evaluation run, freed at exit). */
 static struct chat *chat_for(bool verifier)
 {
     struct cfg c;
+    struct cache *cache;
     struct chat *ch;
 
     if (cfg_init(&c) != 0)
@@ -526,7 +534,7 @@ static struct chat *chat_for(bool verifier)
     c.cache_max_memory = (size_t)8 << 30; /* never evict during an evaluation */
     free(c.word_vectors);
     c.word_vectors = word_vectors ? xstrdup(word_vectors) : NULL;
-    if (chat_new(&c, &ch) != 0) {
+    if (assemble_cache(&c, &cache) != 0 || chat_new(&c, cache, &ch) != 0) {
         fprintf(stderr, "eval: chat_new failed\n");
         exit(1);
     }
@@ -810,7 +818,7 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
                              .threshold = 1e-6f,
                              .now = NOW,
                              .max_age = -1,
-                             .candidates = CHAT_CANDIDATES,
+                             .candidates = CACHE_CANDIDATES,
                              .accept = verifier ? abl_accept : NULL,
                              .ud = &c};
     hit = store_get_semantic(s, &sq, &o->sim);

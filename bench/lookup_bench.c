@@ -6,6 +6,7 @@
  * p50/p99 per kind of hit in microseconds. Usage: build/bench/lookup_bench [N]
  */
 #include "config/config.h"
+#include "proxy/assemble.h"
 #include "proxy/chat.h"
 #include "proxy/openai/oai.h"
 
@@ -89,13 +90,15 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 100000;
     struct cfg c;
     struct chat *ch;
+    struct cache *cache;
     struct chat_req r;
     struct oai_error err;
     cJSON *doc;
     double *lat = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
     const char *q = "How do I reset my password?";
 
-    if (n <= 0 || !lat || cfg_init(&c) != 0 || chat_new(&c, &ch) != 0)
+    if (n <= 0 || !lat || cfg_init(&c) != 0 || assemble_cache(&c, &cache) != 0 ||
+        chat_new(&c, cache, &ch) != 0)
         return 1;
     /* Warm: one stored answer, as a miss would store it. */
     if (oai_chat_parse("application/json", request(q, 0), strlen(request(q, 0)), &doc, &err))
@@ -114,6 +117,7 @@ int main(int argc, char **argv)
     run(ch, "semantic, JSON", request("how can I reset my password", 0), n, lat);
     run(ch, "miss", request("Where is my parcel?", 0), n, lat);
     chat_free(ch);
+    cache_free(cache);
     cfg_fini(&c);
     free(lat);
     return 0;

@@ -8,9 +8,8 @@
 #include "proxy/admin.h"
 
 #include "proxy/openai/canon.h"
-#include "cache/index/hnsw.h"
 #include "cache/base/map.h"
-#include "cache/index/store.h"
+#include "cache/cache.h"
 #include "config/config.h"
 #include "proxy/auth.h"
 #include "proxy/chat.h"
@@ -35,11 +34,12 @@
 struct filter {
     bool all; /* invalidate: everything */
     bool has_partition;
-    uint8_t partition[STORE_KEY_LEN];
+    uint8_t partition[CACHE_KEY_LEN];
     const char *model;
     int64_t created_before; /* ms; 0: any age */
     float *vec;             /* text criterion: its embedding, or NULL */
     unsigned dim;
+    const struct cache *cache; /* for the similarity of two vectors */
     double radius;
     uint64_t after; /* listing cursor: ids above it */
 };
@@ -47,7 +47,7 @@ struct filter {
 /* The matching entries, collected under the store's lock. */
 struct picked {
     const struct filter *f;
-    struct store_ref *refs;
+    struct cache_ref *refs;
     size_t n, cap;
 };
 
@@ -105,9 +105,9 @@ static int hexval(char c)
 /* A partition key as 64 hex digits. */
 static bool parse_key(const char *s, uint8_t *out)
 {
-    if (strlen(s) != 2 * STORE_KEY_LEN)
+    if (strlen(s) != 2 * CACHE_KEY_LEN)
         return false;
-    for (size_t i = 0; i < STORE_KEY_LEN; i++) {
+    for (size_t i = 0; i < CACHE_KEY_LEN; i++) {
         int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return false;
@@ -134,47 +134,47 @@ static bool parse_id(const char *s, uint64_t *out)
     return v != 0;
 }
 
-static const char *model_of(const struct store_entry_info *in)
+static const char *model_of(const struct cache_entry_info *in)
 {
     const struct cmpl_rendered *cr = in->payload;
 
     return cr && cr->model ? cr->model : "";
 }
 
-static bool matches(const struct filter *f, const struct store_entry_info *in)
+static bool matches(const struct filter *f, const struct cache_entry_info *in)
 {
     if (in->id <= f->after)
         return false;
     if (f->has_partition &&
-        (!in->partition || memcmp(in->partition, f->partition, STORE_KEY_LEN) != 0))
+        (!in->partition || memcmp(in->partition, f->partition, CACHE_KEY_LEN) != 0))
         return false;
     if (f->model && strcmp(model_of(in), f->model) != 0)
         return false;
     if (f->created_before && in->created >= f->created_before)
         return false;
-    if (f->vec && (!in->vec || (double)hnsw_dot(f->vec, in->vec, f->dim) < f->radius))
+    if (f->vec && (!in->vec || (double)cache_similarity(f->cache, f->vec, in->vec) < f->radius))
         return false;
     return true;
 }
 
-static int pick(void *ud, const struct store_entry *e)
+static int pick(void *ud, const struct cache_entry *e)
 {
     struct picked *p = ud;
-    struct store_entry_info in;
+    struct cache_entry_info in;
 
-    store_entry_describe(e, &in);
+    cache_entry_describe(e, &in);
     if (!matches(p->f, &in))
         return 0;
     if (p->n == p->cap) {
         size_t nc = p->cap ? p->cap * 2 : 64;
-        struct store_ref *nr = realloc(p->refs, nc * sizeof(*nr));
+        struct cache_ref *nr = realloc(p->refs, nc * sizeof(*nr));
         if (!nr)
             return -ENOMEM;
         p->refs = nr;
         p->cap = nc;
     }
     p->refs[p->n].id = in.id;
-    memcpy(p->refs[p->n].exact, in.exact, STORE_KEY_LEN);
+    memcpy(p->refs[p->n].exact, in.exact, CACHE_KEY_LEN);
     p->n++;
     return 0;
 }
@@ -182,7 +182,7 @@ static int pick(void *ud, const struct store_entry *e)
 static int select_entries(struct ctx *x, const struct filter *f, struct picked *p)
 {
     *p = (struct picked){.f = f};
-    if (store_scan(chat_entries(x->ad->chat), pick, p) != 0) {
+    if (cache_scan(x->ad->cache, pick, p) != 0) {
         free(p->refs);
         p->refs = NULL;
         return -ENOMEM;
@@ -199,22 +199,22 @@ static void add_hex_id(cJSON *o, const char *name, uint64_t id)
 }
 
 /* One entry as JSON; the prompt only when the operator allowed it. */
-static cJSON *entry_json(const struct ctx *x, const struct store_entry *e)
+static cJSON *entry_json(const struct ctx *x, const struct cache_entry *e)
 {
-    struct store_entry_info in;
+    struct cache_entry_info in;
     const struct cmpl_rendered *cr;
-    char hex[2 * STORE_KEY_LEN + 1];
+    char hex[2 * CACHE_KEY_LEN + 1];
     int64_t created_s, expires_s, age_s;
     cJSON *o = cJSON_CreateObject();
 
     if (!o)
         return NULL;
-    store_entry_describe(e, &in);
+    cache_entry_describe(e, &in);
     cr = in.payload;
     add_hex_id(o, "id", in.id);
     cJSON_AddStringToObject(o, "object", "parrot.cache_entry");
     if (in.partition) {
-        canon_hex(in.partition, STORE_KEY_LEN, hex);
+        canon_hex(in.partition, CACHE_KEY_LEN, hex);
         cJSON_AddStringToObject(o, "partition", hex);
     }
     cJSON_AddStringToObject(o, "model", model_of(&in));
@@ -244,7 +244,7 @@ static cJSON *entry_json(const struct ctx *x, const struct store_entry *e)
 
 static int cmp_ref(const void *a, const void *b)
 {
-    uint64_t x = ((const struct store_ref *)a)->id, y = ((const struct store_ref *)b)->id;
+    uint64_t x = ((const struct cache_ref *)a)->id, y = ((const struct cache_ref *)b)->id;
 
     return x < y ? -1 : x > y;
 }
@@ -297,11 +297,11 @@ static int list_entries(struct ctx *x)
     cJSON_AddStringToObject(doc, "object", "list");
     data = cJSON_AddArrayToObject(doc, "data");
     for (i = 0; data && i < p.n && shown < (size_t)limit; i++) {
-        struct store_entry *e = store_get_id(chat_entries(x->ad->chat), p.refs[i].id);
+        struct cache_entry *e = cache_get_id(x->ad->cache, p.refs[i].id);
         if (!e)
             continue; /* removed since the scan */
         cJSON_AddItemToArray(data, entry_json(x, e));
-        store_entry_unref(e);
+        cache_entry_unref(e);
         if (shown++ == 0)
             first = p.refs[i].id;
         last = p.refs[i].id;
@@ -322,17 +322,17 @@ static int list_entries(struct ctx *x)
 
 /* The entry named by the path's last part, with a reference, or an error
  * reply (then NULL and *rc set). */
-static struct store_entry *entry_at(struct ctx *x, const char *idtext, int *rc)
+static struct cache_entry *entry_at(struct ctx *x, const char *idtext, int *rc)
 {
     uint64_t id;
-    struct store_entry *e = NULL;
+    struct cache_entry *e = NULL;
 
     log_str(&x->lr, "id", idtext);
     if (!parse_id(idtext, &id)) {
         *rc = bad_request(x, "id", "An entry id is 16 hex digits (see x-parrot-entry).");
         return NULL;
     }
-    e = store_get_id(chat_entries(x->ad->chat), id);
+    e = cache_get_id(x->ad->cache, id);
     if (!e)
         *rc = reply_error(x, 404, "invalid_request_error", "id", "entry_not_found",
                           "No cache entry has this id.");
@@ -342,13 +342,13 @@ static struct store_entry *entry_at(struct ctx *x, const char *idtext, int *rc)
 static int get_entry(struct ctx *x, const char *idtext)
 {
     int rc = 0;
-    struct store_entry *e = entry_at(x, idtext, &rc);
+    struct cache_entry *e = entry_at(x, idtext, &rc);
     cJSON *o;
 
     if (!e)
         return rc;
     o = entry_json(x, e);
-    store_entry_unref(e);
+    cache_entry_unref(e);
     x->count = 1;
     return reply_json(x, 200, o);
 }
@@ -356,7 +356,7 @@ static int get_entry(struct ctx *x, const char *idtext)
 /* Remove what p picked; the reply says how many and whether it was logged. */
 static int remove_picked(struct ctx *x, struct picked *p, size_t *removed, bool *logged)
 {
-    int rc = chat_delete(x->ad->chat, p->refs, p->n, removed, logged);
+    int rc = cache_delete(x->ad->cache, p->refs, p->n, removed, logged);
 
     free(p->refs);
     p->refs = NULL;
@@ -368,8 +368,8 @@ static int remove_picked(struct ctx *x, struct picked *p, size_t *removed, bool 
 static int delete_entry(struct ctx *x, const char *idtext)
 {
     int rc = 0;
-    struct store_entry *e = entry_at(x, idtext, &rc);
-    struct store_entry_info in;
+    struct cache_entry *e = entry_at(x, idtext, &rc);
+    struct cache_entry_info in;
     struct picked p = {0};
     size_t removed;
     bool logged;
@@ -377,16 +377,16 @@ static int delete_entry(struct ctx *x, const char *idtext)
 
     if (!e)
         return rc;
-    store_entry_describe(e, &in);
+    cache_entry_describe(e, &in);
     p.refs = malloc(sizeof(*p.refs));
     if (!p.refs) {
-        store_entry_unref(e);
+        cache_entry_unref(e);
         return -ENOMEM;
     }
     p.n = 1;
     p.refs[0].id = in.id;
-    memcpy(p.refs[0].exact, in.exact, STORE_KEY_LEN);
-    store_entry_unref(e);
+    memcpy(p.refs[0].exact, in.exact, CACHE_KEY_LEN);
+    cache_entry_unref(e);
     if (remove_picked(x, &p, &removed, &logged) != 0)
         return -ENOMEM;
     if (removed == 0) /* another call removed it first */
@@ -461,8 +461,9 @@ static int invalidation_filter(struct ctx *x, const cJSON *body, struct filter *
                                "radius is the cosine similarity from which entries are removed, "
                                "a number in (0, 1], e.g. 0.9.");
         f->radius = v->valuedouble;
-        rc = chat_embed_text(x->ad->chat, it->valuestring, strlen(it->valuestring), &f->vec,
-                             &f->dim, &why);
+        f->cache = x->ad->cache;
+        rc = cache_embed_text(x->ad->cache, it->valuestring, strlen(it->valuestring), &f->vec,
+                              &f->dim, &why);
         if (rc == -ENOMEM)
             return rc;
         if (rc == -ENODATA)
@@ -518,7 +519,7 @@ static int invalidate(struct ctx *x)
 
 /* Entries and bytes per partition, gathered in one scan. */
 struct part_count {
-    uint8_t key[STORE_KEY_LEN];
+    uint8_t key[CACHE_KEY_LEN];
     size_t entries, bytes;
 };
 
@@ -528,14 +529,14 @@ struct part_tally {
     size_t n, cap;
 };
 
-static int tally(void *ud, const struct store_entry *e)
+static int tally(void *ud, const struct cache_entry *e)
 {
     struct part_tally *t = ud;
-    struct store_entry_info in;
+    struct cache_entry_info in;
     struct part_count *pc;
     void *old;
 
-    store_entry_describe(e, &in);
+    cache_entry_describe(e, &in);
     if (!in.partition)
         return 0;
     pc = map_get(&t->index, in.partition);
@@ -551,7 +552,7 @@ static int tally(void *ud, const struct store_entry *e)
         pc = calloc(1, sizeof(*pc));
         if (!pc)
             return -ENOMEM;
-        memcpy(pc->key, in.partition, STORE_KEY_LEN);
+        memcpy(pc->key, in.partition, CACHE_KEY_LEN);
         if (map_put(&t->index, pc->key, pc, &old) != 0) {
             free(pc);
             return -ENOMEM;
@@ -573,8 +574,8 @@ static int cmp_count(const void *a, const void *b)
 
 static int stats(struct ctx *x)
 {
-    struct store *s = chat_entries(x->ad->chat);
-    struct store_stats st;
+    struct cache *s = x->ad->cache;
+    struct cache_stats st;
     struct chat_stats cc;
     struct part_tally t = {.n = 0};
     cJSON *doc, *hits, *parts;
@@ -582,9 +583,9 @@ static int stats(struct ctx *x)
     int rc = 0;
 
     map_init(&t.index);
-    if (store_scan(s, tally, &t) != 0)
+    if (cache_scan(s, tally, &t) != 0)
         rc = -ENOMEM;
-    store_get_stats(s, &st);
+    cache_get_stats(s, &st);
     chat_get_stats(x->ad->chat, &cc);
     nhits = cc.hits_exact + cc.hits_semantic + cc.hits_coalesced;
     doc = rc ? NULL : cJSON_CreateObject();
@@ -614,9 +615,9 @@ static int stats(struct ctx *x)
         qsort(t.v, t.n, sizeof(*t.v), cmp_count);
     parts = cJSON_AddArrayToObject(doc, "by_partition");
     for (size_t i = 0; parts && i < t.n && i < PARTITIONS_SHOWN; i++) {
-        char hex[2 * STORE_KEY_LEN + 1];
+        char hex[2 * CACHE_KEY_LEN + 1];
         cJSON *o = cJSON_CreateObject();
-        canon_hex(t.v[i]->key, STORE_KEY_LEN, hex);
+        canon_hex(t.v[i]->key, CACHE_KEY_LEN, hex);
         cJSON_AddStringToObject(o, "partition", hex);
         cJSON_AddNumberToObject(o, "entries", (double)t.v[i]->entries);
         cJSON_AddNumberToObject(o, "bytes", (double)t.v[i]->bytes);
@@ -647,7 +648,7 @@ static int method_not_allowed(struct ctx *x, const char *allowed)
 static int snapshot(struct ctx *x)
 {
     char msg[1024];
-    int rc = chat_snapshot(x->ad->chat, msg, sizeof(msg));
+    int rc = cache_snapshot(x->ad->cache, msg, sizeof(msg));
     cJSON *doc;
 
     log_int(&x->lr, "result", rc);
@@ -722,7 +723,7 @@ int admin_handle(const struct admin *ad, const struct admin_call *c, int64_t now
         log_str(&x.lr, "action", "denied");
         rc = reply_error(&x, 401, "invalid_request_error", NULL, "invalid_api_key",
                          "The admin API needs Authorization: Bearer <admin-key>.");
-    } else if (!ad->chat) {
+    } else if (!ad->cache) {
         log_str(&x.lr, "action", "unavailable");
         rc = reply_error(&x, 409, "invalid_request_error", NULL, "cache_disabled",
                          "The cache is off (cache = false): there is nothing to administer.");

@@ -24,11 +24,13 @@
 
 struct auth;
 struct cfg;
+struct cache;
 struct chat;
 
 /* What the API works on; all borrowed, owned by the server. */
 struct admin {
-    struct chat *chat; /* NULL when the cache is off */
+    struct cache *cache; /* NULL when the cache is off */
+    struct chat *chat;   /* its request policy, for the verdict counters */
     const struct auth *auth;
     const struct cfg *cfg;
 };

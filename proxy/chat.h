@@ -1,9 +1,10 @@
-/* chat.h - the cached chat-completions route: what to look up, what to
- * store, and how a hit is answered.
+/* chat.h - the request policy of POST /v1/chat/completions: what to look
+ * up, what to store, and how a hit is answered.
  *
- * server.c owns the HTTP plumbing; this module owns the cache policy for one
- * request (struct chat_req) and the state shared by all of them (struct chat:
- * the entry store, the embedder, the single-flight table, counters).
+ * server.c owns the HTTP plumbing and the cache service (cache/cache.h)
+ * owns the entries, their log and snapshots; this module turns one request
+ * (struct chat_req) into keys and a verdict: Cache-Control, the tenant's
+ * partition, TTL, bypasses, the verdict counters, and rendering a hit.
  *
  * Threads: struct chat is shared and thread-safe. A struct chat_req belongs
  * to one request; its owner serialises access to it.
@@ -15,23 +16,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/openai/canon.h"
 #include "cache/base/buf.h"
-#include "proxy/openai/completion.h"
-#include "proxy/flight.h"
+#include "cache/cache.h"
 #include "proxy/headers.h"
-
-/* Semantic candidates examined per lookup: the nearest by vector, then
- * tried best score first (the lexical part of the score reorders them). */
-#define CHAT_CANDIDATES 16
+#include "proxy/openai/canon.h"
+#include "proxy/openai/completion.h"
 
 struct cJSON;
 struct cfg;
 struct chat;
-struct embedder;
-struct store;
-struct store_entry;
-struct store_ref;
 
 enum chat_verdict {
     CHAT_BYPASS, /* ask the provider; the cache is not involved (or only stores) */
@@ -45,11 +38,8 @@ enum chat_verdict {
 struct chat_req {
     struct canon_key key;
     bool keyed;                             /* key is valid */
-    float *vec;                             /* embedding of the lookup text, or NULL */
-    bool vec_done;                          /* vec was computed (it may still be NULL) */
-    const char *embed_result;               /* the remote embedding's outcome, or NULL */
+    struct cache_query q;                   /* the lookup, over key's bytes */
     void (*embed_wake)(struct chat_req *r); /* chat_embed()'s callback */
-    struct chat *embed_ch;                  /* and its cache */
     struct hdr_cache_control cc;
     int64_t ttl;        /* milliseconds, for storing */
     bool stream;        /* the client asked for SSE */
@@ -60,9 +50,7 @@ struct chat_req {
 
     /* Lookup result. */
     enum chat_verdict verdict;
-    struct store_entry *hit;
-    float sim;
-    bool exact;
+    bool exact;     /* r->q.hit and r->q.sim hold the hit */
     bool coalesced; /* the hit came from waiting behind an identical request */
 
     /* Single-flight. */
@@ -76,8 +64,9 @@ struct chat_req {
     uint64_t wal_seq; /* the stored answer's log record (0: not logged); never sent to clients */
 };
 
-/* The cache shared by all requests, from the options in c. */
-int chat_new(const struct cfg *c, struct chat **out);
+/* The policy shared by all requests, from the options in c, over cache
+ * (borrowed; NULL: the cache is off and every request bypasses it). */
+int chat_new(const struct cfg *c, struct cache *cache, struct chat **out);
 void chat_free(struct chat *ch);
 
 /* Derive keys and controls. doc is the validated request body parsed from
@@ -89,24 +78,6 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc,
 void chat_req_fini(struct chat_req *r);
 
 /* Times below (now) are wall clock milliseconds. */
-
-/* Make the cache durable: open (or create) the write-ahead log in dir with
- * the fsync policy named by fsync, and load the entries it holds. Returns 0
- * with a one-line summary in msg, or a negative errno with the reason (for
- * a damaged log: the file, the offset and the repair command). */
-int chat_open_journal(struct chat *ch, const char *dir, const char *fsync, int64_t now, char *msg,
-                      size_t msglen);
-
-/* Write a snapshot of the cache (cache/snapshot.h) and compact the log to
- * what came after it. Lookups go on meanwhile; stores wait while the store
- * is captured (a memory copy of the graphs, not the disk write). Returns 0
- * or a negative errno, with a one-line report in msg either way. For POST
- * /admin/snapshot, the timer, and shutdown. */
-int chat_snapshot(struct chat *ch, char *msg, size_t msglen);
-
-/* The log's or the last snapshot's trouble, for /readyz: NULL when healthy
- * or not logging. */
-const char *chat_journal_problem(struct chat *ch);
 
 /* Decide and, on a hit, set r->hit. Counts the outcome. */
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now);
@@ -155,38 +126,17 @@ void chat_flight_done(struct chat *ch, struct chat_req *r);
 /* The answer a hit serves (its model and original usage). r must be a hit. */
 const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r);
 
-/* A snapshot of the cache's counters, for the dashboard. */
+/* The verdict counters, with the cache's own, for the dashboard, the admin
+ * API and metrics. */
+#define CHAT_BYPASS_REASONS 3
+extern const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS];
 struct chat_stats {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     uint64_t stores, store_skipped, journal_errors, rejected, evictions;
     size_t entries, memory;
+    uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
+    uint64_t no_store;
 };
 void chat_get_stats(struct chat *ch, struct chat_stats *st);
-
-/* Prometheus text for the cache's counters. */
-int chat_metrics(struct chat *ch, struct buf *out);
-
-/* ---- for the admin API ---- */
-
-/* The entry store, for reading. Remove entries through chat_delete(),
- * which logs the removal. */
-struct store *chat_entries(struct chat *ch);
-
-/* Embed text[0..len) with the cache's embedder, whichever it is, into a
- * malloc'd vector of *dim floats comparable with the stored ones. The
- * remote embedder is waited for, at most its timeout: not for the request
- * path, which must not block. Returns 0; -ENODATA when the text has nothing
- * to embed; -EIO when the remote embedder failed (*why names how: timeout,
- * breaker_open, ...); or -ENOMEM. */
-int chat_embed_text(struct chat *ch, const char *text, size_t len, float **vec, unsigned *dim,
-                    const char **why);
-
-/* Remove refs[0..n) (see store_remove) and log one DEL record per
- * JOURNAL_DEL_MAX removed keys, so the removal survives a restart. *removed
- * gets how many entries were removed; *logged is false when the log could
- * not take the record (the entries are gone from memory all the same).
- * Returns 0 or -ENOMEM. */
-int chat_delete(struct chat *ch, const struct store_ref *refs, size_t n, size_t *removed,
-                bool *logged);
 
 #endif

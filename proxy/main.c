@@ -5,10 +5,12 @@
  * Shutdown: stop accepting, let in-flight requests finish until
  * shutdown-timeout, then cancel what is left and exit 0.
  */
+#include "cache/cache.h"
 #include "cache/persist/datadir.h"
 #include "cache/persist/snapshot.h"
 #include "cache/persist/wal.h"
 #include "config/config.h"
+#include "proxy/assemble.h"
 #include "proxy/log.h"
 #include "proxy/server.h"
 #include "upstream/upstream.h"
@@ -155,6 +157,41 @@ static int wal_command(int argc, char **argv)
     return rc == 0 ? 0 : 1;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The cache as c describes it, loaded from the data directory when it
+ * persists (its lock is taken already). Prints why it cannot start. */
+static int open_cache(const struct cfg *c, struct cache **out)
+{
+    char msg[1200];
+    struct log_rec lr;
+    int rc = assemble_cache(c, out);
+
+    if (rc != 0) {
+        fprintf(stderr, "parrot: cannot set up the cache (%s)\n",
+                rc == -ENOMEM ? "out of memory" : "see the error logged above");
+        return rc;
+    }
+    if (!c->persist)
+        return 0;
+    if ((rc = cache_open(*out, c->data_dir, c->wal_fsync, wall_ms(), msg, sizeof(msg))) != 0) {
+        fprintf(stderr, "parrot: %s\n", msg);
+        cache_free(*out);
+        *out = NULL;
+        return rc;
+    }
+    log_begin(&lr, LOG_INFO, "cache loaded");
+    log_str(&lr, "detail", msg);
+    log_end(&lr);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct cfg cfg;
@@ -164,6 +201,7 @@ int main(int argc, char **argv)
     socklen_t sl;
     struct up_pool *pool = NULL;
     struct server *srv = NULL;
+    struct cache *cache = NULL;
     struct up_pool_opts uo;
     struct up_provider_opts provs[CFG_MAX_UPSTREAMS];
     struct datadir_lock *lock = NULL;
@@ -277,7 +315,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "parrot: cannot start the upstream pool\n");
         goto out;
     }
-    if (server_start(&cfg, pool, &srv, err, sizeof(err)) != 0) {
+    if (cfg.cache && open_cache(&cfg, &cache) != 0)
+        goto out;
+    if (server_start(&cfg, pool, cache, &srv, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
         goto out;
     }
@@ -320,6 +360,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     server_stop(srv);
+    cache_free(cache); /* the shutdown snapshot; the log flushed and closed */
     up_pool_free(pool);
     curl_global_cleanup();
     if (rc == 0)

@@ -1,6 +1,9 @@
 /* metrics.c - per-request counters, histograms, savings; see metrics.h. */
 #include "proxy/metrics.h"
 
+#include "cache/cache.h"
+#include "proxy/chat.h"
+
 #include "proxy/openai/canon.h"
 #include "config/config.h"
 
@@ -432,4 +435,167 @@ int metrics_json(struct metrics *m, cJSON *obj)
         return -ENOMEM;
     }
     return 0;
+}
+
+/* ---- the cache (moved from chat.c; consolidated with the rest later) ---- */
+
+/* One sample, after the family's HELP and TYPE when header is set. */
+static int metric(struct buf *b, const char *name, const char *type, const char *help,
+                  const char *labels, uint64_t v, bool header)
+{
+    char line[512];
+
+    if (header && metrics_family(b, name, type, help) != 0)
+        return -ENOMEM;
+    snprintf(line, sizeof(line), "%s%s %" PRIu64 "\n", name, labels, v);
+    return buf_puts(b, line, 1u << 20);
+}
+
+/* A gauge of milliseconds, exposed in seconds as Prometheus wants units. */
+static int gauge_seconds(struct buf *b, const char *name, const char *help, uint64_t ms)
+{
+    char line[256];
+
+    if (metrics_family(b, name, "gauge", help) != 0)
+        return -ENOMEM;
+    snprintf(line, sizeof(line), "%s %" PRIu64 ".%03u\n", name, ms / 1000, (unsigned)(ms % 1000));
+    return buf_puts(b, line, 1u << 20);
+}
+
+/* The remote embedder's counters, latency histogram and breaker. */
+static int embed_metrics(const struct embed_client_stats *es, struct buf *b)
+{
+    const struct embed_client_stats st = *es;
+    char labels[64], line[160];
+    int rc = 0;
+
+    for (int i = 0; i < EMBED_RESULTS; i++) {
+        snprintf(labels, sizeof(labels), "{result=\"%s\"}", embed_result_name(i));
+        rc |= metric(b, "parrot_embed_requests_total", "counter",
+                     "Lookup texts sent to the embeddings endpoint, by outcome.", labels,
+                     st.texts[i], i == 0);
+    }
+    rc |= metric(b, "parrot_embed_calls_total", "counter", "Calls made to the embeddings endpoint.",
+                 "", st.calls, true);
+    rc |= metric(b, "parrot_embed_batched_texts_total", "counter",
+                 "Texts carried by those calls (divide by the calls for the batch size).", "",
+                 st.batched, true);
+    rc |= metric(b, "parrot_embed_queue_depth", "gauge",
+                 "Texts waiting for the embeddings call in flight to end.", "", st.queued, true);
+    rc |= metric(b, "parrot_embed_breaker_state", "gauge",
+                 "Embeddings endpoint circuit breaker: 0 closed, 1 half-open, 2 open.", "",
+                 (uint64_t)st.breaker, true);
+    /* The family's HELP and TYPE name the histogram, not its series. */
+    rc |= buf_puts(b,
+                   "# HELP parrot_embed_call_duration_seconds Duration of calls to the "
+                   "embeddings endpoint.\n# TYPE parrot_embed_call_duration_seconds histogram\n",
+                   1u << 20);
+    for (int i = 0; i < EMBED_LATENCY_BUCKETS; i++) {
+        snprintf(labels, sizeof(labels), "{le=\"%g\"}", st.bucket_le[i]);
+        rc |= metric(b, "parrot_embed_call_duration_seconds_bucket", "", "", labels, st.bucket[i],
+                     false);
+    }
+    snprintf(line, sizeof(line),
+             "parrot_embed_call_duration_seconds_bucket{le=\"+Inf\"} %" PRIu64
+             "\nparrot_embed_call_duration_seconds_sum %.6f\n"
+             "parrot_embed_call_duration_seconds_count %" PRIu64 "\n",
+             st.calls, st.seconds_sum, st.calls);
+    rc |= buf_puts(b, line, 1u << 20);
+    return rc;
+}
+
+int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache_stats *st)
+{
+    char labels[240];
+    int rc = 0;
+
+    rc |= metric(b, "parrot_cache_hits_total", "counter",
+                 "Chat completions answered from the cache, by how they matched.",
+                 "{kind=\"exact\"}", cs->hits_exact, true);
+    rc |= metric(b, "parrot_cache_hits_total", "", "", "{kind=\"semantic\"}", cs->hits_semantic,
+                 false);
+    rc |= metric(b, "parrot_cache_hits_total", "", "", "{kind=\"coalesced\"}", cs->hits_coalesced,
+                 false);
+    rc |= metric(b, "parrot_cache_misses_total", "counter",
+                 "Chat completions sent to the provider after a cache miss.", "", cs->misses, true);
+    for (size_t i = 0; i < CHAT_BYPASS_REASONS; i++) {
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", chat_bypass_reasons[i]);
+        rc |= metric(b, "parrot_cache_bypasses_total", "counter",
+                     "Chat completions that skipped the lookup, by reason.", labels, cs->bypass[i],
+                     i == 0);
+    }
+    rc |= metric(b, "parrot_cache_no_store_total", "counter",
+                 "Chat completions looked up but not to be stored (Cache-Control: no-store).", "",
+                 cs->no_store, true);
+    rc |= metric(b, "parrot_cache_refused_total", "counter",
+                 "only-if-cached requests that found nothing (504).", "", cs->refused, true);
+    rc |= metric(b, "parrot_cache_stores_total", "counter", "Answers stored in the cache.", "",
+                 cs->stores, true);
+    rc |= metric(b, "parrot_cache_store_skipped_total", "counter",
+                 "Answers not stored: error status, truncated, unfinished or unreplayable.", "",
+                 cs->store_skipped, true);
+    for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++) {
+        snprintf(labels, sizeof(labels), "{reason=\"%s\"}", verify_reason_name(i));
+        rc |= metric(b, "parrot_cache_verifier_rejections_total", "counter",
+                     "Semantic candidates the hit verifier turned down, by reason.", labels,
+                     st->rejected[i], i == VERIFY_OK + 1);
+    }
+    rc |= metric(b, "parrot_cache_verifier_rejections_total", "", "", "{reason=\"tool_calls\"}",
+                 st->rejected_unreusable, false);
+    snprintf(labels, sizeof(labels), "{name=\"%s\"}", st->embedder_name);
+    rc |= metric(b, "parrot_embedder_info", "gauge",
+                 "The embedder in use: kind, model and dimension.", labels, 1, true);
+    if (st->remote)
+        rc |= embed_metrics(&st->embed, b);
+    rc |=
+        metric(b, "parrot_cache_entries", "gauge", "Entries in the cache.", "", st->entries, true);
+    rc |= metric(b, "parrot_cache_partitions", "gauge", "Partitions with at least one entry.", "",
+                 st->partitions, true);
+    rc |= metric(b, "parrot_cache_memory_bytes", "gauge",
+                 "Bytes used by entries, vectors and indexes.", "", st->memory, true);
+    rc |= metric(b, "parrot_cache_evictions_total", "counter",
+                 "Entries evicted to stay within cache-max-memory.", "", st->evictions, true);
+    rc |= metric(b, "parrot_cache_expirations_total", "counter", "Entries dropped after their TTL.",
+                 "", st->expirations, true);
+    if (st->durable) {
+        rc |= metric(b, "parrot_wal_records_total", "counter",
+                     "Cache entries appended to the write-ahead log.", "", st->wal_appended, true);
+        /* Sequence numbers are for the operator only, never in a client's
+         * response: they count every tenant's stores. A record appended
+         * before a scrape is durable once durable_seq reaches that scrape's
+         * last_seq. */
+        rc |= metric(b, "parrot_wal_last_seq", "gauge",
+                     "Highest log sequence number handed out (appended, maybe not yet durable).",
+                     "", st->wal_last_seq, true);
+        rc |= metric(b, "parrot_wal_durable_seq", "gauge",
+                     "Highest log sequence number durable under the fsync policy.", "",
+                     st->wal_durable_seq, true);
+        rc |= metric(b, "parrot_wal_dropped_total", "counter",
+                     "Entries served but not logged (disk full, I/O error, log backlog).", "",
+                     st->log_errors, true);
+        rc |= metric(b, "parrot_wal_degraded", "gauge",
+                     "1 while the log cannot write (the cache keeps serving from memory).", "",
+                     st->wal_degraded, true);
+        rc |= metric(b, "parrot_wal_file_bytes", "gauge",
+                     "Size of the write-ahead log (a snapshot compacts it).", "", st->wal_file_size,
+                     true);
+        rc |= metric(b, "parrot_snapshots_total", "counter", "Snapshots written.", "", st->snaps,
+                     true);
+        rc |= metric(b, "parrot_snapshot_failures_total", "counter",
+                     "Snapshot attempts that failed (disk full, I/O error).", "", st->snap_failures,
+                     true);
+        rc |= metric(b, "parrot_snapshot_failing", "gauge",
+                     "1 while the last snapshot attempt failed.", "", st->snap_failing, true);
+        rc |= metric(b, "parrot_snapshot_entries", "gauge", "Entries in the last snapshot.", "",
+                     st->snap_last_entries, true);
+        rc |= metric(b, "parrot_snapshot_bytes", "gauge", "Size of the last snapshot.", "",
+                     st->snap_last_bytes, true);
+        rc |= gauge_seconds(b, "parrot_snapshot_duration_seconds",
+                            "How long the last snapshot took, capture to log compaction.",
+                            st->snap_last_ms_taken);
+        rc |=
+            gauge_seconds(b, "parrot_cache_load_seconds",
+                          "Start-up time to load the snapshot and replay the log.", st->loaded_ms);
+    }
+    return rc ? -ENOMEM : 0;
 }

@@ -87,6 +87,12 @@ int metrics_family(struct buf *b, const char *name, const char *type, const char
  * -ENOMEM / -E2BIG. */
 int metrics_render(struct metrics *m, struct buf *out);
 
+/* Prometheus text for the cache: the request policy's verdict counters and
+ * the cache service's own. 0 or -ENOMEM. */
+struct cache_stats;
+struct chat_stats;
+int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache_stats *st);
+
 /* Add this module's numbers to the dashboard's JSON object. Returns 0 or
  * -ENOMEM. */
 int metrics_json(struct metrics *m, struct cJSON *obj);

@@ -135,7 +135,8 @@ struct conn {
 struct server {
     const struct cfg *cfg;
     struct up_pool *pool;
-    struct chat *chat;    /* NULL when the cache is off */
+    struct cache *cache;  /* the caller's; NULL when the cache is off */
+    struct chat *chat;    /* the request policy over it, or NULL */
     struct ratelimit *rl; /* NULL when no rate limit is set */
     struct auth *auth;
     struct admin admin;
@@ -958,6 +959,17 @@ static enum MHD_Result chat_route(struct exch *x)
 }
 
 /* Per-provider counters from the pool, in Prometheus text. */
+/* The cache's Prometheus text. */
+static int cache_metrics(struct server *s, struct buf *b)
+{
+    struct chat_stats cs;
+    struct cache_stats st;
+
+    chat_get_stats(s->chat, &cs);
+    cache_get_stats(s->cache, &st);
+    return metrics_cache(b, &cs, &st);
+}
+
 static int provider_metrics(struct up_pool *pool, struct buf *b)
 {
     static const struct {
@@ -1003,7 +1015,7 @@ static enum MHD_Result metrics(struct exch *x)
              "# TYPE parrot_inflight_requests gauge\nparrot_inflight_requests %zu\n",
              atomic_load(&x->srv->inflight));
     if (buf_puts(&b, line, 1u << 20) || provider_metrics(x->srv->pool, &b) ||
-        (x->srv->chat && chat_metrics(x->srv->chat, &b)) || metrics_render(x->srv->met, &b)) {
+        (x->srv->chat && cache_metrics(x->srv, &b)) || metrics_render(x->srv->met, &b)) {
         buf_free(&b);
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return queue_error(x, &x->err);
@@ -1068,7 +1080,7 @@ static enum MHD_Result ready(struct exch *x)
 {
     struct server *s = x->srv;
     const char *up = MHD_lookup_connection_value(x->conn, MHD_GET_ARGUMENT_KIND, "upstream");
-    const char *problem = chat_journal_problem(s->chat);
+    const char *problem = cache_problem(s->cache);
     char body[256];
     char *copy;
 
@@ -1550,7 +1562,7 @@ static void log_chat(struct log_rec *r, const struct exch *x)
     }
     if (c->verdict == CHAT_HIT) {
         const struct cmpl_rendered *a = chat_hit_answer(c);
-        log_num(r, "similarity", c->sim);
+        log_num(r, "similarity", c->q.sim);
         log_int(r, "tokens_saved", (long long)a->prompt_tokens + (long long)a->completion_tokens);
     }
     if (c->wal_seq)
@@ -1604,8 +1616,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
         if (x->chat)
             log_chat(&r, x);
-        if (x->chat && x->chat->embed_result)
-            log_str(&r, "embed", x->chat->embed_result);
+        if (x->chat && x->chat->q.embed_result)
+            log_str(&r, "embed", x->chat->q.embed_result);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
             log_str(&r, "end", (unsigned)toe < sizeof(why) / sizeof(why[0]) ? why[toe] : "?");
         if (x->up_done && x->up_err != UP_OK && x->state == XS_RESPONDED && x->streaming)
@@ -1748,8 +1760,8 @@ static void server_free(struct server *s)
     free(s);
 }
 
-int server_start(const struct cfg *c, struct up_pool *pool, struct server **out, char *err,
-                 size_t errlen)
+int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
+                 struct server **out, char *err, size_t errlen)
 {
     struct server *s = calloc(1, sizeof(*s));
     struct sockaddr_storage ss;
@@ -1766,26 +1778,15 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct server **out,
     }
     s->cfg = c;
     s->pool = pool;
-    if (c->cache && (rc = chat_new(c, &s->chat)) != 0) {
+    s->cache = cache;
+    if (cache && (rc = chat_new(c, cache, &s->chat)) != 0) {
         snprintf(err, errlen, "cannot set up the cache (%s)",
                  rc == -ENOMEM ? "out of memory" : "see the error logged above");
         goto fail;
     }
     if (auth_new(c, &s->auth, err, errlen) != 0)
         goto fail;
-    s->admin = (struct admin){.chat = s->chat, .auth = s->auth, .cfg = c};
-    if (s->chat && c->persist) {
-        char msg[1200];
-        struct log_rec lr;
-        if (chat_open_journal(s->chat, c->data_dir, c->wal_fsync, wall_now(), msg, sizeof(msg)) !=
-            0) {
-            snprintf(err, errlen, "%s", msg);
-            goto fail;
-        }
-        log_begin(&lr, LOG_INFO, "cache loaded");
-        log_str(&lr, "detail", msg);
-        log_end(&lr);
-    }
+    s->admin = (struct admin){.cache = cache, .chat = s->chat, .auth = s->auth, .cfg = c};
     if (metrics_new(c->prices, &s->met) != 0) {
         snprintf(err, errlen, "cannot set up metrics (out of memory)");
         goto fail;

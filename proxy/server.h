@@ -13,14 +13,16 @@
 
 #include <stddef.h>
 
+struct cache;
 struct cfg;
 struct up_pool;
 struct server;
 
-/* Bind and start serving. c and pool must outlive the server. Returns 0, or
- * -1 with a reason in err. */
-int server_start(const struct cfg *c, struct up_pool *pool, struct server **out, char *err,
-                 size_t errlen);
+/* Bind and start serving. c, pool and cache (NULL: the cache is off; else
+ * opened already, see cache/cache.h) are the caller's and must outlive the
+ * server. Returns 0, or -1 with a reason in err. */
+int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
+                 struct server **out, char *err, size_t errlen);
 
 /* The bound address as text ("127.0.0.1:8080"), for the start-up log. */
 const char *server_addr(const struct server *s);

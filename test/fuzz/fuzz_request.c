@@ -8,6 +8,7 @@
  * status is 400 or 415.
  */
 #include "config/config.h"
+#include "proxy/assemble.h"
 #include "proxy/chat.h"
 #include "proxy/openai/oai.h"
 #include "test/fuzz/fuzz.h"
@@ -23,12 +24,14 @@ static const char ANSWER[] =
 static struct chat *shared(void)
 {
     static struct chat *ch;
+    static struct cache *cache;
     static struct cfg c;
 
     if (!ch) {
         CHECK(cfg_init(&c) == 0);
         c.cache_max_memory = 4u << 20; /* keep eviction busy */
-        CHECK(chat_new(&c, &ch) == 0);
+        CHECK(assemble_cache(&c, &cache) == 0);
+        CHECK(chat_new(&c, cache, &ch) == 0);
     }
     return ch;
 }

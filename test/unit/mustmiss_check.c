@@ -23,8 +23,9 @@
 #include <cmocka.h>
 
 #include "config/config.h"
+#include "proxy/assemble.h"
 #include "proxy/chat.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -156,7 +157,7 @@ static bool served(struct chat *ch, size_t i, int64_t now, float *sim)
         /* The partition holds one entry, so any hit serves it; checking the
          * body keeps the test honest should that ever change. */
         hit = body && strstr(body, ANSWER) != NULL;
-        *sim = r.exact ? 1.0f : r.sim;
+        *sim = r.exact ? 1.0f : r.q.sim;
         free(body);
     }
     chat_req_fini(&r);
@@ -167,6 +168,7 @@ static void check_mode(const char *vectors)
 {
     struct cfg c;
     struct chat *ch;
+    struct cache *cache;
     int64_t now = (int64_t)time(NULL);
     size_t miss_n = 0, wrong = 0, hit_n = 0, hits = 0;
 
@@ -175,7 +177,8 @@ static void check_mode(const char *vectors)
     c.similarity_threshold = 0; /* the embedder's default */
     free(c.word_vectors);
     c.word_vectors = vectors ? strdup(vectors) : NULL;
-    assert_int_equal(chat_new(&c, &ch), 0);
+    assert_int_equal(assemble_cache(&c, &cache), 0);
+    assert_int_equal(chat_new(&c, cache, &ch), 0);
     cfg_fini(&c);
     printf("mode: %s\n", vectors ? vectors : "lexical only (no word-vector table)");
     for (size_t i = 0; i < npairs; i++) {
@@ -193,6 +196,7 @@ static void check_mode(const char *vectors)
         }
     }
     chat_free(ch);
+    cache_free(cache);
     printf("  %zu / %zu must-miss pairs served the other question's answer; %zu / %zu "
            "paraphrases hit\n",
            wrong, miss_n, hits, hit_n);

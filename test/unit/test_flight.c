@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "proxy/flight.h"
+#include "cache/flight.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* flight.c - single-flight table; see flight.h. */
-#include "proxy/flight.h"
+#include "cache/flight.h"
 
 #include "cache/base/map.h"
 

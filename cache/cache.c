@@ -1,0 +1,976 @@
+/* cache.c - the cache service; see cache.h.
+ *
+ * Sections: building and freeing; lookups and puts; deletes; replaying the
+ * log and loading a snapshot (cache_open); snapshots and their timer;
+ * entries and statistics for the admin API.
+ */
+#include "cache/cache.h"
+
+#include "cache/base/buf.h"
+#include "cache/index/hnsw.h"
+#include "cache/index/store.h"
+#include "cache/match/embed.h"
+#include "cache/persist/records.h"
+#include "cache/persist/snapshot.h"
+#include "cache/persist/wal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Partitions up to this many vectors are scanned rather than indexed: a
+ * scan of 256 x 384 floats is a few microseconds and needs no graph. */
+#define EXACT_SCAN_MAX 256
+/* After a failed snapshot, the log-size trigger waits this long to retry. */
+#define SNAP_RETRY_MS 10000
+
+_Static_assert(CACHE_KEY_LEN == STORE_KEY_LEN, "cache keys are store keys");
+_Static_assert(CACHE_KEY_LEN == REC_KEY_LEN, "cache keys are record keys");
+_Static_assert(CACHE_KEY_LEN == FLIGHT_KEY_LEN, "cache keys are flight keys");
+
+struct cache {
+    struct store *store;
+    const struct cache_codec *codec;
+    struct embedder *emb;    /* the builtin embedder, or NULL */
+    struct embed_client *ec; /* the remote one, or NULL */
+    unsigned dim;
+    char emb_name[200]; /* kind, model and dimension: vectors of two names never meet */
+    struct flight_table *flights;
+    float threshold;
+    bool verifier;
+    void (*log)(enum cache_log level, const char *msg, const char *detail);
+    atomic_uint_fast64_t rejected[VERIFY_REASONS];
+    atomic_uint_fast64_t rejected_unreusable;
+    struct wal *wal; /* NULL: the cache lives in memory only */
+    atomic_uint_fast64_t log_errors;
+    /* Puts hold it shared and deletes exclusive, each across its store
+     * change and its log append, so the log records a delete and a put of
+     * the same key in the order they happened in memory. */
+    pthread_rwlock_t log_order;
+
+    /* Snapshots (cache_snapshot): one at a time, under snap_mu. The timer
+     * thread runs while snap_thread_on; it wakes on snap_cv to stop. */
+    char *dir;
+    int64_t snap_interval; /* ms; 0: no timed snapshots */
+    size_t snap_wal_size;  /* bytes of log that trigger one; 0: none */
+    bool snap_on_shutdown;
+    pthread_mutex_t snap_mu;
+    pthread_cond_t snap_cv;
+    pthread_t snap_thread;
+    bool snap_thread_on, snap_stop;
+    int64_t snap_last_ms;  /* wall clock of the last attempt's end (or of the load) */
+    atomic_int snap_error; /* errno of the last failed attempt, 0 after a success */
+    atomic_uint_fast64_t snaps, snap_failures, snap_last_entries, snap_last_bytes;
+    atomic_uint_fast64_t snap_last_ms_taken, snap_loaded_ms;
+};
+
+static void say(const struct cache *c, enum cache_log level, const char *msg, const char *detail)
+{
+    if (c->log)
+        c->log(level, msg, detail);
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- building and freeing ---- */
+
+int cache_new(const struct cache_opts *o, struct cache **out)
+{
+    struct cache *c = calloc(1, sizeof(*c));
+    struct store_opts so = {0};
+    int rc;
+
+    if (!c) {
+        embedder_free(o->emb);
+        embed_client_free(o->ec);
+        return -ENOMEM;
+    }
+    c->emb = o->emb;
+    c->ec = o->ec;
+    if (pthread_mutex_init(&c->snap_mu, NULL) != 0) {
+        free(c);
+        return -ENOMEM;
+    }
+    if (pthread_cond_init(&c->snap_cv, NULL) != 0) {
+        pthread_mutex_destroy(&c->snap_mu);
+        free(c);
+        return -ENOMEM;
+    }
+    if (pthread_rwlock_init(&c->log_order, NULL) != 0) {
+        free(c);
+        return -ENOMEM;
+    }
+    c->codec = o->codec;
+    c->dim = c->emb ? embedder_dim(c->emb) : c->ec ? embed_client_dim(c->ec) : 0;
+    snprintf(c->emb_name, sizeof(c->emb_name), "%s", o->embedder_name ? o->embedder_name : "");
+    so.dim = c->dim;
+    so.max_memory = o->max_memory;
+    so.exact_scan_max = EXACT_SCAN_MAX;
+    /* The remote model's similarity is used as it is: mixing in the
+     * lexical score would move its threshold, which is the operator's. */
+    so.lexical_weight = c->emb ? embedder_lexical_weight(c->emb) : 0;
+    so.payload_free = o->codec->free;
+    if ((rc = store_new(&so, &c->store)) != 0)
+        goto fail;
+    if ((rc = flight_new(&c->flights)) != 0)
+        goto fail;
+    c->threshold = o->threshold;
+    c->verifier = o->verifier;
+    c->log = o->log;
+    c->snap_interval = o->snap_interval;
+    c->snap_wal_size = o->snap_wal_size;
+    c->snap_on_shutdown = o->snap_on_shutdown;
+    *out = c;
+    return 0;
+fail:
+    cache_free(c);
+    return rc;
+}
+
+void cache_free(struct cache *c)
+{
+    if (!c)
+        return;
+    if (c->snap_thread_on) {
+        pthread_mutex_lock(&c->snap_mu);
+        c->snap_stop = true;
+        pthread_cond_signal(&c->snap_cv);
+        pthread_mutex_unlock(&c->snap_mu);
+        pthread_join(c->snap_thread, NULL);
+    }
+    if (c->wal && c->snap_on_shutdown) {
+        /* So that the next start loads graphs instead of replaying the log. */
+        char msg[1200];
+        int rc = cache_snapshot(c, msg, sizeof(msg));
+        say(c, rc ? CACHE_LOG_WARN : CACHE_LOG_INFO, rc ? "snapshot failed" : "snapshot written",
+            msg);
+    }
+    wal_close(c->wal); /* flushes what is pending */
+    embed_client_free(c->ec);
+    pthread_cond_destroy(&c->snap_cv);
+    pthread_mutex_destroy(&c->snap_mu);
+    free(c->dir);
+    store_free(c->store);
+    embedder_free(c->emb);
+    flight_free(c->flights);
+    pthread_rwlock_destroy(&c->log_order);
+    free(c);
+}
+
+/* ---- lookups and puts ---- */
+
+/* The builtin embedding of text[0..len), malloc'd; NULL when there is
+ * nothing to embed. */
+static float *embed_local(struct cache *c, const char *text, size_t len)
+{
+    float *v;
+
+    if (!c->emb)
+        return NULL;
+    v = malloc(sizeof(float) * c->dim);
+    if (v && embedder_embed(c->emb, text, len, v) != 0) {
+        free(v);
+        v = NULL;
+    }
+    return v;
+}
+
+/* The embedding of the lookup text, computed on first use by the builtin
+ * embedder: an exact hit never needs one. A remote embedding is never made
+ * here (it would block the calling thread): cache_lookup() asks for it
+ * with CACHE_NEED_VECTOR. NULL when there is no text or nothing to embed. */
+static const float *vec_of(struct cache *c, struct cache_query *q)
+{
+    if (q->vec || q->vec_done || !q->text || c->ec)
+        return q->vec;
+    q->vec_done = true;
+    q->vec = embed_local(c, q->text, q->text_len);
+    return q->vec;
+}
+
+bool cache_wants_vector(const struct cache *c, const struct cache_query *q)
+{
+    return c->ec && !q->vec_done && q->text;
+}
+
+/* The embedder's thread: q's vector arrived, or will not. */
+static void embedded(void *ud, enum embed_result res, const float *vec)
+{
+    struct cache_query *q = ud;
+
+    q->embed_result = embed_result_name(res);
+    q->vec_done = true;
+    if (vec) {
+        q->vec = malloc(sizeof(float) * q->embed_cache->dim);
+        if (q->vec)
+            memcpy(q->vec, vec, sizeof(float) * q->embed_cache->dim);
+    }
+    q->embed_wake(q);
+}
+
+int cache_embed(struct cache *c, struct cache_query *q, void (*wake)(struct cache_query *q))
+{
+    int rc;
+
+    q->embed_cache = c;
+    q->embed_wake = wake;
+    rc = embed_client_submit(c->ec, q->text, q->text_len, embedded, q);
+    if (rc != 0) {
+        q->vec_done = true;
+        q->embed_result = embed_result_name(rc == -EAGAIN ? EMBED_BREAKER_OPEN : EMBED_CANCELLED);
+    }
+    return rc;
+}
+
+void cache_query_fini(struct cache_query *q)
+{
+    free(q->vec);
+    store_entry_unref((struct store_entry *)q->hit);
+    memset(q, 0, sizeof(*q));
+}
+
+struct verify_ctx {
+    struct cache *c;
+    const struct cache_query *q;
+};
+
+/* Called on each semantic candidate above the threshold: payloads that may
+ * not answer another question are refused, then the hit verifier (when on)
+ * decides. */
+static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
+{
+    struct verify_ctx *v = ud;
+    const char *text = store_entry_text(e);
+    enum verify_reason why;
+
+    (void)sim;
+    if (!v->c->codec->reusable(store_entry_payload(e))) {
+        atomic_fetch_add(&v->c->rejected_unreusable, 1);
+        return false;
+    }
+    if (!v->c->verifier)
+        return true;
+    if (!text)
+        return false;
+    why = verify_texts_wv(v->q->text, v->q->text_len, text, strlen(text),
+                          v->c->emb ? embedder_word_vectors(v->c->emb) : NULL);
+    if (why == VERIFY_OK)
+        return true;
+    atomic_fetch_add(&v->c->rejected[why], 1);
+    return false;
+}
+
+enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int64_t now)
+{
+    struct store_entry *e = store_get_exact(c->store, q->exact, now, q->max_age);
+
+    if (!e)
+        return CACHE_MISS;
+    q->hit = (struct cache_entry *)e;
+    q->sim = 1.0f;
+    return CACHE_HIT_EXACT;
+}
+
+enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t now)
+{
+    struct verify_ctx vc = {c, q};
+    struct store_entry *e;
+
+    if (cache_lookup_exact(c, q, now) == CACHE_HIT_EXACT)
+        return CACHE_HIT_EXACT;
+    if (cache_wants_vector(c, q))
+        return CACHE_NEED_VECTOR;
+    if (vec_of(c, q)) {
+        struct store_query sq = {.partition = q->partition,
+                                 .vec = q->vec,
+                                 .text = q->text,
+                                 .text_len = q->text_len,
+                                 .threshold = c->threshold,
+                                 .now = now,
+                                 .max_age = q->max_age,
+                                 .candidates = CACHE_CANDIDATES,
+                                 .accept = accept_candidate,
+                                 .ud = &vc};
+        e = store_get_semantic(c->store, &sq, &q->sim);
+        if (e) {
+            q->hit = (struct cache_entry *)e;
+            return CACHE_HIT_SEMANTIC;
+        }
+    }
+    return CACHE_MISS;
+}
+
+/* The PUT record of an entry, for the log and snapshots. */
+static int encode_put(const struct cache *c, struct rec_put *rp, const void *payload,
+                      struct buf *out)
+{
+    struct buf tail = {0};
+    int rc = c->codec->encode(payload, rp->words, &tail);
+
+    rp->tail = tail.p;
+    rp->tail_len = tail.len;
+    if (rc == 0)
+        rc = rec_encode_put(rp, out);
+    buf_free(&tail);
+    return rc;
+}
+
+int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost, int64_t ttl,
+              int64_t now, uint64_t *seq)
+{
+    struct store_put_args a = {0};
+    struct buf rec = {0};
+    uint64_t id;
+
+    *seq = 0;
+    a.partition = q->partition;
+    a.exact = q->exact;
+    a.vec = vec_of(c, q);
+    a.text = q->text;
+    a.payload = payload;
+    a.payload_size = c->codec->size(payload);
+    a.cost = cost;
+    a.now = now;
+    a.ttl = ttl;
+    if (c->wal) {
+        /* Encoded before store_put, which may evict (and free) the payload
+         * at once. */
+        struct rec_put rp = {.created = now,
+                             .expires = ttl > 0 ? now + ttl : 0,
+                             .cost = cost,
+                             .text = (char *)q->text};
+        memcpy(rp.partition, q->partition, REC_KEY_LEN);
+        memcpy(rp.exact, q->exact, REC_KEY_LEN);
+        buf_reset(&rec);
+        if (encode_put(c, &rp, payload, &rec) != 0)
+            buf_free(&rec);
+    }
+    pthread_rwlock_rdlock(&c->log_order);
+    if (store_put(c->store, &a, &id) != 0) {
+        pthread_rwlock_unlock(&c->log_order);
+        buf_free(&rec);
+        return -ENOMEM;
+    }
+    /* The entry is served from memory at once; the log catches up on the
+     * WAL's own thread and never holds this request up. */
+    if (c->wal && (!rec.p || wal_append(c->wal, REC_PUT, rec.p, rec.len, seq) != 0))
+        atomic_fetch_add(&c->log_errors, 1);
+    pthread_rwlock_unlock(&c->log_order);
+    buf_free(&rec);
+    return 0;
+}
+
+/* ---- deletes ---- */
+
+/* Log keys[0..n) as one DEL record; false when the log refused it. */
+static bool log_del(struct cache *c, const uint8_t (*keys)[REC_KEY_LEN], size_t n)
+{
+    struct buf b = {0};
+    bool ok =
+        rec_encode_del(keys, n, &b) == 0 && wal_append(c->wal, REC_DEL, b.p, b.len, NULL) == 0;
+
+    buf_free(&b);
+    if (!ok)
+        atomic_fetch_add(&c->log_errors, 1);
+    return ok;
+}
+
+int cache_delete(struct cache *c, const struct cache_ref *refs, size_t n, size_t *removed,
+                 bool *logged)
+{
+    uint8_t(*keys)[REC_KEY_LEN] = NULL;
+    size_t nk = 0;
+
+    *removed = 0;
+    *logged = true;
+    if (c->wal && n > 0) {
+        keys = malloc((n < REC_DEL_MAX ? n : REC_DEL_MAX) * sizeof(*keys));
+        if (!keys)
+            return -ENOMEM;
+    }
+    pthread_rwlock_wrlock(&c->log_order);
+    for (size_t i = 0; i < n; i++) {
+        struct store_ref ref = {.id = refs[i].id};
+
+        memcpy(ref.exact, refs[i].exact, STORE_KEY_LEN);
+        if (store_remove(c->store, &ref) != 0)
+            continue; /* gone already, or replaced by a newer answer */
+        (*removed)++;
+        if (!keys)
+            continue;
+        memcpy(keys[nk++], refs[i].exact, REC_KEY_LEN);
+        if (nk == REC_DEL_MAX) {
+            *logged &= log_del(c, keys, nk);
+            nk = 0;
+        }
+    }
+    if (nk > 0)
+        *logged &= log_del(c, keys, nk);
+    pthread_rwlock_unlock(&c->log_order);
+    free(keys);
+    return 0;
+}
+
+/* ---- replaying the log and loading a snapshot ---- */
+
+/* A PUT record read back: its fields and its decoded payload. */
+struct loaded {
+    struct rec_put rec; /* rec.tail is not valid after decoding */
+    void *payload;
+};
+
+static void loaded_fini(const struct cache *c, struct loaded *l)
+{
+    rec_put_fini(&l->rec);
+    c->codec->free(l->payload);
+    l->payload = NULL;
+}
+
+/* A PUT record into *l. 0 or -EBADMSG / -ENOMEM (then nothing is held). */
+static int load_put(const struct cache *c, const void *data, size_t len, struct loaded *l)
+{
+    int rc = rec_decode_put(data, len, &l->rec);
+
+    l->payload = NULL;
+    if (rc == 0 &&
+        (rc = c->codec->decode(l->rec.words, l->rec.tail, l->rec.tail_len, &l->payload)) != 0)
+        rec_put_fini(&l->rec);
+    l->rec.tail = NULL;
+    l->rec.tail_len = 0;
+    return rc;
+}
+
+/* A logged or snapshotted entry, into the store: under id (0: a new one),
+ * with its vector (NULL: none, exact hits only). Takes the payload. */
+static int put_entry(struct cache *c, struct loaded *l, uint64_t id, const float *vec)
+{
+    struct store_put_args a = {.id = id};
+
+    a.partition = l->rec.partition;
+    a.exact = l->rec.exact;
+    a.vec = vec;
+    a.text = l->rec.text;
+    a.payload = l->payload;
+    a.payload_size = c->codec->size(l->payload);
+    a.cost = l->rec.cost;
+    a.now = l->rec.created;
+    a.ttl = l->rec.expires ? l->rec.expires - l->rec.created : 0;
+    l->payload = NULL; /* the store owns it now */
+    return store_put(c->store, &a, &id);
+}
+
+struct replay_ctx {
+    struct cache *c;
+    int64_t now;
+    uint64_t loaded, expired, unreadable, deleted, unembedded;
+    /* With the remote embedder, entries wait here for their vectors, to be
+     * embedded max_pending at a time; stored in log order all the same. */
+    struct loaded *pending;
+    size_t npending, cap, max_pending;
+};
+
+/* Embed the pending entries' texts in one go and store them in order. An
+ * entry whose text could not be embedded is kept for exact hits. */
+static int flush_pending(struct replay_ctx *rc)
+{
+    struct cache *c = rc->c;
+    size_t n = rc->npending, m = 0;
+    const char **texts = calloc(n ? n : 1, sizeof(*texts));
+    size_t *slot = calloc(n ? n : 1, sizeof(*slot));
+    enum embed_result *res = calloc(n ? n : 1, sizeof(*res));
+    float *vecs = malloc(sizeof(float) * c->dim * (n ? n : 1));
+    int err = 0;
+
+    if (!texts || !slot || !res || !vecs)
+        err = -ENOMEM;
+    for (size_t i = 0; !err && i < n; i++)
+        if (rc->pending[i].rec.text) {
+            slot[i] = m;
+            texts[m++] = rc->pending[i].rec.text;
+        }
+    if (!err)
+        embed_client_embed_wait(c->ec, texts, m, vecs, res);
+    for (size_t i = 0; i < n; i++) {
+        struct loaded *l = &rc->pending[i];
+        bool ok = !err && l->rec.text && res[slot[i]] == EMBED_OK;
+        if (!err && put_entry(c, l, 0, ok ? vecs + slot[i] * c->dim : NULL) != 0)
+            err = -ENOMEM;
+        if (!err) {
+            rc->loaded++;
+            rc->unembedded += l->rec.text && !ok;
+        }
+        loaded_fini(c, l);
+    }
+    rc->npending = 0;
+    free(texts);
+    free(slot);
+    free(res);
+    free(vecs);
+    return err;
+}
+
+/* Queue l, and its ownership, for flush_pending. A log replay flushes every
+ * max_pending entries; a snapshot's (max_pending 0) wait until it is loaded. */
+static int pend(struct replay_ctx *rc, struct loaded *l)
+{
+    if (rc->npending == rc->cap) {
+        size_t cap = rc->cap ? 2 * rc->cap : 64;
+        struct loaded *np = realloc(rc->pending, cap * sizeof(*np));
+        if (!np) {
+            loaded_fini(rc->c, l);
+            return -ENOMEM;
+        }
+        rc->pending = np;
+        rc->cap = cap;
+    }
+    rc->pending[rc->npending++] = *l;
+    return rc->max_pending && rc->npending >= rc->max_pending ? flush_pending(rc) : 0;
+}
+
+/* What a failed replay left queued. */
+static void pending_free(struct replay_ctx *rc)
+{
+    for (size_t i = 0; i < rc->npending; i++)
+        loaded_fini(rc->c, &rc->pending[i]);
+    free(rc->pending);
+    rc->pending = NULL;
+    rc->npending = rc->cap = 0;
+}
+
+/* A logged delete: drop what the log holds under each key by now. */
+static void replay_del(struct replay_ctx *rc, const uint8_t (*keys)[REC_KEY_LEN], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct store_ref ref = {.id = 0};
+        memcpy(ref.exact, keys[i], REC_KEY_LEN);
+        if (store_remove(rc->c->store, &ref) == 0)
+            rc->deleted++;
+    }
+}
+
+static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, void *ud)
+{
+    struct replay_ctx *rc = ud;
+    struct loaded l;
+    const uint8_t(*keys)[REC_KEY_LEN];
+    size_t nkeys;
+    float *vec;
+    int err = 0;
+
+    (void)seq; /* wal_open replays only what the snapshot does not cover */
+    if (type == REC_DEL && rec_decode_del(payload, len, &keys, &nkeys) == 0) {
+        /* Entries logged before the delete must be in the store first. */
+        if (rc->npending && (err = flush_pending(rc)) != 0)
+            return err;
+        replay_del(rc, keys, nkeys);
+        return 0;
+    }
+    if (type != REC_PUT || load_put(rc->c, payload, len, &l) != 0) {
+        /* Valid framing (the CRC matched) but a record this version does
+         * not know: skip it rather than refuse to start. */
+        rc->unreadable++;
+        return 0;
+    }
+    if (l.rec.expires && l.rec.expires <= rc->now) {
+        rc->expired++;
+    } else if (rc->c->ec) {
+        return pend(rc, &l);
+    } else {
+        vec = l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text)) : NULL;
+        if (put_entry(rc->c, &l, 0, vec) == 0)
+            rc->loaded++;
+        else
+            err = -ENOMEM;
+        free(vec);
+    }
+    loaded_fini(rc->c, &l);
+    return err;
+}
+
+/* snap_codec: an entry's record in a snapshot is its PUT record. */
+static int snap_encode(void *ud, const struct store_entry *e, const uint8_t *partition,
+                       struct buf *out)
+{
+    struct replay_ctx *rc = ud;
+    struct rec_put rp = {.created = store_entry_created(e),
+                         .expires = store_entry_expires(e),
+                         .cost = store_entry_cost(e),
+                         .text = (char *)store_entry_text(e)};
+
+    memcpy(rp.partition, partition, REC_KEY_LEN);
+    memcpy(rp.exact, store_entry_exact(e), REC_KEY_LEN);
+    return encode_put(rc->c, &rp, store_entry_payload(e), out);
+}
+
+static int snap_restore(void *ud, uint64_t id, const float *vec, const void *data, size_t len)
+{
+    struct replay_ctx *rc = ud;
+    struct loaded l;
+    int err;
+
+    if (load_put(rc->c, data, len, &l) != 0) {
+        rc->unreadable++;
+        return 1;
+    }
+    if (l.rec.expires && l.rec.expires <= rc->now) {
+        rc->expired++;
+        err = 1;
+    } else if (!vec && l.rec.text && rc->c->ec) {
+        /* No usable vector (none was made, or another embedder made it):
+         * the remote embedder makes one once the whole file is in. */
+        return pend(rc, &l);
+    } else {
+        float *own = !vec && l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text)) : NULL;
+        err = put_entry(rc->c, &l, id, vec ? vec : own);
+        free(own);
+    }
+    loaded_fini(rc->c, &l);
+    return err;
+}
+
+/* Where snapshots go and whose vectors they hold. */
+static void snap_opts_init(const struct cache *c, struct snap_opts *so)
+{
+    memset(so, 0, sizeof(*so));
+    so->dir = c->dir;
+    so->dim = c->dim;
+    so->embedder = wal_crc32c(0, c->emb_name, strlen(c->emb_name));
+}
+
+static void *snap_main(void *arg);
+
+int cache_open(struct cache *c, const char *dir, const char *fsync, int64_t now, char *msg,
+               size_t msglen)
+{
+    struct wal_opts o = {.dir = dir};
+    struct wal_report rep;
+    struct replay_ctx sctx = {.c = c, .now = now}, ctx = {.c = c, .now = now};
+    struct snap_codec codec = {snap_encode, snap_restore, &sctx};
+    struct snap_opts so;
+    struct snap_report srep;
+    struct store_stats held;
+    int64_t t0 = wall_ms();
+    char unembedded[96] = "";
+    int rc;
+
+    if (wal_policy_parse(fsync, &o.policy) != 0) {
+        snprintf(msg, msglen, "invalid wal-fsync '%s' (always, batch, everysec or off)", fsync);
+        return -EINVAL;
+    }
+    if (!(c->dir = strdup(dir))) {
+        snprintf(msg, msglen, "out of memory");
+        return -ENOMEM;
+    }
+    snap_opts_init(c, &so);
+    rc = snap_load(&so, c->store, &codec, &srep);
+    /* Entries waiting for a remote vector: every id the snapshot assigns is
+     * taken before they are stored under new ones. */
+    if (rc == 0 && sctx.npending)
+        rc = flush_pending(&sctx);
+    pending_free(&sctx);
+    if (rc != 0) {
+        snprintf(msg, msglen, "%s", srep.message[0] ? srep.message : strerror(-rc));
+        return rc;
+    }
+    o.min_seq = srep.wal_seq;
+    ctx.max_pending = c->ec ? embed_client_batch(c->ec) : 0;
+    rc = wal_open(&o, replay, &ctx, &rep, &c->wal);
+    if (rc != 0)
+        snprintf(msg, msglen, "%s", rep.message[0] ? rep.message : strerror(-rc));
+    else if (ctx.npending && (rc = flush_pending(&ctx)) != 0)
+        snprintf(msg, msglen, "reloading the cache: %s", strerror(-rc));
+    pending_free(&ctx);
+    if (rc != 0)
+        return rc;
+    c->snap_last_ms = wall_ms();
+    atomic_store(&c->snap_loaded_ms, (uint64_t)(c->snap_last_ms - t0));
+    store_get_stats(c->store, &held);
+    if (ctx.unembedded + sctx.unembedded)
+        snprintf(unembedded, sizeof(unembedded),
+                 " (%" PRIu64 " for exact hits only: the embedder failed)",
+                 ctx.unembedded + sctx.unembedded);
+    snprintf(msg, msglen,
+             "%s; %s: %" PRIu64 " entries loaded, %" PRIu64 " expired, %" PRIu64
+             " deleted, %" PRIu64 " unreadable records skipped%s%s%s; the cache holds %zu entries%s"
+             " (%" PRId64 " ms)",
+             srep.message, rep.path, ctx.loaded, ctx.expired + sctx.expired, ctx.deleted,
+             ctx.unreadable + sctx.unreadable, rep.truncated ? "; " : "",
+             rep.truncated ? rep.message : "",
+             rep.base_seq > srep.wal_seq + 1
+                 ? "; the log starts after the snapshot ends: entries in between are lost"
+                 : "",
+             held.entries, unembedded, c->snap_last_ms - t0);
+    if (c->snap_interval > 0 || c->snap_wal_size > 0) {
+        c->snap_thread_on = pthread_create(&c->snap_thread, NULL, snap_main, c) == 0;
+        if (!c->snap_thread_on)
+            say(c, CACHE_LOG_WARN, "no timed snapshots", "cannot start the snapshot thread");
+    }
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+int cache_snapshot(struct cache *c, char *msg, size_t msglen)
+{
+    struct replay_ctx unused = {.c = c};
+    struct snap_codec codec = {snap_encode, snap_restore, &unused};
+    struct snap_opts so;
+    struct snap_report rep;
+    int64_t t0 = wall_ms();
+    uint64_t seq;
+    int rc;
+
+    if (!c || !c->wal) {
+        snprintf(msg, msglen, "snapshots need persistence (persist = true)");
+        return -EINVAL;
+    }
+    snap_opts_init(c, &so);
+    so.now_ms = t0;
+    pthread_mutex_lock(&c->snap_mu);
+    /* Before the capture: see the ordering argument in cache/persist/snapshot.h. */
+    seq = wal_last_seq(c->wal);
+    rc = snap_write(&so, c->store, seq, &codec, &rep);
+    if (rc == 0) {
+        int rrc = wal_rotate(c->wal, seq);
+        size_t n = strlen(rep.message);
+        if (rrc)
+            snprintf(rep.message + n, sizeof(rep.message) - n,
+                     "; the log was not compacted (%s): the next start skips what the snapshot "
+                     "covers",
+                     strerror(-rrc));
+        atomic_fetch_add(&c->snaps, 1);
+        atomic_store(&c->snap_last_entries, rep.entries);
+        atomic_store(&c->snap_last_bytes, rep.bytes);
+    } else {
+        atomic_fetch_add(&c->snap_failures, 1);
+    }
+    atomic_store(&c->snap_error, -rc);
+    c->snap_last_ms = wall_ms();
+    atomic_store(&c->snap_last_ms_taken, (uint64_t)(c->snap_last_ms - t0));
+    pthread_mutex_unlock(&c->snap_mu);
+    snprintf(msg, msglen, "%s (%" PRId64 " ms)", rep.message, c->snap_last_ms - t0);
+    return rc;
+}
+
+/* Timed and log-size snapshots. Checks once a second; a failed attempt
+ * waits for the next interval (or the next second when only the log size
+ * triggers), so a full disk is retried without spinning. */
+static void *snap_main(void *arg)
+{
+    struct cache *c = arg;
+
+    pthread_mutex_lock(&c->snap_mu);
+    while (!c->snap_stop) {
+        struct timespec ts;
+        struct wal_status ws;
+        bool due;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&c->snap_cv, &c->snap_mu, &ts);
+        if (c->snap_stop)
+            break;
+        wal_status(c->wal, &ws);
+        due = (c->snap_interval > 0 && wall_ms() - c->snap_last_ms >= c->snap_interval) ||
+              (c->snap_wal_size > 0 && ws.file_size >= c->snap_wal_size && !ws.error &&
+               (!atomic_load(&c->snap_error) || wall_ms() - c->snap_last_ms >= SNAP_RETRY_MS));
+        if (!due)
+            continue;
+        pthread_mutex_unlock(&c->snap_mu);
+        char msg[1200];
+        int rc = cache_snapshot(c, msg, sizeof(msg));
+        say(c, rc ? CACHE_LOG_WARN : CACHE_LOG_INFO, rc ? "snapshot failed" : "snapshot written",
+            msg);
+        pthread_mutex_lock(&c->snap_mu);
+    }
+    pthread_mutex_unlock(&c->snap_mu);
+    return NULL;
+}
+
+const char *cache_problem(struct cache *c)
+{
+    struct wal_status ws;
+
+    if (!c || !c->wal)
+        return NULL;
+    wal_status(c->wal, &ws);
+    if (!ws.error) {
+        switch (atomic_load(&c->snap_error)) {
+        case 0: return NULL;
+        case ENOSPC: return "snapshot failed: disk full; the write-ahead log still has every entry";
+        default: return "snapshot failed; the write-ahead log still has every entry";
+        }
+    }
+    /* Static texts: readiness bodies are built without allocation. The
+     * WAL's errors are negative errno values. */
+    switch (-ws.error) {
+    case ENOSPC: return "write-ahead log degraded: disk full; serving from memory";
+    case EIO: return "write-ahead log degraded: I/O error; serving from memory";
+    default: return "write-ahead log degraded; serving from memory";
+    }
+}
+
+/* ---- entries, single-flight and statistics ---- */
+
+void cache_entry_describe(const struct cache_entry *e, struct cache_entry_info *out)
+{
+    struct store_entry_info in;
+
+    store_entry_describe((const struct store_entry *)e, &in);
+    *out = (struct cache_entry_info){.id = in.id,
+                                     .partition = in.partition,
+                                     .exact = in.exact,
+                                     .created = in.created,
+                                     .expires = in.expires,
+                                     .hits = in.hits,
+                                     .size = in.size,
+                                     .cost = in.cost,
+                                     .vec = in.vec,
+                                     .text = in.text,
+                                     .payload = in.payload};
+}
+
+void cache_entry_unref(struct cache_entry *e)
+{
+    store_entry_unref((struct store_entry *)e);
+}
+
+const void *cache_entry_payload(const struct cache_entry *e)
+{
+    return store_entry_payload((const struct store_entry *)e);
+}
+
+struct cache_entry *cache_get_id(struct cache *c, uint64_t id)
+{
+    return (struct cache_entry *)store_get_id(c->store, id);
+}
+
+struct scan_ctx {
+    int (*visit)(void *ud, const struct cache_entry *e);
+    void *ud;
+};
+
+/* A cache_entry is a store_entry under another name. */
+static int scan_one(void *ud, const struct store_entry *e)
+{
+    struct scan_ctx *sc = ud;
+
+    return sc->visit(sc->ud, (const struct cache_entry *)e);
+}
+
+int cache_scan(struct cache *c, int (*visit)(void *ud, const struct cache_entry *e), void *ud)
+{
+    struct scan_ctx sc = {visit, ud};
+
+    return store_scan(c->store, scan_one, &sc);
+}
+
+float cache_similarity(const struct cache *c, const float *a, const float *b)
+{
+    return hnsw_dot(a, b, c->dim);
+}
+
+int cache_embed_text(struct cache *c, const char *text, size_t len, float **vec, unsigned *dim,
+                     const char **why)
+{
+    enum embed_result res = EMBED_CANCELLED;
+    float *v = NULL;
+    char *copy;
+
+    *vec = NULL;
+    *dim = c->dim;
+    *why = NULL;
+    if (!c->ec) {
+        v = malloc(sizeof(float) * c->dim);
+        if (!v)
+            return -ENOMEM;
+        if (embedder_embed(c->emb, text, len, v) != 0) {
+            free(v);
+            return -ENODATA;
+        }
+        *vec = v;
+        return 0;
+    }
+    /* The remote client takes C strings. */
+    copy = strndup(text, len);
+    v = malloc(sizeof(float) * c->dim);
+    if (!copy || !v) {
+        free(copy);
+        free(v);
+        return -ENOMEM;
+    }
+    if (embed_client_embed_wait(c->ec, (const char *const *)&copy, 1, v, &res) != 1 ||
+        res != EMBED_OK) {
+        free(copy);
+        free(v);
+        *why = embed_result_name(res);
+        return -EIO;
+    }
+    free(copy);
+    *vec = v;
+    return 0;
+}
+
+int cache_flight_join(struct cache *c, const uint8_t *exact, struct flight_waiter *w)
+{
+    return flight_join(c->flights, exact, w);
+}
+
+void cache_flight_done(struct cache *c, const uint8_t *exact)
+{
+    flight_done(c->flights, exact);
+}
+
+void cache_get_stats(struct cache *c, struct cache_stats *st)
+{
+    struct store_stats ss;
+
+    memset(st, 0, sizeof(*st));
+    store_get_stats(c->store, &ss);
+    st->entries = ss.entries;
+    st->partitions = ss.partitions;
+    st->indexed_partitions = ss.indexed_partitions;
+    st->memory = ss.memory;
+    st->evictions = ss.evictions;
+    st->expirations = ss.expirations;
+    st->replaced = ss.replaced;
+    for (int i = 0; i < VERIFY_REASONS; i++)
+        st->rejected[i] = atomic_load(&c->rejected[i]);
+    st->rejected_unreusable = atomic_load(&c->rejected_unreusable);
+    st->embedder_name = c->emb_name;
+    if (c->ec) {
+        st->remote = true;
+        embed_client_stats(c->ec, &st->embed);
+    }
+    if (c->wal) {
+        struct wal_status ws;
+
+        wal_status(c->wal, &ws);
+        st->durable = true;
+        st->wal_appended = ws.appended;
+        st->wal_last_seq = ws.last_seq;
+        st->wal_durable_seq = ws.durable_seq;
+        st->wal_file_size = ws.file_size;
+        st->wal_degraded = ws.error != 0;
+        st->log_errors = atomic_load(&c->log_errors);
+        st->snaps = atomic_load(&c->snaps);
+        st->snap_failures = atomic_load(&c->snap_failures);
+        st->snap_failing = atomic_load(&c->snap_error) != 0;
+        st->snap_last_entries = atomic_load(&c->snap_last_entries);
+        st->snap_last_bytes = atomic_load(&c->snap_last_bytes);
+        st->snap_last_ms_taken = atomic_load(&c->snap_last_ms_taken);
+        st->loaded_ms = atomic_load(&c->snap_loaded_ms);
+    }
+    st->log_errors = atomic_load(&c->log_errors);
+}

@@ -1,0 +1,249 @@
+/* cache.h - the cache service: entries in memory, found by exact key or by
+ * meaning, made durable by a write-ahead log and snapshots.
+ *
+ * This is the one header the HTTP front end (proxy/), the admin API and the
+ * benches use; the parts below it (cache/index, cache/match, cache/persist)
+ * are its business. It knows nothing of HTTP or of OpenAI: an entry is
+ * found by key bytes (a partition and an exact key, CACHE_KEY_LEN each) and
+ * an optional lookup text, and carries an opaque payload that a codec turns
+ * into bytes for the log and snapshots (cache/persist/records.h).
+ *
+ * Life cycle: cache_new() builds an empty cache in memory; cache_open()
+ * makes it durable (loads the snapshot, replays the log, starts the snapshot
+ * timer) before the cache is shared; cache_free() stops the timer, writes
+ * the shutdown snapshot when asked to, and closes the log.
+ *
+ * Threads: after cache_open() every function may be called from any thread
+ * (the store has its own lock; the log its own thread). Two locks of this
+ * module order things: puts hold a lock shared and deletes exclusive, each
+ * across its change in memory and its log append, so the log records a put
+ * and a delete of one key in the order they happened in memory; snapshots
+ * run one at a time. A struct cache_query belongs to one request; its owner
+ * serialises access to it.
+ */
+#ifndef PARROT_CACHE_H
+#define PARROT_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/flight.h"
+#include "cache/match/verify.h"
+#include "upstream/embedclient.h"
+
+#define CACHE_KEY_LEN 32
+/* Semantic candidates examined per lookup: the nearest by vector, then
+ * tried best score first (the lexical part of the score reorders them). */
+#define CACHE_CANDIDATES 16
+
+struct buf;
+struct cache;
+struct cache_entry; /* counted; see cache_entry_unref */
+struct embedder;
+
+/* Turns payloads into the bytes of a record (see cache/persist/records.h)
+ * and back, and answers the questions the cache asks of them. Pure
+ * functions; any thread. */
+struct cache_codec {
+    /* Fill words and append the tail for payload. 0 or a negative errno. */
+    int (*encode)(const void *payload, uint64_t words[2], struct buf *tail);
+    /* A new payload from a record's words and tail. 0, -EBADMSG for bytes
+     * that are not a payload, or -ENOMEM. */
+    int (*decode)(const uint64_t words[2], const void *tail, size_t len, void **payload);
+    void (*free)(void *payload);         /* NULL is a no-op */
+    size_t (*size)(const void *payload); /* bytes, for the memory accounting */
+    /* May the payload answer a question other than its own (a semantic
+     * hit)? False for an answer whose content is tied to its question. */
+    bool (*reusable)(const void *payload);
+};
+
+/* Levels for cache_opts.log, in the front end's order. */
+enum cache_log { CACHE_LOG_DEBUG, CACHE_LOG_INFO, CACHE_LOG_WARN, CACHE_LOG_ERROR };
+
+struct cache_opts {
+    const struct cache_codec *codec; /* required */
+    /* The embedder, one of the two (or neither: exact hits only); the cache
+     * takes ownership of it, even when cache_new() fails. */
+    struct embedder *emb;      /* builtin */
+    struct embed_client *ec;   /* remote; its calls never block a lookup */
+    const char *embedder_name; /* kind, model and dimension, as a metric label */
+    float threshold;           /* semantic: the least similarity of a hit */
+    bool verifier;             /* semantic candidates must pass cache/match/verify */
+    size_t max_memory;         /* bytes; beyond it the cheapest entries go */
+    int64_t snap_interval;     /* ms between timed snapshots; 0: none */
+    size_t snap_wal_size;      /* log bytes that trigger a snapshot; 0: none */
+    bool snap_on_shutdown;
+    /* Where the snapshot timer and the shutdown snapshot report; NULL: not
+     * reported. Called from the timer thread. */
+    void (*log)(enum cache_log level, const char *msg, const char *detail);
+};
+
+/* An empty cache, in memory only. Returns 0 or a negative errno. */
+int cache_new(const struct cache_opts *o, struct cache **out);
+
+/* Stop the snapshot timer, write the shutdown snapshot (when asked), close
+ * the log (it flushes what is pending) and free everything, the embedders
+ * too. NULL is a no-op. No other call may be running. */
+void cache_free(struct cache *c);
+
+/* Times below (now) are wall clock milliseconds. */
+
+/* Make the cache durable: open (or create) the write-ahead log in dir with
+ * the fsync policy named by fsync, after loading the snapshot there and
+ * replaying the log records it does not cover. Returns 0 with a one-line
+ * summary in msg, or a negative errno with the reason (for a damaged log:
+ * the file, the offset and the repair command). Before the cache is shared;
+ * the caller holds the data directory's lock (cache/persist/datadir.h). */
+int cache_open(struct cache *c, const char *dir, const char *fsync, int64_t now, char *msg,
+               size_t msglen);
+
+/* Write a snapshot (cache/persist/snapshot.h) and compact the log to what
+ * came after it. Lookups go on meanwhile; puts wait while the store is
+ * captured (a memory copy of the graphs, not the disk write). Returns 0 or a
+ * negative errno, with a one-line report in msg either way. */
+int cache_snapshot(struct cache *c, char *msg, size_t msglen);
+
+/* The log's or the last snapshot's trouble, for readiness: NULL when healthy
+ * or not durable. Static text. */
+const char *cache_problem(struct cache *c);
+
+/* ---- lookups ---- */
+
+/* One request's lookup. The caller sets the keys and the text (borrowed for
+ * the query's life); the cache fills the rest. Zero it before use. */
+struct cache_query {
+    const uint8_t *partition, *exact; /* CACHE_KEY_LEN bytes each */
+    const char *text;                 /* the lookup text, or NULL: exact only */
+    size_t text_len;
+    int64_t max_age; /* ms; -1: any age */
+
+    float *vec;               /* the text's embedding, or NULL */
+    bool vec_done;            /* vec was computed (it may still be NULL) */
+    const char *embed_result; /* the remote embedding's outcome, or NULL */
+    void (*embed_wake)(struct cache_query *q);
+    struct cache *embed_cache;
+
+    struct cache_entry *hit; /* the caller's reference, released by fini */
+    float sim;
+};
+
+void cache_query_fini(struct cache_query *q);
+
+enum cache_result {
+    CACHE_MISS,
+    CACHE_HIT_EXACT,
+    CACHE_HIT_SEMANTIC,
+    CACHE_NEED_VECTOR, /* the remote embedder must embed the text first:
+                          cache_embed(), then cache_lookup() again */
+};
+
+/* Exact, then semantic (nearest candidates above the threshold, that the
+ * codec calls reusable and the verifier accepts). On a hit, q->hit and
+ * q->sim are set. */
+enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t now);
+
+/* Exact only: for a request woken behind a single-flight leader. */
+enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int64_t now);
+
+/* Must the remote embedder embed q's text before it is stored with a
+ * vector (or looked up by meaning)? */
+bool cache_wants_vector(const struct cache *c, const struct cache_query *q);
+
+/* Ask the remote embedder for q's vector. Returns 0, and wake(q) runs once,
+ * on the embedder's thread, when q->vec is set or the embedding failed
+ * (then q->vec stays NULL). Returns a negative code when the embedding
+ * cannot start (the endpoint's breaker is open): wake never runs. */
+int cache_embed(struct cache *c, struct cache_query *q, void (*wake)(struct cache_query *q));
+
+/* Store payload (taken over, freed on failure too) under q's keys with
+ * q's text and vector, for ttl ms (0: forever), then log it. The entry is
+ * served at once; the log catches up on its own thread. *seq gets the log
+ * record's sequence number (0: not logged). Returns 0 or -ENOMEM. */
+int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost, int64_t ttl,
+              int64_t now, uint64_t *seq);
+
+/* ---- entries ---- */
+
+/* What an entry holds. Pointers stay valid while the caller holds the
+ * entry (a reference, or a scan's visit). */
+struct cache_entry_info {
+    uint64_t id;
+    const uint8_t *partition, *exact; /* CACHE_KEY_LEN bytes each */
+    int64_t created, expires;         /* wall clock ms; expires 0 = never */
+    uint64_t hits;
+    size_t size; /* bytes accounted */
+    double cost;
+    const float *vec; /* dim floats, or NULL */
+    const char *text; /* may be NULL */
+    const void *payload;
+};
+
+void cache_entry_describe(const struct cache_entry *e, struct cache_entry_info *out);
+void cache_entry_unref(struct cache_entry *e); /* NULL is a no-op */
+const void *cache_entry_payload(const struct cache_entry *e);
+
+/* The entry with this id, or NULL; the caller owns a reference. Not a hit. */
+struct cache_entry *cache_get_id(struct cache *c, uint64_t id);
+
+/* Call visit on every entry, in no particular order, under the store's read
+ * lock (visit must not block or call back into the cache); a non-zero
+ * return stops the scan and is returned. */
+int cache_scan(struct cache *c, int (*visit)(void *ud, const struct cache_entry *e), void *ud);
+
+/* The similarity of two vectors of the cache's dimension, as lookups score
+ * it (before the lexical part). */
+float cache_similarity(const struct cache *c, const float *a, const float *b);
+
+/* An entry to remove: the one under exact, only if its id is id (0: any),
+ * so a delete decided on an old entry spares the answer that replaced it. */
+struct cache_ref {
+    uint64_t id;
+    uint8_t exact[CACHE_KEY_LEN];
+};
+
+/* Remove refs[0..n) and log one DEL record per REC_DEL_MAX removed keys, so
+ * the removal survives a restart. *removed gets how many entries were
+ * removed; *logged is false when the log could not take the record (the
+ * entries are gone from memory all the same). Returns 0 or -ENOMEM. */
+int cache_delete(struct cache *c, const struct cache_ref *refs, size_t n, size_t *removed,
+                 bool *logged);
+
+/* Embed text[0..len) with the cache's embedder into a malloc'd vector of
+ * *dim floats comparable with the stored ones. The remote embedder is waited
+ * for, at most its timeout: not for the request path. Returns 0; -ENODATA
+ * when the text has nothing to embed; -EIO when the remote embedder failed
+ * (*why names how); or -ENOMEM. */
+int cache_embed_text(struct cache *c, const char *text, size_t len, float **vec, unsigned *dim,
+                     const char **why);
+
+/* ---- single-flight ---- */
+
+/* One provider call per exact key at a time (cache/flight.h): 1 when the
+ * caller leads (it calls cache_flight_done later), 0 when w waits, or a
+ * negative errno when it runs alone. */
+int cache_flight_join(struct cache *c, const uint8_t *exact, struct flight_waiter *w);
+void cache_flight_done(struct cache *c, const uint8_t *exact);
+
+/* ---- statistics ---- */
+
+struct cache_stats {
+    size_t entries, partitions, indexed_partitions, memory;
+    uint64_t evictions, expirations, replaced;
+    uint64_t rejected[VERIFY_REASONS]; /* semantic candidates turned down */
+    uint64_t rejected_unreusable;      /* ... because the codec said so */
+    const char *embedder_name;
+    bool remote; /* embed (below) is set */
+    struct embed_client_stats embed;
+    bool durable; /* the rest is set */
+    uint64_t wal_appended, wal_last_seq, wal_durable_seq, wal_file_size, log_errors;
+    bool wal_degraded;
+    uint64_t snaps, snap_failures, snap_last_entries, snap_last_bytes, snap_last_ms_taken;
+    uint64_t loaded_ms;
+    bool snap_failing;
+};
+
+/* A consistent-enough copy of the counters (each read atomically). */
+void cache_get_stats(struct cache *c, struct cache_stats *st);
+
+#endif
