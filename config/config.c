@@ -124,6 +124,9 @@ static const struct option options[] = {
     {"word-vectors", T_STR, F(word_vectors), "/usr/share/parrot/word-vectors.bin", 0, 0, O_OPTIONAL,
      "word-vector table for the built-in embedder (deploy/fetch-vectors.sh); missing or empty: "
      "lexical features only"},
+    {"wordnet", T_STR, F(wordnet), "/usr/share/parrot/wordnet.bin", 0, 0, O_OPTIONAL,
+     "WordNet table for the hit verifier (deploy/fetch-wordnet.sh); missing or empty: the "
+     "verifier runs without it"},
     {"tenant-header", T_STR, F(tenant_header), NULL, 0, 0, O_OPTIONAL,
      "take the tenant from this request header instead of a hash of Authorization"},
     {"shared-tenant", T_STR, F(shared_tenant), NULL, 0, 0, O_OPTIONAL,

@@ -83,6 +83,7 @@ struct cfg {
     char *prices;                /* MODEL=IN/OUT,... USD per 1M tokens, or NULL */
     bool log_prompts;            /* put the lookup text in the request log line */
     char *word_vectors;          /* the built-in embedder's word-vector table, or NULL */
+    char *wordnet;               /* the hit verifier's WordNet table, or NULL */
     char *tenant_header;         /* tenant from this header, or NULL */
     char *shared_tenant;         /* one scope for all clients, or NULL */
     char *client_keys_file;      /* "KEY TENANT" lines, or NULL */

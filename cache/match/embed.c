@@ -49,6 +49,8 @@
 
 #include "cache/match/embed_words.inc"
 #include "cache/base/hash.h"
+#include "cache/match/verify.h"
+#include "cache/match/wordnet.h"
 #include "cache/match/wordvec.h"
 
 #define BUILTIN_DIM    384
@@ -78,7 +80,9 @@ struct embedder {
     unsigned dim;
     float threshold;
     bool no_word_table;
-    struct wordvec *wv; /* NULL: lexical features only */
+    struct wordvec *wv;      /* NULL: lexical features only */
+    struct wordnet *wn;      /* for the verifier; NULL: none */
+    struct verify_tables vt; /* wv and wn, as the verifier takes them */
 };
 
 /* ---- the word table: frequency rank and kind of a word ---- */
@@ -792,6 +796,19 @@ int embed_builtin_new_opts(const struct embed_builtin_opts *o, struct embedder *
             e->threshold = VECTORS_THRESHOLD;
         }
     }
+    if (o && o->wordnet && *o->wordnet) {
+        char err[160];
+        int rc = wordnet_load(o->wordnet, &e->wn, err, sizeof(err));
+        if (rc != 0 && rc != -ENOENT) {
+            if (o->err)
+                snprintf(o->err, o->err_len, "%s: %s", o->wordnet,
+                         rc == -EINVAL ? err : "unreadable");
+            embedder_free(e);
+            return rc;
+        }
+    }
+    e->vt.wv = e->wv;
+    e->vt.wn = e->wn;
     *out = e;
     return 0;
 }
@@ -803,14 +820,26 @@ int embed_builtin_new(struct embedder **out)
 
 void embedder_free(struct embedder *e)
 {
-    if (e)
+    if (e) {
         wordvec_free(e->wv);
+        wordnet_free(e->wn);
+    }
     free(e);
 }
 
 const struct wordvec *embedder_word_vectors(const struct embedder *e)
 {
     return e->wv;
+}
+
+const struct wordnet *embedder_wordnet(const struct embedder *e)
+{
+    return e->wn;
+}
+
+const struct verify_tables *embedder_verify_tables(const struct embedder *e)
+{
+    return &e->vt;
 }
 
 const char *embedder_name(const struct embedder *e)

@@ -28,6 +28,11 @@ struct embed_builtin_opts {
      * dimensions), its own default threshold. A file that is not a valid
      * table fails with -EINVAL and the reason in err (when set). */
     const char *word_vectors;
+    /* The hit verifier's WordNet table (cache/match/wordnet.h), loaded here
+     * beside the word vectors so that one owner holds both. NULL, "" or a
+     * path with no file: the verifier runs without WordNet. A file that is
+     * not a valid table fails with -EINVAL and the reason in err. */
+    const char *wordnet;
     char *err;
     size_t err_len;
 };
@@ -41,6 +46,17 @@ struct wordvec;
 /* The built-in embedder's word-vector table, or NULL (no table, or another
  * embedder). The verifier uses it to match synonyms. */
 const struct wordvec *embedder_word_vectors(const struct embedder *e);
+
+struct wordnet;
+
+/* The WordNet table the built-in embedder was given, or NULL. */
+const struct wordnet *embedder_wordnet(const struct embedder *e);
+
+struct verify_tables;
+
+/* The tables the hit verifier uses with this embedder (cache/match/verify.h:
+ * its word vectors and WordNet, either may be absent); valid as long as e. */
+const struct verify_tables *embedder_verify_tables(const struct embedder *e);
 const char *embedder_name(const struct embedder *e);
 unsigned embedder_dim(const struct embedder *e);
 

@@ -22,7 +22,11 @@ enum verify_reason {
     VERIFY_ACTION,   /* one asks to change something (delete, cancel, increase, ...), the
                         other does not */
     VERIFY_TENSE,    /* one asks about the past (did, was, were) and the other does not */
-    VERIFY_CONTENT,  /* content words of one are missing from the other */
+    VERIFY_CONTENT,  /* a predicate word of one has no counterpart in the other, or
+                        more were dropped than a paraphrase drops */
+    VERIFY_ARGUMENT, /* an argument (name, place, colour, unit, time word, email, file,
+                        quoted string, unknown word, ...) of one is not in the other */
+    VERIFY_ROLE,     /* the same arguments in other roles: from X to Y vs from Y to X */
     VERIFY_REASONS   /* count */
 };
 
@@ -34,9 +38,24 @@ const char *verify_reason_name(enum verify_reason r);
 enum verify_reason verify_texts(const char *query, size_t qlen, const char *cand, size_t clen);
 
 struct wordvec;
+struct wordnet;
 
-/* verify_texts(), and with a word-vector table (may be NULL) a content word
- * also finds its match in a word whose vector is close to its own. */
+/* The tables the verifier can use; any of them may be NULL. Both are only
+ * read, so one struct may be shared by every thread. */
+struct verify_tables {
+    const struct wordvec *wv; /* word vectors: a paraphrased predicate word may
+                                 pair with a close one (never an argument) */
+    const struct wordnet *wn; /* WordNet: synonyms and derivations account for
+                                 predicate words, antonyms and co-hyponyms never
+                                 do; instances, closed classes and unknown words
+                                 are arguments */
+};
+
+/* verify_texts() with tables (t may be NULL: none). */
+enum verify_reason verify_texts_with(const char *query, size_t qlen, const char *cand, size_t clen,
+                                     const struct verify_tables *t);
+
+/* verify_texts_with() with a word-vector table only (may be NULL). */
 enum verify_reason verify_texts_wv(const char *query, size_t qlen, const char *cand, size_t clen,
                                    const struct wordvec *wv);
 

@@ -522,6 +522,30 @@ bool wordnet_is_instance(const struct wordnet *wn, const char *w, size_t n)
     return false;
 }
 
+size_t wordnet_sense_count(const struct wordnet *wn, const char *w, size_t n, enum wordnet_pos pos)
+{
+    uint32_t l[MAX_BASES];
+    size_t k = bases(wn, w, n, l), count = 0;
+
+    for (size_t i = 0; i < k; i++)
+        for (uint32_t j = 0; j < lem_count(wn, l[i], 0); j++)
+            count += pos == WORDNET_ANY ||
+                     syn_byte(wn, pool_at(wn, lem_run(wn, l[i]) + j), 2) == (uint8_t)pos;
+    return count;
+}
+
+bool wordnet_instance_first(const struct wordnet *wn, const char *w, size_t n)
+{
+    uint32_t l[MAX_BASES];
+    size_t k = bases(wn, w, n, l);
+    uint32_t s;
+
+    if (k == 0 || lem_count(wn, l[0], 0) == 0)
+        return false;
+    s = pool_at(wn, lem_run(wn, l[0]));
+    return syn_byte(wn, s, 2) == WORDNET_NOUN && (syn_byte(wn, s, 3) & 1);
+}
+
 enum wordnet_class wordnet_closed_class(const struct wordnet *wn, const char *w, size_t n)
 {
     uint32_t l[MAX_BASES], seen[WALK_MAX];

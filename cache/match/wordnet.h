@@ -79,6 +79,15 @@ bool wordnet_cohyponyms(const struct wordnet *wn, const char *a, size_t alen, co
 /* Some noun sense of w is an instance (@i): a named thing, "Germany". */
 bool wordnet_is_instance(const struct wordnet *wn, const char *w, size_t n);
 
+/* The first sense WordNet lists for w (or, when w is not a lemma itself,
+ * for its first base) is a noun instance: "paris", "tokyo", but not "set"
+ * (Set, the Egyptian god, is a later sense of a verb first). */
+bool wordnet_instance_first(const struct wordnet *wn, const char *w, size_t n);
+
+/* How many senses WordNet lists for w as part of speech pos (any: all),
+ * over the lemmas w reduces to. */
+size_t wordnet_sense_count(const struct wordnet *wn, const char *w, size_t n, enum wordnet_pos pos);
+
 /* The closed class some noun sense of w falls under (a hyponym or instance,
  * at any depth, of the class's synset), or WORDNET_CLASS_NONE. */
 enum wordnet_class wordnet_closed_class(const struct wordnet *wn, const char *w, size_t n);

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/verify.h"
+#include "cache/match/verify.h"
 
 #include <string.h>
 
@@ -74,8 +74,11 @@ static void test_opposites(void **state)
     assert_int_equal(v("buy a car", "rent a car"), VERIFY_OPPOSITE);
     assert_int_equal(v("how many vacation days have i saved", "how many vacation days have i used"),
                      VERIFY_OPPOSITE);
-    /* One side with both words of a pair: no contradiction for that pair. */
-    assert_int_equal(v("is it on or off", "is it off"), VERIFY_OK);
+    /* The particles of a phrasal verb must agree: "is it on or off" asks
+     * which, "is it off" asks yes or no. */
+    assert_int_equal(v("is it on or off", "is it off"), VERIFY_OPPOSITE);
+    assert_int_equal(v("please turn down the lights", "please turn the lights on"),
+                     VERIFY_OPPOSITE);
     /* Both words on both sides, or the same word: no contradiction. */
     assert_int_equal(
         v("move money from savings to checking", "move money to checking from savings"), VERIFY_OK);
@@ -104,7 +107,7 @@ static void test_action(void **state)
     /* Inflections meet through the stem; two acting verbs are left to the
      * other checks. */
     assert_int_equal(v("i want my volume decreased", "decrease my volume"), VERIFY_OK);
-    assert_int_equal(v("delete my alarms", "remove my alarms"), VERIFY_CONTENT);
+    assert_int_not_equal(v("delete my alarms", "remove my alarms"), VERIFY_OK);
 }
 
 static void test_tense(void **state)
@@ -120,29 +123,73 @@ static void test_content(void **state)
     (void)state;
     /* Short questions must agree on every content word. */
     assert_int_equal(v("What is the capital of France?", "What is the capital of Germany?"),
-                     VERIFY_CONTENT);
+                     VERIFY_ARGUMENT);
     assert_int_equal(v("how do I reset my password", "how do I reset my email"), VERIFY_CONTENT);
-    assert_int_equal(v("call tom", "please call tom tomorrow morning"), VERIFY_CONTENT);
+    assert_int_equal(v("call tom", "please call tom tomorrow morning"), VERIFY_ARGUMENT);
     /* Framing, pronouns, articles and inflections are not content. */
     assert_int_equal(v("what are their opening hours", "what are the opening hours"), VERIFY_OK);
     assert_int_equal(
         v("Can you please tell me how to reset my password?", "how do I reset my password"),
         VERIFY_OK);
     assert_int_equal(v("I changed my passwords", "change the password"), VERIFY_OK);
-    /* Two unmatched words in twelve are allowed (17%), two in ten are not. */
+    /* A word one side adds is not a paraphrase: "downtown tonight" narrows
+     * the request (tonight is a time argument), "good" the friends. The
+     * verifier no longer allows a share of unmatched words (issue #16). */
     assert_int_equal(v("reserve a table for dinner at the italian restaurant",
                        "reserve a table for dinner at the italian restaurant downtown tonight"),
-                     VERIFY_OK);
-    assert_int_equal(v("reserve a table for dinner at the restaurant",
-                       "reserve a table for dinner at the restaurant downtown tonight"),
+                     VERIFY_ARGUMENT);
+    assert_int_equal(v("reserve a table for dinner at the restaurant downtown",
+                       "reserve a table for dinner at the restaurant"),
                      VERIFY_CONTENT);
-    /* A long question may differ in one content word. */
+    /* Word order and framing are not content. */
     assert_int_equal(v("in french how would i say see you later to my friends tonight",
                        "how do you say see you later to my friends in french tonight please"),
                      VERIFY_OK);
     assert_int_equal(v("in french how would i say see you later to my good friends tonight",
                        "how do you say see you later to my friends in french tonight"),
+                     VERIFY_CONTENT);
+    assert_int_equal(v("turn the lights on in the kitchen", "please turn on the kitchen lights"),
                      VERIFY_OK);
+}
+
+/* Arguments must match exactly; words that only say it otherwise may not
+ * stand in for them (issue #16). */
+static void test_arguments(void **state)
+{
+    (void)state;
+    /* numbers written as words and times */
+    assert_int_equal(v("Set an alarm for six thirty", "Set an alarm for 6:30"), VERIFY_OK);
+    assert_int_equal(v("Set an alarm for half past six", "Set an alarm for 6:30"), VERIFY_OK);
+    assert_int_equal(v("Set an alarm for six thirty", "Set an alarm for 5:45"), VERIFY_NUMBERS);
+    assert_int_equal(v("wake me up at four am", "wake me up at seven thirty am"), VERIFY_NUMBERS);
+    assert_int_equal(v("wake me up at 4 am", "wake me up at 4 pm"), VERIFY_NUMBERS);
+    assert_int_equal(v("wake me up at 4:00 am", "wake me up at four am"), VERIFY_OK);
+    assert_int_equal(v("Who won in nineteen ninety?", "Who won in 1990?"), VERIFY_OK);
+    assert_int_equal(v("set a timer for twenty one minutes", "set a timer for 21 minutes"),
+                     VERIFY_OK);
+    /* which one: a pronoun, not a number */
+    assert_int_equal(v("which one is cheaper", "which is cheaper"), VERIFY_OK);
+    /* emails, files, quoted strings, code, names */
+    assert_int_equal(
+        v("Email the invoice to sales@example.com", "Email the invoice to billing@example.com"),
+        VERIFY_ARGUMENT);
+    assert_int_equal(v("Summarise report.txt", "Summarise report.pdf"), VERIFY_ARGUMENT);
+    assert_int_equal(
+        v("Translate 'good morning' into French", "Translate 'good night' into French"),
+        VERIFY_ARGUMENT);
+    assert_int_equal(v("What is the difference between Java and C#?",
+                       "What is the difference between Java and C++?"),
+                     VERIFY_ARGUMENT);
+    assert_int_equal(v("Send an email to Bob saying I will be late",
+                       "Send an email to Alice saying I will be late"),
+                     VERIFY_ARGUMENT);
+    /* roles */
+    assert_int_equal(
+        v("Transfer money from savings to checking", "Transfer money from checking to savings"),
+        VERIFY_ROLE);
+    assert_int_equal(v("Convert 10 miles to kilometers", "Convert 10 kilometers to miles"),
+                     VERIFY_ROLE);
+    assert_int_equal(v("send an email to bob", "send bob an email"), VERIFY_OK);
 }
 
 static void test_empty_and_long(void **state)
@@ -186,17 +233,20 @@ static void test_reason_names(void **state)
     assert_string_equal(verify_reason_name(VERIFY_ACTION), "action");
     assert_string_equal(verify_reason_name(VERIFY_TENSE), "tense");
     assert_string_equal(verify_reason_name(VERIFY_CONTENT), "content");
+    assert_string_equal(verify_reason_name(VERIFY_ARGUMENT), "argument");
+    assert_string_equal(verify_reason_name(VERIFY_ROLE), "role");
     assert_string_equal(verify_reason_name(VERIFY_REASONS), "?");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers),         cmocka_unit_test(test_negation),
-        cmocka_unit_test(test_opposites),       cmocka_unit_test(test_question_words),
-        cmocka_unit_test(test_action),          cmocka_unit_test(test_tense),
-        cmocka_unit_test(test_content),         cmocka_unit_test(test_empty_and_long),
-        cmocka_unit_test(test_negation_far_in), cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_numbers),        cmocka_unit_test(test_negation),
+        cmocka_unit_test(test_opposites),      cmocka_unit_test(test_question_words),
+        cmocka_unit_test(test_action),         cmocka_unit_test(test_tense),
+        cmocka_unit_test(test_content),        cmocka_unit_test(test_arguments),
+        cmocka_unit_test(test_empty_and_long), cmocka_unit_test(test_negation_far_in),
+        cmocka_unit_test(test_reason_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
