@@ -3,7 +3,8 @@
 #   make            build/parrot (optimised)
 #   make test       install missing deps, build, run unit + integration + SDK tests
 #   make asan       the same suite against an ASan+UBSan build (build/asan/parrot)
-#   make run        install missing deps, build and start parrot on 127.0.0.1:8080
+#   make run        install missing deps, build the word-vector and WordNet tables
+#                   and start parrot on 127.0.0.1:8080 with both (the best mode)
 #   make fmt        clang-format in place;  make lint: format check + clang-tidy
 #                   + a build with -Werror (WERROR=-Werror does that anywhere)
 #   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
@@ -11,7 +12,7 @@
 #   make wordnet    the hit verifier's WordNet table (build/wordnet.bin, from wordnet-base)
 #   make mustmiss   the must-miss suite through the lookup path (fails until #16 lands)
 #   make fuzz       libFuzzer on every parser (FUZZ_SECONDS each, clang)
-#   make install    binary, word vectors (if built), systemd unit, man page
+#   make install    binary, word vectors and WordNet (if built), systemd unit, man page
 #                   under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local);  make deb
 
 CC      ?= cc
@@ -130,7 +131,8 @@ $(BUILD)/test/test_wordnet: CFLAGS += -DWORDNET_FIXTURE='"$(BUILD)/test/wordnet-
 # Hit quality on the third-party sets in ../shared/datasets (DATASETS= overrides).
 DATASETS ?= ../shared/datasets
 eval: $(BUILD)/bench/eval $(VECTORS) $(WORDNET)
-	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval --word-vectors $(VECTORS)
+	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval --word-vectors $(VECTORS) \
+		--wordnet $(WORDNET)
 
 # The must-miss suite (test/data/must-miss.tsv) through the real lookup path at
 # the default threshold: lexical only and, when $(VECTORS) exists, with the
@@ -162,9 +164,13 @@ asan: deps
 	@BUILD=build/asan PARROT_HNSW_TEST_N=20000 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh test/run.sh
 
+# The calibrated default mode needs both tables: the first make run builds
+# them (the word vectors download 118 MB once; WordNet comes from the
+# wordnet-base package run-deps installs). Without them parrot still runs,
+# lexical only, as the embedder log line says.
 run: run-deps
-	@$(MAKE) --no-print-directory all
-	./$(BUILD)/parrot $(ARGS)
+	@$(MAKE) --no-print-directory all $(VECTORS) $(WORDNET)
+	./$(BUILD)/parrot --word-vectors $(VECTORS) --wordnet $(WORDNET) $(ARGS)
 
 fmt:
 	clang-format -i $(shell git ls-files '*.c' '*.h')
@@ -191,6 +197,8 @@ install: all
 	install -m 0755 $(BUILD)/parrot $(DESTDIR)$(BINDIR)/parrot
 	if [ -f $(VECTORS) ]; then install -m 0644 $(VECTORS) $(DESTDIR)$(DATADIR)/word-vectors.bin; \
 	else echo "make install: no $(VECTORS) (make vectors builds it): lexical features only"; fi
+	if [ -f $(WORDNET) ]; then install -m 0644 $(WORDNET) $(DESTDIR)$(DATADIR)/wordnet.bin; \
+	else echo "make install: no $(WORDNET) (make wordnet builds it): verifier without WordNet"; fi
 	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/share/parrot/|$(DATADIR)/|g' \
 		deploy/parrot.service > $(BUILD)/parrot.service
 	install -m 0644 $(BUILD)/parrot.service $(DESTDIR)$(UNITDIR)/parrot.service
@@ -200,6 +208,7 @@ install: all
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/parrot $(DESTDIR)$(DATADIR)/word-vectors.bin \
+		$(DESTDIR)$(DATADIR)/wordnet.bin \
 		$(DESTDIR)$(MANDIR)/parrot.1 $(DESTDIR)$(UNITDIR)/parrot.service
 	rm -rf $(DESTDIR)$(DOCDIR)
 	-rmdir $(DESTDIR)$(DATADIR)

@@ -41,7 +41,7 @@
  *
  * Usage: eval [--datasets DIR] [--out DIR] [--only SET] [--dump FILE]
  *             [--dump-at T] [--per-intent N] [--word-vectors FILE]
- *             [--must-miss FILE]
+ *             [--must-miss FILE] [--wordnet FILE]
  * --dump writes the wrong hits (and out-of-scope hits) scoring at least T
  * (default: the default threshold), with both questions and the score.
  * --per-intent N caches only the first N training questions of each intent
@@ -56,7 +56,6 @@
 #include "cache/index/store.h"
 #include "cache/match/verify.h"
 #include "config/config.h"
-#include "proxy/assemble.h"
 #include "proxy/chat.h"
 #include "proxy/openai/oai.h"
 
@@ -81,8 +80,9 @@
 
 static const char SYSTEM_PROMPT[] = "You are the assistant of an online service. Answer briefly.";
 
-static const char *word_vectors;   /* --word-vectors, or NULL: lexical only */
-static const struct wordvec *g_wv; /* that table, for the verifier (NULL: none) */
+static const char *word_vectors;         /* --word-vectors, or NULL: lexical only */
+static const char *wordnet_path;         /* --wordnet, or NULL: the verifier without WordNet */
+static const struct verify_tables *g_vt; /* the tables, for the verifier */
 
 static double now_s(void)
 {
@@ -492,20 +492,16 @@ static void look(struct chat *ch, const char *auth, const char *text, bool verif
         return;
     t0 = now_s();
     if (chat_lookup(ch, &r, NOW) == CHAT_HIT) {
-        struct cache_entry_info in;
-        const char *cand;
-
-        cache_entry_describe(r.q.hit, &in);
-        cand = in.text;
+        const char *cand = store_entry_text(r.hit);
         lookup_us_total += (now_s() - t0) * 1e6;
         lookups++;
         o->hit = true;
         o->exact = r.exact;
-        o->sim = r.exact ? 1.0f : r.q.sim;
+        o->sim = r.exact ? 1.0f : r.sim;
         o->label = served_label(&r);
         o->cand = cand ? xstrdup(cand) : NULL;
         if (!verifier && cand)
-            o->top_reason = (int)verify_texts_wv(text, strlen(text), cand, strlen(cand), g_wv);
+            o->top_reason = (int)verify_texts_with(text, strlen(text), cand, strlen(cand), g_vt);
     }
     chat_req_fini(&r);
 }
@@ -519,12 +515,9 @@ static void outcomes_free(struct outcome *o, size_t n)
     free(o);
 }
 
-/* The request policy over a new cache; the cache is leaked with it (one
- * per evaluation run, freed at exit). */
 static struct chat *chat_for(bool verifier)
 {
     struct cfg c;
-    struct cache *cache;
     struct chat *ch;
 
     if (cfg_init(&c) != 0)
@@ -534,7 +527,9 @@ static struct chat *chat_for(bool verifier)
     c.cache_max_memory = (size_t)8 << 30; /* never evict during an evaluation */
     free(c.word_vectors);
     c.word_vectors = word_vectors ? xstrdup(word_vectors) : NULL;
-    if (assemble_cache(&c, &cache) != 0 || chat_new(&c, cache, &ch) != 0) {
+    free(c.wordnet);
+    c.wordnet = wordnet_path ? xstrdup(wordnet_path) : NULL;
+    if (chat_new(&c, &ch) != 0) {
         fprintf(stderr, "eval: chat_new failed\n");
         exit(1);
     }
@@ -790,7 +785,7 @@ static void run_pairs(const struct items *pairs, bool verifier, struct pair_run 
  * the built-in embedder built with opts, the verifier as accept callback. */
 struct abl_ctx {
     const char *text;
-    const struct wordvec *wv;
+    const struct verify_tables *vt;
 };
 
 static bool abl_accept(void *ud, const struct store_entry *e, float sim)
@@ -799,13 +794,13 @@ static bool abl_accept(void *ud, const struct store_entry *e, float sim)
     const char *t = store_entry_text(e);
 
     (void)sim;
-    return t && verify_texts_wv(c->text, strlen(c->text), t, strlen(t), c->wv) == VERIFY_OK;
+    return t && verify_texts_with(c->text, strlen(c->text), t, strlen(t), c->vt) == VERIFY_OK;
 }
 
 static void abl_look(struct store *s, const struct embedder *e, const uint8_t *part,
                      const char *text, float *vec, bool verifier, struct outcome *o)
 {
-    struct abl_ctx c = {text, embedder_word_vectors(e)};
+    struct abl_ctx c = {text, embedder_verify_tables(e)};
     struct store_entry *hit;
 
     memset(o, 0, sizeof(*o));
@@ -818,7 +813,7 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
                              .threshold = 1e-6f,
                              .now = NOW,
                              .max_age = -1,
-                             .candidates = CACHE_CANDIDATES,
+                             .candidates = CHAT_CANDIDATES,
                              .accept = verifier ? abl_accept : NULL,
                              .ud = &c};
     hit = store_get_semantic(s, &sq, &o->sim);
@@ -1488,7 +1483,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--datasets DIR] [--out DIR] "
             "[--only clinc150|banking77|qqp|hwu64|mustmiss] [--dump FILE] [--dump-at T] "
-            "[--per-intent N] [--word-vectors FILE] [--must-miss FILE]\n",
+            "[--per-intent N] [--word-vectors FILE] [--must-miss FILE] [--wordnet FILE]\n",
             argv0);
 }
 
@@ -1534,6 +1529,8 @@ int main(int argc, char **argv)
             per_intent = (size_t)strtoul(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--word-vectors") == 0 && i + 1 < argc) {
             word_vectors = argv[++i];
+        } else if (strcmp(argv[i], "--wordnet") == 0 && i + 1 < argc) {
+            wordnet_path = argv[++i];
         } else if (strcmp(argv[i], "--must-miss") == 0 && i + 1 < argc) {
             mm_path = argv[++i];
         } else {
@@ -1552,8 +1549,10 @@ int main(int argc, char **argv)
     {
         char err[256] = "";
         struct embedder *e;
-        struct embed_builtin_opts o = {
-            .word_vectors = word_vectors, .err = err, .err_len = sizeof(err)};
+        struct embed_builtin_opts o = {.word_vectors = word_vectors,
+                                       .wordnet = wordnet_path,
+                                       .err = err,
+                                       .err_len = sizeof(err)};
         if (embed_builtin_new_opts(&o, &g_emb) != 0) {
             fprintf(stderr, "eval: %s\n", err);
             return 1;
@@ -1563,7 +1562,11 @@ int main(int argc, char **argv)
             return 1;
         }
         default_t = embedder_threshold(g_emb);
-        g_wv = embedder_word_vectors(g_emb);
+        if (wordnet_path && !embedder_wordnet(g_emb)) {
+            fprintf(stderr, "eval: no WordNet table at %s\n", wordnet_path);
+            return 1;
+        }
+        g_vt = embedder_verify_tables(g_emb);
         o.word_vectors = NULL;
         if (embed_builtin_new_opts(&o, &e) != 0)
             return 1;
@@ -1624,7 +1627,8 @@ int main(int argc, char **argv)
         run_pairs(&qqp, false, &pr[1]);
     }
     if (do_c) {
-        struct embed_builtin_opts with = {.word_vectors = word_vectors}, without = {0};
+        struct embed_builtin_opts with = {.word_vectors = word_vectors, .wordnet = wordnet_path},
+                                  without = {.wordnet = wordnet_path};
         run_ablation(&with, true, &c_train, &c_val, &c_oos, abl[0]);
         run_ablation(&without, true, &c_train, &c_val, &c_oos, abl[1]);
         run_ablation(&with, false, &c_train, &c_val, &c_oos, abl[2]);
