@@ -21,6 +21,7 @@
 #include "upstream/embedclient.h"
 
 #include "cache/base/buf.h"
+#include "cache/base/clock.h"
 #include "upstream/balance.h"
 
 #include <cjson/cJSON.h>
@@ -78,14 +79,6 @@ struct embed_client {
     double seconds_sum;
     atomic_bool abort; /* read by curl's progress callback */
 };
-
-static long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 const char *embed_result_name(enum embed_result r)
 {
@@ -316,7 +309,7 @@ static void *client_main(void *arg)
             pthread_mutex_unlock(&c->lock);
             break;
         }
-        now = mono_ms();
+        now = clock_mono_ms();
         while (c->head && n < c->batch && nlate < c->batch) {
             struct job *j = c->head;
             c->head = j->next;
@@ -340,9 +333,9 @@ static void *client_main(void *arg)
         if (n == 0)
             continue;
         if (r == EMBED_OK) {
-            t0 = mono_ms();
+            t0 = clock_mono_ms();
             r = call(c, batch, n, &vecs, budget);
-            now = mono_ms();
+            now = clock_mono_ms();
             pthread_mutex_lock(&c->lock);
             c->calls++;
             c->batched += n;
@@ -551,7 +544,7 @@ static int enqueue(struct embed_client *c, struct job *first, struct job *last, 
 int embed_client_submit(struct embed_client *c, const char *text, size_t len, embed_done_fn done,
                         void *ud)
 {
-    long now = mono_ms();
+    long now = clock_mono_ms();
     struct job *j = job_new(text, len, done, ud, now, c->timeout_ms);
     int rc;
 
@@ -598,7 +591,7 @@ size_t embed_client_embed_wait(struct embed_client *c, const char *const *texts,
     struct waiter w = {.left = n, .out = out, .results = results, .dim = embed_client_dim(c)};
     struct wait_slot *slots = calloc(n ? n : 1, sizeof(*slots));
     struct job *first = NULL, *last = NULL;
-    long now = mono_ms();
+    long now = clock_mono_ms();
     size_t ok = 0;
     int rc = slots ? 0 : -ENOMEM;
 

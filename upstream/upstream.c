@@ -22,6 +22,7 @@
  */
 #include "upstream/upstream.h"
 
+#include "cache/base/clock.h"
 #include "upstream/balance.h"
 
 #include <curl/curl.h>
@@ -132,14 +133,6 @@ struct up_pool {
     uint64_t rng;
 };
 
-static long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void xfer_free(struct up_xfer *x)
 {
     for (size_t i = 0; i < x->nlines; i++)
@@ -214,7 +207,7 @@ static struct bal_breaker *breaker(struct up_pool *p, int i)
 
 bool up_pool_ready(struct up_pool *p)
 {
-    return bal_ready(&p->bal, mono_ms());
+    return bal_ready(&p->bal, clock_mono_ms());
 }
 
 size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, size_t max)
@@ -413,7 +406,7 @@ oom:
 static void attempt_failed(struct up_pool *p, struct up_xfer *x, int err, const char *detail,
                            bool retryable, bool provider_fault)
 {
-    long now = mono_ms(), delay;
+    long now = clock_mono_ms(), delay;
 
     if (x->prov >= 0) {
         struct provider *pv = &p->prov[x->prov];
@@ -508,7 +501,7 @@ static void deliver_head(struct up_xfer *x)
     if (retryable_status(status)) {
         long ra = parse_retry_after(hs, n);
         long delay = ra >= 0 ? ra : backoff(x->pool, x->attempts);
-        if (can_retry(x, delay, mono_ms())) {
+        if (can_retry(x, delay, clock_mono_ms())) {
             /* Read the body to keep the connection reusable, then retry. */
             x->discard = true;
             x->retry_after_ms = ra;
@@ -529,7 +522,7 @@ static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud)
     struct up_xfer *x = ud;
     size_t n = size * nmemb;
 
-    x->last_io = mono_ms();
+    x->last_io = clock_mono_ms();
     if (n >= 5 && memcmp(p, "HTTP/", 5) == 0) {
         /* A new response starts (after a 1xx, or the first one). */
         x->head_len = 0;
@@ -570,7 +563,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud)
     struct up_xfer *x = ud;
     size_t n = size * nmemb;
 
-    x->last_io = mono_ms();
+    x->last_io = clock_mono_ms();
     if (!x->head_done)
         deliver_head(x);
     if (x->discard)
@@ -603,12 +596,12 @@ static void apply(struct up_pool *p, struct up_xfer *x, unsigned want, bool stop
         if (p->active)
             p->active->prev = x;
         p->active = x;
-        if (!start_attempt(p, x, mono_ms()))
+        if (!start_attempt(p, x, clock_mono_ms()))
             return;
     }
     if ((want & WANT_UNPAUSE) && x->easy) {
         x->paused = false;
-        x->last_io = mono_ms();
+        x->last_io = clock_mono_ms();
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
     }
 }
@@ -680,7 +673,7 @@ static void reap(struct up_pool *p)
                 /* A relayed 429/408/409 says nothing about the provider's
                  * health: the breaker neither trips nor resets on it. */
                 if (status >= 500)
-                    bal_breaker_failure(breaker(p, x->prov), mono_ms());
+                    bal_breaker_failure(breaker(p, x->prov), clock_mono_ms());
                 else if (!retryable_status(status))
                     bal_breaker_success(breaker(p, x->prov));
                 else
@@ -696,7 +689,7 @@ static void reap(struct up_pool *p)
         } else {
             if (x->prov >= 0) {
                 atomic_fetch_add(&p->prov[x->prov].failures, 1);
-                bal_breaker_failure(breaker(p, x->prov), mono_ms());
+                bal_breaker_failure(breaker(p, x->prov), clock_mono_ms());
             }
             finish(x, rc == CURLE_OPERATION_TIMEDOUT ? UP_ETIMEDOUT : UP_EBROKEN, detail, false);
         }
@@ -708,7 +701,7 @@ static void reap(struct up_pool *p)
  * provider that goes quiet after a burst, so parrot keeps its own clock. */
 static void tick(struct up_pool *p)
 {
-    long now = mono_ms();
+    long now = clock_mono_ms();
     struct up_xfer *x, *next;
 
     for (x = p->active; x; x = next) {
@@ -746,7 +739,7 @@ static void tick(struct up_pool *p)
 /* How long the loop may sleep: until the next due attempt or tick. */
 static int sleep_ms(const struct up_pool *p)
 {
-    long now = mono_ms(), until = now + 1000;
+    long now = clock_mono_ms(), until = now + 1000;
 
     for (const struct up_xfer *x = p->active; x; x = x->next) {
         long t = x->due ? x->due : p->next_tick;
@@ -961,7 +954,7 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
     x->refs = 1; /* the pool's, dropped in finish() */
     x->client_fd = r->client_fd;
     x->prov = -1;
-    x->deadline = mono_ms() + p->o.timeout_ms;
+    x->deadline = clock_mono_ms() + p->o.timeout_ms;
     x->body = r->body;
     x->body_len = r->body_len;
     x->method = strdup(r->method);

@@ -48,7 +48,7 @@
 
 #include "cache/index/hnsw.h"
 #include "cache/base/le.h"
-#include "cache/persist/wal.h"
+#include "cache/base/crc32c.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -116,7 +116,7 @@ static int section_end(struct buf *b, size_t at, uint32_t type, uint64_t salt)
     le_put32(h, type);
     le_put64(h + 8, b->len - at - SEC_HDR);
     le_put64(s, salt);
-    crc = wal_crc32c(wal_crc32c(0, s, 8), h, b->len - at);
+    crc = crc32c(crc32c(0, s, 8), h, b->len - at);
     le_put32(c, crc);
     return buf_append(b, c, 4, BUF_MAX);
 }
@@ -202,7 +202,7 @@ static int write_file(const struct snap_opts *o, struct vfs *v, struct vfs_file 
     le_put32(h + 44, w->ngraphs);
     le_put32(h + 56, o->embedder);
     le_put64(h + 48, n);
-    le_put32(h + 60, wal_crc32c(0, h, 60));
+    le_put32(h + 60, crc32c(0, h, 60));
     rc = vfs_write_full(v, f, h, sizeof(h), off);
     off += sizeof(h);
     if (rc == 0 && w->graphs.len > 0)
@@ -310,7 +310,7 @@ static int rd_read(void *ud, void *dst, size_t n)
         if (k > n)
             k = n;
         memcpy(d, r->buf + at, k);
-        r->crc = wal_crc32c(r->crc, d, k);
+        r->crc = crc32c(r->crc, d, k);
         d += k;
         r->off += k;
         n -= k;
@@ -354,7 +354,7 @@ static int section_open(struct loader *L, uint32_t want)
 
     L->rep->bad_offset = L->r.off;
     le_put64(s, L->salt);
-    L->r.crc = wal_crc32c(0, s, 8);
+    L->r.crc = crc32c(0, s, 8);
     L->r.limit = L->r.size;
     if ((rc = rd_read(&L->r, h, SEC_HDR)) != 0) {
         L->why = "the file ends inside a section header";
@@ -529,7 +529,7 @@ static int load_file(struct loader *L, struct store *s)
         L->why = "not a parrot snapshot (wrong magic)";
         return -EBADMSG;
     }
-    if (le_get32(h + 60) != wal_crc32c(0, h, 60) || le_get32(h + 12) != HDR_SIZE) {
+    if (le_get32(h + 60) != crc32c(0, h, 60) || le_get32(h + 12) != HDR_SIZE) {
         L->why = "damaged header";
         return -EBADMSG;
     }

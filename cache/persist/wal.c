@@ -65,6 +65,8 @@
  */
 #include "cache/persist/wal.h"
 
+#include "cache/base/clock.h"
+#include "cache/base/crc32c.h"
 #include "cache/base/le.h"
 
 #include <errno.h>
@@ -78,11 +80,6 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <nmmintrin.h>
-#define HAVE_CRC_HW 1
-#endif
 
 #define MAGIC_LEN    8
 #define V1_HDR       48
@@ -101,106 +98,7 @@
 
 static const uint8_t magic[MAGIC_LEN] = {'P', 'A', 'R', 'R', 'O', 'T', 'W', 'L'};
 
-/* ---- CRC32C ---- */
-
-static uint32_t crc_tab[8][256]; /* [k][b]: CRC of byte b followed by k zero bytes */
-static bool crc_hw_ok;
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-        crc_tab[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int k = 1; k < 8; k++)
-            crc_tab[k][i] = (crc_tab[k - 1][i] >> 8) ^ crc_tab[0][crc_tab[k - 1][i] & 0xff];
-#ifdef HAVE_CRC_HW
-    __builtin_cpu_init();
-    crc_hw_ok = __builtin_cpu_supports("sse4.2");
-#endif
-}
-
-/* Slicing-by-8 on the inverted CRC. */
-static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n)
-{
-    while (n >= 8) {
-        uint32_t lo = le_get32(p) ^ c, hi = le_get32(p + 4);
-
-        c = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^ crc_tab[5][(lo >> 16) & 0xff] ^
-            crc_tab[4][lo >> 24] ^ crc_tab[3][hi & 0xff] ^ crc_tab[2][(hi >> 8) & 0xff] ^
-            crc_tab[1][(hi >> 16) & 0xff] ^ crc_tab[0][hi >> 24];
-        p += 8;
-        n -= 8;
-    }
-    while (n--)
-        c = crc_tab[0][(c ^ *p++) & 0xff] ^ (c >> 8);
-    return c;
-}
-
-#ifdef HAVE_CRC_HW
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8_t *p, size_t n)
-{
-    uint64_t c64 = c;
-
-    while (n >= 8) {
-        uint64_t v;
-
-        memcpy(&v, p, 8); /* x86 is little-endian, as the CRC wants */
-        c64 = _mm_crc32_u64(c64, v);
-        p += 8;
-        n -= 8;
-    }
-    c = (uint32_t)c64;
-    while (n--)
-        c = _mm_crc32_u8(c, *p++);
-    return c;
-}
-#endif
-
-uint32_t wal_crc32c_portable(uint32_t crc, const void *buf, size_t len)
-{
-    pthread_once(&crc_once, crc_init);
-    return ~crc_sw(~crc, buf, len);
-}
-
-uint32_t wal_crc32c(uint32_t crc, const void *buf, size_t len)
-{
-    pthread_once(&crc_once, crc_init);
-#ifdef HAVE_CRC_HW
-    if (crc_hw_ok)
-        return ~crc_hw(~crc, buf, len);
-#endif
-    return ~crc_sw(~crc, buf, len);
-}
-
-bool wal_crc32c_hw(void)
-{
-    pthread_once(&crc_once, crc_init);
-    return crc_hw_ok;
-}
-
 /* ---- small helpers ---- */
-
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t real_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* Waits on cv (which uses CLOCK_MONOTONIC) until due_ns at the latest. */
 static void wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t due_ns)
@@ -234,7 +132,8 @@ static uint64_t new_salt(uint64_t avoid)
         if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s)) {
             /* No entropy source (seccomp, ancient kernel): a salt only has
              * to differ from the old file's, so time and pid will do. */
-            s = mono_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)real_ms() ^ (uint64_t)getpid();
+            s = clock_mono_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)clock_wall_ms() ^
+                (uint64_t)getpid();
         }
     }
     return s;
@@ -419,7 +318,7 @@ static void hdr_set_salt(struct hdr *h, uint64_t salt)
 
     le_put64(b, salt);
     h->salt = salt;
-    h->salt_crc = wal_crc32c(0, b, 8);
+    h->salt_crc = crc32c(0, b, 8);
 }
 
 /* What parsing a header found; *why says what was wrong. */
@@ -431,7 +330,7 @@ static enum hdr_verdict v1_header(const uint8_t *p, size_t n, struct hdr *h, con
         *why = "file shorter than its header";
         return HDR_BAD;
     }
-    if (le_get32(p + 44) != wal_crc32c(0, p, 44)) {
+    if (le_get32(p + 44) != crc32c(0, p, 44)) {
         *why = "header checksum mismatch";
         return HDR_BAD;
     }
@@ -483,13 +382,13 @@ static int v1_record(struct rd *r, const struct hdr *h, uint64_t off, uint64_t l
     out->seq = seq;
     out->len = len;
     out->type = p[16];
-    c = wal_crc32c(h->salt_crc, p + 4, V1_REC - 4);
+    c = crc32c(h->salt_crc, p + 4, V1_REC - 4);
     rc = rd_get(r, off, V1_REC + (size_t)len, &p);
     if (rc) {
         *why = "record cut short by the end of the file";
         return rc == -ENODATA ? 1 : rc;
     }
-    if (wal_crc32c(c, p + V1_REC, len) != crc) {
+    if (crc32c(c, p + V1_REC, len) != crc) {
         *why = "record checksum mismatch";
         return 1;
     }
@@ -821,7 +720,7 @@ static void v1_header_encode(uint8_t *p, const struct hdr *h)
     le_put64(p + 24, (uint64_t)h->created_ms);
     le_put64(p + 32, h->base_seq);
     le_put32(p + 40, 0);
-    le_put32(p + 44, wal_crc32c(0, p, 44));
+    le_put32(p + 44, crc32c(0, p, 44));
 }
 
 /* Fills in the crc of every record in p[0..len) for a file with h's salt. */
@@ -832,9 +731,9 @@ static void v1_seal(uint8_t *p, size_t len, const struct hdr *h)
     while (off < len) {
         uint8_t *r = p + off;
         uint32_t plen = le_get32(r + 4);
-        uint32_t c = wal_crc32c(h->salt_crc, r + 4, V1_REC - 4);
+        uint32_t c = crc32c(h->salt_crc, r + 4, V1_REC - 4);
 
-        le_put32(r, wal_crc32c(c, r + V1_REC, plen));
+        le_put32(r, crc32c(c, r + V1_REC, plen));
         off += V1_REC + (size_t)plen;
     }
 }
@@ -1040,7 +939,7 @@ struct wal {
 
 static int64_t now_ms(const struct wal *w)
 {
-    return w->now_ms ? w->now_ms() : real_ms();
+    return w->now_ms ? w->now_ms() : clock_wall_ms();
 }
 
 /* Under mu, in any thread that just woke on durable_cv: passes a wake-up from
@@ -1096,7 +995,7 @@ int wal_append(struct wal *w, uint8_t type, const void *data, size_t len, uint64
         memcpy(p + V1_REC, data, len);
     w->pending.len += need;
     if (w->pending_recs++ == 0)
-        w->pending_since = mono_ns();
+        w->pending_since = clock_mono_ns();
     if (seq)
         *seq = w->next_seq;
     w->next_seq++;
@@ -1135,7 +1034,7 @@ int wal_wait(struct wal *w, uint64_t seq, int timeout_ms)
         return seq == 0 ? 0 : -EINVAL;
     }
     if (timeout_ms >= 0)
-        due = mono_ns() + (uint64_t)timeout_ms * NS_PER_MS;
+        due = clock_mono_ns() + (uint64_t)timeout_ms * NS_PER_MS;
     w->waiters++;
     while (wal_durable_seq(w) < seq) {
         if (w->err) {
@@ -1144,7 +1043,7 @@ int wal_wait(struct wal *w, uint64_t seq, int timeout_ms)
         }
         if (timeout_ms < 0) {
             pthread_cond_wait(&w->durable_cv, &w->mu);
-        } else if (mono_ns() >= due) {
+        } else if (clock_mono_ns() >= due) {
             rc = -ETIMEDOUT;
             break;
         } else {
@@ -1246,7 +1145,7 @@ static int flush(struct wal *w, bool sync, int *failures)
         return rc;
     }
     if (sync)
-        w->last_sync = mono_ns();
+        w->last_sync = clock_mono_ns();
     if (sync || w->policy == WAL_SYNC_OFF) {
         w->good_off += w->un.len;
         w->un_written = 0;
@@ -1276,7 +1175,7 @@ static void publish(struct wal *w, int rc, bool synced, int failures)
     } else {
         w->held = w->un.len + w->spare.len;
         w->st.last_error = rc;
-        w->retry_at = mono_ns() + w->retry_ns;
+        w->retry_at = clock_mono_ns() + w->retry_ns;
         if (!w->err) {
             w->err = rc;
             w->degraded_since = now_ms(w);
@@ -1422,7 +1321,7 @@ static void *writer_main(void *arg)
 
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        uint64_t now = mono_ns();
+        uint64_t now = clock_mono_ns();
         bool sync;
         int failures = 0, rc;
 
@@ -1855,7 +1754,7 @@ out:
 int wal_repair(const struct wal_opts *o, struct wal_report *rep)
 {
     struct vfs *vfs = o && o->vfs ? o->vfs : vfs_os();
-    int64_t now = o && o->now_ms ? o->now_ms() : real_ms();
+    int64_t now = o && o->now_ms ? o->now_ms() : clock_wall_ms();
     struct rd r = {0};
     struct scan s;
     struct newfile nf = {0};

@@ -13,7 +13,7 @@
  */
 #include "cache/base/le.h"
 #include "cache/persist/snapshot.h"
-#include "cache/persist/wal.h"
+#include "cache/base/crc32c.h"
 #include "test/fuzz/fuzz.h"
 
 #include <errno.h>
@@ -88,7 +88,7 @@ static void fixup(uint8_t *f, size_t n, unsigned flags)
     if (n < 64)
         return;
     if (flags & 1)
-        le_put32(f + 60, wal_crc32c(0, f, 60));
+        le_put32(f + 60, crc32c(0, f, 60));
     if (!(flags & 2))
         return;
     uint8_t salt[8];
@@ -97,7 +97,7 @@ static void fixup(uint8_t *f, size_t n, unsigned flags)
         uint64_t len = le_get64(f + at + 8);
         if (len > n - at - 20)
             break;
-        uint32_t crc = wal_crc32c(wal_crc32c(0, salt, 8), f + at, 16 + len);
+        uint32_t crc = crc32c(crc32c(0, salt, 8), f + at, 16 + len);
         le_put32(f + at + 16 + len, crc);
         at += 20 + len;
     }

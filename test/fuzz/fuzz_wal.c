@@ -22,6 +22,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "cache/base/crc32c.h"
 #include "cache/persist/wal.h"
 #include "test/fuzz/fuzz.h"
 
@@ -88,10 +89,10 @@ static void put64(uint8_t *p, uint64_t v)
 
 static uint32_t rec_crc(const uint8_t *salt, const uint8_t *rec, uint32_t len)
 {
-    uint32_t c = wal_crc32c_portable(0, salt, 8);
+    uint32_t c = crc32c_portable(0, salt, 8);
 
-    c = wal_crc32c_portable(c, rec + 4, WAL_RECORD_HEADER - 4);
-    return wal_crc32c_portable(c, rec + WAL_RECORD_HEADER, len);
+    c = crc32c_portable(c, rec + 4, WAL_RECORD_HEADER - 4);
+    return crc32c_portable(c, rec + WAL_RECORD_HEADER, len);
 }
 
 /* What the writer would have written around the bytes the fuzzer chose. */
@@ -102,7 +103,7 @@ static void fix_up(uint8_t *b, size_t n, unsigned mode)
     if (n < WAL_HEADER_SIZE)
         return;
     if (mode & 1)
-        put32(b + 44, wal_crc32c_portable(0, b, 44));
+        put32(b + 44, crc32c_portable(0, b, 44));
     seq = get64(b + 32);
     while (n - off >= WAL_RECORD_HEADER) {
         uint8_t *r = b + off;
@@ -131,7 +132,7 @@ static void ref_scan(const uint8_t *b, size_t n, struct ref *r)
     memset(r, 0, sizeof(*r));
     if (n < WAL_HEADER_SIZE || memcmp(b, "PARROTWL", 8) != 0 || get32(b + 8) != 1 ||
         get32(b + 12) != WAL_HEADER_SIZE || get32(b + 40) != 0 ||
-        get32(b + 44) != wal_crc32c_portable(0, b, 44) || get64(b + 32) == 0 ||
+        get32(b + 44) != crc32c_portable(0, b, 44) || get64(b + 32) == 0 ||
         get64(b + 32) >= 1ull << 63)
         return;
     r->header_ok = true;

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cache/base/crc32c.h"
 #include "cache/persist/datadir.h"
 #include "cache/persist/vfs.h"
 #include "test/support/faultvfs.h"
@@ -256,28 +257,27 @@ static void test_crc32c(void **state)
     uint8_t buf[1024 + 8];
 
     (void)state;
-    assert_int_equal(wal_crc32c(0, "123456789", 9), 0xe3069283u);
-    assert_int_equal(wal_crc32c_portable(0, "123456789", 9), 0xe3069283u);
-    assert_int_equal(wal_crc32c(0, "", 0), 0);
+    assert_int_equal(crc32c(0, "123456789", 9), 0xe3069283u);
+    assert_int_equal(crc32c_portable(0, "123456789", 9), 0xe3069283u);
+    assert_int_equal(crc32c(0, "", 0), 0);
     memset(buf, 0, 32);
-    assert_int_equal(wal_crc32c_portable(0, buf, 32), 0x8a9136aau); /* RFC 3720 B.4 */
+    assert_int_equal(crc32c_portable(0, buf, 32), 0x8a9136aau); /* RFC 3720 B.4 */
     memset(buf, 0xff, 32);
-    assert_int_equal(wal_crc32c(0, buf, 32), 0x62a8ab43u);
+    assert_int_equal(crc32c(0, buf, 32), 0x62a8ab43u);
     gen_fill(buf, sizeof(buf), 7);
     /* Every alignment and length, both implementations, and chaining. */
     for (size_t a = 0; a < 8; a++) {
         for (size_t n = 0; n <= 1024; n += (n < 64 ? 1 : 37)) {
-            uint32_t hw = wal_crc32c(0, buf + a, n), sw = wal_crc32c_portable(0, buf + a, n);
+            uint32_t hw = crc32c(0, buf + a, n), sw = crc32c_portable(0, buf + a, n);
             size_t cut = n / 3;
 
             assert_int_equal(hw, sw);
-            assert_int_equal(wal_crc32c(wal_crc32c(0, buf + a, cut), buf + a + cut, n - cut), hw);
+            assert_int_equal(crc32c(crc32c(0, buf + a, cut), buf + a + cut, n - cut), hw);
             assert_int_equal(
-                wal_crc32c_portable(wal_crc32c_portable(0, buf + a, cut), buf + a + cut, n - cut),
-                hw);
+                crc32c_portable(crc32c_portable(0, buf + a, cut), buf + a + cut, n - cut), hw);
         }
     }
-    print_message("crc32c: %s\n", wal_crc32c_hw() ? "sse4.2" : "portable");
+    print_message("crc32c: %s\n", crc32c_hw() ? "sse4.2" : "portable");
 }
 
 /* ---- round trips ---- */
