@@ -263,8 +263,8 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
         return true;
     if (!text)
         return false;
-    why = verify_texts_wv(v->q->text, v->q->text_len, text, strlen(text),
-                          v->c->emb ? embedder_word_vectors(v->c->emb) : NULL);
+    why = verify_texts_with(v->q->text, v->q->text_len, text, strlen(text),
+                            v->c->emb ? embedder_verify_tables(v->c->emb) : NULL);
     if (why == VERIFY_OK)
         return true;
     atomic_fetch_add(&v->c->rejected[why], 1);

@@ -74,7 +74,7 @@ static int embedder_new(const struct cfg *c, struct embedder **emb, struct embed
 {
     char err[256] = "";
     struct embed_builtin_opts eo = {
-        .word_vectors = c->word_vectors, .err = err, .err_len = sizeof(err)};
+        .word_vectors = c->word_vectors, .wordnet = c->wordnet, .err = err, .err_len = sizeof(err)};
     struct log_rec lr;
     int rc;
 
@@ -85,7 +85,7 @@ static int embedder_new(const struct cfg *c, struct embedder **emb, struct embed
         return -EINVAL;
     }
     if ((rc = embed_builtin_new_opts(&eo, emb)) != 0) {
-        log_msg(LOG_ERROR, "word-vector table rejected", err);
+        log_msg(LOG_ERROR, "word-vector or WordNet table rejected", err);
         return rc;
     }
     /* Which mode the embedder is in: with a table it finds synonyms. */
@@ -94,6 +94,8 @@ static int embedder_new(const struct cfg *c, struct embedder **emb, struct embed
     log_int(&lr, "dim", embedder_dim(*emb));
     log_str(&lr, "word_vectors",
             embedder_word_vectors(*emb) ? c->word_vectors : "none (lexical features only)");
+    log_str(&lr, "wordnet",
+            embedder_wordnet(*emb) ? c->wordnet : "none (the verifier runs without WordNet)");
     log_end(&lr);
     b->dim = embedder_dim(*emb);
     snprintf(b->name, sizeof(b->name), "%s:%u", embedder_name(*emb), b->dim);
