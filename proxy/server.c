@@ -144,6 +144,7 @@ struct server {
     struct MHD_Daemon *mhd;
     char addr[64];
     atomic_bool draining;
+    MHD_socket quiesced; /* the listening socket after server_drain, closed by server_stop */
     atomic_size_t inflight;
 
     /* Connection deadlines (struct conn). */
@@ -1797,6 +1798,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
         goto fail;
     }
     atomic_init(&s->draining, false);
+    s->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&s->inflight, 0);
     atomic_init(&s->cut_total, 0);
     pthread_mutex_init(&s->conns_lock, NULL);
@@ -1859,11 +1861,14 @@ void server_drain(struct server *s)
     MHD_socket fd;
 
     atomic_store(&s->draining, true);
-    /* The listening socket becomes ours: closing it refuses new clients
-     * at once instead of leaving them in the accept queue. */
+    /* The listening socket becomes ours: shutting it down refuses new
+     * clients at once instead of leaving them in the accept queue. It is
+     * closed only once MHD has stopped: MHD's workers may still be taking it
+     * out of their epoll sets, and closing it under them is a race. */
     fd = MHD_quiesce_daemon(s->mhd);
+    s->quiesced = fd;
     if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+        shutdown(fd, SHUT_RDWR);
 }
 
 size_t server_inflight(const struct server *s)
@@ -1876,5 +1881,7 @@ void server_stop(struct server *s)
     if (!s)
         return;
     MHD_stop_daemon(s->mhd);
+    if (s->quiesced != MHD_INVALID_SOCKET)
+        close(s->quiesced);
     server_free(s);
 }
