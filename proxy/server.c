@@ -35,6 +35,7 @@
  */
 #include "proxy/server.h"
 
+#include "cache/base/clock.h"
 #include "cache/base/rand.h"
 #include "config/config.h"
 #include "proxy/admin.h"
@@ -220,7 +221,7 @@ struct exch {
 
 static double ms_between(const struct timespec *a, const struct timespec *b)
 {
-    return (double)(b->tv_sec - a->tv_sec) * 1e3 + (double)(b->tv_nsec - a->tv_nsec) / 1e6;
+    return clock_ms_between(a, b);
 }
 
 static void exch_unref(struct exch *x)
@@ -247,19 +248,13 @@ static void exch_unref(struct exch *x)
 /* Wall clock in milliseconds, the cache's time base. */
 static int64_t wall_now(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_wall_ms();
 }
 
 /* Monotonic clock in milliseconds, for connection deadlines. */
 static int64_t mono_ms(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_ms();
 }
 
 static bool valid_client_id(const char *s)
