@@ -156,15 +156,17 @@ static const char *err_name(int err)
     return s ? s : "error";
 }
 
-/* A growable byte buffer. */
-struct buf {
+/* A growable byte buffer for records: reserve-ahead with a soft limit and a
+ * reset that gives big blocks back, which cache/base/buf (append with a hard
+ * cap) does not do; hence its own name. */
+struct bytes {
     uint8_t *p;
     size_t len, cap;
 };
 
 /* Room for extra more bytes, growing by doubling but not beyond limit (unless
  * the bytes themselves need more); 0 or -ENOMEM. */
-static int buf_reserve(struct buf *b, size_t extra, size_t limit)
+static int bytes_reserve(struct bytes *b, size_t extra, size_t limit)
 {
     size_t need = b->len + extra, cap = b->cap ? b->cap : 64 * 1024;
     uint8_t *p;
@@ -184,7 +186,7 @@ static int buf_reserve(struct buf *b, size_t extra, size_t limit)
 }
 
 /* Empties b, giving a big allocation back. */
-static void buf_reset(struct buf *b)
+static void bytes_reset(struct bytes *b)
 {
     if (b->cap > BUF_KEEP) {
         free(b->p);
@@ -194,9 +196,9 @@ static void buf_reset(struct buf *b)
     b->len = 0;
 }
 
-static void buf_swap(struct buf *a, struct buf *b)
+static void bytes_swap(struct bytes *a, struct bytes *b)
 {
-    struct buf t = *a;
+    struct bytes t = *a;
 
     *a = *b;
     *b = t;
@@ -754,8 +756,8 @@ struct newfile {
     char *tmp;
     struct vfs_file *f;
     struct hdr h;
-    uint64_t off; /* bytes written so far */
-    struct buf b; /* staged after off */
+    uint64_t off;   /* bytes written so far */
+    struct bytes b; /* staged after off */
     struct seekidx idx;
     bool renamed; /* tmp is now path */
 };
@@ -798,7 +800,7 @@ static int nf_begin(struct newfile *nf, struct vfs *vfs, const char *dir, const 
     nf->h.created_ms = now_ms;
     nf->h.base_seq = base_seq;
     hdr_set_salt(&nf->h, new_salt(old_salt));
-    rc = buf_reserve(&nf->b, V1_HDR, SIZE_MAX);
+    rc = bytes_reserve(&nf->b, V1_HDR, SIZE_MAX);
     if (rc)
         return rc;
     v1_header_encode(nf->b.p, &nf->h);
@@ -821,7 +823,7 @@ static int nf_flush(struct newfile *nf)
 static int nf_add(struct newfile *nf, const struct rec *rec)
 {
     uint8_t *p;
-    int rc = buf_reserve(&nf->b, V1_REC + (size_t)rec->len, SIZE_MAX);
+    int rc = bytes_reserve(&nf->b, V1_REC + (size_t)rec->len, SIZE_MAX);
 
     if (rc)
         return rc;
@@ -899,7 +901,7 @@ struct wal {
     pthread_cond_t durable_cv; /* wal_wait and wal_rotate wait here */
 
     /* Under mu. */
-    struct buf pending;     /* records not yet taken by the writer, crc 0 */
+    struct bytes pending;   /* records not yet taken by the writer, crc 0 */
     uint64_t pending_recs;  /* how many */
     uint64_t pending_since; /* mono_ns when the first of them came */
     uint64_t next_seq;      /* the next sequence number to hand out */
@@ -926,9 +928,9 @@ struct wal {
     struct hdr h;
     const struct fmt *fmt; /* of the file: always formats[0] once written to */
     uint64_t good_off;     /* file bytes known good: synced, or written under "off" */
-    struct buf un;         /* taken records not yet durable; they go at good_off */
+    struct bytes un;       /* taken records not yet durable; they go at good_off */
     size_t un_written;     /* bytes of un in the file (not yet synced) */
-    struct buf spare;      /* empty; swapped with pending to take a batch */
+    struct bytes spare;    /* empty; swapped with pending to take a batch */
     uint64_t un_last;      /* sequence number of the last record in un */
     uint64_t last_group;   /* records in the last batch taken */
     uint64_t last_sync;    /* mono_ns */
@@ -978,7 +980,7 @@ int wal_append(struct wal *w, uint8_t type, const void *data, size_t len, uint64
     } else if (w->pending.len + w->held + need > w->cap) {
         rc = -ENOBUFS;
     } else {
-        rc = buf_reserve(&w->pending, need, w->cap);
+        rc = bytes_reserve(&w->pending, need, w->cap);
     }
     if (rc == -ENOBUFS || rc == -ENOMEM) {
         rc = -ENOBUFS;
@@ -1078,11 +1080,11 @@ static void take(struct wal *w)
     if (!w->pending_recs)
         return;
     if (!w->spare.len) {
-        buf_swap(&w->pending, &w->spare);
+        bytes_swap(&w->pending, &w->spare);
     } else {
         /* absorb() ran out of memory last time and spare still holds older
          * records: these go after them, never before. */
-        if (buf_reserve(&w->spare, n, w->cap) != 0)
+        if (bytes_reserve(&w->spare, n, w->cap) != 0)
             return; /* leave them pending for the next round */
         memcpy(w->spare.p + w->spare.len, w->pending.p, n);
         w->spare.len += n;
@@ -1103,14 +1105,14 @@ static int absorb(struct wal *w)
         return 0;
     v1_seal(w->spare.p, w->spare.len, &w->h);
     if (!w->un.len) {
-        buf_swap(&w->un, &w->spare);
+        bytes_swap(&w->un, &w->spare);
         return 0;
     }
-    if (buf_reserve(&w->un, w->spare.len, w->cap))
+    if (bytes_reserve(&w->un, w->spare.len, w->cap))
         return -ENOMEM;
     memcpy(w->un.p + w->un.len, w->spare.p, w->spare.len);
     w->un.len += w->spare.len;
-    buf_reset(&w->spare);
+    bytes_reset(&w->spare);
     return 0;
 }
 
@@ -1149,7 +1151,7 @@ static int flush(struct wal *w, bool sync, int *failures)
     if (sync || w->policy == WAL_SYNC_OFF) {
         w->good_off += w->un.len;
         w->un_written = 0;
-        buf_reset(&w->un);
+        bytes_reset(&w->un);
     }
     return 0;
 }
