@@ -107,7 +107,7 @@ test('start-up rules: provider key required, file mode checked, keys never on th
   r = await runCli(['--print-config'], { PARROT_CLIENT_KEYS: `${KEYS.a1} acme`, PARROT_ADMIN_KEY: 'adm-secret-000000000000' });
   assert.equal(r.code, 0);
   assert.ok(!r.stdout.includes(KEYS.a1) && !r.stdout.includes('adm-secret'), r.stdout);
-  assert.match(r.stdout, /client-keys = \*+ \(set\)/);
+  assert.match(r.stdout, /^# client-keys = \*+ {2}# env/m);
   // A malformed entry names its line, not the key.
   const bad = writeTmpFile('bad-keys', `${KEYS.a1} acme\nshort tenant\n`);
   fs.chmodSync(bad, 0o600);

@@ -2,6 +2,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import {
   runCli, cleanup, writeTmpFile, startParrot, startFake, curl, chatBody,
 } from './helpers.mjs';
@@ -20,10 +21,11 @@ const OPTIONS = [
 function parseConfig(stdout) {
   const out = {};
   for (const line of stdout.split('\n')) {
-    if (line.trim() === '' || line.startsWith('#')) continue; // comments allowed
-    const m = /^([a-z][a-z0-9-]*)\s*=\s*(.*?)\s+\((default|file|env|flag)\)\s*$/.exec(line);
-    assert.ok(m, `print-config line not in "name = value  (source)" form: ${JSON.stringify(line)}`);
-    out[m[1]] = { value: m[2], source: m[3] };
+    // "name = value  # source", "name =  # default (unset)", or a secret
+    // commented out: "# name = ********  # env (set; a secret, not printed)".
+    const m = /^(?:# )?([a-z][a-z0-9-]*) =(?: (.*?))? {2}# (default|file|env|flag)\b/.exec(line);
+    if (m) out[m[1]] = { value: m[2] ?? '', source: m[3] };
+    else assert.ok(line.trim() === '' || line.startsWith('#'), `bad line ${JSON.stringify(line)}`);
   }
   return out;
 }
@@ -87,11 +89,14 @@ test('the upstream key is masked in --print-config (file and env)', { timeout: T
   const fileKey = 'sk-file-VERYSECRET-1234567890';
   const envKey = 'sk-env-TOPSECRET-0987654321';
   const file = writeTmpFile('k.conf', `upstream-key = ${fileKey}\n`);
+  fs.chmodSync(file, 0o600); // a config file holding a secret must not be group/other readable
 
   const a = await printConfig(['--config', file]);
   assert.equal(a.cfg['upstream-key'].source, 'file');
   assert.ok(!a.stdout.includes(fileKey) && !a.stderr.includes(fileKey), 'file key leaked');
   assert.ok(!a.cfg['upstream-key'].value.includes('VERYSECRET'), `masked value: ${a.cfg['upstream-key'].value}`);
+  // The secret is commented out, so the printed config is still a valid file.
+  assert.match(a.stdout, /^# upstream-key = \*+ {2}# file\b/m);
 
   const b = await printConfig(['--config', file], { PARROT_UPSTREAM_KEY: envKey });
   assert.equal(b.cfg['upstream-key'].source, 'env', 'env overrides file');

@@ -125,7 +125,7 @@ test('headless Chromium renders the dashboard with live, non-zero numbers', { ti
   assert.equal(num(textOf(dom, 'entries')), 3);
   // Latency rows: a p50 with a unit for hits; the provider is healthy.
   assert.match(dom, /<td>cache hit<\/td><td class="n">2<\/td><td class="n">[\d.]+ (µs|ms)<\/td>/);
-  assert.match(dom, /<td>127\.0\.0\.1:\d+<\/td><td class="ok">closed<\/td><td class="n">3<\/td>/);
+  assert.match(dom, /<td>http:\/\/127\.0\.0\.1:\d+\/v1<\/td><td class="ok">closed<\/td><td class="n">3<\/td>/);
   assert.match(dom, /<code>[0-9a-f]{16}<\/code><\/td><td>gpt-fake<\/td><td class="n">2<\/td>/);
   assert.ok(!dom.includes('first pet'), 'no question on the page');
 });

@@ -26,8 +26,10 @@ let port;     // the default port
 function parseConfig(text) {
   const out = {};
   for (const line of text.split('\n')) {
-    const m = /^([a-z0-9-]+) = (.*?)  \((\w+)\)$/.exec(line);
-    if (m) out[m[1]] = { value: m[2], source: m[3] };
+    // "name = value  # source"; unset: "name =  # default (unset)"; a secret:
+    // "# name = ********  # env (set; a secret, not printed)".
+    const m = /^(?:# )?([a-z0-9-]+) =(?: (.*?))? {2}# (\w+)/.exec(line);
+    if (m) out[m[1]] = { value: m[2] ?? '', source: m[3] };
   }
   return out;
 }
@@ -103,7 +105,12 @@ function bytes(q, parrotSize = false) {
   assert.ok(unit, `unit of ${q}`);
   return Number(m[1]) * unit;
 }
-const seconds = (v) => { const m = /^(\d+)(ms|s|m)?$/.exec(v); return Number(m[1]) * { ms: 0.001, s: 1, m: 60, undefined: 1 }[m[2]]; };
+/** A duration as parrot spells it (30s, 1m, 500ms, 2h; a bare number is seconds), in seconds. */
+const seconds = (v) => {
+  const m = /^(\d+)(ms|s|m|h)?$/.exec(v);
+  assert.ok(m, `duration ${JSON.stringify(v)}`);
+  return Number(m[1]) * { ms: 0.001, s: 1, m: 60, h: 3600, undefined: 1 }[m[2]];
+};
 const matches = (selector, labels) => Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 const rulesFile = () => YAML.parse(fs.readFileSync(deploy('prometheus', 'rules.yml'), 'utf8'));
 /** The job ParrotDown alerts on. */
@@ -263,7 +270,7 @@ test('the systemd unit verifies and its command line is a valid parrot configura
   for (const opt of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'DynamicUser=yes', 'CapabilityBoundingSet='])
     assert.ok(unitLines.includes(opt), `hardening: ${opt}`);
   const timeout = Number(/^TimeoutStopSec=(\d+)s$/m.exec(unit)[1]) * 1000;
-  assert.ok(timeout > Number(defaults['shutdown-timeout'].value.replace('ms', '')), 'systemd waits out the drain');
+  assert.ok(timeout > seconds(defaults['shutdown-timeout'].value) * 1000, 'systemd waits out the drain');
 
   let analyze = null;
   try { execFileSync('systemd-analyze', ['--version'], { stdio: 'ignore' }); analyze = 'systemd-analyze'; } catch { /* missing */ }

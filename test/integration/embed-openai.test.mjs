@@ -81,7 +81,7 @@ test('a paraphrase is a semantic hit through the remote embedder; the key goes a
   assert.equal(m['parrot_embed_call_duration_seconds_bucket{le="+Inf"}'], 3);
 
   const printed = await runCli(['--print-config'], { PARROT_EMBED_KEY: KEY });
-  assert.match(printed.stdout, /^embed-key = \*+ \(set\)/m);
+  assert.match(printed.stdout, /^# embed-key = \*+ {2}# env/m);
   assert.ok(!printed.stdout.includes(KEY), '--print-config must mask embed-key');
   const flag = await runCli(['--embed-key', KEY]);
   assert.equal(flag.code, 2, 'embed-key is not accepted as a flag');
@@ -210,14 +210,14 @@ test('the dimension is learnt from the endpoint at start-up; start-up refuses wi
   assert.match(r.stderr, /http_error; set embed-dim/);
 
   const nourl = await runCli(['--listen', '127.0.0.1:0', '--data-dir', makeTmpDir(), '--embedder', 'openai']);
-  assert.equal(nourl.code, 1);
+  assert.equal(nourl.code, 2, 'a configuration error');
   assert.match(nourl.stderr, /embedder=openai needs embed-url/);
   const bad = await runCli(['--embedder', 'openai', '--embed-url', 'ftp://x/v1']);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /invalid value for embed-url/);
   const unknown = await runCli(['--listen', '127.0.0.1:0', '--data-dir', makeTmpDir(), '--embedder', 'word2vec']);
-  assert.equal(unknown.code, 1);
-  assert.match(unknown.stderr, /unknown embedder/);
+  assert.equal(unknown.code, 2, 'a configuration error');
+  assert.match(unknown.stderr, /invalid value for embedder: 'word2vec' \(expected one of builtin\|openai\)/);
 });
 
 test('a restart re-embeds the log with the embedder now configured: vectors never mix', T, async () => {

@@ -164,7 +164,7 @@ test('upstream attempts, failures, retries, failovers, breaker state and evictio
   });
   await chat(parrot.base, 'First question to fail over');
   const m = await metrics(parrot.base);
-  const p = (name, prov) => m[`${name}{provider="${prov}"}`];
+  const p = (name, prov) => m[`${name}{provider="http://${prov}/v1"}`]; // scheme://host:port/path
   assert.equal(p('parrot_upstream_attempts_total', deadName), 1);
   assert.equal(p('parrot_upstream_failures_total', deadName), 1);
   assert.equal(p('parrot_upstream_breaker_state', deadName), 2, 'open');
@@ -180,7 +180,7 @@ test('upstream attempts, failures, retries, failovers, breaker state and evictio
   const m2 = await metrics(parrot.base);
   assert.ok(m2.parrot_cache_evictions_total > 0, 'evictions counted');
   assert.ok(m2.parrot_cache_memory_bytes <= 12 * 1024, `memory ${m2.parrot_cache_memory_bytes}`);
-  assert.equal(m2[`parrot_upstream_attempts_total{provider="${deadName}"}`], 1, 'open breaker keeps it out');
+  assert.equal(m2[`parrot_upstream_attempts_total{provider="http://${deadName}/v1"}`], 1, 'open breaker keeps it out');
 });
 
 test('the request log line: cache fields, hashed partition, never the prompt', { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -197,7 +197,7 @@ test('the request log line: cache fields, hashed partition, never the prompt', {
   assert.ok(hit.tokens_saved > 0);
   assert.equal(typeof hit.ms, 'number');
   assert.equal(miss.attempts, 1);
-  assert.match(miss.provider, /^127\.0\.0\.1:\d+$/);
+  assert.match(miss.provider, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
   assert.equal(miss.tokens_saved, undefined);
   assert.equal(miss.prompt, undefined);
   assert.ok(!parrot.stderr().includes('treasure'), 'the question never reaches the log');

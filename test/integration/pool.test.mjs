@@ -208,12 +208,12 @@ async function rejection(promise, what) {
 /** One provider metric from parrot's /metrics (undefined when absent). */
 async function providerMetric(parrot, family, name) {
   const m = await metrics(parrot.base);
-  return m[`${family}{provider="${name}"}`];
+  return m[`${family}{provider="http://${name}/v1"}`]; // labels are scheme://host:port/path
 }
 
 async function providerMetrics(parrot, name) {
   const m = await metrics(parrot.base);
-  const get = (f) => m[`parrot_upstream_${f}{provider="${name}"}`];
+  const get = (f) => m[`parrot_upstream_${f}{provider="http://${name}/v1"}`];
   return {
     attempts: get('attempts_total'),
     failures: get('failures_total'),
@@ -575,29 +575,43 @@ test('breaker: 3 failures open it, the provider is skipped, a probe after the co
   assert.ok(na >= 8 && na <= 12, `A took ${na} of 20 requests after recovering (equal weights)`);
 });
 
-test('breaker: /readyz is 503 while the only provider\'s breaker is open, 200 once it closes', { timeout: TEST_TIMEOUT_MS }, async () => {
+test('breaker: /readyz stays 200 while the only provider\'s breaker is open; /readyz?upstream=1 is 503 until it closes', { timeout: TEST_TIMEOUT_MS }, async () => {
   const p = await provider('P', failing(500));
   const parrot = await startParrot({
     args: ['--upstream', p.url, '--retries', '0', '--breaker-failures', '3', '--breaker-cooldown', '1s'],
   });
-  const ready0 = await request(parrot.base, { path: '/readyz' });
-  assert.equal(ready0.status, 200, ready0.body);
+  const readyz = (path) => request(parrot.base, { path });
+  for (const path of ['/readyz', '/readyz?upstream=1']) {
+    const r0 = await readyz(path);
+    assert.equal(r0.status, 200, `${path}: ${r0.body}`);
+    assert.equal(JSON.parse(r0.body).status, 'ready', path);
+  }
   for (let i = 0; i < 3; i++) {
     const r = await curlChat(parrot, `breaker readiness ${i}`);
     assert.equal(r.status, 500, r.body);
   }
-  const ready1 = await request(parrot.base, { path: '/readyz' });
-  assert.equal(ready1.status, 503, `readyz with the only breaker open: ${ready1.body}`);
   assert.equal(await providerMetric(parrot, 'parrot_upstream_breaker_state', p.name), 2);
+  // Still ready to serve (hits work; misses get a clear error), so an
+  // orchestrator does not take the pod out for the provider's outage ...
+  const ready1 = await readyz('/readyz');
+  assert.equal(ready1.status, 200, `readyz with the only breaker open: ${ready1.body}`);
+  assert.equal(JSON.parse(ready1.body).status, 'ready');
+  // ... while the upstream check says no provider is available.
+  const up1 = await readyz('/readyz?upstream=1');
+  assert.equal(up1.status, 503, `readyz?upstream=1 with the only breaker open: ${up1.body}`);
+  assert.equal(JSON.parse(up1.body).status, 'no_upstream', up1.body);
 
   p.setBehaviour(healthy);
-  await waitFor(async () => (await request(parrot.base, { path: '/readyz' })).status === 200,
-    { timeoutMs: 6_000, intervalMs: 100, what: '/readyz to answer 200 after the cooldown' });
+  await waitFor(async () => (await readyz('/readyz?upstream=1')).status === 200,
+    { timeoutMs: 6_000, intervalMs: 100, what: '/readyz?upstream=1 to answer 200 after the cooldown' });
   const r = await curlChat(parrot, 'breaker readiness probe');
   assert.equal(r.status, 200, r.body);
   assert.equal(await providerMetric(parrot, 'parrot_upstream_breaker_state', p.name), 0);
-  const ready2 = await request(parrot.base, { path: '/readyz' });
-  assert.equal(ready2.status, 200, ready2.body);
+  for (const path of ['/readyz', '/readyz?upstream=1']) {
+    const r2 = await readyz(path);
+    assert.equal(r2.status, 200, `${path}: ${r2.body}`);
+    assert.equal(JSON.parse(r2.body).status, 'ready', path);
+  }
 });
 
 // ---------------------------------------------------------------- 8. SDK error classes
