@@ -5,9 +5,10 @@
 #
 #   [PREFIX=/usr] deploy/man/parrot-man.sh [PARROT_BINARY]   default: build/parrot
 #
-# The help text's layout is the contract: a "usage: PROG ..." line, a
-# paragraph whose first line is "parrot: SUMMARY", then sections that start
-# with "NAME:" at column 0. In the "options:" section an option is a line
+# The help text's layout is the contract: a first line "parrot VERSION:
+# SUMMARY.", a "usage: PROG ..." block (its indented lines are the commands,
+# written out below by hand), a paragraph at column 0 that becomes the
+# description, then sections that start with "NAME:" at column 0. In the "options:" section an option is a line
 # "  --flag   env PARROT_X" (or "  key   env PARROT_X or file only") followed
 # by its description indented by 6; "[default: V]" ends the description.
 set -eu
@@ -44,11 +45,17 @@ function flush_opt(   d, def) {
 }
 BEGIN { section = "head"; errors = 0 }
 NR == 1 {
-    if ($1 != "usage:") { print "parrot-man: help does not start with usage:" > "/dev/stderr"; errors = 1; exit 1 }
-    $1 = ""; $2 = "parrot"; usage = trim($0)
+    if ($0 !~ /^parrot [^ ]*: /) {
+        print "parrot-man: help does not start with \"parrot VERSION: SUMMARY\"" > "/dev/stderr"
+        errors = 1; exit 1
+    }
+    summary = substr($0, index($0, ": ") + 2); sub(/\.$/, "", summary)
     next
 }
-section == "head" && /^parrot: / { summary = substr($0, 9); sub(/\.$/, "", summary); section = "desc"; next }
+section == "head" && $1 == "usage:" { $1 = ""; $2 = "parrot"; usage = trim($0); section = "usage"; next }
+section == "head" { next }
+section == "usage" && /^[A-Za-z]/ && !/^[A-Za-z][A-Za-z ]*:$/ { section = "desc" }
+section == "usage" && !/^[A-Za-z][A-Za-z ]*:$/ { next }
 /^[A-Za-z][A-Za-z ]*:$/ {
     flush_opt()
     if (section == "head" || section == "desc") header()
