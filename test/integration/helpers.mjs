@@ -30,7 +30,8 @@ const tmpDirs = new Set();
 // build parrots are stopped with SIGTERM (parrot drains and exits 0) rather
 // than SIGKILL, and waited for.
 
-export const SANITIZER_MARKERS = ['ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'];
+export const SANITIZER_MARKERS = ['ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:',
+  'WARNING: ThreadSanitizer'];
 // How long a sanitized parrot may take to exit after SIGTERM: more than the
 // default shutdown-timeout (30 s), so a slow drain is not mistaken for a hang.
 const SANITIZED_EXIT_MS = 45_000;
