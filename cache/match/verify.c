@@ -88,6 +88,9 @@
 #define MAX_DROP_PCT 20    /* ... and at most this share of all content words */
 #define TYPO_LEN     4     /* shorter words are not taken for typos */
 #define NEAR_COS     0.55f /* word vectors this close stand for each other */
+#ifndef VERB_UP
+#define VERB_UP 1 /* hypernym steps between two verbs that stand for each other */
+#endif
 
 static const char *const names[VERIFY_REASONS] = {"ok",       "numbers", "negation", "opposite",
                                                   "question", "action",  "tense",    "content",
@@ -971,12 +974,15 @@ static unsigned word_flags(const struct verify_tables *t, const struct embed_wor
         f |= W_ARG | W_KNOWN;
     if (wn)
         f |= wordnet_flags(wn, x->text, n);
+    /* A word WordNet does not know is a name, a place, a brand, or a typo:
+     * an argument either way, even when the word vectors know it (they know
+     * "ryan" and "eric", and put them close). Without WordNet, the
+     * embedder's own frequency table stands in for "known". */
+    if (wn && !(f & W_KNOWN))
+        f |= W_ARG;
     if (wv && wordvec_find(wv, x->text, n) >= 0)
         f |= W_KNOWN;
-    /* A word no table knows is a name, a place, a brand, or a typo: an
-     * argument either way. Without WordNet, the embedder's own frequency
-     * table stands in for "known". */
-    if (wn ? !(f & W_KNOWN) : x->rank == 0 && !(f & W_KNOWN))
+    if (!wn && x->rank == 0 && !(f & W_KNOWN))
         f |= W_ARG;
     m->wn = wn;
     m->wv = wv;
@@ -1077,6 +1083,18 @@ enum {
     T_NOUN = 128, /* see W_NOUN */
 };
 
+/* "like" that says what someone likes ("i like this song", "we really
+ * like"), not the framing of "i would like", "like to" or "what is the
+ * weather like". */
+static bool liking(const struct embed_word *w, size_t n, size_t i)
+{
+    static const char *const subject[] = {"i", "we", "they", "he", "she", "really", "also", NULL};
+
+    if (!is(w[i].text, "like") || i == 0 || (i + 1 < n && is(w[i + 1].text, "to")))
+        return false;
+    return span_is((struct span){w[i - 1].text, strlen(w[i - 1].text)}, subject);
+}
+
 static void classify(const struct verify_tables *t, const struct embed_word *w, size_t n,
                      const struct specials *sp, uint8_t *fl)
 {
@@ -1087,9 +1105,10 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
         struct span sw = {w[i].text, strlen(w[i].text)};
         /* Numbers, digits or words, are compared apart (numbers(),
          * number_words()), with the words that make a time of them. */
-        if (w[i].kind == EMBED_NUMBER || w[i].kind == EMBED_QUESTION || neutral(w[i].text) ||
-            word_value(sw) >= 0 || is(w[i].text, "half") || is(w[i].text, "quarter") ||
-            is(w[i].text, "past") || is(w[i].text, "oclock")) {
+        if (w[i].kind == EMBED_NUMBER || w[i].kind == EMBED_QUESTION ||
+            (neutral(w[i].text) && !liking(w, n, i)) || word_value(sw) >= 0 ||
+            is(w[i].text, "half") || is(w[i].text, "quarter") || is(w[i].text, "past") ||
+            is(w[i].text, "oclock")) {
             f = T_SKIP;
         } else {
             unsigned wf = word_flags(t, &w[i]);
@@ -1097,7 +1116,7 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
             f |= wf & W_WEAK ? T_WEAK : 0;
             f |= wf & W_KNOWN ? T_KNOWN : 0;
             f |= wf & W_NOUN ? T_NOUN : 0;
-            if (w[i].kind == EMBED_FUNCTION || w[i].kind == EMBED_FRAMING)
+            if ((w[i].kind == EMBED_FUNCTION || w[i].kind == EMBED_FRAMING) && !liking(w, n, i))
                 f = T_SKIP;
             else if (capitalised(sp, w[i].text))
                 f |= T_ARG;
@@ -1189,6 +1208,54 @@ static bool near_pair(const struct verify_tables *t, const struct embed_word *a,
                       !wordnet_cohyponyms(t->wn, a->text, la, b->text, lb));
 }
 
+/* The word at w[i] as a verb with its particle when one follows ("turn on",
+ * "switch off"), into buf; else the word itself. */
+static const char *phrasal(const struct embed_word *w, size_t n, size_t i, char *buf, size_t cap)
+{
+    static const char *const p[] = {"on", "off", "up", "down", "out"};
+
+    for (size_t k = i + 1; k < n && k <= i + 5; k++)
+        for (unsigned x = 0; x < NELEMS(p); x++)
+            if (is(w[k].text, p[x])) {
+                snprintf(buf, cap, "%s %s", w[i].text, p[x]);
+                return buf;
+            }
+    return w[i].text;
+}
+
+/* Ways to ask a device or a program to run, which WordNet does not link. */
+static const char *const switch_on[] = {"turn on", "switch on", "power on",
+                                        "start",   "activate",  NULL};
+
+/* Two predicate words left on each side, one mostly a verb: one verb
+ * is the other or a kind of it, one hypernym step up ("erase" / "remove",
+ * "reduce" / "decrease", "turn on" / "start"), and WordNet does not call
+ * them antonyms. Siblings under one hypernym ("increase" / "decrease") are
+ * never paired. */
+static bool verb_pair(const struct verify_tables *t, const struct embed_word *a, size_t na,
+                      size_t i, uint8_t af, const struct embed_word *b, size_t nb, size_t j,
+                      uint8_t bf)
+{
+    char pa[2 * EMBED_WORD_MAX + 2], pb[2 * EMBED_WORD_MAX + 2];
+    const char *x, *y;
+
+    /* one of them mostly a verb, the other not mostly a thing unless it is
+     * also a verb ("decrease" is more often a noun) */
+    if ((af | bf) & (T_ARG | T_WEAK) || ((af & T_NOUN) && (bf & T_NOUN)) ||
+        !((word_flags(t, &a[i]) | word_flags(t, &b[j])) & W_VERB))
+        return false;
+    x = phrasal(a, na, i, pa, sizeof(pa));
+    y = phrasal(b, nb, j, pb, sizeof(pb));
+    if (span_is((struct span){x, strlen(x)}, switch_on) &&
+        span_is((struct span){y, strlen(y)}, switch_on))
+        return true;
+    if (wordnet_antonyms(t->wn, x, strlen(x), y, strlen(y)) ||
+        wordnet_cohyponyms(t->wn, x, strlen(x), y, strlen(y)))
+        return false; /* "set" / "reset" are two kinds of one act */
+    return wordnet_same_synset(t->wn, x, strlen(x), y, strlen(y)) ||
+           wordnet_verb_hypernym(t->wn, x, strlen(x), y, strlen(y), VERB_UP);
+}
+
 /* The words that follow "to" (or "from") on both sides, as far as both
  * sides have them, must be the same ones: "from savings to checking" is not
  * "from checking to savings", "convert miles to kilometers" is not
@@ -1243,9 +1310,42 @@ enum verify_reason verify_texts_wv(const char *q, size_t ql, const char *c, size
     return verify_texts_with(q, ql, c, cl, &t);
 }
 
+/* The words of one side left unaccounted, "a b c", into why (diagnostics). */
+static void explain_left(const struct embed_word *w, const uint8_t *fl, size_t n, uint8_t mask,
+                         char *why, size_t cap, size_t *at)
+{
+    for (size_t i = 0; why && i < n; i++) {
+        int k;
+        if (fl[i] & (T_SKIP | T_DONE) || !(fl[i] & mask))
+            continue;
+        k = snprintf(why + *at, cap - *at, "%s%s", *at ? " " : "", w[i].text);
+        if (k < 0 || (size_t)k >= cap - *at)
+            return;
+        *at += (size_t)k;
+    }
+}
+
+static enum verify_reason verify_core(const char *q, size_t ql, const char *c, size_t cl,
+                                      const struct verify_tables *t, char *why, size_t cap);
+
 enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, size_t cl,
                                      const struct verify_tables *t)
 {
+    return verify_core(q, ql, c, cl, t, NULL, 0);
+}
+
+enum verify_reason verify_explain(const char *q, size_t ql, const char *c, size_t cl,
+                                  const struct verify_tables *t, char *why, size_t cap)
+{
+    if (why && cap)
+        why[0] = '\0';
+    return verify_core(q, ql, c, cl, t, cap ? why : NULL, cap);
+}
+
+static enum verify_reason verify_core(const char *q, size_t ql, const char *c, size_t cl,
+                                      const struct verify_tables *t, char *why, size_t cap)
+{
+    size_t at = 0;
     struct embed_word a[MAX_WORDS], b[MAX_WORDS];
     uint8_t af[MAX_WORDS], bf[MAX_WORDS];
     struct nums x, y;
@@ -1310,11 +1410,15 @@ enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, si
             typo_of(&a[i], af[i], b, bf, nb))
             af[i] |= T_DONE;
     for (size_t i = 0; i < na; i++)
-        if (!(af[i] & (T_SKIP | T_DONE)) && (af[i] & T_ARG))
+        if (!(af[i] & (T_SKIP | T_DONE)) && (af[i] & T_ARG)) {
+            explain_left(a, af, na, T_ARG, why, cap, &at);
             return VERIFY_ARGUMENT;
+        }
     for (size_t j = 0; j < nb; j++)
-        if (!(bf[j] & (T_SKIP | T_DONE)) && (bf[j] & T_ARG))
+        if (!(bf[j] & (T_SKIP | T_DONE)) && (bf[j] & T_ARG)) {
+            explain_left(b, bf, nb, T_ARG, why, cap, &at);
             return VERIFY_ARGUMENT;
+        }
     if (t && t->wn)
         for (size_t i = 0; i < na; i++)
             for (size_t j = 0; !(af[i] & (T_SKIP | T_DONE)) && j < nb; j++)
@@ -1322,6 +1426,18 @@ enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, si
                     wordnet_antonyms(t->wn, a[i].text, strlen(a[i].text), b[j].text,
                                      strlen(b[j].text)))
                     return VERIFY_OPPOSITE;
+    if (t && t->wn && VERB_UP > 0)
+        for (size_t i = 0; i < na; i++) {
+            if (af[i] & (T_SKIP | T_DONE))
+                continue;
+            for (size_t j = 0; j < nb; j++)
+                if (!(bf[j] & (T_SKIP | T_DONE)) &&
+                    verb_pair(t, a, na, i, af[i], b, nb, j, bf[j])) {
+                    af[i] |= T_DONE;
+                    bf[j] |= T_DONE;
+                    break;
+                }
+        }
     if (t && t->wv)
         for (size_t i = 0; i < na; i++) {
             if (af[i] & (T_SKIP | T_DONE | T_WEAK))
@@ -1346,8 +1462,15 @@ enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, si
      * a different request. Words left on one side only are dropped ones: a
      * few, in a long enough question, are how paraphrases differ. */
     if ((left_a && left_b) || left_a + left_b > MAX_DROPS ||
-        (left_a + left_b) * 100 > MAX_DROP_PCT * all)
+        (left_a + left_b) * 100 > MAX_DROP_PCT * all) {
+        explain_left(a, af, na, 0xff, why, cap, &at);
+        if (why && at + 3 < cap) {
+            memcpy(why + at, " |", 3);
+            at += 2;
+        }
+        explain_left(b, bf, nb, 0xff, why, cap, &at);
         return VERIFY_CONTENT;
+    }
     if (roles_differ(a, af, na, b, bf, nb))
         return VERIFY_ROLE;
     return VERIFY_OK;

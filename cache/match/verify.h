@@ -55,6 +55,12 @@ struct verify_tables {
 enum verify_reason verify_texts_with(const char *query, size_t qlen, const char *cand, size_t clen,
                                      const struct verify_tables *t);
 
+/* verify_texts_with(), and for diagnostics the words that failed (an
+ * argument without a counterpart; the predicate words left on each side,
+ * "query words | candidate words") into why[0..cap). */
+enum verify_reason verify_explain(const char *query, size_t qlen, const char *cand, size_t clen,
+                                  const struct verify_tables *t, char *why, size_t cap);
+
 /* verify_texts_with() with a word-vector table only (may be NULL). */
 enum verify_reason verify_texts_wv(const char *query, size_t qlen, const char *cand, size_t clen,
                                    const struct wordvec *wv);

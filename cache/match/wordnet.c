@@ -511,6 +511,49 @@ bool wordnet_cohyponyms(const struct wordnet *wn, const char *a, size_t alen, co
     return false;
 }
 
+/* The verb synsets of a, and their hypernyms up to depth steps, into up. */
+static size_t verb_ups(const struct wordnet *wn, const uint32_t *syn, size_t m, unsigned depth,
+                       uint32_t *up, size_t max)
+{
+    size_t n = 0, from = 0;
+
+    for (size_t i = 0; i < m; i++)
+        if (syn_byte(wn, syn[i], 2) == WORDNET_VERB)
+            add_id(up, &n, max, syn[i]);
+    for (unsigned d = 0; d < depth; d++) {
+        size_t to = n;
+        for (size_t i = from; i < to; i++) {
+            uint32_t r = syn_run(wn, up[i]) + syn_byte(wn, up[i], 0);
+            for (uint32_t h = 0; h < syn_byte(wn, up[i], 1); h++)
+                add_id(up, &n, max, pool_at(wn, r + h));
+        }
+        from = to;
+    }
+    return n;
+}
+
+bool wordnet_verb_hypernym(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                           size_t blen, unsigned depth)
+{
+    uint32_t la[MAX_BASES], lb[MAX_BASES], sa[MAX_SYNS], sb[MAX_SYNS], up[MAX_SYNS];
+    size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
+    size_t ma = synsets_of(wn, la, na, false, sa, MAX_SYNS);
+    size_t mb = synsets_of(wn, lb, nb, false, sb, MAX_SYNS);
+    size_t k;
+
+    /* a's verb senses and what they are kinds of, against b's verb senses,
+     * then the other way round */
+    k = verb_ups(wn, sa, ma, depth, up, MAX_SYNS);
+    for (size_t i = 0; i < mb; i++)
+        if (syn_byte(wn, sb[i], 2) == WORDNET_VERB && contains(up, k, sb[i]))
+            return true;
+    k = verb_ups(wn, sb, mb, depth, up, MAX_SYNS);
+    for (size_t i = 0; i < ma; i++)
+        if (syn_byte(wn, sa[i], 2) == WORDNET_VERB && contains(up, k, sa[i]))
+            return true;
+    return false;
+}
+
 bool wordnet_is_instance(const struct wordnet *wn, const char *w, size_t n)
 {
     uint32_t l[MAX_BASES], s[MAX_SYNS];

@@ -76,6 +76,12 @@ bool wordnet_antonyms(const struct wordnet *wn, const char *a, size_t alen, cons
 bool wordnet_cohyponyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
                         size_t blen);
 
+/* A verb sense of one of a and b is the other's, or a kind of it within
+ * depth hypernym steps (@): "erase" / "remove", "reduce" / "decrease".
+ * Verbs only: two nouns so related are two things. */
+bool wordnet_verb_hypernym(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                           size_t blen, unsigned depth);
+
 /* Some noun sense of w is an instance (@i): a named thing, "Germany". */
 bool wordnet_is_instance(const struct wordnet *wn, const char *w, size_t n);
 

@@ -7,8 +7,10 @@
 #include <cmocka.h>
 
 #include "cache/match/verify.h"
+#include "cache/match/wordnet.h"
 
 #include <string.h>
+#include <unistd.h>
 
 static enum verify_reason v(const char *a, const char *b)
 {
@@ -222,6 +224,73 @@ static void test_negation_far_in(void **state)
     assert_int_equal(v(a, b), VERIFY_NEGATION);
 }
 
+/* "like" is framing in "i would like" and "what is ... like", a predicate
+ * word when someone likes something. */
+static void test_liking(void **state)
+{
+    (void)state;
+    assert_int_equal(v("i like this song", "where can i find this song"), VERIFY_CONTENT);
+    assert_int_equal(v("we really like this song", "play this song"), VERIFY_CONTENT);
+    assert_int_equal(
+        v("What's the weather in Paris today?", "What is the weather like in Paris today?"),
+        VERIFY_OK);
+    assert_int_equal(v("i would like a coffee", "i'd like a coffee"), VERIFY_OK);
+    assert_int_equal(v("i would like to book a table", "book a table"), VERIFY_OK);
+}
+
+/* With the real WordNet table (make wordnet; skipped without it): one verb
+ * may stand for another it is a kind of ("reduce" / "decrease"), and the
+ * ways to switch a device on stand for each other; siblings, antonyms,
+ * opposite particles and names the table does not know never do. */
+static void test_verbs_with_wordnet(void **state)
+{
+    struct wordnet *wn = NULL;
+    struct verify_tables t = {NULL, NULL};
+    static const char *const miss[][2] = {
+        {"set an alarm for 7 am", "reset the alarm for 7 am"},
+        {"start the vacuum cleaner", "turn off the vacuum cleaner"},
+        {"activate the coffee machine", "turn off the coffee machine"},
+        {"switch on the hall light", "switch off the hall light"},
+        {"increase the volume", "decrease the volume"},
+        {"raise the volume", "lower the volume"},
+        {"play the radio", "pause the radio"},
+        {"start the music", "stop the music"},
+        {"buy apples", "sell apples"},
+        {"lock the door", "unlock the door"},
+        {"turn on the lights", "dim the lights"},
+        {"set the alarm", "change the alarm"},
+        {"do i have any new email from ryan", "do i have a new email from eric"},
+        {"send a text to kevin", "send a text to jason"},
+        {"i like this song", "where can i find this song"},
+    };
+    static const char *const hit[][2] = {
+        {"start the vacuum cleaner", "turn on the vacuum cleaner"},
+        {"activate the coffee machine", "switch the coffee machine on"},
+        {"reduce the volume", "decrease the volume"},
+        {"cancel my alarm", "delete my alarm"},
+        {"do i have any new email from ryan", "any new emails from ryan"},
+    };
+    char err[256];
+
+    (void)state;
+    if (access("build/wordnet.bin", R_OK) != 0 ||
+        wordnet_load("build/wordnet.bin", &wn, err, sizeof(err)) != 0)
+        skip();
+    t.wn = wn;
+    for (size_t i = 0; i < sizeof(miss) / sizeof(miss[0]); i++) {
+        const char *a = miss[i][0], *b = miss[i][1];
+        if (verify_texts_with(a, strlen(a), b, strlen(b), &t) == VERIFY_OK ||
+            verify_texts_with(b, strlen(b), a, strlen(a), &t) == VERIFY_OK)
+            fail_msg("must miss: \"%s\" / \"%s\"", a, b);
+    }
+    for (size_t i = 0; i < sizeof(hit) / sizeof(hit[0]); i++) {
+        const char *a = hit[i][0], *b = hit[i][1];
+        if (verify_texts_with(a, strlen(a), b, strlen(b), &t) != VERIFY_OK)
+            fail_msg("should hit: \"%s\" / \"%s\"", a, b);
+    }
+    wordnet_free(wn);
+}
+
 static void test_reason_names(void **state)
 {
     (void)state;
@@ -241,12 +310,19 @@ static void test_reason_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers),        cmocka_unit_test(test_negation),
-        cmocka_unit_test(test_opposites),      cmocka_unit_test(test_question_words),
-        cmocka_unit_test(test_action),         cmocka_unit_test(test_tense),
-        cmocka_unit_test(test_content),        cmocka_unit_test(test_arguments),
-        cmocka_unit_test(test_empty_and_long), cmocka_unit_test(test_negation_far_in),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_negation),
+        cmocka_unit_test(test_opposites),
+        cmocka_unit_test(test_question_words),
+        cmocka_unit_test(test_action),
+        cmocka_unit_test(test_tense),
+        cmocka_unit_test(test_content),
+        cmocka_unit_test(test_arguments),
+        cmocka_unit_test(test_empty_and_long),
+        cmocka_unit_test(test_negation_far_in),
         cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_liking),
+        cmocka_unit_test(test_verbs_with_wordnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
