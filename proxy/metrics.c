@@ -1,6 +1,8 @@
 /* metrics.c - per-request counters, histograms, savings; see metrics.h. */
 #include "proxy/metrics.h"
 
+#include "upstream/upstream.h"
+
 #include "cache/cache.h"
 #include "proxy/chat.h"
 
@@ -597,5 +599,55 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
             gauge_seconds(b, "parrot_cache_load_seconds",
                           "Start-up time to load the snapshot and replay the log.", st->loaded_ms);
     }
+    return rc ? -ENOMEM : 0;
+}
+
+int metrics_providers(struct buf *b, const struct up_provider_stats *st, size_t n)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"parrot_upstream_attempts_total", "counter", "Requests sent to each provider."},
+        {"parrot_upstream_failures_total", "counter",
+         "Attempts that failed: connection error, timeout, 408, 409, 429 or 5xx."},
+        {"parrot_upstream_retries_total", "counter", "Attempts that were retries."},
+        {"parrot_upstream_failovers_total", "counter",
+         "Retries that moved to this provider from another."},
+        {"parrot_upstream_breaker_state", "gauge",
+         "Circuit breaker: 0 closed, 1 half-open, 2 open."},
+    };
+    char line[512];
+    int rc = 0;
+
+    for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+        rc |= metrics_family(b, fam[f].name, fam[f].type, fam[f].help);
+        for (size_t i = 0; i < n; i++) {
+            uint64_t v = f == 0   ? st[i].attempts
+                         : f == 1 ? st[i].failures
+                         : f == 2 ? st[i].retries
+                         : f == 3 ? st[i].failovers
+                                  : (uint64_t)st[i].breaker;
+            snprintf(line, sizeof(line), "%s{provider=\"%.159s\"} %llu\n", fam[f].name, st[i].name,
+                     (unsigned long long)v);
+            rc |= buf_puts(b, line, 1u << 20);
+        }
+    }
+    return rc ? -ENOMEM : 0;
+}
+
+int metrics_server(struct buf *b, size_t inflight, uint64_t slow_cut)
+{
+    char line[64];
+    int rc;
+
+    rc = metrics_family(b, "parrot_inflight_requests", "gauge", "Requests being served.");
+    snprintf(line, sizeof(line), "parrot_inflight_requests %zu\n", inflight);
+    rc |= buf_puts(b, line, 1u << 20);
+    rc |= metrics_family(b, "parrot_slow_clients_cut_total", "counter",
+                         "Connections cut off because a request head or body did not arrive in "
+                         "time (header-timeout).");
+    snprintf(line, sizeof(line), "parrot_slow_clients_cut_total %llu\n",
+             (unsigned long long)slow_cut);
+    rc |= buf_puts(b, line, 1u << 20);
     return rc ? -ENOMEM : 0;
 }

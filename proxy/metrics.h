@@ -93,6 +93,16 @@ struct cache_stats;
 struct chat_stats;
 int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache_stats *st);
 
+struct up_provider_stats;
+
+/* Append the provider pool's per-provider counters (attempts, failures,
+ * retries, failovers, breaker state) for st[0..n). Returns 0, or -ENOMEM. */
+int metrics_providers(struct buf *b, const struct up_provider_stats *st, size_t n);
+
+/* Append the server's own gauges and counters: requests in flight and slow
+ * clients cut off (proxy/conns.h). Returns 0, or -ENOMEM. */
+int metrics_server(struct buf *b, size_t inflight, uint64_t slow_cut);
+
 /* Add this module's numbers to the dashboard's JSON object. Returns 0 or
  * -ENOMEM. */
 int metrics_json(struct metrics *m, struct cJSON *obj);
