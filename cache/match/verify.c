@@ -851,7 +851,7 @@ static const char *const neutral_words[] = {
     "again",   "being",     "mine",     "yours",    "ours",       "myself", "yourself",
     "able",    "help",      "check",    "whether",  "right",      "mean",   "means",
     "meaning", "exactly",   "actually", "anything", "everything", "any",    "currently",
-    "soon",    "still",     "would",    "say",      "said",
+    "soon",    "still",     "would",    "say",      "said",       "look",   "looks",
 };
 
 /* Arguments no table lists: times of day and relative dates, whose answer
