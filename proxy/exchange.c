@@ -99,41 +99,63 @@ static void add_common_headers(struct exch *x, struct MHD_Response *r)
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
-/* Adds parrot's headers, queues r (the connection keeps its own reference)
- * and records the status for the log. */
-static enum MHD_Result respond(struct exch *x, int status, struct MHD_Response *r)
+/* Adds parrot's headers to r and marks x answered, with the status for the
+ * log. Where the upstream thread may still run, the caller holds x->lock. */
+static struct MHD_Response *prepare(struct exch *x, int status, struct MHD_Response *r)
+{
+    add_common_headers(x, r);
+    x->status = status;
+    x->state = XS_RESPONDED;
+    return r;
+}
+
+/* Queues a prepared response (the connection keeps its own reference).
+ * Never with x->lock held: libmicrohttpd holds its response lock while it
+ * calls stream_read, which takes x->lock. */
+static enum MHD_Result submit(struct exch *x, struct MHD_Response *r)
 {
     enum MHD_Result ret;
 
-    add_common_headers(x, r);
-    ret = MHD_queue_response(x->conn, (unsigned)status, r);
+    if (!r)
+        return MHD_NO;
+    ret = MHD_queue_response(x->conn, (unsigned)x->status, r);
     MHD_destroy_response(r);
-    x->status = status;
-    x->state = XS_RESPONDED;
     return ret;
+}
+
+static struct MHD_Response *buffer_response(struct exch *x, int status, const char *ctype,
+                                            char *body, size_t len,
+                                            enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
+
+    if (!r)
+        return NULL;
+    if (ctype)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    x->bytes_out = len;
+    return prepare(x, status, r);
 }
 
 enum MHD_Result xch_queue_buffer(struct exch *x, int status, const char *ctype, char *body,
                                  size_t len, enum MHD_ResponseMemoryMode mode)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
-
-    if (!r)
-        return MHD_NO;
-    if (ctype)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    x->bytes_out = len;
-    return respond(x, status, r);
+    return submit(x, buffer_response(x, status, ctype, body, len, mode));
 }
 
-enum MHD_Result xch_queue_error(struct exch *x, const struct oai_error *e)
+static struct MHD_Response *error_response(struct exch *x, const struct oai_error *e)
 {
     size_t len = 0;
     char *json = oai_error_json(e, &len);
 
-    if (!json)
-        return MHD_NO;
-    return xch_queue_buffer(x, e->status, "application/json", json, len, MHD_RESPMEM_MUST_FREE);
+    return json
+               ? buffer_response(x, e->status, "application/json", json, len, MHD_RESPMEM_MUST_FREE)
+               : NULL;
+}
+
+enum MHD_Result xch_queue_error(struct exch *x, const struct oai_error *e)
+{
+    return submit(x, error_response(x, e));
 }
 
 enum MHD_Result xch_queue_json(struct exch *x, int status, const char *json)
@@ -197,7 +219,8 @@ static void stream_free(void *cls)
     xch_unref(cls);
 }
 
-static enum MHD_Result queue_stream(struct exch *x)
+/* The streamed answer's response (x->lock held). */
+static struct MHD_Response *stream_response(struct exch *x)
 {
     uint64_t size = MHD_SIZE_UNKNOWN;
     struct MHD_Response *r;
@@ -208,27 +231,27 @@ static enum MHD_Result queue_stream(struct exch *x)
     r = MHD_create_response_from_callback(size, 32 * 1024, stream_read, x, stream_free);
     if (!r) {
         xch_unref(x);
-        return MHD_NO;
+        return NULL;
     }
     add_relayed_headers(x, r);
-    return respond(x, (int)x->up_status, r);
+    return prepare(x, (int)x->up_status, r);
 }
 
-static enum MHD_Result queue_full(struct exch *x)
+/* The whole answer's response (x->lock held); it takes x->out over. */
+static struct MHD_Response *full_response(struct exch *x)
 {
     struct MHD_Response *r;
     size_t len = x->out.len;
 
-    /* The response takes the buffer over. */
     r = MHD_create_response_from_buffer(len, len ? x->out.p : (void *)"",
                                         len ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!r)
-        return MHD_NO;
+        return NULL;
     if (len)
         buf_take(&x->out, NULL);
     add_relayed_headers(x, r);
     x->bytes_out = len;
-    return respond(x, (int)x->up_status, r);
+    return prepare(x, (int)x->up_status, r);
 }
 
 static void resume(struct exch *x)
@@ -749,15 +772,16 @@ enum MHD_Result xch_on_request(void *cls, struct MHD_Connection *conn, const cha
         pthread_mutex_unlock(&x->lock);
         return route_woken(x, st);
     }
-    enum MHD_Result ret = MHD_YES;
-    if (st == XS_STREAM)
-        ret = queue_stream(x);
-    else if (st == XS_FULL)
-        ret = queue_full(x);
-    else if (st == XS_FAILED)
-        ret = xch_queue_error(x, &x->err);
+    /* The response is made under x->lock (the upstream thread may still be
+     * feeding a stream) and queued after it. */
+    struct MHD_Response *r = st == XS_STREAM   ? stream_response(x)
+                             : st == XS_FULL   ? full_response(x)
+                             : st == XS_FAILED ? error_response(x, &x->err)
+                                               : NULL;
     pthread_mutex_unlock(&x->lock);
-    return ret;
+    if (st != XS_STREAM && st != XS_FULL && st != XS_FAILED)
+        return MHD_YES;
+    return submit(x, r);
 }
 
 /* The request's metrics: route and status, and for a chat completion its
