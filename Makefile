@@ -48,13 +48,22 @@ FUZZ_SRC := $(wildcard test/fuzz/fuzz_*.c)
 FUZZ_REPLAY := $(FUZZ_SRC:test/fuzz/%.c=$(BUILD)/fuzz/replay_%)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all test unit asan tsan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors \
+.PHONY: FORCE all test unit asan tsan run fmt lint deps run-deps bench-deps clean bench eval fuzz vectors \
         install uninstall deb mustmiss wordnet
 
 all: $(BUILD)/parrot
 
 $(BUILD)/parrot: $(LIB_OBJ) $(BUILD)/proxy/main.o
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The git revision, when built from a checkout (parrot --version,
+# parrot_build_info): only config.o carries it, rebuilt when HEAD moves.
+GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null)
+$(BUILD)/config/config.o: CFLAGS += $(if $(GIT_REV),-DPARROT_GIT_REV='"$(GIT_REV)"')
+$(BUILD)/config/config.o: $(BUILD)/git-rev
+$(BUILD)/git-rev: FORCE
+	@mkdir -p $(BUILD); echo '$(GIT_REV)' | cmp -s - $@ || echo '$(GIT_REV)' > $@
+FORCE:
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -637,10 +637,15 @@ int metrics_providers(struct buf *b, const struct up_provider_stats *st, size_t 
 
 int metrics_server(struct buf *b, size_t inflight, uint64_t slow_cut)
 {
-    char line[64];
+    char line[160];
     int rc;
 
-    rc = metrics_family(b, "parrot_inflight_requests", "gauge", "Requests being served.");
+    rc = metrics_family(b, "parrot_build_info", "gauge",
+                        "Always 1; the labels say which parrot this is.");
+    snprintf(line, sizeof(line), "parrot_build_info{version=\"%.32s\",revision=\"%.40s\"} 1\n",
+             cfg_version(), cfg_git_rev());
+    rc |= buf_puts(b, line, 1u << 20);
+    rc |= metrics_family(b, "parrot_inflight_requests", "gauge", "Requests being served.");
     snprintf(line, sizeof(line), "parrot_inflight_requests %zu\n", inflight);
     rc |= buf_puts(b, line, 1u << 20);
     rc |= metrics_family(b, "parrot_slow_clients_cut_total", "counter",

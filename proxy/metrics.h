@@ -99,8 +99,9 @@ struct up_provider_stats;
  * retries, failovers, breaker state) for st[0..n). Returns 0, or -ENOMEM. */
 int metrics_providers(struct buf *b, const struct up_provider_stats *st, size_t n);
 
-/* Append the server's own gauges and counters: requests in flight and slow
- * clients cut off (proxy/conns.h). Returns 0, or -ENOMEM. */
+/* Append the server's own gauges and counters: the build (version and git
+ * revision), requests in flight and slow clients cut off (proxy/conns.h).
+ * Returns 0, or -ENOMEM. */
 int metrics_server(struct buf *b, size_t inflight, uint64_t slow_cut);
 
 /* Add this module's numbers to the dashboard's JSON object. Returns 0 or

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import OpenAI from 'openai';
 import {
-  startParrot, startFake, cleanup, request, errorShape, closedPort, waitFor, PARROT_BIN, cleanEnv,
+  startParrot, startFake, cleanup, request, errorShape, closedPort, waitFor, PARROT_BIN, cleanEnv, runCli,
 } from './helpers.mjs';
 
 after(cleanup);
@@ -387,6 +387,10 @@ test('papercuts: 405 names its methods, a base URL without /v1 gets a hint, a ba
   });
   assert.equal(ttl.status, 400);
   assert.equal(errorShape(assert, ttl.body).code, 'invalid_header');
+  // /metrics names the build, as --version does.
+  const version = (await runCli(['--version'])).stdout.trim().split(' ').pop();
+  const m = await request(parrot.base, { path: '/metrics' });
+  assert.match(m.body, new RegExp(`^parrot_build_info\\{version="${version.replace(/\./g, '\\.')}",revision="[0-9a-f]*"\\} 1$`, 'm'));
   assert.equal(fake.stats().total, 0);
 });
 
