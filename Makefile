@@ -109,7 +109,7 @@ $(BUILD)/deploy/%: deploy/%.c $(LIB_OBJ)
 BENCH_BIN := $(BUILD)/bench/lookup_bench $(BUILD)/bench/hnsw_bench $(BUILD)/bench/wal_bench \
              $(BUILD)/bench/restart_bench
 bench: bench-deps
-	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(VECTORS) $(WORDNET)
 	./$(BUILD)/bench/lookup_bench
 	bash bench/run.sh
 

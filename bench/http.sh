@@ -39,7 +39,9 @@ sh "$shared/peers.sh" start >/dev/null
 start_parrot() { # port pidfile args...
     local port=$1 pidfile=$2
     shift 2
+    # The best default mode, as `make run` serves it: word vectors and WordNet.
     ./build/parrot --listen 127.0.0.1:"$port" --upstream http://127.0.0.1:18080/v1 \
+        --word-vectors build/word-vectors.bin --wordnet build/wordnet.bin \
         --data-dir "$tmp/data-$port" --log-level warn "$@" 2>"$tmp/parrot-$port.log" &
     echo $! >"$pidfile"
     for _ in $(seq 50); do
@@ -54,8 +56,12 @@ start_parrot $hit_port "$tmp/hit.pid"
 start_parrot $miss_port "$tmp/miss.pid" --cache false
 
 req=$shared/request.json
-# A paraphrase of the warmed question: a semantic hit, not an exact one.
-sed 's/What is the capital of France? Please answer in one or two sentences and mention one landmark there./Please answer in one or two sentences and mention one landmark there: what is the capital city of France?/' \
+# A paraphrase of the warmed question: a semantic hit, not an exact one (a
+# contraction and a WordNet synonym, mention/name, so the verifier works for
+# it). The verifier refuses the earlier paraphrase, which added "city" and
+# put the instruction first: a word one side does not account for, and an
+# order where the other asks a question (docs/quality.md).
+sed "s/What is the capital of France? Please answer in one or two sentences and mention one landmark there./What's the capital of France? Please answer in one or two sentences and name one landmark there./" \
     "$req" >"$tmp/semantic.json"
 post() { # url body -> headers
     curl -s -o /dev/null -D - -X POST -H 'Content-Type: application/json' \
