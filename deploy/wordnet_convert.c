@@ -1,5 +1,5 @@
 /* wordnet_convert.c - compiles Princeton WordNet 3.0's dictionary files into
- * the table cache/wordnet.c reads (its format is written out there).
+ * the table cache/match/wordnet.c reads (its format is written out there).
  *
  *   wordnet_convert DICTDIR OUT
  *

@@ -11,7 +11,7 @@
  * no admin key configured every call answers 403 admin_disabled. Every call
  * is logged as one JSON line {"msg":"admin","action":...} with its
  * parameters, status and count, never a prompt. Removals are written to the
- * write-ahead log (proxy/journal.h, DEL records), so they survive a restart.
+ * write-ahead log (cache/persist/records.h, DEL records), so they survive a restart.
  *
  * No libmicrohttpd here: server.c passes the request in and sends the reply.
  * Threads: any; the state behind struct admin is thread-safe.

@@ -8,10 +8,11 @@
  *   routes.c    what a request is: the head's checks, the route, the cache
  *               policy's verdicts, and the operational endpoints
  *
- * Every request gets a struct exch ("exchange"). Three parties hold a
+ * Every request gets a struct exch ("exchange"). Up to four parties hold a
  * reference to it and each drops its own: libmicrohttpd (until the request
- * completes), the upstream transfer (until on_done), and a streaming
- * response (until libmicrohttpd frees it). x->lock guards everything the
+ * completes), the upstream transfer (until on_done), a streaming response
+ * (until libmicrohttpd frees it), and a pending wake-up (from
+ * xch_wait_suspended until xch_wake_as). x->lock guards everything the
  * upstream thread and the HTTP threads both touch.
  *
  * The life of a proxied request:

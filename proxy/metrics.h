@@ -1,7 +1,9 @@
 /* metrics.h - request counters, latency histograms, savings and top misses.
  *
- * The cache's and the pool's own counters live in their modules (chat.c,
- * upstream.c); this one keeps what the HTTP front end observes per request:
+ * The cache's and the pool's own counters live in their modules (cache.c,
+ * chat.c, upstream.c), which expose them as stats structs; this module
+ * renders all of them as Prometheus text, and keeps what the HTTP front end
+ * observes per request:
  * requests by route and status, latency histograms, tokens and money the
  * cache saved, and the partitions that miss most. It renders them as
  * Prometheus text (exposition format 0.0.4) and as JSON for the dashboard.

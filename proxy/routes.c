@@ -123,7 +123,6 @@ static enum MHD_Result cached_route(struct exch *x)
     return cached_verdict(x, chat_lookup(s->chat, x->chat, clock_wall_ms()));
 }
 
-/* Per-provider counters from the pool, in Prometheus text. */
 /* The cache's Prometheus text. */
 static int cache_metrics(struct server *s, struct buf *b)
 {

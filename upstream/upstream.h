@@ -22,7 +22,7 @@
  * the handler's on_done() returns. on_done() runs exactly once for every
  * successful submit, also when the transfer is cancelled or the pool is shut
  * down. Callers that may cancel from another thread guard their pointer with
- * their own lock and clear it inside on_done() (see proxy/server.c).
+ * their own lock and clear it inside on_done() (see proxy/exchange.c).
  */
 #ifndef PARROT_UPSTREAM_H
 #define PARROT_UPSTREAM_H

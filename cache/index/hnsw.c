@@ -1196,7 +1196,7 @@ size_t hnsw_memory(const struct hnsw *h)
 /* ---- save and load ----------------------------------------------------- */
 
 /* The serialised graph is the flat arrays of the layout above, in this order
- * (all little-endian, through cache/le.h):
+ * (all little-endian, through cache/base/le.h):
  *
  *   u32 magic "HNSW" (0x57534e48), u32 version (1)
  *   u32 dim, u32 m, u32 ef_construction, u32 ef_search, u64 rng

@@ -1,6 +1,6 @@
 /* store.h - the entry store: exact and semantic lookup, TTL, eviction.
  *
- * Entries live in partitions (see cache/canon.h); a semantic lookup only ever
+ * Entries live in partitions (see proxy/openai/canon.h); a semantic lookup only ever
  * searches the one partition its request belongs to, so a similar question
  * from another tenant, model or conversation can never be a candidate. A
  * partition is scanned exhaustively while it is small and gets its own HNSW

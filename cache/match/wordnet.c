@@ -1,6 +1,6 @@
 /* wordnet.c - the compiled WordNet table; see wordnet.h for what it answers.
  *
- * File format, little-endian (cache/le.h), written by deploy/wordnet_convert:
+ * File format, little-endian (cache/base/le.h), written by deploy/wordnet_convert:
  *   0   "PRWN"           magic
  *   4   u32 version      1
  *   8   u32 nlemmas      lemmas, sorted by name (strcmp), distinct

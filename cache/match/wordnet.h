@@ -4,7 +4,7 @@
  *
  * The table is made once at set-up time from Debian's wordnet-base files
  * (deploy/fetch-wordnet.sh runs deploy/wordnet_convert) and only read
- * afterwards; its format is written out at the top of cache/wordnet.c.
+ * afterwards; its format is written out at the top of cache/match/wordnet.c.
  *
  * Words are given as they occur in text: any case, multiword lemmas with
  * spaces or underscores ("New York", "day_of_the_week"). Every query first

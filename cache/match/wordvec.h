@@ -9,7 +9,7 @@
  * (Arora et al. 2017, "A simple but tough-to-beat baseline for sentence
  * embeddings"), computed by the converter from the vocabulary.
  *
- * File format, little-endian (cache/le.h):
+ * File format, little-endian (cache/base/le.h):
  *   0   "PRWV"         magic
  *   4   u32 version    1
  *   8   u32 dim        1 .. WORDVEC_MAX_DIM

@@ -1,6 +1,6 @@
 /* snapshot.c - write and load cache snapshots; see snapshot.h.
  *
- * On-disk format, version 1 (little-endian, fixed width, through cache/le.h)
+ * On-disk format, version 1 (little-endian, fixed width, through cache/base/le.h)
  * ---------------------------------------------------------------------------
  * File header, 64 bytes:
  *    off size field
@@ -33,7 +33,7 @@
  *                        is the one the partition's graph holds under id
  *     41  4*dim (vec 1 only) the vector
  *      ..  rest            the caller's record (snap_codec; the cache writes a
- *                          journal PUT payload, see proxy/journal.h)
+ *                          journal PUT payload, see cache/persist/records.h)
  *
  * A file whose dim or embedder differs from the running parrot's is loaded
  * without its vectors: graphs are read (and checked) but dropped, and every

@@ -202,7 +202,7 @@ int wal_check(const struct wal_opts *o, struct wal_report *rep);
  * the old one and sync the directory. A clean file is left alone. Returns 0,
  * or -EBADMSG / -EPROTONOSUPPORT when the header itself is unusable (nothing
  * is changed), or an I/O error (the old file is left as it was). The caller
- * makes sure no process has the WAL open (cache/datadir.h). */
+ * makes sure no process has the WAL open (cache/persist/datadir.h). */
 int wal_repair(const struct wal_opts *o, struct wal_report *rep);
 
 /* Write a report for people: a few "key: value" lines, then the message. */

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/canon.h"
+#include "proxy/openai/canon.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "proxy/completion.h"
+#include "proxy/openai/completion.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>

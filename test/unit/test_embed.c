@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/embed.h"
+#include "cache/match/embed.h"
 
 #include <errno.h>
 #include <math.h>

@@ -1,4 +1,4 @@
-/* Unit tests for proxy/flight.c: one leader per key, every waiter woken once. */
+/* Unit tests for cache/flight.c: one leader per key, every waiter woken once. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/hnsw.h"
+#include "cache/index/hnsw.h"
 
 #include <errno.h>
 #include <math.h>

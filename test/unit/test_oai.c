@@ -7,7 +7,7 @@
 #include <cmocka.h>
 
 #include "proxy/headers.h"
-#include "proxy/oai.h"
+#include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>

@@ -6,8 +6,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/map.h"
-#include "cache/store.h"
+#include "cache/base/map.h"
+#include "cache/index/store.h"
 
 #include <errno.h>
 #include <math.h>

@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/terms.h"
+#include "cache/match/terms.h"
 
 #include <math.h>
 #include <stdio.h>

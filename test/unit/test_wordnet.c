@@ -1,4 +1,4 @@
-/* Unit tests for cache/wordnet.c and deploy/wordnet_convert.c: the converter's
+/* Unit tests for cache/match/wordnet.c and deploy/wordnet_convert.c: the converter's
  * table of the hand-written fixture in test/fixtures/wordnet, a damaged
  * table, and a few facts of the real WordNet 3.0 table that make test builds
  * from Debian's wordnet-base (the Makefile passes both paths). */
@@ -8,7 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cache/wordnet.h"
+#include "cache/match/wordnet.h"
 
 #include <errno.h>
 #include <stdio.h>
