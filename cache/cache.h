@@ -3,7 +3,8 @@
  *
  * This is the one header the HTTP front end (proxy/), the admin API and the
  * benches use; the parts below it (cache/index, cache/match, cache/persist)
- * are its business. It knows nothing of HTTP or of OpenAI: an entry is
+ * are its business (offline.h, re-exported here, checks and repairs a data
+ * directory without a running cache). It knows nothing of HTTP or of OpenAI: an entry is
  * found by key bytes (a partition and an exact key, CACHE_KEY_LEN each) and
  * an optional lookup text, and carries an opaque payload that a codec turns
  * into bytes for the log and snapshots (cache/persist/records.h).
@@ -30,6 +31,7 @@
 
 #include "cache/flight.h"
 #include "cache/match/verify.h"
+#include "cache/offline.h" /* parrot wal check|repair, the data directory lock */
 #include "upstream/embedclient.h"
 
 #define CACHE_KEY_LEN 32

@@ -6,9 +6,6 @@
  * shutdown-timeout, then cancel what is left and exit 0.
  */
 #include "cache/cache.h"
-#include "cache/persist/datadir.h"
-#include "cache/persist/snapshot.h"
-#include "cache/persist/wal.h"
 #include "config/config.h"
 #include "proxy/assemble.h"
 #include "proxy/log.h"
@@ -107,9 +104,6 @@ static int wal_command(int argc, char **argv)
 {
     struct cfg cfg;
     enum cfg_action action;
-    struct wal_opts o = {0};
-    struct wal_report rep;
-    struct snap_report srep;
     struct datadir_lock *lock = NULL;
     struct stat st;
     bool check;
@@ -136,7 +130,6 @@ static int wal_command(int argc, char **argv)
         cfg_fini(&cfg);
         return 1;
     }
-    o.dir = cfg.data_dir;
     /* A repair rewrites the file a running parrot appends to: hold the
      * directory's lock for the whole repair, as a server does. */
     if (!check && datadir_lock(cfg.data_dir, &lock, err, sizeof(err)) != 0) {
@@ -144,14 +137,7 @@ static int wal_command(int argc, char **argv)
         cfg_fini(&cfg);
         return 1;
     }
-    rc = check ? wal_check(&o, &rep) : wal_repair(&o, &rep);
-    wal_report_print(&rep, stdout);
-    if (check) {
-        int src = snap_check(cfg.data_dir, NULL, &srep);
-        printf("snapshot:  %s\n", srep.message);
-        if (rc == 0)
-            rc = src;
-    }
+    rc = check ? cache_wal_check(cfg.data_dir, stdout) : cache_wal_repair(cfg.data_dir, stdout);
     datadir_unlock(lock);
     cfg_fini(&cfg);
     return rc == 0 ? 0 : 1;
