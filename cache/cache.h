@@ -65,7 +65,8 @@ enum cache_log { CACHE_LOG_DEBUG, CACHE_LOG_INFO, CACHE_LOG_WARN, CACHE_LOG_ERRO
 
 struct cache_opts {
     const struct cache_codec *codec; /* required */
-    /* The embedder, one of the two (or neither: exact hits only); the cache
+    /* The embedder, exactly one of the two (the store's vectors have its
+     * dimension; cache_new() fails with -EINVAL without one); the cache
      * takes ownership of it, even when cache_new() fails. */
     struct embedder *emb;      /* builtin */
     struct embed_client *ec;   /* remote; its calls never block a lookup */

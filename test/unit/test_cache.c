@@ -1,0 +1,441 @@
+/* Unit tests for the cache service's policies, through cache/cache.h only:
+ * TTL and max-age against a clock the test passes in, exact hits before
+ * semantic ones, semantic candidates the verifier or the codec refuses,
+ * the order in which puts and deletes come back from the log, what a
+ * snapshot and the log rotation after it keep across a reopen, and
+ * single-flight.
+ *
+ * The payload is a malloc'd string; one that starts with '!' is tied to its
+ * question (not reusable). Durable caches live in a fresh directory per
+ * test and are closed without a shutdown snapshot unless a test asks for
+ * one, so that a reopen reads exactly what the test wrote.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "cache/base/buf.h"
+#include "cache/cache.h"
+#include "cache/match/embed.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define T0 1700000000000LL /* wall clock ms of the tests' first put */
+
+/* ---- the test codec: a payload is a NUL-terminated string ---- */
+
+static int str_encode(const void *payload, uint64_t words[2], struct buf *tail)
+{
+    const char *s = payload;
+
+    words[0] = strlen(s);
+    words[1] = 0;
+    return buf_append(tail, s, strlen(s), 1 << 20);
+}
+
+static int str_decode(const uint64_t words[2], const void *tail, size_t len, void **payload)
+{
+    char *s;
+
+    if (words[0] != len)
+        return -EBADMSG;
+    if (!(s = malloc(len + 1)))
+        return -ENOMEM;
+    memcpy(s, tail, len);
+    s[len] = '\0';
+    *payload = s;
+    return 0;
+}
+
+static size_t str_size(const void *payload)
+{
+    return strlen(payload) + 1;
+}
+
+static bool str_reusable(const void *payload)
+{
+    return ((const char *)payload)[0] != '!';
+}
+
+static const struct cache_codec str_codec = {
+    .encode = str_encode,
+    .decode = str_decode,
+    .free = free,
+    .size = str_size,
+    .reusable = str_reusable,
+};
+
+/* ---- fixtures ---- */
+
+static char dir[256];
+
+static void make_dir(void)
+{
+    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+
+    snprintf(dir, sizeof(dir), "%s/parrot-cache-XXXXXX", base ? base : "/tmp");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void remove_dir(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[512];
+
+    if (!d)
+        return;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    make_dir();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    remove_dir();
+    return 0;
+}
+
+/* A cache in memory with the builtin embedder (a cache needs one: the
+ * store's vectors have its dimension), at a threshold low enough that any
+ * related text is a semantic candidate. Lookups without a text are exact
+ * only. */
+static struct cache *new_cache(bool verifier)
+{
+    struct cache_opts o = {.codec = &str_codec,
+                           .embedder_name = "builtin",
+                           .threshold = 0.1f,
+                           .verifier = verifier,
+                           .max_memory = 64 << 20}; /* 0 would keep one entry */
+    struct cache *c = NULL;
+
+    assert_int_equal(embed_builtin_new(&o.emb), 0);
+    assert_int_equal(cache_new(&o, &c), 0);
+    return c;
+}
+
+/* A cache made durable in dir, as of now. */
+static struct cache *open_cache(int64_t now)
+{
+    struct cache *c = new_cache(false);
+    char msg[1200];
+
+    assert_int_equal(cache_open(c, dir, "batch", now, msg, sizeof(msg)), 0);
+    return c;
+}
+
+static void key(uint8_t out[CACHE_KEY_LEN], int n)
+{
+    memset(out, 0, CACHE_KEY_LEN);
+    out[0] = (uint8_t)n;
+    out[CACHE_KEY_LEN - 1] = 0xaa;
+}
+
+static const uint8_t partition[CACHE_KEY_LEN] = {7};
+
+/* Store the string answer under exact key k with text (may be NULL). */
+static void put(struct cache *c, int k, const char *text, const char *answer, int64_t ttl,
+                int64_t now)
+{
+    uint8_t exact[CACHE_KEY_LEN];
+    struct cache_query q = {.partition = partition, .exact = exact, .max_age = -1};
+    uint64_t seq;
+
+    key(exact, k);
+    q.text = text;
+    q.text_len = text ? strlen(text) : 0;
+    assert_int_equal(cache_put(c, &q, strdup(answer), 1.0, ttl, now, &seq), 0);
+    cache_query_fini(&q);
+}
+
+/* Look k (and text, when not NULL) up at now: the result, and the answer
+ * copied into got ("" on a miss). */
+static enum cache_result lookup(struct cache *c, int k, const char *text, int64_t now,
+                                int64_t max_age, char *got, size_t gotlen)
+{
+    uint8_t exact[CACHE_KEY_LEN];
+    struct cache_query q = {.partition = partition, .exact = exact, .max_age = max_age};
+    enum cache_result r;
+
+    key(exact, k);
+    q.text = text;
+    q.text_len = text ? strlen(text) : 0;
+    r = cache_lookup(c, &q, now);
+    snprintf(got, gotlen, "%s", q.hit ? (const char *)cache_entry_payload(q.hit) : "");
+    cache_query_fini(&q);
+    return r;
+}
+
+static void del(struct cache *c, int k)
+{
+    struct cache_ref ref = {.id = 0};
+    size_t removed;
+    bool logged;
+
+    key(ref.exact, k);
+    assert_int_equal(cache_delete(c, &ref, 1, &removed, &logged), 0);
+    assert_int_equal(removed, 1);
+    assert_true(logged);
+}
+
+/* ---- TTL ---- */
+
+static void test_ttl_expiry(void **state)
+{
+    struct cache *c = new_cache(false);
+    char got[64];
+
+    (void)state;
+    put(c, 1, NULL, "one", 1000, T0);
+    put(c, 2, NULL, "forever", 0, T0);
+    assert_int_equal(lookup(c, 1, NULL, T0 + 999, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "one");
+    /* Expired at created + ttl exactly, and for every later clock. */
+    assert_int_equal(lookup(c, 1, NULL, T0 + 1000, -1, got, sizeof(got)), CACHE_MISS);
+    assert_string_equal(got, "");
+    assert_int_equal(lookup(c, 2, NULL, T0 + 1000000, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    /* The client's max-age narrows what it accepts; the entry stays. */
+    assert_int_equal(lookup(c, 2, NULL, T0 + 500, 100, got, sizeof(got)), CACHE_MISS);
+    assert_int_equal(lookup(c, 2, NULL, T0 + 500, 500, got, sizeof(got)), CACHE_HIT_EXACT);
+    cache_free(c);
+}
+
+/* A reopen drops the logged entries that expired by the time passed in. */
+static void test_ttl_expired_at_reopen(void **state)
+{
+    struct cache *c = open_cache(T0);
+    char got[64];
+
+    (void)state;
+    put(c, 1, NULL, "short", 1000, T0);
+    put(c, 2, NULL, "long", 60000, T0);
+    cache_free(c);
+
+    c = open_cache(T0 + 5000);
+    assert_int_equal(lookup(c, 1, NULL, T0 + 5000, -1, got, sizeof(got)), CACHE_MISS);
+    assert_int_equal(lookup(c, 2, NULL, T0 + 5000, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "long");
+    cache_free(c);
+}
+
+/* ---- verdict order ---- */
+
+static void test_exact_before_semantic(void **state)
+{
+    struct cache *c = new_cache(false);
+    const char *a = "how do I reverse a list in python";
+    const char *b = "how do I reverse a linked list in python quickly";
+    char got[64];
+
+    (void)state;
+    put(c, 1, a, "answer a", 0, T0);
+    put(c, 2, b, "answer b", 0, T0);
+    /* Key 1 with b's very text: the exact key wins over the closer text. */
+    assert_int_equal(lookup(c, 1, b, T0, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "answer a");
+    /* An unknown key with b's text: the semantic match. */
+    assert_int_equal(lookup(c, 3, b, T0, -1, got, sizeof(got)), CACHE_HIT_SEMANTIC);
+    assert_string_equal(got, "answer b");
+    /* No text: exact only. */
+    assert_int_equal(lookup(c, 3, NULL, T0, -1, got, sizeof(got)), CACHE_MISS);
+    cache_free(c);
+}
+
+/* A candidate above the threshold that the verifier tells apart is a miss,
+ * and counted under the verifier's reason. */
+static void test_verifier_refusal_is_miss(void **state)
+{
+    const char *stored = "what is 2 plus 2";
+    const char *asked = "what is 3 plus 3";
+    struct cache *plain = new_cache(false), *checked = new_cache(true);
+    struct cache_stats st;
+    char got[64];
+
+    (void)state;
+    put(plain, 1, stored, "four", 0, T0);
+    put(checked, 1, stored, "four", 0, T0);
+    /* Without the verifier the candidate is a hit: it is above the threshold. */
+    assert_int_equal(lookup(plain, 2, asked, T0, -1, got, sizeof(got)), CACHE_HIT_SEMANTIC);
+    assert_int_equal(lookup(checked, 2, asked, T0, -1, got, sizeof(got)), CACHE_MISS);
+    assert_string_equal(got, "");
+    cache_get_stats(checked, &st);
+    assert_int_equal(st.rejected[VERIFY_NUMBERS], 1);
+    cache_free(plain);
+    cache_free(checked);
+}
+
+/* A payload the codec calls unreusable answers only its own key. */
+static void test_unreusable_is_exact_only(void **state)
+{
+    struct cache *c = new_cache(false);
+    const char *text = "list the files in my home directory";
+    struct cache_stats st;
+    char got[64];
+
+    (void)state;
+    put(c, 1, text, "!tied", 0, T0);
+    assert_int_equal(lookup(c, 1, text, T0, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_int_equal(lookup(c, 2, text, T0, -1, got, sizeof(got)), CACHE_MISS);
+    cache_get_stats(c, &st);
+    assert_int_equal(st.rejected_unreusable, 1);
+    cache_free(c);
+}
+
+/* ---- replay order ---- */
+
+/* Puts and deletes of one key come back from the log in the order they
+ * were made: a put after a delete survives, a delete after a put holds. */
+static void test_put_del_replay_order(void **state)
+{
+    struct cache *c = open_cache(T0);
+    struct cache_stats st;
+    char got[64];
+
+    (void)state;
+    put(c, 1, NULL, "first", 0, T0);
+    del(c, 1);
+    put(c, 1, NULL, "second", 0, T0 + 1);
+    put(c, 2, NULL, "doomed", 0, T0 + 2);
+    del(c, 2);
+    put(c, 3, NULL, "old", 0, T0 + 3);
+    put(c, 3, NULL, "new", 0, T0 + 4); /* replaces, no delete */
+    cache_free(c);
+
+    c = open_cache(T0 + 10);
+    assert_int_equal(lookup(c, 1, NULL, T0 + 10, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "second");
+    assert_int_equal(lookup(c, 2, NULL, T0 + 10, -1, got, sizeof(got)), CACHE_MISS);
+    assert_int_equal(lookup(c, 3, NULL, T0 + 10, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "new");
+    cache_get_stats(c, &st);
+    assert_int_equal(st.entries, 2);
+    cache_free(c);
+}
+
+/* ---- snapshot, then log rotation ---- */
+
+/* After a snapshot the log holds only what came later: entries put after
+ * it survive a reopen, and a delete after it stays deleted although the
+ * snapshot still holds the entry. */
+static void test_snapshot_then_rotation(void **state)
+{
+    struct cache *c = open_cache(T0);
+    struct cache_stats st;
+    char msg[1200], got[64];
+
+    (void)state;
+    put(c, 1, NULL, "in snapshot, deleted later", 0, T0);
+    put(c, 2, NULL, "in snapshot", 0, T0);
+    assert_int_equal(cache_snapshot(c, msg, sizeof(msg)), 0);
+    put(c, 3, NULL, "after snapshot", 0, T0 + 1);
+    del(c, 1);
+    cache_get_stats(c, &st);
+    assert_int_equal(st.snaps, 1);
+    cache_free(c);
+
+    c = open_cache(T0 + 10);
+    assert_int_equal(lookup(c, 1, NULL, T0 + 10, -1, got, sizeof(got)), CACHE_MISS);
+    assert_int_equal(lookup(c, 2, NULL, T0 + 10, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "in snapshot");
+    assert_int_equal(lookup(c, 3, NULL, T0 + 10, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "after snapshot");
+
+    /* A second snapshot over the replayed state, then a reopen from it and
+     * an empty log: the same three answers. */
+    assert_int_equal(cache_snapshot(c, msg, sizeof(msg)), 0);
+    cache_free(c);
+    c = open_cache(T0 + 20);
+    assert_int_equal(lookup(c, 1, NULL, T0 + 20, -1, got, sizeof(got)), CACHE_MISS);
+    assert_int_equal(lookup(c, 2, NULL, T0 + 20, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_int_equal(lookup(c, 3, NULL, T0 + 20, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    cache_get_stats(c, &st);
+    assert_int_equal(st.entries, 2);
+    cache_free(c);
+}
+
+/* A memory-only cache has no snapshots to take. */
+static void test_snapshot_needs_persistence(void **state)
+{
+    struct cache *c = new_cache(false);
+    char msg[200];
+
+    (void)state;
+    assert_int_equal(cache_snapshot(c, msg, sizeof(msg)), -EINVAL);
+    cache_free(c);
+}
+
+/* ---- single-flight ---- */
+
+struct waiter {
+    struct flight_waiter w; /* first member: wake casts back */
+    int woken;
+};
+
+static void wake(struct flight_waiter *w)
+{
+    ((struct waiter *)w)->woken++;
+}
+
+static void test_single_flight(void **state)
+{
+    struct cache *c = new_cache(false);
+    uint8_t a[CACHE_KEY_LEN], b[CACHE_KEY_LEN];
+    struct waiter lead = {.w.wake = wake}, w1 = {.w.wake = wake}, w2 = {.w.wake = wake};
+    struct waiter other = {.w.wake = wake};
+
+    (void)state;
+    key(a, 1);
+    key(b, 2);
+    assert_int_equal(cache_flight_join(c, a, &lead.w), 1);
+    assert_int_equal(cache_flight_join(c, a, &w1.w), 0);
+    assert_int_equal(cache_flight_join(c, a, &w2.w), 0);
+    assert_int_equal(cache_flight_join(c, b, &other.w), 1); /* another key leads on its own */
+    cache_flight_done(c, a);
+    assert_int_equal(w1.woken, 1);
+    assert_int_equal(w2.woken, 1);
+    assert_int_equal(lead.woken, 0);
+    assert_int_equal(other.woken, 0);
+    /* The flight is closed: the next request for a leads again. */
+    assert_int_equal(cache_flight_join(c, a, &lead.w), 1);
+    cache_flight_done(c, a);
+    cache_flight_done(c, b);
+    assert_int_equal(w1.woken, 1);
+    cache_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ttl_expiry),
+        cmocka_unit_test_setup_teardown(test_ttl_expired_at_reopen, setup, teardown),
+        cmocka_unit_test(test_exact_before_semantic),
+        cmocka_unit_test(test_verifier_refusal_is_miss),
+        cmocka_unit_test(test_unreusable_is_exact_only),
+        cmocka_unit_test_setup_teardown(test_put_del_replay_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_then_rotation, setup, teardown),
+        cmocka_unit_test(test_snapshot_needs_persistence),
+        cmocka_unit_test(test_single_flight),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
