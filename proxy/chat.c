@@ -363,7 +363,7 @@ void chat_get_stats(struct chat *ch, struct chat_stats *st)
     st->refused = atomic_load(&ch->refused);
     st->stores = atomic_load(&ch->stores);
     st->store_skipped = atomic_load(&ch->store_skipped);
-    st->journal_errors = cs.log_errors;
+    st->log_errors = cs.log_errors;
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
         st->rejected += cs.rejected[i];
     st->rejected += cs.rejected_unreusable;

@@ -132,7 +132,7 @@ const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r);
 extern const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS];
 struct chat_stats {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
-    uint64_t stores, store_skipped, journal_errors, rejected, evictions;
+    uint64_t stores, store_skipped, log_errors, rejected, evictions;
     size_t entries, memory;
     uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
     uint64_t no_store;

@@ -264,7 +264,7 @@ int main(int argc, char **argv)
         cfg_fini(&cfg);
         return 1;
     }
-    /* Only the journal writes to the directory: without it, several
+    /* Only the log and its snapshots write to the directory: without it, several
      * instances may share one harmlessly. */
     if (cfg.cache && cfg.persist && datadir_lock(cfg.data_dir, &lock, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);

@@ -33,7 +33,7 @@
  *                        is the one the partition's graph holds under id
  *     41  4*dim (vec 1 only) the vector
  *      ..  rest            the caller's record (snap_codec; the cache writes a
- *                          journal PUT payload, see cache/persist/records.h)
+ *                          log's PUT payload, see cache/persist/records.h)
  *
  * A file whose dim or embedder differs from the running parrot's is loaded
  * without its vectors: graphs are read (and checked) but dropped, and every

@@ -21,7 +21,7 @@
  * snapshot.c and in docs/snapshot.md.
  *
  * What an entry's record holds besides its id, partition and vector is the
- * caller's business (the cache stores a journal PUT payload): snap_codec
+ * caller's business (the cache stores its log's PUT payload): snap_codec
  * turns an entry into bytes and bytes back into an entry.
  *
  * Threads: snap_write may run while other threads use the store (it holds

@@ -72,7 +72,7 @@ void cmpl_rendered_fini(struct cmpl_rendered *r);
 
 /* Whether a rendered body (cmpl_rendered.body) holds tool calls or a legacy
  * function call. cmpl_render sets tool_calls from it; a decoder of stored
- * bodies (the journal) calls it to set the flag again. */
+ * bodies (the log and snapshot records) calls it to set the flag again. */
 bool cmpl_body_has_tool_calls(const char *body, size_t len);
 
 /* Writers for a hit. Each returns the bytes needed; it writes only when cap

@@ -1,4 +1,4 @@
-/* fuzz_journal.c - fuzz target for the cache's WAL record decoder
+/* fuzz_records.c - fuzz target for the cache's log record decoder
  * (cache/persist/records.c, with the OpenAI payload codec); see test/fuzz/README.md.
  *
  * Any bytes as a PUT and as a DEL payload. Checks: a payload that decodes
