@@ -67,6 +67,9 @@ struct cache {
     atomic_int snap_error; /* errno of the last failed attempt, 0 after a success */
     atomic_uint_fast64_t snaps, snap_failures, snap_last_entries, snap_last_bytes;
     atomic_uint_fast64_t snap_last_ms_taken, snap_loaded_ms;
+    /* What cache_open's snapshot load found; written before the cache is
+     * shared, read-only after. */
+    uint64_t loaded_graphs, rebuilt_graphs;
 };
 
 static void say(const struct cache *c, enum cache_log level, const char *msg, const char *detail)
@@ -684,6 +687,8 @@ int cache_open(struct cache *c, const char *dir, const char *fsync, int64_t now,
         return rc;
     }
     o.min_seq = srep.wal_seq;
+    c->loaded_graphs = srep.foreign ? 0 : srep.graphs - srep.graphs_built;
+    c->rebuilt_graphs = srep.graphs_built;
     ctx.max_pending = c->ec ? embed_client_batch(c->ec) : 0;
     rc = wal_open(&o, replay, &ctx, &rep, &c->wal);
     if (rc != 0)
@@ -971,6 +976,8 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
         st->snap_last_bytes = atomic_load(&c->snap_last_bytes);
         st->snap_last_ms_taken = atomic_load(&c->snap_last_ms_taken);
         st->loaded_ms = atomic_load(&c->snap_loaded_ms);
+        st->loaded_graphs = c->loaded_graphs;
+        st->rebuilt_graphs = c->rebuilt_graphs;
     }
     st->log_errors = atomic_load(&c->log_errors);
 }

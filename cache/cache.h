@@ -243,6 +243,9 @@ struct cache_stats {
     bool wal_degraded;
     uint64_t snaps, snap_failures, snap_last_entries, snap_last_bytes, snap_last_ms_taken;
     uint64_t loaded_ms;
+    /* cache_open's snapshot: graphs adopted as written, graphs rebuilt
+     * (a graph that did not match its entries). */
+    uint64_t loaded_graphs, rebuilt_graphs;
     bool snap_failing;
 };
 
