@@ -1,7 +1,12 @@
-/* main.c - start-up, signals and graceful shutdown.
+/* main.c - the composition root: start-up, signals and graceful shutdown.
  *
- * Threads: main() blocks SIGTERM/SIGINT before any thread starts, so every
- * thread inherits the mask and the signals are taken here with sigtimedwait.
+ * main() runs four steps: validate() (the configuration), start() (the data
+ * directory's lock, the upstream pool, the cache, the server), run() (until
+ * a signal) and shut_down() (everything in reverse). It is the one place
+ * that builds these parts and hands each the others it needs.
+ *
+ * Threads: start() blocks SIGTERM/SIGINT before any thread starts, so every
+ * thread inherits the mask and run() takes the signals with sigwaitinfo.
  * Shutdown: stop accepting, let in-flight requests finish until
  * shutdown-timeout, then cancel what is left and exit 0.
  */
@@ -178,182 +183,228 @@ static int open_cache(const struct cfg *c, struct cache **out)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+/* What main() builds, in the order it builds it; shut_down() takes it
+ * apart in reverse. Owned by the main thread; the server, the pool and the
+ * cache get what they need from it and own their threads. */
+struct parrot {
     struct cfg cfg;
+    bool cfg_set; /* cfg_init succeeded: cfg needs cfg_fini */
+    struct up_provider_opts provs[CFG_MAX_UPSTREAMS];
+    size_t nprov;
+    bool client_keys;
+    struct datadir_lock *lock;
+    sigset_t sigs;
+    bool curl; /* curl_global_init succeeded */
+    struct up_pool *pool;
+    struct cache *cache;
+    struct server *srv;
+};
+
+/* validate() returns this when the server is to start. */
+#define GO (-1)
+
+/* Load the configuration and refuse what must not start: an exposed port
+ * without client keys, a provider without a key it needs. Returns GO, or
+ * the exit status (0 for --help, --print-config and --version; 2 for a
+ * configuration error; 1 when the defaults do not parse). */
+static int validate(struct parrot *p, int argc, char **argv)
+{
     enum cfg_action action;
-    char err[512];
     struct sockaddr_storage ss;
     socklen_t sl;
-    struct up_pool *pool = NULL;
-    struct server *srv = NULL;
-    struct cache *cache = NULL;
-    struct up_pool_opts uo;
-    struct up_provider_opts provs[CFG_MAX_UPSTREAMS];
-    struct datadir_lock *lock = NULL;
-    char *upstream_shown;
-    size_t nprov = 0;
-    sigset_t sigs;
-    struct log_rec r;
-    int sig, rc;
-    long deadline;
-    bool client_keys;
+    char err[512];
 
-    if (argc >= 2 && strcmp(argv[1], "wal") == 0)
-        return wal_command(argc, argv);
-    if (cfg_init(&cfg) != 0) {
+    if (cfg_init(&p->cfg) != 0) {
         fprintf(stderr, "parrot: built-in defaults do not parse\n");
         return 1;
     }
-    rc = cfg_load(&cfg, argc, argv, environ, &action, err, sizeof(err));
-    if (rc != 0) {
+    p->cfg_set = true;
+    if (cfg_load(&p->cfg, argc, argv, environ, &action, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
-        cfg_fini(&cfg);
         return 2;
     }
     if (action == CFG_HELP) {
         cfg_usage(stdout, argv[0]);
-        cfg_fini(&cfg);
         return 0;
     }
     if (action == CFG_PRINT) {
-        cfg_print(&cfg, stdout);
-        cfg_fini(&cfg);
+        cfg_print(&p->cfg, stdout);
         return 0;
     }
     if (action == CFG_VERSION) {
         cfg_print_version(stdout);
-        cfg_fini(&cfg);
         return 0;
     }
-    log_set_level((enum log_level)cfg.log_level);
-    cfg_parse_addr(cfg.listen, &ss, &sl);
-    client_keys = cfg.client_keys_file || cfg.client_keys;
-    if (!cfg_addr_is_loopback(&ss) && !client_keys && !cfg.insecure_open) {
+    log_set_level((enum log_level)p->cfg.log_level);
+    cfg_parse_addr(p->cfg.listen, &ss, &sl);
+    p->client_keys = p->cfg.client_keys_file || p->cfg.client_keys;
+    if (!cfg_addr_is_loopback(&ss) && !p->client_keys && !p->cfg.insecure_open) {
         fprintf(stderr,
                 "parrot: refusing to listen on %s, which is not a loopback address: anyone "
                 "who can reach it could spend your provider credits. Bind 127.0.0.1, configure "
                 "client keys (client-keys-file), or pass --insecure-open if a firewall or "
                 "network policy protects this port.\n",
-                cfg.listen);
-        cfg_fini(&cfg);
+                p->cfg.listen);
         return 2;
     }
-    if (providers_from(&cfg, provs, &nprov, err, sizeof(err)) != 0) {
+    if (providers_from(&p->cfg, p->provs, &p->nprov, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
-        cfg_fini(&cfg);
         return 2;
     }
-    for (size_t i = 0; client_keys && i < nprov; i++) {
+    for (size_t i = 0; p->client_keys && i < p->nprov; i++) {
         /* A client's Authorization then carries its parrot key, which must
          * never reach a provider: each provider needs its own key. */
-        if (!provs[i].key) {
+        if (!p->provs[i].key) {
             char shown[512];
-            cfg_url_redact(provs[i].base_url, shown, sizeof(shown));
+            cfg_url_redact(p->provs[i].base_url, shown, sizeof(shown));
             fprintf(stderr,
                     "parrot: client keys are configured, so parrot does not forward the "
                     "client's key; upstream %s needs a provider key (set PARROT_UPSTREAM_KEY, "
                     "upstream-key in the config file, or ;key-env=VAR on the upstream)\n",
                     shown);
-            cfg_fini(&cfg);
             return 2;
         }
     }
-    if (prepare_data_dir(cfg.data_dir, err, sizeof(err)) != 0) {
+    return GO;
+}
+
+/* Take the data directory, block the signals (before any thread starts, so
+ * that every thread inherits the mask), then build the upstream pool, the
+ * cache and the server, and say where it listens. Returns 0, or 1 with the
+ * reason printed; shut_down() frees whatever was built either way. */
+static int start(struct parrot *p)
+{
+    struct cfg *c = &p->cfg;
+    struct up_pool_opts uo;
+    struct log_rec r;
+    char err[512];
+    char *upstream_shown;
+
+    if (prepare_data_dir(c->data_dir, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
-        cfg_fini(&cfg);
         return 1;
     }
-    /* Only the log and its snapshots write to the directory: without it, several
-     * instances may share one harmlessly. */
-    if (cfg.cache && cfg.persist && datadir_lock(cfg.data_dir, &lock, err, sizeof(err)) != 0) {
+    /* Only the log and its snapshots write to the directory: without them,
+     * several instances may share one harmlessly. */
+    if (c->cache && c->persist && datadir_lock(c->data_dir, &p->lock, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
-        cfg_fini(&cfg);
         return 1;
     }
 
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sigemptyset(&p->sigs);
+    sigaddset(&p->sigs, SIGTERM);
+    sigaddset(&p->sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &p->sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "parrot: curl_global_init failed\n");
-        datadir_unlock(lock);
-        cfg_fini(&cfg);
         return 1;
     }
+    p->curl = true;
 
-    uo = (struct up_pool_opts){.providers = provs,
-                               .nproviders = nprov,
-                               .connect_timeout_ms = cfg.connect_timeout_ms,
-                               .first_byte_timeout_ms = cfg.first_byte_timeout_ms,
-                               .timeout_ms = cfg.upstream_timeout_ms,
-                               .idle_timeout_ms = cfg.idle_timeout_ms,
-                               .retries = (unsigned)cfg.retries,
-                               .retry_max_delay_ms = cfg.retry_max_delay_ms,
-                               .breaker_failures = (unsigned)cfg.breaker_failures,
-                               .breaker_cooldown_ms = cfg.breaker_cooldown_ms,
-                               .http2 = cfg.upstream_http2};
-    rc = 1;
-    if (up_pool_new(&uo, &pool) != 0) {
+    uo = (struct up_pool_opts){.providers = p->provs,
+                               .nproviders = p->nprov,
+                               .connect_timeout_ms = c->connect_timeout_ms,
+                               .first_byte_timeout_ms = c->first_byte_timeout_ms,
+                               .timeout_ms = c->upstream_timeout_ms,
+                               .idle_timeout_ms = c->idle_timeout_ms,
+                               .retries = (unsigned)c->retries,
+                               .retry_max_delay_ms = c->retry_max_delay_ms,
+                               .breaker_failures = (unsigned)c->breaker_failures,
+                               .breaker_cooldown_ms = c->breaker_cooldown_ms,
+                               .http2 = c->upstream_http2};
+    if (up_pool_new(&uo, &p->pool) != 0) {
         fprintf(stderr, "parrot: cannot start the upstream pool\n");
-        goto out;
+        return 1;
     }
-    if (cfg.cache && open_cache(&cfg, &cache) != 0)
-        goto out;
-    if (server_start(&cfg, pool, cache, &srv, err, sizeof(err)) != 0) {
+    if (c->cache && open_cache(c, &p->cache) != 0)
+        return 1;
+    if (server_start(c, p->pool, p->cache, &p->srv, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
-        goto out;
+        return 1;
     }
     /* The provider list may carry credentials ("https://user:pass@host"). */
-    upstream_shown = cfg_url_redact_dup(cfg.upstream);
+    upstream_shown = cfg_url_redact_dup(c->upstream);
     log_begin(&r, LOG_INFO, "listening");
-    log_str(&r, "addr", server_addr(srv));
+    log_str(&r, "addr", server_addr(p->srv));
     log_str(&r, "version", cfg_version());
     if (*cfg_git_rev())
         log_str(&r, "git_rev", cfg_git_rev());
     log_str(&r, "upstream", upstream_shown ? upstream_shown : "***");
-    log_int(&r, "providers", (long long)nprov);
-    log_str(&r, "data_dir", cfg.data_dir);
-    log_bool(&r, "upstream_key", cfg.upstream_key != NULL);
-    log_bool(&r, "client_keys", client_keys);
-    log_bool(&r, "admin_api", cfg.admin_key != NULL);
+    log_int(&r, "providers", (long long)p->nprov);
+    log_str(&r, "data_dir", c->data_dir);
+    log_bool(&r, "upstream_key", c->upstream_key != NULL);
+    log_bool(&r, "client_keys", p->client_keys);
+    log_bool(&r, "admin_api", c->admin_key != NULL);
     log_end(&r);
     free(upstream_shown);
+    return 0;
+}
 
-    sig = wait_for_signal(&sigs);
+/* Serve until SIGTERM or SIGINT, then stop accepting, let in-flight
+ * requests finish until shutdown-timeout and cancel what is left. */
+static void run(struct parrot *p)
+{
+    struct log_rec r;
+    long deadline;
+    int sig;
+
+    sig = wait_for_signal(&p->sigs);
     log_begin(&r, LOG_INFO, "shutting down");
     log_str(&r, "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    log_int(&r, "inflight", (long long)server_inflight(srv));
+    log_int(&r, "inflight", (long long)server_inflight(p->srv));
     log_end(&r);
-    server_drain(srv);
-    deadline = now_ms() + cfg.shutdown_timeout_ms;
-    while (server_inflight(srv) > 0 && now_ms() < deadline)
+    server_drain(p->srv);
+    deadline = now_ms() + p->cfg.shutdown_timeout_ms;
+    while (server_inflight(p->srv) > 0 && now_ms() < deadline)
         usleep(10 * 1000);
-    if (server_inflight(srv) > 0) {
+    if (server_inflight(p->srv) > 0) {
         log_begin(&r, LOG_WARN, "shutdown deadline passed; cancelling requests");
-        log_int(&r, "inflight", (long long)server_inflight(srv));
+        log_int(&r, "inflight", (long long)server_inflight(p->srv));
         log_end(&r);
     }
     /* Cancelling resumes the connections still waiting on the provider so
      * that they get an answer before the daemon closes them. */
-    up_pool_shutdown(pool);
+    up_pool_shutdown(p->pool);
     deadline = now_ms() + 1000;
-    while (server_inflight(srv) > 0 && now_ms() < deadline)
+    while (server_inflight(p->srv) > 0 && now_ms() < deadline)
         usleep(10 * 1000);
-    rc = 0;
-out:
-    server_stop(srv);
-    cache_free(cache); /* the shutdown snapshot; the log flushed and closed */
-    up_pool_free(pool);
-    curl_global_cleanup();
-    if (rc == 0)
+}
+
+/* Free what start() built, in reverse, and return rc, the exit status;
+ * "stopped" is logged only after a clean run. */
+static int shut_down(struct parrot *p, int rc)
+{
+    server_stop(p->srv);
+    cache_free(p->cache); /* the shutdown snapshot; the log flushed and closed */
+    up_pool_free(p->pool);
+    if (p->curl)
+        curl_global_cleanup();
+    if (rc == 0 && p->srv)
         log_msg(LOG_INFO, "stopped", NULL);
-    /* After server_stop: the WAL is closed and flushed before another
+    /* After cache_free: the log is closed and flushed before another
      * process may take the directory. */
-    datadir_unlock(lock);
-    cfg_fini(&cfg);
+    datadir_unlock(p->lock);
+    if (p->cfg_set)
+        cfg_fini(&p->cfg);
     return rc;
+}
+
+/* The composition root: `parrot wal ...` is a command of its own; else
+ * validate the configuration, start, run until a signal, shut down. */
+int main(int argc, char **argv)
+{
+    static struct parrot p; /* static: large, and zeroed */
+    int rc;
+
+    if (argc >= 2 && strcmp(argv[1], "wal") == 0)
+        return wal_command(argc, argv);
+    rc = validate(&p, argc, argv);
+    if (rc == GO) {
+        rc = start(&p);
+        if (rc == 0)
+            run(&p);
+    }
+    return shut_down(&p, rc);
 }
