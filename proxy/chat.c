@@ -345,24 +345,46 @@ const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r)
     return cache_entry_payload(r->q.hit);
 }
 
+void chat_get_counters(struct chat *ch, struct chat_counters *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->hits_exact = atomic_load(&ch->hits_exact);
+    out->hits_semantic = atomic_load(&ch->hits_semantic);
+    out->hits_coalesced = atomic_load(&ch->hits_coalesced);
+    out->misses = atomic_load(&ch->misses);
+    for (size_t i = 0; i < BYPASS_REASONS; i++) {
+        out->bypass[i] = atomic_load(&ch->bypasses[i]);
+        out->bypasses += out->bypass[i];
+    }
+    out->no_store = atomic_load(&ch->no_store);
+    out->refused = atomic_load(&ch->refused);
+    out->stores = atomic_load(&ch->stores);
+    out->store_skipped = atomic_load(&ch->store_skipped);
+}
+
+struct cache *chat_cache(struct chat *ch)
+{
+    return ch->cache;
+}
+
 void chat_get_stats(struct chat *ch, struct chat_stats *st)
 {
+    struct chat_counters cc;
     struct cache_stats cs;
 
     memset(st, 0, sizeof(*st));
+    chat_get_counters(ch, &cc);
     cache_get_stats(ch->cache, &cs);
-    st->hits_exact = atomic_load(&ch->hits_exact);
-    st->hits_semantic = atomic_load(&ch->hits_semantic);
-    st->hits_coalesced = atomic_load(&ch->hits_coalesced);
-    st->misses = atomic_load(&ch->misses);
-    for (size_t i = 0; i < BYPASS_REASONS; i++) {
-        st->bypass[i] = atomic_load(&ch->bypasses[i]);
-        st->bypasses += st->bypass[i];
-    }
-    st->no_store = atomic_load(&ch->no_store);
-    st->refused = atomic_load(&ch->refused);
-    st->stores = atomic_load(&ch->stores);
-    st->store_skipped = atomic_load(&ch->store_skipped);
+    st->hits_exact = cc.hits_exact;
+    st->hits_semantic = cc.hits_semantic;
+    st->hits_coalesced = cc.hits_coalesced;
+    st->misses = cc.misses;
+    st->bypasses = cc.bypasses;
+    memcpy(st->bypass, cc.bypass, sizeof(st->bypass));
+    st->no_store = cc.no_store;
+    st->refused = cc.refused;
+    st->stores = cc.stores;
+    st->store_skipped = cc.store_skipped;
     st->log_errors = cs.log_errors;
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
         st->rejected += cs.rejected[i];

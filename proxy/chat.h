@@ -126,10 +126,24 @@ void chat_flight_done(struct chat *ch, struct chat_req *r);
 /* The answer a hit serves (its model and original usage). r must be a hit. */
 const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r);
 
-/* The verdict counters, with the cache's own, for the dashboard, the admin
- * API and metrics. */
 #define CHAT_BYPASS_REASONS 3
 extern const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS];
+
+/* The request policy's own counters: its verdicts and what it chose to
+ * store. What the cache holds and turned down is the cache's to count
+ * (cache_get_stats on chat_cache()). Each read atomically; any thread. */
+struct chat_counters {
+    uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
+    uint64_t stores, store_skipped, no_store;
+    uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
+};
+void chat_get_counters(struct chat *ch, struct chat_counters *out);
+
+/* The cache the policy runs over (borrowed from chat_new's caller). */
+struct cache *chat_cache(struct chat *ch);
+
+/* The policy's counters with a summary of the cache's, for the admin API
+ * and metrics. */
 struct chat_stats {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     uint64_t stores, store_skipped, log_errors, rejected, evictions;

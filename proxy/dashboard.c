@@ -1,6 +1,7 @@
 /* dashboard.c - the dashboard page and its stats document; see dashboard.h. */
 #include "proxy/dashboard.h"
 
+#include "cache/cache.h"
 #include "proxy/chat.h"
 #include "proxy/metrics.h"
 #include "upstream/upstream.h"
@@ -24,31 +25,39 @@ static int add_num(cJSON *o, const char *name, double v)
     return cJSON_AddNumberToObject(o, name, v) ? 0 : -1;
 }
 
+/* The "cache" object: the request policy's verdicts (chat_get_counters)
+ * beside what the cache service holds and turned down (cache_get_stats). */
 static int cache_json(struct chat *ch, cJSON *root)
 {
-    struct chat_stats st;
+    struct chat_counters pc;
+    struct cache_stats cs;
     cJSON *o = cJSON_AddObjectToObject(root, "cache");
-    uint64_t hits, lookups;
+    uint64_t hits, lookups, rejected;
     int rc = 0;
 
     if (!o || !cJSON_AddBoolToObject(o, "enabled", ch != NULL))
         return -1;
     if (!ch)
         return 0;
-    chat_get_stats(ch, &st);
-    hits = st.hits_exact + st.hits_semantic + st.hits_coalesced;
-    lookups = hits + st.misses;
-    rc |= add_num(o, "hits_exact", (double)st.hits_exact);
-    rc |= add_num(o, "hits_semantic", (double)st.hits_semantic);
-    rc |= add_num(o, "hits_coalesced", (double)st.hits_coalesced);
-    rc |= add_num(o, "misses", (double)st.misses);
-    rc |= add_num(o, "bypasses", (double)st.bypasses);
-    rc |= add_num(o, "refused", (double)st.refused);
-    rc |= add_num(o, "stores", (double)st.stores);
-    rc |= add_num(o, "verifier_rejections", (double)st.rejected);
-    rc |= add_num(o, "evictions", (double)st.evictions);
-    rc |= add_num(o, "entries", (double)st.entries);
-    rc |= add_num(o, "memory_bytes", (double)st.memory);
+    chat_get_counters(ch, &pc);
+    cache_get_stats(chat_cache(ch), &cs);
+    hits = pc.hits_exact + pc.hits_semantic + pc.hits_coalesced;
+    lookups = hits + pc.misses;
+    /* Semantic candidates turned down, by the verifier or as unreusable. */
+    rejected = cs.rejected_unreusable;
+    for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
+        rejected += cs.rejected[i];
+    rc |= add_num(o, "hits_exact", (double)pc.hits_exact);
+    rc |= add_num(o, "hits_semantic", (double)pc.hits_semantic);
+    rc |= add_num(o, "hits_coalesced", (double)pc.hits_coalesced);
+    rc |= add_num(o, "misses", (double)pc.misses);
+    rc |= add_num(o, "bypasses", (double)pc.bypasses);
+    rc |= add_num(o, "refused", (double)pc.refused);
+    rc |= add_num(o, "stores", (double)pc.stores);
+    rc |= add_num(o, "verifier_rejections", (double)rejected);
+    rc |= add_num(o, "evictions", (double)cs.evictions);
+    rc |= add_num(o, "entries", (double)cs.entries);
+    rc |= add_num(o, "memory_bytes", (double)cs.memory);
     /* Of the requests that looked the cache up, the share it answered. */
     rc |= add_num(o, "hit_rate", lookups ? (double)hits / (double)lookups : 0);
     return rc;
