@@ -105,7 +105,7 @@ static int wait_for_signal(const sigset_t *set)
  * write-ahead log and the snapshot, or repair the log, without starting the
  * server. Exits 0 when everything checked out (or was repaired), 1 when
  * something is damaged or missing, 2 on bad usage. */
-static int wal_command(int argc, char **argv)
+static int cmd_wal(int argc, char **argv)
 {
     struct cfg cfg;
     enum cfg_action action;
@@ -399,7 +399,7 @@ int main(int argc, char **argv)
     int rc;
 
     if (argc >= 2 && strcmp(argv[1], "wal") == 0)
-        return wal_command(argc, argv);
+        return cmd_wal(argc, argv);
     rc = validate(&p, argc, argv);
     if (rc == GO) {
         rc = start(&p);
