@@ -1,4 +1,4 @@
-/* Unit tests for cache/wal.c and cache/vfs.c: CRC32C, round trips under every
+/* Unit tests for cache/persist/wal.c and vfs.c: CRC32C, round trips under every
  * policy, sequence numbers across reopen, concurrent appenders, torn tails at
  * every byte, mid-file corruption, check and repair, bad headers, injected
  * ENOSPC / EIO / short writes / crashes at byte N (with and without losing
@@ -7,6 +7,11 @@
  * Files live in a fresh directory under /dev/shm when it exists (fsync costs
  * nothing there; crashes and disk errors are simulated by the fault VFS, not
  * by the disk), else under $TMPDIR or /tmp. No test asserts on timing.
+ *
+ * One file (over 1,000 lines) for one module: every section below (CRC32C,
+ * round trips, concurrency, damage, injected faults, rotation) uses the same
+ * fixtures (the scratch directory, the fault VFS, the record and file
+ * builders at the top), and `make tsan` runs it as one threaded test.
  */
 #include <setjmp.h>
 #include <stdarg.h>
