@@ -41,7 +41,9 @@
  *
  * Usage: eval [--datasets DIR] [--out DIR] [--only SET] [--dump FILE]
  *             [--dump-at T] [--per-intent N] [--word-vectors FILE]
- *             [--must-miss FILE] [--wordnet FILE]
+ *             [--must-miss FILE]
+ * --miss-dump FILE (hwu64) writes why the questions that had an answer-
+ * equivalent entry missed it: see hwu_misses().
  * --dump writes the wrong hits (and out-of-scope hits) scoring at least T
  * (default: the default threshold), with both questions and the score.
  * --per-intent N caches only the first N training questions of each intent
@@ -51,11 +53,17 @@
  * ablation runs it without, too.
  * Writes DIR/results.md, DIR/results.tsv, DIR/plot.dat, DIR/plot.gp and,
  * when gnuplot is installed, DIR/hit_quality.png.
+ *
+ * Why one file of this size: it is a tool, not part of parrot; each set's
+ * protocol is a section that shares the loaders, the one-pass threshold
+ * sweep and the report writers with the others, and reads top to bottom
+ * as the protocol it implements.
  */
 #include "cache/match/embed.h"
 #include "cache/index/store.h"
 #include "cache/match/verify.h"
 #include "config/config.h"
+#include "proxy/assemble.h"
 #include "proxy/chat.h"
 #include "proxy/openai/oai.h"
 
@@ -82,7 +90,8 @@ static const char SYSTEM_PROMPT[] = "You are the assistant of an online service.
 
 static const char *word_vectors;         /* --word-vectors, or NULL: lexical only */
 static const char *wordnet_path;         /* --wordnet, or NULL: the verifier without WordNet */
-static const struct verify_tables *g_vt; /* the tables, for the verifier */
+static const struct wordvec *g_wv;       /* that table, for the verifier (NULL: none) */
+static const struct verify_tables *g_vt; /* g_wv and the WordNet table, for the verifier */
 
 static double now_s(void)
 {
@@ -492,12 +501,16 @@ static void look(struct chat *ch, const char *auth, const char *text, bool verif
         return;
     t0 = now_s();
     if (chat_lookup(ch, &r, NOW) == CHAT_HIT) {
-        const char *cand = store_entry_text(r.hit);
+        struct cache_entry_info in;
+        const char *cand;
+
+        cache_entry_describe(r.q.hit, &in);
+        cand = in.text;
         lookup_us_total += (now_s() - t0) * 1e6;
         lookups++;
         o->hit = true;
         o->exact = r.exact;
-        o->sim = r.exact ? 1.0f : r.sim;
+        o->sim = r.exact ? 1.0f : r.q.sim;
         o->label = served_label(&r);
         o->cand = cand ? xstrdup(cand) : NULL;
         if (!verifier && cand)
@@ -515,7 +528,9 @@ static void outcomes_free(struct outcome *o, size_t n)
     free(o);
 }
 
-static struct chat *chat_for(bool verifier)
+/* The request policy over a new cache, which *cache gets: the caller frees
+ * it with cache_free() after chat_free(). */
+static struct chat *chat_for(bool verifier, struct cache **cache)
 {
     struct cfg c;
     struct chat *ch;
@@ -529,7 +544,7 @@ static struct chat *chat_for(bool verifier)
     c.word_vectors = word_vectors ? xstrdup(word_vectors) : NULL;
     free(c.wordnet);
     c.wordnet = wordnet_path ? xstrdup(wordnet_path) : NULL;
-    if (chat_new(&c, &ch) != 0) {
+    if (assemble_cache(&c, cache) != 0 || chat_new(&c, *cache, &ch) != 0) {
         fprintf(stderr, "eval: chat_new failed\n");
         exit(1);
     }
@@ -658,7 +673,8 @@ static void run_intents(const char *set, const struct items *cache, const struct
                         const struct items *oos, bool verifier, struct intent_run *run)
 {
     double t0 = now_s();
-    struct chat *ch = chat_for(verifier);
+    struct cache *cc;
+    struct chat *ch = chat_for(verifier, &cc);
     struct outcome *qo = calloc(q->n, sizeof(*qo));
     struct outcome *oo = calloc(oos ? oos->n + 1 : 1, sizeof(*oo));
 
@@ -686,6 +702,7 @@ static void run_intents(const char *set, const struct items *cache, const struct
     outcomes_free(qo, q->n);
     outcomes_free(oo, oos ? oos->n : 0);
     chat_free(ch);
+    cache_free(cc);
     run->seconds = now_s() - t0;
 }
 
@@ -734,7 +751,8 @@ static double roc_auc(struct scored *v, size_t n)
 static void run_pairs(const struct items *pairs, bool verifier, struct pair_run *run)
 {
     double t0 = now_s();
-    struct chat *ch = chat_for(verifier);
+    struct cache *cc;
+    struct chat *ch = chat_for(verifier, &cc);
     struct scored *sc = xmalloc(pairs->n * sizeof(*sc));
 
     memset(run, 0, sizeof(*run));
@@ -768,6 +786,7 @@ static void run_pairs(const struct items *pairs, bool verifier, struct pair_run 
     run->auc = roc_auc(sc, pairs->n);
     free(sc);
     chat_free(ch);
+    cache_free(cc);
     for (int k = 0; k < GRID_N; k++) {
         size_t tp = run->tp[k], fp = run->fp[k];
         fprintf(
@@ -813,7 +832,7 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
                              .threshold = 1e-6f,
                              .now = NOW,
                              .max_age = -1,
-                             .candidates = CHAT_CANDIDATES,
+                             .candidates = CACHE_CANDIDATES,
                              .accept = verifier ? abl_accept : NULL,
                              .ud = &c};
     hit = store_get_semantic(s, &sq, &o->sim);
@@ -1129,6 +1148,7 @@ static void run_hwu(const char *cache_name, const struct items *cache, const str
                     bool vectors, bool verifier, struct hwu_run *run)
 {
     const char *saved = word_vectors;
+    struct cache *cc;
     struct chat *ch;
     struct outcome *qo = calloc(q->n + 1, sizeof(*qo));
     char set[32];
@@ -1137,7 +1157,7 @@ static void run_hwu(const char *cache_name, const struct items *cache, const str
         exit(1);
     if (!vectors)
         word_vectors = NULL; /* chat_for() reads it */
-    ch = chat_for(verifier);
+    ch = chat_for(verifier, &cc);
     word_vectors = saved;
     memset(run, 0, sizeof(*run));
     run->cache_name = cache_name;
@@ -1169,6 +1189,140 @@ static void run_hwu(const char *cache_name, const struct items *cache, const str
         dump_wrong(set, q, qo, false, dump_t >= 0 ? dump_t : run->t_default);
     outcomes_free(qo, q->n);
     chat_free(ch);
+    cache_free(cc);
+}
+
+/* --miss-dump: why the questions that had an answer-equivalent entry in the
+ * cache did not get it. Through the store alone (as the ablation), every
+ * candidate of a lookup is recorded; one line per such query that the
+ * default threshold does not answer correctly: the query, the best-scoring
+ * answer-equivalent candidate among the top CACHE_CANDIDATES (rank, score,
+ * verifier reason and the words that failed), and the top candidate. */
+struct miss_cand {
+    float sim;
+    const char *text, *label;
+};
+
+struct miss_ctx {
+    struct miss_cand c[CACHE_CANDIDATES];
+    size_t n;
+};
+
+static bool miss_accept(void *ud, const struct store_entry *e, float sim)
+{
+    struct miss_ctx *m = ud;
+
+    if (m->n < CACHE_CANDIDATES)
+        m->c[m->n++] = (struct miss_cand){sim, store_entry_text(e), store_entry_payload(e)};
+    return false;
+}
+
+static void hwu_misses(FILE *f, const char *cache_name, const struct items *cache,
+                       const struct items *q, bool vectors)
+{
+    struct embed_builtin_opts opts = {.word_vectors = vectors ? word_vectors : NULL,
+                                      .wordnet = wordnet_path};
+    struct embedder *e;
+    struct store *s;
+    struct store_opts so = {0};
+    uint8_t part[STORE_KEY_LEN] = {1};
+    const struct verify_tables *vt;
+    float *vec, t;
+
+    if (embed_builtin_new_opts(&opts, &e) != 0)
+        exit(1);
+    vt = embedder_verify_tables(e);
+    t = embedder_threshold(e);
+    so.dim = embedder_dim(e);
+    so.max_memory = (size_t)8 << 30;
+    so.exact_scan_max = 256;
+    so.lexical_weight = embedder_lexical_weight(e);
+    so.payload_free = free;
+    if (store_new(&so, &s) != 0)
+        exit(1);
+    vec = xmalloc(sizeof(float) * so.dim);
+    for (size_t i = 0; i < cache->n; i++) {
+        struct store_put_args a = {0};
+        uint8_t exact[STORE_KEY_LEN] = {0};
+        uint64_t id;
+        if (embedder_embed(e, cache->v[i].text, strlen(cache->v[i].text), vec) != 0)
+            continue;
+        memcpy(exact, &i, sizeof(i));
+        a.partition = part;
+        a.exact = exact;
+        a.vec = vec;
+        a.text = cache->v[i].text;
+        a.payload = xstrdup(cache->v[i].label);
+        a.payload_size = strlen(cache->v[i].label) + 1;
+        a.cost = 1;
+        a.now = NOW;
+        if (store_put(s, &a, &id) != 0)
+            exit(1);
+    }
+    for (size_t i = 0; i < q->n; i++) {
+        struct miss_ctx m = {.n = 0};
+        const char *qt = q->v[i].text;
+        bool have = false, served = false;
+        int best = -1;
+        float dummy;
+        char why[256] = "", twhy[256] = "";
+        enum verify_reason r = VERIFY_OK, tr = VERIFY_OK;
+
+        for (size_t j = 0; j < cache->n && !have; j++)
+            have = strcmp(cache->v[j].label, q->v[i].label) == 0;
+        if (!have || embedder_embed(e, qt, strlen(qt), vec) != 0)
+            continue;
+        struct store_query sq = {.partition = part,
+                                 .vec = vec,
+                                 .text = qt,
+                                 .text_len = strlen(qt),
+                                 .threshold = 1e-6f,
+                                 .now = NOW,
+                                 .max_age = -1,
+                                 .candidates = CACHE_CANDIDATES,
+                                 .accept = miss_accept,
+                                 .ud = &m};
+        store_get_semantic(s, &sq, &dummy);
+        /* what the default serves: the first candidate at or over t that passes */
+        for (size_t k = 0; k < m.n && m.c[k].sim >= t && !served; k++) {
+            const struct miss_cand *c = &m.c[k];
+            if (c->text &&
+                verify_texts_with(qt, strlen(qt), c->text, strlen(c->text), vt) == VERIFY_OK) {
+                served = true;
+                if (strcmp(c->label, q->v[i].label) == 0)
+                    goto next; /* a correct hit */
+            }
+        }
+        /* the best answer-equivalent candidate the verifier passes, else the best */
+        for (size_t k = 0; k < m.n; k++)
+            if (strcmp(m.c[k].label, q->v[i].label) == 0) {
+                if (best < 0)
+                    best = (int)k;
+                if (m.c[k].text && verify_texts_with(qt, strlen(qt), m.c[k].text,
+                                                     strlen(m.c[k].text), vt) == VERIFY_OK) {
+                    best = (int)k;
+                    break;
+                }
+            }
+        if (best >= 0 && m.c[best].text)
+            r = verify_explain(qt, strlen(qt), m.c[best].text, strlen(m.c[best].text), vt, why,
+                               sizeof(why));
+        if (m.n && m.c[0].text)
+            tr = verify_explain(qt, strlen(qt), m.c[0].text, strlen(m.c[0].text), vt, twhy,
+                                sizeof(twhy));
+        /* set, cache, query, served-wrong?, rank, score, reason, why, candidate,
+         * top score, top reason, top why, top candidate */
+        fprintf(f, "%s\t%s\t%s\t%s\t%d\t%.3f\t%s\t%s\t%s\t%.3f\t%s\t%s\t%s\n",
+                vectors ? "vectors" : "lexical", cache_name, qt, served ? "wrong" : "miss", best,
+                best >= 0 ? (double)m.c[best].sim : 0.0, best >= 0 ? verify_reason_name(r) : "-",
+                why, best >= 0 && m.c[best].text ? m.c[best].text : "-",
+                m.n ? (double)m.c[0].sim : 0.0, m.n ? verify_reason_name(tr) : "-", twhy,
+                m.n && m.c[0].text ? m.c[0].text : "-");
+    next:;
+    }
+    free(vec);
+    store_free(s);
+    embedder_free(e);
 }
 
 static void md_hwu_row(const struct hwu_run *r, const struct point *p, const char *note)
@@ -1300,11 +1454,12 @@ static size_t mm_kinds(const struct mm_set *s, const char **kinds, size_t max)
 static void run_mustmiss(const struct mm_set *s, bool vectors, float *sim)
 {
     const char *saved = word_vectors;
+    struct cache *cc;
     struct chat *ch;
 
     if (!vectors)
         word_vectors = NULL;
-    ch = chat_for(true);
+    ch = chat_for(true, &cc);
     word_vectors = saved;
     for (size_t i = 0; i < s->n; i++) {
         char auth[64];
@@ -1317,6 +1472,7 @@ static void run_mustmiss(const struct mm_set *s, bool vectors, float *sim)
         free(o.cand);
     }
     chat_free(ch);
+    cache_free(cc);
 }
 
 struct mm_count {
@@ -1483,7 +1639,7 @@ static void usage(const char *argv0)
     fprintf(stderr,
             "usage: %s [--datasets DIR] [--out DIR] "
             "[--only clinc150|banking77|qqp|hwu64|mustmiss] [--dump FILE] [--dump-at T] "
-            "[--per-intent N] [--word-vectors FILE] [--must-miss FILE] [--wordnet FILE]\n",
+            "[--per-intent N] [--word-vectors FILE] [--must-miss FILE] [--miss-dump FILE]\n",
             argv0);
 }
 
@@ -1491,7 +1647,7 @@ int main(int argc, char **argv)
 {
     const char *datasets = "../shared/datasets", *out = "bench/eval", *only = NULL;
     size_t per_intent = 0;
-    const char *dump_path = NULL;
+    const char *dump_path = NULL, *miss_path = NULL;
     const char *mm_path = "test/data/must-miss.tsv";
     struct items h_train = {0}, h_young = {0}, h_test = {0};
     struct mm_set mm = {0};
@@ -1523,6 +1679,8 @@ int main(int argc, char **argv)
             only = argv[++i];
         } else if (strcmp(argv[i], "--dump") == 0 && i + 1 < argc) {
             dump_path = argv[++i];
+        } else if (strcmp(argv[i], "--miss-dump") == 0 && i + 1 < argc) {
+            miss_path = argv[++i];
         } else if (strcmp(argv[i], "--dump-at") == 0 && i + 1 < argc) {
             dump_t = atof(argv[++i]);
         } else if (strcmp(argv[i], "--per-intent") == 0 && i + 1 < argc) {
@@ -1566,6 +1724,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "eval: no WordNet table at %s\n", wordnet_path);
             return 1;
         }
+        g_wv = embedder_word_vectors(g_emb);
         g_vt = embedder_verify_tables(g_emb);
         o.word_vectors = NULL;
         if (embed_builtin_new_opts(&o, &e) != 0)
@@ -1633,6 +1792,18 @@ int main(int argc, char **argv)
         run_ablation(&without, true, &c_train, &c_val, &c_oos, abl[1]);
         run_ablation(&with, false, &c_train, &c_val, &c_oos, abl[2]);
         run_ablation(&without, false, &c_train, &c_val, &c_oos, abl[3]);
+    }
+    if (do_h && miss_path) {
+        FILE *f = fopen(miss_path, "w");
+        if (!f)
+            return 1;
+        for (int v = word_vectors ? 1 : 0; v >= 0; v--) {
+            hwu_misses(f, "young", &h_young, &h_test, v);
+            hwu_misses(f, "full", &h_train, &h_test, v);
+        }
+        fclose(f);
+        if (getenv("EVAL_MISS_ONLY"))
+            return 0;
     }
     if (do_h) {
         /* with the table first when there is one, then lexical only */
