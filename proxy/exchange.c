@@ -781,6 +781,8 @@ enum MHD_Result xch_on_request(void *cls, struct MHD_Connection *conn, const cha
     pthread_mutex_unlock(&x->lock);
     if (st != XS_STREAM && st != XS_FULL && st != XS_FAILED)
         return MHD_YES;
+    if (!r)
+        return MHD_NO;
     return submit(x, r);
 }
 
