@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "test/support/tmpdir.h"
 #include "cache/base/buf.h"
 #include "cache/cache.h"
 #include "cache/match/embed.h"
@@ -78,28 +79,12 @@ static char dir[256];
 
 static void make_dir(void)
 {
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-
-    snprintf(dir, sizeof(dir), "%s/parrot-cache-XXXXXX", base ? base : "/tmp");
-    assert_non_null(mkdtemp(dir));
+    assert_int_equal(tmpdir_make(dir, sizeof(dir), "parrot-cache"), 0);
 }
 
 static void remove_dir(void)
 {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[512];
-
-    if (!d)
-        return;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    tmpdir_remove(dir);
 }
 
 static int setup(void **state)

@@ -23,6 +23,7 @@
 #include "cache/persist/datadir.h"
 #include "cache/persist/vfs.h"
 #include "test/support/faultvfs.h"
+#include "test/support/tmpdir.h"
 #include "cache/persist/wal.h"
 
 #include <dirent.h>
@@ -42,28 +43,12 @@ static char dir[256];
 
 static void make_dir(void)
 {
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-
-    snprintf(dir, sizeof(dir), "%s/parrot-wal-XXXXXX", base ? base : "/tmp");
-    assert_non_null(mkdtemp(dir));
+    assert_int_equal(tmpdir_make(dir, sizeof(dir), "parrot-wal"), 0);
 }
 
 static void remove_dir(void)
 {
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[512];
-
-    if (!d)
-        return;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
+    tmpdir_remove(dir);
 }
 
 static int setup(void **state)
