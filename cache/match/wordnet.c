@@ -442,18 +442,29 @@ static bool contains(const uint32_t *v, size_t n, uint32_t x)
     return false;
 }
 
+/* The synsets of a and of b (through their base forms) into sa[0..*ma) and
+ * sb[0..*mb), each MAX_SYNS long; true when the two share one. */
+static bool synsets_of_both(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                            size_t blen, uint32_t *sa, size_t *ma, uint32_t *sb, size_t *mb)
+{
+    uint32_t la[MAX_BASES], lb[MAX_BASES];
+    size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
+
+    *ma = synsets_of(wn, la, na, false, sa, MAX_SYNS);
+    *mb = synsets_of(wn, lb, nb, false, sb, MAX_SYNS);
+    for (size_t i = 0; i < *ma; i++)
+        if (contains(sb, *mb, sa[i]))
+            return true;
+    return false;
+}
+
 bool wordnet_same_synset(const struct wordnet *wn, const char *a, size_t alen, const char *b,
                          size_t blen)
 {
-    uint32_t la[MAX_BASES], lb[MAX_BASES], sa[MAX_SYNS], sb[MAX_SYNS];
-    size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
-    size_t ma = synsets_of(wn, la, na, false, sa, MAX_SYNS);
-    size_t mb = synsets_of(wn, lb, nb, false, sb, MAX_SYNS);
+    uint32_t sa[MAX_SYNS], sb[MAX_SYNS];
+    size_t ma, mb;
 
-    for (size_t i = 0; i < ma; i++)
-        if (contains(sb, mb, sa[i]))
-            return true;
-    return false;
+    return synsets_of_both(wn, a, alen, b, blen, sa, &ma, sb, &mb);
 }
 
 /* Some lemma of a lists some lemma of b in its list which (1 antonyms, 2
@@ -490,14 +501,11 @@ bool wordnet_antonyms(const struct wordnet *wn, const char *a, size_t alen, cons
 bool wordnet_cohyponyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
                         size_t blen)
 {
-    uint32_t la[MAX_BASES], lb[MAX_BASES], sa[MAX_SYNS], sb[MAX_SYNS];
-    size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
-    size_t ma = synsets_of(wn, la, na, false, sa, MAX_SYNS);
-    size_t mb = synsets_of(wn, lb, nb, false, sb, MAX_SYNS);
+    uint32_t sa[MAX_SYNS], sb[MAX_SYNS];
+    size_t ma, mb;
 
-    for (size_t i = 0; i < ma; i++)
-        if (contains(sb, mb, sa[i]))
-            return false; /* synonyms in some sense: not two kinds */
+    if (synsets_of_both(wn, a, alen, b, blen, sa, &ma, sb, &mb))
+        return false; /* synonyms in some sense: not two kinds */
     for (size_t i = 0; i < ma; i++) {
         uint32_t ri = syn_run(wn, sa[i]) + syn_byte(wn, sa[i], 0);
         for (size_t j = 0; j < mb; j++) {
