@@ -843,19 +843,15 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
     }
 }
 
-static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
-                         const struct items *cache, const struct items *q, const struct items *oos,
-                         struct point *grid)
+/* A bare store (no request path) of the cache's questions in partition
+ * part, each with its label as the payload, embedded by e. Returns the
+ * store and, in *vec, a scratch vector of e's dimension for the queries. */
+static struct store *raw_store(struct embedder *e, const struct items *cache, const uint8_t *part,
+                               float **vec)
 {
-    struct embedder *e;
-    struct store *s;
     struct store_opts so = {0};
-    uint8_t part[STORE_KEY_LEN] = {1};
-    struct outcome *qo = calloc(q->n, sizeof(*qo)), *oo = calloc(oos->n + 1, sizeof(*oo));
-    float *vec;
+    struct store *s;
 
-    if (!qo || !oo || embed_builtin_new_opts(opts, &e) != 0)
-        exit(1);
     so.dim = embedder_dim(e);
     so.max_memory = (size_t)8 << 30;
     so.exact_scan_max = 256;
@@ -863,17 +859,17 @@ static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
     so.payload_free = free;
     if (store_new(&so, &s) != 0)
         exit(1);
-    vec = xmalloc(sizeof(float) * so.dim);
+    *vec = xmalloc(sizeof(float) * so.dim);
     for (size_t i = 0; i < cache->n; i++) {
         struct store_put_args a = {0};
         uint8_t exact[STORE_KEY_LEN] = {0};
         uint64_t id;
-        if (embedder_embed(e, cache->v[i].text, strlen(cache->v[i].text), vec) != 0)
+        if (embedder_embed(e, cache->v[i].text, strlen(cache->v[i].text), *vec) != 0)
             continue;
         memcpy(exact, &i, sizeof(i));
         a.partition = part;
         a.exact = exact;
-        a.vec = vec;
+        a.vec = *vec;
         a.text = cache->v[i].text;
         a.payload = xstrdup(cache->v[i].label);
         a.payload_size = strlen(cache->v[i].label) + 1;
@@ -882,6 +878,22 @@ static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
         if (store_put(s, &a, &id) != 0)
             exit(1);
     }
+    return s;
+}
+
+static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
+                         const struct items *cache, const struct items *q, const struct items *oos,
+                         struct point *grid)
+{
+    struct embedder *e;
+    struct store *s;
+    uint8_t part[STORE_KEY_LEN] = {1};
+    struct outcome *qo = calloc(q->n, sizeof(*qo)), *oo = calloc(oos->n + 1, sizeof(*oo));
+    float *vec;
+
+    if (!qo || !oo || embed_builtin_new_opts(opts, &e) != 0)
+        exit(1);
+    s = raw_store(e, cache, part, &vec);
     for (size_t i = 0; i < q->n; i++)
         abl_look(s, e, part, q->v[i].text, vec, verifier, &qo[i]);
     for (size_t i = 0; i < oos->n; i++)
@@ -1224,7 +1236,6 @@ static void hwu_misses(FILE *f, const char *cache_name, const struct items *cach
                                       .wordnet = wordnet_path};
     struct embedder *e;
     struct store *s;
-    struct store_opts so = {0};
     uint8_t part[STORE_KEY_LEN] = {1};
     const struct verify_tables *vt;
     float *vec, t;
@@ -1233,32 +1244,7 @@ static void hwu_misses(FILE *f, const char *cache_name, const struct items *cach
         exit(1);
     vt = embedder_verify_tables(e);
     t = embedder_threshold(e);
-    so.dim = embedder_dim(e);
-    so.max_memory = (size_t)8 << 30;
-    so.exact_scan_max = 256;
-    so.lexical_weight = embedder_lexical_weight(e);
-    so.payload_free = free;
-    if (store_new(&so, &s) != 0)
-        exit(1);
-    vec = xmalloc(sizeof(float) * so.dim);
-    for (size_t i = 0; i < cache->n; i++) {
-        struct store_put_args a = {0};
-        uint8_t exact[STORE_KEY_LEN] = {0};
-        uint64_t id;
-        if (embedder_embed(e, cache->v[i].text, strlen(cache->v[i].text), vec) != 0)
-            continue;
-        memcpy(exact, &i, sizeof(i));
-        a.partition = part;
-        a.exact = exact;
-        a.vec = vec;
-        a.text = cache->v[i].text;
-        a.payload = xstrdup(cache->v[i].label);
-        a.payload_size = strlen(cache->v[i].label) + 1;
-        a.cost = 1;
-        a.now = NOW;
-        if (store_put(s, &a, &id) != 0)
-            exit(1);
-    }
+    s = raw_store(e, cache, part, &vec);
     for (size_t i = 0; i < q->n; i++) {
         struct miss_ctx m = {.n = 0};
         const char *qt = q->v[i].text;
