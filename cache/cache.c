@@ -173,16 +173,18 @@ void cache_free(struct cache *c)
 
 /* ---- lookups and puts ---- */
 
-/* The builtin embedding of text[0..len), malloc'd; NULL when there is
- * nothing to embed. */
-static float *embed_local(struct cache *c, const char *text, size_t len)
+/* The builtin embedding of text[0..len), or of its words w[0..nw) when
+ * the caller has split it already (w may be NULL), malloc'd; NULL when
+ * there is nothing to embed. */
+static float *embed_local(struct cache *c, const char *text, size_t len,
+                          const struct embed_word *w, size_t nw)
 {
     float *v;
 
     if (!c->emb)
         return NULL;
     v = malloc(sizeof(float) * c->dim);
-    if (v && embedder_embed(c->emb, text, len, v) != 0) {
+    if (v && (w ? embedder_embed_words(c->emb, w, nw, v) : embedder_embed(c->emb, text, len, v))) {
         free(v);
         v = NULL;
     }
@@ -190,15 +192,17 @@ static float *embed_local(struct cache *c, const char *text, size_t len)
 }
 
 /* The embedding of the lookup text, computed on first use by the builtin
- * embedder: an exact hit never needs one. A remote embedding is never made
- * here (it would block the calling thread): cache_lookup() asks for it
- * with CACHE_NEED_VECTOR. NULL when there is no text or nothing to embed. */
-static const float *vec_of(struct cache *c, struct cache_query *q)
+ * embedder (from its words w[0..nw) when given): an exact hit never needs
+ * one. A remote embedding is never made here (it would block the calling
+ * thread): cache_lookup() asks for it with CACHE_NEED_VECTOR. NULL when
+ * there is no text or nothing to embed. */
+static const float *vec_of(struct cache *c, struct cache_query *q, const struct embed_word *w,
+                           size_t nw)
 {
     if (q->vec || q->vec_done || !q->text || c->ec)
         return q->vec;
     q->vec_done = true;
-    q->vec = embed_local(c, q->text, q->text_len);
+    q->vec = embed_local(c, q->text, q->text_len, w, nw);
     return q->vec;
 }
 
@@ -246,6 +250,8 @@ void cache_query_fini(struct cache_query *q)
 struct verify_ctx {
     struct cache *c;
     const struct cache_query *q;
+    const struct embed_word *words; /* q->text split, once for every candidate */
+    size_t nwords;
 };
 
 /* Called on each semantic candidate above the threshold: payloads that may
@@ -266,7 +272,7 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
         return true;
     if (!text)
         return false;
-    why = verify_texts_with(v->q->text, v->q->text_len, text, strlen(text),
+    why = verify_split_with(v->q->text, v->q->text_len, v->words, v->nwords, text, strlen(text),
                             v->c->emb ? embedder_verify_tables(v->c->emb) : NULL);
     if (why == VERIFY_OK)
         return true;
@@ -287,18 +293,25 @@ enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int
 
 enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t now)
 {
-    struct verify_ctx vc = {c, q};
+    /* The question split once: the embedder, the lexical score and the
+     * verifier of every candidate read the same words (19 KB of stack). */
+    struct embed_word words[EMBED_MAX_WORDS];
+    struct verify_ctx vc = {c, q, words, 0};
     struct store_entry *e;
 
     if (cache_lookup_exact(c, q, now) == CACHE_HIT_EXACT)
         return CACHE_HIT_EXACT;
     if (cache_wants_vector(c, q))
         return CACHE_NEED_VECTOR;
-    if (vec_of(c, q)) {
+    if (q->text)
+        vc.nwords = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
+    if (vec_of(c, q, words, vc.nwords)) {
         struct store_query sq = {.partition = q->partition,
                                  .vec = q->vec,
                                  .text = q->text,
                                  .text_len = q->text_len,
+                                 .words = words,
+                                 .nwords = vc.nwords,
                                  .threshold = c->threshold,
                                  .now = now,
                                  .max_age = q->max_age,
@@ -339,7 +352,7 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
     *seq = 0;
     a.partition = q->partition;
     a.exact = q->exact;
-    a.vec = vec_of(c, q);
+    a.vec = vec_of(c, q, NULL, 0);
     a.text = q->text;
     a.payload = payload;
     a.payload_size = c->codec->size(payload);
@@ -590,7 +603,7 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     } else if (rc->c->ec) {
         return pend(rc, &l);
     } else {
-        vec = l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text)) : NULL;
+        vec = l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text), NULL, 0) : NULL;
         if (put_entry(rc->c, &l, 0, vec) == 0)
             rc->loaded++;
         else
@@ -634,7 +647,7 @@ static int snap_restore(void *ud, uint64_t id, const float *vec, const void *dat
          * the remote embedder makes one once the whole file is in. */
         return pend(rc, &l);
     } else {
-        float *own = !vec && l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text)) : NULL;
+        float *own = !vec && l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text), NULL, 0) : NULL;
         err = put_entry(rc->c, &l, id, vec ? vec : own);
         free(own);
     }

@@ -28,6 +28,7 @@
 
 struct store;
 struct store_entry;
+struct embed_word;
 
 struct store_opts {
     unsigned dim;          /* embedder dimension */
@@ -84,6 +85,8 @@ struct store_query {
     const float *vec;         /* dim floats */
     const char *text;         /* the lookup text, for the lexical score; NULL: none */
     size_t text_len;
+    const struct embed_word *words; /* text already split (embed_split), or NULL */
+    size_t nwords;
     float threshold;        /* on the score */
     int64_t now, max_age;   /* as store_get_exact */
     unsigned candidates;    /* nearest entries (by vector) looked at, 1..16 */

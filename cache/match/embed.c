@@ -54,7 +54,6 @@
 #include "cache/match/wordvec.h"
 
 #define BUILTIN_DIM    384
-#define MAX_TOKENS     256
 #define TABLE_WORDS    20000.0 /* rank given to words not in the table */
 #define IDF_K          10.0
 #define W_FUNCTION     0.15f
@@ -716,10 +715,19 @@ static void vector_part(const struct embedder *e, const struct embed_word *words
 
 int embedder_embed(const struct embedder *e, const char *text, size_t len, float *v)
 {
-    struct embed_word words[MAX_TOKENS];
-    float wt[MAX_TOKENS];
-    size_t nw = embed_split(text, len, words, MAX_TOKENS);
+    struct embed_word words[EMBED_MAX_WORDS];
+
+    return embedder_embed_words(e, words, embed_split(text, len, words, EMBED_MAX_WORDS), v);
+}
+
+int embedder_embed_words(const struct embedder *e, const struct embed_word *words, size_t nw,
+                         float *v)
+{
+    float wt[EMBED_MAX_WORDS];
     double norm = 0;
+
+    if (nw > EMBED_MAX_WORDS)
+        nw = EMBED_MAX_WORDS;
 
     memset(v, 0, sizeof(float) * e->dim);
     for (size_t i = 0; i < nw; i++) {

@@ -97,4 +97,12 @@ struct embed_word {
  * stemmed. Returns the number written. Any thread. */
 size_t embed_split(const char *text, size_t len, struct embed_word *out, size_t max);
 
+#define EMBED_MAX_WORDS 256 /* words of a text the embedder reads; the rest is ignored */
+
+/* embedder_embed() of a text that embed_split() has already split into
+ * w[0..n) (at most EMBED_MAX_WORDS words): a lookup splits its question
+ * once for the embedder, the lexical score and the verifier. */
+int embedder_embed_words(const struct embedder *e, const struct embed_word *w, size_t n,
+                         float *out);
+
 #endif

@@ -67,8 +67,16 @@ static void sort_u64(uint64_t *v, size_t n)
 size_t terms_of(const char *text, size_t len, uint64_t *out)
 {
     struct embed_word w[TERMS_WORDS];
-    size_t nw = embed_split(text, len, w, TERMS_WORDS), n = 0;
 
+    return terms_of_words(w, embed_split(text, len, w, TERMS_WORDS), out);
+}
+
+size_t terms_of_words(const struct embed_word *w, size_t nw, uint64_t *out)
+{
+    size_t n = 0;
+
+    if (nw > TERMS_WORDS)
+        nw = TERMS_WORDS;
     for (size_t i = 0; i < nw; i++) {
         uint64_t h = HASH_FNV_OFFSET;
         /* Each start word opens one, two and three word runs; the run

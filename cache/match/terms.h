@@ -34,6 +34,11 @@
  * occurrence). Returns how many were written to out[TERMS_MAX]. */
 size_t terms_of(const char *text, size_t len, uint64_t *out);
 
+/* terms_of() of a text embed_split() has already split into w[0..n) (the
+ * first TERMS_WORDS count). */
+struct embed_word;
+size_t terms_of_words(const struct embed_word *w, size_t nw, uint64_t *out);
+
 /* Document frequencies: how many texts hold each term. */
 struct termstats;
 

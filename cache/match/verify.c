@@ -532,29 +532,38 @@ static const char *const acting_stems[] = {
 /* ---- number words and times ---- */
 
 /* The value of a number word, or -1. "one" is left to number_words(), which
- * knows when it is a pronoun ("which one"). */
+ * knows when it is a pronoun ("which one"). Called for every word of both
+ * sides of every candidate, so it rejects on length and first letter before
+ * it compares a byte: most words are not numbers. */
 static long word_value(struct span w)
 {
-    static const char *const small[] = {"zero",    "one",     "two",       "three",    "four",
-                                        "five",    "six",     "seven",     "eight",    "nine",
-                                        "ten",     "eleven",  "twelve",    "thirteen", "fourteen",
-                                        "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"};
-    static const char *const tens[] = {"twenty", "thirty",  "forty",  "fifty",
-                                       "sixty",  "seventy", "eighty", "ninety"};
-    static const char *const big[] = {"hundred", "thousand", "million"};
-    static const long bigv[] = {100, 1000, 1000000};
+    static const struct {
+        const char *w;
+        unsigned char n;
+        long v;
+    } num[] = {
+        {"zero", 4, 0},          {"one", 3, 1},         {"two", 3, 2},
+        {"three", 5, 3},         {"four", 4, 4},        {"five", 4, 5},
+        {"six", 3, 6},           {"seven", 5, 7},       {"eight", 5, 8},
+        {"nine", 4, 9},          {"ten", 3, 10},        {"eleven", 6, 11},
+        {"twelve", 6, 12},       {"thirteen", 8, 13},   {"fourteen", 8, 14},
+        {"fifteen", 7, 15},      {"sixteen", 7, 16},    {"seventeen", 9, 17},
+        {"eighteen", 8, 18},     {"nineteen", 8, 19},   {"twenty", 6, 20},
+        {"thirty", 6, 30},       {"forty", 5, 40},      {"fifty", 5, 50},
+        {"sixty", 5, 60},        {"seventy", 7, 70},    {"eighty", 6, 80},
+        {"ninety", 6, 90},       {"hundred", 7, 100},   {"thousand", 8, 1000},
+        {"million", 7, 1000000},
+    };
+    int c0;
 
     if (w.n < 3 || w.n > 9)
         return -1;
-    for (size_t i = 0; i < NELEMS(small); i++)
-        if (strlen(small[i]) == w.n && strncasecmp(w.p, small[i], w.n) == 0)
-            return (long)i;
-    for (size_t i = 0; i < NELEMS(tens); i++)
-        if (strlen(tens[i]) == w.n && strncasecmp(w.p, tens[i], w.n) == 0)
-            return 20 + 10 * (long)i;
-    for (size_t i = 0; i < NELEMS(big); i++)
-        if (strlen(big[i]) == w.n && strncasecmp(w.p, big[i], w.n) == 0)
-            return bigv[i];
+    c0 = tolower((unsigned char)w.p[0]);
+    if (c0 == 0 || !strchr("zotfsenhm", c0))
+        return -1;
+    for (size_t i = 0; i < NELEMS(num); i++)
+        if (num[i].n == w.n && num[i].w[0] == c0 && strncasecmp(w.p, num[i].w, w.n) == 0)
+            return num[i].v;
     return -1;
 }
 
@@ -1331,13 +1340,21 @@ static void explain_left(const struct embed_word *w, const uint8_t *fl, size_t n
     }
 }
 
-static enum verify_reason verify_core(const char *q, size_t ql, const char *c, size_t cl,
+static enum verify_reason verify_core(const char *q, size_t ql, const struct embed_word *qw,
+                                      size_t nq, const char *c, size_t cl,
                                       const struct verify_tables *t, char *why, size_t cap);
 
 enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, size_t cl,
                                      const struct verify_tables *t)
 {
-    return verify_core(q, ql, c, cl, t, NULL, 0);
+    return verify_core(q, ql, NULL, 0, c, cl, t, NULL, 0);
+}
+
+enum verify_reason verify_split_with(const char *q, size_t ql, const struct embed_word *qw,
+                                     size_t nq, const char *c, size_t cl,
+                                     const struct verify_tables *t)
+{
+    return verify_core(q, ql, qw, nq, c, cl, t, NULL, 0);
 }
 
 enum verify_reason verify_explain(const char *q, size_t ql, const char *c, size_t cl,
@@ -1345,14 +1362,18 @@ enum verify_reason verify_explain(const char *q, size_t ql, const char *c, size_
 {
     if (why && cap)
         why[0] = '\0';
-    return verify_core(q, ql, c, cl, t, cap ? why : NULL, cap);
+    return verify_core(q, ql, NULL, 0, c, cl, t, cap ? why : NULL, cap);
 }
 
-static enum verify_reason verify_core(const char *q, size_t ql, const char *c, size_t cl,
+/* qw: the query already split, or NULL. Only its first MAX_WORDS words
+ * count, as when it is split here. */
+static enum verify_reason verify_core(const char *q, size_t ql, const struct embed_word *qw,
+                                      size_t nq, const char *c, size_t cl,
                                       const struct verify_tables *t, char *why, size_t cap)
 {
     size_t at = 0;
-    struct embed_word a[MAX_WORDS], b[MAX_WORDS];
+    struct embed_word aw[MAX_WORDS], b[MAX_WORDS];
+    const struct embed_word *a = aw;
     uint8_t af[MAX_WORDS], bf[MAX_WORDS];
     struct nums x, y;
     struct specials sx, sy;
@@ -1368,7 +1389,12 @@ static enum verify_reason verify_core(const char *q, size_t ql, const char *c, s
         return VERIFY_NUMBERS;
     if ((negations(q, ql) & 1) != (negations(c, cl) & 1))
         return VERIFY_NEGATION;
-    na = embed_split(q, ql, a, MAX_WORDS);
+    if (qw) {
+        a = qw;
+        na = nq < MAX_WORDS ? nq : MAX_WORDS;
+    } else {
+        na = embed_split(q, ql, aw, MAX_WORDS);
+    }
     nb = embed_split(c, cl, b, MAX_WORDS);
     if (opposite(a, na, b, nb))
         return VERIFY_OPPOSITE;

@@ -55,6 +55,13 @@ struct verify_tables {
 enum verify_reason verify_texts_with(const char *query, size_t qlen, const char *cand, size_t clen,
                                      const struct verify_tables *t);
 
+/* verify_texts_with() of a query embed_split() has already split into
+ * qw[0..nq) (the lookup splits its question once for every candidate). */
+struct embed_word;
+enum verify_reason verify_split_with(const char *query, size_t qlen, const struct embed_word *qw,
+                                     size_t nq, const char *cand, size_t clen,
+                                     const struct verify_tables *t);
+
 /* verify_texts_with(), and for diagnostics the words that failed (an
  * argument without a counterpart; the predicate words left on each side,
  * "query words | candidate words") into why[0..cap). */

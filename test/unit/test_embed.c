@@ -66,6 +66,29 @@ static void test_identity(void **state)
     assert_float_equal(cosine("Reset my password!", "reset my PASSWORD"), 1.0f, 1e-4f);
 }
 
+/* A lookup splits its question once: embedding the words is embedding the
+ * text, past the words the embedder reads too. */
+static void test_embed_words(void **state)
+{
+    static char big[8192];
+    static struct embed_word w[EMBED_MAX_WORDS];
+    const char *texts[] = {"Reset my password", "What's the capital of France? Name a landmark.",
+                           "wake me up at 6:30 am", big};
+    float a[DIM_MAX], b[DIM_MAX];
+
+    (void)state;
+    memset(big, 'b', sizeof(big) - 1);
+    for (size_t i = 3; i < sizeof(big) - 1; i += 4)
+        big[i] = ' ';
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        size_t n = embed_split(texts[i], strlen(texts[i]), w, EMBED_MAX_WORDS);
+        assert_int_equal(embedder_embed(e, texts[i], strlen(texts[i]), a), 0);
+        assert_int_equal(embedder_embed_words(e, w, n, b), 0);
+        assert_memory_equal(a, b, sizeof(float) * embedder_dim(e));
+    }
+    assert_int_equal(embedder_embed_words(e, w, 0, b), -EINVAL);
+}
+
 static void test_nothing_to_embed(void **state)
 {
     float v[DIM_MAX];
@@ -287,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_threads), /* first: the table is built under contention */
         cmocka_unit_test(test_identity),
         cmocka_unit_test(test_nothing_to_embed),
+        cmocka_unit_test(test_embed_words),
         cmocka_unit_test(test_contractions),
         cmocka_unit_test(test_bare_contractions),
         cmocka_unit_test(test_inflections),

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cache/match/embed.h"
 #include "cache/match/terms.h"
 
 #include <math.h>
@@ -104,6 +105,27 @@ static void test_cosine_and_idf(void **state)
     termstats_free(st);
 }
 
+/* A lookup splits its question once: the terms of its words are the terms
+ * of its text, past the words that count too. */
+static void test_terms_of_words(void **state)
+{
+    static char big[2048];
+    static struct embed_word w[EMBED_MAX_WORDS];
+    const char *texts[] = {"how do i reset my password", "What's the weather in Paris?", big};
+    uint64_t a[TERMS_MAX], b[TERMS_MAX];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(big) - 1; i++)
+        big[i] = i % 3 == 2 ? ' ' : (char)('a' + i % 7);
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        size_t n = embed_split(texts[i], strlen(texts[i]), w, EMBED_MAX_WORDS);
+        size_t na = terms(texts[i], a), nb = terms_of_words(w, n, b);
+        assert_true(na > 0);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, na * sizeof(a[0]));
+    }
+}
+
 /* Counts that go back to what they were: removing a text undoes adding it,
  * so scores do not drift as entries come and go. */
 static void test_add_remove_restores(void **state)
@@ -187,6 +209,7 @@ static void test_churn_matches_reference(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_terms_of_words),
         cmocka_unit_test(test_terms_of),
         cmocka_unit_test(test_cosine_and_idf),
         cmocka_unit_test(test_add_remove_restores),

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "cache/match/embed.h"
 #include "cache/match/verify.h"
 #include "cache/match/wordnet.h"
 
@@ -209,6 +210,35 @@ static void test_empty_and_long(void **state)
     assert_int_equal(v(big, big), VERIFY_OK);
 }
 
+/* A lookup splits its question once and hands the words to the verifier:
+ * the verdict must be the one the verifier reaches splitting it itself,
+ * past the words it compares too. */
+static void test_split_once(void **state)
+{
+    static char big[4096];
+    const char *pairs[][2] = {
+        {"what's the capital of France", "what is the capital of Germany"},
+        {"wake me up at six thirty", "wake me up at 6:30"},
+        {"turn the lights on", "turn the lights off"},
+        {"is it safe to eat raw chicken", "is it unsafe to eat raw chicken"},
+        {"send an email to bob@example.com", "send an email to alice@example.com"},
+        {"who wrote Pride and Prejudice", "who is the author of Pride and Prejudice"},
+        {big, big},
+        {big, "a a a a"},
+    };
+    static struct embed_word w[EMBED_MAX_WORDS];
+
+    (void)state;
+    memset(big, 'a', sizeof(big) - 1);
+    for (size_t i = 5; i < sizeof(big) - 1; i += 6)
+        big[i] = ' ';
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        const char *q = pairs[i][0], *c = pairs[i][1];
+        size_t n = embed_split(q, strlen(q), w, EMBED_MAX_WORDS);
+        assert_int_equal(verify_split_with(q, strlen(q), w, n, c, strlen(c), NULL), v(q, c));
+    }
+}
+
 /* Negation is counted over the whole text, past the words the content
  * check compares. */
 static void test_negation_far_in(void **state)
@@ -319,6 +349,7 @@ int main(void)
         cmocka_unit_test(test_content),
         cmocka_unit_test(test_arguments),
         cmocka_unit_test(test_empty_and_long),
+        cmocka_unit_test(test_split_once),
         cmocka_unit_test(test_negation_far_in),
         cmocka_unit_test(test_reason_names),
         cmocka_unit_test(test_liking),
