@@ -1,7 +1,7 @@
 # Written by bench/eval.c; run from bench/eval: gnuplot plot.gp
 set terminal pngcairo size 1560,480 font 'sans,10'
 set output 'hit_quality.png'
-set multiplot layout 1,3 title 'parrot builtin embedder: hit rate vs wrong-hit share (thresholds 0.30-0.99; dot = default 0.59)'
+set multiplot layout 1,3 title 'parrot builtin embedder: hit rate vs wrong-hit share (thresholds 0.30-0.99; dot = default 0.70)'
 set grid
 set key bottom right
 set yrange [0:1]
