@@ -118,8 +118,7 @@ int main(int argc, char **argv)
         return 1;
     /* Warm: two stored answers, as a miss would store them. */
     for (const char *const *w = (const char *const[]){q, fr, NULL}; *w; w++) {
-        if (oai_chat_parse("application/json", request(*w, 0), strlen(request(*w, 0)), &doc,
-                           &err))
+        if (oai_chat_parse("application/json", request(*w, 0), strlen(request(*w, 0)), &doc, &err))
             return 1;
         chat_req_init(ch, &r, doc, NULL, 0, "Bearer sk-bench", NULL, NULL, NULL);
         cJSON_Delete(doc);

@@ -176,8 +176,8 @@ void cache_free(struct cache *c)
 /* The builtin embedding of text[0..len), or of its words w[0..nw) when
  * the caller has split it already (w may be NULL), malloc'd; NULL when
  * there is nothing to embed. */
-static float *embed_local(struct cache *c, const char *text, size_t len,
-                          const struct embed_word *w, size_t nw)
+static float *embed_local(struct cache *c, const char *text, size_t len, const struct embed_word *w,
+                          size_t nw)
 {
     float *v;
 
@@ -647,7 +647,8 @@ static int snap_restore(void *ud, uint64_t id, const float *vec, const void *dat
          * the remote embedder makes one once the whole file is in. */
         return pend(rc, &l);
     } else {
-        float *own = !vec && l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text), NULL, 0) : NULL;
+        float *own =
+            !vec && l.rec.text ? embed_local(rc->c, l.rec.text, strlen(l.rec.text), NULL, 0) : NULL;
         err = put_entry(rc->c, &l, id, vec ? vec : own);
         free(own);
     }

@@ -558,8 +558,8 @@ struct store_entry *store_get_semantic(struct store *s, const struct store_query
     if (k > MAX_CANDIDATES)
         k = MAX_CANDIDATES;
     if (lexical)
-        nqt = q->words ? terms_of_words(q->words, q->nwords, qt)
-                       : terms_of(q->text, q->text_len, qt);
+        nqt =
+            q->words ? terms_of_words(q->words, q->nwords, qt) : terms_of(q->text, q->text_len, qt);
     pthread_rwlock_rdlock(&s->lock);
     p = map_get(&s->parts, q->partition);
     if (!p || p->nvec == 0) {

@@ -615,7 +615,9 @@ size_t embed_split(const char *text, size_t len, struct embed_word *out, size_t 
     size_t i = 0;
 
     while (i < len && o.n < o.max) {
-        char w[EMBED_WORD_MAX + 1];
+        /* Zeroed so that clang-analyzer, which loses count of the letters
+         * written below, can see that word() reads nothing undefined. */
+        char w[EMBED_WORD_MAX + 1] = {0};
         size_t n = 0, ap;
         bool has_ap = false;
 

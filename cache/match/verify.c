@@ -542,17 +542,14 @@ static long word_value(struct span w)
         unsigned char n;
         long v;
     } num[] = {
-        {"zero", 4, 0},          {"one", 3, 1},         {"two", 3, 2},
-        {"three", 5, 3},         {"four", 4, 4},        {"five", 4, 5},
-        {"six", 3, 6},           {"seven", 5, 7},       {"eight", 5, 8},
-        {"nine", 4, 9},          {"ten", 3, 10},        {"eleven", 6, 11},
-        {"twelve", 6, 12},       {"thirteen", 8, 13},   {"fourteen", 8, 14},
-        {"fifteen", 7, 15},      {"sixteen", 7, 16},    {"seventeen", 9, 17},
-        {"eighteen", 8, 18},     {"nineteen", 8, 19},   {"twenty", 6, 20},
-        {"thirty", 6, 30},       {"forty", 5, 40},      {"fifty", 5, 50},
-        {"sixty", 5, 60},        {"seventy", 7, 70},    {"eighty", 6, 80},
-        {"ninety", 6, 90},       {"hundred", 7, 100},   {"thousand", 8, 1000},
-        {"million", 7, 1000000},
+        {"zero", 4, 0},      {"one", 3, 1},         {"two", 3, 2},           {"three", 5, 3},
+        {"four", 4, 4},      {"five", 4, 5},        {"six", 3, 6},           {"seven", 5, 7},
+        {"eight", 5, 8},     {"nine", 4, 9},        {"ten", 3, 10},          {"eleven", 6, 11},
+        {"twelve", 6, 12},   {"thirteen", 8, 13},   {"fourteen", 8, 14},     {"fifteen", 7, 15},
+        {"sixteen", 7, 16},  {"seventeen", 9, 17},  {"eighteen", 8, 18},     {"nineteen", 8, 19},
+        {"twenty", 6, 20},   {"thirty", 6, 30},     {"forty", 5, 40},        {"fifty", 5, 50},
+        {"sixty", 5, 60},    {"seventy", 7, 70},    {"eighty", 6, 80},       {"ninety", 6, 90},
+        {"hundred", 7, 100}, {"thousand", 8, 1000}, {"million", 7, 1000000},
     };
     int c0;
 

@@ -209,10 +209,8 @@ static void test_churn_matches_reference(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_terms_of_words),
-        cmocka_unit_test(test_terms_of),
-        cmocka_unit_test(test_cosine_and_idf),
-        cmocka_unit_test(test_add_remove_restores),
+        cmocka_unit_test(test_terms_of_words),          cmocka_unit_test(test_terms_of),
+        cmocka_unit_test(test_cosine_and_idf),          cmocka_unit_test(test_add_remove_restores),
         cmocka_unit_test(test_churn_matches_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -340,20 +340,13 @@ static void test_reason_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers),
-        cmocka_unit_test(test_negation),
-        cmocka_unit_test(test_opposites),
-        cmocka_unit_test(test_question_words),
-        cmocka_unit_test(test_action),
-        cmocka_unit_test(test_tense),
-        cmocka_unit_test(test_content),
-        cmocka_unit_test(test_arguments),
-        cmocka_unit_test(test_empty_and_long),
-        cmocka_unit_test(test_split_once),
-        cmocka_unit_test(test_negation_far_in),
-        cmocka_unit_test(test_reason_names),
-        cmocka_unit_test(test_liking),
-        cmocka_unit_test(test_verbs_with_wordnet),
+        cmocka_unit_test(test_numbers),         cmocka_unit_test(test_negation),
+        cmocka_unit_test(test_opposites),       cmocka_unit_test(test_question_words),
+        cmocka_unit_test(test_action),          cmocka_unit_test(test_tense),
+        cmocka_unit_test(test_content),         cmocka_unit_test(test_arguments),
+        cmocka_unit_test(test_empty_and_long),  cmocka_unit_test(test_split_once),
+        cmocka_unit_test(test_negation_far_in), cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_liking),          cmocka_unit_test(test_verbs_with_wordnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
