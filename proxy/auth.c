@@ -1,12 +1,12 @@
 /* auth.c - client keys, tenants and the admin key; see auth.h. */
 #include "proxy/auth.h"
 
+#include "cache/base/sha256.h"
 #include "config/config.h"
 
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@
 #define FILE_MAX (1u << 20) /* a keys file larger than this is a mistake */
 
 struct client_key {
-    uint8_t digest[SHA256_DIGEST_LENGTH];
+    uint8_t digest[SHA256_LEN];
     char tenant[AUTH_TENANT_MAX + 1];
 };
 
@@ -25,7 +25,7 @@ struct auth {
     struct client_key *keys;
     size_t n;
     bool admin;
-    uint8_t admin_digest[SHA256_DIGEST_LENGTH];
+    uint8_t admin_digest[SHA256_LEN];
 };
 
 static bool blank(char c)
@@ -94,7 +94,7 @@ static int parse_entry(struct auth *a, const char *s, size_t n, const char *wher
             snprintf(err, errlen, "%s, entry %u: the tenant must be printable ASCII", where, line);
             return -1;
         }
-    SHA256((const unsigned char *)k, kl, ck.digest);
+    sha256(k, kl, ck.digest);
     memcpy(ck.tenant, t, tl);
     ck.tenant[tl] = '\0';
     for (size_t i = 0; i < a->n; i++)
@@ -199,7 +199,7 @@ int auth_new(const struct cfg *c, struct auth **out, char *err, size_t errlen)
     }
     if (c->admin_key) {
         a->admin = true;
-        SHA256((const unsigned char *)c->admin_key, strlen(c->admin_key), a->admin_digest);
+        sha256(c->admin_key, strlen(c->admin_key), a->admin_digest);
     }
     *out = a;
     return 0;
@@ -225,14 +225,14 @@ bool auth_has_admin_key(const struct auth *a)
 
 const char *auth_client(const struct auth *a, const char *authorization)
 {
-    uint8_t d[SHA256_DIGEST_LENGTH];
+    uint8_t d[SHA256_LEN];
     size_t len, hit = 0;
     unsigned found = 0;
     const char *key = auth_bearer(authorization, &len);
 
     if (!key)
         return NULL;
-    SHA256((const unsigned char *)key, len, d);
+    sha256(key, len, d);
     /* Every digest is compared; the match is selected with a mask, not a
      * branch, so the loop takes the same time whichever key matches. */
     for (size_t i = 0; i < a->n; i++) {
@@ -280,7 +280,7 @@ static const char *basic_password(const char *authorization, char *out, size_t c
 
 bool auth_admin(const struct auth *a, const char *authorization)
 {
-    uint8_t d[SHA256_DIGEST_LENGTH];
+    uint8_t d[SHA256_LEN];
     char basic[AUTH_HEADER_MAX];
     size_t len = 0;
     const char *key = auth_bearer(authorization, &len);
@@ -290,7 +290,7 @@ bool auth_admin(const struct auth *a, const char *authorization)
         key = basic_password(authorization, basic, sizeof(basic), &len);
     if (!a->admin || !key)
         return false;
-    SHA256((const unsigned char *)key, len, d);
+    sha256(key, len, d);
     ok = CRYPTO_memcmp(d, a->admin_digest, sizeof(d)) == 0;
     OPENSSL_cleanse(basic, sizeof(basic));
     return ok;

@@ -2,6 +2,7 @@
 #include "proxy/chat.h"
 
 #include "cache/base/rand.h"
+#include "cache/base/sha256.h"
 #include "config/config.h"
 #include "proxy/log.h"
 #include "proxy/openai/stored.h"
@@ -9,7 +10,6 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +55,8 @@ void chat_free(struct chat *ch)
 static void tenant_of(const struct chat *ch, const char *authorization, const char *tenant_value,
                       char *out, size_t outlen)
 {
-    uint8_t h[SHA256_DIGEST_LENGTH];
-    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+    uint8_t h[SHA256_LEN];
+    char hex[2 * SHA256_LEN + 1];
     const char *kind = "auth:", *v = authorization ? authorization : "";
 
     if (ch->shared_tenant) {
@@ -67,7 +67,7 @@ static void tenant_of(const struct chat *ch, const char *authorization, const ch
         kind = "header:";
         v = tenant_value;
     }
-    SHA256((const unsigned char *)v, strlen(v), h);
+    sha256(v, strlen(v), h);
     canon_hex(h, sizeof(h), hex);
     snprintf(out, outlen, "%s%s", kind, hex);
 }

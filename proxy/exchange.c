@@ -3,6 +3,7 @@
 
 #include "cache/base/clock.h"
 #include "cache/base/rand.h"
+#include "cache/base/sha256.h"
 #include "config/config.h"
 #include "proxy/auth.h"
 #include "proxy/chat.h"
@@ -13,7 +14,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -541,7 +541,7 @@ static void client_key(struct exch *x, uint8_t *key)
         else
             n = v ? strlen(v) : 0;
     }
-    SHA256((const unsigned char *)(v ? v : ""), n, key);
+    sha256(v ? v : "", n, key);
 }
 
 /* A request about to cost provider budget: within the client's limits? */

@@ -61,10 +61,11 @@
  */
 #include "proxy/openai/canon.h"
 
+#include "cache/base/sha256.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
-#include <openssl/sha.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -718,9 +719,7 @@ int canon_request_src(const cJSON *req, const char *src, size_t src_len, const c
     rc = req ? write_partition(&c, req, tenant, route) : -EINVAL;
     if (rc)
         goto fail;
-    rc = -EIO;
-    if (!SHA256((const unsigned char *)c.out.buf, c.out.len, out->partition))
-        goto fail;
+    sha256(c.out.buf, c.out.len, out->partition);
 
     /* partition || 0x00 || normalised text, hashed in one go. */
     rc = -ENOMEM;
@@ -731,9 +730,7 @@ int canon_request_src(const cJSON *req, const char *src, size_t src_len, const c
     msg[CANON_HASH_LEN] = 0x00;
     if (c.messages)
         n = normalise(c.text.buf, c.text.len, (char *)msg + CANON_HASH_LEN + 1);
-    rc = -EIO;
-    if (!SHA256(msg, CANON_HASH_LEN + 1 + n, out->exact))
-        goto fail;
+    sha256(msg, CANON_HASH_LEN + 1 + n, out->exact);
 
     if (n > 0) {
         /* The text sink always has room for its NUL. */
