@@ -1552,19 +1552,32 @@ static void md_mustmiss(const char *path, const struct mm_set *s, float *const *
                         s->v[j].kind, (double)sims[i][j], s->v[j].cached, s->v[j].query);
 }
 
-static void plot_series(FILE *dat, const struct intent_run *r)
+/* One curve (wrong-hit share, hit rate) along the grid and its point at the
+ * default threshold t, as two gnuplot data blocks. */
+static void plot_curve(FILE *dat, const char *set, bool verifier, const struct point *grid,
+                       const struct point *at, float t)
 {
-    fprintf(dat, "# %s verifier=%s: wrong_share hit_rate threshold\n", r->set,
-            r->verifier ? "on" : "off");
+    fprintf(dat, "# %s verifier=%s: wrong_share hit_rate threshold\n", set,
+            verifier ? "on" : "off");
     for (int k = 0; k < GRID_N; k++) {
-        const struct point *p = &r->grid[k];
+        const struct point *p = &grid[k];
         if (p->hits)
             fprintf(dat, "%.5f %.5f %.2f\n", ratio(p->wrong, p->hits), ratio(p->hits, p->n), p->t);
     }
     fprintf(dat, "\n\n");
-    fprintf(dat, "# %s verifier=%s at the default threshold\n", r->set, r->verifier ? "on" : "off");
-    fprintf(dat, "%.5f %.5f %.2f\n\n\n", ratio(r->at_default.wrong, r->at_default.hits),
-            ratio(r->at_default.hits, r->at_default.n), (double)default_t);
+    fprintf(dat, "# %s verifier=%s at the default threshold\n", set, verifier ? "on" : "off");
+    fprintf(dat, "%.5f %.5f %.2f\n\n\n", ratio(at->wrong, at->hits), ratio(at->hits, at->n),
+            (double)t);
+}
+
+static void plot_series(FILE *dat, const struct intent_run *r)
+{
+    plot_curve(dat, r->set, r->verifier, r->grid, &r->at_default, default_t);
+}
+
+static void plot_hwu(FILE *dat, const struct hwu_run *r)
+{
+    plot_curve(dat, r->cache_name, r->verifier, r->grid, &r->at_default, r->t_default);
 }
 
 static void plot_pairs(FILE *dat, const struct pair_run *r)
@@ -1581,29 +1594,35 @@ static void plot_pairs(FILE *dat, const struct pair_run *r)
 }
 
 /* gnuplot script: one panel per set; index 4k+0/1 = verifier on curve/point,
- * 4k+2/3 = verifier off. */
-static int write_plot(const char *out, int panels, const char *const *titles, bool have_png)
+ * 4k+2/3 = verifier off; xmax[k]: the panel's widest wrong-hit share. */
+static int write_plot(const char *out, int panels, const char *const *titles, const double *xmax,
+                      bool have_png)
 {
     char path[4096], cmd[8300];
+    int cols = panels < 3 ? panels : 3, rows = (panels + 2) / 3;
     FILE *gp;
 
+    if (panels == 0)
+        return 2;
     snprintf(path, sizeof(path), "%s/plot.gp", out);
     gp = fopen(path, "w");
     if (!gp)
         return -1;
     fprintf(gp, "# Written by bench/eval.c; run from %s: gnuplot plot.gp\n", out);
-    fprintf(gp, "set terminal pngcairo size %d,480 font 'sans,10'\n", 520 * panels);
+    fprintf(gp, "set terminal pngcairo size %d,%d font 'sans,10'\n", 520 * cols, 480 * rows);
     fprintf(gp, "set output 'hit_quality.png'\n");
     fprintf(gp,
-            "set multiplot layout 1,%d title 'parrot builtin embedder: hit rate vs wrong-hit "
+            "set multiplot layout %d,%d title 'parrot builtin embedder: hit rate vs wrong-hit "
             "share (thresholds 0.%d-0.%d; dot = default %.2f)'\n",
-            panels, GRID_LO, GRID_HI, (double)default_t);
+            rows, cols, GRID_LO, GRID_HI, (double)default_t);
     fprintf(gp, "set grid\nset key bottom right\nset yrange [0:1]\n");
     for (int i = 0; i < panels; i++) {
         bool pairs = strcmp(titles[i], "qqp") == 0;
-        fprintf(gp, "set title '%s'\nset xrange [0:%s]\n", titles[i], pairs ? "0.6" : "0.3");
+        fprintf(gp, "set title '%s'\nset xrange [0:%.2f]\n", titles[i], xmax[i]);
         fprintf(gp, "set xlabel '%s'\nset ylabel '%s'\n",
-                pairs ? "1 - precision (non-duplicates among hits)" : "wrong-hit share",
+                pairs                                 ? "1 - precision (non-duplicates among hits)"
+                : strncmp(titles[i], "hwu64", 5) == 0 ? "wrong-hit share (answer level)"
+                                                      : "wrong-hit share (intent level)",
                 pairs ? "recall (duplicates that hit)" : "hit rate");
         fprintf(gp,
                 "plot 'plot.dat' index %d with lines lw 2 lc rgb '#1f77b4' title 'verifier on', "
@@ -1649,7 +1668,8 @@ int main(int argc, char **argv)
     struct pair_run pr[2];
     static struct point abl[4][GRID_N]; /* table on/off x verifier on, then off */
     struct speed sp;
-    const char *titles[3];
+    const char *titles[5];
+    double xmax[5];
     int panels = 0;
     bool do_c, do_b, do_q, do_h, do_m, have_gnuplot;
     double t_start = now_s(), cal2 = 1, cal5 = 1, total;
@@ -1943,30 +1963,45 @@ int main(int argc, char **argv)
     dat = fopen(path, "w");
     if (!dat)
         return 1;
+    if (do_h) {
+        /* the first mode: with word vectors when there are any */
+        plot_hwu(dat, &hy[0]);
+        plot_hwu(dat, &hy[1]);
+        xmax[panels] = 0.8;
+        titles[panels++] = "hwu64-dev, young cache (10 per intent)";
+        plot_hwu(dat, &hf[0]);
+        plot_hwu(dat, &hf[1]);
+        xmax[panels] = 0.8;
+        titles[panels++] = "hwu64-dev, full cache";
+    }
     if (do_c) {
         plot_series(dat, &runs[0]);
         plot_series(dat, &runs[1]);
+        xmax[panels] = 0.3;
         titles[panels++] = "CLINC150";
     }
     if (do_b) {
         plot_series(dat, &runs[2]);
         plot_series(dat, &runs[3]);
+        xmax[panels] = 0.3;
         titles[panels++] = "BANKING77";
     }
     if (do_q) {
         plot_pairs(dat, &pr[0]);
         plot_pairs(dat, &pr[1]);
+        xmax[panels] = 0.6;
         titles[panels++] = "qqp";
     }
     fclose(dat);
     have_gnuplot = system("command -v gnuplot >/dev/null 2>&1") == 0;
-    switch (write_plot(out, panels, titles, have_gnuplot)) {
+    switch (write_plot(out, panels, titles, xmax, have_gnuplot)) {
     case 0: printf("plot: %s/hit_quality.png\n", out); break;
     case 1:
         printf("plot: gnuplot is not installed (apt-get install gnuplot-nox); wrote %s/plot.gp "
                "and plot.dat\n",
                out);
         break;
+    case 2: break; /* no set with a curve was run */
     default: printf("plot: gnuplot failed; see %s/plot.gp\n", out); break;
     }
 
