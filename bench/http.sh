@@ -4,7 +4,10 @@
 # Starts the peers from ../shared/bench (nginx origin :18080, proxy_pass
 # :18081, proxy_cache :18082) and two parrots in front of the same origin:
 # one with the cache (exact and semantic hits) and one with --cache false
-# (the miss path: pure proxying). Each scenario alternates peer and parrot
+# (the miss path: pure proxying); real misses (post_unique.lua: a new
+# question on every request, embedded, forwarded, stored and indexed) go to
+# the caching one, against nginx proxy_pass with the same script. Each
+# scenario alternates peer and parrot
 # BENCH_ROUNDS times with the same wrk command and keeps the medians.
 # Prints a markdown table, also written to $1 when given, and, when $2 is
 # given, writes the ratios as `key value` lines to $2 (for bench/run.sh, which
@@ -73,11 +76,12 @@ kind=$(post "http://127.0.0.1:$hit_port/v1/chat/completions" "$tmp/semantic.json
     tr -d '\r' | sed -n 's/^Cache-Status: //p')
 echo "paraphrase lookup: $kind"
 
-# run NAME URL BODY WRKARGS... -> appends "NAME rps p50 p99" per round
+# run NAME URL BODY WRKARGS... -> appends "NAME rps p50 p99" per round.
+# SCRIPT=post_unique.lua makes every request a new question (a real miss).
 run() {
     local name=$1 url=$2 body=$3
     shift 3
-    BENCH_REQUEST=$body wrk "$@" -d"${secs}s" -s "$shared/post.lua" "$url" |
+    BENCH_REQUEST=$body wrk "$@" -d"${secs}s" -s "$shared/${SCRIPT:-post.lua}" "$url" |
         sed -n "s/^RESULT rps=\([0-9]*\) p50_us=\([0-9]*\) p90_us=[0-9]* p99_us=\([0-9]*\).*errors=\([0-9]*\)/$name \1 \2 \3 \4/p" \
             >>"$tmp/raw"
 }
@@ -97,6 +101,12 @@ for r in $(seq "$rounds"); do
         run "nginx-proxy-$tag" "$(url 18081)" "$req" $load
         # shellcheck disable=SC2086
         run "parrot-miss-$tag" "$(url $miss_port)" "$req" $load
+        # Real misses: a new question every request, so the caching parrot
+        # embeds, looks up, forwards, stores and indexes each one.
+        # shellcheck disable=SC2086
+        SCRIPT=post_unique.lua run "nginx-proxy-unique-$tag" "$(url 18081)" "$req" $load
+        # shellcheck disable=SC2086
+        SCRIPT=post_unique.lua run "parrot-realmiss-$tag" "$(url $hit_port)" "$req" $load
     done
     echo "round $r done"
 done
@@ -117,7 +127,8 @@ stat() { # name column
     echo "| scenario | load | req/s | p50 µs | p99 µs | errors |"
     echo "|---|---|---|---|---|---|"
     for tag in t2c64 t1c1; do
-        for n in nginx-cache parrot-exact parrot-semantic origin nginx-proxy parrot-miss; do
+        for n in nginx-cache parrot-exact parrot-semantic origin nginx-proxy parrot-miss \
+            nginx-proxy-unique parrot-realmiss; do
             echo "| $n | $tag | $(stat "$n-$tag" 2) | $(stat "$n-$tag" 3) | $(stat "$n-$tag" 4) | $(stat "$n-$tag" 5) |"
         done
     done
@@ -138,6 +149,11 @@ stat() { # name column
     b=$(ratio "$(added parrot-miss t1c1)" "$(added nginx-proxy t1c1)")
     echo "| miss path: added p50 latency, parrot / nginx proxy_pass (target <= 2.0) | $a | $b |"
     printf 'miss_p50_t2c64 %s\nmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
+    a=$(ratio "$(added parrot-realmiss t2c64)" "$(added nginx-proxy-unique t2c64)")
+    b=$(ratio "$(added parrot-realmiss t1c1)" "$(added nginx-proxy-unique t1c1)")
+    row "real misses (a new question each, stored): throughput, parrot / nginx proxy_pass (target >= 0.5 at -c64)" realmiss_rps parrot-realmiss nginx-proxy-unique 2
+    echo "| real misses: added p50 latency, parrot / nginx proxy_pass | $a | $b |"
+    printf 'realmiss_p50_t2c64 %s\nrealmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
     echo
-    echo "Added p50 over the origin alone, µs: parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1) (t2c64 / t1c1)."
+    echo "Added p50 over the origin alone, µs (t2c64 / t1c1): pass-through parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1); real misses parrot $(added parrot-realmiss t2c64) / $(added parrot-realmiss t1c1), nginx proxy_pass $(added nginx-proxy-unique t2c64) / $(added nginx-proxy-unique t1c1)."
 } | tee "$out"
