@@ -45,8 +45,9 @@ struct cache {
     bool verifier;
     void (*log)(enum cache_log level, const char *msg, const char *detail);
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
-    atomic_uint_fast64_t rejected_unreusable;
-    struct wal *wal; /* NULL: the cache lives in memory only */
+    atomic_uint_fast64_t rejected_unreusable, rejected_disputed, disputes;
+    struct budget *budget; /* audit tallies and thresholds per partition */
+    struct wal *wal;       /* NULL: the cache lives in memory only */
     atomic_uint_fast64_t log_errors;
     /* Puts hold it shared and deletes exclusive, each across its store
      * change and its log append, so the log records a delete and a put of
@@ -128,6 +129,10 @@ int cache_new(const struct cache_opts *o, struct cache **out)
         goto fail;
     if ((rc = flight_new(&c->flights)) != 0)
         goto fail;
+    struct budget_opts bo = {
+        .base = o->threshold, .max_rate = o->max_wrong_rate, .min_audits = o->audit_min};
+    if ((rc = budget_new(&bo, &c->budget)) != 0)
+        goto fail;
     c->threshold = o->threshold;
     c->verifier = o->verifier;
     c->log = o->log;
@@ -167,6 +172,7 @@ void cache_free(struct cache *c)
     store_free(c->store);
     embedder_free(c->emb);
     flight_free(c->flights);
+    budget_free(c->budget);
     pthread_rwlock_destroy(&c->log_order);
     free(c);
 }
@@ -264,6 +270,10 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     enum verify_reason why;
 
     (void)sim;
+    if (store_entry_disputed(e)) {
+        atomic_fetch_add(&v->c->rejected_disputed, 1);
+        return false;
+    }
     if (!v->c->codec->reusable(store_entry_payload(e))) {
         atomic_fetch_add(&v->c->rejected_unreusable, 1);
         return false;
@@ -312,7 +322,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
                                  .text_len = q->text_len,
                                  .words = words,
                                  .nwords = vc.nwords,
-                                 .threshold = c->threshold,
+                                 .threshold = budget_threshold(c->budget, q->partition),
                                  .now = now,
                                  .max_age = q->max_age,
                                  .candidates = CACHE_CANDIDATES,
@@ -480,6 +490,7 @@ static int put_entry(struct cache *c, struct loaded *l, uint64_t id, const float
     a.payload = l->payload;
     a.payload_size = c->codec->size(l->payload);
     a.cost = l->rec.cost;
+    a.disputed = (l->rec.flags & REC_FLAG_DISPUTED) != 0;
     a.now = l->rec.created;
     a.ttl = l->rec.expires ? l->rec.expires - l->rec.created : 0;
     l->payload = NULL; /* the store owns it now */
@@ -564,15 +575,29 @@ static void pending_free(struct replay_ctx *rc)
     rc->npending = rc->cap = 0;
 }
 
-/* A logged delete: drop what the log holds under each key by now. */
-static void replay_del(struct replay_ctx *rc, const uint8_t (*keys)[REC_KEY_LEN], size_t n)
+/* A logged delete or dispute: drop or flag what the log holds under each
+ * key by now. */
+static void replay_keys(struct replay_ctx *rc, uint8_t type, const uint8_t (*keys)[REC_KEY_LEN],
+                        size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         struct store_ref ref = {.id = 0};
         memcpy(ref.exact, keys[i], REC_KEY_LEN);
-        if (store_remove(rc->c->store, &ref) == 0)
+        if (type == REC_DEL && store_remove(rc->c->store, &ref) == 0)
             rc->deleted++;
+        else if (type == REC_DISPUTE)
+            store_dispute(rc->c->store, &ref);
     }
+}
+
+static void budget_of(const struct rec_audit *ra, struct budget_part *bp)
+{
+    memcpy(bp->partition, ra->partition, BUDGET_KEY_LEN);
+    bp->threshold = ra->threshold;
+    bp->audits = ra->audits;
+    bp->wrong = ra->wrong;
+    bp->waudits = ra->waudits;
+    bp->wwrong = ra->wwrong;
 }
 
 static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, void *ud)
@@ -580,17 +605,25 @@ static int replay(uint8_t type, uint64_t seq, const void *payload, size_t len, v
     struct replay_ctx *rc = ud;
     struct loaded l;
     const uint8_t(*keys)[REC_KEY_LEN];
+    struct rec_audit ra;
     size_t nkeys;
     float *vec;
     int err = 0;
 
     (void)seq; /* wal_open replays only what the snapshot does not cover */
-    if (type == REC_DEL && rec_decode_del(payload, len, &keys, &nkeys) == 0) {
-        /* Entries logged before the delete must be in the store first. */
+    if ((type == REC_DEL || type == REC_DISPUTE) &&
+        rec_decode_del(payload, len, &keys, &nkeys) == 0) {
+        /* Entries logged before the record must be in the store first. */
         if (rc->npending && (err = flush_pending(rc)) != 0)
             return err;
-        replay_del(rc, keys, nkeys);
+        replay_keys(rc, type, keys, nkeys);
         return 0;
+    }
+    if (type == REC_AUDIT && rec_decode_audit(payload, len, &ra) == 0) {
+        struct budget_part bp;
+        budget_of(&ra, &bp);
+        /* A full table only loses this partition's tallies. */
+        return budget_restore(rc->c->budget, &bp) == -ENOMEM ? -ENOMEM : 0;
     }
     if (type != REC_PUT || load_put(rc->c, payload, len, &l) != 0) {
         /* Valid framing (the CRC matched) but a record this version does
@@ -619,7 +652,8 @@ static int snap_encode(void *ud, const struct store_entry *e, const uint8_t *par
                        struct buf *out)
 {
     struct replay_ctx *rc = ud;
-    struct rec_put rp = {.created = store_entry_created(e),
+    struct rec_put rp = {.flags = store_entry_disputed(e) ? REC_FLAG_DISPUTED : 0,
+                         .created = store_entry_created(e),
                          .expires = store_entry_expires(e),
                          .cost = store_entry_cost(e),
                          .text = (char *)store_entry_text(e)};
@@ -740,6 +774,52 @@ int cache_open(struct cache *c, const char *dir, const char *fsync, int64_t now,
 
 /* ---- snapshots ---- */
 
+/* Log partition's state as an AUDIT record; false when the log refused it.
+ * The caller holds log_order. */
+static bool log_audit(struct cache *c, const struct budget_part *bp)
+{
+    struct rec_audit ra = {.threshold = bp->threshold,
+                           .audits = bp->audits,
+                           .wrong = bp->wrong,
+                           .waudits = bp->waudits,
+                           .wwrong = bp->wwrong};
+    struct buf b = {0};
+    bool ok;
+
+    memcpy(ra.partition, bp->partition, REC_KEY_LEN);
+    ok = rec_encode_audit(&ra, &b) == 0 && wal_append(c->wal, REC_AUDIT, b.p, b.len, NULL) == 0;
+    buf_free(&b);
+    if (!ok)
+        atomic_fetch_add(&c->log_errors, 1);
+    return ok;
+}
+
+/* Snapshots hold entries, not audit tallies: after the log is compacted,
+ * log every partition's state again so that the next start finds it.
+ * Exclusive, so that no audit logs a newer state in between the copy and
+ * its records (which would then be replayed over it). */
+static void relog_audits(struct cache *c)
+{
+    struct budget_totals t;
+    struct budget_part *all;
+    size_t n;
+
+    budget_get_totals(c->budget, &t);
+    if (t.partitions == 0)
+        return;
+    all = malloc(t.partitions * sizeof(*all));
+    if (!all) {
+        atomic_fetch_add(&c->log_errors, 1);
+        return;
+    }
+    pthread_rwlock_wrlock(&c->log_order);
+    n = budget_list(c->budget, all, t.partitions);
+    for (size_t i = 0; i < n; i++)
+        log_audit(c, &all[i]);
+    pthread_rwlock_unlock(&c->log_order);
+    free(all);
+}
+
 int cache_snapshot(struct cache *c, char *msg, size_t msglen)
 {
     struct replay_ctx unused = {.c = c};
@@ -762,6 +842,7 @@ int cache_snapshot(struct cache *c, char *msg, size_t msglen)
     rc = snap_write(&so, c->store, seq, &codec, &rep);
     if (rc == 0) {
         int rrc = wal_rotate(c->wal, seq);
+        relog_audits(c);
         size_t n = strlen(rep.message);
         if (rrc)
             snprintf(rep.message + n, sizeof(rep.message) - n,
@@ -840,6 +921,50 @@ const char *cache_problem(struct cache *c)
     }
 }
 
+/* ---- audits ---- */
+
+int cache_audit_record(struct cache *c, const uint8_t *partition, const uint8_t *exact, uint64_t id,
+                       bool different, struct cache_audit_outcome *out)
+{
+    struct store_ref ref = {.id = id};
+    bool ok = true;
+
+    memset(out, 0, sizeof(*out));
+    memcpy(ref.exact, exact, STORE_KEY_LEN);
+    /* Shared, like a put: the flag and its record, the tallies and theirs,
+     * reach the log in the order memory saw them. */
+    pthread_rwlock_rdlock(&c->log_order);
+    if (different && store_dispute(c->store, &ref) == 0) {
+        out->disputed = true;
+        atomic_fetch_add(&c->disputes, 1);
+        if (c->wal) {
+            struct buf b = {0};
+            ok = rec_encode_del((const uint8_t(*)[REC_KEY_LEN])ref.exact, 1, &b) == 0 &&
+                 wal_append(c->wal, REC_DISPUTE, b.p, b.len, NULL) == 0;
+            buf_free(&b);
+            if (!ok)
+                atomic_fetch_add(&c->log_errors, 1);
+        }
+    }
+    out->moved = budget_record(c->budget, partition, different, &out->now, &out->tracked);
+    /* Every audit, not only those that move the threshold: the tallies are
+     * the evidence a restarted parrot goes on from. */
+    if (c->wal && out->tracked)
+        ok &= log_audit(c, &out->now);
+    pthread_rwlock_unlock(&c->log_order);
+    return ok ? 0 : -ENOMEM;
+}
+
+size_t cache_audit_partitions(struct cache *c, struct budget_part *out, size_t max)
+{
+    return budget_list(c->budget, out, max);
+}
+
+float cache_threshold(struct cache *c, const uint8_t *partition)
+{
+    return budget_threshold(c->budget, partition);
+}
+
 /* ---- entries, single-flight and statistics ---- */
 
 void cache_entry_describe(const struct cache_entry *e, struct cache_entry_info *out)
@@ -857,7 +982,8 @@ void cache_entry_describe(const struct cache_entry *e, struct cache_entry_info *
                                      .cost = in.cost,
                                      .vec = in.vec,
                                      .text = in.text,
-                                     .payload = in.payload};
+                                     .payload = in.payload,
+                                     .disputed = in.disputed};
 }
 
 void cache_entry_unref(struct cache_entry *e)
@@ -967,6 +1093,10 @@ void cache_get_stats(struct cache *c, struct cache_stats *st)
     for (int i = 0; i < VERIFY_REASONS; i++)
         st->rejected[i] = atomic_load(&c->rejected[i]);
     st->rejected_unreusable = atomic_load(&c->rejected_unreusable);
+    st->rejected_disputed = atomic_load(&c->rejected_disputed);
+    st->disputes = atomic_load(&c->disputes);
+    budget_get_totals(c->budget, &st->audit);
+    st->threshold = c->threshold;
     st->embedder_name = c->emb_name;
     if (c->ec) {
         st->remote = true;

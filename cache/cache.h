@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cache/budget.h" /* audit tallies and thresholds per partition */
 #include "cache/flight.h"
 #include "cache/match/verify.h"
 #include "cache/offline.h" /* parrot wal check|repair, the data directory lock */
@@ -72,10 +73,15 @@ struct cache_opts {
     struct embed_client *ec;   /* remote; its calls never block a lookup */
     const char *embedder_name; /* kind, model and dimension, as a metric label */
     float threshold;           /* semantic: the least similarity of a hit */
-    bool verifier;             /* semantic candidates must pass cache/match/verify */
-    size_t max_memory;         /* bytes; beyond it the cheapest entries go */
-    int64_t snap_interval;     /* ms between timed snapshots; 0: none */
-    size_t snap_wal_size;      /* log bytes that trigger a snapshot; 0: none */
+    /* The error budget (cache/budget.h): the largest wrong-hit rate, as a
+     * 95% upper bound, before a partition's threshold rises, and the audits
+     * a partition needs before it may. */
+    double max_wrong_rate;
+    unsigned audit_min;
+    bool verifier;         /* semantic candidates must pass cache/match/verify */
+    size_t max_memory;     /* bytes; beyond it the cheapest entries go */
+    int64_t snap_interval; /* ms between timed snapshots; 0: none */
+    size_t snap_wal_size;  /* log bytes that trigger a snapshot; 0: none */
     bool snap_on_shutdown;
     /* Where the snapshot timer and the shutdown snapshot report; NULL: not
      * reported. Called from the timer thread. */
@@ -180,6 +186,7 @@ struct cache_entry_info {
     const float *vec; /* dim floats, or NULL */
     const char *text; /* may be NULL */
     const void *payload;
+    bool disputed; /* exact hits only (an audit found a semantic hit wrong) */
 };
 
 void cache_entry_describe(const struct cache_entry *e, struct cache_entry_info *out);
@@ -228,6 +235,31 @@ int cache_embed_text(struct cache *c, const char *text, size_t len, float **vec,
 int cache_flight_join(struct cache *c, const uint8_t *exact, struct flight_waiter *w);
 void cache_flight_done(struct cache *c, const uint8_t *exact);
 
+/* ---- audits (docs/audit.md) ---- */
+
+/* What cache_audit_record() did. */
+struct cache_audit_outcome {
+    bool disputed;          /* the entry was found and flagged */
+    bool moved;             /* the partition's threshold moved */
+    bool tracked;           /* the partition has a state (the table was not full) */
+    struct budget_part now; /* its state after the audit, when tracked */
+};
+
+/* Record an audit of a semantic hit on entry id (stored under exact, in
+ * partition): its verdict goes into the partition's tallies, which may
+ * move its threshold (cache/budget.h); a wrong hit disputes the entry,
+ * which then serves exact hits only. Both are logged (DISPUTE and AUDIT
+ * records), so they survive a restart. Returns 0, or -ENOMEM when the log
+ * could not take a record (memory holds the change all the same). */
+int cache_audit_record(struct cache *c, const uint8_t *partition, const uint8_t *exact, uint64_t id,
+                       bool different, struct cache_audit_outcome *out);
+
+/* Up to max partitions' audit states, most audited first; returns how many. */
+size_t cache_audit_partitions(struct cache *c, struct budget_part *out, size_t max);
+
+/* The threshold a semantic lookup in partition runs at. */
+float cache_threshold(struct cache *c, const uint8_t *partition);
+
 /* ---- statistics ---- */
 
 struct cache_stats {
@@ -235,6 +267,10 @@ struct cache_stats {
     uint64_t evictions, expirations, replaced;
     uint64_t rejected[VERIFY_REASONS]; /* semantic candidates turned down */
     uint64_t rejected_unreusable;      /* ... because the codec said so */
+    uint64_t rejected_disputed;        /* ... because an audit disputed them */
+    uint64_t disputes;                 /* entries disputed by audits (since start) */
+    struct budget_totals audit;        /* audits recorded, partitions raised */
+    float threshold;                   /* the configured (base) threshold */
     const char *embedder_name;
     bool remote; /* embed (below) is set */
     struct embed_client_stats embed;

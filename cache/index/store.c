@@ -54,6 +54,9 @@ struct store_entry {
     int64_t created, expires; /* expires 0: never */
     atomic_uint_fast64_t hits;
     _Atomic double base; /* the store's L when inserted or last hit */
+    /* An audit judged a semantic hit on it wrong: exact hits only. The one
+     * field that changes after insertion, hence atomic. */
+    atomic_bool disputed;
 };
 
 struct store {
@@ -364,6 +367,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
     e->cost = a->cost >= 1 ? a->cost : 1;
     e->created = a->now;
     e->expires = a->ttl > 0 ? a->now + a->ttl : 0;
+    atomic_init(&e->disputed, a->disputed);
     e->size = sizeof(*e) + a->payload_size;
     if (a->vec) {
         e->vec = malloc(sizeof(float) * s->o.dim);
@@ -606,6 +610,26 @@ int store_remove(struct store *s, const struct store_ref *r)
     return e ? 0 : -ENOENT;
 }
 
+int store_dispute(struct store *s, const struct store_ref *r)
+{
+    struct store_entry *e;
+
+    /* Read lock: the flag is atomic, and lookups need not wait. */
+    pthread_rwlock_rdlock(&s->lock);
+    e = map_get(&s->exact, r->exact);
+    if (e && r->id && e->id != r->id)
+        e = NULL;
+    if (e)
+        atomic_store(&e->disputed, true);
+    pthread_rwlock_unlock(&s->lock);
+    return e ? 0 : -ENOENT;
+}
+
+bool store_entry_disputed(const struct store_entry *e)
+{
+    return atomic_load(&e->disputed);
+}
+
 void store_entry_describe(const struct store_entry *e, struct store_entry_info *out)
 {
     out->id = e->id;
@@ -619,6 +643,7 @@ void store_entry_describe(const struct store_entry *e, struct store_entry_info *
     out->vec = e->vec;
     out->text = e->text;
     out->payload = e->payload;
+    out->disputed = store_entry_disputed(e);
 }
 
 int store_scan(struct store *s, store_visit_fn visit, void *ud)

@@ -52,7 +52,8 @@ struct store_put_args {
     double cost;              /* what a hit saves, e.g. tokens; >= 1 */
     int64_t now;              /* wall clock, milliseconds */
     int64_t ttl;              /* milliseconds; 0 = no expiry */
-    uint64_t id; /* 0: a new random one; else this one (a snapshot's), -EEXIST if taken */
+    uint64_t id;   /* 0: a new random one; else this one (a snapshot's), -EEXIST if taken */
+    bool disputed; /* as store_dispute() left it (a logged or snapshotted entry) */
 };
 
 struct store_stats {
@@ -118,6 +119,13 @@ struct store_ref {
  * the newer answer that replaced it meanwhile. 0 or -ENOENT. */
 int store_remove(struct store *s, const struct store_ref *r);
 
+/* Mark the entry stored under r->exact (only if its id is r->id; 0: any)
+ * as disputed: an audit found a semantic hit on it wrong. The flag stays
+ * for the entry's life; the cache serves such entries on exact hits only.
+ * 0 or -ENOENT. */
+int store_dispute(struct store *s, const struct store_ref *r);
+bool store_entry_disputed(const struct store_entry *e);
+
 /* Everything about one entry, for listing. Pointers stay valid while the
  * caller holds the entry (a reference, or the scan's lock). */
 struct store_entry_info {
@@ -130,6 +138,7 @@ struct store_entry_info {
     const float *vec; /* dim floats, or NULL */
     const char *text; /* may be NULL */
     const void *payload;
+    bool disputed;
 };
 
 void store_entry_describe(const struct store_entry *e, struct store_entry_info *out);

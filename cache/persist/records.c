@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define VERSION 1
-#define ABSENT  0xffffffffu
-#define MAX     (64u << 20)
+#define VERSION   1
+#define FLAGGED   2 /* the PUT version that carries a flags byte */
+#define AUDIT_LEN (1 + REC_KEY_LEN + 4 + 4 * 8)
+#define ABSENT    0xffffffffu
+#define MAX       (64u << 20)
 
 static int put_u64(struct buf *b, uint64_t v)
 {
@@ -34,12 +36,12 @@ int rec_put_str(struct buf *b, const char *s, size_t n, int present)
 
 int rec_encode_put(const struct rec_put *p, struct buf *out)
 {
-    uint8_t v = VERSION;
+    uint8_t head[2] = {p->flags ? FLAGGED : VERSION, p->flags};
     uint64_t bits;
     int rc;
 
     memcpy(&bits, &p->cost, sizeof(bits));
-    rc = buf_append(out, &v, 1, MAX);
+    rc = buf_append(out, head, p->flags ? 2 : 1, MAX);
     rc = rc ? rc : put_u64(out, (uint64_t)p->created);
     rc = rc ? rc : put_u64(out, (uint64_t)p->expires);
     rc = rc ? rc : put_u64(out, bits);
@@ -107,9 +109,13 @@ int rec_decode_put(const void *data, size_t len, struct rec_put *p)
     int rc;
 
     memset(p, 0, sizeof(*p));
-    if (len < 1 || *rd.p != VERSION)
+    if (len < 1 || (*rd.p != VERSION && *rd.p != FLAGGED))
         return -EBADMSG;
-    rd.p++;
+    if (*rd.p++ == FLAGGED) {
+        if (rd.p == rd.end || (*rd.p & ~REC_FLAG_DISPUTED) != 0)
+            return -EBADMSG;
+        p->flags = *rd.p++;
+    }
     rc = get_u64(&rd, &created);
     rc = rc ? rc : get_u64(&rd, &expires);
     rc = rc ? rc : get_u64(&rd, &bits);
@@ -157,6 +163,48 @@ int rec_decode_del(const void *data, size_t len, const uint8_t (**keys)[REC_KEY_
         return -EBADMSG;
     *keys = (const uint8_t(*)[REC_KEY_LEN])(p + 5);
     *n = count;
+    return 0;
+}
+
+int rec_encode_audit(const struct rec_audit *a, struct buf *out)
+{
+    uint8_t p[AUDIT_LEN], *w = p;
+    uint32_t bits;
+
+    memcpy(&bits, &a->threshold, sizeof(bits));
+    *w++ = VERSION;
+    memcpy(w, a->partition, REC_KEY_LEN);
+    w += REC_KEY_LEN;
+    le_put32(w, bits);
+    w += 4;
+    le_put64(w, a->audits);
+    le_put64(w + 8, a->wrong);
+    le_put64(w + 16, a->waudits);
+    le_put64(w + 24, a->wwrong);
+    return buf_append(out, p, sizeof(p), MAX) ? -ENOMEM : 0;
+}
+
+int rec_decode_audit(const void *data, size_t len, struct rec_audit *a)
+{
+    const uint8_t *p = data;
+    uint32_t bits;
+
+    if (len != AUDIT_LEN || p[0] != VERSION)
+        return -EBADMSG;
+    p++;
+    memcpy(a->partition, p, REC_KEY_LEN);
+    p += REC_KEY_LEN;
+    bits = le_get32(p);
+    memcpy(&a->threshold, &bits, sizeof(bits));
+    p += 4;
+    a->audits = le_get64(p);
+    a->wrong = le_get64(p + 8);
+    a->waudits = le_get64(p + 16);
+    a->wwrong = le_get64(p + 24);
+    /* A threshold is a similarity; the window is part of the whole. */
+    if (!(a->threshold >= 0 && a->threshold <= 1) || a->wrong > a->audits ||
+        a->waudits > a->audits || a->wwrong > a->waudits || a->wwrong > a->wrong)
+        return -EBADMSG;
     return 0;
 }
 

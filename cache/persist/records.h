@@ -17,6 +17,14 @@
  *   u64  word 0, u64 word 1: the payload's (see below)
  *   str  lookup text (absent: exact lookups only)
  *   then the payload's tail, to the end of the record.
+ * PUT payload, version 2: version 1 with one more byte after the version,
+ * written only for an entry with a flag set (so every other entry's bytes
+ * are as version 1 wrote them, and a parrot that predates version 2 only
+ * fails to read flagged entries):
+ *   u8   version (2)
+ *   u8   flags: bit 0 REC_FLAG_DISPUTED (an audit judged a semantic hit
+ *        on this entry wrong: it serves exact hits only); other bits 0
+ *   then the version 1 fields from `created` on.
  * A str is a u32 length and the bytes; a length of 0xffffffff means
  * "absent" (rec_put_str, rec_get_str).
  *
@@ -36,6 +44,22 @@
  *   then count exact keys of 32 bytes each; nothing follows.
  * A parrot that predates DEL skips these records as unreadable.
  *
+ * DISPUTE payload: the DEL payload's format (rec_encode_del), listing the
+ * exact keys of entries an audit disputed. Replay sets REC_FLAG_DISPUTED
+ * on whatever entry the log holds under each key at that point.
+ *
+ * AUDIT payload, version 1: one partition's audit tallies and threshold
+ * (cache/budget.h), logged whenever they change its threshold, and for
+ * every tracked partition after each snapshot (snapshots do not hold
+ * them, so the compacted log must). The last record of a partition wins.
+ *   u8   version (1)
+ *   32B  partition key
+ *   u32  threshold, the bits of an IEEE-754 float
+ *   u64  audits, u64 wrong: all audits and those judged different
+ *   u64  window audits, u64 window wrong: since the threshold last moved
+ *   nothing follows.
+ * A parrot that predates DISPUTE and AUDIT skips both as unreadable.
+ *
  * Pure functions; any thread.
  */
 #ifndef PARROT_RECORDS_H
@@ -48,10 +72,15 @@
 
 #define REC_PUT     1
 #define REC_DEL     2
+#define REC_DISPUTE 3
+#define REC_AUDIT   4
 #define REC_KEY_LEN 32
 #define REC_DEL_MAX 4096 /* keys per DEL record: 128 KiB */
 
+#define REC_FLAG_DISPUTED 0x1
+
 struct rec_put {
+    uint8_t flags; /* REC_FLAG_*; 0 is written as version 1 */
     int64_t created, expires;
     double cost;
     uint8_t partition[REC_KEY_LEN], exact[REC_KEY_LEN];
@@ -67,7 +96,7 @@ struct rec_put {
 int rec_encode_put(const struct rec_put *p, struct buf *out);
 
 /* Parse a PUT payload into *p: p->text is malloc'd, p->tail points into
- * data. Returns 0, -EBADMSG for a payload that is not a valid version-1 PUT
+ * data. Returns 0, -EBADMSG for a payload that is not a valid version 1 or 2 PUT
  * (the tail is the codec's to check), or -ENOMEM. */
 int rec_decode_put(const void *data, size_t len, struct rec_put *p);
 
@@ -81,6 +110,19 @@ int rec_encode_del(const uint8_t (*keys)[REC_KEY_LEN], size_t n, struct buf *out
 /* Parse a DEL payload: *keys points into data (nothing is allocated).
  * Returns 0 or -EBADMSG. */
 int rec_decode_del(const void *data, size_t len, const uint8_t (**keys)[REC_KEY_LEN], size_t *n);
+
+/* An AUDIT record's fields. */
+struct rec_audit {
+    uint8_t partition[REC_KEY_LEN];
+    float threshold;
+    uint64_t audits, wrong, waudits, wwrong;
+};
+
+/* Append the AUDIT payload for a to out. 0 or -ENOMEM. */
+int rec_encode_audit(const struct rec_audit *a, struct buf *out);
+
+/* Parse an AUDIT payload. 0 or -EBADMSG. */
+int rec_decode_audit(const void *data, size_t len, struct rec_audit *a);
 
 /* ---- for payload codecs: the str of the format ---- */
 

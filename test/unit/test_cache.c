@@ -2,8 +2,9 @@
  * TTL and max-age against a clock the test passes in, exact hits before
  * semantic ones, semantic candidates the verifier or the codec refuses,
  * the order in which puts and deletes come back from the log, what a
- * snapshot and the log rotation after it keep across a reopen, and
- * single-flight.
+ * snapshot and the log rotation after it keep across a reopen,
+ * single-flight, and audits: disputed entries and raised thresholds across
+ * a reopen, a snapshot and a crash.
  *
  * The payload is a malloc'd string; one that starts with '!' is tied to its
  * question (not reusable). Durable caches live in a fresh directory per
@@ -26,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define T0 1700000000000LL /* wall clock ms of the tests' first put */
@@ -111,6 +113,8 @@ static struct cache *new_cache(bool verifier)
                            .embedder_name = "builtin",
                            .threshold = 0.1f,
                            .verifier = verifier,
+                           .max_wrong_rate = 0.02,
+                           .audit_min = 3,
                            .max_memory = 64 << 20}; /* 0 would keep one entry */
     struct cache *c = NULL;
 
@@ -408,6 +412,153 @@ static void test_single_flight(void **state)
     cache_free(c);
 }
 
+/* ---- audits ---- */
+
+static const char *const asked = "how can I reverse a list in python";
+
+/* A semantic lookup of key 2 with the paraphrase: the hit's id, or 0. */
+static uint64_t semantic_hit(struct cache *c, int64_t now)
+{
+    uint8_t exact[CACHE_KEY_LEN];
+    struct cache_query q = {.partition = partition, .exact = exact, .max_age = -1};
+    struct cache_entry_info in;
+    uint64_t id = 0;
+
+    key(exact, 2);
+    q.text = asked;
+    q.text_len = strlen(asked);
+    if (cache_lookup(c, &q, now) == CACHE_HIT_SEMANTIC) {
+        cache_entry_describe(q.hit, &in);
+        id = in.id;
+    }
+    cache_query_fini(&q);
+    return id;
+}
+
+/* Three wrong audits of the hit on key 1: the entry is disputed, and the
+ * third (audit_min) raises the partition's threshold one step. */
+static void audit_wrong(struct cache *c, uint64_t id)
+{
+    uint8_t exact[CACHE_KEY_LEN];
+    struct cache_audit_outcome out;
+
+    key(exact, 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(cache_audit_record(c, partition, exact, id, true, &out), 0);
+        assert_true(out.disputed);
+        assert_true(out.tracked);
+        assert_int_equal(out.now.audits, (uint64_t)i + 1);
+        assert_int_equal(out.moved, i == 2);
+    }
+}
+
+/* What survives: key 1 hits exactly but no longer by meaning, and the
+ * partition runs one step above the base with its tallies. */
+static void check_audited(struct cache *c, int64_t now)
+{
+    struct budget_part bp;
+    struct cache_stats st;
+    char got[64];
+
+    assert_int_equal(semantic_hit(c, now), 0);
+    assert_int_equal(lookup(c, 1, NULL, now, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "reverse it");
+    assert_float_equal(cache_threshold(c, partition), 0.1f + BUDGET_STEP, 1e-6);
+    assert_int_equal(cache_audit_partitions(c, &bp, 1), 1);
+    assert_int_equal(bp.audits, 3);
+    assert_int_equal(bp.wrong, 3);
+    assert_int_equal(bp.waudits, 0); /* the window restarted when it moved */
+    cache_get_stats(c, &st);
+    assert_int_equal(st.audit.audits, 3);
+    assert_int_equal(st.audit.raised, 1);
+    assert_int_equal(st.rejected_disputed, 1);
+}
+
+/* In memory: an agreeing audit, and a dispute that comes too late. */
+static void test_audit_agree_and_stale(void **state)
+{
+    struct cache *c = new_cache(false);
+    struct cache_audit_outcome out;
+    uint8_t exact[CACHE_KEY_LEN];
+    uint64_t id;
+
+    (void)state;
+    put(c, 1, "how do I reverse a list in python", "reverse it", 0, T0);
+    put(c, 3, "what is the boiling point of water", "100 C", 0, T0);
+    id = semantic_hit(c, T0);
+    assert_true(id != 0);
+    /* An agreeing audit changes nothing but the tallies. */
+    key(exact, 1);
+    assert_int_equal(cache_audit_record(c, partition, exact, id, false, &out), 0);
+    assert_false(out.disputed);
+    assert_false(out.moved);
+    assert_true(semantic_hit(c, T0) == id);
+    /* A dispute decided on an older entry spares the one that replaced it. */
+    assert_int_equal(cache_audit_record(c, partition, exact, id + 1, true, &out), 0);
+    assert_false(out.disputed);
+    assert_true(semantic_hit(c, T0) == id);
+    assert_int_equal(out.now.audits, 2);
+    assert_int_equal(out.now.wrong, 1);
+    cache_free(c);
+}
+
+static void test_audit_dispute_survives(void **state)
+{
+    struct cache *c = open_cache(T0);
+    char msg[1200];
+    uint64_t id;
+
+    (void)state;
+    put(c, 1, "how do I reverse a list in python", "reverse it", 0, T0);
+    cache_free(c);
+    c = open_cache(T0 + 10);
+    id = semantic_hit(c, T0 + 10);
+    assert_true(id != 0);
+    audit_wrong(c, id);
+    check_audited(c, T0 + 10);
+    cache_free(c);
+
+    /* From the log alone. */
+    c = open_cache(T0 + 20);
+    check_audited(c, T0 + 20);
+    /* Then from a snapshot (the flag) and the compacted log (the tallies). */
+    assert_int_equal(cache_snapshot(c, msg, sizeof(msg)), 0);
+    cache_free(c);
+    c = open_cache(T0 + 30);
+    check_audited(c, T0 + 30);
+    cache_free(c);
+}
+
+/* A process that dies after its audits reached the disk (no shutdown, no
+ * snapshot): the restart finds them in the log. */
+static void test_audit_crash_restart(void **state)
+{
+    struct cache *c;
+    pid_t pid;
+    int status;
+
+    (void)state;
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct cache_stats st;
+
+        c = open_cache(T0);
+        put(c, 1, "how do I reverse a list in python", "reverse it", 0, T0);
+        audit_wrong(c, semantic_hit(c, T0));
+        do {
+            usleep(1000);
+            cache_get_stats(c, &st);
+        } while (st.wal_durable_seq < st.wal_last_seq);
+        _exit(0); /* the crash: no cache_free, nothing flushed on the way out */
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    c = open_cache(T0 + 10);
+    check_audited(c, T0 + 10);
+    cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +571,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_then_rotation, setup, teardown),
         cmocka_unit_test(test_snapshot_needs_persistence),
         cmocka_unit_test(test_single_flight),
+        cmocka_unit_test(test_audit_agree_and_stale),
+        cmocka_unit_test_setup_teardown(test_audit_dispute_survives, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_audit_crash_restart, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
