@@ -34,6 +34,9 @@
 #define BUDGET_STEP      0.02f
 #define BUDGET_MAX_PARTS 65536
 #define BUDGET_CONF      0.95
+/* Audits a partition needs before its threshold may rise (the server's
+ * min_audits): fewer say too little about a partition's own traffic. */
+#define BUDGET_MIN_AUDITS 5
 
 struct budget;
 
@@ -52,7 +55,7 @@ struct budget_opts {
 };
 
 int budget_new(const struct budget_opts *o, struct budget **out); /* 0 or -ENOMEM */
-void budget_free(struct budget *b);                                /* NULL is a no-op */
+void budget_free(struct budget *b);                               /* NULL is a no-op */
 
 /* The threshold a semantic lookup in partition uses: its raised one, or
  * the base. */

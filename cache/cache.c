@@ -283,7 +283,7 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     if (!text)
         return false;
     why = verify_split_with(v->q->text, v->q->text_len, v->words, v->nwords, text, strlen(text),
-                            v->c->emb ? embedder_verify_tables(v->c->emb) : NULL);
+                            cache_verify_tables(v->c));
     if (why == VERIFY_OK)
         return true;
     atomic_fetch_add(&v->c->rejected[why], 1);
@@ -958,6 +958,11 @@ int cache_audit_record(struct cache *c, const uint8_t *partition, const uint8_t 
 size_t cache_audit_partitions(struct cache *c, struct budget_part *out, size_t max)
 {
     return budget_list(c->budget, out, max);
+}
+
+const struct verify_tables *cache_verify_tables(const struct cache *c)
+{
+    return c->emb ? embedder_verify_tables(c->emb) : NULL;
 }
 
 float cache_threshold(struct cache *c, const uint8_t *partition)

@@ -257,6 +257,10 @@ int cache_audit_record(struct cache *c, const uint8_t *partition, const uint8_t 
 /* Up to max partitions' audit states, most audited first; returns how many. */
 size_t cache_audit_partitions(struct cache *c, struct budget_part *out, size_t max);
 
+/* The hit verifier's tables (WordNet, word vectors), for judging answers
+ * the way questions are checked; NULL when there are none. */
+const struct verify_tables *cache_verify_tables(const struct cache *c);
+
 /* The threshold a semantic lookup in partition runs at. */
 float cache_threshold(struct cache *c, const uint8_t *partition);
 

@@ -122,6 +122,14 @@ static const struct option options[] = {
      "provider tokens per minute per client, from each answer's usage (0 = no limit)"},
     {"verifier", T_BOOL, F(verifier), "true", 0, 0, 0,
      "check numbers and negation before serving a semantic hit"},
+    {"audit-rate", T_FLOAT, F(audit_rate), "0.01", 0, 1, 0,
+     "share of semantic hits asked again of the provider in the background and judged, "
+     "0..1 (0 = no audits; docs/audit.md)"},
+    {"audit-max-inflight", T_INT, F(audit_max_inflight), "4", 1, 1024, 0,
+     "most audits at once; more are dropped and counted"},
+    {"max-wrong-hit-rate", T_FLOAT, F(max_wrong_hit_rate), "0.02", 0, 1, 0,
+     "error budget: while a partition's 95% upper bound on wrong hits is above this, its "
+     "similarity threshold rises in steps"},
     {"prices", T_PRICES, F(prices), NULL, 0, 0, O_OPTIONAL,
      "price table for the money-saved metric: MODEL=IN/OUT,... in USD per 1M input/output "
      "tokens (unset: tokens saved are counted, money is not)"},

@@ -80,6 +80,9 @@ struct cfg {
     int rate_limit_rpm;          /* per client; 0 = off */
     int rate_limit_tpm;          /* per client; 0 = off */
     bool verifier;               /* run the hit verifier on semantic candidates */
+    double audit_rate;           /* share of semantic hits audited, 0..1 */
+    int audit_max_inflight;      /* audits at once */
+    double max_wrong_hit_rate;   /* the error budget, 0..1 */
     char *prices;                /* MODEL=IN/OUT,... USD per 1M tokens, or NULL */
     bool log_prompts;            /* put the lookup text in the request log line */
     char *word_vectors;          /* the built-in embedder's word-vector table, or NULL */

@@ -11,6 +11,7 @@
 #include "cache/base/map.h"
 #include "cache/cache.h"
 #include "config/config.h"
+#include "proxy/audit.h"
 #include "proxy/auth.h"
 #include "proxy/chat.h"
 #include "proxy/openai/completion.h"
@@ -233,6 +234,7 @@ static cJSON *entry_json(const struct ctx *x, const struct cache_entry *e)
     cJSON_AddNumberToObject(o, "prompt_tokens", cr ? (double)cr->prompt_tokens : 0);
     cJSON_AddNumberToObject(o, "completion_tokens", cr ? (double)cr->completion_tokens : 0);
     cJSON_AddBoolToObject(o, "semantic", in.vec != NULL);
+    cJSON_AddBoolToObject(o, "disputed", in.disputed);
     if (x->ad->cfg->admin_show_prompts) {
         if (in.text)
             cJSON_AddStringToObject(o, "prompt", in.text);
@@ -625,12 +627,33 @@ static int stats(struct ctx *x)
     }
     /* The largest PARTITIONS_SHOWN; "partitions" has the full count. */
     cJSON_AddBoolToObject(doc, "by_partition_truncated", t.n > PARTITIONS_SHOWN);
+    if (doc && audit_summary_json(x->ad->audit, s, x->ad->cfg->max_wrong_hit_rate,
+                                  cJSON_AddObjectToObject(doc, "audit")) != 0) {
+        cJSON_Delete(doc);
+        doc = NULL;
+        rc = -ENOMEM;
+    }
     for (size_t i = 0; i < t.n; i++)
         free(t.v[i]);
     free(t.v);
     map_fini(&t.index);
     x->count = (long long)st.entries;
     return rc ? rc : reply_json(x, 200, doc);
+}
+
+/* GET /admin/audits: the audit summary and the latest disagreements. */
+static int audits(struct ctx *x)
+{
+    cJSON *doc = cJSON_CreateObject();
+
+    if (!doc || !cJSON_AddStringToObject(doc, "object", "parrot.audits") ||
+        audit_summary_json(x->ad->audit, x->ad->cache, x->ad->cfg->max_wrong_hit_rate, doc) != 0 ||
+        audit_recent_json(x->ad->audit, doc, "disagreements") != 0) {
+        cJSON_Delete(doc);
+        return -ENOMEM;
+    }
+    x->count = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(doc, "disagreements"));
+    return reply_json(x, 200, doc);
 }
 
 static int method_not_allowed(struct ctx *x, const char *allowed)
@@ -677,6 +700,10 @@ static int dispatch(struct ctx *x)
     if (strcmp(path, "/admin/stats") == 0) {
         log_str(&x->lr, "action", "stats");
         return is(x, "GET") ? stats(x) : method_not_allowed(x, "GET");
+    }
+    if (strcmp(path, "/admin/audits") == 0) {
+        log_str(&x->lr, "action", "audits");
+        return is(x, "GET") ? audits(x) : method_not_allowed(x, "GET");
     }
     if (strcmp(path, "/admin/entries") == 0) {
         log_str(&x->lr, "action", "list");

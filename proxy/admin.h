@@ -31,6 +31,7 @@ struct chat;
 struct admin {
     struct cache *cache; /* NULL when the cache is off */
     struct chat *chat;   /* its request policy, for the verdict counters */
+    struct audit *audit; /* audits of semantic hits, or NULL */
     const struct auth *auth;
     const struct cfg *cfg;
 };

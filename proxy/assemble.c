@@ -130,6 +130,8 @@ int assemble_cache(const struct cfg *c, struct cache **out)
     o.embedder_name = b.name;
     o.threshold = c->similarity_threshold > 0 ? (float)c->similarity_threshold : b.threshold;
     o.verifier = c->verifier;
+    o.max_wrong_rate = c->max_wrong_hit_rate;
+    o.audit_min = BUDGET_MIN_AUDITS;
     o.max_memory = c->cache_max_memory;
     o.snap_interval = c->snapshot_interval_ms;
     o.snap_wal_size = c->snapshot_wal_size;

@@ -277,10 +277,30 @@ void chat_feed(struct chat_req *r, const char *p, size_t n)
         cmpl_asm_feed(&r->as, p, n);
 }
 
+/* Render doc (taken) and put it under q's keys for ttl ms. 0, or -1 with
+ * *why set (the answer may not be cached, or memory ran out). */
+static int store_doc(struct chat *ch, struct cache_query *q, cJSON *doc, int64_t ttl, int64_t now,
+                     uint64_t *seq, const char **why)
+{
+    struct cmpl_rendered *cr = malloc(sizeof(*cr));
+
+    if (!cr || cmpl_render(doc, cr, why) != 0) {
+        free(cr);
+        cJSON_Delete(doc);
+        return -1;
+    }
+    cJSON_Delete(doc);
+    if (cache_put(ch->cache, q, cr, (double)(cr->prompt_tokens + cr->completion_tokens), ttl, now,
+                  seq) != 0) {
+        *why = "out of memory";
+        return -1;
+    }
+    return 0;
+}
+
 void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
                 size_t len, int64_t now)
 {
-    struct cmpl_rendered *cr = NULL;
     cJSON *doc;
     const char *why = NULL;
 
@@ -295,25 +315,28 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
         why = sse ? r->as.why : "unparseable response";
         goto skip;
     }
-    cr = malloc(sizeof(*cr));
-    if (!cr || cmpl_render(doc, cr, &why) != 0) {
-        free(cr);
+    if (store_doc(ch, &r->q, doc, r->ttl, now, &r->wal_seq, &why) != 0)
         goto skip;
-    }
-    cJSON_Delete(doc);
-    doc = NULL;
-    if (cache_put(ch->cache, &r->q, cr, (double)(cr->prompt_tokens + cr->completion_tokens), r->ttl,
-                  now, &r->wal_seq) != 0) {
-        why = "out of memory";
-        goto skip;
-    }
     r->stored = true;
     atomic_fetch_add(&ch->stores, 1);
     return;
 skip:
-    cJSON_Delete(doc);
     atomic_fetch_add(&ch->store_skipped, 1);
     log_msg(LOG_DEBUG, "answer not stored", why);
+}
+
+int chat_store_fresh(struct chat *ch, struct cache_query *q, cJSON *doc, int64_t now)
+{
+    const char *why = NULL;
+    uint64_t seq;
+
+    if (store_doc(ch, q, doc, ch->ttl, now, &seq, &why) != 0) {
+        atomic_fetch_add(&ch->store_skipped, 1);
+        log_msg(LOG_DEBUG, "audit answer not stored", why);
+        return -1;
+    }
+    atomic_fetch_add(&ch->stores, 1);
+    return 0;
 }
 
 bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct flight_waiter *))
@@ -388,7 +411,7 @@ void chat_get_stats(struct chat *ch, struct chat_stats *st)
     st->log_errors = cs.log_errors;
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
         st->rejected += cs.rejected[i];
-    st->rejected += cs.rejected_unreusable;
+    st->rejected += cs.rejected_unreusable + cs.rejected_disputed;
     st->evictions = cs.evictions;
     st->entries = cs.entries;
     st->memory = cs.memory;

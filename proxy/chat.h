@@ -116,6 +116,11 @@ void chat_feed(struct chat_req *r, const char *p, size_t n);
 void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
                 size_t len, int64_t now);
 
+/* Store doc (taken over), a provider's non-streamed answer that an audit
+ * fetched, under q's keys with the default TTL, as chat_store() would
+ * have. 0, or -1 when it may not be cached or memory ran out. Any thread. */
+int chat_store_fresh(struct chat *ch, struct cache_query *q, struct cJSON *doc, int64_t now);
+
 /* Single-flight for r's exact key. Returns true when r must wait (its
  * waiter.wake will be called); false when it leads or runs alone. */
 bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct flight_waiter *));

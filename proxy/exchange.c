@@ -567,6 +567,7 @@ enum MHD_Result xch_forward(struct exch *x, const char *path)
     struct server *s = x->srv;
     struct hdr_list l = {.n = 0};
     struct up_req req;
+    enum metrics_upstream why;
     int rc;
 
     const char *lines[REQ_HEADERS_MAX + 4];
@@ -608,6 +609,7 @@ enum MHD_Result xch_forward(struct exch *x, const char *path)
     if (ci)
         req.client_fd = ci->connect_fd;
 
+    why = !x->chat ? MU_PASSTHROUGH : x->chat->verdict == CHAT_BYPASS ? MU_BYPASS : MU_MISS;
     pthread_mutex_lock(&x->lock);
     atomic_fetch_add(&x->refs, 1); /* the transfer's, dropped in on_done */
     clock_gettime(CLOCK_MONOTONIC, &x->t_up0);
@@ -622,6 +624,7 @@ enum MHD_Result xch_forward(struct exch *x, const char *path)
         set_upstream_error(x, rc, "could not start the transfer");
         return xch_queue_error(x, &x->err);
     }
+    metrics_upstream(s->met, why);
     /* on_head/on_done wait for x->lock, so they see the suspension. */
     x->suspended = true;
     MHD_suspend_connection(x->conn);

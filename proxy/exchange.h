@@ -66,6 +66,7 @@ struct cfg;
 struct cache;
 struct chat;
 struct chat_req;
+struct audit;
 struct auth;
 struct metrics;
 struct conns;
@@ -101,6 +102,7 @@ struct server {
     struct up_pool *pool;
     struct cache *cache;  /* the caller's; NULL when the cache is off */
     struct chat *chat;    /* the request policy over it, or NULL */
+    struct audit *audit;  /* audits of semantic hits, or NULL with the cache off */
     struct ratelimit *rl; /* NULL when no rate limit is set */
     struct auth *auth;
     struct admin admin;

@@ -3,7 +3,9 @@
 
 #include "upstream/upstream.h"
 
+#include "cache/base/beta.h"
 #include "cache/cache.h"
+#include "proxy/audit.h"
 #include "proxy/chat.h"
 
 #include "proxy/openai/canon.h"
@@ -35,6 +37,8 @@ static const double bounds[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0
                                                0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
                                                5,      10,      30,     60,    120};
 
+static const char *const upstream_reasons[MU_REASONS] = {"miss", "bypass", "passthrough", "audit"};
+
 static const char *const route_names[MR_ROUTES] = {"chat",      "v1",    "health", "metrics",
                                                    "dashboard", "admin", "other"};
 
@@ -54,6 +58,7 @@ struct metrics {
     size_t nprices;
     int64_t start_time; /* Unix seconds */
     atomic_uint_fast64_t requests[MR_ROUTES][CODES];
+    atomic_uint_fast64_t upstream[MU_REASONS];
     struct hist hist[MH_COUNT];
     atomic_uint_fast64_t saved_prompt, saved_completion, saved_pusd;
     pthread_mutex_t top_lock;
@@ -129,6 +134,11 @@ void metrics_request(struct metrics *m, enum metrics_route r, int status)
     if (status <= 0 || status >= CODES)
         status = 499;
     atomic_fetch_add_explicit(&m->requests[r][status], 1, memory_order_relaxed);
+}
+
+void metrics_upstream(struct metrics *m, enum metrics_upstream r)
+{
+    atomic_fetch_add_explicit(&m->upstream[r], 1, memory_order_relaxed);
 }
 
 void metrics_observe(struct metrics *m, enum metrics_hist h, double seconds)
@@ -334,6 +344,12 @@ int metrics_render(struct metrics *m, struct buf *out)
         rc |=
             render_hist(out, &m->hist[MH_HIT + i], "parrot_chat_request_duration_seconds", labels);
     }
+    rc |= metrics_family(out, "parrot_upstream_requests_total", "counter",
+                         "Requests sent to the provider pool, by why: a cache miss, a bypass of "
+                         "the cache, another /v1 route, or an audit of a semantic hit.");
+    for (size_t i = 0; i < MU_REASONS; i++)
+        rc |= put(out, "parrot_upstream_requests_total{reason=\"%s\"} %" PRIu64 "\n",
+                  upstream_reasons[i], (uint64_t)atomic_load(&m->upstream[i]));
     rc |= metrics_family(out, "parrot_upstream_first_byte_seconds", "histogram",
                          "Time from sending a request upstream to the provider's response headers, "
                          "retries included.");
@@ -544,6 +560,8 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
     }
     rc |= metric(b, "parrot_cache_verifier_rejections_total", "", "", "{reason=\"tool_calls\"}",
                  st->rejected_unreusable, false);
+    rc |= metric(b, "parrot_cache_verifier_rejections_total", "", "", "{reason=\"disputed\"}",
+                 st->rejected_disputed, false);
     snprintf(labels, sizeof(labels), "{name=\"%s\"}", st->embedder_name);
     rc |= metric(b, "parrot_embedder_info", "gauge",
                  "The embedder in use: kind, model and dimension.", labels, 1, true);
@@ -598,6 +616,60 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
         rc |=
             gauge_seconds(b, "parrot_cache_load_seconds",
                           "Start-up time to load the snapshot and replay the log.", st->loaded_ms);
+    }
+    return rc ? -ENOMEM : 0;
+}
+
+int metrics_audit(struct buf *b, const struct audit_stats *st, const struct cache_stats *cs,
+                  const struct budget_part *parts, size_t n)
+{
+    uint64_t k = cs->audit.wrong, total = cs->audit.audits;
+    int rc = 0;
+
+    rc |= metrics_family(b, "parrot_audit_total", "counter",
+                         "Audited semantic hits since start, by the judge's verdict.");
+    rc |= put(b, "parrot_audit_total{verdict=\"same\"} %" PRIu64 "\n", st->same);
+    rc |= put(b, "parrot_audit_total{verdict=\"different\"} %" PRIu64 "\n", st->different);
+    rc |= metrics_family(b, "parrot_audit_dropped_total", "counter",
+                         "Sampled audits not judged, by reason: busy (max inflight), provider (no "
+                         "breaker closed), failed (the provider call failed), gone (the entry "
+                         "left the cache).");
+    for (int i = 0; i < AUDIT_DROPS; i++)
+        rc |= put(b, "parrot_audit_dropped_total{reason=\"%s\"} %" PRIu64 "\n", audit_drop_names[i],
+                  st->dropped[i]);
+    rc |= metric(b, "parrot_audit_inflight", "gauge", "Audits waiting for the provider now.", "",
+                 st->inflight, true);
+    rc |= metrics_family(b, "parrot_audit_wrong_hit_rate", "gauge",
+                         "Share of audited semantic hits judged wrong (all audits on record).");
+    rc |= put(b, "parrot_audit_wrong_hit_rate %.6f\n", total ? (double)k / (double)total : 0);
+    rc |=
+        metrics_family(b, "parrot_audit_wrong_hit_rate_upper", "gauge",
+                       "95% Clopper-Pearson upper bound on the wrong-hit rate (1 with no audits).");
+    rc |= put(b, "parrot_audit_wrong_hit_rate_upper %.6f\n", beta_cp_upper(k, total, BUDGET_CONF));
+    rc |= metric(b, "parrot_audit_partitions_raised", "gauge",
+                 "Partitions whose semantic threshold the error budget has raised.", "",
+                 cs->audit.raised, true);
+    rc |= metrics_family(b, "parrot_audit_threshold_max", "gauge",
+                         "The highest semantic threshold any partition runs at.");
+    rc |= put(b, "parrot_audit_threshold_max %.4f\n", (double)cs->audit.max_threshold);
+    rc |= metric(b, "parrot_cache_disputed_total", "counter",
+                 "Entries an audit disputed since start (they serve exact hits only).", "",
+                 cs->disputes, true);
+    rc |= metrics_family(b, "parrot_audit_partition_wrong_hit_rate_upper", "gauge",
+                         "The upper bound for the most audited partitions (hash prefix).");
+    for (size_t i = 0; i < n; i++) {
+        char hex[2 * CACHE_KEY_LEN + 1];
+        canon_hex(parts[i].partition, CACHE_KEY_LEN, hex);
+        rc |= put(b, "parrot_audit_partition_wrong_hit_rate_upper{partition=\"%.16s\"} %.6f\n", hex,
+                  beta_cp_upper(parts[i].wrong, parts[i].audits, BUDGET_CONF));
+    }
+    rc |= metrics_family(b, "parrot_audit_partition_threshold", "gauge",
+                         "The semantic threshold of the most audited partitions (hash prefix).");
+    for (size_t i = 0; i < n; i++) {
+        char hex[2 * CACHE_KEY_LEN + 1];
+        canon_hex(parts[i].partition, CACHE_KEY_LEN, hex);
+        rc |= put(b, "parrot_audit_partition_threshold{partition=\"%.16s\"} %.4f\n", hex,
+                  (double)parts[i].threshold);
     }
     return rc ? -ENOMEM : 0;
 }

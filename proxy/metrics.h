@@ -46,6 +46,18 @@ enum metrics_hist {
     MH_COUNT
 };
 
+/* Why parrot called the provider, for parrot_upstream_requests_total. */
+enum metrics_upstream {
+    MU_MISS,        /* a chat completion the cache could not answer */
+    MU_BYPASS,      /* a chat completion that skipped the cache */
+    MU_PASSTHROUGH, /* any other /v1 route */
+    MU_AUDIT,       /* an audit of a semantic hit (proxy/audit.h) */
+    MU_REASONS
+};
+
+/* One request submitted to the provider pool. */
+void metrics_upstream(struct metrics *m, enum metrics_upstream r);
+
 /* Finite bucket bounds; one more bucket (+Inf) follows. */
 #define METRICS_BUCKETS 19
 
@@ -96,6 +108,16 @@ struct chat_stats;
 int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache_stats *st);
 
 struct up_provider_stats;
+struct audit_stats;
+struct budget_part;
+
+/* Append the audits' families: the verdicts and drops since start (st),
+ * and from the cache's tallies (cs: they survive restarts) the estimated
+ * wrong-hit rate and its 95% Clopper-Pearson upper bound, overall and for
+ * parts[0..n) (the most audited partitions, labelled by a hash prefix),
+ * with the thresholds. Returns 0, or -ENOMEM. */
+int metrics_audit(struct buf *b, const struct audit_stats *st, const struct cache_stats *cs,
+                  const struct budget_part *parts, size_t n);
 
 /* Append the provider pool's per-provider counters (attempts, failures,
  * retries, failovers, breaker state) for st[0..n). Returns 0, or -ENOMEM. */

@@ -5,6 +5,7 @@
 #include "cache/base/clock.h"
 #include "cache/cache.h"
 #include "config/config.h"
+#include "proxy/audit.h"
 #include "proxy/auth.h"
 #include "proxy/chat.h"
 #include "proxy/conns.h"
@@ -18,17 +19,47 @@
 #include <string.h>
 #include <sys/socket.h>
 
+/* A sampled semantic hit goes to the audit, after its answer is queued. */
+static void offer_audit(struct exch *x)
+{
+    const struct chat_req *r = x->chat;
+    struct cache_entry_info in;
+    struct audit_hit h;
+
+    if (r->exact || r->coalesced || !x->srv->audit)
+        return;
+    cache_entry_describe(r->q.hit, &in);
+    h = (struct audit_hit){
+        .body = x->body.p,
+        .len = x->body.len,
+        .authorization = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
+        .organization =
+            MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "OpenAI-Organization"),
+        .project = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "OpenAI-Project"),
+        .request_id = x->id,
+        .partition = r->q.partition,
+        .exact = r->q.exact,
+        .text = r->q.text,
+        .text_len = r->q.text_len,
+        .entry = in.id,
+        .sim = r->q.sim};
+    audit_offer(x->srv->audit, &h);
+}
+
 static enum MHD_Result serve_hit(struct exch *x)
 {
     size_t len = 0;
     char *body = chat_hit_body(x->chat, clock_wall_ms(), &len);
+    enum MHD_Result rc;
 
     if (!body) {
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return xch_queue_error(x, &x->err);
     }
-    return xch_queue_buffer(x, 200, x->chat->stream ? "text/event-stream" : "application/json",
-                            body, len, MHD_RESPMEM_MUST_FREE);
+    rc = xch_queue_buffer(x, 200, x->chat->stream ? "text/event-stream" : "application/json", body,
+                          len, MHD_RESPMEM_MUST_FREE);
+    offer_audit(x);
+    return rc;
 }
 
 /* A request waiting behind an identical one is woken (any thread). */
@@ -134,6 +165,19 @@ static int cache_metrics(struct server *s, struct buf *b)
     return metrics_cache(b, &cs, &st);
 }
 
+/* The audits' Prometheus text. */
+static int audit_metrics(struct server *s, struct buf *b)
+{
+    struct budget_part parts[AUDIT_PARTS_SHOWN];
+    struct audit_stats as;
+    struct cache_stats st;
+    size_t n = cache_audit_partitions(s->cache, parts, AUDIT_PARTS_SHOWN);
+
+    audit_get_stats(s->audit, &as);
+    cache_get_stats(s->cache, &st);
+    return metrics_audit(b, &as, &st, parts, n);
+}
+
 /* /metrics: every module's numbers, rendered by metrics.c. */
 static enum MHD_Result metrics(struct exch *x)
 {
@@ -144,7 +188,7 @@ static enum MHD_Result metrics(struct exch *x)
 
     if (metrics_server(&b, atomic_load(&s->inflight), conns_cut_total(s->conns)) ||
         metrics_providers(&b, st, n) || (s->chat && cache_metrics(s, &b)) ||
-        metrics_render(s->met, &b)) {
+        (s->chat && audit_metrics(s, &b)) || metrics_render(s->met, &b)) {
         buf_free(&b);
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return xch_queue_error(x, &x->err);

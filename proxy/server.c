@@ -10,6 +10,7 @@
 #include "proxy/conns.h"
 #include "proxy/exchange.h"
 #include "proxy/log.h"
+#include "proxy/audit.h"
 #include "proxy/metrics.h"
 
 #include <arpa/inet.h>
@@ -44,6 +45,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static void server_free(struct server *s)
 {
     conns_free(s->conns);
+    audit_free(s->audit); /* before the policy it stores through */
     chat_free(s->chat);
     rl_free(s->rl);
     auth_free(s->auth);
@@ -82,6 +84,17 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
         snprintf(err, errlen, "cannot set up metrics (out of memory)");
         goto fail;
     }
+    struct audit_opts ao = {.rate = c->audit_rate,
+                            .max_inflight = (unsigned)c->audit_max_inflight,
+                            .log_prompts = c->log_prompts,
+                            .pool = pool,
+                            .chat = s->chat,
+                            .met = s->met};
+    if (s->chat && audit_new(&ao, &s->audit) != 0) {
+        snprintf(err, errlen, "cannot start the audit thread");
+        goto fail;
+    }
+    s->admin.audit = s->audit;
     if ((c->rate_limit_rpm || c->rate_limit_tpm) &&
         rl_new((unsigned)c->rate_limit_rpm, (unsigned)c->rate_limit_tpm, &s->rl) != 0) {
         snprintf(err, errlen, "cannot set up rate limits (out of memory)");

@@ -27,6 +27,17 @@
 // Stats: embedCalls, embedBatches (input count of each call, in order),
 // embedInputs (every text received), embedHeld (calls held right now).
 //
+// Chat script (for audits, which parrot sends with only the client's
+// credentials and an x-parrot-audit: 1 mark): POST /_fake/chat-script with
+// a JSON object; /_fake/reset clears it. Fields (all optional):
+//   answers: {text: content}  answer a chat whose last user message is text
+//                      with content instead of the echo (e.g. one answer
+//                      per entity, so paraphrases disagree or agree)
+//   holdAudits: true   hold audit calls until POST /_fake/chat-release
+//   status: N          answer every chat call with an OpenAI-shaped error N
+// Stats: auditCalls (chat calls marked x-parrot-audit), auditHeld (held
+// right now), lastAudit {headers, body} (the latest audit call).
+//
 // Scripting request headers (any /v1 route unless noted):
 //   x-fake-status: N            reply N with an OpenAI-shaped error (429 adds retry-after: 0)
 //   x-fake-delay-ms: N          wait N ms before the headers
@@ -266,10 +277,20 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     embedBatches: [],
     embedInputs: [],
     embedHeld: 0,
+    auditCalls: 0,
+    auditHeld: 0,
+    lastAudit: null,
   });
   st = freshStats();
   let embedScript = {};
   let held = []; // resolvers of held embeddings calls
+  let chatScript = {};
+  let heldAudits = []; // resolvers of held audit calls
+  const releaseAudits = () => {
+    const h = heldAudits;
+    heldAudits = [];
+    for (const r of h) r();
+  };
 
   const sockets = new Set();
   const server = http.createServer((req, res) => {
@@ -378,6 +399,27 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       res.end();
       return;
     }
+    if (path === '/_fake/chat-script' && req.method === 'POST') {
+      const raw = await readBody(req);
+      try {
+        const v = JSON.parse(raw.toString('utf8'));
+        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
+        chatScript = v;
+      } catch (err) {
+        sendJson(res, 400, errorBody(`fake: bad chat script: ${err.message}`, 'fake_error', 'fake_script'));
+        return;
+      }
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    if (path === '/_fake/chat-release' && req.method === 'POST') {
+      await readBody(req);
+      releaseAudits();
+      res.writeHead(204);
+      res.end();
+      return;
+    }
     if (path === '/_fake/embed-release' && req.method === 'POST') {
       await readBody(req);
       releaseHeld();
@@ -412,6 +454,21 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       let text = '';
       try { text = lastUserText(JSON.parse(body.toString('utf8'))); } catch { /* counted under '' */ }
       st.chatByText[text] = (st.chatByText[text] || 0) + 1;
+      if (req.headers['x-parrot-audit'] !== undefined) {
+        st.auditCalls += 1;
+        st.lastAudit = { headers: { ...req.headers }, body: body.toString('utf8') };
+        if (chatScript.holdAudits) {
+          st.auditHeld += 1;
+          await new Promise((resolve) => { heldAudits.push(resolve); });
+          st.auditHeld -= 1;
+          if (res.destroyed) return;
+        }
+      }
+      if (Number.isInteger(chatScript.status)) {
+        sendJson(res, chatScript.status, errorBody(`fake error ${chatScript.status}`, 'fake_error',
+          `fake_${chatScript.status}`), commonHeaders(id));
+        return;
+      }
     }
 
     const drop = req.headers['x-fake-drop'];
@@ -539,7 +596,9 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     const chunks = intHeader(req, 'x-fake-chunks');
     const nTools = intHeader(req, 'x-fake-tool-calls');
     const toolCalls = nTools && nTools > 0 ? fakeToolCalls(body, nTools, id) : null;
-    const content = toolCalls ? null : replyContent(body, chunks);
+    const scripted = chatScript.answers && Object.hasOwn(chatScript.answers, lastUserText(body))
+      ? String(chatScript.answers[lastUserText(body)]) : null;
+    const content = toolCalls ? null : (scripted ?? replyContent(body, chunks));
     const usage = fakeUsage(body, toolCalls ? toolCalls.map((t) => t.function.arguments).join(' ') : content);
     const finishHeader = req.headers['x-fake-finish'];
     const finish = typeof finishHeader === 'string' && finishHeader !== ''
@@ -644,6 +703,8 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     st = freshStats();
     embedScript = {};
     releaseHeld();
+    chatScript = {};
+    releaseAudits();
   }
 
   server.listen(port, host);
@@ -659,6 +720,9 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     /** Set the embeddings script (see the header comment). */
     embedScript(sc) { embedScript = { ...sc }; },
     releaseEmbeddings: releaseHeld,
+    /** Set the chat script (see the header comment). */
+    chatScript(sc) { chatScript = { ...sc }; },
+    releaseAudits,
     async close() {
       const closed = new Promise((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
