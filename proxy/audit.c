@@ -70,7 +70,7 @@ struct recent {
     uint64_t entry;
     char partition[PART_HEX + 1];
     float sim, score, threshold;
-    const char *why; /* static */
+    const char *why;                 /* static */
     char *question, *cached, *fresh; /* NULL unless log_prompts */
 };
 
@@ -594,7 +594,8 @@ int audit_recent_json(struct audit *a, cJSON *obj, const char *name)
         char id[17];
 
         snprintf(id, sizeof(id), "%016" PRIx64, r->entry);
-        if (!o || !cJSON_AddItemToArray(arr, o) || !cJSON_AddNumberToObject(o, "ts", (double)r->ts) ||
+        if (!o || !cJSON_AddItemToArray(arr, o) ||
+            !cJSON_AddNumberToObject(o, "ts", (double)r->ts) ||
             !cJSON_AddStringToObject(o, "entry", id) ||
             !cJSON_AddStringToObject(o, "partition", r->partition) ||
             !cJSON_AddNumberToObject(o, "similarity", r->sim) ||
@@ -612,7 +613,6 @@ int audit_recent_json(struct audit *a, cJSON *obj, const char *name)
     pthread_mutex_unlock(&a->recent_mu);
     return rc;
 }
-
 
 /* k of n as an estimate and its bound. */
 static int add_rate(cJSON *o, uint64_t k, uint64_t n)

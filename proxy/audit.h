@@ -71,8 +71,13 @@ struct audit_hit {
 /* Audit h with probability rate (an HTTP worker; copies, never blocks). */
 void audit_offer(struct audit *a, const struct audit_hit *h);
 
-enum audit_drop { AUDIT_DROP_BUSY, AUDIT_DROP_PROVIDER, AUDIT_DROP_FAILED, AUDIT_DROP_GONE,
-                  AUDIT_DROPS };
+enum audit_drop {
+    AUDIT_DROP_BUSY,
+    AUDIT_DROP_PROVIDER,
+    AUDIT_DROP_FAILED,
+    AUDIT_DROP_GONE,
+    AUDIT_DROPS
+};
 extern const char *const audit_drop_names[AUDIT_DROPS];
 
 struct audit_stats {

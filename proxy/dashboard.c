@@ -2,6 +2,7 @@
 #include "proxy/dashboard.h"
 
 #include "cache/cache.h"
+#include "proxy/audit.h"
 #include "proxy/chat.h"
 #include "proxy/metrics.h"
 #include "upstream/upstream.h"
@@ -90,8 +91,8 @@ static int providers_json(struct up_pool *pool, cJSON *root)
     return rc;
 }
 
-char *dashboard_stats(struct chat *ch, struct up_pool *pool, struct metrics *m, size_t inflight,
-                      size_t *len)
+char *dashboard_stats(struct chat *ch, struct audit *a, double max_rate, struct up_pool *pool,
+                      struct metrics *m, size_t inflight, size_t *len)
 {
     cJSON *root = cJSON_CreateObject();
     char *out = NULL;
@@ -99,6 +100,9 @@ char *dashboard_stats(struct chat *ch, struct up_pool *pool, struct metrics *m, 
     if (!root || add_num(root, "now", (double)time(NULL)) != 0 ||
         add_num(root, "inflight", (double)inflight) != 0 || cache_json(ch, root) != 0 ||
         providers_json(pool, root) != 0 || metrics_json(m, root) != 0)
+        goto done;
+    if (ch && audit_summary_json(a, chat_cache(ch), max_rate,
+                                 cJSON_AddObjectToObject(root, "audit")) != 0)
         goto done;
     out = cJSON_PrintUnformatted(root);
     if (out)

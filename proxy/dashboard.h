@@ -21,9 +21,11 @@ struct up_pool;
 const char *dashboard_page(size_t *len);
 
 /* The stats document: cache counters (ch may be NULL when the cache is
- * off), per-provider health, this process's metrics. A malloc'd JSON text
- * of *len bytes, or NULL when out of memory. */
-char *dashboard_stats(struct chat *ch, struct up_pool *pool, struct metrics *m, size_t inflight,
-                      size_t *len);
+ * off), the audits (a, with the error budget max_rate; proxy/audit.h),
+ * per-provider health, this process's metrics. A malloc'd JSON text of
+ * *len bytes, or NULL when out of memory. */
+struct audit;
+char *dashboard_stats(struct chat *ch, struct audit *a, double max_rate, struct up_pool *pool,
+                      struct metrics *m, size_t inflight, size_t *len);
 
 #endif

@@ -236,7 +236,8 @@ static enum MHD_Result dashboard(struct exch *x, const char *path)
         return xch_queue_buffer(x, 200, "text/html; charset=utf-8", (char *)page, len,
                                 MHD_RESPMEM_PERSISTENT);
     }
-    json = dashboard_stats(s->chat, s->pool, s->met, atomic_load(&s->inflight), &len);
+    json = dashboard_stats(s->chat, s->audit, s->cfg->max_wrong_hit_rate, s->pool, s->met,
+                           atomic_load(&s->inflight), &len);
     if (!json) {
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return xch_queue_error(x, &x->err);

@@ -141,6 +141,11 @@ test('paraphrases with different answers: the bound rises, entries are disputed,
   assert.equal(m.parrot_cache_disputed_total, hits);
   const stats = await admin(parrot, '/admin/stats');
   assert.equal(stats.audit.partitions_raised, 1);
+  // The dashboard's panel reads the same summary.
+  const d = JSON.parse((await request(parrot.base, { path: '/dashboard/stats.json' })).body);
+  assert.equal(d.audit.wrong, hits);
+  assert.equal(d.audit.wrong_hit_rate_upper, 1);
+  assert.equal(d.audit.max_wrong_hit_rate, 0.02);
   // One JSON line per disagreement.
   assert.equal(parrot.logs().filter((l) => l.msg === 'audit disagreement').length, hits);
 });

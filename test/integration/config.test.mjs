@@ -15,6 +15,7 @@ const TEST_TIMEOUT_MS = 60_000;
 const OPTIONS = [
   'listen', 'upstream', 'data-dir', 'max-body-size', 'connect-timeout', 'upstream-timeout',
   'idle-timeout', 'shutdown-timeout', 'log-level', 'threads', 'max-connections',
+  'audit-rate', 'audit-max-inflight', 'max-wrong-hit-rate',
 ];
 
 /** Parse --print-config output into {name: {value, source}}. */

@@ -124,8 +124,11 @@ export async function startParrot({ args = [], env = {}, timeoutMs = 10_000 } = 
   }
   const dataDir = makeTmpDir('parrot-data-');
   const fullArgs = ['--listen', '127.0.0.1:0', '--data-dir', dataDir, ...args];
+  // Audits are off unless a test asks for them (a flag or env wins): one
+  // in a hundred semantic hits calling the provider again would make every
+  // count of provider calls a coin toss.
   const proc = spawn(PARROT_BIN, fullArgs, {
-    env: cleanEnv(env),
+    env: cleanEnv({ PARROT_AUDIT_RATE: '0', ...env }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines = [];
