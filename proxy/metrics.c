@@ -620,6 +620,28 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
     return rc ? -ENOMEM : 0;
 }
 
+/* One gauge family over the most audited partitions: their upper bound, or
+ * their threshold. */
+static int partition_gauges(struct buf *b, const struct budget_part *parts, size_t n,
+                            bool threshold)
+{
+    const char *name = threshold ? "parrot_audit_partition_threshold"
+                                 : "parrot_audit_partition_wrong_hit_rate_upper";
+    int rc =
+        metrics_family(b, name, "gauge",
+                       threshold ? "The semantic threshold of the most audited partitions."
+                                 : "The wrong-hit upper bound of the most audited partitions.");
+
+    for (size_t i = 0; i < n; i++) {
+        char hex[2 * CACHE_KEY_LEN + 1];
+        canon_hex(parts[i].partition, CACHE_KEY_LEN, hex);
+        rc |= put(b, "%s{partition=\"%.16s\"} %.6f\n", name, hex,
+                  threshold ? (double)parts[i].threshold
+                            : beta_cp_upper(parts[i].wrong, parts[i].audits, BUDGET_CONF));
+    }
+    return rc;
+}
+
 int metrics_audit(struct buf *b, const struct audit_stats *st, const struct cache_stats *cs,
                   const struct budget_part *parts, size_t n)
 {
@@ -655,22 +677,8 @@ int metrics_audit(struct buf *b, const struct audit_stats *st, const struct cach
     rc |= metric(b, "parrot_cache_disputed_total", "counter",
                  "Entries an audit disputed since start (they serve exact hits only).", "",
                  cs->disputes, true);
-    rc |= metrics_family(b, "parrot_audit_partition_wrong_hit_rate_upper", "gauge",
-                         "The upper bound for the most audited partitions (hash prefix).");
-    for (size_t i = 0; i < n; i++) {
-        char hex[2 * CACHE_KEY_LEN + 1];
-        canon_hex(parts[i].partition, CACHE_KEY_LEN, hex);
-        rc |= put(b, "parrot_audit_partition_wrong_hit_rate_upper{partition=\"%.16s\"} %.6f\n", hex,
-                  beta_cp_upper(parts[i].wrong, parts[i].audits, BUDGET_CONF));
-    }
-    rc |= metrics_family(b, "parrot_audit_partition_threshold", "gauge",
-                         "The semantic threshold of the most audited partitions (hash prefix).");
-    for (size_t i = 0; i < n; i++) {
-        char hex[2 * CACHE_KEY_LEN + 1];
-        canon_hex(parts[i].partition, CACHE_KEY_LEN, hex);
-        rc |= put(b, "parrot_audit_partition_threshold{partition=\"%.16s\"} %.4f\n", hex,
-                  (double)parts[i].threshold);
-    }
+    rc |= partition_gauges(b, parts, n, false);
+    rc |= partition_gauges(b, parts, n, true);
     return rc ? -ENOMEM : 0;
 }
 

@@ -596,14 +596,21 @@ int store_delete(struct store *s, uint64_t id)
     return e ? 0 : -ENOENT;
 }
 
+/* The entry r names: the one under r->exact, if its id is r->id (0: any).
+ * Under the lock. */
+static struct store_entry *by_ref(struct store *s, const struct store_ref *r)
+{
+    struct store_entry *e = map_get(&s->exact, r->exact);
+
+    return e && r->id && e->id != r->id ? NULL : e;
+}
+
 int store_remove(struct store *s, const struct store_ref *r)
 {
     struct store_entry *e;
 
     pthread_rwlock_wrlock(&s->lock);
-    e = map_get(&s->exact, r->exact);
-    if (e && r->id && e->id != r->id)
-        e = NULL;
+    e = by_ref(s, r);
     if (e)
         remove_entry(s, e);
     pthread_rwlock_unlock(&s->lock);
@@ -616,9 +623,7 @@ int store_dispute(struct store *s, const struct store_ref *r)
 
     /* Read lock: the flag is atomic, and lookups need not wait. */
     pthread_rwlock_rdlock(&s->lock);
-    e = map_get(&s->exact, r->exact);
-    if (e && r->id && e->id != r->id)
-        e = NULL;
+    e = by_ref(s, r);
     if (e)
         atomic_store(&e->disputed, true);
     pthread_rwlock_unlock(&s->lock);

@@ -385,28 +385,16 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       res.end();
       return;
     }
-    if (path === '/_fake/embed-script' && req.method === 'POST') {
+    if ((path === '/_fake/embed-script' || path === '/_fake/chat-script') && req.method === 'POST') {
+      const kind = path === '/_fake/embed-script' ? 'embed' : 'chat';
       const raw = await readBody(req);
       try {
         const v = JSON.parse(raw.toString('utf8'));
         if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
-        embedScript = v;
+        if (kind === 'embed') embedScript = v;
+        else chatScript = v;
       } catch (err) {
-        sendJson(res, 400, errorBody(`fake: bad embed script: ${err.message}`, 'fake_error', 'fake_script'));
-        return;
-      }
-      res.writeHead(204);
-      res.end();
-      return;
-    }
-    if (path === '/_fake/chat-script' && req.method === 'POST') {
-      const raw = await readBody(req);
-      try {
-        const v = JSON.parse(raw.toString('utf8'));
-        if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('not an object');
-        chatScript = v;
-      } catch (err) {
-        sendJson(res, 400, errorBody(`fake: bad chat script: ${err.message}`, 'fake_error', 'fake_script'));
+        sendJson(res, 400, errorBody(`fake: bad ${kind} script: ${err.message}`, 'fake_error', 'fake_script'));
         return;
       }
       res.writeHead(204);
