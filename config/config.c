@@ -981,6 +981,24 @@ static int check_combination(const struct cfg *c, char *err, size_t errlen)
     return 0;
 }
 
+int cfg_flag_arity(const char *arg, const char *next)
+{
+    const struct option *o;
+    bool ignored;
+
+    if (strncmp(arg, "--", 2) != 0 || strchr(arg, '='))
+        return 1;
+    if (strcmp(arg + 2, "config") == 0)
+        return next ? 2 : 1;
+    o = find(arg + 2, strlen(arg + 2));
+    if (!o || !next)
+        return 1;
+    /* As cfg_load reads them: a bool takes the next word only when it is one. */
+    if (o->type == T_BOOL)
+        return parse_bool(next, &ignored) == 0 ? 2 : 1;
+    return 2;
+}
+
 int cfg_load(struct cfg *c, int argc, char **argv, char **envp, enum cfg_action *action, char *err,
              size_t errlen)
 {

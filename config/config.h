@@ -112,6 +112,12 @@ int cfg_init(struct cfg *c);
 /* Release the strings owned by *c. Safe on a zeroed struct. */
 void cfg_fini(struct cfg *c);
 
+/* How many words of argv the flag arg takes, next being the word after it
+ * (NULL: none): 2 when it takes next as its value, else 1 (also for a word
+ * that is not a known flag). For commands that mix options and file names
+ * (parrot replay). */
+int cfg_flag_arity(const char *arg, const char *next);
+
 /* Apply the config file, the environment and the command line on top of the
  * defaults already in *c. envp is a NULL-terminated "NAME=value" array.
  * On success returns 0 and sets *action. On failure returns CFG_EINVAL (bad

@@ -355,33 +355,6 @@ static void unlink_job(struct audit *a, struct job *j)
         }
 }
 
-/* The first choice's message content of a completion object, or NULL. */
-static const char *content_of(const cJSON *doc)
-{
-    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(doc, "choices"), 0);
-
-    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(c, "message"), "content"));
-}
-
-/* The cached answer's content: its rendered body is a completion object
- * without its first three fields. NULL when it cannot be read. */
-static cJSON *cached_doc(const struct cache_entry *e)
-{
-    const struct cmpl_rendered *cr = cache_entry_payload(e);
-    char *text = malloc(cr->body_len + 2);
-    cJSON *doc;
-
-    if (!text)
-        return NULL;
-    text[0] = '{';
-    memcpy(text + 1, cr->body, cr->body_len);
-    text[cr->body_len + 1] = '\0';
-    doc = cJSON_ParseWithLength(text, cr->body_len + 1);
-    free(text);
-    return doc;
-}
-
 static char *kept(const char *s)
 {
     return s ? strndup(s, TEXT_KEPT) : NULL;
@@ -449,6 +422,8 @@ static void drop(struct audit *a, const struct job *j, enum audit_drop why)
     struct log_rec r;
 
     atomic_fetch_add(&a->dropped[why], 1);
+    if (!log_enabled(LOG_DEBUG))
+        return;
     log_begin(&r, LOG_DEBUG, "audit dropped");
     log_str(&r, "id", j->req_id);
     log_str(&r, "why", audit_drop_names[why]);
@@ -468,13 +443,13 @@ static void finish(struct audit *a, struct job *j)
     char hex[2 * CACHE_KEY_LEN + 1];
 
     if (j->err != UP_OK || j->status != 200 || j->too_big ||
-        !(fresh = cJSON_ParseWithLength(j->resp.p, j->resp.len)) || !(fa = content_of(fresh))) {
+        !(fresh = cJSON_ParseWithLength(j->resp.p, j->resp.len)) || !(fa = cmpl_content(fresh))) {
         drop(a, j, AUDIT_DROP_FAILED);
         goto done;
     }
     /* Evicted, expired or deleted meanwhile: nothing left to judge. */
-    if (!(e = cache_get_id(a->cache, j->entry)) || !(old = cached_doc(e)) ||
-        !(ca = content_of(old))) {
+    if (!(e = cache_get_id(a->cache, j->entry)) ||
+        !(old = cmpl_rendered_doc(cache_entry_payload(e))) || !(ca = cmpl_content(old))) {
         drop(a, j, AUDIT_DROP_GONE);
         goto done;
     }

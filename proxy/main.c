@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "proxy/assemble.h"
 #include "proxy/log.h"
+#include "proxy/replay.h"
 #include "proxy/server.h"
 #include "upstream/upstream.h"
 
@@ -400,6 +401,8 @@ int main(int argc, char **argv)
 
     if (argc >= 2 && strcmp(argv[1], "wal") == 0)
         return cmd_wal(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "replay") == 0)
+        return replay_main(argc, argv, environ);
     rc = validate(&p, argc, argv);
     if (rc == GO) {
         rc = start(&p);

@@ -619,3 +619,28 @@ size_t cmpl_write_sse(char *out, size_t cap, const struct cmpl_rendered *r, cons
     put(out, cap, &o, done, sizeof(done) - 1);
     return o;
 }
+
+cJSON *cmpl_rendered_doc(const struct cmpl_rendered *r)
+{
+    char *text = malloc(r->body_len + 2);
+    cJSON *doc;
+
+    if (!text)
+        return NULL;
+    /* The body is the object's text after its opening brace and the
+     * fields a hit writes fresh. */
+    text[0] = '{';
+    memcpy(text + 1, r->body, r->body_len);
+    text[r->body_len + 1] = '\0';
+    doc = cJSON_ParseWithLength(text, r->body_len + 1);
+    free(text);
+    return doc;
+}
+
+const char *cmpl_content(const cJSON *completion)
+{
+    const cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(completion, "choices"), 0);
+
+    return cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(c, "message"), "content"));
+}

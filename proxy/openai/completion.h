@@ -70,6 +70,14 @@ struct cmpl_rendered {
 int cmpl_render(const struct cJSON *completion, struct cmpl_rendered *out, const char **why);
 void cmpl_rendered_fini(struct cmpl_rendered *r);
 
+/* The stored answer as a completion object again (its body, without the
+ * fields a hit writes fresh), for reading its content; NULL when out of
+ * memory. The caller deletes it. */
+struct cJSON *cmpl_rendered_doc(const struct cmpl_rendered *r);
+
+/* The first choice's message content of a completion object, or NULL. */
+const char *cmpl_content(const struct cJSON *completion);
+
 /* Whether a rendered body (cmpl_rendered.body) holds tool calls or a legacy
  * function call. cmpl_render sets tool_calls from it; a decoder of stored
  * bodies (the log and snapshot records) calls it to set the flag again. */

@@ -352,6 +352,20 @@ static void test_print_reads_back(void **state)
     unlink(path);
 }
 
+/* How parrot replay tells an option's value from a file name. */
+static void test_flag_arity(void **state)
+{
+    (void)state;
+    assert_int_equal(cfg_flag_arity("--similarity-threshold", "0.8"), 2);
+    assert_int_equal(cfg_flag_arity("--similarity-threshold=0.8", "log.jsonl"), 1);
+    assert_int_equal(cfg_flag_arity("--verifier", "false"), 2);
+    assert_int_equal(cfg_flag_arity("--verifier", "log.jsonl"), 1);
+    assert_int_equal(cfg_flag_arity("--prices", NULL), 1);
+    assert_int_equal(cfg_flag_arity("--config", "parrot.conf"), 2);
+    assert_int_equal(cfg_flag_arity("--no-such-flag", "x"), 1);
+    assert_int_equal(cfg_flag_arity("log.jsonl", "x"), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -367,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_url_redact),
         cmocka_unit_test(test_file_syntax_and_mode),
         cmocka_unit_test(test_print_reads_back),
+        cmocka_unit_test(test_flag_arity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
