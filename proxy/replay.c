@@ -14,6 +14,7 @@
 #include "proxy/replay.h"
 
 #include "cache/base/beta.h"
+#include "cache/base/buf.h"
 #include "cache/base/clock.h"
 #include "cache/base/map.h"
 #include "cache/cache.h"
@@ -41,6 +42,7 @@
 #define PROGRESS     10000 /* requests between progress lines */
 #define LINE_MAX_LEN (32u << 20)
 #define MAX_FILES    256
+#define TS_MAX       1e11 /* seconds (year 5138): a larger "ts" is not a time */
 
 #define CLUSTER_TEXT 200 /* bytes of a cluster's question kept for the report */
 
@@ -209,7 +211,9 @@ static void replay_line(struct run *rn, const char *line, size_t len, int64_t *c
     }
     /* Unix seconds (as OpenAI's "created") when logged; else a millisecond
      * after the request before (the first: now). */
-    now = cJSON_IsNumber(ts) ? (int64_t)(ts->valuedouble * 1000) : *clock + 1;
+    now = cJSON_IsNumber(ts) && ts->valuedouble >= 0 && ts->valuedouble < TS_MAX
+              ? (int64_t)(ts->valuedouble * 1000)
+              : *clock + 1;
     *clock = now;
     t->requests++;
     chat_req_init(rn->chat, &r, doc, raw, strlen(raw), "replay", NULL, NULL, NULL);
@@ -253,34 +257,59 @@ out:
     free(raw);
 }
 
+/* One line of f into line (its newline and a CR before it dropped).
+ * Returns 1 with a line, 0 at the end, -1 for a line longer than
+ * LINE_MAX_LEN (read past, never held). */
+static int read_line(FILE *f, struct buf *line)
+{
+    char chunk[64 * 1024];
+    bool over = false, any = false;
+
+    buf_reset(line);
+    while (fgets(chunk, sizeof(chunk), f)) {
+        size_t n = strlen(chunk);
+        bool end = n > 0 && chunk[n - 1] == '\n';
+
+        any = true;
+        if (!over && buf_append(line, chunk, n, LINE_MAX_LEN + 2) != 0)
+            over = true;
+        if (end)
+            break;
+    }
+    if (!any)
+        return 0;
+    if (over)
+        return -1;
+    while (line->len > 0 && (line->p[line->len - 1] == '\n' || line->p[line->len - 1] == '\r'))
+        line->len--;
+    return 1;
+}
+
 /* Replay every line of path. 0, or -1 when it cannot be read. */
 static int replay_file(struct run *rn, const char *path, int64_t *clock)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
+    struct buf line = {0};
+    int got;
 
     if (!f) {
         fprintf(stderr, "parrot replay: %s: %s\n", path, strerror(errno));
         return -1;
     }
-    while ((n = getline(&line, &cap, f)) > 0) {
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            n--;
-        if (n == 0)
-            continue;
-        if ((size_t)n > LINE_MAX_LEN) {
+    while ((got = read_line(f, &line)) != 0) {
+        if (got < 0) {
             rn->t.lines++;
             rn->t.skipped_json++;
+        } else if (line.len > 0) {
+            replay_line(rn, line.p, line.len, clock);
+        } else {
             continue;
         }
-        replay_line(rn, line, (size_t)n, clock);
         if (rn->t.lines % PROGRESS == 0)
             fprintf(stderr, "parrot replay: %s: %" PRIu64 " lines, %" PRIu64 " requests\n", path,
                     rn->t.lines, rn->t.requests);
     }
-    free(line);
+    buf_free(&line);
     if (f != stdin)
         fclose(f);
     return 0;
