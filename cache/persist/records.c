@@ -112,7 +112,8 @@ int rec_decode_put(const void *data, size_t len, struct rec_put *p)
     if (len < 1 || (*rd.p != VERSION && *rd.p != FLAGGED))
         return -EBADMSG;
     if (*rd.p++ == FLAGGED) {
-        if (rd.p == rd.end || (*rd.p & ~REC_FLAG_DISPUTED) != 0)
+        /* No flag is written as version 1: one spelling per record. */
+        if (rd.p == rd.end || *rd.p == 0 || (*rd.p & ~REC_FLAG_DISPUTED) != 0)
             return -EBADMSG;
         p->flags = *rd.p++;
     }

@@ -1,7 +1,8 @@
 /* fuzz_records.c - fuzz target for the cache's log record decoder
  * (cache/persist/records.c, with the OpenAI payload codec); see test/fuzz/README.md.
  *
- * Any bytes as a PUT and as a DEL payload. Checks: a payload that decodes
+ * Any bytes as a PUT (versions 1 and 2), a DEL (and DISPUTE) and an AUDIT
+ * payload. Checks: a payload that decodes
  * re-encodes to exactly the same bytes (the format has one spelling per
  * record), and one that does not decode leaves nothing allocated.
  */
@@ -15,6 +16,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct rec_put p;
+    struct rec_audit a;
     struct buf out = {0}, tail = {0};
     const uint8_t(*keys)[REC_KEY_LEN];
     void *payload;
@@ -23,6 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (rec_decode_del(data, size, &keys, &n) == 0) {
         CHECK(rec_encode_del(keys, n, &out) == 0);
+        CHECK(out.len == size && memcmp(out.p, data, size) == 0);
+        buf_free(&out);
+    }
+    if (rec_decode_audit(data, size, &a) == 0) {
+        CHECK(rec_encode_audit(&a, &out) == 0);
         CHECK(out.len == size && memcmp(out.p, data, size) == 0);
         buf_free(&out);
     }

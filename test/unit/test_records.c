@@ -54,7 +54,10 @@ static void test_put_versions(void **state)
     assert_memory_equal(out.tail, "TAIL", 4);
     rec_put_fini(&out);
 
-    /* An unknown flag bit, a missing flags byte, a version from the future. */
+    /* Version 2 without a flag, an unknown flag bit, a missing flags byte,
+     * a version from the future. */
+    ((uint8_t *)v2.p)[1] = 0;
+    assert_int_equal(rec_decode_put(v2.p, v2.len, &out), -EBADMSG);
     ((uint8_t *)v2.p)[1] = 0x2;
     assert_int_equal(rec_decode_put(v2.p, v2.len, &out), -EBADMSG);
     assert_int_equal(rec_decode_put(v2.p, 1, &out), -EBADMSG);
