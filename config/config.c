@@ -1220,17 +1220,20 @@ void cfg_usage(FILE *out, const char *argv0)
             "usage: %s [--config FILE] [--OPTION VALUE ...] [--print-config]\n"
             "       %s wal check [--data-dir DIR] [--config FILE]\n"
             "       %s wal repair [--data-dir DIR] [--config FILE]\n"
+            "       %s replay [--json] [--OPTION VALUE ...] FILE...\n"
             "       %s --version | --help\n\n"
             "  wal check    check the write-ahead log and the snapshot in data-dir (read-only)\n"
             "  wal repair   keep the log's valid records before any damage (the original is\n"
             "               kept as a backup); refused while a parrot uses data-dir\n"
+            "  replay       run request logs (JSON Lines) through an in-memory cache with these\n"
+            "               options and report what it would have saved (docs/audit.md)\n"
             "  --print-config  print the configuration in effect as a config file\n"
             "  --version, -V   print the version\n\n"
             "Each option is also read from the config file (\"name = value\", '#' starts a\n"
             "comment) and from the environment (PARROT_NAME); flags win over the environment,\n"
             "which wins over the file. PARROT_CONFIG names a config file too. A config file\n"
             "that holds a secret must be private (chmod 600).\n\noptions:\n",
-            cfg_version(), argv0, argv0, argv0, argv0);
+            cfg_version(), argv0, argv0, argv0, argv0, argv0);
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct option *o = &options[i];
         char env[64];
