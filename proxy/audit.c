@@ -40,7 +40,7 @@
 
 const char *const audit_drop_names[AUDIT_DROPS] = {"busy", "provider", "failed", "gone"};
 
-enum jstate { J_NEW, J_SENT, J_DONE };
+enum jstate { J_NEW, J_SENT, J_DONE, J_JUDGING };
 
 struct job {
     struct job *next;
@@ -456,7 +456,6 @@ static void finish(struct audit *a, struct job *j)
     judge_answers(ca, strlen(ca), fa, strlen(fa), cache_verify_tables(a->cache), &jr);
     cache_entry_describe(e, &in);
     cache_audit_record(a->cache, in.partition, in.exact, in.id, !jr.same, &out);
-    atomic_fetch_add(jr.same ? &a->same : &a->different, 1);
     canon_hex(in.partition, CACHE_KEY_LEN, hex);
     hex[PART_HEX] = '\0';
     log_verdict(a, j, hex, &jr, &out, ca, fa);
@@ -473,6 +472,8 @@ static void finish(struct audit *a, struct job *j)
         fresh = NULL;
         cache_query_fini(&q);
     }
+    /* Last: whoever reads the counter finds everything else done. */
+    atomic_fetch_add(jr.same ? &a->same : &a->different, 1);
 done:
     cJSON_Delete(fresh);
     cJSON_Delete(old);
@@ -482,7 +483,7 @@ done:
 static struct job *next_ready(struct audit *a)
 {
     for (struct job *j = a->jobs; j; j = j->next)
-        if (j->state != J_SENT)
+        if (j->state == J_NEW || j->state == J_DONE)
             return j;
     return NULL;
 }
@@ -506,19 +507,20 @@ static void *audit_main(void *arg)
              * mu only so that submit() and on_done() are ordered. */
             if (!a->stop && rewrite_body(j) == 0 && submit(a, j) == 0)
                 continue;
-            unlink_job(a, j);
-            pthread_mutex_unlock(&a->mu);
             drop(a, j, AUDIT_DROP_FAILED);
+            unlink_job(a, j);
             job_free(j);
-            pthread_mutex_lock(&a->mu);
             continue;
         }
-        /* J_DONE: the pool is finished with it. */
-        unlink_job(a, j);
+        /* J_DONE: the pool is finished with it. It counts as in flight
+         * until judged, so a reader that sees none in flight sees every
+         * verdict recorded. */
+        j->state = J_JUDGING;
         pthread_mutex_unlock(&a->mu);
         finish(a, j);
-        job_free(j);
         pthread_mutex_lock(&a->mu);
+        unlink_job(a, j);
+        job_free(j);
     }
     pthread_mutex_unlock(&a->mu);
     return NULL;

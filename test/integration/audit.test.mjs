@@ -276,6 +276,11 @@ test('disputed flags and raised thresholds survive SIGKILL (the log) and SIGTERM
     const r = await chat(parrot, `How could I ${topics[0]}?`);
     assert.notEqual(JSON.parse(r.body).choices[0].message.content, 'Use form 1 for that.', `${what}: disputed entry served`);
   };
+  // Verdicts are logged on the audit thread and made durable on the log's:
+  // wait until every record handed to the log so far is on disk.
+  const last = (await metrics(parrot.base)).parrot_wal_last_seq;
+  await waitFor(async () => (await metrics(parrot.base)).parrot_wal_durable_seq >= last,
+    { what: 'the audit records to be durable' });
   process.kill(parrot.pid, 'SIGKILL');
   await parrot.stop('SIGKILL');
   parrot = await auditParrot(fake, { dir, args });
