@@ -4,9 +4,9 @@
  * rewrites the body (non-streamed), submits it to the pool (SENT, holding
  * the mutex across the submit so that on_done waits for it) and goes on;
  * the pool's callbacks fill the response and on_done marks it DONE; the
- * audit thread judges it, records the verdict and frees it. Every job sits
- * on one list under mu from the offer to the end, which bounds them by
- * max_inflight and lets audit_free cancel what is in flight.
+ * audit thread judges it (JUDGING), records the verdict and frees it.
+ * Every job sits on one list under mu from the offer to the end, which
+ * bounds them by max_inflight and lets audit_free cancel what is in flight.
  */
 #include "proxy/audit.h"
 
