@@ -189,6 +189,7 @@ static void replay_line(struct run *rn, const char *line, size_t len, int64_t *c
     struct chat_req r;
     char *raw = NULL;
     const cJSON *ts;
+    double secs;
     int64_t now;
 
     t->lines++;
@@ -211,9 +212,8 @@ static void replay_line(struct run *rn, const char *line, size_t len, int64_t *c
     }
     /* Unix seconds (as OpenAI's "created") when logged; else a millisecond
      * after the request before (the first: now). */
-    now = cJSON_IsNumber(ts) && ts->valuedouble >= 0 && ts->valuedouble < TS_MAX
-              ? (int64_t)(ts->valuedouble * 1000)
-              : *clock + 1;
+    secs = cJSON_IsNumber(ts) ? cJSON_GetNumberValue(ts) : -1;
+    now = secs >= 0 && secs < TS_MAX ? (int64_t)(secs * 1000) : *clock + 1;
     *clock = now;
     t->requests++;
     chat_req_init(rn->chat, &r, doc, raw, strlen(raw), "replay", NULL, NULL, NULL);
@@ -386,7 +386,8 @@ static cJSON *report_json(struct run *rn, const struct top *tops, size_t ntop)
     for (int k = 0; k < CURVE_POINTS; k++) {
         cJSON *p = cJSON_CreateObject();
         cJSON_AddItemToArray(arr, p);
-        cJSON_AddNumberToObject(p, "threshold", round((CURVE_MIN + CURVE_STEP * k) * 100) / 100);
+        cJSON_AddNumberToObject(p, "threshold",
+                                round((double)(CURVE_MIN + CURVE_STEP * (float)k) * 100) / 100);
         cJSON_AddNumberToObject(p, "semantic_share", share(t->curve[k], t->requests));
     }
     o = cJSON_AddObjectToObject(doc, "saved");
@@ -492,8 +493,10 @@ int replay_main(int argc, char **argv, char **envp)
     char err[512];
     cJSON *doc;
 
-    if (!opts || cfg_init(&rn.cfg) != 0)
+    if (!opts || cfg_init(&rn.cfg) != 0) {
+        free(opts);
         return 1;
+    }
     if (split_args(&rn, argc, argv, opts, &nopts) != 0)
         goto out;
     if (cfg_load(&rn.cfg, nopts, opts, envp, &action, err, sizeof(err)) != 0) {
