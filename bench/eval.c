@@ -436,7 +436,8 @@ static int req_for(struct chat *ch, struct chat_req *r, const char *auth, const 
     int rc = oai_chat_parse("application/json", body, strlen(body), &doc, &err);
 
     if (rc == 0)
-        chat_req_init(ch, r, doc, body, strlen(body), auth, NULL, NULL, NULL);
+        chat_req_init(ch, r, doc, body, strlen(body), &(struct chat_scope){.authorization = auth},
+                      NULL, NULL);
     free(body);
     cJSON_Delete(doc);
     return rc == 0 ? 0 : -1;

@@ -67,7 +67,8 @@ static int one(struct chat *ch, const char *body)
 
     if (oai_chat_parse("application/json", body, strlen(body), &doc, &err) != 0)
         return 0;
-    chat_req_init(ch, &r, doc, NULL, 0, "Bearer sk-bench", NULL, NULL, NULL);
+    chat_req_init(ch, &r, doc, NULL, 0, &(struct chat_scope){.authorization = "Bearer sk-bench"},
+                  NULL, NULL);
     cJSON_Delete(doc);
     if (chat_lookup(ch, &r, time(NULL)) == CHAT_HIT) {
         char *out = chat_hit_body(&r, time(NULL), &len);
@@ -120,7 +121,8 @@ int main(int argc, char **argv)
     for (const char *const *w = (const char *const[]){q, fr, NULL}; *w; w++) {
         if (oai_chat_parse("application/json", request(*w, 0), strlen(request(*w, 0)), &doc, &err))
             return 1;
-        chat_req_init(ch, &r, doc, NULL, 0, "Bearer sk-bench", NULL, NULL, NULL);
+        chat_req_init(ch, &r, doc, NULL, 0,
+                      &(struct chat_scope){.authorization = "Bearer sk-bench"}, NULL, NULL);
         cJSON_Delete(doc);
         chat_lookup(ch, &r, time(NULL));
         chat_store(ch, &r, 200, false, ANSWER, strlen(ANSWER), time(NULL));

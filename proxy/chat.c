@@ -48,17 +48,23 @@ void chat_free(struct chat *ch)
     free(ch);
 }
 
-/* The tenant: the operator's shared scope, else the configured tenant
- * header, else the client's key. Hashed, so that a key never sits in
- * memory longer than the request and a client with a bogus key can only
- * ever reach its own, empty, partition. */
-static void tenant_of(const struct chat *ch, const char *authorization, const char *tenant_value,
-                      char *out, size_t outlen)
+void chat_tenant(const struct chat *ch, const char *authorization, const char *tenant_value,
+                 const char *ns, char *out, size_t outlen)
 {
     uint8_t h[SHA256_LEN];
     char hex[2 * SHA256_LEN + 1];
     const char *kind = "auth:", *v = authorization ? authorization : "";
+    int n = 0;
 
+    /* A namespace comes first: "ns:NAME:" cannot begin a tenant without
+     * one, and NAME holds no ':', so no namespace and tenant pair spells
+     * another. */
+    if (ns)
+        n = snprintf(out, outlen, "ns:%s:", ns);
+    if (n < 0 || (size_t)n >= outlen)
+        n = 0;
+    out += n;
+    outlen -= (size_t)n;
     if (ch->shared_tenant) {
         snprintf(out, outlen, "shared:%s", ch->shared_tenant);
         return;
@@ -78,10 +84,10 @@ static bool json_true(const cJSON *o, const char *name)
 }
 
 void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const char *raw,
-                   size_t raw_len, const char *authorization, const char *tenant_value,
-                   const char *cache_control, const char *ttl_header)
+                   size_t raw_len, const struct chat_scope *scope, const char *cache_control,
+                   const char *ttl_header)
 {
-    char tenant[160];
+    char tenant[CHAT_TENANT_MAX];
     const char *model;
 
     memset(r, 0, sizeof(*r));
@@ -110,7 +116,7 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
         r->why = bypass_reasons[2];
         return;
     }
-    tenant_of(ch, authorization, tenant_value, tenant, sizeof(tenant));
+    chat_tenant(ch, scope->authorization, scope->tenant_value, scope->ns, tenant, sizeof(tenant));
     if (canon_request_src(doc, raw, raw ? raw_len : 0, tenant, "/v1/chat/completions", &r->key) !=
         0) {
         r->why = bypass_reasons[1];

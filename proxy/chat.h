@@ -69,12 +69,35 @@ struct chat_req {
 int chat_new(const struct cfg *c, struct cache *cache, struct chat **out);
 void chat_free(struct chat *ch);
 
+/* Who a request's answers belong to: the request's Authorization header,
+ * its tenant (a client key's tenant, or the configured tenant header's
+ * value) and its x-parrot-namespace (checked by front_namespace_ok). Each
+ * may be NULL. */
+struct chat_scope {
+    const char *authorization;
+    const char *tenant_value;
+    const char *ns;
+};
+
+/* Enough for any tenant chat_tenant() writes but the longest shared scopes
+ * (which it cuts). */
+#define CHAT_TENANT_MAX 256
+
+/* The tenant string hashed into every key of a request of this scope: the
+ * namespace, if any, then the operator's shared scope, else a hash of the
+ * tenant value, else a hash of the Authorization header. Hashed, so that a
+ * key never sits in memory longer than the request and a client with a
+ * bogus key can only ever reach its own, empty, partition. Written to
+ * out[0..outlen), NUL-terminated. */
+void chat_tenant(const struct chat *ch, const char *authorization, const char *tenant_value,
+                 const char *ns, char *out, size_t outlen);
+
 /* Derive keys and controls. doc is the validated request body parsed from
  * raw[0..raw_len); the header values may be NULL. Never fails: problems turn
  * into a bypass verdict. */
 void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc, const char *raw,
-                   size_t raw_len, const char *authorization, const char *tenant_value,
-                   const char *cache_control, const char *ttl_header);
+                   size_t raw_len, const struct chat_scope *scope, const char *cache_control,
+                   const char *ttl_header);
 void chat_req_fini(struct chat_req *r);
 
 /* Times below (now) are wall clock milliseconds. */

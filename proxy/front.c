@@ -210,6 +210,8 @@ bool front_head_add(struct front_head *h, const char *name, size_t nlen, const c
     }
     if (h->tenant_header && named(name, nlen, h->tenant_header))
         h->tenant++;
+    if (named(name, nlen, "x-parrot-namespace"))
+        h->ns++;
     return true;
 }
 
@@ -236,5 +238,18 @@ bool front_head_done(struct front_head *h, bool http11)
         return refuse(h, 400, "invalid_header", "An HTTP/1.1 request must carry a Host header.");
     if (h->tenant > 1)
         return refuse(h, 400, "invalid_header", "The request has more than one tenant header.");
+    if (h->ns > 1)
+        return refuse(h, 400, "invalid_header",
+                      "The request has more than one x-parrot-namespace header.");
     return true;
+}
+
+bool front_namespace_ok(const char *v)
+{
+    size_t n = 0;
+
+    for (; v[n]; n++)
+        if (n >= FRONT_NAMESPACE_MAX || !tchar((unsigned char)v[n]))
+            return false;
+    return n > 0;
 }

@@ -39,6 +39,7 @@ struct front_head {
     unsigned transfer_encoding;
     unsigned host;
     unsigned tenant;
+    unsigned ns;      /* x-parrot-namespace headers */
     bool chunked;     /* the Transfer-Encoding is exactly "chunked" */
     bool bad_cl;      /* a Content-Length that is not a plain decimal */
     int status;       /* when refused: 400 or 501 */
@@ -58,8 +59,16 @@ bool front_head_add(struct front_head *h, const char *name, size_t nlen, const c
 /* After the last header: refuses (false, h->status and h->why set)
  * ambiguous framing (RFC 9112 6.3: Content-Length with Transfer-Encoding,
  * more than one of either, a malformed length; 501 for a transfer coding
- * other than chunked), a missing Host on HTTP/1.1, more than one Host and
- * more than one tenant header. */
+ * other than chunked), a missing Host on HTTP/1.1, more than one Host, more
+ * than one tenant header and more than one x-parrot-namespace. */
 bool front_head_done(struct front_head *h, bool http11);
+
+/* The longest cache namespace (x-parrot-namespace) accepted. */
+#define FRONT_NAMESPACE_MAX 64
+
+/* Whether v is a valid x-parrot-namespace value: 1 to FRONT_NAMESPACE_MAX
+ * RFC 9110 token characters (no ':', so a namespace can prefix a tenant
+ * unambiguously). */
+bool front_namespace_ok(const char *v);
 
 #endif

@@ -24,7 +24,10 @@ bool hdr_is_hop_by_hop(const char *name, size_t len)
 
 bool hdr_to_upstream(const char *name, size_t len)
 {
-    static const char *const drop[] = {"host", "content-length", "expect", "accept-encoding", NULL};
+    /* x-parrot-namespace is parrot's own (it selects a cache scope) and
+     * would tell the provider how a client groups its requests. */
+    static const char *const drop[] = {
+        "host", "content-length", "expect", "accept-encoding", "x-parrot-namespace", NULL};
     /* Proxy-* speaks to a proxy on the way, never to the origin. */
     if (len >= 6 && strncasecmp(name, "proxy-", 6) == 0)
         return false;

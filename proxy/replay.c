@@ -216,7 +216,8 @@ static void replay_line(struct run *rn, const char *line, size_t len, int64_t *c
     now = secs >= 0 && secs < TS_MAX ? (int64_t)(secs * 1000) : *clock + 1;
     *clock = now;
     t->requests++;
-    chat_req_init(rn->chat, &r, doc, raw, strlen(raw), "replay", NULL, NULL, NULL);
+    chat_req_init(rn->chat, &r, doc, raw, strlen(raw),
+                  &(struct chat_scope){.authorization = "replay"}, NULL, NULL);
     if (!r.keyed) {
         t->unkeyable++;
         t->misses++;

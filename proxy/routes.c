@@ -122,13 +122,29 @@ static enum MHD_Result cached_verdict(struct exch *x, enum chat_verdict v)
     return xch_forward(x, x->uri + 3);
 }
 
+/* Whose cache a request reaches. With client keys the key's tenant is the
+ * scope, not the key itself. */
+static void scope_of(struct exch *x, struct chat_scope *sc)
+{
+    const char *th = x->srv->cfg->tenant_header;
+
+    sc->authorization =
+        x->tenant ? NULL : MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization");
+    sc->tenant_value = x->tenant ? x->tenant
+                       : th      ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, th)
+                                 : NULL;
+    sc->ns = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-namespace");
+}
+
 static enum MHD_Result cached_route(struct exch *x)
 {
     struct server *s = x->srv;
     const char *ct =
         MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     cJSON *doc = NULL;
+    struct chat_scope sc;
 
+    scope_of(x, &sc);
     if (oai_chat_parse(ct, x->body.p, x->body.len, &doc, &x->err) != 0)
         return xch_queue_error(x, &x->err);
     x->chat = malloc(sizeof(*x->chat));
@@ -137,16 +153,9 @@ static enum MHD_Result cached_route(struct exch *x)
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return xch_queue_error(x, &x->err);
     }
-    /* With client keys the key's tenant is the scope, not the key itself. */
-    chat_req_init(
-        s->chat, x->chat, doc, x->body.p, x->body.len,
-        x->tenant ? NULL : MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization"),
-        x->tenant ? x->tenant
-        : s->cfg->tenant_header
-            ? MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, s->cfg->tenant_header)
-            : NULL,
-        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
-        MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
+    chat_req_init(s->chat, x->chat, doc, x->body.p, x->body.len, &sc,
+                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
+                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
     x->chat->owner = x;
     cJSON_Delete(doc);
     if (!s->chat)
@@ -429,7 +438,7 @@ static bool admit(struct exch *x)
     const char *authz = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Authorization");
     const char *cl =
         MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *ttl;
+    const char *ttl, *ns;
     bool get = strcmp(x->method, "GET") == 0 || strcmp(x->method, "HEAD") == 0;
 
     if (!classify(x))
@@ -501,6 +510,14 @@ static bool admit(struct exch *x)
                 MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
                 &x->err) != 0)
             return false;
+        ns = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-namespace");
+        if (ns && !front_namespace_ok(ns)) {
+            oai_error_set(&x->err, 400, "invalid_request_error", NULL, "invalid_namespace",
+                          "x-parrot-namespace must be 1 to %d letters, digits or "
+                          "!#$%%&'*+-.^_`|~ (got '%.80s').",
+                          FRONT_NAMESPACE_MAX, ns);
+            return false;
+        }
         ttl = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl");
         if (x->kind == RK_CHAT && ttl &&
             (!*ttl || strspn(ttl, "0123456789") != strlen(ttl) || strlen(ttl) > 12)) {

@@ -53,8 +53,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(json);
         return 0;
     }
-    chat_req_init(ch, &a, doc, body, size, "Bearer k", NULL, NULL, NULL);
-    chat_req_init(ch, &b, doc, body, size, "Bearer k", NULL, NULL, NULL);
+    chat_req_init(ch, &a, doc, body, size, &(struct chat_scope){.authorization = "Bearer k"}, NULL,
+                  NULL);
+    chat_req_init(ch, &b, doc, body, size, &(struct chat_scope){.authorization = "Bearer k"}, NULL,
+                  NULL);
     CHECK(a.keyed == b.keyed);
     if (a.keyed)
         CHECK(memcmp(&a.key.exact, &b.key.exact, sizeof(a.key.exact)) == 0);

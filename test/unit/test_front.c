@@ -189,6 +189,8 @@ static void test_framing(void **state)
     assert_false(front_head_done(&h, true));
     HEAD("Host", "a", "X-Tenant", "t");
     assert_true(front_head_done(&h, true));
+    HEAD("Host", "a", "x-parrot-namespace", "a", "X-Parrot-Namespace", "a");
+    assert_false(front_head_done(&h, true));
 #undef HEAD
 }
 
@@ -203,6 +205,26 @@ static void test_forwarding_filter(void **state)
     assert_false(hdr_listed("close, X-Secrets", "x-secret", 8));
     assert_false(hdr_listed(NULL, "x", 1));
     assert_false(hdr_listed("", "x", 1));
+    assert_false(hdr_to_upstream("X-Parrot-Namespace", 18));
+}
+
+static void test_namespace_syntax(void **state)
+{
+    char longest[FRONT_NAMESPACE_MAX + 2];
+
+    (void)state;
+    assert_true(front_namespace_ok("team-a.v2_test"));
+    assert_false(front_namespace_ok(""));
+    assert_false(front_namespace_ok("a b"));
+    assert_false(front_namespace_ok("tenant:x")); /* ':' would blur the tenant prefix */
+    assert_false(front_namespace_ok("a/b"));
+    assert_false(front_namespace_ok("caf\xc3\xa9"));
+    memset(longest, 'n', FRONT_NAMESPACE_MAX);
+    longest[FRONT_NAMESPACE_MAX] = '\0';
+    assert_true(front_namespace_ok(longest));
+    longest[FRONT_NAMESPACE_MAX] = 'n';
+    longest[FRONT_NAMESPACE_MAX + 1] = '\0';
+    assert_false(front_namespace_ok(longest));
 }
 
 int main(void)
@@ -214,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_header_syntax),
         cmocka_unit_test(test_framing),
         cmocka_unit_test(test_forwarding_filter),
+        cmocka_unit_test(test_namespace_syntax),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -138,7 +138,8 @@ static void req_for(struct chat *ch, struct chat_req *r, const char *auth, const
     cJSON *doc = NULL;
 
     assert_int_equal(oai_chat_parse("application/json", body, strlen(body), &doc, &err), 0);
-    chat_req_init(ch, r, doc, body, strlen(body), auth, NULL, NULL, NULL);
+    chat_req_init(ch, r, doc, body, strlen(body), &(struct chat_scope){.authorization = auth}, NULL,
+                  NULL);
     cJSON_Delete(doc);
     free(body);
 }
