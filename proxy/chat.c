@@ -28,6 +28,7 @@ struct chat {
     atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, refused, no_store;
     atomic_uint_fast64_t bypasses[BYPASS_REASONS];
     atomic_uint_fast64_t stores, store_skipped;
+    atomic_uint_fast64_t item_hits, item_misses, item_bypasses;
 };
 
 int chat_new(const struct cfg *c, struct cache *cache, struct chat **out)
@@ -78,6 +79,22 @@ void chat_tenant(const struct chat *ch, const char *authorization, const char *t
     snprintf(out, outlen, "%s%s", kind, hex);
 }
 
+int64_t chat_ttl(const struct chat *ch, const char *ttl_header)
+{
+    if (ttl_header) {
+        char *end;
+        long long t = strtoll(ttl_header, &end, 10);
+        if (end != ttl_header && *end == '\0' && t >= 0 && t < INT64_MAX / 1000)
+            return t * 1000;
+    }
+    return ch ? ch->ttl : 0;
+}
+
+int64_t chat_max_age(const struct hdr_cache_control *cc)
+{
+    return cc->max_age < 0 || cc->max_age > INT64_MAX / 1000 ? -1 : cc->max_age * 1000;
+}
+
 static bool json_true(const cJSON *o, const char *name)
 {
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, name));
@@ -99,13 +116,7 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
         json_true(cJSON_GetObjectItemCaseSensitive(doc, "stream_options"), "include_usage");
     model = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "model"));
     snprintf(r->model, sizeof(r->model), "%s", model ? model : "");
-    r->ttl = ch ? ch->ttl : 0;
-    if (ttl_header) {
-        char *end;
-        long long t = strtoll(ttl_header, &end, 10);
-        if (end != ttl_header && *end == '\0' && t >= 0 && t < INT64_MAX / 1000)
-            r->ttl = t * 1000;
-    }
+    r->ttl = chat_ttl(ch, ttl_header);
     if (!ch) {
         r->why = "disabled";
         return;
@@ -128,8 +139,7 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
     r->q.exact = r->key.exact;
     r->q.text = r->key.lookup_text;
     r->q.text_len = r->key.lookup_len;
-    r->q.max_age =
-        r->cc.max_age < 0 || r->cc.max_age > INT64_MAX / 1000 ? -1 : r->cc.max_age * 1000;
+    r->q.max_age = chat_max_age(&r->cc);
 }
 
 /* cache_embed()'s callback, on the embedder's thread. */
@@ -389,6 +399,21 @@ void chat_get_counters(struct chat *ch, struct chat_counters *out)
     out->refused = atomic_load(&ch->refused);
     out->stores = atomic_load(&ch->stores);
     out->store_skipped = atomic_load(&ch->store_skipped);
+    out->item_hits = atomic_load(&ch->item_hits);
+    out->item_misses = atomic_load(&ch->item_misses);
+    out->item_bypasses = atomic_load(&ch->item_bypasses);
+}
+
+void chat_count_items(struct chat *ch, size_t hits, size_t misses, bool bypass)
+{
+    atomic_fetch_add(&ch->item_hits, hits);
+    atomic_fetch_add(bypass ? &ch->item_bypasses : &ch->item_misses, misses);
+}
+
+void chat_count_stores(struct chat *ch, size_t stored, size_t skipped)
+{
+    atomic_fetch_add(&ch->stores, stored);
+    atomic_fetch_add(&ch->store_skipped, skipped);
 }
 
 struct cache *chat_cache(struct chat *ch)
@@ -414,6 +439,9 @@ void chat_get_stats(struct chat *ch, struct chat_stats *st)
     st->refused = cc.refused;
     st->stores = cc.stores;
     st->store_skipped = cc.store_skipped;
+    st->item_hits = cc.item_hits;
+    st->item_misses = cc.item_misses;
+    st->item_bypasses = cc.item_bypasses;
     st->log_errors = cs.log_errors;
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++)
         st->rejected += cs.rejected[i];

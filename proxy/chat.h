@@ -92,6 +92,14 @@ struct chat_scope {
 void chat_tenant(const struct chat *ch, const char *authorization, const char *tenant_value,
                  const char *ns, char *out, size_t outlen);
 
+/* The TTL (ms) of what a request stores: its x-parrot-ttl header (whole
+ * seconds, checked by the front door) or the configured cache-ttl. */
+int64_t chat_ttl(const struct chat *ch, const char *ttl_header);
+
+/* A request's Cache-Control max-age in ms for struct cache_query, -1 for
+ * none. */
+int64_t chat_max_age(const struct hdr_cache_control *cc);
+
 /* Derive keys and controls. doc is the validated request body parsed from
  * raw[0..raw_len); the header values may be NULL. Never fails: problems turn
  * into a bypass verdict. */
@@ -164,8 +172,18 @@ struct chat_counters {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     uint64_t stores, store_skipped, no_store;
     uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
+    /* Routes cached item by item (embeddings inputs). */
+    uint64_t item_hits, item_misses, item_bypasses;
 };
 void chat_get_counters(struct chat *ch, struct chat_counters *out);
+
+/* Count the items of a request cached item by item (embeddings inputs):
+ * found, and not found (or not looked up, bypass). Any thread. */
+void chat_count_items(struct chat *ch, size_t hits, size_t misses, bool bypass);
+
+/* Count answers stored, and answers that were to be stored but were not.
+ * Any thread. */
+void chat_count_stores(struct chat *ch, size_t stored, size_t skipped);
 
 /* The cache the policy runs over (borrowed from chat_new's caller). */
 struct cache *chat_cache(struct chat *ch);
@@ -178,6 +196,7 @@ struct chat_stats {
     size_t entries, memory;
     uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
     uint64_t no_store;
+    uint64_t item_hits, item_misses, item_bypasses;
 };
 void chat_get_stats(struct chat *ch, struct chat_stats *st);
 

@@ -8,6 +8,7 @@
 #include "proxy/auth.h"
 #include "proxy/chat.h"
 #include "proxy/conns.h"
+#include "proxy/embeddings.h"
 #include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/metrics.h"
@@ -18,7 +19,11 @@
 #include <string.h>
 #include <strings.h>
 
-#define FULL_MAX        (1u << 20)   /* collect whole responses up to 1 MiB */
+#define FULL_MAX (1u << 20) /* collect whole responses up to 1 MiB */
+/* An embeddings answer is collected whole up to this, to be stored, and
+ * must be to be merged with cached vectors (2048 inputs of 3072 floats as
+ * base64 take 33 MiB, as JSON numbers about 130). */
+#define EMB_MERGE_MAX   (64u << 20)
 #define OUT_HIGH        (256u << 10) /* pause the provider above this much unsent data */
 #define OUT_LOW         (64u << 10)  /* and resume it below this */
 #define REQ_HEADERS_MAX 128
@@ -54,6 +59,10 @@ void xch_unref(struct exch *x)
         chat_flight_done(x->srv->chat, x->chat);
         chat_req_fini(x->chat);
         free(x->chat);
+    }
+    if (x->emb) {
+        emb_call_fini(x->emb);
+        free(x->emb);
     }
     atomic_fetch_sub(&x->srv->inflight, 1);
     pthread_mutex_destroy(&x->lock);
@@ -95,6 +104,8 @@ static void add_common_headers(struct exch *x, struct MHD_Response *r)
         MHD_add_response_header(r, "Retry-After", x->retry_after_s);
     if (x->chat)
         chat_headers(x->chat, clock_wall_ms(), add_header, r);
+    if (x->emb)
+        emb_headers(x->emb, add_header, r);
     if (x->close || atomic_load(&x->srv->draining))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
@@ -317,6 +328,19 @@ static void observe_since(struct metrics *m, enum metrics_hist h, const struct t
     metrics_observe(m, h, ms_between(t0, &now) / 1e3);
 }
 
+/* Whether the answer must reach on_done whole: embeddings merged with
+ * cached vectors. */
+static bool must_merge(const struct exch *x)
+{
+    return x->emb && emb_partial(x->emb);
+}
+
+/* The most of a plain answer collected whole before it is streamed. */
+static size_t collect_max(const struct exch *x)
+{
+    return x->emb && x->emb->keyed ? EMB_MERGE_MAX : FULL_MAX;
+}
+
 static void on_head(void *ud, const struct up_head *hd)
 {
     struct exch *x = ud;
@@ -340,7 +364,8 @@ static void on_head(void *ud, const struct up_head *hd)
         else if (hdr_to_client(h[i].name, h[i].name_len))
             keep_header(x, h[i].name, h[i].name_len, h[i].value, h[i].value_len);
     }
-    if (x->sse || length > (int64_t)FULL_MAX || status < 200 || status == 204) {
+    if ((x->sse || length > (int64_t)collect_max(x) || status < 200 || status == 204) &&
+        !must_merge(x)) {
         x->streaming = true;
         if (x->state == XS_WAIT) {
             x->state = XS_STREAM;
@@ -361,7 +386,13 @@ static int on_body(void *ud, const char *p, size_t n)
         pthread_mutex_unlock(&x->lock);
         return 0;
     }
-    if (!x->streaming && x->out.len + n > FULL_MAX) {
+    if (!x->streaming && x->out.len + n > collect_max(x) && must_merge(x)) {
+        /* Cannot be merged: on_done answers with an error instead. */
+        x->overflow = true;
+        pthread_mutex_unlock(&x->lock);
+        return 0;
+    }
+    if (!x->streaming && x->out.len + n > collect_max(x)) {
         /* Larger than we collect whole: switch to streaming. */
         x->streaming = true;
         if (x->state == XS_WAIT) {
@@ -416,6 +447,32 @@ static void set_upstream_error(struct exch *x, int err, const char *detail)
     }
 }
 
+/* Store an embeddings answer and, when only the missing inputs were
+ * asked for, replace it with the whole answer (x->lock held). */
+static void finish_embeddings(struct exch *x, int err)
+{
+    long status = err == UP_OK && !x->closed ? x->up_status : -1;
+    char *merged = NULL;
+    size_t len = 0;
+
+    if (x->overflow) {
+        x->unmerged = true;
+        oai_error_set(&x->err, 502, "upstream_error", NULL, "upstream_answer_too_large",
+                      "The provider's embeddings answer is larger than parrot merges with cached "
+                      "inputs (%u MiB); send fewer inputs per request.",
+                      EMB_MERGE_MAX >> 20);
+        return;
+    }
+    emb_complete(x->srv->chat, x->emb, status, x->streaming ? NULL : x->out.p,
+                 x->streaming ? 0 : x->out.len, clock_wall_ms(), &merged, &len, &x->err);
+    if (merged) {
+        buf_free(&x->out);
+        x->out = (struct buf){.p = merged, .len = len, .cap = len + 1};
+    } else if (must_merge(x) && status == 200) {
+        x->unmerged = true;
+    }
+}
+
 static void on_done(void *ud, int err, const char *detail, const struct up_result *res)
 {
     struct exch *x = ud;
@@ -446,8 +503,12 @@ static void on_done(void *ud, int err, const char *detail, const struct up_resul
                    x->streaming ? NULL : x->out.p, x->streaming ? 0 : x->out.len, clock_wall_ms());
         chat_flight_done(x->srv->chat, x->chat);
     }
+    if (x->emb)
+        finish_embeddings(x, err);
     if (x->state == XS_WAIT) {
-        if (err == UP_OK) {
+        if (x->unmerged) {
+            x->state = XS_FAILED;
+        } else if (err == UP_OK) {
             x->state = XS_FULL;
         } else {
             set_upstream_error(x, err, detail);
@@ -804,6 +865,10 @@ static void count_request(struct exch *x, const struct timespec *now)
         return;
     rt = metrics_route_of(x->uri, q ? (size_t)(q - x->uri) : strlen(x->uri), x->method);
     metrics_request(m, rt, x->status);
+    if (x->emb && x->emb->nhit && x->status == 200)
+        metrics_saved(
+            m, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x->emb->req.doc, "model")),
+            x->emb->saved_tokens, 0);
     if (!x->chat || rt != MR_CHAT)
         return;
     switch (x->chat->verdict) {
@@ -892,6 +957,8 @@ void xch_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         }
         if (x->chat)
             log_chat(&r, x);
+        if (x->emb)
+            log_str(&r, "cache", emb_outcome(x->emb));
         if (x->chat && x->chat->q.embed_result)
             log_str(&r, "embed", x->chat->q.embed_result);
         if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)

@@ -67,6 +67,7 @@ struct cache;
 struct chat;
 struct chat_req;
 struct audit;
+struct emb_call;
 struct auth;
 struct metrics;
 struct conns;
@@ -80,6 +81,7 @@ enum rkind {
     RK_ADMIN,     /* /admin/... */
     RK_DASHBOARD, /* /dashboard, /dashboard/stats.json */
     RK_CHAT,      /* POST /v1/chat/completions: through the cache */
+    RK_EMBED,     /* POST /v1/embeddings: through the cache, input by input */
     RK_V1,        /* anything else under /v1: passed through */
 };
 
@@ -145,6 +147,8 @@ struct exch {
 
     /* Cache policy for a chat completion; NULL on other routes. */
     struct chat_req *chat;
+    /* Cache policy for embeddings; NULL on other routes. */
+    struct emb_call *emb;
 
     /* Upstream side; guarded by lock from XS_WAIT on. */
     enum xstate state;
@@ -153,7 +157,9 @@ struct exch {
     bool closed;          /* libmicrohttpd completed the request */
     bool streaming;
     bool sse;
-    bool paused; /* the transfer is paused for back-pressure */
+    bool paused;   /* the transfer is paused for back-pressure */
+    bool overflow; /* an answer that must be whole outgrew EMB_MERGE_MAX */
+    bool unmerged; /* an embeddings answer could not be merged: x->err says why */
     bool up_done;
     int up_err;
     long up_status;

@@ -547,6 +547,13 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
                  cs->no_store, true);
     rc |= metric(b, "parrot_cache_refused_total", "counter",
                  "only-if-cached requests that found nothing (504).", "", cs->refused, true);
+    rc |= metric(b, "parrot_cache_items_total", "counter",
+                 "Inputs of requests cached input by input (embeddings), by outcome.",
+                 "{result=\"hit\"}", cs->item_hits, true);
+    rc |=
+        metric(b, "parrot_cache_items_total", "", "", "{result=\"miss\"}", cs->item_misses, false);
+    rc |= metric(b, "parrot_cache_items_total", "", "", "{result=\"bypass\"}", cs->item_bypasses,
+                 false);
     rc |= metric(b, "parrot_cache_stores_total", "counter", "Answers stored in the cache.", "",
                  cs->stores, true);
     rc |= metric(b, "parrot_cache_store_skipped_total", "counter",

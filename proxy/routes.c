@@ -10,6 +10,7 @@
 #include "proxy/chat.h"
 #include "proxy/conns.h"
 #include "proxy/dashboard.h"
+#include "proxy/embeddings.h"
 #include "proxy/front.h"
 #include "proxy/metrics.h"
 
@@ -163,6 +164,60 @@ static enum MHD_Result cached_route(struct exch *x)
     return cached_verdict(x, chat_lookup(s->chat, x->chat, clock_wall_ms()));
 }
 
+/* POST /v1/embeddings: answered from the cache when every input is cached,
+ * else forwarded with only the inputs that are not (the exchange merges
+ * the answer), or as sent when none is. */
+static enum MHD_Result embeddings_route(struct exch *x)
+{
+    struct server *s = x->srv;
+    struct chat_scope sc;
+    size_t len = 0;
+    char *body;
+
+    scope_of(x, &sc);
+    x->emb = malloc(sizeof(*x->emb));
+    if (!x->emb) {
+        oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+        return xch_queue_error(x, &x->err);
+    }
+    if (emb_call_init(
+            s->chat, x->emb,
+            MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
+            x->body.p, x->body.len, &sc,
+            MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
+            MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"), clock_wall_ms(),
+            &x->err) != 0) {
+        free(x->emb);
+        x->emb = NULL;
+        return xch_queue_error(x, &x->err);
+    }
+    switch (x->emb->verdict) {
+    case CHAT_HIT:
+        body = emb_hit_body(x->emb, &len);
+        if (!body)
+            break;
+        return xch_queue_buffer(x, 200, "application/json", body, len, MHD_RESPMEM_MUST_FREE);
+    case CHAT_REFUSE:
+        oai_error_set(&x->err, 504, "invalid_request_error", NULL, "cache_miss",
+                      "Not every input is cached and Cache-Control says only-if-cached.");
+        return xch_queue_error(x, &x->err);
+    case CHAT_MISS:
+        if (!emb_partial(x->emb))
+            return xch_forward(x, x->uri + 3);
+        body = emb_provider_body(x->emb, &len);
+        if (!body)
+            break;
+        /* The provider is asked for the missing inputs only. */
+        buf_free(&x->body);
+        x->body = (struct buf){.p = body, .len = len, .cap = len + 1};
+        return xch_forward(x, x->uri + 3);
+    case CHAT_BYPASS:
+    case CHAT_EMBED: return xch_forward(x, x->uri + 3);
+    }
+    oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+    return xch_queue_error(x, &x->err);
+}
+
 /* The cache's Prometheus text. */
 static int cache_metrics(struct server *s, struct buf *b)
 {
@@ -306,6 +361,7 @@ enum MHD_Result route_dispatch(struct exch *x)
     case RK_ADMIN: return admin_route(x, req_path(x));
     case RK_DASHBOARD: return dashboard(x, req_path(x));
     case RK_CHAT: return cached_route(x);
+    case RK_EMBED: return embeddings_route(x);
     case RK_V1: break;
     }
     /* Everything under /v1 goes to the provider, query string and all. */
@@ -414,6 +470,8 @@ static bool classify(struct exch *x)
         x->kind = RK_DASHBOARD;
     else if (path_is(x, "/v1/chat/completions") && strcmp(x->method, "POST") == 0)
         x->kind = RK_CHAT;
+    else if (path_is(x, "/v1/embeddings") && strcmp(x->method, "POST") == 0)
+        x->kind = RK_EMBED;
     else if (path_under(x, "/v1"))
         x->kind = RK_V1;
     else {
@@ -496,6 +554,7 @@ static bool admit(struct exch *x)
         }
         break;
     case RK_CHAT:
+    case RK_EMBED:
     case RK_V1:
         if (atomic_load(&s->draining)) {
             oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",
@@ -505,7 +564,7 @@ static bool admit(struct exch *x)
         if (auth_has_client_keys(s->auth) && !(x->tenant = auth_client(s->auth, authz)))
             return unauthorized(x, "Missing or unknown API key: send Authorization: Bearer <key> "
                                    "with a client key configured in this parrot.");
-        if (x->kind == RK_CHAT &&
+        if (x->kind != RK_V1 &&
             oai_check_json_type(
                 MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE),
                 &x->err) != 0)
@@ -519,7 +578,7 @@ static bool admit(struct exch *x)
             return false;
         }
         ttl = MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl");
-        if (x->kind == RK_CHAT && ttl &&
+        if (x->kind != RK_V1 && ttl &&
             (!*ttl || strspn(ttl, "0123456789") != strlen(ttl) || strlen(ttl) > 12)) {
             oai_error_set(&x->err, 400, "invalid_request_error", NULL, "invalid_header",
                           "x-parrot-ttl must be a whole number of seconds (got '%.40s').", ttl);

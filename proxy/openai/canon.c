@@ -58,6 +58,8 @@
  *                removed and each inner run of it replaced by one space; case
  *                is kept. N is empty when nothing was lifted.
  *   lookup_text  the lifted text unchanged, or NULL when N is empty.
+ *   item         (canon_item_key, requests answered item by item) SHA-256(
+ *                partition || 0x01 || canonical JSON of the item).
  */
 #include "proxy/openai/canon.h"
 
@@ -747,6 +749,24 @@ fail:
     free(c.out.buf);
     free(c.text.buf);
     free(c.big);
+    return rc;
+}
+
+int canon_item_key(const uint8_t *partition, const cJSON *item, uint8_t out[CANON_HASH_LEN])
+{
+    size_t len = CANON_HASH_LEN + 1, cap = CANON_HASH_LEN + 1 + 64;
+    char *buf = malloc(cap);
+    int rc;
+
+    /* The prefix and the item's JSON in one buffer, hashed at once. */
+    if (!buf)
+        return -ENOMEM;
+    memcpy(buf, partition, CANON_HASH_LEN);
+    buf[CANON_HASH_LEN] = 0x01;
+    rc = canon_json(item, &buf, &len, &cap, CANON_MAX + CANON_HASH_LEN + 1);
+    if (rc == 0)
+        sha256(buf, len, out);
+    free(buf);
     return rc;
 }
 

@@ -63,6 +63,14 @@ int canon_request(const struct cJSON *req, const char *tenant, const char *route
 int canon_request_src(const struct cJSON *req, const char *src, size_t src_len, const char *tenant,
                       const char *route, struct canon_key *out);
 
+/* The exact key of one item of a request that is answered item by item (an
+ * embeddings input: a string or an array of token ids), within partition
+ * (canon_request's, computed over the request without its items):
+ * SHA-256(partition || 0x01 || canonical JSON of item). The 0x01 keeps these
+ * keys apart from canon_request's exact keys (0x00). Returns 0, or the
+ * errors of canon_json. */
+int canon_item_key(const uint8_t *partition, const struct cJSON *item, uint8_t out[CANON_HASH_LEN]);
+
 /* Frees k->lookup_text and zeroes *k; safe on a zeroed struct. */
 void canon_key_fini(struct canon_key *k);
 

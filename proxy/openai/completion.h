@@ -51,8 +51,18 @@ void cmpl_asm_feed(struct cmpl_asm *a, const char *p, size_t n);
  * failed; ownership passes to the caller (cJSON_Delete). Else NULL. */
 struct cJSON *cmpl_asm_take(struct cmpl_asm *a);
 
+/* What a stored answer is. Chat completions are the first kind, and every
+ * record written before kinds existed is one. */
+enum cmpl_kind {
+    CMPL_CHAT = 0,      /* body and sse as below */
+    CMPL_EMBEDDING = 1, /* body: one vector, float32 little-endian; sse empty,
+                           no usage; prompt_tokens: the input's share */
+    CMPL_KINDS
+};
+
 /* What a hit is served from. Strings are malloc'd and NUL-terminated. */
 struct cmpl_rendered {
+    enum cmpl_kind kind;
     char *body; /* JSON object text after `{"id":..,"object":..,"created":..,` */
     size_t body_len;
     char *sse; /* chunk objects after the same prefix, one per line */

@@ -104,11 +104,11 @@ long oai_json_scan(const char *body, size_t len, size_t *values)
     return -1;
 }
 
-int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON **out,
-                   struct oai_error *e)
+int oai_model_parse(const char *content_type, const char *body, size_t len, cJSON **out,
+                    struct oai_error *e)
 {
     static const char *const irq = "invalid_request_error";
-    cJSON *doc, *model, *msgs;
+    cJSON *doc, *model;
     const char *end = body;
     long bad;
     size_t values = 0;
@@ -162,7 +162,6 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
         goto fail;
     }
     model = cJSON_GetObjectItemCaseSensitive(doc, "model");
-    msgs = cJSON_GetObjectItemCaseSensitive(doc, "messages");
     if (!model) {
         oai_error_set(e, 400, irq, "model", "missing_required_parameter",
                       "Missing required parameter: 'model'.");
@@ -173,6 +172,22 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
                       "Invalid type for 'model': expected a non-empty string.");
         goto fail;
     }
+    *out = doc;
+    return 0;
+fail:
+    cJSON_Delete(doc);
+    return -1;
+}
+
+int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON **out,
+                   struct oai_error *e)
+{
+    static const char *const irq = "invalid_request_error";
+    cJSON *doc, *msgs;
+
+    if (oai_model_parse(content_type, body, len, &doc, e) != 0)
+        return -1;
+    msgs = cJSON_GetObjectItemCaseSensitive(doc, "messages");
     if (!msgs) {
         oai_error_set(e, 400, irq, "messages", "missing_required_parameter",
                       "Missing required parameter: 'messages'.");

@@ -48,11 +48,18 @@ int oai_check_json_type(const char *content_type, struct oai_error *e);
  * provider. */
 long oai_json_scan(const char *body, size_t len, size_t *values);
 
-/* Checks a POST /v1/chat/completions request: a JSON content type, a body
+/* Checks the body of a POST to a cached route: a JSON content type, a body
  * with no raw control byte and at most OAI_JSON_VALUES_MAX values (see
- * oai_json_scan) that parses to an
- * object, a string "model" and a non-empty array "messages". On success returns 0 and, if out is
- * not NULL, the parsed document (free with cJSON_Delete). On failure returns -1 and fills *e. */
+ * oai_json_scan) that parses to an object with a non-empty string "model".
+ * Returns 0 with the parsed document in *out (free with cJSON_Delete), or
+ * -1 with *e filled. */
+int oai_model_parse(const char *content_type, const char *body, size_t len, struct cJSON **out,
+                    struct oai_error *e);
+
+/* Checks a POST /v1/chat/completions request: oai_model_parse, and a
+ * non-empty array "messages". On success returns 0 and, if out is not NULL,
+ * the parsed document (free with cJSON_Delete). On failure returns -1 and
+ * fills *e. */
 int oai_chat_parse(const char *content_type, const char *body, size_t len, struct cJSON **out,
                    struct oai_error *e);
 

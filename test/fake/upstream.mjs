@@ -7,7 +7,9 @@
 //
 // Routes: POST /v1/chat/completions (echo of the last user message, or an
 // SSE stream with "stream": true), GET /v1/models, GET /v1/models/{id},
-// POST /v1/embeddings (8-dim, float or base64), anything else 404.
+// POST /v1/embeddings (8-dim, float32 values as JSON numbers or base64, one
+// vector per input of a batch, `usage` counting the inputs' words),
+// anything else 404.
 // Control: GET /_fake/stats, POST /_fake/reset (not counted in stats).
 //
 // Embeddings script (for parrot's remote embedder, which sends no x-fake-*
@@ -566,7 +568,8 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       const text = typeof inp === 'string' ? inp : JSON.stringify(inp);
       tokens += Math.max(1, countWords(text));
       const vec = vectorOf(text);
-      return { object: 'embedding', index, embedding: b64 ? float32Base64(vec) : vec };
+      // OpenAI computes float32 and prints those values as doubles.
+      return { object: 'embedding', index, embedding: b64 ? float32Base64(vec) : vec.map(Math.fround) };
     });
     if (mode === 'missing') data.pop();
     sendJson(res, 200, {
