@@ -231,6 +231,21 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
     return out;
 }
 
+void chat_fwd_headers(enum chat_verdict v, bool no_cache, const char *detail, bool stored,
+                      void (*add)(void *ud, const char *name, const char *value), void *ud)
+{
+    char s[160];
+
+    if (v == CHAT_BYPASS)
+        snprintf(s, sizeof(s), "parrot; fwd=%s; detail=%s%s", no_cache ? "request" : "bypass",
+                 detail, stored ? "; stored" : "");
+    else
+        snprintf(s, sizeof(s), "parrot; fwd=uri-miss%s%s%s", detail ? "; detail=" : "",
+                 detail ? detail : "", stored ? "; stored" : "");
+    add(ud, "Cache-Status", s);
+    add(ud, "x-parrot-cache", v == CHAT_BYPASS ? "bypass" : "miss");
+}
+
 void chat_headers(const struct chat_req *r, int64_t now,
                   void (*add)(void *ud, const char *name, const char *value), void *ud)
 {
@@ -260,17 +275,12 @@ void chat_headers(const struct chat_req *r, int64_t now,
     case CHAT_MISS:
     case CHAT_REFUSE:
     case CHAT_EMBED:
-        snprintf(v, sizeof(v), "parrot; fwd=uri-miss%s%s",
-                 r->verdict == CHAT_REFUSE ? "; detail=only-if-cached" : "",
-                 r->stored ? "; stored" : "");
-        add(ud, "Cache-Status", v);
-        add(ud, "x-parrot-cache", "miss");
+        chat_fwd_headers(r->verdict, false, r->verdict == CHAT_REFUSE ? "only-if-cached" : NULL,
+                         r->stored, add, ud);
         break;
     case CHAT_BYPASS:
-        snprintf(v, sizeof(v), "parrot; fwd=%s; detail=%s%s", r->cc.no_cache ? "request" : "bypass",
-                 r->why ? r->why : "bypass", r->stored ? "; stored" : "");
-        add(ud, "Cache-Status", v);
-        add(ud, "x-parrot-cache", "bypass");
+        chat_fwd_headers(r->verdict, r->cc.no_cache, r->why ? r->why : "bypass", r->stored, add,
+                         ud);
         break;
     }
 }

@@ -133,6 +133,12 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len);
 void chat_headers(const struct chat_req *r, int64_t now,
                   void (*add)(void *ud, const char *name, const char *value), void *ud);
 
+/* Cache-Status and x-parrot-cache for a request that went to the provider
+ * (v is not CHAT_HIT): detail names why (NULL: nothing to say on a miss; a
+ * bypass needs one), stored says its answer was stored. */
+void chat_fwd_headers(enum chat_verdict v, bool no_cache, const char *detail, bool stored,
+                      void (*add)(void *ud, const char *name, const char *value), void *ud);
+
 /* The outcome for the request log: "hit-exact", "hit-semantic",
  * "hit-coalesced", "miss", "bypass" or "refused". */
 const char *chat_outcome(const struct chat_req *r);

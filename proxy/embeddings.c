@@ -224,19 +224,15 @@ void emb_headers(const struct emb_call *c,
     case CHAT_MISS:
     case CHAT_REFUSE:
     case CHAT_EMBED:
-        snprintf(v, sizeof(v), "parrot; fwd=uri-miss%s%s",
-                 c->verdict == CHAT_REFUSE ? "; detail=only-if-cached"
-                 : c->nhit                 ? "; detail=partial"
-                                           : "",
-                 c->stored ? "; stored" : "");
-        add(ud, "Cache-Status", v);
-        add(ud, "x-parrot-cache", "miss");
+        chat_fwd_headers(c->verdict, false,
+                         c->verdict == CHAT_REFUSE ? "only-if-cached"
+                         : c->nhit                 ? "partial"
+                                                   : NULL,
+                         c->stored, add, ud);
         break;
     case CHAT_BYPASS:
-        snprintf(v, sizeof(v), "parrot; fwd=%s%s", c->cc.no_cache ? "request" : "bypass",
-                 c->stored ? "; stored" : "");
-        add(ud, "Cache-Status", v);
-        add(ud, "x-parrot-cache", "bypass");
+        chat_fwd_headers(c->verdict, c->cc.no_cache, c->cc.no_cache ? "no-cache" : "unkeyable",
+                         c->stored, add, ud);
         return;
     }
     snprintf(v, sizeof(v), "%zu/%zu", c->nhit, c->req.n);
