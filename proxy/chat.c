@@ -104,10 +104,18 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
                    size_t raw_len, const struct chat_scope *scope, const char *cache_control,
                    const char *ttl_header)
 {
+    chat_req_init_as(ch, r, CMPL_CHAT, doc, raw, raw_len, scope, cache_control, ttl_header);
+}
+
+void chat_req_init_as(struct chat *ch, struct chat_req *r, enum cmpl_kind kind, const cJSON *doc,
+                      const char *raw, size_t raw_len, const struct chat_scope *scope,
+                      const char *cache_control, const char *ttl_header)
+{
     char tenant[CHAT_TENANT_MAX];
     const char *model;
 
     memset(r, 0, sizeof(*r));
+    r->kind = kind;
     r->verdict = CHAT_BYPASS; /* until chat_lookup() decides */
     cmpl_asm_init(&r->as);
     hdr_parse_cache_control(cache_control, &r->cc);
@@ -128,8 +136,13 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const cJSON *doc, const 
         return;
     }
     chat_tenant(ch, scope->authorization, scope->tenant_value, scope->ns, tenant, sizeof(tenant));
-    if (canon_request_src(doc, raw, raw ? raw_len : 0, tenant, "/v1/chat/completions", &r->key) !=
-        0) {
+    /* A legacy completion is keyed in its chat form (oai_prompt_as_chat),
+     * whose numbers are not in raw's order: they are keyed by their doubles. */
+    if (kind != CMPL_CHAT)
+        raw = NULL;
+    if (canon_request_src(doc, raw, raw ? raw_len : 0, tenant,
+                          kind == CMPL_TEXT ? "/v1/completions" : "/v1/chat/completions",
+                          &r->key) != 0) {
         r->why = bypass_reasons[1];
         return;
     }
@@ -216,7 +229,8 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
 
     /* A fresh id per answer, as the provider would give: random, since a
      * counter would tell a client how many hits others had in between. */
-    snprintf(id, sizeof(id), "chatcmpl-parrot-%016" PRIx64 "%08" PRIx64, rand_u64(),
+    snprintf(id, sizeof(id), "%s-parrot-%016" PRIx64 "%08" PRIx64,
+             cr->kind == CMPL_TEXT ? "cmpl" : "chatcmpl", rand_u64(),
              rand_u64() & UINT64_C(0xffffffff));
     need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now / 1000, r->include_usage)
                      : cmpl_write_json(NULL, 0, cr, id, now / 1000);
@@ -305,8 +319,8 @@ void chat_feed(struct chat_req *r, const char *p, size_t n)
 
 /* Render doc (taken) and put it under q's keys for ttl ms. 0, or -1 with
  * *why set (the answer may not be cached, or memory ran out). */
-static int store_doc(struct chat *ch, struct cache_query *q, cJSON *doc, int64_t ttl, int64_t now,
-                     uint64_t *seq, const char **why)
+static int store_doc(struct chat *ch, struct cache_query *q, enum cmpl_kind kind, cJSON *doc,
+                     int64_t ttl, int64_t now, uint64_t *seq, const char **why)
 {
     struct cmpl_rendered *cr = malloc(sizeof(*cr));
 
@@ -316,6 +330,13 @@ static int store_doc(struct chat *ch, struct cache_query *q, cJSON *doc, int64_t
         return -1;
     }
     cJSON_Delete(doc);
+    if (cr->kind != kind) {
+        /* A hit must answer in the route's own shape. */
+        *why = "an answer of another route's shape";
+        cmpl_rendered_fini(cr);
+        free(cr);
+        return -1;
+    }
     if (cache_put(ch->cache, q, cr, (double)(cr->prompt_tokens + cr->completion_tokens), ttl, now,
                   seq) != 0) {
         *why = "out of memory";
@@ -341,7 +362,7 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
         why = sse ? r->as.why : "unparseable response";
         goto skip;
     }
-    if (store_doc(ch, &r->q, doc, r->ttl, now, &r->wal_seq, &why) != 0)
+    if (store_doc(ch, &r->q, r->kind, doc, r->ttl, now, &r->wal_seq, &why) != 0)
         goto skip;
     r->stored = true;
     atomic_fetch_add(&ch->stores, 1);
@@ -356,7 +377,7 @@ int chat_store_fresh(struct chat *ch, struct cache_query *q, cJSON *doc, int64_t
     const char *why = NULL;
     uint64_t seq;
 
-    if (store_doc(ch, q, doc, ch->ttl, now, &seq, &why) != 0) {
+    if (store_doc(ch, q, CMPL_CHAT, doc, ch->ttl, now, &seq, &why) != 0) {
         atomic_fetch_add(&ch->store_skipped, 1);
         log_msg(LOG_DEBUG, "audit answer not stored", why);
         return -1;

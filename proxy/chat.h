@@ -36,6 +36,7 @@ enum chat_verdict {
 };
 
 struct chat_req {
+    enum cmpl_kind kind; /* CMPL_CHAT, or CMPL_TEXT for a legacy completion */
     struct canon_key key;
     bool keyed;                             /* key is valid */
     struct cache_query q;                   /* the lookup, over key's bytes */
@@ -106,6 +107,14 @@ int64_t chat_max_age(const struct hdr_cache_control *cc);
 void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc, const char *raw,
                    size_t raw_len, const struct chat_scope *scope, const char *cache_control,
                    const char *ttl_header);
+
+/* chat_req_init for a route answered in the chat shape or the legacy
+ * completion's (kind CMPL_TEXT: doc is oai_prompt_as_chat's form, or the
+ * request itself when it has none; raw is checked, not keyed). */
+void chat_req_init_as(struct chat *ch, struct chat_req *r, enum cmpl_kind kind,
+                      const struct cJSON *doc, const char *raw, size_t raw_len,
+                      const struct chat_scope *scope, const char *cache_control,
+                      const char *ttl_header);
 void chat_req_fini(struct chat_req *r);
 
 /* Times below (now) are wall clock milliseconds. */

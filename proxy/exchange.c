@@ -869,7 +869,7 @@ static void count_request(struct exch *x, const struct timespec *now)
         metrics_saved(
             m, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x->emb->req.doc, "model")),
             x->emb->saved_tokens, 0);
-    if (!x->chat || rt != MR_CHAT)
+    if (!x->chat) /* chat and legacy completions */
         return;
     switch (x->chat->verdict) {
     case CHAT_HIT: {

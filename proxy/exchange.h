@@ -75,14 +75,15 @@ struct conn;
 
 /* Where a request goes, decided from its head before any body is read. */
 enum rkind {
-    RK_HEALTH,    /* /healthz */
-    RK_READY,     /* /readyz */
-    RK_METRICS,   /* /metrics */
-    RK_ADMIN,     /* /admin/... */
-    RK_DASHBOARD, /* /dashboard, /dashboard/stats.json */
-    RK_CHAT,      /* POST /v1/chat/completions: through the cache */
-    RK_EMBED,     /* POST /v1/embeddings: through the cache, input by input */
-    RK_V1,        /* anything else under /v1: passed through */
+    RK_HEALTH,      /* /healthz */
+    RK_READY,       /* /readyz */
+    RK_METRICS,     /* /metrics */
+    RK_ADMIN,       /* /admin/... */
+    RK_DASHBOARD,   /* /dashboard, /dashboard/stats.json */
+    RK_CHAT,        /* POST /v1/chat/completions: through the cache */
+    RK_EMBED,       /* POST /v1/embeddings: through the cache, input by input */
+    RK_COMPLETIONS, /* POST /v1/completions (legacy): through the cache, as chat */
+    RK_V1,          /* anything else under /v1: passed through */
 };
 
 enum xstate {

@@ -27,7 +27,8 @@ static void offer_audit(struct exch *x)
     struct cache_entry_info in;
     struct audit_hit h;
 
-    if (r->exact || r->coalesced || !x->srv->audit)
+    /* The audit asks /v1/chat/completions again: chat hits only. */
+    if (r->exact || r->coalesced || !x->srv->audit || r->kind != CMPL_CHAT)
         return;
     cache_entry_describe(r->q.hit, &in);
     h = (struct audit_hit){
@@ -142,11 +143,13 @@ static enum MHD_Result cached_route(struct exch *x)
     struct server *s = x->srv;
     const char *ct =
         MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    cJSON *doc = NULL;
+    bool legacy = x->kind == RK_COMPLETIONS;
+    cJSON *doc = NULL, *keyed = NULL;
     struct chat_scope sc;
 
     scope_of(x, &sc);
-    if (oai_chat_parse(ct, x->body.p, x->body.len, &doc, &x->err) != 0)
+    if ((legacy ? oai_model_parse(ct, x->body.p, x->body.len, &doc, &x->err)
+                : oai_chat_parse(ct, x->body.p, x->body.len, &doc, &x->err)) != 0)
         return xch_queue_error(x, &x->err);
     x->chat = malloc(sizeof(*x->chat));
     if (!x->chat) {
@@ -154,10 +157,16 @@ static enum MHD_Result cached_route(struct exch *x)
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return xch_queue_error(x, &x->err);
     }
-    chat_req_init(s->chat, x->chat, doc, x->body.p, x->body.len, &sc,
-                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
-                  MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
+    /* A legacy completion's one prompt is keyed as a chat question; a batch
+     * of prompts as the whole request (exact hits only). */
+    if (legacy)
+        keyed = oai_prompt_as_chat(doc);
+    chat_req_init_as(s->chat, x->chat, legacy ? CMPL_TEXT : CMPL_CHAT, keyed ? keyed : doc,
+                     x->body.p, x->body.len, &sc,
+                     MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
+                     MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
     x->chat->owner = x;
+    cJSON_Delete(keyed);
     cJSON_Delete(doc);
     if (!s->chat)
         return xch_forward(x, x->uri + 3);
@@ -360,7 +369,8 @@ enum MHD_Result route_dispatch(struct exch *x)
     case RK_METRICS: return metrics(x);
     case RK_ADMIN: return admin_route(x, req_path(x));
     case RK_DASHBOARD: return dashboard(x, req_path(x));
-    case RK_CHAT: return cached_route(x);
+    case RK_CHAT:
+    case RK_COMPLETIONS: return cached_route(x);
     case RK_EMBED: return embeddings_route(x);
     case RK_V1: break;
     }
@@ -472,6 +482,8 @@ static bool classify(struct exch *x)
         x->kind = RK_CHAT;
     else if (path_is(x, "/v1/embeddings") && strcmp(x->method, "POST") == 0)
         x->kind = RK_EMBED;
+    else if (path_is(x, "/v1/completions") && strcmp(x->method, "POST") == 0)
+        x->kind = RK_COMPLETIONS;
     else if (path_under(x, "/v1"))
         x->kind = RK_V1;
     else {
@@ -555,6 +567,7 @@ static bool admit(struct exch *x)
         break;
     case RK_CHAT:
     case RK_EMBED:
+    case RK_COMPLETIONS:
     case RK_V1:
         if (atomic_load(&s->draining)) {
             oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",

@@ -136,6 +136,13 @@ static void merge_choice(struct cmpl_asm *a, const cJSON *ch)
         return fail(a, "logprobs are not replayed");
     if (cJSON_IsString(finish) && set_str(&c->finish, finish->valuestring))
         return fail(a, "out of memory");
+    /* A legacy completion's chunk carries its text in the choice itself. */
+    v = cJSON_GetObjectItemCaseSensitive(ch, "text");
+    if (cJSON_IsString(v)) {
+        c->has_content = true;
+        if (buf_puts(&c->content, v->valuestring, CMPL_MAX_BYTES))
+            return fail(a, "content too large");
+    }
     if (!cJSON_IsObject(delta))
         return;
     if (cJSON_GetObjectItemCaseSensitive(delta, "audio") ||
@@ -287,9 +294,17 @@ static cJSON *build_message(const struct cmpl_choice *c)
     return m;
 }
 
+/* A legacy completion, or one of its chunks (whose object is the same). */
+static bool is_text_completion(const cJSON *c)
+{
+    const cJSON *o = cJSON_GetObjectItemCaseSensitive(c, "object");
+    return cJSON_IsString(o) && strcmp(o->valuestring, "text_completion") == 0;
+}
+
 cJSON *cmpl_asm_take(struct cmpl_asm *a)
 {
     cJSON *doc, *choices;
+    bool legacy;
 
     if (!a->done && !a->failed)
         fail(a, "stream ended without [DONE]");
@@ -297,8 +312,9 @@ cJSON *cmpl_asm_take(struct cmpl_asm *a)
         return NULL;
     doc = a->first;
     a->first = NULL;
+    legacy = is_text_completion(doc);
     cJSON_DeleteItemFromObjectCaseSensitive(doc, "object");
-    cJSON_AddStringToObject(doc, "object", "chat.completion");
+    cJSON_AddStringToObject(doc, "object", legacy ? "text_completion" : "chat.completion");
     cJSON_DeleteItemFromObjectCaseSensitive(doc, "usage");
     choices = cJSON_AddArrayToObject(doc, "choices");
     for (size_t i = 0; choices && i < a->nchoices; i++) {
@@ -312,8 +328,11 @@ cJSON *cmpl_asm_take(struct cmpl_asm *a)
         }
         ch = cJSON_CreateObject();
         cJSON_AddItemToArray(choices, ch);
+        if (legacy)
+            cJSON_AddStringToObject(ch, "text", c->content.p ? c->content.p : "");
         cJSON_AddNumberToObject(ch, "index", (double)i);
-        cJSON_AddItemToObject(ch, "message", build_message(c));
+        if (!legacy)
+            cJSON_AddItemToObject(ch, "message", build_message(c));
         cJSON_AddNullToObject(ch, "logprobs");
         cJSON_AddItemToObject(ch, "finish_reason",
                               c->finish ? cJSON_CreateString(c->finish) : cJSON_CreateNull());
@@ -360,14 +379,18 @@ static cJSON *chunk_base(const cJSON *c)
     return o;
 }
 
-static int add_chunk(struct buf *out, const cJSON *c, int index, cJSON *delta, const char *finish)
+/* One chunk of choice index: a chat chunk with delta (taken over), or,
+ * when text is not NULL, a legacy completion's, whose choice holds the
+ * text itself. */
+static int put_chunk(struct buf *out, const cJSON *c, int index, const char *text, cJSON *delta,
+                     const char *finish)
 {
     cJSON *o = chunk_base(c), *arr, *ch;
     char *rest;
     size_t n;
     int rc;
 
-    if (!o || !delta) {
+    if (!o || (!delta && !text)) {
         cJSON_Delete(o);
         cJSON_Delete(delta);
         return -ENOMEM;
@@ -375,8 +398,11 @@ static int add_chunk(struct buf *out, const cJSON *c, int index, cJSON *delta, c
     arr = cJSON_AddArrayToObject(o, "choices");
     ch = cJSON_CreateObject();
     cJSON_AddItemToArray(arr, ch);
+    if (text)
+        cJSON_AddStringToObject(ch, "text", text);
     cJSON_AddNumberToObject(ch, "index", index);
-    cJSON_AddItemToObject(ch, "delta", delta);
+    if (delta)
+        cJSON_AddItemToObject(ch, "delta", delta);
     cJSON_AddNullToObject(ch, "logprobs");
     cJSON_AddItemToObject(ch, "finish_reason",
                           finish ? cJSON_CreateString(finish) : cJSON_CreateNull());
@@ -388,6 +414,11 @@ static int add_chunk(struct buf *out, const cJSON *c, int index, cJSON *delta, c
         rc = buf_append(out, "\n", 1, SIZE_MAX / 2);
     free(rest);
     return rc;
+}
+
+static int add_chunk(struct buf *out, const cJSON *c, int index, cJSON *delta, const char *finish)
+{
+    return put_chunk(out, c, index, NULL, delta, finish);
 }
 
 /* The stream a provider would have sent for one choice, in three or four
@@ -445,6 +476,17 @@ static int render_choice(struct buf *out, const cJSON *c, int index, const cJSON
     return add_chunk(out, c, index, cJSON_CreateObject(), finish);
 }
 
+/* A legacy completion's stream for one choice: its text, then the finish. */
+static int render_text_choice(struct buf *out, const cJSON *c, int index, const cJSON *text,
+                              const char *finish)
+{
+    int rc;
+
+    if (text->valuestring[0] && (rc = put_chunk(out, c, index, text->valuestring, NULL, NULL)) != 0)
+        return rc;
+    return put_chunk(out, c, index, "", NULL, finish);
+}
+
 static int64_t usage_field(const cJSON *usage, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(usage, name);
@@ -458,6 +500,7 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(c, "model");
     const cJSON *ch;
     struct buf sse = {0};
+    bool legacy = is_text_completion(c);
     cJSON *body;
     int i = 0;
 
@@ -472,6 +515,20 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
         const cJSON *lp = cJSON_GetObjectItemCaseSensitive(ch, "logprobs");
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ch, "message");
 
+        if (legacy) {
+            /* A legacy completion knows no tool calls; anything but stop was
+             * cut short. */
+            if (!cJSON_IsString(fr) || strcmp(fr->valuestring, "stop") != 0) {
+                *why = "finish_reason is not stop";
+                return -1;
+            }
+            if ((lp && !cJSON_IsNull(lp)) ||
+                !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(ch, "text"))) {
+                *why = "logprobs cannot be replayed";
+                return -1;
+            }
+            continue;
+        }
         if (!cJSON_IsString(fr) ||
             (strcmp(fr->valuestring, "stop") != 0 && strcmp(fr->valuestring, "tool_calls") != 0)) {
             *why = "finish_reason is not stop or tool_calls";
@@ -498,8 +555,12 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     cJSON_ArrayForEach(ch, choices)
     {
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(ch, "finish_reason");
-        if (render_choice(&sse, c, i++, cJSON_GetObjectItemCaseSensitive(ch, "message"),
-                          fr->valuestring))
+        int rc =
+            legacy ? render_text_choice(&sse, c, i++, cJSON_GetObjectItemCaseSensitive(ch, "text"),
+                                        fr->valuestring)
+                   : render_choice(&sse, c, i++, cJSON_GetObjectItemCaseSensitive(ch, "message"),
+                                   fr->valuestring);
+        if (rc)
             goto fail;
     }
     out->sse = buf_take(&sse, &out->sse_len);
@@ -518,7 +579,8 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     out->model = strdup(cJSON_IsString(model) ? model->valuestring : "");
     if (!out->model)
         goto fail;
-    out->tool_calls = cmpl_body_has_tool_calls(out->body, out->body_len);
+    out->kind = legacy ? CMPL_TEXT : CMPL_CHAT;
+    out->tool_calls = !legacy && cmpl_body_has_tool_calls(out->body, out->body_len);
     return 0;
 fail:
     buf_free(&sse);
@@ -585,7 +647,9 @@ size_t cmpl_write_json(char *out, size_t cap, const struct cmpl_rendered *r, con
                        int64_t created)
 {
     char pre[256];
-    size_t o = 0, pn = prefix(pre, sizeof(pre), "chat.completion", id, created);
+    size_t o = 0,
+           pn = prefix(pre, sizeof(pre),
+                       r->kind == CMPL_TEXT ? "text_completion" : "chat.completion", id, created);
 
     put(out, cap, &o, pre, pn);
     put(out, cap, &o, r->body, r->body_len);
@@ -597,7 +661,10 @@ size_t cmpl_write_sse(char *out, size_t cap, const struct cmpl_rendered *r, cons
 {
     static const char done[] = "data: [DONE]\n\n";
     char pre[256];
-    size_t o = 0, pn = prefix(pre, sizeof(pre), "chat.completion.chunk", id, created);
+    /* Legacy chunks are text_completion objects too. */
+    size_t o = 0, pn = prefix(pre, sizeof(pre),
+                              r->kind == CMPL_TEXT ? "text_completion" : "chat.completion.chunk",
+                              id, created);
     const char *p = r->sse, *end = r->sse + r->sse_len;
 
     while (p && p < end) {

@@ -26,7 +26,8 @@ struct cJSON;
 
 struct cmpl_choice;
 
-/* Reassembles an SSE stream of chat.completion.chunk events. */
+/* Reassembles an SSE stream of chat.completion.chunk events, or of a legacy
+ * completion's text_completion events (choices with "text"). */
 struct cmpl_asm {
     struct buf line;     /* the line being read */
     struct buf data;     /* the data: lines of the event being read */
@@ -57,6 +58,7 @@ enum cmpl_kind {
     CMPL_CHAT = 0,      /* body and sse as below */
     CMPL_EMBEDDING = 1, /* body: one vector, float32 little-endian; sse empty,
                            no usage; prompt_tokens: the input's share */
+    CMPL_TEXT = 2,      /* a legacy text_completion: body and sse as for chat */
     CMPL_KINDS
 };
 
@@ -76,7 +78,9 @@ struct cmpl_rendered {
 
 /* Checks that a completion may be cached (every choice finished with "stop"
  * or "tool_calls", no logprobs or audio parrot cannot replay) and renders it.
- * Returns 0, -1 with *why set when it must not be stored, or -ENOMEM. */
+ * A legacy completion ("object": "text_completion", choices with "text")
+ * becomes a CMPL_TEXT answer; it must have finished with "stop". Returns 0,
+ * -1 with *why set when it must not be stored, or -ENOMEM. */
 int cmpl_render(const struct cJSON *completion, struct cmpl_rendered *out, const char **why);
 void cmpl_rendered_fini(struct cmpl_rendered *r);
 
@@ -93,7 +97,8 @@ const char *cmpl_content(const struct cJSON *completion);
  * bodies (the log and snapshot records) calls it to set the flag again. */
 bool cmpl_body_has_tool_calls(const char *body, size_t len);
 
-/* Writers for a hit. Each returns the bytes needed; it writes only when cap
+/* Writers for a hit, in the form of r's kind (chat or legacy text); the
+ * object names follow it. Each returns the bytes needed; it writes only when cap
  * is large enough, so call once with cap 0 to size the buffer. */
 size_t cmpl_write_json(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
                        int64_t created);

@@ -26,82 +26,6 @@ void oemb_req_fini(struct oemb_req *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* A token id: a whole number a provider could mean as one. */
-static bool token_id(const cJSON *v)
-{
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 4294967295.0 &&
-           floor(v->valuedouble) == v->valuedouble;
-}
-
-static bool token_array(const cJSON *v)
-{
-    const cJSON *t;
-
-    if (!cJSON_IsArray(v) || !v->child)
-        return false;
-    cJSON_ArrayForEach(t, v)
-    {
-        if (!token_id(t))
-            return false;
-    }
-    return true;
-}
-
-static bool item_ok(const cJSON *v)
-{
-    return (cJSON_IsString(v) && v->valuestring[0]) || token_array(v);
-}
-
-/* The items of "input": the value itself when it is one string or one
- * token array, else each element. */
-static int collect_items(struct oemb_req *r, const cJSON *input, struct oai_error *e)
-{
-    const cJSON *it;
-    size_t n = 0;
-
-    if (cJSON_IsString(input) || token_array(input)) {
-        if (!item_ok(input))
-            goto bad;
-        r->items = malloc(sizeof(*r->items));
-        if (!r->items)
-            goto oom;
-        r->items[0] = input;
-        r->n = 1;
-        return 0;
-    }
-    if (!cJSON_IsArray(input) || !input->child)
-        goto bad;
-    cJSON_ArrayForEach(it, input)
-    {
-        /* One kind of item per request, as the API takes them. */
-        if (!item_ok(it) || cJSON_IsString(it) != cJSON_IsString(input->child))
-            goto bad;
-        n++;
-    }
-    if (n > OEMB_MAX_ITEMS) {
-        oai_error_set(e, 400, irq, "input", "invalid_value",
-                      "'input' holds %zu items; at most %d are allowed per request.", n,
-                      OEMB_MAX_ITEMS);
-        return -1;
-    }
-    r->items = malloc(n * sizeof(*r->items));
-    if (!r->items)
-        goto oom;
-    cJSON_ArrayForEach(it, input)
-    {
-        r->items[r->n++] = it;
-    }
-    return 0;
-bad:
-    oai_error_set(e, 400, irq, "input", "invalid_value",
-                  "'input' must be a non-empty string, an array of non-empty strings, an array "
-                  "of token ids or an array of non-empty arrays of token ids.");
-    return -1;
-oom:
-    oai_error_set(e, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
-    return -1;
-}
-
 int oemb_parse(const char *content_type, const char *body, size_t len, struct oemb_req *r,
                struct oai_error *e)
 {
@@ -125,7 +49,7 @@ int oemb_parse(const char *content_type, const char *body, size_t len, struct oe
         goto fail;
     }
     r->base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
-    if (collect_items(r, input, e) != 0)
+    if (oai_items(input, "input", OEMB_MAX_ITEMS, &r->items, &r->n, e) != 0)
         goto fail;
     return 0;
 fail:

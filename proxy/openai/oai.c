@@ -2,9 +2,11 @@
 #include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -206,4 +208,116 @@ int oai_chat_parse(const char *content_type, const char *body, size_t len, cJSON
 fail:
     cJSON_Delete(doc);
     return -1;
+}
+
+/* A token id: a whole number a provider could mean as one. */
+static bool token_id(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= 4294967295.0 &&
+           floor(v->valuedouble) == v->valuedouble;
+}
+
+static bool token_array(const cJSON *v)
+{
+    const cJSON *t;
+
+    if (!cJSON_IsArray(v) || !v->child)
+        return false;
+    cJSON_ArrayForEach(t, v)
+    {
+        if (!token_id(t))
+            return false;
+    }
+    return true;
+}
+
+static bool item_ok(const cJSON *v)
+{
+    return (cJSON_IsString(v) && v->valuestring[0]) || token_array(v);
+}
+
+int oai_items(const cJSON *input, const char *param, size_t max, const cJSON ***items,
+              size_t *count, struct oai_error *e)
+{
+    static const char *const irq = "invalid_request_error";
+    const cJSON *it;
+    size_t n = 0;
+
+    *items = NULL;
+    *count = 0;
+    if (cJSON_IsString(input) || token_array(input)) {
+        if (!item_ok(input))
+            goto bad;
+        *items = malloc(sizeof(**items));
+        if (!*items)
+            goto oom;
+        (*items)[0] = input;
+        *count = 1;
+        return 0;
+    }
+    if (!cJSON_IsArray(input) || !input->child)
+        goto bad;
+    cJSON_ArrayForEach(it, input)
+    {
+        /* One kind of item per request, as the API takes them. */
+        if (!item_ok(it) || cJSON_IsString(it) != cJSON_IsString(input->child))
+            goto bad;
+        n++;
+    }
+    if (n > max) {
+        oai_error_set(e, 400, irq, param, "invalid_value",
+                      "'%s' holds %zu items; at most %zu are allowed per request.", param, n, max);
+        return -1;
+    }
+    *items = malloc(n * sizeof(**items));
+    if (!*items)
+        goto oom;
+    cJSON_ArrayForEach(it, input)
+    {
+        (*items)[(*count)++] = it;
+    }
+    return 0;
+bad:
+    oai_error_set(e, 400, irq, param, "invalid_value",
+                  "'%s' must be a non-empty string, an array of non-empty strings, an array of "
+                  "token ids or an array of non-empty arrays of token ids.",
+                  param);
+    return -1;
+oom:
+    oai_error_set(e, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
+    return -1;
+}
+
+cJSON *oai_prompt_as_chat(const cJSON *req)
+{
+    const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(req, "prompt");
+    const cJSON **items = NULL;
+    cJSON *keyed, *msgs, *msg, *content;
+    struct oai_error e;
+    size_t n = 0;
+
+    if (cJSON_GetObjectItemCaseSensitive(req, "messages") ||
+        oai_items(prompt, "prompt", 1, &items, &n, &e) != 0)
+        return NULL;
+    /* Each piece joins the tree as soon as it exists: one Delete frees all. */
+    keyed = cJSON_Duplicate(req, 1);
+    cJSON_DeleteItemFromObjectCaseSensitive(keyed, "prompt");
+    msgs = cJSON_AddArrayToObject(keyed, "messages");
+    msg = cJSON_CreateObject();
+    if (!msgs || !msg || !cJSON_AddItemToArray(msgs, msg)) {
+        cJSON_Delete(msg);
+        goto fail;
+    }
+    content = cJSON_Duplicate(items[0], 1);
+    if (!cJSON_AddStringToObject(msg, "role", "user") || !content ||
+        !cJSON_AddItemToObject(msg, "content", content)) {
+        cJSON_Delete(content);
+        goto fail;
+    }
+    free(items);
+    return keyed;
+fail:
+    free(items);
+    cJSON_Delete(keyed);
+    return NULL;
 }

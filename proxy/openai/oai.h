@@ -63,4 +63,23 @@ int oai_model_parse(const char *content_type, const char *body, size_t len, stru
 int oai_chat_parse(const char *content_type, const char *body, size_t len, struct cJSON **out,
                    struct oai_error *e);
 
+/* The items of an embeddings "input" or a legacy completion's "prompt"
+ * (param names it in errors): v itself when it is one non-empty string or
+ * one non-empty array of token ids, else each element of a non-empty array
+ * of those, all strings or all token arrays, at most max. Returns 0 with a
+ * malloc'd array in *items (pointing into v) and the count in *n, or -1
+ * with *e filled (400 naming param; 500 when out of memory). */
+int oai_items(const struct cJSON *v, const char *param, size_t max, const struct cJSON ***items,
+              size_t *n, struct oai_error *e);
+
+/* The form a legacy completion with one prompt is keyed in: the request
+ * with "prompt" replaced by "messages" holding one user message whose
+ * content is the prompt (a string, or token ids), so that the chat keys
+ * lift its text (proxy/openai/canon.h; token ids stay in the partition:
+ * exact hits only). "x" and ["x"] are one prompt. NULL for anything else
+ * (a batch of prompts, no usable prompt, a request that has "messages") or
+ * when out of memory: such requests are keyed as they are. Ownership passes
+ * to the caller. */
+struct cJSON *oai_prompt_as_chat(const struct cJSON *req);
+
 #endif

@@ -6,7 +6,9 @@
 //               prints one line {"listening":PORT} on stdout.
 //
 // Routes: POST /v1/chat/completions (echo of the last user message, or an
-// SSE stream with "stream": true), GET /v1/models, GET /v1/models/{id},
+// SSE stream with "stream": true), POST /v1/completions (legacy: "completed:
+// PROMPT" per prompt, plain or as text_completion chunks; stats.completions
+// counts the calls), GET /v1/models, GET /v1/models/{id},
 // POST /v1/embeddings (8-dim, float32 values as JSON numbers or base64, one
 // vector per input of a batch, `usage` counting the inputs' words),
 // anything else 404.
@@ -275,6 +277,7 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     inflight: 0,
     chat: 0,
     chatByText: {},
+    completions: 0,
     embedCalls: 0,
     embedBatches: [],
     embedInputs: [],
@@ -506,6 +509,9 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     if (path === '/v1/embeddings' && req.method === 'POST') {
       return embeddings(req, res, id, body);
     }
+    if (path === '/v1/completions' && req.method === 'POST') {
+      return completions(req, res, id, body);
+    }
     sendJson(res, 404, errorBody(`fake: no route for ${req.method} ${path}`, 'invalid_request_error', 'unknown_url'), commonHeaders(id));
   }
 
@@ -578,6 +584,52 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       model: typeof body.model === 'string' ? body.model : 'text-embedding-fake',
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     }, commonHeaders(id));
+  }
+
+  // Legacy completions: one choice per prompt, text "completed: PROMPT"
+  // (or x-fake-chunks words), streamed as text_completion chunks.
+  async function completions(req, res, id, raw) {
+    const body = parseJson(res, id, raw);
+    if (!body) return;
+    st.completions += 1;
+    const model = typeof body.model === 'string' ? body.model : 'gpt-fake-instruct';
+    const prompts = Array.isArray(body.prompt) && body.prompt.length > 0 && !Number.isInteger(body.prompt[0])
+      ? body.prompt : [body.prompt];
+    const chunks = intHeader(req, 'x-fake-chunks');
+    const finishHeader = req.headers['x-fake-finish'];
+    const finish = typeof finishHeader === 'string' && finishHeader !== '' ? finishHeader : 'stop';
+    const texts = prompts.map((p) => (Number.isInteger(chunks) && chunks > 0
+      ? replyContent(body, chunks) : `completed: ${typeof p === 'string' ? p : JSON.stringify(p)}`));
+    const promptTokens = prompts.reduce((n, p) => n + (typeof p === 'string' ? countWords(p) : p.length), 0);
+    const completionTokens = texts.reduce((n, t) => n + countWords(t), 0);
+    const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    const cid = `cmpl-fake-${id}`;
+    const base = { id: cid, object: 'text_completion', created: FAKE_CREATED, model };
+    if (!body.stream) {
+      sendJson(res, 200, {
+        ...base,
+        choices: texts.map((text, index) => ({ text, index, logprobs: null, finish_reason: finish })),
+        usage,
+      }, commonHeaders(id));
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...commonHeaders(id) });
+    const events = [];
+    const ev = (o) => events.push(`data: ${JSON.stringify(o)}\n\n`);
+    texts.forEach((text, index) => {
+      for (const [k, w] of text.split(' ').entries()) {
+        ev({ ...base, choices: [{ text: k ? ` ${w}` : w, index, logprobs: null, finish_reason: null }] });
+      }
+      ev({ ...base, choices: [{ text: '', index, logprobs: null, finish_reason: finish }] });
+    });
+    if (body.stream_options?.include_usage === true) ev({ ...base, choices: [], usage });
+    events.push('data: [DONE]\n\n');
+    st.lastBody = events.join('');
+    for (const e of events) {
+      if (res.destroyed) return;
+      if (!(await writePiece(res, e))) return;
+    }
+    res.end(() => { st.completed += 1; });
   }
 
   async function chat(req, res, id, raw, markDropped) {

@@ -240,12 +240,66 @@ static void test_render_marks_tool_calls(void **state)
     }
 }
 
+static const char LEGACY[] =
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":5,\"model\":\"i\","
+    "\"choices\":[{\"text\":\"Once\",\"index\":0,\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+    "data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":5,\"model\":\"i\","
+    "\"choices\":[{\"text\":\" upon\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"stop\"}]}"
+    "\n\n"
+    "data: [DONE]\n\n";
+
+static const char *text_of(const cJSON *doc)
+{
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "choices"), 0);
+    return cJSON_GetObjectItem(ch, "text")->valuestring;
+}
+
+/* A legacy completion's stream reassembles into a text_completion, which
+ * is replayed in its own shape. */
+static void test_legacy_round_trip(void **state)
+{
+    cJSON *doc = assemble(LEGACY, sizeof(LEGACY) - 1, 7), *served, *again;
+    struct cmpl_rendered r;
+    const char *why = NULL;
+    char *json, *sse;
+    size_t n;
+
+    (void)state;
+    assert_non_null(doc);
+    assert_string_equal(cJSON_GetObjectItem(doc, "object")->valuestring, "text_completion");
+    assert_int_equal(cmpl_render(doc, &r, &why), 0);
+    assert_int_equal(r.kind, CMPL_TEXT);
+    assert_false(r.tool_calls);
+    json = write_json(&r, "cmpl-new", 9);
+    served = cJSON_Parse(json);
+    assert_string_equal(cJSON_GetObjectItem(served, "object")->valuestring, "text_completion");
+    assert_string_equal(text_of(served), "Once upon");
+    sse = write_sse(&r, false, &n);
+    assert_null(strstr(sse, "chat.completion"));
+    again = assemble(sse, n, 5);
+    assert_non_null(again);
+    assert_string_equal(text_of(again), "Once upon");
+    free(sse);
+    free(json);
+    cJSON_Delete(served);
+    cJSON_Delete(again);
+    cJSON_Delete(doc);
+    cmpl_rendered_fini(&r);
+
+    /* Cut short by max_tokens: not stored. */
+    doc = cJSON_Parse("{\"object\":\"text_completion\",\"model\":\"i\",\"choices\":[{\"text\":"
+                      "\"x\",\"index\":0,\"logprobs\":null,\"finish_reason\":\"length\"}]}");
+    assert_int_equal(cmpl_render(doc, &r, &why), -1);
+    cJSON_Delete(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assemble_any_split),  cmocka_unit_test(test_assemble_rejects),
         cmocka_unit_test(test_assemble_tool_calls), cmocka_unit_test(test_render_round_trip),
         cmocka_unit_test(test_render_refuses),      cmocka_unit_test(test_render_marks_tool_calls),
+        cmocka_unit_test(test_legacy_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

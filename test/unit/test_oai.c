@@ -195,12 +195,44 @@ static void test_cache_control(void **state)
     assert_false(cc.no_cache || cc.no_store);
 }
 
+/* A legacy completion's one prompt is keyed as a chat question. */
+static void test_prompt_as_chat(void **state)
+{
+    static const char *const none[] = {
+        "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}",
+        "{\"model\":\"m\"}",
+        "{\"model\":\"m\",\"prompt\":\"\"}",
+        "{\"model\":\"m\",\"prompt\":\"a\",\"messages\":[]}",
+    };
+    cJSON *req = cJSON_Parse("{\"model\":\"m\",\"prompt\":[\"hi there\"],\"n\":2}");
+    cJSON *k = oai_prompt_as_chat(req);
+    char *s;
+
+    (void)state;
+    assert_non_null(k);
+    s = cJSON_PrintUnformatted(k);
+    assert_string_equal(s, "{\"model\":\"m\",\"n\":2,\"messages\":[{\"role\":\"user\",\"content\":"
+                           "\"hi there\"}]}");
+    free(s);
+    cJSON_Delete(k);
+    cJSON_Delete(req);
+    for (size_t i = 0; i < sizeof(none) / sizeof(none[0]); i++) {
+        req = cJSON_Parse(none[i]);
+        assert_null(oai_prompt_as_chat(req));
+        cJSON_Delete(req);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_validation),   cmocka_unit_test(test_chat_ok),
-        cmocka_unit_test(test_error_json_shape),  cmocka_unit_test(test_header_filters),
-        cmocka_unit_test(test_cache_control),     cmocka_unit_test(test_chat_raw_control_bytes),
+        cmocka_unit_test(test_prompt_as_chat),
+        cmocka_unit_test(test_chat_validation),
+        cmocka_unit_test(test_chat_ok),
+        cmocka_unit_test(test_error_json_shape),
+        cmocka_unit_test(test_header_filters),
+        cmocka_unit_test(test_cache_control),
+        cmocka_unit_test(test_chat_raw_control_bytes),
         cmocka_unit_test(test_chat_value_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
