@@ -17,7 +17,7 @@
 
 /* Why a request skipped the lookup: r->why, and a counter each. */
 const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkeyable",
-                                                              "nul-in-string"};
+                                                              "nul-in-string", "uncacheable"};
 #define bypass_reasons chat_bypass_reasons
 #define BYPASS_REASONS CHAT_BYPASS_REASONS
 
@@ -136,12 +136,15 @@ void chat_req_init_as(struct chat *ch, struct chat_req *r, enum cmpl_kind kind, 
         return;
     }
     chat_tenant(ch, scope->authorization, scope->tenant_value, scope->ns, tenant, sizeof(tenant));
-    /* A legacy completion is keyed in its chat form (oai_prompt_as_chat),
-     * whose numbers are not in raw's order: they are keyed by their doubles. */
+    /* A legacy completion or a response is keyed in its chat form
+     * (oai_prompt_as_chat, oresp_keyed), whose numbers are not in raw's
+     * order: they are keyed by their doubles. */
     if (kind != CMPL_CHAT)
         raw = NULL;
     if (canon_request_src(doc, raw, raw ? raw_len : 0, tenant,
-                          kind == CMPL_TEXT ? "/v1/completions" : "/v1/chat/completions",
+                          kind == CMPL_TEXT       ? "/v1/completions"
+                          : kind == CMPL_RESPONSE ? "/v1/responses"
+                                                  : "/v1/chat/completions",
                           &r->key) != 0) {
         r->why = bypass_reasons[1];
         return;
@@ -167,6 +170,13 @@ int chat_embed(struct chat *ch, struct chat_req *r, void (*wake)(struct chat_req
 {
     r->embed_wake = wake;
     return cache_embed(ch->cache, &r->q, embedded);
+}
+
+void chat_req_uncacheable(struct chat_req *r)
+{
+    r->keyed = false;
+    r->store = false;
+    r->why = bypass_reasons[3];
 }
 
 void chat_req_fini(struct chat_req *r)
@@ -230,8 +240,10 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
     /* A fresh id per answer, as the provider would give: random, since a
      * counter would tell a client how many hits others had in between. */
     snprintf(id, sizeof(id), "%s-parrot-%016" PRIx64 "%08" PRIx64,
-             cr->kind == CMPL_TEXT ? "cmpl" : "chatcmpl", rand_u64(),
-             rand_u64() & UINT64_C(0xffffffff));
+             cr->kind == CMPL_TEXT       ? "cmpl"
+             : cr->kind == CMPL_RESPONSE ? "resp"
+                                         : "chatcmpl",
+             rand_u64(), rand_u64() & UINT64_C(0xffffffff));
     need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now / 1000, r->include_usage)
                      : cmpl_write_json(NULL, 0, cr, id, now / 1000);
     out = malloc(need ? need : 1);

@@ -36,7 +36,7 @@ enum chat_verdict {
 };
 
 struct chat_req {
-    enum cmpl_kind kind; /* CMPL_CHAT, or CMPL_TEXT for a legacy completion */
+    enum cmpl_kind kind; /* CMPL_CHAT, CMPL_TEXT (legacy) or CMPL_RESPONSE */
     struct canon_key key;
     bool keyed;                             /* key is valid */
     struct cache_query q;                   /* the lookup, over key's bytes */
@@ -108,14 +108,20 @@ void chat_req_init(struct chat *ch, struct chat_req *r, const struct cJSON *doc,
                    size_t raw_len, const struct chat_scope *scope, const char *cache_control,
                    const char *ttl_header);
 
-/* chat_req_init for a route answered in the chat shape or the legacy
+/* chat_req_init for a route answered in the chat shape, the legacy
  * completion's (kind CMPL_TEXT: doc is oai_prompt_as_chat's form, or the
- * request itself when it has none; raw is checked, not keyed). */
+ * request itself when it has none) or a response's (CMPL_RESPONSE: doc is
+ * oresp_keyed's form); raw is checked, not keyed. */
 void chat_req_init_as(struct chat *ch, struct chat_req *r, enum cmpl_kind kind,
                       const struct cJSON *doc, const char *raw, size_t raw_len,
                       const struct chat_scope *scope, const char *cache_control,
                       const char *ttl_header);
 void chat_req_fini(struct chat_req *r);
+
+/* The request must neither be answered from the cache nor stored (a
+ * Responses request that depends on state parrot cannot see): a bypass,
+ * detail=uncacheable. After chat_req_init*. */
+void chat_req_uncacheable(struct chat_req *r);
 
 /* Times below (now) are wall clock milliseconds. */
 
@@ -177,7 +183,7 @@ void chat_flight_done(struct chat *ch, struct chat_req *r);
 /* The answer a hit serves (its model and original usage). r must be a hit. */
 const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r);
 
-#define CHAT_BYPASS_REASONS 3
+#define CHAT_BYPASS_REASONS 4
 extern const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS];
 
 /* The request policy's own counters: its verdicts and what it chose to

@@ -83,6 +83,7 @@ enum rkind {
     RK_CHAT,        /* POST /v1/chat/completions: through the cache */
     RK_EMBED,       /* POST /v1/embeddings: through the cache, input by input */
     RK_COMPLETIONS, /* POST /v1/completions (legacy): through the cache, as chat */
+    RK_RESPONSES,   /* POST /v1/responses: through the cache when self-contained */
     RK_V1,          /* anything else under /v1: passed through */
 };
 

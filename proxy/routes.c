@@ -12,6 +12,8 @@
 #include "proxy/dashboard.h"
 #include "proxy/embeddings.h"
 #include "proxy/front.h"
+#include "proxy/log.h"
+#include "proxy/openai/responses.h"
 #include "proxy/metrics.h"
 
 #include <cjson/cJSON.h>
@@ -143,13 +145,15 @@ static enum MHD_Result cached_route(struct exch *x)
     struct server *s = x->srv;
     const char *ct =
         MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-    bool legacy = x->kind == RK_COMPLETIONS;
+    bool legacy = x->kind == RK_COMPLETIONS, resp = x->kind == RK_RESPONSES;
+    enum cmpl_kind kind = legacy ? CMPL_TEXT : resp ? CMPL_RESPONSE : CMPL_CHAT;
+    const char *why = NULL;
     cJSON *doc = NULL, *keyed = NULL;
     struct chat_scope sc;
 
     scope_of(x, &sc);
-    if ((legacy ? oai_model_parse(ct, x->body.p, x->body.len, &doc, &x->err)
-                : oai_chat_parse(ct, x->body.p, x->body.len, &doc, &x->err)) != 0)
+    if ((kind != CMPL_CHAT ? oai_model_parse(ct, x->body.p, x->body.len, &doc, &x->err)
+                           : oai_chat_parse(ct, x->body.p, x->body.len, &doc, &x->err)) != 0)
         return xch_queue_error(x, &x->err);
     x->chat = malloc(sizeof(*x->chat));
     if (!x->chat) {
@@ -161,11 +165,17 @@ static enum MHD_Result cached_route(struct exch *x)
      * of prompts as the whole request (exact hits only). */
     if (legacy)
         keyed = oai_prompt_as_chat(doc);
-    chat_req_init_as(s->chat, x->chat, legacy ? CMPL_TEXT : CMPL_CHAT, keyed ? keyed : doc,
-                     x->body.p, x->body.len, &sc,
+    else if (resp)
+        keyed = oresp_keyed(doc, &why);
+    chat_req_init_as(s->chat, x->chat, kind, keyed ? keyed : doc, x->body.p, x->body.len, &sc,
                      MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "Cache-Control"),
                      MHD_lookup_connection_value(x->conn, MHD_HEADER_KIND, "x-parrot-ttl"));
     x->chat->owner = x;
+    /* A Responses request that is not self-contained never meets the cache. */
+    if (resp && !keyed) {
+        log_msg(LOG_DEBUG, "response not cacheable", why);
+        chat_req_uncacheable(x->chat);
+    }
     cJSON_Delete(keyed);
     cJSON_Delete(doc);
     if (!s->chat)
@@ -370,7 +380,8 @@ enum MHD_Result route_dispatch(struct exch *x)
     case RK_ADMIN: return admin_route(x, req_path(x));
     case RK_DASHBOARD: return dashboard(x, req_path(x));
     case RK_CHAT:
-    case RK_COMPLETIONS: return cached_route(x);
+    case RK_COMPLETIONS:
+    case RK_RESPONSES: return cached_route(x);
     case RK_EMBED: return embeddings_route(x);
     case RK_V1: break;
     }
@@ -484,6 +495,8 @@ static bool classify(struct exch *x)
         x->kind = RK_EMBED;
     else if (path_is(x, "/v1/completions") && strcmp(x->method, "POST") == 0)
         x->kind = RK_COMPLETIONS;
+    else if (path_is(x, "/v1/responses") && strcmp(x->method, "POST") == 0)
+        x->kind = RK_RESPONSES;
     else if (path_under(x, "/v1"))
         x->kind = RK_V1;
     else {
@@ -568,6 +581,7 @@ static bool admit(struct exch *x)
     case RK_CHAT:
     case RK_EMBED:
     case RK_COMPLETIONS:
+    case RK_RESPONSES:
     case RK_V1:
         if (atomic_load(&s->draining)) {
             oai_error_set(&x->err, 503, "upstream_error", NULL, "shutting_down",

@@ -2,6 +2,8 @@
  * completion.h. */
 #include "proxy/openai/completion.h"
 
+#include "proxy/openai/responses.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -346,8 +348,7 @@ cJSON *cmpl_asm_take(struct cmpl_asm *a)
 
 /* ---- rendering ---------------------------------------------------------- */
 
-/* Print obj and keep what follows its opening brace. Consumes obj. */
-static char *print_rest(cJSON *obj, size_t *len)
+char *cmpl_print_members(cJSON *obj, size_t *len)
 {
     char *s = obj ? cJSON_PrintUnformatted(obj) : NULL;
     size_t n;
@@ -406,7 +407,7 @@ static int put_chunk(struct buf *out, const cJSON *c, int index, const char *tex
     cJSON_AddNullToObject(ch, "logprobs");
     cJSON_AddItemToObject(ch, "finish_reason",
                           finish ? cJSON_CreateString(finish) : cJSON_CreateNull());
-    rest = print_rest(o, &n);
+    rest = cmpl_print_members(o, &n);
     if (!rest)
         return -ENOMEM;
     rc = buf_append(out, rest, n, SIZE_MAX / 2);
@@ -504,6 +505,9 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     cJSON *body;
     int i = 0;
 
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, "object")) &&
+        strcmp(cJSON_GetObjectItemCaseSensitive(c, "object")->valuestring, "response") == 0)
+        return oresp_render(c, out, why);
     memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(c) || !cJSON_IsArray(choices) || cJSON_GetArraySize(choices) == 0) {
         *why = "no choices";
@@ -548,7 +552,7 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     cJSON_DeleteItemFromObjectCaseSensitive(body, "id");
     cJSON_DeleteItemFromObjectCaseSensitive(body, "object");
     cJSON_DeleteItemFromObjectCaseSensitive(body, "created");
-    out->body = print_rest(body, &out->body_len);
+    out->body = cmpl_print_members(body, &out->body_len);
     if (!out->body)
         goto fail;
 
@@ -570,7 +574,7 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
             goto fail;
         cJSON_AddArrayToObject(u, "choices");
         cJSON_AddItemToObject(u, "usage", cJSON_Duplicate(usage, 1));
-        out->usage = print_rest(u, &out->usage_len);
+        out->usage = cmpl_print_members(u, &out->usage_len);
         if (!out->usage)
             goto fail;
         out->prompt_tokens = usage_field(usage, "prompt_tokens");
@@ -646,6 +650,8 @@ static size_t prefix(char *buf, size_t cap, const char *object, const char *id, 
 size_t cmpl_write_json(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
                        int64_t created)
 {
+    if (r->kind == CMPL_RESPONSE)
+        return oresp_write_json(out, cap, r, id, created);
     char pre[256];
     size_t o = 0,
            pn = prefix(pre, sizeof(pre),

@@ -59,6 +59,7 @@ enum cmpl_kind {
     CMPL_EMBEDDING = 1, /* body: one vector, float32 little-endian; sse empty,
                            no usage; prompt_tokens: the input's share */
     CMPL_TEXT = 2,      /* a legacy text_completion: body and sse as for chat */
+    CMPL_RESPONSE = 3,  /* a Responses API response: body only (responses.h) */
     CMPL_KINDS
 };
 
@@ -79,7 +80,8 @@ struct cmpl_rendered {
 /* Checks that a completion may be cached (every choice finished with "stop"
  * or "tool_calls", no logprobs or audio parrot cannot replay) and renders it.
  * A legacy completion ("object": "text_completion", choices with "text")
- * becomes a CMPL_TEXT answer; it must have finished with "stop". Returns 0,
+ * becomes a CMPL_TEXT answer; it must have finished with "stop". A
+ * Responses API response ("object": "response") is oresp_render's. Returns 0,
  * -1 with *why set when it must not be stored, or -ENOMEM. */
 int cmpl_render(const struct cJSON *completion, struct cmpl_rendered *out, const char **why);
 void cmpl_rendered_fini(struct cmpl_rendered *r);
@@ -91,6 +93,11 @@ struct cJSON *cmpl_rendered_doc(const struct cmpl_rendered *r);
 
 /* The first choice's message content of a completion object, or NULL. */
 const char *cmpl_content(const struct cJSON *completion);
+
+/* Print obj unformatted and keep what follows its opening brace (its
+ * members and the closing brace), the form bodies are stored in. Consumes
+ * obj. malloc'd; NULL when out of memory. */
+char *cmpl_print_members(struct cJSON *obj, size_t *len);
 
 /* Whether a rendered body (cmpl_rendered.body) holds tool calls or a legacy
  * function call. cmpl_render sets tool_calls from it; a decoder of stored

@@ -30,6 +30,7 @@ int oemb_parse(const char *content_type, const char *body, size_t len, struct oe
                struct oai_error *e)
 {
     const cJSON *input, *fmt;
+    const char *enc;
 
     memset(r, 0, sizeof(*r));
     if (oai_model_parse(content_type, body, len, &r->doc, e) != 0)
@@ -41,14 +42,14 @@ int oemb_parse(const char *content_type, const char *body, size_t len, struct oe
         goto fail;
     }
     fmt = cJSON_GetObjectItemCaseSensitive(r->doc, "encoding_format");
+    enc = cJSON_GetStringValue(fmt);
     if (fmt && !cJSON_IsNull(fmt) &&
-        !(cJSON_IsString(fmt) &&
-          (strcmp(fmt->valuestring, "float") == 0 || strcmp(fmt->valuestring, "base64") == 0))) {
+        !(enc && (strcmp(enc, "float") == 0 || strcmp(enc, "base64") == 0))) {
         oai_error_set(e, 400, irq, "encoding_format", "invalid_value",
                       "'encoding_format' must be \"float\" or \"base64\".");
         goto fail;
     }
-    r->base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
+    r->base64 = enc && strcmp(enc, "base64") == 0;
     if (oai_items(input, "input", OEMB_MAX_ITEMS, &r->items, &r->n, e) != 0)
         goto fail;
     return 0;

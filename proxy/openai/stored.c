@@ -4,6 +4,7 @@
 #include "cache/cache.h"
 #include "cache/persist/records.h"
 #include "proxy/openai/completion.h"
+#include "proxy/openai/responses.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -86,7 +87,9 @@ static int decode(const uint64_t words[2], const void *tail, size_t len, void **
     }
     r->prompt_tokens = (int64_t)words[0];
     r->completion_tokens = (int64_t)(words[1] & TOKENS_MASK);
-    r->tool_calls = r->kind == CMPL_CHAT && cmpl_body_has_tool_calls(r->body, r->body_len);
+    r->tool_calls = r->kind == CMPL_RESPONSE
+                        ? oresp_exact_only(r->body, r->body_len)
+                        : r->kind == CMPL_CHAT && cmpl_body_has_tool_calls(r->body, r->body_len);
     *payload = r;
     return 0;
 }

@@ -8,7 +8,8 @@
 // Routes: POST /v1/chat/completions (echo of the last user message, or an
 // SSE stream with "stream": true), POST /v1/completions (legacy: "completed:
 // PROMPT" per prompt, plain or as text_completion chunks; stats.completions
-// counts the calls), GET /v1/models, GET /v1/models/{id},
+// counts the calls), POST /v1/responses (plain only; stats.responses),
+// GET /v1/models, GET /v1/models/{id},
 // POST /v1/embeddings (8-dim, float32 values as JSON numbers or base64, one
 // vector per input of a batch, `usage` counting the inputs' words),
 // anything else 404.
@@ -278,6 +279,7 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     chat: 0,
     chatByText: {},
     completions: 0,
+    responses: 0,
     embedCalls: 0,
     embedBatches: [],
     embedInputs: [],
@@ -512,6 +514,9 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     if (path === '/v1/completions' && req.method === 'POST') {
       return completions(req, res, id, body);
     }
+    if (path === '/v1/responses' && req.method === 'POST') {
+      return responses(req, res, id, body);
+    }
     sendJson(res, 404, errorBody(`fake: no route for ${req.method} ${path}`, 'invalid_request_error', 'unknown_url'), commonHeaders(id));
   }
 
@@ -583,6 +588,42 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       data,
       model: typeof body.model === 'string' ? body.model : 'text-embedding-fake',
       usage: { prompt_tokens: tokens, total_tokens: tokens },
+    }, commonHeaders(id));
+  }
+
+  // Responses API, plain only: one assistant message "echo: LAST INPUT TEXT"
+  // (x-fake-finish: incomplete answers status "incomplete"); "store" is
+  // echoed (default true), as OpenAI does.
+  async function responses(req, res, id, raw) {
+    const body = parseJson(res, id, raw);
+    if (!body) return;
+    st.responses += 1;
+    const input = typeof body.input === 'string' ? [{ role: 'user', content: body.input }] : (body.input || []);
+    const text = `echo: ${lastUserText({ messages: input })}`;
+    const incomplete = req.headers['x-fake-finish'] === 'incomplete';
+    const inputTokens = 3 + input.reduce((n, m) => n + countWords(contentText(m?.content)), 0);
+    const outputTokens = countWords(text);
+    sendJson(res, 200, {
+      id: `resp_fake_${id}`,
+      object: 'response',
+      created_at: FAKE_CREATED,
+      status: incomplete ? 'incomplete' : 'completed',
+      error: null,
+      incomplete_details: incomplete ? { reason: 'max_output_tokens' } : null,
+      instructions: body.instructions ?? null,
+      model: typeof body.model === 'string' ? body.model : 'gpt-fake',
+      output: [{
+        type: 'message',
+        id: `msg_fake_${id}`,
+        status: 'completed',
+        role: 'assistant',
+        content: [{ type: 'output_text', text, annotations: [] }],
+      }],
+      parallel_tool_calls: true,
+      store: body.store !== false,
+      temperature: body.temperature ?? 1,
+      tools: body.tools || [],
+      usage: { input_tokens: inputTokens, output_tokens: outputTokens, total_tokens: inputTokens + outputTokens },
     }, commonHeaders(id));
   }
 
