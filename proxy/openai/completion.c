@@ -176,6 +176,25 @@ static void merge_choice(struct cmpl_asm *a, const cJSON *ch)
     }
 }
 
+/* A Responses stream's typed event (consumes ev): the response.completed
+ * event carries the whole response, which is all parrot keeps; one that
+ * failed or stopped short is not stored. */
+static void response_event(struct cmpl_asm *a, cJSON *ev)
+{
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(ev, "type"));
+
+    if (strcmp(type, "response.completed") == 0 && !a->done) {
+        cJSON *resp = cJSON_DetachItemFromObjectCaseSensitive(ev, "response");
+        cJSON_Delete(a->first);
+        a->first = resp;
+        a->done = cJSON_IsObject(resp);
+    } else if (strcmp(type, "response.failed") == 0 || strcmp(type, "response.incomplete") == 0 ||
+               strcmp(type, "error") == 0) {
+        fail(a, "the response did not complete");
+    }
+    cJSON_Delete(ev);
+}
+
 static void dispatch(struct cmpl_asm *a)
 {
     cJSON *chunk, *choices, *usage, *ch;
@@ -197,6 +216,8 @@ static void dispatch(struct cmpl_asm *a)
         cJSON_Delete(chunk);
         return fail(a, "error event in stream");
     }
+    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(chunk, "type")))
+        return response_event(a, chunk);
     choices = cJSON_GetObjectItemCaseSensitive(chunk, "choices");
     cJSON_ArrayForEach(ch, choices)
     {
@@ -296,11 +317,12 @@ static cJSON *build_message(const struct cmpl_choice *c)
     return m;
 }
 
-/* A legacy completion, or one of its chunks (whose object is the same). */
-static bool is_text_completion(const cJSON *c)
+/* Whether c's "object" is name: "response", or "text_completion" for a
+ * legacy completion or one of its chunks (whose object is the same). */
+static bool object_is(const cJSON *c, const char *name)
 {
-    const cJSON *o = cJSON_GetObjectItemCaseSensitive(c, "object");
-    return cJSON_IsString(o) && strcmp(o->valuestring, "text_completion") == 0;
+    const char *o = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(c, "object"));
+    return o && strcmp(o, name) == 0;
 }
 
 cJSON *cmpl_asm_take(struct cmpl_asm *a)
@@ -310,11 +332,16 @@ cJSON *cmpl_asm_take(struct cmpl_asm *a)
 
     if (!a->done && !a->failed)
         fail(a, "stream ended without [DONE]");
+    if (!a->failed && object_is(a->first, "response")) {
+        doc = a->first;
+        a->first = NULL;
+        return doc;
+    }
     if (a->failed || !a->first || a->nchoices == 0)
         return NULL;
     doc = a->first;
     a->first = NULL;
-    legacy = is_text_completion(doc);
+    legacy = object_is(doc, "text_completion");
     cJSON_DeleteItemFromObjectCaseSensitive(doc, "object");
     cJSON_AddStringToObject(doc, "object", legacy ? "text_completion" : "chat.completion");
     cJSON_DeleteItemFromObjectCaseSensitive(doc, "usage");
@@ -501,12 +528,11 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(c, "model");
     const cJSON *ch;
     struct buf sse = {0};
-    bool legacy = is_text_completion(c);
+    bool legacy = object_is(c, "text_completion");
     cJSON *body;
     int i = 0;
 
-    if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, "object")) &&
-        strcmp(cJSON_GetObjectItemCaseSensitive(c, "object")->valuestring, "response") == 0)
+    if (object_is(c, "response"))
         return oresp_render(c, out, why);
     memset(out, 0, sizeof(*out));
     if (!cJSON_IsObject(c) || !cJSON_IsArray(choices) || cJSON_GetArraySize(choices) == 0) {
@@ -665,6 +691,8 @@ size_t cmpl_write_json(char *out, size_t cap, const struct cmpl_rendered *r, con
 size_t cmpl_write_sse(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
                       int64_t created, bool include_usage)
 {
+    if (r->kind == CMPL_RESPONSE)
+        return oresp_write_sse(out, cap, r, id, created);
     static const char done[] = "data: [DONE]\n\n";
     char pre[256];
     /* Legacy chunks are text_completion objects too. */

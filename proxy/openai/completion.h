@@ -27,7 +27,10 @@ struct cJSON;
 struct cmpl_choice;
 
 /* Reassembles an SSE stream of chat.completion.chunk events, or of a legacy
- * completion's text_completion events (choices with "text"). */
+ * completion's text_completion events (choices with "text"), or follows a
+ * Responses stream's typed events to its response.completed (which holds
+ * the whole response; done is set there, as [DONE] sets it for the
+ * others). */
 struct cmpl_asm {
     struct buf line;     /* the line being read */
     struct buf data;     /* the data: lines of the event being read */

@@ -1,6 +1,8 @@
 /* responses.c - POST /v1/responses on the wire; see responses.h. */
 #include "proxy/openai/responses.h"
 
+#include "cache/base/buf.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -89,10 +91,6 @@ cJSON *oresp_keyed(const cJSON *req, const char **why)
     }
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "background"))) {
         *why = "background";
-        return NULL;
-    }
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(req, "stream"))) {
-        *why = "stream";
         return NULL;
     }
     if (present(tools) && (!cJSON_IsArray(tools) || !client_tools_only(tools))) {
@@ -195,4 +193,224 @@ size_t oresp_write_json(char *out, size_t cap, const struct cmpl_rendered *r, co
         memcpy(out + pn, r->body, r->body_len);
     }
     return pn + r->body_len;
+}
+
+/* ---- the typed-event replay ---------------------------------------------- */
+
+/* Replays never grow past this (a stored response is at most CMPL_MAX_BYTES;
+ * its text appears three times in the events, its items twice more). */
+#define REPLAY_MAX ((size_t)8 * CMPL_MAX_BYTES)
+
+struct replay {
+    struct buf out;
+    int seq; /* sequence_number of the next event */
+    int rc;
+};
+
+/* Appends "event: TYPE\ndata: {...}\n\n" for ev (consumed), numbered. */
+static void emit(struct replay *rp, const char *type, cJSON *ev)
+{
+    char *json;
+
+    if (!ev || rp->rc) {
+        cJSON_Delete(ev);
+        rp->rc = rp->rc ? rp->rc : -ENOMEM;
+        return;
+    }
+    cJSON_AddStringToObject(ev, "type", type);
+    cJSON_AddNumberToObject(ev, "sequence_number", rp->seq++);
+    json = cJSON_PrintUnformatted(ev);
+    cJSON_Delete(ev);
+    if (!json) {
+        rp->rc = -ENOMEM;
+        return;
+    }
+    rp->rc = buf_puts(&rp->out, "event: ", REPLAY_MAX);
+    rp->rc = rp->rc ? rp->rc : buf_puts(&rp->out, type, REPLAY_MAX);
+    rp->rc = rp->rc ? rp->rc : buf_puts(&rp->out, "\ndata: ", REPLAY_MAX);
+    rp->rc = rp->rc ? rp->rc : buf_puts(&rp->out, json, REPLAY_MAX);
+    rp->rc = rp->rc ? rp->rc : buf_puts(&rp->out, "\n\n", REPLAY_MAX);
+    free(json);
+}
+
+/* An event about item i's part j: item_id, output_index, and an index
+ * named idx_name (content_index, summary_index) when idx_name is set. */
+static cJSON *about(const cJSON *item, int i, const char *idx_name, int j)
+{
+    cJSON *ev = cJSON_CreateObject();
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "id"));
+
+    cJSON_AddStringToObject(ev, "item_id", id ? id : "");
+    cJSON_AddNumberToObject(ev, "output_index", i);
+    if (idx_name)
+        cJSON_AddNumberToObject(ev, idx_name, j);
+    return ev;
+}
+
+/* Sets o's member name to v (taken over), replacing it or adding it. */
+static void set_member(cJSON *o, const char *name, cJSON *v)
+{
+    if (!v || (o && cJSON_ReplaceItemInObjectCaseSensitive(o, name, v)))
+        return;
+    if (!o || !cJSON_AddItemToObject(o, name, v))
+        cJSON_Delete(v);
+}
+
+/* A copy of v with member name set to with (taken over). */
+static cJSON *with_member(const cJSON *v, const char *name, cJSON *with)
+{
+    cJSON *c = cJSON_Duplicate(v, 1);
+
+    if (c)
+        set_member(c, name, with);
+    else
+        cJSON_Delete(with);
+    return c;
+}
+
+/* The delta, done pair of a text-like field (text, refusal, arguments,
+ * summary text): prefix.delta with the whole text, then prefix.done. */
+static void text_events(struct replay *rp, const cJSON *item, int i, const char *idx_name, int j,
+                        const char *prefix, const char *field, const char *text)
+{
+    char type[96];
+    cJSON *ev = about(item, i, idx_name, j);
+    bool output_text = strcmp(prefix, "response.output_text") == 0;
+
+    snprintf(type, sizeof(type), "%s.delta", prefix);
+    cJSON_AddStringToObject(ev, "delta", text);
+    if (output_text)
+        cJSON_AddArrayToObject(ev, "logprobs");
+    emit(rp, type, ev);
+    ev = about(item, i, idx_name, j);
+    snprintf(type, sizeof(type), "%s.done", prefix);
+    cJSON_AddStringToObject(ev, field, text);
+    if (output_text)
+        cJSON_AddArrayToObject(ev, "logprobs");
+    emit(rp, type, ev);
+}
+
+/* A part (content or summary) as it is announced: its text empty. */
+static cJSON *empty_part(const cJSON *part, const char *field)
+{
+    return with_member(part, field, cJSON_CreateString(""));
+}
+
+static void replay_parts(struct replay *rp, const cJSON *item, int i, const char *list,
+                         const char *idx_name, const char *added, const char *done)
+{
+    const cJSON *part;
+    int j = 0;
+
+    cJSON_ArrayForEach(part, cJSON_GetObjectItemCaseSensitive(item, list))
+    {
+        const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(part, "type"));
+        const char *field = type && strcmp(type, "refusal") == 0 ? "refusal" : "text";
+        const char *text = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(part, field));
+        const char *prefix = strcmp(list, "summary") == 0    ? "response.reasoning_summary_text"
+                             : strcmp(field, "refusal") == 0 ? "response.refusal"
+                                                             : "response.output_text";
+        cJSON *ev = about(item, i, idx_name, j);
+
+        cJSON_AddItemToObject(ev, "part", empty_part(part, field));
+        emit(rp, added, ev);
+        if (text)
+            text_events(rp, item, i, idx_name, j, prefix, field, text);
+        ev = about(item, i, idx_name, j);
+        cJSON_AddItemToObject(ev, "part", cJSON_Duplicate(part, 1));
+        emit(rp, done, ev);
+        j++;
+    }
+}
+
+/* One output item: added (in progress, empty), its parts or arguments,
+ * done (as stored). */
+static void replay_item(struct replay *rp, const cJSON *item, int i)
+{
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "type"));
+    const char *args = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(item, "arguments"));
+    cJSON *start = with_member(item, "status", cJSON_CreateString("in_progress")), *ev;
+    bool message = type && strcmp(type, "message") == 0;
+    bool reasoning = type && strcmp(type, "reasoning") == 0;
+
+    if (message)
+        set_member(start, "content", cJSON_CreateArray());
+    if (reasoning)
+        set_member(start, "summary", cJSON_CreateArray());
+    if (args)
+        set_member(start, "arguments", cJSON_CreateString(""));
+    ev = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ev, "output_index", i);
+    cJSON_AddItemToObject(ev, "item", start);
+    emit(rp, "response.output_item.added", ev);
+    if (message)
+        replay_parts(rp, item, i, "content", "content_index", "response.content_part.added",
+                     "response.content_part.done");
+    else if (reasoning)
+        replay_parts(rp, item, i, "summary", "summary_index",
+                     "response.reasoning_summary_part.added",
+                     "response.reasoning_summary_part.done");
+    else if (args)
+        text_events(rp, item, i, NULL, 0, "response.function_call_arguments", "arguments", args);
+    ev = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ev, "output_index", i);
+    cJSON_AddItemToObject(ev, "item", cJSON_Duplicate(item, 1));
+    emit(rp, "response.output_item.done", ev);
+}
+
+/* The response as announced before any output: in progress, no output,
+ * no usage yet. */
+static cJSON *response_started(const cJSON *resp)
+{
+    cJSON *r = with_member(resp, "status", cJSON_CreateString("in_progress"));
+
+    set_member(r, "output", cJSON_CreateArray());
+    set_member(r, "usage", cJSON_CreateNull());
+    return r;
+}
+
+static void replay_response(struct replay *rp, const cJSON *resp)
+{
+    const cJSON *item;
+    int i = 0;
+    cJSON *ev;
+
+    for (int k = 0; k < 2; k++) {
+        ev = cJSON_CreateObject();
+        cJSON_AddItemToObject(ev, "response", response_started(resp));
+        emit(rp, k == 0 ? "response.created" : "response.in_progress", ev);
+    }
+    cJSON_ArrayForEach(item, cJSON_GetObjectItemCaseSensitive(resp, "output"))
+    {
+        replay_item(rp, item, i++);
+    }
+    ev = cJSON_CreateObject();
+    cJSON_AddItemToObject(ev, "response", cJSON_Duplicate(resp, 1));
+    emit(rp, "response.completed", ev);
+}
+
+size_t oresp_write_sse(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
+                       int64_t created_at)
+{
+    size_t jn = oresp_write_json(NULL, 0, r, id, created_at), n = 0;
+    char *json = malloc(jn + 1);
+    struct replay rp = {.out = {0}};
+    cJSON *resp;
+
+    if (!json)
+        return 0;
+    oresp_write_json(json, jn, r, id, created_at);
+    resp = cJSON_ParseWithLength(json, jn);
+    free(json);
+    if (!resp)
+        return 0;
+    replay_response(&rp, resp);
+    cJSON_Delete(resp);
+    if (rp.rc == 0) {
+        n = rp.out.len;
+        if (n <= cap)
+            memcpy(out, rp.out.p, n);
+    }
+    buf_free(&rp.out);
+    return n;
 }

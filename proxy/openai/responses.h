@@ -23,7 +23,7 @@ struct cJSON;
  * previous_response_id or conversation (state parrot cannot see), a hosted
  * tool (anything but function and custom tools: web and file search, code
  * interpreter, computer use, MCP, ... depend on time or have side effects),
- * stream (no typed-event replay yet), or no usable input; or when out of
+ * or no usable input; or when out of
  * memory. Ownership passes to the caller. */
 struct cJSON *oresp_keyed(const struct cJSON *req, const char **why);
 
@@ -48,5 +48,16 @@ bool oresp_exact_only(const char *body, size_t len);
  * large enough. */
 size_t oresp_write_json(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
                         int64_t created_at);
+
+/* The typed-event stream of a hit, as the provider streams a response:
+ * response.created, response.in_progress, per output item
+ * output_item.added, its content parts (content_part.added,
+ * output_text.delta / refusal.delta, their .done, content_part.done), its
+ * reasoning summary parts or its function-call arguments deltas,
+ * output_item.done; then response.completed, with increasing
+ * sequence_numbers. Each text comes in one delta. Returns the bytes
+ * needed (0 when out of memory); writes only when cap is large enough. */
+size_t oresp_write_sse(char *out, size_t cap, const struct cmpl_rendered *r, const char *id,
+                       int64_t created_at);
 
 #endif

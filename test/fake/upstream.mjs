@@ -8,7 +8,8 @@
 // Routes: POST /v1/chat/completions (echo of the last user message, or an
 // SSE stream with "stream": true), POST /v1/completions (legacy: "completed:
 // PROMPT" per prompt, plain or as text_completion chunks; stats.completions
-// counts the calls), POST /v1/responses (plain only; stats.responses),
+// counts the calls), POST /v1/responses (plain, or typed events with
+// "stream": true; stats.responses),
 // GET /v1/models, GET /v1/models/{id},
 // POST /v1/embeddings (8-dim, float32 values as JSON numbers or base64, one
 // vector per input of a batch, `usage` counting the inputs' words),
@@ -591,7 +592,7 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     }, commonHeaders(id));
   }
 
-  // Responses API, plain only: one assistant message "echo: LAST INPUT TEXT"
+  // Responses API, plain or streamed as typed events: one assistant message "echo: LAST INPUT TEXT"
   // (x-fake-finish: incomplete answers status "incomplete"); "store" is
   // echoed (default true), as OpenAI does.
   async function responses(req, res, id, raw) {
@@ -603,7 +604,7 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
     const incomplete = req.headers['x-fake-finish'] === 'incomplete';
     const inputTokens = 3 + input.reduce((n, m) => n + countWords(contentText(m?.content)), 0);
     const outputTokens = countWords(text);
-    sendJson(res, 200, {
+    const response = {
       id: `resp_fake_${id}`,
       object: 'response',
       created_at: FAKE_CREATED,
@@ -624,7 +625,39 @@ export async function startFake({ port = 0, host = '127.0.0.1' } = {}) {
       temperature: body.temperature ?? 1,
       tools: body.tools || [],
       usage: { input_tokens: inputTokens, output_tokens: outputTokens, total_tokens: inputTokens + outputTokens },
-    }, commonHeaders(id));
+    };
+    if (!body.stream) {
+      sendJson(res, 200, response, commonHeaders(id));
+      return;
+    }
+    // The typed events OpenAI streams, one word per output_text.delta; a
+    // x-fake-drop: mid-stream request stops before response.completed.
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', ...commonHeaders(id) });
+    let seq = 0;
+    const events = [];
+    const ev = (type, o) => events.push(`event: ${type}\ndata: ${JSON.stringify({ type, sequence_number: seq++, ...o })}\n\n`);
+    const started = { ...response, status: 'in_progress', output: [], usage: null };
+    ev('response.created', { response: started });
+    ev('response.in_progress', { response: started });
+    const item = response.output[0];
+    const at = { item_id: item.id, output_index: 0 };
+    ev('response.output_item.added', { output_index: 0, item: { ...item, status: 'in_progress', content: [] } });
+    ev('response.content_part.added', { ...at, content_index: 0, part: { type: 'output_text', text: '', annotations: [] } });
+    for (const [k, w] of text.split(' ').entries()) {
+      ev('response.output_text.delta', { ...at, content_index: 0, delta: k ? ` ${w}` : w, logprobs: [] });
+    }
+    ev('response.output_text.done', { ...at, content_index: 0, text, logprobs: [] });
+    ev('response.content_part.done', { ...at, content_index: 0, part: item.content[0] });
+    ev('response.output_item.done', { output_index: 0, item });
+    if (req.headers['x-fake-drop'] !== 'mid-stream') {
+      ev(incomplete ? 'response.incomplete' : 'response.completed', { response });
+    }
+    st.lastBody = events.join('');
+    for (const e of events) {
+      if (res.destroyed) return;
+      if (!(await writePiece(res, e))) return;
+    }
+    res.end(() => { st.completed += 1; });
   }
 
   // Legacy completions: one choice per prompt, text "completed: PROMPT"

@@ -81,3 +81,83 @@ test('requests that depend on state parrot cannot see, and unfinished answers, a
   assert.equal(cacheOf(await create(c, { input: 'with a tool', ...fn })), 'hit');
   assert.equal(fake.stats().responses, calls + 3);
 });
+
+/** Iterate a Responses stream: the event types in order, the text, the final response. */
+async function collectEvents(stream) {
+  const out = { types: [], seqs: [], text: '', final: null };
+  for await (const ev of stream) {
+    out.types.push(ev.type);
+    out.seqs.push(ev.sequence_number);
+    if (ev.type === 'response.output_text.delta') out.text += ev.delta;
+    if (ev.type === 'response.completed') out.final = ev.response;
+  }
+  return out;
+}
+
+const EXPECTED_TYPES = [
+  'response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added',
+  'response.output_text.delta', 'response.output_text.done', 'response.content_part.done',
+  'response.output_item.done', 'response.completed',
+];
+
+test('stream: true — stored from response.completed, replayed as the same typed events', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { fake, parrot } = await startPair();
+  const c = client(parrot);
+  const body = { model: 'gpt-fake', input: 'Tell me about tides', store: false, stream: true };
+  const live = await collectEvents(await c.responses.create(body));
+  assert.equal(fake.stats().responses, 1);
+  const { data: stream, response } = await c.responses.create(body).withResponse();
+  assert.equal(response.headers.get('x-parrot-cache'), 'hit');
+  const hit = await collectEvents(stream);
+  assert.equal(fake.stats().responses, 1, 'the replay made no provider call');
+  // The live stream splits the text into several deltas; the replay sends one.
+  assert.deepEqual([...new Set(hit.types)], [...new Set(live.types)]);
+  assert.deepEqual(hit.types, EXPECTED_TYPES);
+  assert.deepEqual(hit.seqs, hit.types.map((_, i) => i), 'sequence numbers count up from 0');
+  assert.equal(hit.text, live.text);
+  assert.deepEqual(withoutStamp(hit.final), withoutStamp(live.final));
+  // A plain request is served from the streamed answer, and the other way round.
+  const plain = await create(c, { input: 'Tell me about tides', store: false, instructions: undefined });
+  assert.equal(cacheOf(plain), 'hit');
+  assert.equal(plain.data.output_text, live.text);
+  await create(c, { input: 'Tell me about waves', store: false, instructions: undefined });
+  const replayed = await collectEvents(await c.responses.create({ ...body, input: 'Tell me about waves' }));
+  assert.equal(replayed.text, 'echo: Tell me about waves');
+  assert.equal(fake.stats().responses, 2);
+});
+
+test('the SDK responses.stream helper sees on a hit what it saw live', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { fake, parrot } = await startPair();
+  const c = client(parrot);
+  const run = async () => {
+    const deltas = [];
+    const s = c.responses.stream({ model: 'gpt-fake', input: 'Describe a harbour' });
+    s.on('response.output_text.delta', (e) => deltas.push(e.delta));
+    const final = await s.finalResponse();
+    return { text: deltas.join(''), final };
+  };
+  const live = await run();
+  const hit = await run();
+  assert.equal(fake.stats().responses, 1);
+  assert.equal(hit.text, live.text);
+  assert.equal(hit.final.output_text, live.final.output_text);
+  assert.equal(hit.final.id, live.final.id, 'store defaults to true: the original id');
+  assert.deepEqual(withoutStamp(hit.final), withoutStamp(live.final));
+});
+
+test('a stream that ends without response.completed is relayed and not stored', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { fake, parrot } = await startPair();
+  const c = client(parrot);
+  const body = { model: 'gpt-fake', input: 'unfinished', stream: true };
+  const cut = await collectEvents(await c.responses.create(body, { headers: { 'x-fake-drop': 'mid-stream' } }));
+  assert.equal(cut.final, null);
+  const incomplete = await collectEvents(await c.responses.create({ ...body, input: 'stopped' }, { headers: { 'x-fake-finish': 'incomplete' } }));
+  assert.ok(incomplete.types.includes('response.incomplete'));
+  const again = await c.responses.create(body).withResponse();
+  assert.equal(again.response.headers.get('x-parrot-cache'), 'miss');
+  await collectEvents(again.data);
+  const again2 = await c.responses.create({ ...body, input: 'stopped' }).withResponse();
+  assert.equal(again2.response.headers.get('x-parrot-cache'), 'miss');
+  await collectEvents(again2.data);
+  assert.equal(fake.stats().responses, 4);
+});
