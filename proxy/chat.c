@@ -246,7 +246,8 @@ char *chat_hit_body(const struct chat_req *r, int64_t now, size_t *len)
              rand_u64(), rand_u64() & UINT64_C(0xffffffff));
     need = r->stream ? cmpl_write_sse(NULL, 0, cr, id, now / 1000, r->include_usage)
                      : cmpl_write_json(NULL, 0, cr, id, now / 1000);
-    out = malloc(need ? need : 1);
+    /* 0 is a writer out of memory (a Responses replay is built per hit). */
+    out = need ? malloc(need) : NULL;
     if (!out)
         return NULL;
     if (r->stream)
