@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI, { BadRequestError } from 'openai';
-import { startPair, cleanup, metrics } from './helpers.mjs';
+import { startPair, cleanup, metrics, waitFor } from './helpers.mjs';
 import { fakeEmbedding } from '../fake/upstream.mjs';
 
 after(cleanup);
@@ -51,6 +51,9 @@ test('a single input: the second call is a hit, equal in both encodings', { time
   const raw = Buffer.from(cross.data.data[0].embedding, 'base64');
   const f32 = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
   assert.deepEqual([...f32], fakeEmbedding('the quick brown fox float').map(Math.fround));
+  // Four hits of five billed tokens each were saved (counted once each answer is sent).
+  await waitFor(async () => (await metrics(parrot.base))['parrot_tokens_saved_total{kind="prompt"}'] === 20,
+    { what: 'parrot_tokens_saved_total{kind="prompt"} 20' });
 });
 
 test('a batch with cached and new inputs: one provider call carrying only the new ones, in order', { timeout: TEST_TIMEOUT_MS }, async () => {
