@@ -29,7 +29,7 @@ WERROR  ?=
 OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(WERROR) $(SAN) -pthread -I. $(PKG_CFLAGS) -MMD -MP
-LDLIBS  += $(PKG_LIBS) -lcrypto -lpthread -lm
+LDLIBS  += $(PKG_LIBS) -lhiredis -lcrypto -lpthread -lm
 LDFLAGS += $(SAN) -pthread
 
 # Everything but main.c is also linked into the unit tests.
@@ -91,7 +91,7 @@ fuzz:
 	  mkdir -p build/fuzz/corpus-$$m; \
 	  clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	    -DPARROT_LIBFUZZER -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) $$f $(LIB_SRC) \
-	    $(PKG_LIBS) -lcrypto -lpthread -lm -o build/fuzz/$$n || exit 1; \
+	    $(PKG_LIBS) -lhiredis -lcrypto -lpthread -lm -o build/fuzz/$$n || exit 1; \
 	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
 	    build/fuzz/corpus-$$m test/fuzz/corpus/$$m || exit 1; done
 
@@ -247,7 +247,7 @@ deb: all
 	a=$$(dpkg --print-architecture); mkdir -p $(BUILD)/deb/DEBIAN; \
 	{ echo "Package: parrot"; echo "Version: $$v"; echo "Architecture: $$a"; \
 	  echo "Maintainer: parrot developers <parrot@localhost>"; \
-	  echo "Depends: libmicrohttpd12, libcurl4, libcjson1, libssl3"; \
+	  echo "Depends: libmicrohttpd12, libcurl4, libcjson1, libssl3, libhiredis0.14"; \
 	  echo "Section: net"; echo "Priority: optional"; \
 	  echo "Installed-Size: $$(du -sk $(BUILD)/deb/usr | cut -f1)"; \
 	  echo "Description: semantic caching reverse proxy for OpenAI-compatible APIs"; \

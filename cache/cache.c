@@ -7,6 +7,8 @@
 #include "cache/cache.h"
 
 #include "cache/base/buf.h"
+#include "cache/base/hash.h"
+#include "cache/base/le.h"
 #include "cache/index/hnsw.h"
 #include "cache/index/store.h"
 #include "cache/match/embed.h"
@@ -53,6 +55,10 @@ struct cache {
      * change and its log append, so the log records a delete and a put of
      * the same key in the order they happened in memory. */
     pthread_rwlock_t log_order;
+    /* cache_set_change_hook: called under log_order, so a replica hears a
+     * put and a delete of one key in the order they happened here. */
+    void (*on_change)(void *ud, const struct cache_change *ch);
+    void *change_ud;
 
     /* Snapshots (cache_snapshot): one at a time, under snap_mu. The timer
      * thread runs while snap_thread_on; it wakes on snap_cv to stop. */
@@ -85,6 +91,19 @@ static int64_t wall_ms(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An entry's id (see cache.h): a hash of its exact key, which is already a
+ * SHA-256 of the request, and of its creation time, so it tells nothing of
+ * other entries (clients see ids as x-parrot-entry). 0 means "none". */
+static uint64_t entry_id(const uint8_t *exact, int64_t created)
+{
+    uint8_t t[8];
+    uint64_t h;
+
+    le_put64(t, (uint64_t)created);
+    h = hash_mix(hash_fnv(hash_fnv(HASH_FNV_OFFSET, exact, CACHE_KEY_LEN), t, sizeof(t)));
+    return h ? h : 1;
 }
 
 /* ---- building and freeing ---- */
@@ -360,6 +379,7 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
     uint64_t id;
 
     *seq = 0;
+    a.id = entry_id(q->exact, now);
     a.partition = q->partition;
     a.exact = q->exact;
     a.vec = vec_of(c, q, NULL, 0);
@@ -369,7 +389,7 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
     a.cost = cost;
     a.now = now;
     a.ttl = ttl;
-    if (c->wal) {
+    if (c->wal || c->on_change) {
         /* Encoded before store_put, which may evict (and free) the payload
          * at once. */
         struct rec_put rp = {.created = now,
@@ -392,6 +412,16 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
      * WAL's own thread and never holds this request up. */
     if (c->wal && (!rec.p || wal_append(c->wal, REC_PUT, rec.p, rec.len, seq) != 0))
         atomic_fetch_add(&c->log_errors, 1);
+    if (c->on_change && rec.p) {
+        struct cache_change ch = {.kind = CACHE_CHANGE_PUT,
+                                  .seq = *seq,
+                                  .id = id,
+                                  .exact = q->exact,
+                                  .expires = ttl > 0 ? now + ttl : 0,
+                                  .rec = rec.p,
+                                  .rec_len = rec.len};
+        c->on_change(c->change_ud, &ch);
+    }
     pthread_rwlock_unlock(&c->log_order);
     buf_free(&rec);
     return 0;
@@ -399,32 +429,39 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
 
 /* ---- deletes ---- */
 
-/* Log keys[0..n) as one DEL record; false when the log refused it. */
-static bool log_del(struct cache *c, const uint8_t (*keys)[REC_KEY_LEN], size_t n)
+/* Log the keys of refs[0..n) (n <= REC_DEL_MAX) as one DEL record; false
+ * when the log refused it. *seq gets its sequence number. */
+static bool log_del(struct cache *c, const struct cache_ref *refs, size_t n, uint64_t *seq)
 {
+    uint8_t(*keys)[REC_KEY_LEN] = malloc(n * sizeof(*keys));
     struct buf b = {0};
-    bool ok =
-        rec_encode_del(keys, n, &b) == 0 && wal_append(c->wal, REC_DEL, b.p, b.len, NULL) == 0;
+    bool ok = keys != NULL;
 
+    for (size_t i = 0; ok && i < n; i++)
+        memcpy(keys[i], refs[i].exact, REC_KEY_LEN);
+    ok = ok && rec_encode_del((const uint8_t(*)[REC_KEY_LEN])keys, n, &b) == 0 &&
+         wal_append(c->wal, REC_DEL, b.p, b.len, seq) == 0;
     buf_free(&b);
+    free(keys);
     if (!ok)
         atomic_fetch_add(&c->log_errors, 1);
     return ok;
 }
 
-int cache_delete(struct cache *c, const struct cache_ref *refs, size_t n, size_t *removed,
-                 bool *logged)
+/* cache_delete and cache_apply_del: remove refs[0..n), log what went, and
+ * report it to the change hook when publish says so. */
+static int remove_refs(struct cache *c, const struct cache_ref *refs, size_t n, bool publish,
+                       size_t *removed, bool *logged, uint64_t *seq)
 {
-    uint8_t(*keys)[REC_KEY_LEN] = NULL;
-    size_t nk = 0;
+    bool notify = publish && c->on_change;
+    struct cache_ref *gone = NULL;
+    size_t ng = 0;
 
     *removed = 0;
     *logged = true;
-    if (c->wal && n > 0) {
-        keys = malloc((n < REC_DEL_MAX ? n : REC_DEL_MAX) * sizeof(*keys));
-        if (!keys)
-            return -ENOMEM;
-    }
+    *seq = 0;
+    if ((c->wal || notify) && n > 0 && !(gone = malloc(n * sizeof(*gone))))
+        return -ENOMEM;
     pthread_rwlock_wrlock(&c->log_order);
     for (size_t i = 0; i < n; i++) {
         struct store_ref ref = {.id = refs[i].id};
@@ -433,19 +470,26 @@ int cache_delete(struct cache *c, const struct cache_ref *refs, size_t n, size_t
         if (store_remove(c->store, &ref) != 0)
             continue; /* gone already, or replaced by a newer answer */
         (*removed)++;
-        if (!keys)
-            continue;
-        memcpy(keys[nk++], refs[i].exact, REC_KEY_LEN);
-        if (nk == REC_DEL_MAX) {
-            *logged &= log_del(c, keys, nk);
-            nk = 0;
-        }
+        if (gone)
+            gone[ng++] = refs[i];
     }
-    if (nk > 0)
-        *logged &= log_del(c, keys, nk);
+    for (size_t i = 0; c->wal && i < ng; i += REC_DEL_MAX)
+        *logged &= log_del(c, gone + i, ng - i < REC_DEL_MAX ? ng - i : REC_DEL_MAX, seq);
+    if (notify && ng > 0) {
+        struct cache_change ch = {.kind = CACHE_CHANGE_DEL, .seq = *seq, .refs = gone, .nrefs = ng};
+        c->on_change(c->change_ud, &ch);
+    }
     pthread_rwlock_unlock(&c->log_order);
-    free(keys);
+    free(gone);
     return 0;
+}
+
+int cache_delete(struct cache *c, const struct cache_ref *refs, size_t n, size_t *removed,
+                 bool *logged)
+{
+    uint64_t seq;
+
+    return remove_refs(c, refs, n, true, removed, logged, &seq);
 }
 
 /* ---- replaying the log and loading a snapshot ---- */
@@ -477,11 +521,12 @@ static int load_put(const struct cache *c, const void *data, size_t len, struct 
     return rc;
 }
 
-/* A logged or snapshotted entry, into the store: under id (0: a new one),
- * with its vector (NULL: none, exact hits only). Takes the payload. */
+/* A logged, snapshotted or replicated entry, into the store: under id (0:
+ * the one its key and creation time make), with its vector (NULL: none,
+ * exact hits only). Takes the payload. */
 static int put_entry(struct cache *c, struct loaded *l, uint64_t id, const float *vec)
 {
-    struct store_put_args a = {.id = id};
+    struct store_put_args a = {.id = id ? id : entry_id(l->rec.exact, l->rec.created)};
 
     a.partition = l->rec.partition;
     a.exact = l->rec.exact;
@@ -968,6 +1013,52 @@ const struct verify_tables *cache_verify_tables(const struct cache *c)
 float cache_threshold(struct cache *c, const uint8_t *partition)
 {
     return budget_threshold(c->budget, partition);
+}
+
+/* ---- replication ---- */
+
+void cache_set_change_hook(struct cache *c, void (*hook)(void *ud, const struct cache_change *ch),
+                           void *ud)
+{
+    c->on_change = hook;
+    c->change_ud = ud;
+}
+
+int cache_apply_put(struct cache *c, const void *rec, size_t len, int64_t now, uint64_t *seq)
+{
+    struct loaded l;
+    float *vec = NULL;
+    unsigned dim;
+    const char *why;
+    int rc;
+
+    *seq = 0;
+    if ((rc = load_put(c, rec, len, &l)) != 0)
+        return rc;
+    if (l.rec.expires && l.rec.expires <= now) {
+        loaded_fini(c, &l);
+        return 0;
+    }
+    /* Without a vector (nothing to embed, or the remote embedder failed)
+     * the entry still answers exact hits. */
+    if (l.rec.text)
+        cache_embed_text(c, l.rec.text, strlen(l.rec.text), &vec, &dim, &why);
+    pthread_rwlock_rdlock(&c->log_order);
+    rc = put_entry(c, &l, 0, vec);
+    if (rc == 0 && c->wal && wal_append(c->wal, REC_PUT, rec, len, seq) != 0)
+        atomic_fetch_add(&c->log_errors, 1);
+    pthread_rwlock_unlock(&c->log_order);
+    free(vec);
+    loaded_fini(c, &l);
+    return rc == 0 ? 0 : -ENOMEM;
+}
+
+int cache_apply_del(struct cache *c, const struct cache_ref *refs, size_t n, size_t *removed,
+                    uint64_t *seq)
+{
+    bool logged;
+
+    return remove_refs(c, refs, n, false, removed, &logged, seq);
 }
 
 /* ---- entries, single-flight and statistics ---- */

@@ -227,6 +227,51 @@ int cache_delete(struct cache *c, const struct cache_ref *refs, size_t n, size_t
 int cache_embed_text(struct cache *c, const char *text, size_t len, float **vec, unsigned *dim,
                      const char **why);
 
+/* ---- replication (cache/replica/replica.h, docs/scale-out.md) ----
+ *
+ * The service knows nothing of Redis: it reports every put and delete made
+ * through it to one change hook, and takes the changes other replicas made
+ * through cache_apply_put() and cache_apply_del(), which do not report them
+ * again. An entry's id is a hash of its exact key and its creation time, so
+ * every replica, every replay of the log and every snapshot name one entry
+ * alike. */
+
+enum cache_change_kind { CACHE_CHANGE_PUT, CACHE_CHANGE_DEL };
+
+/* One change, borrowed for the hook's call only. */
+struct cache_change {
+    enum cache_change_kind kind;
+    uint64_t seq; /* its log record's sequence number (0: not logged) */
+    /* PUT: the entry, and its record (cache/persist/records.h) */
+    uint64_t id;
+    const uint8_t *exact; /* CACHE_KEY_LEN bytes */
+    int64_t expires;      /* wall clock ms; 0 = never */
+    const void *rec;
+    size_t rec_len;
+    /* DEL: the entries removed */
+    const struct cache_ref *refs;
+    size_t nrefs;
+};
+
+/* Report every later put and delete to hook(ud, change). The hook is called
+ * on the thread that made the change, holding the lock that orders a put
+ * and a delete of one key (see the top), so it must only copy the change
+ * and return. Before the cache is shared. */
+void cache_set_change_hook(struct cache *c, void (*hook)(void *ud, const struct cache_change *ch),
+                           void *ud);
+
+/* Store the entry another replica stored: rec is its PUT record. It gets
+ * the same id, a vector from this cache's embedder (the remote one is
+ * waited for), and is logged here. An entry that has expired by now is
+ * skipped. *seq gets the log record's sequence number (0: not logged).
+ * Returns 0, -EBADMSG for bytes that are not a record, or -ENOMEM. */
+int cache_apply_put(struct cache *c, const void *rec, size_t len, int64_t now, uint64_t *seq);
+
+/* Remove what another replica removed, as cache_delete() does, without
+ * reporting it to the hook. *seq as for cache_apply_put(). 0 or -ENOMEM. */
+int cache_apply_del(struct cache *c, const struct cache_ref *refs, size_t n, size_t *removed,
+                    uint64_t *seq);
+
 /* ---- single-flight ---- */
 
 /* One provider call per exact key at a time (cache/flight.h): 1 when the

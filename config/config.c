@@ -172,6 +172,22 @@ static const struct option options[] = {
      "dimension of the remote embeddings (0 = ask the endpoint once at start-up)"},
     {"embed-batch", T_INT, F(embed_batch), "64", 1, 2048, 0,
      "most texts sent in one embeddings call"},
+    {"redis", T_STR, F(redis), NULL, 0, 0, O_OPTIONAL,
+     "share the cache with the other replicas on this Redis: redis://[user@]host:port[/db] "
+     "(docs/scale-out.md); unset: this process's cache is its own"},
+    {"redis-password", T_STR, F(redis_password), NULL, 0, 0, O_SECRET | O_OPTIONAL,
+     "password for the Redis user (file or env only)"},
+    {"redis-namespace", T_STR, F(redis_namespace), "parrot", 0, 0, 0,
+     "replicas with the same Redis and namespace share one cache (letters, digits, . _ -)"},
+    {"redis-queue", T_INT, F(redis_queue), "100000", 1, 10000000, 0,
+     "changes waiting to be written to Redis, at most (more are counted and not replicated)"},
+    {"redis-stream-maxlen", T_INT, F(redis_stream_maxlen), "100000", 16, 1000000000, 0,
+     "changes the Redis stream keeps, about; a replica further behind re-seeds from the entries"},
+    {"redis-stream-max-age", T_DUR, F(redis_stream_age_ms), "24h", 0, 0, 0,
+     "changes older than this are trimmed from the stream (0 = by length only)"},
+    {"redis-flight-wait", T_DUR, F(redis_flight_wait_ms), "30s", 0, 0, 0,
+     "a miss that another replica is already asking the provider waits this long for its "
+     "answer, then asks itself (0 = no cross-replica single-flight)"},
 };
 
 #define N_OPTIONS (sizeof(options) / sizeof(options[0]))
@@ -533,6 +549,67 @@ static int parse_upstream(const char *p, const char *end, struct cfg_upstream *u
                  "invalid upstream parameter '%.*s' (expected weight=1..1000 or key-env=VAR)",
                  (int)(next - a), a);
         return CFG_EINVAL;
+    }
+    return 0;
+}
+
+int cfg_parse_redis(const char *url, struct cfg_redis *out, char *err, size_t errlen)
+{
+    const char *p = url, *at, *colon, *slash, *end;
+    char *num_end;
+    long v;
+
+    memset(out, 0, sizeof(*out));
+    if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(err, errlen,
+                 "redis: rediss:// (TLS) is not supported: Debian 12's libhiredis 0.14 has no TLS; "
+                 "reach Redis over a private network or a TLS tunnel (docs/scale-out.md)");
+        return CFG_EINVAL;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "redis must look like redis://[user@]host:port[/db]");
+        return CFG_EINVAL;
+    }
+    p += 8;
+    slash = strchr(p, '/');
+    end = slash ? slash : p + strlen(p);
+    at = memchr(p, '@', (size_t)(end - p));
+    if (at) {
+        /* The password is a secret: never a flag, never in a URL that
+         * --print-config and ps show. */
+        if (memchr(p, ':', (size_t)(at - p))) {
+            snprintf(err, errlen,
+                     "redis: put the password in PARROT_REDIS_PASSWORD or the config file's "
+                     "redis-password, not in the URL");
+            return CFG_EINVAL;
+        }
+        if (at == p || (size_t)(at - p) >= sizeof(out->user)) {
+            snprintf(err, errlen, "redis: the user name is empty or too long");
+            return CFG_EINVAL;
+        }
+        memcpy(out->user, p, (size_t)(at - p));
+        p = at + 1;
+    }
+    colon = memchr(p, ':', (size_t)(end - p));
+    if (!colon || colon == p || (size_t)(colon - p) >= sizeof(out->host)) {
+        snprintf(err, errlen, "redis must look like redis://[user@]host:port[/db]");
+        return CFG_EINVAL;
+    }
+    memcpy(out->host, p, (size_t)(colon - p));
+    errno = 0;
+    v = strtol(colon + 1, &num_end, 10);
+    if (num_end != end || colon + 1 == end || errno || v < 1 || v > 65535) {
+        snprintf(err, errlen, "redis: the port must be 1..65535");
+        return CFG_EINVAL;
+    }
+    out->port = (int)v;
+    if (slash && slash[1]) {
+        v = strtol(slash + 1, &num_end, 10);
+        if (*num_end || v < 0 || v > 1000000) {
+            snprintf(err, errlen, "redis: the database must be a number");
+            return CFG_EINVAL;
+        }
+        out->db = (int)v;
     }
     return 0;
 }
@@ -972,6 +1049,19 @@ static int load_env(struct cfg *c, char **envp, char *err, size_t errlen)
  * combination is refused like a bad value (before anything starts). */
 static int check_combination(const struct cfg *c, char *err, size_t errlen)
 {
+    struct cfg_redis r;
+
+    if (c->redis && cfg_parse_redis(c->redis, &r, err, errlen) != 0)
+        return CFG_EINVAL;
+    for (const char *p = c->redis_namespace; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("._-", *p)) {
+            snprintf(err, errlen, "redis-namespace may hold letters, digits, '.', '_' and '-'");
+            return CFG_EINVAL;
+        }
+    if (!*c->redis_namespace || strlen(c->redis_namespace) > 64) {
+        snprintf(err, errlen, "redis-namespace must be 1 to 64 characters");
+        return CFG_EINVAL;
+    }
     if (strcmp(c->embedder, "openai") == 0 && !c->embed_url) {
         snprintf(err, errlen,
                  "embedder=openai needs embed-url, the embeddings base URL including /v1 "

@@ -46,6 +46,14 @@ struct cfg_upstream {
     char key_env[64]; /* environment variable holding its API key, or "" */
 };
 
+/* A parsed redis option: redis://[user@]host:port[/db]. */
+struct cfg_redis {
+    char host[256];
+    int port;
+    char user[128]; /* "" : the default user */
+    int db;
+};
+
 struct cfg {
     char *listen;                /* "host:port", "[v6]:port" */
     char *upstream;              /* provider list: URL[;weight=N][;key-env=VAR],... */
@@ -101,6 +109,13 @@ struct cfg {
     long embed_timeout_ms;       /* per lookup text, queueing included */
     int embed_dim;               /* 0 = learn from the endpoint at start-up */
     int embed_batch;             /* most texts per embeddings call */
+    char *redis;                 /* redis://[user@]host:port[/db], or NULL: no sharing */
+    char *redis_password;        /* secret; NULL: no AUTH */
+    char *redis_namespace;       /* replicas with the same Redis and namespace share */
+    int redis_queue;             /* changes waiting for Redis, at most */
+    int redis_stream_maxlen;     /* changes the stream keeps, about */
+    long redis_stream_age_ms;    /* and for about this long */
+    long redis_flight_wait_ms;   /* a miss waits this long for another replica's answer */
     char *config_file;           /* the file that was loaded, or NULL */
     enum cfg_source source[CFG_MAX_OPTIONS];
 };
@@ -175,6 +190,10 @@ int cfg_parse_upstreams(const char *spec, struct cfg_upstream *out, size_t max, 
  * with *n set (0 for an empty spec), or CFG_EINVAL with a reason. */
 int cfg_parse_prices(const char *spec, struct cfg_price *out, size_t max, size_t *n, char *err,
                      size_t errlen);
+
+/* Parse the redis option. Returns 0, or CFG_EINVAL with a reason (rediss://
+ * and a password in the URL are refused, see docs/scale-out.md). */
+int cfg_parse_redis(const char *url, struct cfg_redis *out, char *err, size_t errlen);
 
 /* True when the address is 127.0.0.0/8, ::1 or 127.0.0.0/8 mapped into IPv6. */
 bool cfg_addr_is_loopback(const struct sockaddr_storage *ss);

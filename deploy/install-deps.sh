@@ -28,12 +28,13 @@ done
 # wordnet-base (Princeton WordNet 3.0's files) is in every set: make wordnet
 # compiles it into the hit verifier's table, and make test checks that table.
 pkgs="build-essential pkg-config ca-certificates libmicrohttpd-dev libcurl4-openssl-dev
-libcjson-dev libssl-dev wordnet-base"
+libcjson-dev libssl-dev libhiredis-dev wordnet-base"
 # prometheus (promtool and a server to scrape parrot) and chromium (renders
 # the dashboard) are for the metrics and dashboard tests; systemd
 # (systemd-analyze verify) and man-db (man, lexgrog) for the deploy and
-# install tests.
-[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev prometheus chromium systemd man-db"
+# install tests; redis-server for the scale-out tests (replicas.test.mjs
+# starts and stops its own, on a loopback port).
+[ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev prometheus chromium systemd man-db redis-server"
 [ "$set_" = dev ] && pkgs="$pkgs clang-format clang-tidy"
 [ "$set_" = bench ] && pkgs="$pkgs nginx wrk python3-hnswlib python3-numpy gnuplot-nox"
 

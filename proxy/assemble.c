@@ -3,6 +3,7 @@
 
 #include "cache/cache.h"
 #include "cache/match/embed.h"
+#include "cache/replica/replica.h"
 #include "config/config.h"
 #include "proxy/log.h"
 #include "proxy/openai/stored.h"
@@ -138,4 +139,39 @@ int assemble_cache(const struct cfg *c, struct cache **out)
     o.snap_on_shutdown = c->snapshot_on_shutdown;
     o.log = cache_log;
     return cache_new(&o, out);
+}
+
+int assemble_replica(const struct cfg *c, struct cache *cache, struct replica **out)
+{
+    struct replica_opts o = {0};
+    struct cfg_redis r;
+    char err[256], state[4096];
+    int rc;
+
+    if (cfg_parse_redis(c->redis, &r, err, sizeof(err)) != 0) {
+        log_msg(LOG_ERROR, "redis", err); /* cfg_load checked it already */
+        return -EINVAL;
+    }
+    o.host = r.host;
+    o.port = r.port;
+    o.user = r.user;
+    o.password = c->redis_password;
+    o.db = r.db;
+    o.ns = c->redis_namespace;
+    /* The stream position is only worth keeping beside a log that holds
+     * what was applied up to it. */
+    if (c->persist) {
+        snprintf(state, sizeof(state), "%s/replica-position", c->data_dir);
+        o.state_file = state;
+    }
+    o.queue_max = (size_t)c->redis_queue;
+    o.stream_maxlen = c->redis_stream_maxlen;
+    o.stream_max_age = c->redis_stream_age_ms;
+    o.flight_wait = c->redis_flight_wait_ms;
+    o.cache = cache;
+    o.log = cache_log;
+    if ((rc = replica_start(&o, out)) != 0)
+        return rc;
+    cache_set_change_hook(cache, replica_publish, *out);
+    return 0;
 }

@@ -16,4 +16,11 @@ struct cfg;
  * cannot start; returns 0 or a negative errno. */
 int assemble_cache(const struct cfg *c, struct cache **out);
 
+struct replica;
+
+/* With the redis option set: start sharing cache (opened already) with the
+ * other replicas (cache/replica/replica.h) and make the replica its change
+ * hook. Before the cache is shared. Returns 0 or a negative errno. */
+int assemble_replica(const struct cfg *c, struct cache *cache, struct replica **out);
+
 #endif

@@ -23,6 +23,7 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
 
 struct chat {
     struct cache *cache; /* borrowed */
+    struct replica *rep; /* borrowed; NULL: single-flight stays in this process */
     int64_t ttl;
     const char *shared_tenant;
     atomic_uint_fast64_t hits_exact, hits_semantic, hits_coalesced, misses, refused, no_store;
@@ -417,10 +418,42 @@ bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct f
 
 void chat_flight_done(struct chat *ch, struct chat_req *r)
 {
+    if (r->shared_lead) {
+        r->shared_lead = false;
+        replica_flight_end(ch->rep, r->key.exact);
+    }
     if (r->leader) {
         r->leader = false;
         cache_flight_done(ch->cache, r->key.exact);
     }
+}
+
+void chat_set_replica(struct chat *ch, struct replica *rep)
+{
+    ch->rep = rep;
+}
+
+bool chat_shared_join(struct chat *ch, struct chat_req *r, void (*wake)(struct replica_waiter *))
+{
+    if (!ch->rep || !r->leader)
+        return false;
+    r->rwaiter.wake = wake;
+    return replica_flight_begin(ch->rep, r->key.exact, &r->rwaiter);
+}
+
+enum chat_verdict chat_shared_verdict(struct chat *ch, struct chat_req *r, int64_t now)
+{
+    r->shared_lead = r->rwaiter.result == REPLICA_LEAD;
+    /* Whatever the verdict: the answer may have arrived before r asked. */
+    if (cache_lookup_exact(ch->cache, &r->q, now) == CACHE_HIT_EXACT) {
+        /* The miss counted when r joined becomes a coalesced hit. */
+        atomic_fetch_sub(&ch->misses, 1);
+        atomic_fetch_add(&ch->hits_coalesced, 1);
+        r->exact = r->coalesced = true;
+        chat_flight_done(ch, r);
+        return r->verdict = CHAT_HIT;
+    }
+    return r->verdict = CHAT_MISS;
 }
 
 const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r)

@@ -18,6 +18,7 @@
 
 #include "cache/base/buf.h"
 #include "cache/cache.h"
+#include "cache/replica/replica.h"
 #include "proxy/headers.h"
 #include "proxy/openai/canon.h"
 #include "proxy/openai/completion.h"
@@ -54,9 +55,11 @@ struct chat_req {
     bool exact;     /* r->q.hit and r->q.sim hold the hit */
     bool coalesced; /* the hit came from waiting behind an identical request */
 
-    /* Single-flight. */
+    /* Single-flight: here, and across replicas (chat_shared_join). */
     bool leader;
     struct flight_waiter waiter;
+    bool shared_lead; /* leads for every replica: releases the lock when done */
+    struct replica_waiter rwaiter;
     void *owner; /* the caller's request, for waiter callbacks */
 
     /* A streamed answer being reassembled for storing. */
@@ -177,8 +180,23 @@ int chat_store_fresh(struct chat *ch, struct cache_query *q, struct cJSON *doc, 
  * waiter.wake will be called); false when it leads or runs alone. */
 bool chat_flight_join(struct chat *ch, struct chat_req *r, void (*wake)(struct flight_waiter *));
 
-/* Close r's flight if it leads one. Idempotent. */
+/* Close r's flight if it leads one (here, and across replicas). Idempotent. */
 void chat_flight_done(struct chat *ch, struct chat_req *r);
+
+/* Share single-flight with the other replicas through rep (NULL: this
+ * process alone). Before requests arrive. */
+void chat_set_replica(struct chat *ch, struct replica *rep);
+
+/* After chat_flight_join made r the leader here: ask whether r leads for
+ * every replica (cache/replica/replica.h). Returns true when r must wait
+ * (wake runs once, on a replica thread); false when r goes to the provider
+ * now. */
+bool chat_shared_join(struct chat *ch, struct chat_req *r, void (*wake)(struct replica_waiter *));
+
+/* r was woken from chat_shared_join: CHAT_HIT when another replica's answer
+ * is here by now (a coalesced hit; r's own waiters are released to find it
+ * too), else CHAT_MISS: r goes to the provider, still leading here. */
+enum chat_verdict chat_shared_verdict(struct chat *ch, struct chat_req *r, int64_t now);
 
 /* The answer a hit serves (its model and original usage). r must be a hit. */
 const struct cmpl_rendered *chat_hit_answer(const struct chat_req *r);

@@ -832,7 +832,7 @@ enum MHD_Result xch_on_request(void *cls, struct MHD_Connection *conn, const cha
     /* Resumed by the upstream side, or by a single-flight leader. */
     pthread_mutex_lock(&x->lock);
     st = x->state;
-    if (st == XS_RETRY || st == XS_EMBEDDED) {
+    if (st == XS_RETRY || st == XS_EMBEDDED || st == XS_PEER_END) {
         pthread_mutex_unlock(&x->lock);
         return route_woken(x, st);
     }

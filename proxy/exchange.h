@@ -94,6 +94,8 @@ enum xstate {
     XS_RETRY,     /* woken from XS_FLIGHT: look the cache up again */
     XS_EMBED,     /* waiting for the remote embedder, connection suspended */
     XS_EMBEDDED,  /* woken from XS_EMBED: finish the lookup */
+    XS_PEER,      /* leading here, waiting while another replica leads (suspended) */
+    XS_PEER_END,  /* woken from XS_PEER: look again, or go to the provider */
     XS_WAIT,      /* upstream submitted, connection suspended */
     XS_STREAM,    /* headers known: queue a streaming response */
     XS_FULL,      /* whole body in x->out: queue it */
@@ -105,6 +107,7 @@ struct server {
     const struct cfg *cfg;
     struct up_pool *pool;
     struct cache *cache;  /* the caller's; NULL when the cache is off */
+    struct replica *rep;  /* the caller's; NULL without the redis option */
     struct chat *chat;    /* the request policy over it, or NULL */
     struct audit *audit;  /* audits of semantic hits, or NULL with the cache off */
     struct ratelimit *rl; /* NULL when no rate limit is set */
@@ -239,7 +242,8 @@ enum MHD_Result route_head(struct exch *x, const char *version);
 /* The body is complete: serve the route route_head() chose. */
 enum MHD_Result route_dispatch(struct exch *x);
 
-/* A cache lookup woken from XS_FLIGHT (XS_RETRY) or XS_EMBED (XS_EMBEDDED). */
+/* A cache lookup woken from XS_FLIGHT (XS_RETRY), XS_EMBED (XS_EMBEDDED) or
+ * XS_PEER (XS_PEER_END). */
 enum MHD_Result route_woken(struct exch *x, enum xstate st);
 
 #endif

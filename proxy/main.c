@@ -11,6 +11,7 @@
  * shutdown-timeout, then cancel what is left and exit 0.
  */
 #include "cache/cache.h"
+#include "cache/replica/replica.h"
 #include "config/config.h"
 #include "proxy/assemble.h"
 #include "proxy/log.h"
@@ -198,6 +199,7 @@ struct parrot {
     bool curl; /* curl_global_init succeeded */
     struct up_pool *pool;
     struct cache *cache;
+    struct replica *rep;
     struct server *srv;
 };
 
@@ -321,7 +323,11 @@ static int start(struct parrot *p)
     }
     if (c->cache && open_cache(c, &p->cache) != 0)
         return 1;
-    if (server_start(c, p->pool, p->cache, &p->srv, err, sizeof(err)) != 0) {
+    if (p->cache && c->redis && assemble_replica(c, p->cache, &p->rep) != 0) {
+        fprintf(stderr, "parrot: cannot start sharing the cache through Redis\n");
+        return 1;
+    }
+    if (server_start(c, p->pool, p->cache, p->rep, &p->srv, err, sizeof(err)) != 0) {
         fprintf(stderr, "parrot: %s\n", err);
         return 1;
     }
@@ -338,6 +344,11 @@ static int start(struct parrot *p)
     log_bool(&r, "upstream_key", c->upstream_key != NULL);
     log_bool(&r, "client_keys", p->client_keys);
     log_bool(&r, "admin_api", c->admin_key != NULL);
+    if (p->rep) {
+        /* The URL holds no password (cfg_parse_redis refuses one). */
+        log_str(&r, "redis", c->redis);
+        log_str(&r, "redis_namespace", c->redis_namespace);
+    }
     log_end(&r);
     free(upstream_shown);
     return 0;
@@ -357,6 +368,9 @@ static void run(struct parrot *p)
     log_int(&r, "inflight", (long long)server_inflight(p->srv));
     log_end(&r);
     server_drain(p->srv);
+    /* A request waiting for another replica's answer goes on alone now,
+     * and none waits from here on: the server must not stop under one. */
+    replica_flight_release(p->rep);
     deadline = now_ms() + p->cfg.shutdown_timeout_ms;
     while (server_inflight(p->srv) > 0 && now_ms() < deadline)
         usleep(10 * 1000);
@@ -378,6 +392,9 @@ static void run(struct parrot *p)
 static int shut_down(struct parrot *p, int rc)
 {
     server_stop(p->srv);
+    /* Before the cache: no change may reach the hook of a freed replica,
+     * and what is queued is written while the cache still logs. */
+    replica_stop(p->rep);
     cache_free(p->cache); /* the shutdown snapshot; the log flushed and closed */
     up_pool_free(p->pool);
     if (p->curl)

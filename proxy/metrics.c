@@ -5,6 +5,7 @@
 
 #include "cache/base/beta.h"
 #include "cache/cache.h"
+#include "cache/replica/replica.h"
 #include "proxy/audit.h"
 #include "proxy/chat.h"
 
@@ -719,6 +720,62 @@ int metrics_providers(struct buf *b, const struct up_provider_stats *st, size_t 
             rc |= buf_puts(b, line, 1u << 20);
         }
     }
+    return rc ? -ENOMEM : 0;
+}
+
+/* A gauge of seconds with microsecond precision. */
+static int gauge_f(struct buf *b, const char *name, const char *help, double v)
+{
+    char line[256];
+
+    if (metrics_family(b, name, "gauge", help) != 0)
+        return -ENOMEM;
+    snprintf(line, sizeof(line), "%s %.6f\n", name, v);
+    return buf_puts(b, line, 1u << 20);
+}
+
+int metrics_replica(struct buf *b, const struct replica_stats *st)
+{
+    int rc = 0;
+
+    rc |= metric(b, "parrot_replica_connected", "gauge",
+                 "1 while the connection to Redis works, per thread (writer, tail).",
+                 "{thread=\"writer\"}", st->writer_connected, true);
+    rc |= metric(b, "parrot_replica_connected", "", "", "{thread=\"tail\"}", st->tail_connected,
+                 false);
+    rc |= metric(b, "parrot_replica_queue_depth", "gauge",
+                 "Changes made here waiting to be written to Redis.", "", st->queued, true);
+    rc |= metric(b, "parrot_replica_published_total", "counter",
+                 "Changes made here and written to Redis.", "", st->published, true);
+    rc |= metric(b, "parrot_replica_dropped_total", "counter",
+                 "Changes made here that were not replicated: the queue was full.", "", st->dropped,
+                 true);
+    rc |= metric(b, "parrot_replica_applied_total", "counter",
+                 "Changes made by other replicas and applied here.", "", st->applied, true);
+    rc |= metric(b, "parrot_replica_apply_errors_total", "counter",
+                 "Stream messages or entries that could not be read or applied.", "",
+                 st->apply_errors, true);
+    rc |= metric(b, "parrot_replica_reseeds_total", "counter",
+                 "Re-seeds from the entry keys (no position yet, or the stream was trimmed past "
+                 "it).",
+                 "", st->reseeds, true);
+    rc |= metric(b, "parrot_replica_reseeded_entries_total", "counter",
+                 "Entries applied by re-seeds.", "", st->reseeded, true);
+    rc |= metric(b, "parrot_replica_redis_errors_total", "counter",
+                 "Failed connections to Redis and failed commands.", "", st->redis_errors, true);
+    rc |= metric(b, "parrot_replica_flights_total", "counter",
+                 "Cross-replica single-flight waits, by how they ended: this replica led, "
+                 "another's answer arrived, or the wait ran out (or Redis went away).",
+                 "{result=\"led\"}", st->flights_led, true);
+    rc |= metric(b, "parrot_replica_flights_total", "", "", "{result=\"followed\"}",
+                 st->flights_followed, false);
+    rc |= metric(b, "parrot_replica_flights_total", "", "", "{result=\"timed_out\"}",
+                 st->flights_timed_out, false);
+    rc |= gauge_f(b, "parrot_replica_lag_seconds",
+                  "Age of the last change applied from another replica, when it was applied.",
+                  st->lag_seconds);
+    rc |= gauge_f(b, "parrot_replica_redis_rtt_seconds",
+                  "The last round trip of a batch of changes to Redis.", st->rtt_seconds);
     return rc ? -ENOMEM : 0;
 }
 

@@ -107,6 +107,11 @@ struct cache_stats;
 struct chat_stats;
 int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache_stats *st);
 
+struct replica_stats;
+
+/* Prometheus text for the replication through Redis. 0 or -ENOMEM. */
+int metrics_replica(struct buf *b, const struct replica_stats *st);
+
 struct up_provider_stats;
 struct audit_stats;
 struct budget_part;

@@ -4,6 +4,7 @@
 
 #include "cache/base/clock.h"
 #include "cache/cache.h"
+#include "cache/replica/replica.h"
 #include "config/config.h"
 #include "proxy/audit.h"
 #include "proxy/auth.h"
@@ -79,11 +80,26 @@ static bool join_flight(struct exch *x)
     return chat_flight_join(x->srv->chat, x->chat, flight_wake);
 }
 
-/* After the cache said miss: wait behind an identical request in flight,
- * or go to the provider. */
+/* The cross-replica single-flight is decided (a replica thread). */
+static void shared_wake(struct replica_waiter *w)
+{
+    struct chat_req *cr = (struct chat_req *)((char *)w - offsetof(struct chat_req, rwaiter));
+
+    xch_wake_as(cr->owner, XS_PEER_END);
+}
+
+static bool join_shared(struct exch *x)
+{
+    return chat_shared_join(x->srv->chat, x->chat, shared_wake);
+}
+
+/* After the cache said miss: wait behind an identical request in flight
+ * here; leading here, wait while another replica leads (docs/scale-out.md);
+ * else go to the provider. */
 static enum MHD_Result cached_miss(struct exch *x)
 {
-    if (xch_wait_suspended(x, XS_FLIGHT, join_flight))
+    if (xch_wait_suspended(x, XS_FLIGHT, join_flight) ||
+        xch_wait_suspended(x, XS_PEER, join_shared))
         return MHD_YES;
     return xch_forward(x, x->uri + 3);
 }
@@ -237,15 +253,18 @@ static enum MHD_Result embeddings_route(struct exch *x)
     return xch_queue_error(x, &x->err);
 }
 
-/* The cache's Prometheus text. */
+/* The cache's Prometheus text, with its replication's. */
 static int cache_metrics(struct server *s, struct buf *b)
 {
     struct chat_stats cs;
     struct cache_stats st;
+    struct replica_stats rs;
 
     chat_get_stats(s->chat, &cs);
     cache_get_stats(s->cache, &st);
-    return metrics_cache(b, &cs, &st);
+    if (s->rep)
+        replica_get_stats(s->rep, &rs);
+    return metrics_cache(b, &cs, &st) || (s->rep && metrics_replica(b, &rs));
 }
 
 /* The audits' Prometheus text. */
@@ -651,6 +670,10 @@ enum MHD_Result route_woken(struct exch *x, enum xstate st)
 
     if (st == XS_RETRY)
         return chat_relookup(s->chat, x->chat, clock_wall_ms()) == CHAT_HIT
+                   ? serve_hit(x)
+                   : xch_forward(x, x->uri + 3);
+    if (st == XS_PEER_END)
+        return chat_shared_verdict(s->chat, x->chat, clock_wall_ms()) == CHAT_HIT
                    ? serve_hit(x)
                    : xch_forward(x, x->uri + 3);
     return cached_verdict(x, chat_lookup(s->chat, x->chat, clock_wall_ms()));

@@ -54,7 +54,7 @@ static void server_free(struct server *s)
 }
 
 int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
-                 struct server **out, char *err, size_t errlen)
+                 struct replica *rep, struct server **out, char *err, size_t errlen)
 {
     struct server *s = calloc(1, sizeof(*s));
     struct sockaddr_storage ss;
@@ -72,11 +72,14 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
     s->cfg = c;
     s->pool = pool;
     s->cache = cache;
+    s->rep = rep;
     if (cache && (rc = chat_new(c, cache, &s->chat)) != 0) {
         snprintf(err, errlen, "cannot set up the cache (%s)",
                  rc == -ENOMEM ? "out of memory" : "see the error logged above");
         goto fail;
     }
+    if (s->chat)
+        chat_set_replica(s->chat, rep);
     if (auth_new(c, &s->auth, err, errlen) != 0)
         goto fail;
     s->admin = (struct admin){.cache = cache, .chat = s->chat, .auth = s->auth, .cfg = c};

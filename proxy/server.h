@@ -16,13 +16,16 @@
 struct cache;
 struct cfg;
 struct up_pool;
+struct replica;
 struct server;
 
-/* Bind and start serving. c, pool and cache (NULL: the cache is off; else
- * opened already, see cache/cache.h) are the caller's and must outlive the
- * server. Returns 0, or -1 with a reason in err. */
+/* Bind and start serving. c, pool, cache (NULL: the cache is off; else
+ * opened already, see cache/cache.h) and rep (NULL: no replication; else
+ * started, see cache/replica/replica.h; only its statistics are read here)
+ * are the caller's and must outlive the server. Returns 0, or -1 with a
+ * reason in err. */
 int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
-                 struct server **out, char *err, size_t errlen);
+                 struct replica *rep, struct server **out, char *err, size_t errlen);
 
 /* The bound address as text ("127.0.0.1:8080"), for the start-up log. */
 const char *server_addr(const struct server *s);

@@ -387,9 +387,16 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
 
     pthread_rwlock_wrlock(&s->lock);
     if (a->id) {
-        if (by_id(s, a->id)) {
+        struct store_entry *same = by_id(s, a->id);
+        /* The same id under the same key is the same entry stored again
+         * (a replica applying a change it already holds): replace it. */
+        if (same && memcmp(same->exact, a->exact, STORE_KEY_LEN) != 0) {
             rc = -EEXIST;
             goto fail_locked;
+        }
+        if (same) {
+            remove_entry(s, same);
+            s->st.replaced++;
         }
         e->id = a->id;
     } else {

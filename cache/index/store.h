@@ -52,7 +52,9 @@ struct store_put_args {
     double cost;              /* what a hit saves, e.g. tokens; >= 1 */
     int64_t now;              /* wall clock, milliseconds */
     int64_t ttl;              /* milliseconds; 0 = no expiry */
-    uint64_t id;   /* 0: a new random one; else this one (a snapshot's), -EEXIST if taken */
+    /* 0: a new random one; else this one. An entry with this id and the
+     * same exact key is replaced; -EEXIST when another key holds it. */
+    uint64_t id;
     bool disputed; /* as store_dispute() left it (a logged or snapshotted entry) */
 };
 

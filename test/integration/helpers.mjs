@@ -700,3 +700,57 @@ export function parseChatSse(text) {
   }
   return { chunks, done, content, role, finish, toolCalls: calls, usage };
 }
+
+// ---------------------------------------------------------------- redis
+//
+// A real redis-server (Debian's package, deploy/install-deps.sh) on a free
+// loopback port, for the scale-out tests (docs/scale-out.md). No RDB
+// snapshots; with aof: true an append-only file fsynced on every write, in
+// its own temporary directory, so that a restart on the same port finds
+// what it had. Stopped by cleanup() at the latest.
+
+/** Run redis-cli against port; resolves its stdout (trimmed). */
+export function redisCli(port, args, { timeoutMs = 5_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: timeoutMs },
+      (err, stdout, stderr) => {
+        if (err) reject(new Error(`redis-cli ${args.join(' ')}: ${err.message} ${stderr}`));
+        else resolve(stdout.trim());
+      });
+  });
+}
+
+/**
+ * Start redis-server; resolves {port, url, dir, stop(signal), restart()}.
+ * restart() starts it again on the same port and directory.
+ */
+export async function startRedis({ aof = false, port: wanted } = {}) {
+  const dir = makeTmpDir('parrot-redis-');
+  const port = wanted || await closedPort();
+  const h = { port, url: `redis://127.0.0.1:${port}`, dir, proc: null };
+  const launch = async () => {
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
+      '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'always', '--daemonize', 'no'];
+    const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (c) => { stderr += c; });
+    h.proc = proc;
+    h.exited = new Promise((resolve) => proc.on('exit', resolve));
+    await waitFor(async () => {
+      if (proc.exitCode !== null) throw new Error(`redis-server exited: ${stderr}`);
+      try { return (await redisCli(port, ['PING'])) === 'PONG'; } catch { return false; }
+    }, { timeoutMs: 10_000, what: 'redis-server to answer PING' });
+  };
+  h.stop = async (signal = 'SIGTERM') => {
+    if (h.proc && h.proc.exitCode === null && h.proc.signalCode === null) {
+      h.proc.kill(signal);
+      await h.exited;
+    }
+  };
+  h.restart = launch;
+  await launch();
+  const handle = { kill: () => { if (h.proc && h.proc.exitCode === null) h.proc.kill('SIGKILL'); } };
+  live.add(handle);
+  return h;
+}
