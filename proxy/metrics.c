@@ -771,6 +771,10 @@ int metrics_replica(struct buf *b, const struct replica_stats *st)
                  st->flights_followed, false);
     rc |= metric(b, "parrot_replica_flights_total", "", "", "{result=\"timed_out\"}",
                  st->flights_timed_out, false);
+    rc |= metric(b, "parrot_replica_replicas", "gauge",
+                 "Live replicas of the namespace at the last heartbeat, this one included (the "
+                 "rate limits' fallback divides by it).",
+                 "", st->replicas, true);
     rc |= gauge_f(b, "parrot_replica_lag_seconds",
                   "Age of the last change applied from another replica, when it was applied.",
                   st->lag_seconds);

@@ -2,6 +2,7 @@
 #include "proxy/ratelimit.h"
 
 #include "cache/base/map.h"
+#include "cache/replica/replica.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,7 +23,8 @@ struct bucket {
 struct ratelimit {
     pthread_mutex_t lock;
     struct map clients;
-    double rpm, tpm; /* per minute; 0 = off */
+    double rpm, tpm;     /* per minute; 0 = off */
+    struct replica *rep; /* NULL: the local buckets are the limit */
 };
 
 int rl_new(unsigned rpm, unsigned tpm, struct ratelimit **out)
@@ -46,6 +48,11 @@ static void forget_all(struct ratelimit *rl)
     map_fini(&rl->clients);
 }
 
+void rl_share(struct ratelimit *rl, struct replica *rep)
+{
+    rl->rep = rep;
+}
+
 void rl_free(struct ratelimit *rl)
 {
     if (!rl)
@@ -55,29 +62,44 @@ void rl_free(struct ratelimit *rl)
     free(rl);
 }
 
-static void refill(const struct ratelimit *rl, struct bucket *b, int64_t now)
+/* The local limits: the whole when this process is the limit; a share
+ * when the replicas' shared buckets cannot be reached. */
+struct rates {
+    double rpm, tpm;
+};
+
+static struct rates local_rates(const struct ratelimit *rl)
+{
+    unsigned n = rl->rep ? replica_count(rl->rep) : 1;
+
+    if (n == 0)
+        n = 1;
+    return (struct rates){rl->rpm / n, rl->tpm / n};
+}
+
+static void refill(struct rates r, struct bucket *b, int64_t now)
 {
     double minutes = (double)(now - b->at) / 60000.0;
 
     if (minutes <= 0)
         return;
-    b->req += minutes * rl->rpm;
-    if (b->req > rl->rpm)
-        b->req = rl->rpm;
-    b->tok += minutes * rl->tpm;
-    if (b->tok > rl->tpm)
-        b->tok = rl->tpm;
+    b->req += minutes * r.rpm;
+    if (b->req > r.rpm)
+        b->req = r.rpm;
+    b->tok += minutes * r.tpm;
+    if (b->tok > r.tpm)
+        b->tok = r.tpm;
     b->at = now;
 }
 
 /* The bucket for key, created full; NULL when out of memory. */
-static struct bucket *find(struct ratelimit *rl, const uint8_t *key, int64_t now)
+static struct bucket *find(struct ratelimit *rl, struct rates r, const uint8_t *key, int64_t now)
 {
     struct bucket *b = map_get(&rl->clients, key);
     void *old;
 
     if (b) {
-        refill(rl, b, now);
+        refill(r, b, now);
         return b;
     }
     /* A table at its cap is simply reset: every client starts full again,
@@ -87,8 +109,8 @@ static struct bucket *find(struct ratelimit *rl, const uint8_t *key, int64_t now
     b = malloc(sizeof(*b));
     if (!b)
         return NULL;
-    b->req = rl->rpm;
-    b->tok = rl->tpm;
+    b->req = r.rpm;
+    b->tok = r.tpm;
     b->at = now;
     if (map_put(&rl->clients, key, b, &old) != 0) {
         free(b);
@@ -100,17 +122,22 @@ static struct bucket *find(struct ratelimit *rl, const uint8_t *key, int64_t now
 int64_t rl_take(struct ratelimit *rl, const uint8_t *key, int64_t now, const char **which)
 {
     struct bucket *b;
+    struct rates r;
     int64_t wait = 0;
 
+    if (rl->rep &&
+        replica_rl_take(rl->rep, key, (unsigned)rl->rpm, (unsigned)rl->tpm, &wait, which) == 0)
+        return wait;
+    r = local_rates(rl);
     pthread_mutex_lock(&rl->lock);
-    b = find(rl, key, now);
-    if (b && rl->rpm > 0 && b->req < 1.0) {
+    b = find(rl, r, key, now);
+    if (b && r.rpm > 0 && b->req < 1.0) {
         *which = "requests";
-        wait = (int64_t)((1.0 - b->req) * 60000.0 / rl->rpm) + 1;
-    } else if (b && rl->tpm > 0 && b->tok <= 0) {
+        wait = (int64_t)((1.0 - b->req) * 60000.0 / r.rpm) + 1;
+    } else if (b && r.tpm > 0 && b->tok <= 0) {
         *which = "tokens";
-        wait = (int64_t)((1.0 - b->tok) * 60000.0 / rl->tpm) + 1;
-    } else if (b && rl->rpm > 0) {
+        wait = (int64_t)((1.0 - b->tok) * 60000.0 / r.tpm) + 1;
+    } else if (b && r.rpm > 0) {
         b->req -= 1.0;
     }
     pthread_mutex_unlock(&rl->lock);
@@ -123,8 +150,11 @@ void rl_charge(struct ratelimit *rl, const uint8_t *key, int64_t tokens, int64_t
 
     if (rl->tpm <= 0 || tokens <= 0)
         return;
+    if (rl->rep)
+        replica_rl_charge(rl->rep, key, (unsigned)rl->rpm, (unsigned)rl->tpm, tokens);
+    /* Locally too: the fallback then knows what was spent. */
     pthread_mutex_lock(&rl->lock);
-    b = find(rl, key, now);
+    b = find(rl, local_rates(rl), key, now);
     if (b)
         b->tok -= (double)tokens;
     pthread_mutex_unlock(&rl->lock);

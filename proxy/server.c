@@ -103,6 +103,8 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
         snprintf(err, errlen, "cannot set up rate limits (out of memory)");
         goto fail;
     }
+    if (s->rl && rep)
+        rl_share(s->rl, rep);
     atomic_init(&s->draining, false);
     s->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&s->inflight, 0);

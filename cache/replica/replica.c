@@ -15,6 +15,10 @@
  *                        little-endian, then its exact key; "" for "f").
  *   parrot:{NS}:f:HEX    the single-flight lock of an exact key: the leading
  *                        origin, PX flight_wait.
+ *   parrot:{NS}:rl:HEX   a client's rate-limit buckets (SCRIPT_RL), HEX its
+ *                        key; PX two minutes, when it is full again anyway.
+ *   parrot:{NS}:replicas the live replicas: origin -> last heartbeat (ms),
+ *                        a sorted set; older than REPLICA_TTL_MS is gone.
  * A change is one Lua script (SCRIPT_PUT, SCRIPT_DEL): the entry key and the
  * stream message are written together or not at all, so a re-seed (SCAN of
  * the entry keys) and the stream never disagree about a change.
@@ -50,7 +54,12 @@
 #define BACKOFF_MAX_MS 5000
 #define TRIM_EVERY_MS  60000
 #define STOP_FLUSH_MS  2000
-#define ID_LEN         48 /* "ms-seq" of two u64s, and a NUL */
+#define ID_LEN         48    /* "ms-seq" of two u64s, and a NUL */
+#define BEAT_EVERY_MS  5000  /* replica heartbeats */
+#define REPLICA_TTL_MS 15000 /* a replica silent this long is not counted */
+#define RL_TIMEOUT_MS  100   /* a rate-limit answer from Redis, at most */
+#define RL_RETRY_MS    1000  /* after a failed one, the local limiter decides this long */
+#define RL_POOL        8     /* idle connections kept for rate limits */
 
 /* Writes the entry and the message; KEYS: entry, stream; ARGV: id bytes,
  * record, PX (0: no expiry), origin, seq, maxlen, exact key. */
@@ -60,6 +69,30 @@ static const char SCRIPT_PUT[] =
     "else redis.call('SET', KEYS[1], v) end\n"
     "return redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[6], '*', 'o', ARGV[4], 's', "
     "ARGV[5], 'k', 'p', 'x', ARGV[7], 'd', ARGV[2])\n";
+
+/* A client's token buckets, as proxy/ratelimit.c keeps them locally, timed
+ * by Redis' clock; KEYS: the bucket; ARGV: rpm, tpm, "take" or "charge",
+ * tokens. Returns {milliseconds to wait (0: allowed), "requests" or
+ * "tokens" or ""}. */
+static const char SCRIPT_RL[] =
+    "local rpm, tpm = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local b = redis.call('HMGET', KEYS[1], 'r', 't', 'a')\n"
+    "local req, tok, at = tonumber(b[1]) or rpm, tonumber(b[2]) or tpm, tonumber(b[3]) or now\n"
+    "local m = (now - at) / 60000\n"
+    "if m > 0 then req = math.min(rpm, req + m * rpm); tok = math.min(tpm, tok + m * tpm) end\n"
+    "local wait, which = 0, ''\n"
+    "if ARGV[3] == 'take' then\n"
+    "  if rpm > 0 and req < 1 then wait = math.floor((1 - req) * 60000 / rpm) + 1; which = "
+    "'requests'\n"
+    "  elseif tpm > 0 and tok <= 0 then wait = math.floor((1 - tok) * 60000 / tpm) + 1; which = "
+    "'tokens'\n"
+    "  elseif rpm > 0 then req = req - 1 end\n"
+    "else tok = tok - tonumber(ARGV[4]) end\n"
+    "redis.call('HSET', KEYS[1], 'r', tostring(req), 't', tostring(tok), 'a', now)\n"
+    "redis.call('PEXPIRE', KEYS[1], 120000)\n"
+    "return {wait, which}\n";
 
 /* A single-flight leader is done: releases its lock (only its own: a lock
  * that expired and was taken by another replica stays) and says so on the
@@ -84,7 +117,7 @@ static const char SCRIPT_DEL[] =
     "return redis.call('XADD', KEYS[#KEYS], 'MAXLEN', '~', ARGV[3], '*', 'o', ARGV[1], 's', "
     "ARGV[2], 'k', 'd', 'x', '', 'd', d)\n";
 
-enum change_kind { CH_PUT, CH_DEL, CH_DONE };
+enum change_kind { CH_PUT, CH_DEL, CH_DONE, CH_CHARGE };
 
 /* One queued change. */
 struct change {
@@ -94,6 +127,7 @@ struct change {
     int64_t expires;              /* put: wall clock ms; 0 = never */
     uint8_t exact[CACHE_KEY_LEN]; /* put, done */
     uint64_t id;                  /* put */
+    long rl[3];                   /* charge: rpm, tpm, tokens */
     size_t len;                   /* of data: the record, or n * REF_BYTES */
     uint8_t data[];
 };
@@ -102,7 +136,7 @@ struct replica {
     struct replica_opts o;
     char *host, *user, *password, *ns, *state_file;
     char origin[17];
-    char stream_key[128], entry_prefix[96], flight_prefix[96];
+    char stream_key[128], entry_prefix[96], flight_prefix[96], rl_prefix[96], replicas_key[96];
 
     /* The queue: publish() appends, the writer takes from the head. */
     pthread_mutex_t mu;
@@ -118,6 +152,13 @@ struct replica {
 
     pthread_t writer, tailer, flighter;
     bool writer_on, tailer_on, flighter_on;
+
+    /* Rate limits: idle connections for rl_take calls (HTTP workers). */
+    pthread_mutex_t rl_mu;
+    redisContext *rl_pool[RL_POOL];
+    int rl_idle;
+    _Atomic int64_t rl_down_until; /* wall ms: until then the local limiter decides */
+    atomic_uint replicas;          /* live replicas, from the heartbeats; 0: not known */
 
     atomic_bool writer_up, tail_up, flight_up;
     atomic_uint_fast64_t flights_led, flights_followed, flights_timed_out;
@@ -364,6 +405,16 @@ static int append_change(struct replica *r, redisContext *ctx, const struct chan
         argl[6] = ch->len;
         argl[11] = CACHE_KEY_LEN;
         rc = redisAppendCommandArgv(ctx, 12, argv, argl);
+    } else if (ch->kind == CH_CHARGE) {
+        char key[KEY_LEN], a[3][24];
+        const char *argv[8];
+
+        key_of(r->rl_prefix, ch->exact, key, sizeof(key));
+        for (int i = 0; i < 3; i++)
+            snprintf(a[i], sizeof(a[i]), "%ld", ch->rl[i]);
+        argv[0] = "EVAL", argv[1] = SCRIPT_RL, argv[2] = "1", argv[3] = key;
+        argv[4] = a[0], argv[5] = a[1], argv[6] = "charge", argv[7] = a[2];
+        rc = redisAppendCommandArgv(ctx, 8, argv, NULL);
     } else if (ch->kind == CH_DONE) {
         char key[KEY_LEN];
         const char *argv[8];
@@ -760,6 +811,97 @@ static void *flight_main(void *arg)
     return NULL;
 }
 
+/* ---- shared rate limits ---- */
+
+int replica_rl_take(struct replica *r, const uint8_t *key, unsigned rpm, unsigned tpm,
+                    int64_t *wait, const char **which)
+{
+    struct timeval tv = {0, RL_TIMEOUT_MS * 1000};
+    redisContext *ctx = NULL;
+    redisReply *rep = NULL;
+    char k[KEY_LEN], a[2][24];
+    const char *argv[8];
+    int rc = -EAGAIN;
+
+    if (wall_ms() < atomic_load(&r->rl_down_until))
+        return -EAGAIN;
+    pthread_mutex_lock(&r->rl_mu);
+    if (r->rl_idle > 0)
+        ctx = r->rl_pool[--r->rl_idle];
+    pthread_mutex_unlock(&r->rl_mu);
+    if (!ctx) {
+        /* A short connect: a request must not wait long for its limit. */
+        ctx = redisConnectWithTimeout(r->host, r->o.port, tv);
+        if (ctx && !ctx->err)
+            redisSetTimeout(ctx, tv);
+        if (ctx && !ctx->err && r->password) {
+            rep = r->user ? redisCommand(ctx, "AUTH %s %s", r->user, r->password)
+                          : redisCommand(ctx, "AUTH %s", r->password);
+            if (!rep || rep->type == REDIS_REPLY_ERROR)
+                ctx->err = REDIS_ERR_OTHER;
+            freeReplyObject(rep);
+        }
+        if (ctx && !ctx->err && r->o.db) {
+            rep = redisCommand(ctx, "SELECT %d", r->o.db);
+            if (!rep || rep->type == REDIS_REPLY_ERROR)
+                ctx->err = REDIS_ERR_OTHER;
+            freeReplyObject(rep);
+        }
+        if (!ctx || ctx->err)
+            goto down;
+    }
+    key_of(r->rl_prefix, key, k, sizeof(k));
+    snprintf(a[0], sizeof(a[0]), "%u", rpm);
+    snprintf(a[1], sizeof(a[1]), "%u", tpm);
+    argv[0] = "EVAL", argv[1] = SCRIPT_RL, argv[2] = "1", argv[3] = k;
+    argv[4] = a[0], argv[5] = a[1], argv[6] = "take", argv[7] = "0";
+    rep = redisCommandArgv(ctx, 8, argv, NULL);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER)
+        goto down;
+    *wait = rep->element[0]->integer;
+    *which =
+        rep->element[1]->type == REDIS_REPLY_STRING && strcmp(rep->element[1]->str, "tokens") == 0
+            ? "tokens"
+            : "requests";
+    freeReplyObject(rep);
+    pthread_mutex_lock(&r->rl_mu);
+    if (r->rl_idle < RL_POOL) {
+        r->rl_pool[r->rl_idle++] = ctx;
+        ctx = NULL;
+    }
+    pthread_mutex_unlock(&r->rl_mu);
+    redisFree(ctx);
+    return 0;
+down:
+    freeReplyObject(rep);
+    redisFree(ctx);
+    atomic_fetch_add(&r->redis_errors, 1);
+    atomic_store(&r->rl_down_until, wall_ms() + RL_RETRY_MS);
+    return rc;
+}
+
+void replica_rl_charge(struct replica *r, const uint8_t *key, unsigned rpm, unsigned tpm,
+                       int64_t tokens)
+{
+    struct change *ch = change_new(CH_CHARGE, 0);
+
+    if (!ch) {
+        atomic_fetch_add(&r->dropped, 1);
+        return;
+    }
+    memcpy(ch->exact, key, CACHE_KEY_LEN);
+    ch->rl[0] = (long)rpm;
+    ch->rl[1] = (long)tpm;
+    ch->rl[2] = (long)tokens;
+    enqueue(r, ch);
+}
+
+unsigned replica_count(struct replica *r)
+{
+    return atomic_load(&r->replicas);
+}
+
 /* ---- the tail thread ---- */
 
 struct sid {
@@ -801,6 +943,7 @@ struct tail {
     uint64_t cand_seq;
     char saved[ID_LEN];
     int64_t last_save;
+    int64_t last_beat;
 };
 
 static void load_state(struct replica *r, struct tail *t)
@@ -954,6 +1097,31 @@ static int scan_entries(struct replica *r, struct tail *t, uint64_t *seq)
     return 0;
 }
 
+/* Every BEAT_EVERY_MS: say this replica is alive and count the live ones
+ * (for the rate limits' fallback). -1: the connection failed. */
+static int heartbeat(struct replica *r, struct tail *t)
+{
+    int64_t now = wall_ms();
+    redisReply *rep[3] = {NULL, NULL, NULL};
+    int rc = 0;
+
+    if (now - t->last_beat < BEAT_EVERY_MS)
+        return 0;
+    t->last_beat = now;
+    redisAppendCommand(t->ctx, "ZADD %s %lld %s", r->replicas_key, (long long)now, r->origin);
+    redisAppendCommand(t->ctx, "ZREMRANGEBYSCORE %s -inf %lld", r->replicas_key,
+                       (long long)(now - REPLICA_TTL_MS));
+    redisAppendCommand(t->ctx, "ZCARD %s", r->replicas_key);
+    for (int i = 0; i < 3; i++)
+        if (rc == 0 && redisGetReply(t->ctx, (void **)&rep[i]) != REDIS_OK)
+            rc = -1;
+    if (rc == 0 && rep[2]->type == REDIS_REPLY_INTEGER && rep[2]->integer > 0)
+        atomic_store(&r->replicas, (unsigned)rep[2]->integer);
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(rep[i]);
+    return rc;
+}
+
 /* After a (re)connection: tail from the last id when every message after it
  * is still in the stream; else re-seed from the entry keys and tail from the
  * stream's last id as it was before the scan. -1: the connection failed. */
@@ -1090,12 +1258,13 @@ static void *tail_main(void *arg)
                 backoff = backoff_next(backoff);
                 continue;
             }
+            t.last_beat = 0;
             if (sync_tail(r, &t) != 0)
                 goto lost;
             atomic_store(&r->tail_up, true);
             backoff = BACKOFF_MIN_MS;
         }
-        if (read_some(r, &t) != 0)
+        if (heartbeat(r, &t) != 0 || read_some(r, &t) != 0)
             goto lost;
         checkpoint(r, &t);
         continue;
@@ -1110,6 +1279,8 @@ static void *tail_main(void *arg)
     /* The last chance to save how far the log got. */
     t.last_save = 0;
     checkpoint(r, &t);
+    if (t.ctx)
+        freeReplyObject(redisCommand(t.ctx, "ZREM %s %s", r->replicas_key, r->origin));
     redisFree(t.ctx);
     return NULL;
 }
@@ -1130,6 +1301,9 @@ static void replica_free(struct replica *r)
         free(c);
         c = next;
     }
+    for (int i = 0; i < r->rl_idle; i++)
+        redisFree(r->rl_pool[i]);
+    pthread_mutex_destroy(&r->rl_mu);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r->host);
@@ -1149,6 +1323,7 @@ int replica_start(const struct replica_opts *o, struct replica **out)
     r->o = *o;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
+    pthread_mutex_init(&r->rl_mu, NULL);
     r->host = strdup(o->host);
     r->user = dup_or_null(o->user);
     r->password = dup_or_null(o->password);
@@ -1166,6 +1341,8 @@ int replica_start(const struct replica_opts *o, struct replica **out)
     snprintf(r->stream_key, sizeof(r->stream_key), "parrot:{%s}:changes", r->ns);
     snprintf(r->entry_prefix, sizeof(r->entry_prefix), "parrot:{%s}:e:", r->ns);
     snprintf(r->flight_prefix, sizeof(r->flight_prefix), "parrot:{%s}:f:", r->ns);
+    snprintf(r->rl_prefix, sizeof(r->rl_prefix), "parrot:{%s}:rl:", r->ns);
+    snprintf(r->replicas_key, sizeof(r->replicas_key), "parrot:{%s}:replicas", r->ns);
     r->writer_on = pthread_create(&r->writer, NULL, writer_main, r) == 0;
     r->tailer_on = r->writer_on && pthread_create(&r->tailer, NULL, tail_main, r) == 0;
     r->flighter_on = r->tailer_on && pthread_create(&r->flighter, NULL, flight_main, r) == 0;
@@ -1212,6 +1389,7 @@ void replica_get_stats(struct replica *r, struct replica_stats *st)
     st->flights_led = atomic_load(&r->flights_led);
     st->flights_followed = atomic_load(&r->flights_followed);
     st->flights_timed_out = atomic_load(&r->flights_timed_out);
+    st->replicas = atomic_load(&r->replicas);
     st->lag_seconds = (double)atomic_load(&r->lag_us) / 1e6;
     st->rtt_seconds = (double)atomic_load(&r->rtt_us) / 1e6;
 }

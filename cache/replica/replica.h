@@ -105,6 +105,24 @@ void replica_flight_end(struct replica *r, const uint8_t *exact);
  * the server stops). */
 void replica_flight_release(struct replica *r);
 
+/* Shared rate limits: take one request from the client key's buckets in
+ * Redis (rpm, tpm as proxy/ratelimit.h; one round trip, RL_TIMEOUT_MS at
+ * most). Returns 0 with *wait (0: allowed; else ms until it would be) and
+ * *which ("requests" or "tokens"), or -EAGAIN when Redis cannot answer:
+ * the caller's local limiter decides (for a second before Redis is asked
+ * again). Any thread; blocks for the round trip. */
+int replica_rl_take(struct replica *r, const uint8_t *key, unsigned rpm, unsigned tpm,
+                    int64_t *wait, const char **which);
+
+/* Charge tokens to the key's token bucket in Redis, through the writer's
+ * queue: never blocks. */
+void replica_rl_charge(struct replica *r, const uint8_t *key, unsigned rpm, unsigned tpm,
+                       int64_t tokens);
+
+/* Live replicas of the namespace at the last heartbeat, this one included;
+ * 0 until the first. */
+unsigned replica_count(struct replica *r);
+
 struct replica_stats {
     bool writer_connected, tail_connected;
     uint64_t queued;       /* changes waiting now */
@@ -116,6 +134,7 @@ struct replica_stats {
     uint64_t reseeded;     /* entries applied by them */
     uint64_t redis_errors; /* failed connections and commands */
     uint64_t flights_led, flights_followed, flights_timed_out;
+    unsigned replicas;  /* replica_count() */
     double lag_seconds; /* age of the last applied change when it was applied */
     double rtt_seconds; /* the writer's last round trip to Redis */
 };

@@ -230,3 +230,31 @@ test('50 concurrent identical misses spread over three replicas make one provide
   for (const p of parrots) led += await metricValue(p, 'parrot_replica_flights_total{result="led"}');
   assert.equal(led, 1, 'one replica led');
 });
+
+test('a rate limit of N per minute holds across the three replicas together, and with Redis away each allows its share', T, async () => {
+  const N = 6;
+  const { redis, parrots } = await cluster(3, { args: ['--rate-limit-rpm', String(N)] });
+  // Sequential misses of one client, round-robin over the replicas. The
+  // bound allows for the bucket's refill while the loop runs.
+  async function allowed(key, what) {
+    const t0 = Date.now();
+    const statuses = [];
+    for (let i = 0; i < 3 * N; i++) {
+      const r = await curlChat(parrots[i % 3].base, ask(`${what} ${i}`), key);
+      statuses.push(r.status);
+    }
+    const refill = Math.ceil(((Date.now() - t0) / 60000) * N);
+    const ok = statuses.filter((s) => s === 200).length;
+    assert.ok(statuses.every((s) => s === 200 || s === 429), statuses.join(' '));
+    assert.ok(ok >= N && ok <= N + refill, `${what}: ${ok} of ${3 * N} allowed (limit ${N}, refill ${refill}): ${statuses.join(' ')}`);
+  }
+  await allowed({ authorization: 'Bearer sk-limited-1' }, 'shared limit');
+
+  // Without Redis each replica limits alone, to N / (the replicas it saw).
+  for (const p of parrots) {
+    await waitFor(async () => await metricValue(p, 'parrot_replica_replicas') === 3,
+      { timeoutMs: 20_000, what: 'every replica to count three' });
+  }
+  await redis.stop('SIGKILL');
+  await allowed({ authorization: 'Bearer sk-limited-2' }, 'fallback limit');
+});
