@@ -9,6 +9,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import YAML from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
 import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
@@ -82,6 +83,7 @@ function kustomize(name) {
 // with ajv): a wrong type, a missing required field or a bad enum fails.
 const MODELS = {
   'apps/v1/Deployment': Deployment,
+  'apps/v1/StatefulSet': StatefulSet,
   'v1/Secret': Secret,
   'v1/Service': Service,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
@@ -236,11 +238,36 @@ test('k8s gateway overlay: replicas behind a Service, PDB, ServiceMonitor and Pr
   checkRule(objs);
 });
 
+test('k8s gateway-redis overlay: the replicas share one Redis with AOF and an eviction policy that spares the stream', T, async (t) => {
+  const objs = kustomize('gateway-redis');
+  if (!objs) { t.skip('kubectl is not installed: the kustomize overlays were not rendered'); return; }
+  validate(objs, 'gateway-redis');
+  const dep = objs.find((o) => o.kind === 'Deployment');
+  const parrot = dep.spec.template.spec.containers.find((c) => c.name === 'parrot');
+  const env = Object.fromEntries(parrot.env.map((e) => [e.name, e]));
+  const redisSvc = objs.find((o) => o.kind === 'Service' && o.metadata.name === 'parrot-redis');
+  const sts = objs.find((o) => o.kind === 'StatefulSet');
+  assert.ok(matches(redisSvc.spec.selector, sts.spec.template.metadata.labels), 'the Redis Service selects Redis');
+  const redisUrl = new URL(env.PARROT_REDIS.value);
+  assert.equal(redisUrl.hostname, redisSvc.metadata.name);
+  assert.equal(Number(redisUrl.port), redisSvc.spec.ports[0].port);
+  assert.equal(env.PARROT_REDIS_PASSWORD.valueFrom.secretKeyRef.name, 'parrot-redis', 'the password comes from a Secret');
+  // parrot accepts the settings (the password as the Secret would give it).
+  const cfg = await configWith({ PARROT_REDIS: env.PARROT_REDIS.value, PARROT_REDIS_NAMESPACE: env.PARROT_REDIS_NAMESPACE.value,
+    PARROT_REDIS_PASSWORD: 'from-the-secret' });
+  assert.equal(cfg.redis.value, env.PARROT_REDIS.value);
+  const args = sts.spec.template.spec.containers[0].args;
+  const arg = (name) => args[args.indexOf(name) + 1];
+  assert.equal(arg('--appendonly'), 'yes');
+  assert.equal(arg('--maxmemory-policy'), 'volatile-lru', 'keys without an expiry (the stream) are never evicted');
+  assert.ok(dep.spec.replicas >= 2, 'several replicas share it');
+});
+
 test('k8s files: every manifest in base and overlays parses and fits its schema', T, () => {
   // Without kubectl this is what is left to check; with it, it also catches
   // a file that no overlay uses.
   const used = new Set();
-  for (const dir of ['base', 'sidecar', 'gateway', 'components/alerts']) {
+  for (const dir of ['base', 'sidecar', 'gateway', 'gateway-redis', 'components/alerts']) {
     const k = YAML.parse(fs.readFileSync(deploy('k8s', dir, 'kustomization.yaml'), 'utf8'));
     for (const r of [...(k.resources ?? []), ...(k.patches ?? []).map((p) => p.path)])
       if (r.endsWith('.yaml')) used.add(path.join(dir, r));
@@ -253,7 +280,7 @@ test('k8s files: every manifest in base and overlays parses and fits its schema'
       return d.toJS();
     });
     // Patches are partial objects or JSON patches: parse only.
-    if (/^(gateway\/deployment|sidecar\/app)\.yaml$/.test(f)) continue;
+    if (/^(gateway\/deployment|gateway-redis\/deployment|sidecar\/app)\.yaml$/.test(f)) continue;
     validate(docs, f);
   }
 });
