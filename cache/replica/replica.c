@@ -1167,11 +1167,33 @@ static int sync_tail(struct replica *r, struct tail *t)
 }
 
 /* One stream message. */
+/* A "d" message's entries out of the cache. 0, or -1 (counted by the
+ * caller) for a payload that is not whole entries, or out of memory. */
+static int apply_del(struct replica *r, const redisReply *d, uint64_t *seq)
+{
+    size_t n = d->len / REF_BYTES, removed;
+    struct cache_ref *refs;
+    int rc;
+
+    if (d->len % REF_BYTES != 0 || !(refs = calloc(n ? n : 1, sizeof(*refs))))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        refs[i].id = le_get64((const uint8_t *)d->str + i * REF_BYTES);
+        memcpy(refs[i].exact, d->str + i * REF_BYTES + 8, CACHE_KEY_LEN);
+    }
+    rc = cache_apply_del(r->o.cache, refs, n, &removed, seq);
+    free(refs);
+    return rc == 0 ? 0 : -1;
+}
+
+/* One stream message: another replica's change applied (and the requests
+ * waiting for its key woken), or this replica's own noted. */
 static void apply_message(struct replica *r, struct tail *t, const redisReply *msg)
 {
     const redisReply *id, *fields, *o, *s, *k, *d, *x;
     uint64_t seq = 0;
     struct sid when;
+    int rc = -1;
 
     if (msg->type != REDIS_REPLY_ARRAY || msg->elements != 2 ||
         (id = msg->element[0])->type != REDIS_REPLY_STRING)
@@ -1179,41 +1201,25 @@ static void apply_message(struct replica *r, struct tail *t, const redisReply *m
     fields = msg->element[1];
     o = field(fields, "o"), s = field(fields, "s"), k = field(fields, "k"), d = field(fields, "d");
     x = field(fields, "x");
-    if (!o || !s || !k || !d || !x) {
-        atomic_fetch_add(&r->apply_errors, 1);
-    } else if (strcmp(o->str, r->origin) == 0) {
+    if (o && s && k && d && x && strcmp(o->str, r->origin) == 0) {
         /* Ours: applied already; its log sequence number is what a
          * checkpoint past it must wait for. */
         seq = strtoull(s->str, NULL, 10);
-    } else if (strcmp(k->str, "p") == 0) {
-        if (cache_apply_put(r->o.cache, d->str, d->len, wall_ms(), &seq) != 0)
-            atomic_fetch_add(&r->apply_errors, 1);
-        else
-            atomic_fetch_add(&r->applied, 1);
-        if (x->len == CACHE_KEY_LEN)
+        rc = 1;
+    } else if (o && s && k && d && x) {
+        if (strcmp(k->str, "p") == 0)
+            rc = cache_apply_put(r->o.cache, d->str, d->len, wall_ms(), &seq) == 0 ? 0 : -1;
+        else if (strcmp(k->str, "d") == 0)
+            rc = apply_del(r, d, &seq);
+        else if (strcmp(k->str, "f") == 0)
+            rc = 1; /* nothing to apply; only the waiters to wake */
+        if (rc >= 0 && strcmp(k->str, "d") != 0 && x->len == CACHE_KEY_LEN)
             arrived(r, (const uint8_t *)x->str);
-    } else if (strcmp(k->str, "f") == 0) {
-        if (x->len == CACHE_KEY_LEN)
-            arrived(r, (const uint8_t *)x->str);
-    } else if (strcmp(k->str, "d") == 0 && d->len % REF_BYTES == 0) {
-        size_t n = d->len / REF_BYTES, removed;
-        struct cache_ref *refs = calloc(n ? n : 1, sizeof(*refs));
-        if (!refs) {
-            atomic_fetch_add(&r->apply_errors, 1);
-            return; /* not applied: tried again after the next reconnection */
-        }
-        for (size_t i = 0; i < n; i++) {
-            refs[i].id = le_get64((const uint8_t *)d->str + i * REF_BYTES);
-            memcpy(refs[i].exact, d->str + i * REF_BYTES + 8, CACHE_KEY_LEN);
-        }
-        if (cache_apply_del(r->o.cache, refs, n, &removed, &seq) != 0)
-            atomic_fetch_add(&r->apply_errors, 1);
-        else
-            atomic_fetch_add(&r->applied, 1);
-        free(refs);
-    } else {
-        atomic_fetch_add(&r->apply_errors, 1);
     }
+    if (rc < 0)
+        atomic_fetch_add(&r->apply_errors, 1);
+    else if (rc == 0)
+        atomic_fetch_add(&r->applied, 1);
     if (sid_parse(id->str, &when) && (int64_t)when.ms <= wall_ms())
         atomic_store(&r->lag_us, (uint64_t)(wall_ms() - (int64_t)when.ms) * 1000);
     applied_to(t, id->str, seq);

@@ -721,16 +721,17 @@ export function redisCli(port, args, { timeoutMs = 5_000 } = {}) {
 }
 
 /**
- * Start redis-server; resolves {port, url, dir, stop(signal), restart()}.
+ * Start redis-server (extra args: args; redis-cli's credentials for its
+ * PING: cliAuth); resolves {port, url, dir, stop(signal), restart()}.
  * restart() starts it again on the same port and directory.
  */
-export async function startRedis({ aof = false, port: wanted } = {}) {
+export async function startRedis({ aof = false, port: wanted, args: extra = [], cliAuth = [] } = {}) {
   const dir = makeTmpDir('parrot-redis-');
   const port = wanted || await closedPort();
   const h = { port, url: `redis://127.0.0.1:${port}`, dir, proc: null };
   const launch = async () => {
     const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
-      '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'always', '--daemonize', 'no'];
+      '--appendonly', aof ? 'yes' : 'no', '--appendfsync', 'always', '--daemonize', 'no', ...extra];
     const proc = spawn('redis-server', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     proc.stderr.setEncoding('utf8');
@@ -739,7 +740,7 @@ export async function startRedis({ aof = false, port: wanted } = {}) {
     h.exited = new Promise((resolve) => proc.on('exit', resolve));
     await waitFor(async () => {
       if (proc.exitCode !== null) throw new Error(`redis-server exited: ${stderr}`);
-      try { return (await redisCli(port, ['PING'])) === 'PONG'; } catch { return false; }
+      try { return (await redisCli(port, [...cliAuth, 'PING'])) === 'PONG'; } catch { return false; }
     }, { timeoutMs: 10_000, what: 'redis-server to answer PING' });
   };
   h.stop = async (signal = 'SIGTERM') => {

@@ -5,7 +5,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startFake, startParrot, startRedis, redisCli, cleanup, curlChat, request, waitFor, makeTmpDir,
+  startFake, startParrot, startRedis, redisCli, cleanup, curlChat, request, waitFor, makeTmpDir, runCli,
 } from './helpers.mjs';
 
 after(cleanup);
@@ -257,4 +257,37 @@ test('a rate limit of N per minute holds across the three replicas together, and
   }
   await redis.stop('SIGKILL');
   await allowed({ authorization: 'Bearer sk-limited-2' }, 'fallback limit');
+});
+
+test('an ACL user and its password: replication works, and the password appears in no log, metric, admin answer or printed config', T, async () => {
+  const PASSWORD = 'redis-pw-never-shown-4242';
+  const fake = await startFake();
+  const redis = await startRedis({ cliAuth: ['--no-auth-warning', '--user', 'parrot', '--pass', PASSWORD],
+    args: ['--user', 'default', 'off', '--user', 'parrot', 'on', `>${PASSWORD}`, '~parrot:*', '+@all'] });
+  const ns = `t${process.pid}-acl`;
+  const url = `redis://parrot@127.0.0.1:${redis.port}`;
+  const start = (password) => startParrot({
+    args: ['--upstream', fake.url, '--redis', url, '--redis-namespace', ns],
+    env: { PARROT_ADMIN_KEY: ADMIN, PARROT_REDIS_PASSWORD: password },
+  });
+  const a = await start(PASSWORD);
+  const b = await start(PASSWORD);
+  await chat(a, 'Which planet is the largest?');
+  await converged([a, b], 1, 'the entry through an ACL user');
+  // A wrong password: parrot serves all the same and says why it cannot share.
+  const wrong = await start('wrong-password-5151');
+  assert.equal((await chat(wrong, 'A question for a replica that cannot share?')).status, 200);
+  await waitFor(() => wrong.logs().find((l) => l.msg === 'redis unreachable; retrying with backoff'),
+    { what: 'the warning' });
+  assert.match(JSON.stringify(wrong.logs().find((l) => l.msg === 'redis unreachable; retrying with backoff')), /WRONGPASS|invalid/i);
+  const printed = await runCli(['--redis', url, '--print-config'], { PARROT_REDIS_PASSWORD: PASSWORD });
+  assert.equal(printed.code, 0, printed.stderr);
+  const flag = await runCli(['--redis', url, '--redis-password', PASSWORD]);
+  assert.equal(flag.code, 2, 'a secret is never a flag');
+  const shown = [printed.stdout, printed.stderr, flag.stderr];
+  for (const p of [a, b, wrong]) {
+    shown.push(p.stderr(), (await request(p.base, { path: '/metrics' })).body,
+      JSON.stringify((await admin(p, 'GET', '/admin/stats')).json));
+  }
+  for (const text of shown) assert.ok(!text.includes(PASSWORD) && !text.includes('wrong-password-5151'), 'the password leaked');
 });

@@ -3,8 +3,9 @@
  * semantic ones, semantic candidates the verifier or the codec refuses,
  * the order in which puts and deletes come back from the log, what a
  * snapshot and the log rotation after it keep across a reopen,
- * single-flight, and audits: disputed entries and raised thresholds across
- * a reopen, a snapshot and a crash.
+ * single-flight, audits: disputed entries and raised thresholds across
+ * a reopen, a snapshot and a crash, and replication through the change
+ * hook and cache_apply_put / cache_apply_del.
  *
  * The payload is a malloc'd string; one that starts with '!' is tied to its
  * question (not reusable). Durable caches live in a fresh directory per
@@ -559,6 +560,106 @@ static void test_audit_crash_restart(void **state)
     cache_free(c);
 }
 
+/* ---- replication: the change hook and the apply functions ---- */
+
+/* What the hook saw, applied to another cache as a replica would. */
+struct relay {
+    struct cache *to;
+    int puts, dels;
+    uint64_t last_seq;
+};
+
+static void relay_change(void *ud, const struct cache_change *ch)
+{
+    struct relay *r = ud;
+    uint64_t seq;
+    size_t removed;
+
+    if (ch->kind == CACHE_CHANGE_PUT) {
+        r->puts++;
+        assert_non_null(ch->exact);
+        assert_int_equal(cache_apply_put(r->to, ch->rec, ch->rec_len, T0 + 1, &seq), 0);
+    } else {
+        r->dels++;
+        assert_int_equal(cache_apply_del(r->to, ch->refs, ch->nrefs, &removed, &seq), 0);
+        assert_int_equal(removed, ch->nrefs);
+    }
+    r->last_seq = ch->seq;
+}
+
+/* Every entry's id, via the admin API's scan. */
+static int collect_id(void *ud, const struct cache_entry *e)
+{
+    struct cache_entry_info in;
+    uint64_t *ids = ud;
+
+    cache_entry_describe(e, &in);
+    ids[ids[0] + 1] = in.id;
+    ids[0]++;
+    return 0;
+}
+
+static void test_replication_hook_and_apply(void **state)
+{
+    struct cache *a = open_cache(T0), *b = new_cache(false);
+    struct relay r = {.to = b};
+    uint64_t ida[8] = {0}, idb[8] = {0};
+    char got[64];
+
+    (void)state;
+    cache_set_change_hook(a, relay_change, &r);
+    put(a, 1, "how do I reset my password", "answer one", 0, T0);
+    put(a, 2, NULL, "answer two", 0, T0);
+    assert_int_equal(r.puts, 2);
+    assert_true(r.last_seq > 0); /* a is durable: the change carries its log position */
+    /* Exact and semantic hits on the replica, under the same ids. */
+    assert_int_equal(lookup(b, 2, NULL, T0 + 2, -1, got, sizeof(got)), CACHE_HIT_EXACT);
+    assert_string_equal(got, "answer two");
+    assert_int_equal(lookup(b, 9, "how can I reset my password", T0 + 2, -1, got, sizeof(got)),
+                     CACHE_HIT_SEMANTIC);
+    assert_string_equal(got, "answer one");
+    cache_scan(a, collect_id, ida);
+    cache_scan(b, collect_id, idb);
+    assert_int_equal(ida[0], 2);
+    assert_int_equal(idb[0], 2);
+    assert_true((ida[1] == idb[1] && ida[2] == idb[2]) || (ida[1] == idb[2] && ida[2] == idb[1]));
+    /* Applying the same put again is the same entry, not a second one. */
+    put(a, 2, NULL, "answer two", 0, T0);
+    cache_scan(b, collect_id, (idb[0] = 0, idb));
+    assert_int_equal(idb[0], 2);
+
+    del(a, 1);
+    assert_int_equal(r.dels, 1);
+    assert_int_equal(lookup(b, 1, NULL, T0 + 3, -1, got, sizeof(got)), CACHE_MISS);
+    /* Applied changes are not reported again: b has no hook, and a's hook
+     * saw only a's own changes. */
+    assert_int_equal(r.puts, 3);
+    /* A record that is not one is refused. */
+    {
+        uint64_t seq;
+        assert_int_equal(cache_apply_put(b, "junk", 4, T0, &seq), -EBADMSG);
+    }
+    cache_free(a);
+    cache_free(b);
+}
+
+/* An entry keeps its id across a restart that replays it from the log. */
+static void test_ids_survive_replay(void **state)
+{
+    struct cache *c = open_cache(T0);
+    uint64_t before[4] = {0}, after[4] = {0};
+
+    (void)state;
+    put(c, 1, NULL, "kept", 0, T0);
+    cache_scan(c, collect_id, before);
+    cache_free(c);
+    c = open_cache(T0 + 5);
+    cache_scan(c, collect_id, after);
+    assert_int_equal(after[0], 1);
+    assert_int_equal(after[1], before[1]);
+    cache_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -574,6 +675,8 @@ int main(void)
         cmocka_unit_test(test_audit_agree_and_stale),
         cmocka_unit_test_setup_teardown(test_audit_dispute_survives, setup, teardown),
         cmocka_unit_test_setup_teardown(test_audit_crash_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replication_hook_and_apply, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ids_survive_replay, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -260,6 +260,35 @@ static void test_parse_prices(void **state)
     cfg_fini(&c);
 }
 
+static void test_parse_redis(void **state)
+{
+    struct cfg_redis r;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(cfg_parse_redis("redis://10.0.0.5:6380/2", &r, err, sizeof(err)), 0);
+    assert_string_equal(r.host, "10.0.0.5");
+    assert_int_equal(r.port, 6380);
+    assert_int_equal(r.db, 2);
+    assert_string_equal(r.user, "");
+    assert_int_equal(cfg_parse_redis("redis://parrot@redis.svc:6379", &r, err, sizeof(err)), 0);
+    assert_string_equal(r.user, "parrot");
+    assert_string_equal(r.host, "redis.svc");
+    assert_int_equal(r.db, 0);
+    /* No TLS in Debian's hiredis: said plainly. */
+    assert_int_equal(cfg_parse_redis("rediss://h:6379", &r, err, sizeof(err)), CFG_EINVAL);
+    assert_non_null(strstr(err, "TLS"));
+    /* A password in the URL is refused, and not repeated in the reason. */
+    assert_int_equal(cfg_parse_redis("redis://u:hunter2@h:6379", &r, err, sizeof(err)), CFG_EINVAL);
+    assert_null(strstr(err, "hunter2"));
+    assert_non_null(strstr(err, "PARROT_REDIS_PASSWORD"));
+    static const char *const bad[] = {"redis://h",       "redis://:6379", "redis://h:0",
+                                      "redis://h:65536", "redis://h:63x", "http://h:1",
+                                      "redis://h:1/x",   "redis://@h:1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(cfg_parse_redis(bad[i], &r, err, sizeof(err)), CFG_EINVAL);
+}
+
 static void test_url_redact(void **state)
 {
     char out[128];
@@ -369,19 +398,13 @@ static void test_flag_arity(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_prices),
-        cmocka_unit_test(test_parse_size),
-        cmocka_unit_test(test_parse_duration),
-        cmocka_unit_test(test_parse_addr),
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_precedence),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_print_masks_secret),
-        cmocka_unit_test(test_actions),
-        cmocka_unit_test(test_url_redact),
-        cmocka_unit_test(test_file_syntax_and_mode),
-        cmocka_unit_test(test_print_reads_back),
-        cmocka_unit_test(test_flag_arity),
+        cmocka_unit_test(test_parse_prices),       cmocka_unit_test(test_parse_redis),
+        cmocka_unit_test(test_parse_size),         cmocka_unit_test(test_parse_duration),
+        cmocka_unit_test(test_parse_addr),         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_precedence),         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_print_masks_secret), cmocka_unit_test(test_actions),
+        cmocka_unit_test(test_url_redact),         cmocka_unit_test(test_file_syntax_and_mode),
+        cmocka_unit_test(test_print_reads_back),   cmocka_unit_test(test_flag_arity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
