@@ -28,6 +28,7 @@
  */
 #include "cache/replica/replica.h"
 
+#include "cache/base/clock.h"
 #include "cache/base/le.h"
 #include "cache/base/rand.h"
 
@@ -167,22 +168,6 @@ struct replica {
     atomic_uint_fast64_t lag_us, rtt_us;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void say(const struct replica *r, enum cache_log level, const char *msg, const char *detail)
 {
     if (r->o.log)
@@ -202,15 +187,8 @@ static bool stopping(struct replica *r)
 /* Sleep ms, or less when the replica stops. */
 static void nap(struct replica *r, long ms)
 {
-    struct timespec ts;
+    struct timespec ts = clock_deadline_ms(ms);
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&r->mu);
     if (!r->stop)
         pthread_cond_timedwait(&r->cv, &r->mu, &ts);
@@ -475,7 +453,8 @@ static bool refused_for_good(const redisReply *rep)
  * applied twice is the same change). */
 static int write_batch(struct replica *r, redisContext *ctx, struct change **batch, size_t n)
 {
-    int64_t now = wall_ms(), t0 = mono_us();
+    int64_t now = clock_wall_ms();
+    uint64_t t0 = clock_mono_ns();
     size_t sent = 0;
     int rc = 0;
     char why[256];
@@ -502,7 +481,7 @@ static int write_batch(struct replica *r, redisContext *ctx, struct change **bat
         freeReplyObject(rep);
     }
     if (sent)
-        atomic_store(&r->rtt_us, (uint64_t)(mono_us() - t0));
+        atomic_store(&r->rtt_us, (clock_mono_ns() - t0) / 1000);
     return rc;
 }
 
@@ -514,7 +493,7 @@ static void trim_by_age(struct replica *r, redisContext *ctx)
 
     if (r->o.stream_max_age <= 0)
         return;
-    snprintf(minid, sizeof(minid), "%" PRId64, wall_ms() - r->o.stream_max_age);
+    snprintf(minid, sizeof(minid), "%" PRId64, clock_wall_ms() - r->o.stream_max_age);
     rep = redisCommand(ctx, "XTRIM %s MINID ~ %s", r->stream_key, minid);
     freeReplyObject(rep);
 }
@@ -537,17 +516,15 @@ static void *writer_main(void *arg)
 
         pthread_mutex_lock(&r->mu);
         if (!r->head && !r->stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
+            struct timespec ts = clock_deadline_ms(1000);
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
         if (r->stop && !deadline)
-            deadline = wall_ms() + STOP_FLUSH_MS;
+            deadline = clock_wall_ms() + STOP_FLUSH_MS;
         for (struct change *c = r->head; c && n < BATCH; c = c->next)
             batch[n++] = c;
         pthread_mutex_unlock(&r->mu);
-        if (deadline && (n == 0 || wall_ms() >= deadline))
+        if (deadline && (n == 0 || clock_wall_ms() >= deadline))
             break;
         if (!ctx && !(ctx = connect_redis(r, "writer", &quiet))) {
             atomic_store(&r->writer_up, false);
@@ -581,9 +558,9 @@ static void *writer_main(void *arg)
             r->tail = NULL;
         atomic_store(&r->queued, r->count);
         pthread_mutex_unlock(&r->mu);
-        if (wall_ms() - last_trim >= TRIM_EVERY_MS) {
+        if (clock_wall_ms() - last_trim >= TRIM_EVERY_MS) {
             trim_by_age(r, ctx);
-            last_trim = wall_ms();
+            last_trim = clock_wall_ms();
         }
     }
     redisFree(ctx);
@@ -693,12 +670,6 @@ static void wake_every(struct replica *r, bool close)
     wake_all(woken);
 }
 
-/* Redis went away: nobody can lead for all replicas now. */
-static void let_go(struct replica *r)
-{
-    wake_every(r, false);
-}
-
 void replica_flight_release(struct replica *r)
 {
     if (r)
@@ -736,7 +707,7 @@ static int ask_leads(struct replica *r, redisContext *ctx, struct replica_waiter
                 batch[i]->next = woken;
                 woken = batch[i];
             } else {
-                batch[i]->deadline = wall_ms() + r->o.flight_wait;
+                batch[i]->deadline = clock_wall_ms() + r->o.flight_wait;
                 batch[i]->next = r->fl_wait;
                 r->fl_wait = batch[i];
             }
@@ -768,7 +739,8 @@ static void *flight_main(void *arg)
 
         if (!ctx && !(ctx = connect_redis(r, "single-flight", &quiet))) {
             atomic_store(&r->flight_up, false);
-            let_go(r);
+            /* Redis went away: nobody can lead for all replicas now. */
+            wake_every(r, false);
             nap(r, backoff);
             backoff = backoff_next(backoff);
             continue;
@@ -778,12 +750,7 @@ static void *flight_main(void *arg)
         pthread_mutex_lock(&r->mu);
         if (!r->fl_new && !r->stop) {
             /* Often enough for deadlines to be kept within 50 ms. */
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 50 * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
+            ts = clock_deadline_ms(50);
             pthread_cond_timedwait(&r->cv, &r->mu, &ts);
         }
         while (r->fl_new && n < BATCH) {
@@ -795,7 +762,7 @@ static void *flight_main(void *arg)
             w->next = r->fl_wait;
             r->fl_wait = w;
         }
-        take_waiters(&r->fl_wait, NULL, wall_ms(), REPLICA_TIMEOUT, &late);
+        take_waiters(&r->fl_wait, NULL, clock_wall_ms(), REPLICA_TIMEOUT, &late);
         pthread_mutex_unlock(&r->mu);
         for (struct replica_waiter *w = late; w; w = w->next)
             atomic_fetch_add(&r->flights_timed_out, 1);
@@ -821,9 +788,8 @@ int replica_rl_take(struct replica *r, const uint8_t *key, unsigned rpm, unsigne
     redisReply *rep = NULL;
     char k[KEY_LEN], a[2][24];
     const char *argv[8];
-    int rc = -EAGAIN;
 
-    if (wall_ms() < atomic_load(&r->rl_down_until))
+    if (clock_wall_ms() < atomic_load(&r->rl_down_until))
         return -EAGAIN;
     pthread_mutex_lock(&r->rl_mu);
     if (r->rl_idle > 0)
@@ -877,8 +843,8 @@ down:
     freeReplyObject(rep);
     redisFree(ctx);
     atomic_fetch_add(&r->redis_errors, 1);
-    atomic_store(&r->rl_down_until, wall_ms() + RL_RETRY_MS);
-    return rc;
+    atomic_store(&r->rl_down_until, clock_wall_ms() + RL_RETRY_MS);
+    return -EAGAIN;
 }
 
 void replica_rl_charge(struct replica *r, const uint8_t *key, unsigned rpm, unsigned tpm,
@@ -986,7 +952,7 @@ static void save_state(struct replica *r, const char *id)
 static void checkpoint(struct replica *r, struct tail *t)
 {
     struct cache_stats st;
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
 
     if (!r->state_file || !t->cand[0] || now - t->last_save < 1000)
         return;
@@ -1052,7 +1018,7 @@ static void apply_value(struct replica *r, const char *v, size_t len, uint64_t *
 {
     uint64_t s = 0;
 
-    if (len <= 8 || cache_apply_put(r->o.cache, v + 8, len - 8, wall_ms(), &s) != 0)
+    if (len <= 8 || cache_apply_put(r->o.cache, v + 8, len - 8, clock_wall_ms(), &s) != 0)
         atomic_fetch_add(&r->apply_errors, 1);
     else
         atomic_fetch_add(&r->reseeded, 1);
@@ -1101,7 +1067,7 @@ static int scan_entries(struct replica *r, struct tail *t, uint64_t *seq)
  * (for the rate limits' fallback). -1: the connection failed. */
 static int heartbeat(struct replica *r, struct tail *t)
 {
-    int64_t now = wall_ms();
+    int64_t now = clock_wall_ms();
     redisReply *rep[3] = {NULL, NULL, NULL};
     int rc = 0;
 
@@ -1208,7 +1174,7 @@ static void apply_message(struct replica *r, struct tail *t, const redisReply *m
         rc = 1;
     } else if (o && s && k && d && x) {
         if (strcmp(k->str, "p") == 0)
-            rc = cache_apply_put(r->o.cache, d->str, d->len, wall_ms(), &seq) == 0 ? 0 : -1;
+            rc = cache_apply_put(r->o.cache, d->str, d->len, clock_wall_ms(), &seq) == 0 ? 0 : -1;
         else if (strcmp(k->str, "d") == 0)
             rc = apply_del(r, d, &seq);
         else if (strcmp(k->str, "f") == 0)
@@ -1220,8 +1186,8 @@ static void apply_message(struct replica *r, struct tail *t, const redisReply *m
         atomic_fetch_add(&r->apply_errors, 1);
     else if (rc == 0)
         atomic_fetch_add(&r->applied, 1);
-    if (sid_parse(id->str, &when) && (int64_t)when.ms <= wall_ms())
-        atomic_store(&r->lag_us, (uint64_t)(wall_ms() - (int64_t)when.ms) * 1000);
+    if (sid_parse(id->str, &when) && (int64_t)when.ms <= clock_wall_ms())
+        atomic_store(&r->lag_us, (uint64_t)(clock_wall_ms() - (int64_t)when.ms) * 1000);
     applied_to(t, id->str, seq);
 }
 
