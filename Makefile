@@ -174,12 +174,13 @@ asan: deps
 
 # The integration suite under ThreadSanitizer: the libmicrohttpd exchange and
 # its hand-offs, the curl pool's thread, the embed thread, the WAL writer and
-# the snapshot timer; and the unit tests that start threads. Two files are
+# the snapshot timer, the replica's three threads (replicas: a real Redis);
+# and the unit tests that start threads. Two files are
 # left out: frontdoor (its peak-RSS bounds do not hold under TSan's shadow
 # memory) and install (it packages the binary it is given). About 6 minutes
 # on 2 cores, build included. test/tsan.supp says why each suppression is
 # there.
-TSAN_FILTER ?= admin\|audit\|auth\|cache\|completions\|config\|crash\|dashboard\|deploy\|diskfull\|embed-openai\|embeddings\|engines\|errors\|fake\|hardening\|lifecycle\|load\|metrics\|namespace\|passthrough\|persist\|pool\|ratelimit\|readme\|responses\|sdk\|streaming
+TSAN_FILTER ?= admin\|audit\|auth\|cache\|completions\|config\|crash\|dashboard\|deploy\|diskfull\|embed-openai\|embeddings\|engines\|errors\|fake\|hardening\|lifecycle\|load\|metrics\|namespace\|passthrough\|persist\|pool\|ratelimit\|readme\|replicas\|responses\|sdk\|streaming
 TSAN_UNIT := $(addprefix build/tsan/test/,test_embedclient test_metrics test_wal)
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -10,6 +10,8 @@
 #   6    durable inserts, 50 writers, vs the raw group-commit bound
 #        (bench/wal_bench.c in-round, and ../shared/bench/fsyncbench.c)
 #   7    restart with 100k entries vs hnswlib loading its saved index
+#   8    replicas through Redis: replication lag, and exact-hit throughput
+#        with --redis vs without (bench/replicas.mjs)
 #
 # Knobs: SHARED_BENCH (../shared/bench), BENCH_SECONDS and BENCH_ROUNDS (HTTP),
 # BENCH_STREAMS (2000), BENCH_HNSW_N (100000), BENCH_DIR (scratch; on the disk
@@ -77,6 +79,9 @@ sed 's/^/restart_/' "$scratch/restart.txt" >>"$kv"
 say "7 restart: hnswlib load"
 /usr/bin/python3 bench/hnswlib_load.py "$scratch/vec" "$hnsw_n" | tee -a "$kv" >&2
 
+say "8 replicas through Redis"
+node bench/replicas.mjs "$kv" | tee "$scratch/replicas.md" >&2
+
 # ---- report ----------------------------------------------------------------
 r() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 d() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") printf "%+.3f", a - b; else print "n/a" }'; }
@@ -126,6 +131,7 @@ row() { # label value target-op target-value
     row "6 durable inserts (always) vs raw group commit, same round" "$(get wal_always_ratio)" ">=" 0.5
     row "6 durable inserts (always) vs fsyncbench 50 threads" "$(r "$(get wal_always)" "$(get fsync_gc50)")" ">=" 0.5
     row "7 restart 100k: graphs rebuilt (none allowed)" "$(get restart_graphs_rebuilt)" "<=" 0
+    row "8 exact-hit req/s with --redis vs without, -c64" "$(get repl_hit_ratio)" ">=" 0.95
     echo
     echo "## 1-3 HTTP (bench/http.sh)"
     echo
@@ -168,6 +174,10 @@ row() { # label value target-op target-value
     echo "**$(get restart_restart_s) s**; rebuilding the graphs from the log instead: $(get restart_build_s) s."
     echo "hnswlib loads its saved index of the 100k x 384-d vectors of scenario 5 (a graph only, no entries,"
     echo "no checksum) in $(get hnswlib_load_seconds) s."
+    echo
+    echo "## 8 Replicas through Redis (bench/replicas.mjs)"
+    echo
+    cat "$scratch/replicas.md"
 } >"$out"
 
 gnuplot <<EOF

@@ -1053,6 +1053,10 @@ static int check_combination(const struct cfg *c, char *err, size_t errlen)
 
     if (c->redis && cfg_parse_redis(c->redis, &r, err, errlen) != 0)
         return CFG_EINVAL;
+    if (c->redis && !c->cache) {
+        snprintf(err, errlen, "redis shares the cache between replicas: it needs cache = true");
+        return CFG_EINVAL;
+    }
     for (const char *p = c->redis_namespace; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr("._-", *p)) {
             snprintf(err, errlen, "redis-namespace may hold letters, digits, '.', '_' and '-'");

@@ -377,11 +377,12 @@ static int append_change(struct replica *r, redisContext *ctx, const struct chan
         argv[4] = r->stream_key, argv[5] = (const char *)id, argv[6] = (const char *)ch->data;
         argv[7] = px, argv[8] = r->origin, argv[9] = seq, argv[10] = maxlen;
         argv[11] = (const char *)ch->exact;
+        /* Three of them are bytes, not strings. */
         for (int i = 0; i < 12; i++)
-            argl[i] = strlen(argv[i]);
-        argl[5] = sizeof(id);
-        argl[6] = ch->len;
-        argl[11] = CACHE_KEY_LEN;
+            argl[i] = i == 5    ? sizeof(id)
+                      : i == 6  ? ch->len
+                      : i == 11 ? CACHE_KEY_LEN
+                                : strlen(argv[i]);
         rc = redisAppendCommandArgv(ctx, 12, argv, argl);
     } else if (ch->kind == CH_CHARGE) {
         char key[KEY_LEN], a[3][24];
