@@ -51,6 +51,18 @@ test('store: false — hits carry a fresh id', { timeout: TEST_TIMEOUT_MS }, asy
   assert.match(hit.data.id, /^resp-parrot-[0-9a-f]{24}$/);
   assert.deepEqual(withoutStamp(hit.data), withoutStamp(live.data));
   assert.equal(fake.stats().responses, 1);
+  // Without a stored response, a paraphrase may be served too (the chat
+  // verifier's rules), again under a fresh id.
+  const q = await create(c, { input: 'How do I reset my password?', store: false });
+  const para = await create(c, { input: 'how can I reset my password', store: false });
+  assert.equal(para.response.headers.get('cache-status'), 'parrot; hit; detail=semantic');
+  assert.notEqual(para.data.id, q.data.id);
+  assert.equal(para.data.output_text, q.data.output_text);
+  // With store: true the same paraphrase is not served from it.
+  await create(c, { input: 'How do I reset my pin?' });
+  const stored = await create(c, { input: 'how can I reset my pin' });
+  assert.equal(cacheOf(stored), 'miss');
+  assert.equal(fake.stats().responses, 4);
 });
 
 test('requests that depend on state parrot cannot see, and unfinished answers, are never cached', { timeout: TEST_TIMEOUT_MS }, async () => {
