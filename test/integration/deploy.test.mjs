@@ -263,6 +263,36 @@ test('k8s gateway-redis overlay: the replicas share one Redis with AOF and an ev
   assert.ok(dep.spec.replicas >= 2, 'several replicas share it');
 });
 
+test('compose gateway: replicas of one parrot service share a Redis with AOF and an eviction policy that spares the stream', T, async () => {
+  // docker compose is not on these machines: the file is read as YAML and
+  // every setting parrot gets is checked by parrot itself.
+  const doc = YAML.parseDocument(fs.readFileSync(deploy('compose', 'gateway.yaml'), 'utf8'));
+  assert.equal(doc.errors.length, 0, doc.errors.join('; '));
+  const { services } = doc.toJS();
+  const { redis, parrot } = services;
+  assert.ok(redis && parrot, 'a redis and a parrot service');
+  assert.ok(parrot.deploy.replicas >= 2, 'several replicas');
+  assert.deepEqual(parrot.depends_on, ['redis']);
+  const cmd = redis.command.split(/\s+/);
+  const arg = (name) => cmd[cmd.indexOf(name) + 1];
+  assert.equal(cmd[0], 'redis-server');
+  assert.equal(arg('--appendonly'), 'yes');
+  assert.equal(arg('--maxmemory-policy'), 'volatile-lru', 'keys without an expiry (the stream) are never evicted');
+  assert.match(arg('--requirepass'), /REDIS_PASSWORD/, 'Redis asks for the password parrot is given');
+  // Compose's ${VAR:?msg} / ${VAR:-default}, filled as an operator would.
+  const given = { PARROT_UPSTREAM_KEY: 'sk-operator', REDIS_PASSWORD: 'pw', PARROT_ADMIN_KEY: 'admin-key-0123456789abcdef' };
+  const fill = (v) => String(v).replace(/\$\{(\w+)(?::[?-]([^}]*))?\}/g, (_, name, dflt) => given[name] ?? dflt ?? '');
+  const env = Object.fromEntries(Object.entries(parrot.environment).map(([k, v]) => [k, fill(v)]));
+  assert.equal(new URL(env.PARROT_REDIS).hostname, 'redis', 'the replicas reach the redis service by name');
+  assert.equal(env.PARROT_REDIS_PASSWORD, given.REDIS_PASSWORD);
+  const cfg = await configWith(env);
+  assert.equal(cfg.redis.value, env.PARROT_REDIS);
+  assert.equal(cfg['redis-namespace'].value, env.PARROT_REDIS_NAMESPACE);
+  const [, hostPort] = /^(?:[\d.]+:)?([\d-]+):(\d+)$/.exec(parrot.ports[0]) ?? [];
+  assert.ok(hostPort, `a published port range: ${parrot.ports[0]}`);
+  assert.equal(Number(/:(\d+)$/.exec(cfg.listen.value)[1]), Number(/:(\d+)$/.exec(parrot.ports[0])[1]));
+});
+
 test('k8s files: every manifest in base and overlays parses and fits its schema', T, () => {
   // Without kubectl this is what is left to check; with it, it also catches
   // a file that no overlay uses.
