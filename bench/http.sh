@@ -86,6 +86,7 @@ run() {
             >>"$tmp/raw"
 }
 url() { echo "http://127.0.0.1:$1/v1/chat/completions"; }
+hits() { curl -s "http://127.0.0.1:$hit_port/metrics" | awk '/^parrot_cache_hits_total/ { s += $2 } END { print s + 0 }'; }
 for r in $(seq "$rounds"); do
     for load in "-t2 -c64" "-t1 -c1"; do
         tag=$(echo "$load" | tr -d ' -')
@@ -102,11 +103,17 @@ for r in $(seq "$rounds"); do
         # shellcheck disable=SC2086
         run "parrot-miss-$tag" "$(url $miss_port)" "$req" $load
         # Real misses: a new question every request, so the caching parrot
-        # embeds, looks up, forwards, stores and indexes each one.
+        # embeds, looks up, forwards, stores and indexes each one. wrk numbers
+        # its questions from 1 in every run, so each run gets a system prompt
+        # of its own (a new partition): no question of an earlier run hits.
+        sed "s/answers concisely\./answers concisely (run $r $tag)./" "$req" >"$tmp/unique.json"
+        grep -q "(run $r $tag)" "$tmp/unique.json" || { echo "bench: request.json changed" >&2; exit 1; }
         # shellcheck disable=SC2086
-        SCRIPT=post_unique.lua run "nginx-proxy-unique-$tag" "$(url 18081)" "$req" $load
+        SCRIPT=post_unique.lua run "nginx-proxy-unique-$tag" "$(url 18081)" "$tmp/unique.json" $load
+        h0=$(hits)
         # shellcheck disable=SC2086
-        SCRIPT=post_unique.lua run "parrot-realmiss-$tag" "$(url $hit_port)" "$req" $load
+        SCRIPT=post_unique.lua run "parrot-realmiss-$tag" "$(url $hit_port)" "$tmp/unique.json" $load
+        [ "$(hits)" = "$h0" ] || echo "bench: $(($(hits) - h0)) real-miss requests hit the cache" | tee -a "$tmp/warn" >&2
     done
     echo "round $r done"
 done
@@ -156,4 +163,5 @@ stat() { # name column
     printf 'realmiss_p50_t2c64 %s\nrealmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
     echo
     echo "Added p50 over the origin alone, µs (t2c64 / t1c1): pass-through parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1); real misses parrot $(added parrot-realmiss t2c64) / $(added parrot-realmiss t1c1), nginx proxy_pass $(added nginx-proxy-unique t2c64) / $(added nginx-proxy-unique t1c1)."
+    [ -s "$tmp/warn" ] && { echo; sed 's/^/Warning: /' "$tmp/warn"; }
 } | tee "$out"
