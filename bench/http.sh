@@ -163,5 +163,8 @@ stat() { # name column
     printf 'realmiss_p50_t2c64 %s\nrealmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
     echo
     echo "Added p50 over the origin alone, µs (t2c64 / t1c1): pass-through parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1); real misses parrot $(added parrot-realmiss t2c64) / $(added parrot-realmiss t1c1), nginx proxy_pass $(added nginx-proxy-unique t2c64) / $(added nginx-proxy-unique t1c1)."
-    [ -s "$tmp/warn" ] && { echo; sed 's/^/Warning: /' "$tmp/warn"; }
+    if [ -s "$tmp/warn" ]; then
+        echo
+        sed 's/^/Warning: /' "$tmp/warn"
+    fi
 } | tee "$out"
