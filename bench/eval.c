@@ -1595,9 +1595,15 @@ static void plot_pairs(FILE *dat, const struct pair_run *r)
 }
 
 /* gnuplot script: one panel per set; index 4k+0/1 = verifier on curve/point,
- * 4k+2/3 = verifier off; xmax[k]: the panel's widest wrong-hit share. */
-static int write_plot(const char *out, int panels, const char *const *titles, const double *xmax,
-                      bool have_png)
+ * 4k+2/3 = verifier off. */
+struct plot_panel {
+    const char *title, *xlabel, *ylabel;
+    double xmax; /* the widest share on the x axis */
+};
+
+#define HIT_RATE "hit rate"
+
+static int write_plot(const char *out, int panels, const struct plot_panel *pp, bool have_png)
 {
     char path[4096], cmd[8300];
     int cols = panels < 3 ? panels : 3, rows = (panels + 2) / 3;
@@ -1618,13 +1624,8 @@ static int write_plot(const char *out, int panels, const char *const *titles, co
             rows, cols, GRID_LO, GRID_HI, (double)default_t);
     fprintf(gp, "set grid\nset key bottom right\nset yrange [0:1]\n");
     for (int i = 0; i < panels; i++) {
-        bool pairs = strcmp(titles[i], "qqp") == 0;
-        fprintf(gp, "set title '%s'\nset xrange [0:%.2f]\n", titles[i], xmax[i]);
-        fprintf(gp, "set xlabel '%s'\nset ylabel '%s'\n",
-                pairs                                 ? "1 - precision (non-duplicates among hits)"
-                : strncmp(titles[i], "hwu64", 5) == 0 ? "wrong-hit share (answer level)"
-                                                      : "wrong-hit share (intent level)",
-                pairs ? "recall (duplicates that hit)" : "hit rate");
+        fprintf(gp, "set title '%s'\nset xrange [0:%.2f]\n", pp[i].title, pp[i].xmax);
+        fprintf(gp, "set xlabel '%s'\nset ylabel '%s'\n", pp[i].xlabel, pp[i].ylabel);
         fprintf(gp,
                 "plot 'plot.dat' index %d with lines lw 2 lc rgb '#1f77b4' title 'verifier on', "
                 "'' index %d with points pt 7 ps 1.5 lc rgb '#1f77b4' notitle, "
@@ -1669,8 +1670,7 @@ int main(int argc, char **argv)
     struct pair_run pr[2];
     static struct point abl[4][GRID_N]; /* table on/off x verifier on, then off */
     struct speed sp;
-    const char *titles[5];
-    double xmax[5];
+    struct plot_panel pp[5];
     int panels = 0;
     bool do_c, do_b, do_q, do_h, do_m, have_gnuplot;
     double t_start = now_s(), cal2 = 1, cal5 = 1, total;
@@ -1968,34 +1968,34 @@ int main(int argc, char **argv)
         /* the first mode: with word vectors when there are any */
         plot_hwu(dat, &hy[0]);
         plot_hwu(dat, &hy[1]);
-        xmax[panels] = 0.8;
-        titles[panels++] = "hwu64-dev, young cache (10 per intent)";
+        pp[panels++] = (struct plot_panel){"hwu64-dev, young cache (10 per intent)",
+                                           "wrong-hit share (answer level)", HIT_RATE, 0.8};
         plot_hwu(dat, &hf[0]);
         plot_hwu(dat, &hf[1]);
-        xmax[panels] = 0.8;
-        titles[panels++] = "hwu64-dev, full cache";
+        pp[panels++] = (struct plot_panel){"hwu64-dev, full cache",
+                                           "wrong-hit share (answer level)", HIT_RATE, 0.8};
     }
     if (do_c) {
         plot_series(dat, &runs[0]);
         plot_series(dat, &runs[1]);
-        xmax[panels] = 0.3;
-        titles[panels++] = "CLINC150";
+        pp[panels++] =
+            (struct plot_panel){"CLINC150", "wrong-hit share (intent level)", HIT_RATE, 0.3};
     }
     if (do_b) {
         plot_series(dat, &runs[2]);
         plot_series(dat, &runs[3]);
-        xmax[panels] = 0.3;
-        titles[panels++] = "BANKING77";
+        pp[panels++] =
+            (struct plot_panel){"BANKING77", "wrong-hit share (intent level)", HIT_RATE, 0.3};
     }
     if (do_q) {
         plot_pairs(dat, &pr[0]);
         plot_pairs(dat, &pr[1]);
-        xmax[panels] = 0.6;
-        titles[panels++] = "qqp";
+        pp[panels++] = (struct plot_panel){"qqp", "1 - precision (non-duplicates among hits)",
+                                           "recall (duplicates that hit)", 0.6};
     }
     fclose(dat);
     have_gnuplot = system("command -v gnuplot >/dev/null 2>&1") == 0;
-    switch (write_plot(out, panels, titles, xmax, have_gnuplot)) {
+    switch (write_plot(out, panels, pp, have_gnuplot)) {
     case 0: printf("plot: %s/hit_quality.png\n", out); break;
     case 1:
         printf("plot: gnuplot is not installed (apt-get install gnuplot-nox); wrote %s/plot.gp "
