@@ -78,6 +78,7 @@ struct cfg {
     bool insecure_open;          /* allow a non-loopback listen address */
     bool cache;                  /* serve from and store into the cache */
     long cache_ttl_ms;           /* default entry lifetime; 0 = until evicted */
+    int store_queue;             /* answers waiting for the store thread, at most */
     size_t cache_max_memory;     /* bytes before eviction */
     double similarity_threshold; /* 0 = the embedder's default */
     bool persist;                /* write-ahead log under data_dir */

@@ -612,6 +612,8 @@ static int stats(struct ctx *x)
                             nhits + cc.misses ? (double)nhits / (double)(nhits + cc.misses) : 0);
     cJSON_AddNumberToObject(doc, "stores", (double)cc.stores);
     cJSON_AddNumberToObject(doc, "store_skipped", (double)cc.store_skipped);
+    cJSON_AddNumberToObject(doc, "store_dropped", (double)cc.store_dropped);
+    cJSON_AddNumberToObject(doc, "store_queued", (double)cc.store_queued);
     cJSON_AddNumberToObject(doc, "wal_dropped", (double)cc.log_errors);
     if (t.n > 1) /* qsort's base must not be NULL, even for no elements */
         qsort(t.v, t.n, sizeof(*t.v), cmp_count);

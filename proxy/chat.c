@@ -1,8 +1,10 @@
 /* chat.c - the request policy for POST /v1/chat/completions; see chat.h. */
 #include "proxy/chat.h"
 
+#include "cache/base/map.h"
 #include "cache/base/rand.h"
 #include "cache/base/sha256.h"
+#include "cache/base/workq.h"
 #include "config/config.h"
 #include "proxy/log.h"
 #include "proxy/openai/stored.h"
@@ -10,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +24,25 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
 #define bypass_reasons chat_bypass_reasons
 #define BYPASS_REASONS CHAT_BYPASS_REASONS
 
+/* The store queue: at most store-queue answers wait for the store thread,
+ * holding at most STORE_QUEUE_BYTES of bodies between them (one body may be
+ * 1 MiB), so that a burst of misses costs counted drops, never unbounded
+ * memory. */
+#define STORE_QUEUE_BYTES (64u << 20)
+
 struct chat {
-    struct cache *cache; /* borrowed */
+    struct cache *cache;                      /* borrowed */
+    struct workq *storeq;                     /* NULL when cache is */
+    atomic_size_t store_bytes;                /* bodies waiting in storeq */
+    atomic_uint_fast64_t store_dropped_bytes; /* refused for STORE_QUEUE_BYTES */
+    atomic_bool store_drop_said;
+    /* Read-your-writes: a semantic lookup waits for the answers of its
+     * partition queued before it. Jobs are numbered in queue order and run
+     * in it, so "stored up to seq" says which are done. */
+    pthread_mutex_t pend_mu; /* pend, and the two sequences' writes */
+    pthread_cond_t pend_cv;  /* stored_seq moved */
+    struct map pend;         /* partition -> its last queued job's seq */
+    atomic_uint_fast64_t queued_seq, stored_seq;
     struct replica *rep; /* borrowed; NULL: single-flight stays in this process */
     int64_t ttl;
     const char *shared_tenant;
@@ -32,12 +52,26 @@ struct chat {
     atomic_uint_fast64_t item_hits, item_misses, item_bypasses;
 };
 
+static void store_run(void *job);
+
 int chat_new(const struct cfg *c, struct cache *cache, struct chat **out)
 {
     struct chat *ch = calloc(1, sizeof(*ch));
+    int rc;
 
     if (!ch)
         return -ENOMEM;
+    map_init(&ch->pend);
+    if (pthread_mutex_init(&ch->pend_mu, NULL) != 0 || pthread_cond_init(&ch->pend_cv, NULL) != 0) {
+        free(ch);
+        return -ENOMEM;
+    }
+    if (cache && (rc = workq_new((size_t)c->store_queue, store_run, &ch->storeq)) != 0) {
+        pthread_cond_destroy(&ch->pend_cv);
+        pthread_mutex_destroy(&ch->pend_mu);
+        free(ch);
+        return rc;
+    }
     ch->cache = cache;
     ch->ttl = c->cache_ttl_ms;
     ch->shared_tenant = c->shared_tenant;
@@ -47,6 +81,12 @@ int chat_new(const struct cfg *c, struct cache *cache, struct chat **out)
 
 void chat_free(struct chat *ch)
 {
+    if (!ch)
+        return;
+    workq_free(ch->storeq); /* stores what is still queued */
+    map_fini(&ch->pend);
+    pthread_cond_destroy(&ch->pend_cv);
+    pthread_mutex_destroy(&ch->pend_mu);
     free(ch);
 }
 
@@ -188,6 +228,22 @@ void chat_req_fini(struct chat_req *r)
     memset(r, 0, sizeof(*r));
 }
 
+/* Wait until the answers queued for partition are stored (a no-op when
+ * none are). A question answered is then seen by every later lookup in
+ * its partition, however soon it comes; the wait is bounded by the queue,
+ * and under a sustained burst it is the back-pressure that keeps the
+ * queue from dropping stores. */
+static void await_stores(struct chat *ch, const uint8_t *partition)
+{
+    uint64_t until;
+
+    pthread_mutex_lock(&ch->pend_mu);
+    until = (uint64_t)(uintptr_t)map_get(&ch->pend, partition);
+    while (until && atomic_load(&ch->stored_seq) < until)
+        pthread_cond_wait(&ch->pend_cv, &ch->pend_mu);
+    pthread_mutex_unlock(&ch->pend_mu);
+}
+
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
     if (!r->keyed || r->cc.no_cache) {
@@ -205,6 +261,9 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     }
     if (!r->store)
         atomic_fetch_add(&ch->no_store, 1);
+    if (atomic_load(&ch->queued_seq) != atomic_load(&ch->stored_seq) &&
+        cache_lookup_exact(ch->cache, &r->q, now) != CACHE_HIT_EXACT)
+        await_stores(ch, r->key.partition);
     switch (cache_lookup(ch->cache, &r->q, now)) {
     case CACHE_HIT_EXACT:
         r->exact = true;
@@ -300,15 +359,16 @@ void chat_headers(const struct chat_req *r, int64_t now,
         add(ud, "x-parrot-entry", v);
         break;
     }
+    /* Never "stored": an answer is stored after its client has it
+     * (chat_store_later), so its headers cannot know. */
     case CHAT_MISS:
     case CHAT_REFUSE:
     case CHAT_EMBED:
         chat_fwd_headers(r->verdict, false, r->verdict == CHAT_REFUSE ? "only-if-cached" : NULL,
-                         r->stored, add, ud);
+                         false, add, ud);
         break;
     case CHAT_BYPASS:
-        chat_fwd_headers(r->verdict, r->cc.no_cache, r->why ? r->why : "bypass", r->stored, add,
-                         ud);
+        chat_fwd_headers(r->verdict, r->cc.no_cache, r->why ? r->why : "bypass", false, add, ud);
         break;
     }
 }
@@ -359,31 +419,128 @@ static int store_doc(struct chat *ch, struct cache_query *q, enum cmpl_kind kind
     return 0;
 }
 
-void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
-                size_t len, int64_t now)
+/* Store r's answer when allowed; true when it was. *seq gets its log
+ * record (0: not logged). */
+static bool store_answer(struct chat *ch, struct chat_req *r, long status, bool sse,
+                         const char *body, size_t len, int64_t now, uint64_t *seq)
 {
     cJSON *doc;
     const char *why = NULL;
 
-    if (!ch || !r->keyed || !r->store)
-        return;
+    *seq = 0;
     if (status != 200) { /* an error answer, or a failed transfer (< 0) */
         atomic_fetch_add(&ch->store_skipped, 1);
-        return;
+        return false;
     }
     doc = sse ? cmpl_asm_take(&r->as) : cJSON_ParseWithLength(body, len);
     if (!doc) {
         why = sse ? r->as.why : "unparseable response";
         goto skip;
     }
-    if (store_doc(ch, &r->q, r->kind, doc, r->ttl, now, &r->wal_seq, &why) != 0)
+    if (store_doc(ch, &r->q, r->kind, doc, r->ttl, now, seq, &why) != 0)
         goto skip;
-    r->stored = true;
     atomic_fetch_add(&ch->stores, 1);
-    return;
+    return true;
 skip:
     atomic_fetch_add(&ch->store_skipped, 1);
     log_msg(LOG_DEBUG, "answer not stored", why);
+    return false;
+}
+
+void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
+                size_t len, int64_t now)
+{
+    if (ch && r->keyed && r->store)
+        store_answer(ch, r, status, sse, body, len, now, &r->wal_seq);
+}
+
+struct store_job {
+    struct chat *ch;
+    struct chat_req *r;
+    long status;
+    bool sse;
+    int64_t now;
+    void (*done)(void *ud, bool stored, uint64_t wal_seq);
+    void *ud;
+    uint64_t seq; /* in queue order */
+    size_t len;
+    char body[]; /* len bytes */
+};
+
+static void store_run(void *job)
+{
+    struct store_job *j = job;
+    uint64_t seq;
+    bool stored = store_answer(j->ch, j->r, j->status, j->sse, j->body, j->len, j->now, &seq);
+
+    atomic_fetch_sub(&j->ch->store_bytes, j->len);
+    pthread_mutex_lock(&j->ch->pend_mu);
+    atomic_store(&j->ch->stored_seq, j->seq);
+    if ((uint64_t)(uintptr_t)map_get(&j->ch->pend, j->r->key.partition) == j->seq)
+        map_del(&j->ch->pend, j->r->key.partition); /* the partition's last one */
+    pthread_cond_broadcast(&j->ch->pend_cv);
+    pthread_mutex_unlock(&j->ch->pend_mu);
+    /* Only now may the requests waiting behind r look again: they find the
+     * entry instead of asking the provider a second time. */
+    chat_flight_done(j->ch, j->r);
+    j->done(j->ud, stored, seq);
+    free(j);
+}
+
+bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
+                      size_t len, int64_t now,
+                      void (*done)(void *ud, bool stored, uint64_t wal_seq), void *ud)
+{
+    struct store_job *j;
+
+    if (!ch || !r->keyed || !r->store)
+        goto now;
+    if (status != 200) { /* nothing to parse: counted here, at once */
+        atomic_fetch_add(&ch->store_skipped, 1);
+        goto now;
+    }
+    if (sse)
+        len = 0; /* the stream was fed to r->as */
+    if (atomic_fetch_add(&ch->store_bytes, len) + len > STORE_QUEUE_BYTES) {
+        atomic_fetch_add(&ch->store_dropped_bytes, 1);
+        goto undo;
+    }
+    j = malloc(sizeof(*j) + len);
+    if (!j)
+        goto undo;
+    *j = (struct store_job){.ch = ch,
+                            .r = r,
+                            .status = status,
+                            .sse = sse,
+                            .now = now,
+                            .done = done,
+                            .ud = ud,
+                            .len = len};
+    if (len)
+        memcpy(j->body, body, len);
+    /* Numbered and pushed under pend_mu: job order is queue order, and the
+     * job cannot finish before its partition records it. */
+    pthread_mutex_lock(&ch->pend_mu);
+    j->seq = atomic_load(&ch->queued_seq) + 1;
+    if (workq_push(ch->storeq, j) == 0) {
+        void *old;
+        atomic_store(&ch->queued_seq, j->seq);
+        if (map_put(&ch->pend, r->key.partition, (void *)(uintptr_t)j->seq, &old) != 0)
+            log_msg(LOG_WARN, "store not awaited", "out of memory"); /* only visibility is late */
+        pthread_mutex_unlock(&ch->pend_mu);
+        return true;
+    }
+    pthread_mutex_unlock(&ch->pend_mu);
+    free(j);
+undo:
+    atomic_fetch_sub(&ch->store_bytes, len);
+    /* Said once: every drop is counted (parrot_cache_stores_dropped_total). */
+    if (!atomic_exchange(&ch->store_drop_said, true))
+        log_msg(LOG_WARN, "answer not stored",
+                "the store queue is full; further drops are only counted");
+now:
+    chat_flight_done(ch, r);
+    return false;
 }
 
 int chat_store_fresh(struct chat *ch, struct cache_query *q, cJSON *doc, int64_t now)
@@ -476,6 +633,12 @@ void chat_get_counters(struct chat *ch, struct chat_counters *out)
     out->refused = atomic_load(&ch->refused);
     out->stores = atomic_load(&ch->stores);
     out->store_skipped = atomic_load(&ch->store_skipped);
+    if (ch->storeq) {
+        struct workq_stats ws;
+        workq_get_stats(ch->storeq, &ws);
+        out->store_dropped = ws.dropped + atomic_load(&ch->store_dropped_bytes);
+        out->store_queued = ws.waiting;
+    }
     out->item_hits = atomic_load(&ch->item_hits);
     out->item_misses = atomic_load(&ch->item_misses);
     out->item_bypasses = atomic_load(&ch->item_bypasses);
@@ -516,6 +679,8 @@ void chat_get_stats(struct chat *ch, struct chat_stats *st)
     st->refused = cc.refused;
     st->stores = cc.stores;
     st->store_skipped = cc.store_skipped;
+    st->store_dropped = cc.store_dropped;
+    st->store_queued = cc.store_queued;
     st->item_hits = cc.item_hits;
     st->item_misses = cc.item_misses;
     st->item_bypasses = cc.item_bypasses;

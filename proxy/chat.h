@@ -64,7 +64,6 @@ struct chat_req {
 
     /* A streamed answer being reassembled for storing. */
     struct cmpl_asm as;
-    bool stored;
     uint64_t wal_seq; /* the stored answer's log record (0: not logged); never sent to clients */
 };
 
@@ -171,6 +170,19 @@ void chat_feed(struct chat_req *r, const char *p, size_t n);
 void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
                 size_t len, int64_t now);
 
+/* chat_store on the policy's store thread, after the caller has answered
+ * its client: the answer is parsed, rendered, indexed and logged off the
+ * request's path. The body is copied; r must stay valid and unchanged until
+ * done runs. Returns true when queued: done(ud, stored, wal_seq) then runs
+ * on the store thread once the answer is stored (or turned down) and r's
+ * flight is closed, so that requests waiting behind r find the entry.
+ * Returns false when nothing was queued (nothing to store, or the queue was
+ * full: a drop, counted): r's flight is closed already and done never
+ * runs. */
+bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
+                      size_t len, int64_t now,
+                      void (*done)(void *ud, bool stored, uint64_t wal_seq), void *ud);
+
 /* Store doc (taken over), a provider's non-streamed answer that an audit
  * fetched, under q's keys with the default TTL, as chat_store() would
  * have. 0, or -1 when it may not be cached or memory ran out. Any thread. */
@@ -210,6 +222,8 @@ extern const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS];
 struct chat_counters {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     uint64_t stores, store_skipped, no_store;
+    uint64_t store_dropped;               /* the store queue was full: answered, not stored */
+    size_t store_queued;                  /* answers waiting on the store thread */
     uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
     /* Routes cached item by item (embeddings inputs). */
     uint64_t item_hits, item_misses, item_bypasses;
@@ -231,7 +245,8 @@ struct cache *chat_cache(struct chat *ch);
  * and metrics. */
 struct chat_stats {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
-    uint64_t stores, store_skipped, log_errors, rejected, evictions;
+    uint64_t stores, store_skipped, store_dropped, log_errors, rejected, evictions;
+    size_t store_queued;
     size_t entries, memory;
     uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
     uint64_t no_store;

@@ -473,6 +473,19 @@ static void finish_embeddings(struct exch *x, int err)
     }
 }
 
+/* The store thread is done with x's answer (chat_store_later). Whether it
+ * was stored is for metrics: the client's headers are long gone. */
+static void stored(void *ud, bool ok, uint64_t wal_seq)
+{
+    struct exch *x = ud;
+
+    (void)ok;
+    pthread_mutex_lock(&x->lock); /* the log line reads it */
+    x->chat->wal_seq = wal_seq;
+    pthread_mutex_unlock(&x->lock);
+    xch_unref(x);
+}
+
 static void on_done(void *ud, int err, const char *detail, const struct up_result *res)
 {
     struct exch *x = ud;
@@ -497,11 +510,14 @@ static void on_done(void *ud, int err, const char *detail, const struct up_resul
     if (err != UP_OK && err != UP_ECANCELED && err != UP_ECLIENT)
         log_msg(LOG_WARN, "upstream failed", detail);
     if (x->chat) {
-        /* Store before the client is resumed, then let the requests waiting
-         * behind this one look again. */
-        chat_store(x->srv->chat, x->chat, err == UP_OK && !x->closed ? x->up_status : -1, x->sse,
-                   x->streaming ? NULL : x->out.p, x->streaming ? 0 : x->out.len, clock_wall_ms());
-        chat_flight_done(x->srv->chat, x->chat);
+        /* The client is answered first; the store thread parses, indexes
+         * and logs the answer, then lets the requests waiting behind this
+         * one look again. The job holds a reference to x. */
+        atomic_fetch_add(&x->refs, 1);
+        if (!chat_store_later(x->srv->chat, x->chat, err == UP_OK && !x->closed ? x->up_status : -1,
+                              x->sse, x->streaming ? NULL : x->out.p, x->streaming ? 0 : x->out.len,
+                              clock_wall_ms(), stored, x))
+            atomic_fetch_sub(&x->refs, 1); /* not the last: the transfer holds one */
     }
     if (x->emb)
         finish_embeddings(x, err);

@@ -560,6 +560,11 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
     rc |= metric(b, "parrot_cache_store_skipped_total", "counter",
                  "Answers not stored: error status, truncated, unfinished or unreplayable.", "",
                  cs->store_skipped, true);
+    rc |= metric(b, "parrot_cache_stores_dropped_total", "counter",
+                 "Answers answered but not stored: the store queue was full.", "",
+                 cs->store_dropped, true);
+    rc |= metric(b, "parrot_cache_store_queue", "gauge",
+                 "Answers answered and waiting to be stored.", "", cs->store_queued, true);
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++) {
         snprintf(labels, sizeof(labels), "{reason=\"%s\"}", verify_reason_name(i));
         rc |= metric(b, "parrot_cache_verifier_rejections_total", "counter",

@@ -1,10 +1,12 @@
 // kill -9 at random moments under concurrent inserts, 50 times over one data
 // directory, with snapshots and log compactions happening in between.
 //
-// "Acknowledged durable": a miss is stored, and its log record appended,
-// before its answer is sent, so the record's sequence number is at most the
-// parrot_wal_last_seq of a /metrics scrape begun after the answer arrived
-// (clients are never shown sequence numbers). Once a scrape taken before the
+// "Acknowledged durable": a miss is stored after its answer is sent, and an
+// identical request asked meanwhile waits for that store (single-flight), so
+// once the question asked again is an exact hit its log record is appended
+// and the record's sequence number is at most the parrot_wal_last_seq of a
+// /metrics scrape begun after that hit (clients are never shown sequence
+// numbers). Once a scrape taken before the
 // kill shows parrot_wal_durable_seq at or past that bound, with no record
 // dropped (parrot_wal_dropped_total 0), the record was synced, so the entry
 // must be served as an exact hit after every later restart, with the very
@@ -73,7 +75,13 @@ test('SIGKILL loop: every acknowledged-durable entry comes back, nothing corrupt
           return; // killed mid-request
         }
         assertAnswer(r, q, `iteration ${it}: live answer`);
-        if (/; stored$/.test(r.headers['cache-status'] || '')) answered.push(q);
+        try {
+          r = await ask(base, q);
+        } catch {
+          return;
+        }
+        assertAnswer(r, q, `iteration ${it}: live answer asked again`);
+        if (r.headers['x-parrot-cache'] === 'hit') answered.push(q);
       }
     };
     const poller = async () => {
