@@ -244,6 +244,19 @@ static void await_stores(struct chat *ch, const uint8_t *partition)
     pthread_mutex_unlock(&ch->pend_mu);
 }
 
+void chat_settle(struct chat *ch)
+{
+    uint64_t until;
+
+    if (!ch || atomic_load(&ch->queued_seq) == atomic_load(&ch->stored_seq))
+        return;
+    pthread_mutex_lock(&ch->pend_mu);
+    until = atomic_load(&ch->queued_seq);
+    while (atomic_load(&ch->stored_seq) < until)
+        pthread_cond_wait(&ch->pend_cv, &ch->pend_mu);
+    pthread_mutex_unlock(&ch->pend_mu);
+}
+
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
     if (!r->keyed || r->cc.no_cache) {

@@ -183,6 +183,11 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
                       size_t len, int64_t now,
                       void (*done)(void *ud, bool stored, uint64_t wal_seq), void *ud);
 
+/* Wait until every answer queued so far is stored (or turned down): what
+ * the admin API, /metrics and the dashboard read then reflects every
+ * request answered before it. Bounded by the queue; NULL is a no-op. */
+void chat_settle(struct chat *ch);
+
 /* Store doc (taken over), a provider's non-streamed answer that an audit
  * fetched, under q's keys with the default TTL, as chat_store() would
  * have. 0, or -1 when it may not be cached or memory ran out. Any thread. */

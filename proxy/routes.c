@@ -288,6 +288,7 @@ static enum MHD_Result metrics(struct exch *x)
     size_t n = up_pool_provider_stats(s->pool, st, UP_MAX_PROVIDERS);
     struct buf b = {0};
 
+    chat_settle(s->chat); /* counts every request answered before the scrape */
     if (metrics_server(&b, atomic_load(&s->inflight), conns_cut_total(s->conns)) ||
         metrics_providers(&b, st, n) || (s->chat && cache_metrics(s, &b)) ||
         (s->chat && audit_metrics(s, &b)) || metrics_render(s->met, &b)) {
@@ -317,6 +318,8 @@ static enum MHD_Result admin_route(struct exch *x, const char *path)
         .arg_ud = x->conn,
     };
 
+    /* An operator's call sees (and acts on) every answer already given. */
+    chat_settle(x->srv->chat);
     if (admin_handle(&x->srv->admin, &c, clock_wall_ms(), &rep) != 0) {
         oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
         return xch_queue_error(x, &x->err);
@@ -338,6 +341,7 @@ static enum MHD_Result dashboard(struct exch *x, const char *path)
         return xch_queue_buffer(x, 200, "text/html; charset=utf-8", (char *)page, len,
                                 MHD_RESPMEM_PERSISTENT);
     }
+    chat_settle(s->chat);
     json = dashboard_stats(s->chat, s->audit, s->cfg->max_wrong_hit_rate, s->pool, s->met,
                            atomic_load(&s->inflight), &len);
     if (!json) {

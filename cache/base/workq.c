@@ -123,6 +123,7 @@ void workq_free(struct workq *q)
 void workq_get_stats(struct workq *q, struct workq_stats *out)
 {
     pthread_mutex_lock(&q->mu);
-    *out = (struct workq_stats){.done = q->done, .dropped = q->dropped, .waiting = q->n, .cap = q->cap};
+    *out = (struct workq_stats){
+        .done = q->done, .dropped = q->dropped, .waiting = q->n, .cap = q->cap};
     pthread_mutex_unlock(&q->mu);
 }

@@ -195,8 +195,7 @@ static void test_full_queue_drops(void **state)
     while (chat_get_counters(ch, &cc), cc.stores == 0)
         ;
     assert_true(chat_store_later(ch, &r[1], 200, false, ANSWER, strlen(ANSWER), NOW, done, &d[1]));
-    assert_false(
-        chat_store_later(ch, &r[2], 200, false, ANSWER, strlen(ANSWER), NOW, done, &d[2]));
+    assert_false(chat_store_later(ch, &r[2], 200, false, ANSWER, strlen(ANSWER), NOW, done, &d[2]));
     chat_get_counters(ch, &cc);
     assert_int_equal(cc.store_dropped, 1);
     assert_true(req_for(ch, &probe, qs[2]));

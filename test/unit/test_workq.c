@@ -74,7 +74,6 @@ static void test_order_full_and_drain(void **state)
     sem_destroy(&started);
 }
 
-
 struct pusher {
     struct workq *q;
     struct job jobs[200];
