@@ -38,13 +38,25 @@ static const double bounds[METRICS_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0
                                                0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5,
                                                5,      10,      30,     60,    120};
 
+/* parrot's own share of a request: from a hit's tens of microseconds to a
+ * lookup that queued behind a slow embedder or a client that reads slowly. */
+static const double overhead_bounds[] = {0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+                                         0.001,    0.0025,  0.005,  0.01,    0.025,
+                                         0.05,     0.1,     0.25,   0.5,     1};
+#define OVERHEAD_BUCKETS (sizeof(overhead_bounds) / sizeof(overhead_bounds[0]))
+_Static_assert(OVERHEAD_BUCKETS <= METRICS_BUCKETS, "a struct hist holds the overhead's buckets");
+
+const char *const metrics_cache_names[MC_OUTCOMES] = {"hit", "miss", "bypass", "none"};
+
 static const char *const upstream_reasons[MU_REASONS] = {"miss", "bypass", "passthrough", "audit"};
 
 static const char *const route_names[MR_ROUTES] = {"chat",      "v1",    "health", "metrics",
                                                    "dashboard", "admin", "other"};
 
+/* A histogram over up to METRICS_BUCKETS finite bounds; the bounds live
+ * in a table of their own (bounds or overhead_bounds). */
 struct hist {
-    atomic_uint_fast64_t bucket[METRICS_BUCKETS + 1]; /* not cumulative; the last is +Inf */
+    atomic_uint_fast64_t bucket[METRICS_BUCKETS + 1]; /* not cumulative; +Inf after the bounds */
     atomic_uint_fast64_t sum_ns;
 };
 
@@ -61,6 +73,7 @@ struct metrics {
     atomic_uint_fast64_t requests[MR_ROUTES][CODES];
     atomic_uint_fast64_t upstream[MU_REASONS];
     struct hist hist[MH_COUNT];
+    struct hist overhead[MR_ROUTES][MC_OUTCOMES];
     atomic_uint_fast64_t saved_prompt, saved_completion, saved_pusd;
     pthread_mutex_t top_lock;
     struct top_slot top[TOP_SLOTS];
@@ -142,16 +155,27 @@ void metrics_upstream(struct metrics *m, enum metrics_upstream r)
     atomic_fetch_add_explicit(&m->upstream[r], 1, memory_order_relaxed);
 }
 
-void metrics_observe(struct metrics *m, enum metrics_hist h, double seconds)
+/* Count seconds in h, whose finite bounds are le[0..n). */
+static void hist_add(struct hist *h, const double *le, size_t n, double seconds)
 {
     size_t i = 0;
 
     if (!(seconds >= 0)) /* also NaN */
         seconds = 0;
-    while (i < METRICS_BUCKETS && seconds > bounds[i])
+    while (i < n && seconds > le[i])
         i++;
-    atomic_fetch_add_explicit(&m->hist[h].bucket[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->hist[h].sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(seconds * 1e9), memory_order_relaxed);
+}
+
+void metrics_observe(struct metrics *m, enum metrics_hist h, double seconds)
+{
+    hist_add(&m->hist[h], bounds, METRICS_BUCKETS, seconds);
+}
+
+void metrics_overhead(struct metrics *m, enum metrics_route r, enum metrics_cache c, double seconds)
+{
+    hist_add(&m->overhead[r][c], overhead_bounds, OVERHEAD_BUCKETS, seconds);
 }
 
 /* The price row for model: the exact name, else the longest name that the
@@ -294,15 +318,17 @@ int metrics_family(struct buf *b, const char *name, const char *type, const char
     return put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* One histogram series; labels is "" or `key="value",`. */
-static int render_hist(struct buf *out, struct hist *h, const char *name, const char *labels)
+/* One histogram series over the finite bounds le[0..nle); labels is "" or
+ * `key="value",`. */
+static int render_hist(struct buf *out, struct hist *h, const double *le, size_t nle,
+                       const char *name, const char *labels)
 {
     uint64_t b[METRICS_BUCKETS + 1], n = hist_load(h, b), cum = 0;
     int rc = 0;
 
-    for (size_t i = 0; i < METRICS_BUCKETS; i++) {
+    for (size_t i = 0; i < nle; i++) {
         cum += b[i];
-        rc |= put(out, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n", name, labels, bounds[i], cum);
+        rc |= put(out, "%s_bucket{%sle=\"%g\"} %" PRIu64 "\n", name, labels, le[i], cum);
     }
     rc |= put(out, "%s_bucket{%sle=\"+Inf\"} %" PRIu64 "\n", name, labels, n);
     /* Without labels the braces go too: `name_sum{}` is not valid. */
@@ -342,9 +368,25 @@ int metrics_render(struct metrics *m, struct buf *out)
     for (size_t i = 0; i < 3; i++) {
         char labels[32];
         snprintf(labels, sizeof(labels), "cache=\"%s\",", chat_kind[i]);
-        rc |=
-            render_hist(out, &m->hist[MH_HIT + i], "parrot_chat_request_duration_seconds", labels);
+        rc |= render_hist(out, &m->hist[MH_HIT + i], bounds, METRICS_BUCKETS,
+                          "parrot_chat_request_duration_seconds", labels);
     }
+    rc |= metrics_family(out, "parrot_overhead_seconds", "histogram",
+                         "parrot's own time per request (arrival to the last byte sent, minus the "
+                         "provider's time), by route and cache outcome.");
+    /* As for parrot_http_requests_total, only the pairs that happened: most
+     * of the routes never meet the cache. */
+    for (size_t r = 0; r < MR_ROUTES; r++)
+        for (size_t c = 0; c < MC_OUTCOMES; c++) {
+            uint64_t b[METRICS_BUCKETS + 1];
+            char labels[64];
+            if (hist_load(&m->overhead[r][c], b) == 0)
+                continue;
+            snprintf(labels, sizeof(labels), "route=\"%s\",cache=\"%s\",", route_names[r],
+                     metrics_cache_names[c]);
+            rc |= render_hist(out, &m->overhead[r][c], overhead_bounds, OVERHEAD_BUCKETS,
+                              "parrot_overhead_seconds", labels);
+        }
     rc |= metrics_family(out, "parrot_upstream_requests_total", "counter",
                          "Requests sent to the provider pool, by why: a cache miss, a bypass of "
                          "the cache, another /v1 route, or an audit of a semantic hit.");
@@ -354,11 +396,13 @@ int metrics_render(struct metrics *m, struct buf *out)
     rc |= metrics_family(out, "parrot_upstream_first_byte_seconds", "histogram",
                          "Time from sending a request upstream to the provider's response headers, "
                          "retries included.");
-    rc |= render_hist(out, &m->hist[MH_FIRST_BYTE], "parrot_upstream_first_byte_seconds", "");
+    rc |= render_hist(out, &m->hist[MH_FIRST_BYTE], bounds, METRICS_BUCKETS,
+                      "parrot_upstream_first_byte_seconds", "");
     rc |= metrics_family(out, "parrot_upstream_duration_seconds", "histogram",
                          "Time from sending a request upstream to the end of its answer, retries "
                          "included.");
-    rc |= render_hist(out, &m->hist[MH_UPSTREAM], "parrot_upstream_duration_seconds", "");
+    rc |= render_hist(out, &m->hist[MH_UPSTREAM], bounds, METRICS_BUCKETS,
+                      "parrot_upstream_duration_seconds", "");
     rc |= metrics_family(
         out, "parrot_tokens_saved_total", "counter",
         "Tokens of cache hits' original usage: what the provider was not asked for.");

@@ -55,6 +55,14 @@ enum metrics_upstream {
     MU_REASONS
 };
 
+/* A request's cache outcome for parrot_overhead_seconds: what its
+ * x-parrot-cache header says, or none where the cache was not asked (other
+ * routes, a request refused before its lookup). */
+enum metrics_cache { MC_HIT, MC_MISS, MC_BYPASS, MC_NONE, MC_OUTCOMES };
+
+/* The outcomes' label values, which Server-Timing's cache metric uses too. */
+extern const char *const metrics_cache_names[MC_OUTCOMES];
+
 /* One request submitted to the provider pool. */
 void metrics_upstream(struct metrics *m, enum metrics_upstream r);
 
@@ -74,6 +82,11 @@ enum metrics_route metrics_route_of(const char *path, size_t len, const char *me
 void metrics_request(struct metrics *m, enum metrics_route r, int status);
 
 void metrics_observe(struct metrics *m, enum metrics_hist h, double seconds);
+
+/* One finished request's overhead: its whole time minus the provider's, in
+ * seconds (parrot_overhead_seconds, with buckets of its own). */
+void metrics_overhead(struct metrics *m, enum metrics_route r, enum metrics_cache c,
+                      double seconds);
 
 /* A hit saved the provider call an answer of this model and usage. */
 void metrics_saved(struct metrics *m, const char *model, int64_t prompt_tokens,

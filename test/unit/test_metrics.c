@@ -117,6 +117,10 @@ static void test_render(void **state)
     metrics_observe(m, MH_FIRST_BYTE, 0.2);
     metrics_saved(m, "gpt-fake", 1000000, 500000);
     metrics_saved(m, "unpriced", 7, 3);
+    metrics_overhead(m, MR_CHAT, MC_MISS, 0.00003);
+    metrics_overhead(m, MR_CHAT, MC_MISS, 0.0002);
+    metrics_overhead(m, MR_CHAT, MC_MISS, 5); /* beyond the last bound */
+    metrics_overhead(m, MR_HEALTH, MC_NONE, -1);
     assert_int_equal(metrics_render(m, &b), 0);
     assert_non_null(strstr(b.p, "# TYPE parrot_http_requests_total counter\n"));
     assert_true(sample(b.p, "parrot_http_requests_total{route=\"chat\",code=\"200\"}") == 2);
@@ -141,6 +145,25 @@ static void test_render(void **state)
     assert_true(sample(b.p, "parrot_chat_request_duration_seconds_count{cache=\"miss\"}") == 0);
     assert_true(sample(b.p, "parrot_upstream_first_byte_seconds_bucket{le=\"0.25\"}") == 1);
     assert_true(sample(b.p, "parrot_upstream_first_byte_seconds_count") == 1);
+    /* The overhead has finer buckets of its own, from 25 µs, and shows
+     * only the route and outcome pairs that happened. */
+    assert_non_null(strstr(b.p, "# TYPE parrot_overhead_seconds histogram\n"));
+    assert_true(sample(b.p, "parrot_overhead_seconds_bucket{route=\"chat\",cache=\"miss\","
+                            "le=\"2.5e-05\"}") == 0);
+    assert_true(sample(b.p, "parrot_overhead_seconds_bucket{route=\"chat\",cache=\"miss\","
+                            "le=\"5e-05\"}") == 1);
+    assert_true(sample(b.p, "parrot_overhead_seconds_bucket{route=\"chat\",cache=\"miss\","
+                            "le=\"0.00025\"}") == 2);
+    assert_true(
+        sample(b.p, "parrot_overhead_seconds_bucket{route=\"chat\",cache=\"miss\",le=\"1\"}") == 2);
+    assert_true(sample(b.p, "parrot_overhead_seconds_bucket{route=\"chat\",cache=\"miss\","
+                            "le=\"+Inf\"}") == 3);
+    assert_true(fabs(sample(b.p, "parrot_overhead_seconds_sum{route=\"chat\",cache=\"miss\"}") -
+                     5.00023) < 1e-6);
+    assert_true(sample(b.p, "parrot_overhead_seconds_count{route=\"health\",cache=\"none\"}") == 1);
+    assert_true(sample(b.p, "parrot_overhead_seconds_bucket{route=\"health\",cache=\"none\","
+                            "le=\"2.5e-05\"}") == 1);
+    assert_true(sample(b.p, "parrot_overhead_seconds_count{route=\"chat\",cache=\"hit\"}") < 0);
     assert_true(sample(b.p, "parrot_tokens_saved_total{kind=\"prompt\"}") == 1000007);
     assert_true(sample(b.p, "parrot_tokens_saved_total{kind=\"completion\"}") == 500003);
     /* $1 for the prompt tokens + $1 for the completion; the unpriced
