@@ -90,9 +90,80 @@ static void add_header(void *r, const char *name, const char *value)
     MHD_add_response_header(r, name, value);
 }
 
+static bool happened(const struct timespec *t)
+{
+    return t->tv_sec || t->tv_nsec;
+}
+
+/* When the provider's part of x ended: at the end of its answer or, while
+ * it is still answering, at *open_end (which may be NULL). NULL when x never
+ * went to the provider. */
+static const struct timespec *provider_end(const struct exch *x, const struct timespec *open_end)
+{
+    if (!happened(&x->t_up0))
+        return NULL;
+    return x->up_done ? &x->t_up1 : open_end;
+}
+
+/* parrot's own time in x from its arrival to now, in ms: all of it but the
+ * provider's part (see provider_end), whose length goes to *up_ms, -1 when
+ * there is none. */
+static double own_ms(const struct exch *x, const struct timespec *now,
+                     const struct timespec *open_end, double *up_ms)
+{
+    const struct timespec *end = provider_end(x, open_end);
+
+    if (!end) {
+        *up_ms = -1;
+        return ms_between(&x->t0, now);
+    }
+    *up_ms = ms_between(&x->t_up0, end);
+    /* Two spans that cannot be negative, rather than a difference that
+     * rounding can take below zero. */
+    return ms_between(&x->t0, &x->t_up0) + ms_between(end, now);
+}
+
+/* The cache's outcome for x as its x-parrot-cache header names it. */
+static enum metrics_cache cache_outcome(const struct exch *x)
+{
+    enum chat_verdict v;
+
+    if (x->chat)
+        v = x->chat->verdict;
+    else if (x->emb)
+        v = x->emb->verdict;
+    else
+        return MC_NONE;
+    return v == CHAT_HIT ? MC_HIT : v == CHAT_BYPASS ? MC_BYPASS : MC_MISS;
+}
+
+/* Server-Timing (W3C), in ms up to now, when the headers are made:
+ * parrot's own time and the provider's, which add up to the time since
+ * arrival, and the cache's outcome. A stream's headers leave before the
+ * provider is done: its part then ends at its response head, and the wait
+ * for an HTTP thread to take the stream up is parrot's. */
+static void add_server_timing(const struct exch *x, struct MHD_Response *r)
+{
+    struct timespec now;
+    enum metrics_cache c = cache_outcome(x);
+    double up, own;
+    char v[96];
+    int n;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    own = own_ms(x, &now, happened(&x->t_up_head) ? &x->t_up_head : NULL, &up);
+    n = snprintf(v, sizeof(v), "parrot;dur=%.3f", own);
+    if (up >= 0)
+        n += snprintf(v + n, sizeof(v) - (size_t)n, ", upstream;dur=%.3f", up);
+    if (c != MC_NONE)
+        snprintf(v + n, sizeof(v) - (size_t)n, ", cache;desc=%s", metrics_cache_names[c]);
+    MHD_add_response_header(r, "Server-Timing", v);
+}
+
 static void add_common_headers(struct exch *x, struct MHD_Response *r)
 {
     MHD_add_response_header(r, "x-request-id", x->id);
+    add_server_timing(x, r);
     if (x->allow)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, x->allow);
     if (x->www_basic)
@@ -319,15 +390,6 @@ static void keep_tail(struct exch *x, const char *p, size_t n)
     x->tail_len += n;
 }
 
-/* Record the time since t0 in histogram h. */
-static void observe_since(struct metrics *m, enum metrics_hist h, const struct timespec *t0)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    metrics_observe(m, h, ms_between(t0, &now) / 1e3);
-}
-
 /* Whether the answer must reach on_done whole: embeddings merged with
  * cached vectors. */
 static bool must_merge(const struct exch *x)
@@ -350,7 +412,8 @@ static void on_head(void *ud, const struct up_head *hd)
     int64_t length = hd->content_length;
 
     pthread_mutex_lock(&x->lock);
-    observe_since(x->srv->met, MH_FIRST_BYTE, &x->t_up0);
+    clock_gettime(CLOCK_MONOTONIC, &x->t_up_head);
+    metrics_observe(x->srv->met, MH_FIRST_BYTE, ms_between(&x->t_up0, &x->t_up_head) / 1e3);
     x->up_status = status;
     x->up_length = length;
     /* parrot already retried; an SDK retrying too would multiply them. */
@@ -866,14 +929,15 @@ enum MHD_Result xch_on_request(void *cls, struct MHD_Connection *conn, const cha
     return submit(x, r);
 }
 
-/* The request's metrics: route and status, and for a chat completion its
- * latency by outcome, what a hit saved and where a miss happened. Requests
- * libmicrohttpd rejected on its own are not counted. */
+/* The request's metrics: route and status, parrot's overhead, and for a
+ * chat completion its latency by outcome, what a hit saved and where a miss
+ * happened. Requests libmicrohttpd rejected on its own are not counted. */
 static void count_request(struct exch *x, const struct timespec *now)
 {
     struct metrics *m = x->srv->met;
     const char *q = strchr(x->uri, '?');
     enum metrics_route rt;
+    double up_ms;
 
     /* libmicrohttpd answered a malformed request itself (e.g. a negative
      * Content-Length) before the handler saw it: no method, no status. */
@@ -881,6 +945,9 @@ static void count_request(struct exch *x, const struct timespec *now)
         return;
     rt = metrics_route_of(x->uri, q ? (size_t)(q - x->uri) : strlen(x->uri), x->method);
     metrics_request(m, rt, x->status);
+    /* A transfer still running (the client left) was the provider's until
+     * now. */
+    metrics_overhead(m, rt, cache_outcome(x), own_ms(x, now, now, &up_ms) / 1e3);
     if (x->emb && x->emb->nhit && x->status == 200)
         metrics_saved(
             m, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(x->emb->req.doc, "model")),
@@ -958,6 +1025,7 @@ void xch_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     count_request(x, &now);
     if (log_enabled(LOG_INFO)) {
         const char *q = strchr(x->uri, '?');
+        const struct timespec *up_end = provider_end(x, &now);
         log_begin(&r, LOG_INFO, "request");
         log_str(&r, "id", x->id);
         log_str(&r, "method", x->method);
@@ -966,8 +1034,8 @@ void xch_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         log_ms(&r, "ms", ms_between(&x->t0, &now));
         log_int(&r, "bytes_in", (long long)x->bytes_in);
         log_int(&r, "bytes_out", (long long)x->bytes_out);
-        if (x->t_up0.tv_sec) {
-            log_ms(&r, "upstream_ms", ms_between(&x->t_up0, x->up_done ? &x->t_up1 : &now));
+        if (up_end) {
+            log_ms(&r, "upstream_ms", ms_between(&x->t_up0, up_end));
             log_int(&r, "attempts", x->attempts);
             log_str(&r, "provider", x->provider);
         }

@@ -174,6 +174,7 @@ struct exch {
     size_t out_off;
     struct oai_error err;
     struct timespec t_up0, t_up1;
+    struct timespec t_up_head; /* the provider's response head arrived; zero before */
     unsigned attempts;
     char provider[UP_NAME_MAX];
     uint8_t client[RL_KEY_LEN]; /* rate-limit key, when rate limits are on */
