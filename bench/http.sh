@@ -18,43 +18,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/dev/null}
 kv=${2:-/dev/null}
-shared=${SHARED_BENCH:-../shared/bench}
-secs=${BENCH_SECONDS:-5}
-rounds=${BENCH_ROUNDS:-3}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 hit_port=18190
 miss_port=18191
-tmp=$(mktemp -d)
-chmod 755 "$tmp" # nginx workers must reach their cache directory
-export PEERS_DIR=$tmp/peers
-
-cleanup() {
-    [ -f "$tmp/hit.pid" ] && kill "$(cat "$tmp/hit.pid")" 2>/dev/null || true
-    [ -f "$tmp/miss.pid" ] && kill "$(cat "$tmp/miss.pid")" 2>/dev/null || true
-    sh "$shared/peers.sh" stop >/dev/null 2>&1 || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-for tool in nginx wrk; do
-    command -v $tool >/dev/null || { echo "bench: $tool is missing (apt-get install nginx wrk)" >&2; exit 1; }
-done
-sh "$shared/peers.sh" start >/dev/null
-start_parrot() { # port pidfile args...
-    local port=$1 pidfile=$2
-    shift 2
-    # The best default mode, as `make run` serves it: word vectors and WordNet.
-    ./build/parrot --listen 127.0.0.1:"$port" --upstream http://127.0.0.1:18080/v1 \
-        --word-vectors build/word-vectors.bin --wordnet build/wordnet.bin \
-        --data-dir "$tmp/data-$port" --log-level warn "$@" 2>"$tmp/parrot-$port.log" &
-    echo $! >"$pidfile"
-    for _ in $(seq 50); do
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench: parrot on $port did not start" >&2
-    cat "$tmp/parrot-$port.log" >&2
-    exit 1
-}
+bench_setup
 start_parrot $hit_port "$tmp/hit.pid"
 start_parrot $miss_port "$tmp/miss.pid" --cache false
 
@@ -76,17 +44,8 @@ kind=$(post "http://127.0.0.1:$hit_port/v1/chat/completions" "$tmp/semantic.json
     tr -d '\r' | sed -n 's/^Cache-Status: //p')
 echo "paraphrase lookup: $kind"
 
-# run NAME URL BODY WRKARGS... -> appends "NAME rps p50 p99" per round.
 # SCRIPT=post_unique.lua makes every request a new question (a real miss).
-run() {
-    local name=$1 url=$2 body=$3
-    shift 3
-    BENCH_REQUEST=$body wrk "$@" -d"${secs}s" -s "$shared/${SCRIPT:-post.lua}" "$url" |
-        sed -n "s/^RESULT rps=\([0-9]*\) p50_us=\([0-9]*\) p90_us=[0-9]* p99_us=\([0-9]*\).*errors=\([0-9]*\)/$name \1 \2 \3 \4/p" \
-            >>"$tmp/raw"
-}
-url() { echo "http://127.0.0.1:$1/v1/chat/completions"; }
-hits() { curl -s "http://127.0.0.1:$hit_port/metrics" | awk '/^parrot_cache_hits_total/ { s += $2 } END { print s + 0 }'; }
+hits() { metric $hit_port parrot_cache_hits_total; }
 for r in $(seq "$rounds"); do
     for load in "-t2 -c64" "-t1 -c1"; do
         tag=$(echo "$load" | tr -d ' -')
@@ -118,13 +77,7 @@ for r in $(seq "$rounds"); do
     echo "round $r done"
 done
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 added() { echo $(($(stat "$1-$2" 3) - $(stat "origin-$2" 3))); }
-# Medians per name: rps p50 p99 errors
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-stat() { # name column
-    awk -v n="$1" -v c="$2" '$1==n {print $c}' "$tmp/raw" | median
-}
 {
     echo "# HTTP benchmarks: parrot vs nginx (same run)"
     echo
