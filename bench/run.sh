@@ -12,9 +12,12 @@
 #   7    restart with 100k entries vs hnswlib loading its saved index
 #   8    replicas through Redis: replication lag, and exact-hit throughput
 #        with --redis vs without (bench/replicas.mjs)
+#   9    scaling: the miss path (pass-through and real misses) with 1 and 2
+#        HTTP worker threads on pinned CPUs (bench/scaling.sh)
 #
 # Knobs: SHARED_BENCH (../shared/bench), BENCH_SECONDS and BENCH_ROUNDS (HTTP),
-# BENCH_STREAMS (2000), BENCH_HNSW_N (100000), BENCH_DIR (scratch; on the disk
+# BENCH_SCALING_CONNS (64), BENCH_CPUS1, BENCH_CPUS2 and BENCH_LOAD_CPUS
+# (scenario 9's pinning), BENCH_STREAMS (2000), BENCH_HNSW_N (100000), BENCH_DIR (scratch; on the disk
 # to measure, default a fresh directory under bench/.scratch).
 # Needs the packages of `deploy/install-deps.sh --bench`.
 set -euo pipefail
@@ -82,6 +85,9 @@ say "7 restart: hnswlib load"
 say "8 replicas through Redis"
 node bench/replicas.mjs "$kv" | tee "$scratch/replicas.md" >&2
 
+say "9 scaling with worker threads"
+bash bench/scaling.sh "$scratch/scaling.md" "$kv" >&2
+
 # ---- report ----------------------------------------------------------------
 r() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 d() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "") printf "%+.3f", a - b; else print "n/a" }'; }
@@ -132,6 +138,9 @@ row() { # label value target-op target-value
     row "6 durable inserts (always) vs fsyncbench 50 threads" "$(r "$(get wal_always)" "$(get fsync_gc50)")" ">=" 0.5
     row "7 restart 100k: graphs rebuilt (none allowed)" "$(get restart_graphs_rebuilt)" "<=" 0
     row "8 exact-hit req/s with --redis vs without, -c64" "$(get repl_hit_ratio)" ">=" 0.95
+    row "9 pass-through req/s, 2 worker threads vs 1 (pinned), -c64" "$(get scaling_pass_ratio)" ">=" 1.7
+    row "9 real misses req/s, 2 worker threads vs 1 (pinned), -c64" "$(get scaling_real_ratio)" ">=" 1.7
+    row "9 real misses: share of stores dropped, 2 workers, -c64" "$(get scaling_real_dropped)" "<=" 0.01
     echo
     echo "## 1-3 HTTP (bench/http.sh)"
     echo
@@ -178,6 +187,10 @@ row() { # label value target-op target-value
     echo "## 8 Replicas through Redis (bench/replicas.mjs)"
     echo
     cat "$scratch/replicas.md"
+    echo
+    echo "## 9 Scaling with HTTP worker threads (bench/scaling.sh)"
+    echo
+    sed '1,2d' "$scratch/scaling.md"
 } >"$out"
 
 gnuplot <<EOF
