@@ -7,9 +7,10 @@
 # checks for nginx and wrk and starts the peers (origin :18080, proxy_pass
 # :18081, proxy_cache :18082).
 #
-#   start_parrot PORT PIDFILE ARGS...  a parrot in front of the origin, as
-#       `make run` serves it; data in $tmp/data-PORT; on the CPUs of
-#       $PIN_PARROT (a taskset list) when that is set
+#   start_parrot PORT PIDFILE ARGS...  a parrot ($BENCH_PARROT, default
+#       build/parrot: another branch's binary to compare) in front of the
+#       origin, as `make run` serves it; data in $tmp/data-PORT; on the CPUs
+#       of $PIN_PARROT (a taskset list) when that is set
 #   stop_parrot PIDFILE                SIGTERM, and wait until it has exited
 #   run NAME URL BODY WRKARGS...       one wrk run of $secs with the peers'
 #       ${SCRIPT:-post.lua}, on the CPUs of $PIN_WRK when set; appends
@@ -53,7 +54,7 @@ start_parrot() {
     shift 2
     mapfile -t pin < <(pinned "${PIN_PARROT:-}")
     # The best default mode, as `make run` serves it: word vectors and WordNet.
-    "${pin[@]}" ./build/parrot --listen 127.0.0.1:"$port" --upstream http://127.0.0.1:18080/v1 \
+    "${pin[@]}" "${BENCH_PARROT:-./build/parrot}" --listen 127.0.0.1:"$port" --upstream http://127.0.0.1:18080/v1 \
         --word-vectors build/word-vectors.bin --wordnet build/wordnet.bin \
         --data-dir "$tmp/data-$port" --log-level warn "$@" 2>"$tmp/parrot-$port.log" &
     echo $! >"$pidfile"

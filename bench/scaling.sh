@@ -30,6 +30,8 @@
 # function) and parrot's functions with their callees (as shares of all the
 # samples: a function's share of its thread is its number over the thread's).
 #
+# BENCH_PARROT=PATH runs another parrot binary (another branch's build).
+#
 # Needs: nginx, wrk, taskset (util-linux), build/parrot; gdb (optional);
 # perf (linux-perf) for BENCH_PROFILE.
 set -euo pipefail
@@ -164,7 +166,7 @@ cpu_jiffies() { awk '/^cpu[0-9]/ { t = 0; for (i = 2; i <= NF; i++) t += $i; pri
 # misses hits seconds" in $tmp/stores; dropped is - when parrot does not
 # count drops).
 measure() {
-    local name=$1 round=$2 port=$3 pid t0 t1 wall s0 sr s1 d0 d1 m0 m1 h0 h1 script=post.lua
+    local name=$1 round=$2 port=$3 pid t0 t1 wall s0 sr s1 d0 d1 m0 m1 h0 h1 q now script=post.lua
     pid=$(cat "$tmp/$port.pid")
     [ "$name" = "${name#real}" ] || script=post_unique.lua
     s0=$(metric "$port" parrot_cache_stores_total)
@@ -197,13 +199,18 @@ measure() {
         END { printf "%s %.4f\n", n, s / w }' "$tmp/load0" "$tmp/load1" >>"$tmp/load"
     [ -n "$s0" ] || return 0 # --cache false has no store counters
     # Stores that finish after the answer (a store queue) may still be under
-    # way: let the counter settle before reading the drops.
+    # way: wait, at most 5 s, until none is queued (parrot_cache_store_queue,
+    # when parrot has it) or else until the counter stops moving.
     s1=$sr
     for _ in $(seq 25); do
+        q=$(metric "$port" parrot_cache_store_queue)
+        [ "${q:-x}" = 0 ] && break
         sleep 0.2
-        [ "$(metric "$port" parrot_cache_stores_total)" = "$s1" ] && break
-        s1=$(metric "$port" parrot_cache_stores_total)
+        now=$(metric "$port" parrot_cache_stores_total)
+        [ -z "$q" ] && [ "$now" = "$s1" ] && break
+        s1=$now
     done
+    s1=$(metric "$port" parrot_cache_stores_total)
     d1=$(metric "$port" parrot_cache_stores_dropped_total)
     m1=$(metric "$port" parrot_cache_misses_total)
     h1=$(metric "$port" parrot_cache_hits_total)
