@@ -41,7 +41,7 @@ struct chat {
      * in it, so "stored up to seq" says which are done. */
     pthread_mutex_t pend_mu; /* pend, and the two sequences' writes */
     pthread_cond_t pend_cv;  /* stored_seq moved */
-    struct map pend;         /* partition -> its last queued job's seq */
+    struct map pend;         /* partition -> its last queued job (struct store_job) */
     atomic_uint_fast64_t queued_seq, stored_seq;
     struct replica *rep; /* borrowed; NULL: single-flight stays in this process */
     int64_t ttl;
@@ -50,6 +50,20 @@ struct chat {
     atomic_uint_fast64_t bypasses[BYPASS_REASONS];
     atomic_uint_fast64_t stores, store_skipped;
     atomic_uint_fast64_t item_hits, item_misses, item_bypasses;
+};
+
+/* An answered miss waiting to be stored (chat_store_later). */
+struct store_job {
+    struct chat *ch;
+    struct chat_req *r;
+    long status;
+    bool sse;
+    int64_t now;
+    void (*done)(void *ud, bool stored, uint64_t wal_seq);
+    void *ud;
+    uint64_t seq; /* in queue order */
+    size_t len;
+    char body[]; /* len bytes */
 };
 
 static void store_run(void *job);
@@ -235,11 +249,13 @@ void chat_req_fini(struct chat_req *r)
  * queue from dropping stores. */
 static void await_stores(struct chat *ch, const uint8_t *partition)
 {
+    const struct store_job *last;
     uint64_t until;
 
     pthread_mutex_lock(&ch->pend_mu);
-    until = (uint64_t)(uintptr_t)map_get(&ch->pend, partition);
-    while (until && atomic_load(&ch->stored_seq) < until)
+    last = map_get(&ch->pend, partition);
+    until = last ? last->seq : 0;
+    while (atomic_load(&ch->stored_seq) < until)
         pthread_cond_wait(&ch->pend_cv, &ch->pend_mu);
     pthread_mutex_unlock(&ch->pend_mu);
 }
@@ -467,19 +483,6 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
         store_answer(ch, r, status, sse, body, len, now, &r->wal_seq);
 }
 
-struct store_job {
-    struct chat *ch;
-    struct chat_req *r;
-    long status;
-    bool sse;
-    int64_t now;
-    void (*done)(void *ud, bool stored, uint64_t wal_seq);
-    void *ud;
-    uint64_t seq; /* in queue order */
-    size_t len;
-    char body[]; /* len bytes */
-};
-
 static void store_run(void *job)
 {
     struct store_job *j = job;
@@ -489,7 +492,7 @@ static void store_run(void *job)
     atomic_fetch_sub(&j->ch->store_bytes, j->len);
     pthread_mutex_lock(&j->ch->pend_mu);
     atomic_store(&j->ch->stored_seq, j->seq);
-    if ((uint64_t)(uintptr_t)map_get(&j->ch->pend, j->r->key.partition) == j->seq)
+    if (map_get(&j->ch->pend, j->r->key.partition) == j)
         map_del(&j->ch->pend, j->r->key.partition); /* the partition's last one */
     pthread_cond_broadcast(&j->ch->pend_cv);
     pthread_mutex_unlock(&j->ch->pend_mu);
@@ -506,7 +509,9 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
 {
     struct store_job *j;
 
-    if (!ch || !r->keyed || !r->store)
+    if (!ch)
+        return false; /* no cache: r cannot lead a flight */
+    if (!r->keyed || !r->store)
         goto now;
     if (status != 200) { /* nothing to parse: counted here, at once */
         atomic_fetch_add(&ch->store_skipped, 1);
@@ -538,7 +543,7 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
     if (workq_push(ch->storeq, j) == 0) {
         void *old;
         atomic_store(&ch->queued_seq, j->seq);
-        if (map_put(&ch->pend, r->key.partition, (void *)(uintptr_t)j->seq, &old) != 0)
+        if (map_put(&ch->pend, r->key.partition, j, &old) != 0)
             log_msg(LOG_WARN, "store not awaited", "out of memory"); /* only visibility is late */
         pthread_mutex_unlock(&ch->pend_mu);
         return true;
