@@ -173,7 +173,7 @@ asan: deps
 		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 sh test/run.sh
 
 # The integration suite under ThreadSanitizer: the libmicrohttpd exchange and
-# its hand-offs, the curl pool's thread, the embed thread, the WAL writer and
+# its hand-offs, the curl loops' threads, the embed thread, the WAL writer and
 # the snapshot timer, the replica's three threads (replicas: a real Redis);
 # and the unit tests that start threads. Two files are
 # left out: frontdoor (its peak-RSS bounds do not hold under TSan's shadow
@@ -181,7 +181,7 @@ asan: deps
 # on 2 cores, build included. test/tsan.supp says why each suppression is
 # there.
 TSAN_FILTER ?= admin\|audit\|auth\|cache\|completions\|config\|crash\|dashboard\|deploy\|diskfull\|embed-openai\|embeddings\|engines\|errors\|fake\|hardening\|lifecycle\|load\|metrics\|namespace\|passthrough\|persist\|pool\|ratelimit\|readme\|replicas\|responses\|sdk\|streaming\|timing
-TSAN_UNIT := $(addprefix build/tsan/test/,test_chat test_embedclient test_metrics test_wal test_workq)
+TSAN_UNIT := $(addprefix build/tsan/test/,test_chat test_embedclient test_metrics test_upstream test_wal test_workq)
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=thread" all $(TSAN_UNIT)

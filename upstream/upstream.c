@@ -1,12 +1,27 @@
-/* upstream.c - one thread, one curl multi handle, every upstream transfer.
+/* upstream.c - curl multi loops that drive every upstream transfer.
  *
- * Other threads never touch a curl handle: they set request bits on the
- * transfer (submit, cancel, unpause) under the pool mutex, put it on the
- * pool's work list once, and wake the thread with curl_multi_wakeup(). The
- * thread applies the bits between curl_multi_perform() calls. A transfer is
- * reference counted: the pool holds one reference while it runs and the work
- * list holds one while the transfer is queued, so a cancel that races with
- * completion finds the struct still allocated and simply sees it is done.
+ * A loop (struct up_loop) is one curl multi handle and the transfers on it;
+ * one thread drives it (up_loop_run). Each HTTP worker owns a loop and runs
+ * it between its own libmicrohttpd turns, so that a transfer a request
+ * starts stays on the request's thread from the client's read to the
+ * provider's write and back: no queue hop, no wake-up. The pool keeps one
+ * loop of its own with its own thread for threads that have none (the audit
+ * thread, tests). up_pool_submit() picks the calling thread's loop
+ * (up_loop_bind) when it has one, else the pool's.
+ *
+ * A loop's curl handles are touched only by its thread. Other threads, and
+ * the loop's own thread from inside a libmicrohttpd or curl callback, set
+ * request bits on the transfer (submit, cancel, unpause) under the loop's
+ * mutex and put it on the loop's work list once; the thread applies the bits
+ * between curl_multi_perform() calls. Only a request from another thread
+ * wakes the loop (curl_multi_wakeup()): the loop's own thread drains its list
+ * before it next sleeps. Applying later rather than at once is what lets a
+ * handler that holds its own lock call cancel or unpause: curl may call it
+ * back from curl_easy_pause(), and on_done() from a cancel takes that lock.
+ * A transfer is reference counted: the loop holds one reference while it
+ * runs and the work list holds one while the transfer is queued, so a
+ * cancel that races with completion finds the struct still allocated and
+ * simply sees it is done.
  *
  * Attempts: a transfer owns at most one curl easy handle at a time. When an
  * attempt fails in a retryable way, its handle is dropped and the transfer
@@ -15,10 +30,11 @@
  * is decided when its headers arrive: if so, its body is read and dropped and
  * the handler never hears of it; if not, it is delivered as the final answer.
  *
- * Choice and breakers are upstream/balance.c's (p->bal, pool thread only;
- * other threads only read breaker states). Failures that trip breakers are
- * the provider's own: connection errors, timeouts and 5xx. A 429 or 408 moves
- * the request to another provider but does not count against the breaker.
+ * Choice and breakers are upstream/balance.c's (p->bal), shared by every
+ * loop under p->bal_lock; other threads only read breaker states. Failures
+ * that trip breakers are the provider's own: connection errors, timeouts and
+ * 5xx. A 429 or 408 moves the request to another provider but does not count
+ * against the breaker.
  */
 #include "upstream/upstream.h"
 
@@ -37,6 +53,7 @@
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <threads.h>
 #include <time.h>
 
 #define WANT_SUBMIT  0x1
@@ -68,6 +85,7 @@ struct provider {
 
 struct up_xfer {
     struct up_pool *pool;
+    struct up_loop *loop; /* the loop that runs it, for its whole life */
     CURL *easy;
     struct curl_slist *headers;
     const struct up_handler *h;
@@ -87,13 +105,13 @@ struct up_xfer {
     bool head_done;
     bool head_overflow;
 
-    /* Guarded by pool->lock. */
+    /* Guarded by loop->lock. */
     unsigned refs;
     unsigned want;
     bool queued;
     struct up_xfer *qnext;
 
-    /* Pool thread only. */
+    /* The loop's thread only. */
     bool listed; /* on the active list */
     bool done;
     bool paused;         /* on_body asked for a pause: idle time does not count */
@@ -113,25 +131,40 @@ struct up_xfer {
 
 _Static_assert(UP_MAX_PROVIDERS <= BAL_MAX, "a provider index must fit the balancer");
 
-struct up_pool {
-    struct up_pool_opts o;
-    struct provider prov[UP_MAX_PROVIDERS];
-    size_t nprov;
-    struct bal bal; /* pool thread only, but for breaker states */
+struct up_loop {
+    struct up_pool *pool;
     CURLM *multi;
-    pthread_t thread;
     pthread_mutex_t lock;
-    bool stopping;             /* guarded by lock */
-    bool joined;               /* guarded by lock */
-    struct up_xfer *work;      /* guarded by lock */
-    struct up_xfer *active;    /* pool thread only */
-    struct curl_waitfd *watch; /* pool thread only: poll set for client fds */
+    bool stopping;        /* guarded by lock: submits are refused */
+    struct up_xfer *work; /* guarded by lock */
+    bool stopped;         /* guarded by pool->lock: every transfer cancelled */
+    struct up_loop *next; /* the pool's list, guarded by pool->lock */
+    bool kicked;          /* the loop's thread only, as the rest: take another turn */
+    struct up_xfer *active;
+    struct curl_waitfd *watch; /* poll set: client fds, and the caller's fd last */
     struct up_xfer **watch_x;
-    CURL *spare[EASY_SPARE]; /* pool thread only */
+    CURL *spare[EASY_SPARE];
     size_t nspare;
     long next_tick;
     uint64_t rng;
 };
+
+struct up_pool {
+    struct up_pool_opts o;
+    struct provider prov[UP_MAX_PROVIDERS];
+    size_t nprov;
+    pthread_mutex_t bal_lock;
+    struct bal bal; /* under bal_lock, but for breaker states */
+    pthread_mutex_t lock;
+    pthread_cond_t stopped; /* a loop has cancelled its transfers, or is gone */
+    bool stopping;          /* guarded by lock */
+    struct up_loop *loops;  /* guarded by lock */
+    struct up_loop *own;    /* the loop of the pool's thread */
+    pthread_t thread;
+};
+
+/* The loop the calling thread drives (up_loop_bind), or NULL. */
+static thread_local struct up_loop *current;
 
 static void xfer_free(struct up_xfer *x)
 {
@@ -146,36 +179,36 @@ static void xfer_free(struct up_xfer *x)
 
 static void xfer_unref(struct up_xfer *x)
 {
-    struct up_pool *p = x->pool;
+    struct up_loop *l = x->loop;
     unsigned left;
 
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(&l->lock);
     left = --x->refs;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&l->lock);
     if (left == 0)
         xfer_free(x);
 }
 
-/* Queues a request bit for the pool thread. A submit is refused once the
- * pool is stopping, so nothing new can slip in after its last drain. */
+/* Queues a request bit for x's loop. A submit is refused once the loop is
+ * stopping, so nothing new can slip in after its last drain. */
 static bool request(struct up_xfer *x, unsigned bit)
 {
-    struct up_pool *p = x->pool;
+    struct up_loop *l = x->loop;
 
-    pthread_mutex_lock(&p->lock);
-    if (bit == WANT_SUBMIT && p->stopping) {
-        pthread_mutex_unlock(&p->lock);
+    pthread_mutex_lock(&l->lock);
+    if (bit == WANT_SUBMIT && l->stopping) {
+        pthread_mutex_unlock(&l->lock);
         return false;
     }
     x->want |= bit;
     if (!x->queued) {
         x->queued = true;
         x->refs++;
-        x->qnext = p->work;
-        p->work = x;
+        x->qnext = l->work;
+        l->work = x;
     }
-    pthread_mutex_unlock(&p->lock);
-    curl_multi_wakeup(p->multi);
+    pthread_mutex_unlock(&l->lock);
+    up_loop_wake(l);
     return true;
 }
 
@@ -191,18 +224,31 @@ void up_xfer_unpause(struct up_xfer *x)
 
 /* ---- providers ---------------------------------------------------------- */
 
-static uint64_t rnd(struct up_pool *p)
+static uint64_t rnd(struct up_loop *l)
 {
-    p->rng ^= p->rng >> 12;
-    p->rng ^= p->rng << 25;
-    p->rng ^= p->rng >> 27;
-    return p->rng * 0x2545f4914f6cdd1dULL;
+    l->rng ^= l->rng >> 12;
+    l->rng ^= l->rng << 25;
+    l->rng ^= l->rng >> 27;
+    return l->rng * 0x2545f4914f6cdd1dULL;
 }
 
-/* The breaker of the provider with index i. */
-static struct bal_breaker *breaker(struct up_pool *p, int i)
+/* What an attempt's outcome says about its provider's health. */
+enum verdict { V_HEALTHY, V_FAULT, V_NONE };
+
+/* Reports an attempt's outcome to the breaker of the provider with index i;
+ * every loop's thread shares the breakers. */
+static void judge(struct up_pool *p, int i, enum verdict v, long now)
 {
-    return &p->bal.peer[i].br;
+    struct bal_breaker *br = &p->bal.peer[i].br;
+
+    pthread_mutex_lock(&p->bal_lock);
+    if (v == V_HEALTHY)
+        bal_breaker_success(br);
+    else if (v == V_FAULT)
+        bal_breaker_failure(br, now);
+    else
+        bal_breaker_release(br);
+    pthread_mutex_unlock(&p->bal_lock);
 }
 
 bool up_pool_ready(struct up_pool *p)
@@ -216,7 +262,7 @@ size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, 
         struct provider *pv = &p->prov[i];
         snprintf(out[i].name, sizeof(out[i].name), "%s", pv->name);
         out[i].weight = (unsigned)p->bal.peer[i].weight;
-        out[i].breaker = (enum up_breaker)bal_breaker_state(breaker(p, (int)i));
+        out[i].breaker = (enum up_breaker)bal_breaker_state(&p->bal.peer[i].br);
         out[i].attempts = atomic_load(&pv->attempts);
         out[i].failures = atomic_load(&pv->failures);
         out[i].retries = atomic_load(&pv->retries);
@@ -227,7 +273,7 @@ size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, 
 
 /* ---- attempts ----------------------------------------------------------- */
 
-static void unlist(struct up_pool *p, struct up_xfer *x)
+static void unlist(struct up_loop *l, struct up_xfer *x)
 {
     if (!x->listed)
         return;
@@ -235,7 +281,7 @@ static void unlist(struct up_pool *p, struct up_xfer *x)
     if (x->prev)
         x->prev->next = x->next;
     else
-        p->active = x->next;
+        l->active = x->next;
     if (x->next)
         x->next->prev = x->prev;
 }
@@ -244,13 +290,13 @@ static void unlist(struct up_pool *p, struct up_xfer *x)
  * a large zeroed allocation and several more, on every request otherwise. */
 static void drop_easy(struct up_xfer *x)
 {
-    struct up_pool *p = x->pool;
+    struct up_loop *l = x->loop;
 
     if (x->easy) {
-        curl_multi_remove_handle(p->multi, x->easy);
-        if (p->nspare < EASY_SPARE) {
+        curl_multi_remove_handle(l->multi, x->easy);
+        if (l->nspare < EASY_SPARE) {
             curl_easy_reset(x->easy);
-            p->spare[p->nspare++] = x->easy;
+            l->spare[l->nspare++] = x->easy;
         } else {
             curl_easy_cleanup(x->easy);
         }
@@ -268,7 +314,7 @@ static bool exhausted_by(const struct up_xfer *x)
     return x->pool->o.retries > 0;
 }
 
-/* Pool thread: end x, tell its owner, drop the pool's reference. */
+/* The loop's thread: end x, tell its owner, drop the loop's reference. */
 static void finish(struct up_xfer *x, int err, const char *detail, bool retryable)
 {
     struct up_result res;
@@ -277,7 +323,7 @@ static void finish(struct up_xfer *x, int err, const char *detail, bool retryabl
         return;
     x->done = true;
     drop_easy(x);
-    unlist(x->pool, x);
+    unlist(x->loop, x);
     res.attempts = x->attempts;
     res.provider = x->prov >= 0 ? x->pool->prov[x->prov].name : "";
     res.exhausted = retryable && exhausted_by(x);
@@ -294,7 +340,7 @@ static bool can_retry(const struct up_xfer *x, long delay, long now)
            now + delay < x->deadline;
 }
 
-static long backoff(struct up_pool *p, unsigned attempts)
+static long backoff(struct up_loop *l, unsigned attempts)
 {
     long d = BACKOFF_FIRST_MS;
 
@@ -302,7 +348,7 @@ static long backoff(struct up_pool *p, unsigned attempts)
         d *= 2;
     if (d > BACKOFF_MAX_MS)
         d = BACKOFF_MAX_MS;
-    return d - (long)(rnd(p) % (uint64_t)(d / 4 + 1));
+    return d - (long)(rnd(l) % (uint64_t)(d / 4 + 1));
 }
 
 static bool retryable_status(long s)
@@ -313,17 +359,20 @@ static bool retryable_status(long s)
 static size_t header_cb(char *p, size_t size, size_t nmemb, void *ud);
 static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud);
 
-/* Pool thread: build the easy handle for the next attempt and start it.
- * Returns false (and has finished x) when that is impossible. */
-static bool start_attempt(struct up_pool *p, struct up_xfer *x, long now)
+/* The loop's thread: build the easy handle for the next attempt and start
+ * it. Returns false (and has finished x) when that is impossible. */
+static bool start_attempt(struct up_loop *l, struct up_xfer *x, long now)
 {
+    struct up_pool *p = l->pool;
     struct provider *pv;
     char *url;
     size_t ul;
     int prev = x->prov;
     long left = x->deadline - now;
 
+    pthread_mutex_lock(&p->bal_lock);
     x->prov = bal_pick(&p->bal, x->tried, now);
+    pthread_mutex_unlock(&p->bal_lock);
     pv = &p->prov[x->prov];
     x->tried |= UINT64_C(1) << x->prov;
     x->attempts++;
@@ -341,7 +390,7 @@ static bool start_attempt(struct up_pool *p, struct up_xfer *x, long now)
     x->errbuf[0] = '\0';
     x->started = x->last_io = now;
 
-    x->easy = p->nspare ? p->spare[--p->nspare] : curl_easy_init();
+    x->easy = l->nspare ? l->spare[--l->nspare] : curl_easy_init();
     if (!x->easy)
         goto oom;
     for (size_t i = 0; i < x->nlines; i++) {
@@ -393,7 +442,7 @@ static bool start_attempt(struct up_pool *p, struct up_xfer *x, long now)
             curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, x->body ? x->body : "");
         }
     }
-    if (curl_multi_add_handle(p->multi, x->easy) != CURLM_OK)
+    if (curl_multi_add_handle(l->multi, x->easy) != CURLM_OK)
         goto oom;
     return true;
 oom:
@@ -403,20 +452,16 @@ oom:
 
 /* The current attempt failed before anything reached the handler: retry
  * when allowed, else finish with err. */
-static void attempt_failed(struct up_pool *p, struct up_xfer *x, int err, const char *detail,
-                           bool retryable, bool provider_fault)
+static void attempt_failed(struct up_xfer *x, int err, const char *detail, bool retryable,
+                           bool provider_fault)
 {
     long now = clock_mono_ms(), delay;
 
     if (x->prov >= 0) {
-        struct provider *pv = &p->prov[x->prov];
-        atomic_fetch_add(&pv->failures, 1);
-        if (provider_fault)
-            bal_breaker_failure(breaker(p, x->prov), now);
-        else
-            bal_breaker_release(breaker(p, x->prov));
+        atomic_fetch_add(&x->pool->prov[x->prov].failures, 1);
+        judge(x->pool, x->prov, provider_fault ? V_FAULT : V_NONE, now);
     }
-    delay = x->retry_after_ms >= 0 ? x->retry_after_ms : backoff(p, x->attempts);
+    delay = x->retry_after_ms >= 0 ? x->retry_after_ms : backoff(x->loop, x->attempts);
     snprintf(x->last_error, sizeof(x->last_error), "%s", detail);
     if (!retryable || !can_retry(x, delay, now)) {
         finish(x, err, detail, retryable);
@@ -500,7 +545,7 @@ static void deliver_head(struct up_xfer *x)
     }
     if (retryable_status(status)) {
         long ra = parse_retry_after(hs, n);
-        long delay = ra >= 0 ? ra : backoff(x->pool, x->attempts);
+        long delay = ra >= 0 ? ra : backoff(x->loop, x->attempts);
         if (can_retry(x, delay, clock_mono_ms())) {
             /* Read the body to keep the connection reusable, then retry. */
             x->discard = true;
@@ -577,7 +622,7 @@ static size_t write_cb(char *p, size_t size, size_t nmemb, void *ud)
 
 /* ---- the loop ----------------------------------------------------------- */
 
-static void apply(struct up_pool *p, struct up_xfer *x, unsigned want, bool stopping)
+static void apply(struct up_loop *l, struct up_xfer *x, unsigned want, bool stopping)
 {
     if (x->done)
         return;
@@ -592,11 +637,11 @@ static void apply(struct up_pool *p, struct up_xfer *x, unsigned want, bool stop
     if (want & WANT_SUBMIT) {
         x->listed = true;
         x->prev = NULL;
-        x->next = p->active;
-        if (p->active)
-            p->active->prev = x;
-        p->active = x;
-        if (!start_attempt(p, x, clock_mono_ms()))
+        x->next = l->active;
+        if (l->active)
+            l->active->prev = x;
+        l->active = x;
+        if (!start_attempt(l, x, clock_mono_ms()))
             return;
     }
     if ((want & WANT_UNPAUSE) && x->easy) {
@@ -606,41 +651,57 @@ static void apply(struct up_pool *p, struct up_xfer *x, unsigned want, bool stop
     }
 }
 
-/* Pool thread: takes the work list and applies what each entry asks. */
-static bool drain_work(struct up_pool *p)
+/* The loop's thread: takes the work list and applies what each entry asks.
+ * Returns whether the loop is stopping. */
+static bool drain_work(struct up_loop *l)
 {
     struct up_xfer *list;
     bool stopping;
 
-    pthread_mutex_lock(&p->lock);
-    list = p->work;
-    p->work = NULL;
-    stopping = p->stopping;
-    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_lock(&l->lock);
+    list = l->work;
+    l->work = NULL;
+    stopping = l->stopping;
+    pthread_mutex_unlock(&l->lock);
 
     while (list) {
         struct up_xfer *x = list;
         unsigned want;
 
         list = x->qnext;
-        pthread_mutex_lock(&p->lock);
+        pthread_mutex_lock(&l->lock);
         want = x->want;
         x->want = 0;
         x->queued = false;
-        pthread_mutex_unlock(&p->lock);
-        apply(p, x, want, stopping);
-        /* The queue's reference; apply() dropped only the pool's, if any. */
+        pthread_mutex_unlock(&l->lock);
+        apply(l, x, want, stopping);
+        /* The queue's reference; apply() dropped only the loop's, if any. */
         xfer_unref(x); // NOLINT(clang-analyzer-unix.Malloc)
     }
     return stopping;
 }
 
-static void reap(struct up_pool *p)
+/* Ends every transfer of a stopping loop (each gets on_done(UP_ECANCELED))
+ * and releases what was queued meanwhile. */
+static void cancel_all(struct up_loop *l)
 {
+    struct up_xfer *x = l->active, *next;
+
+    drain_work(l);
+    for (; x; x = next) {
+        next = x->next;
+        finish(x, UP_ECANCELED, "parrot is shutting down", false);
+    }
+    drain_work(l);
+}
+
+static void reap(struct up_loop *l)
+{
+    struct up_pool *p = l->pool;
     CURLMsg *m;
     int left;
 
-    while ((m = curl_multi_info_read(p->multi, &left))) {
+    while ((m = curl_multi_info_read(l->multi, &left))) {
         struct up_xfer *x = NULL;
         char detail[CURL_ERROR_SIZE + 64];
         CURLcode rc;
@@ -660,24 +721,22 @@ static void reap(struct up_pool *p)
             /* A retryable status whose body we drained: retry (can_retry
              * held when its headers came; it is re-checked for the time). */
             snprintf(detail, sizeof(detail), "%s", x->last_error);
-            attempt_failed(p, x, UP_EUNREACH, detail, true, status >= 500 || rc != CURLE_OK);
+            attempt_failed(x, UP_EUNREACH, detail, true, status >= 500 || rc != CURLE_OK);
             continue;
         }
         if (rc == CURLE_OK && !x->head_done)
             deliver_head(x);
         if (rc == CURLE_OK && !x->head_overflow) {
             if (x->prov >= 0) {
-                struct provider *pv = &p->prov[x->prov];
                 if (retryable_status(status))
-                    atomic_fetch_add(&pv->failures, 1);
+                    atomic_fetch_add(&p->prov[x->prov].failures, 1);
                 /* A relayed 429/408/409 says nothing about the provider's
                  * health: the breaker neither trips nor resets on it. */
-                if (status >= 500)
-                    bal_breaker_failure(breaker(p, x->prov), clock_mono_ms());
-                else if (!retryable_status(status))
-                    bal_breaker_success(breaker(p, x->prov));
-                else
-                    bal_breaker_release(breaker(p, x->prov));
+                judge(p, x->prov,
+                      status >= 500               ? V_FAULT
+                      : !retryable_status(status) ? V_HEALTHY
+                                                  : V_NONE,
+                      clock_mono_ms());
             }
             finish(x, UP_OK, detail, false);
         } else if (!x->head_done) {
@@ -685,11 +744,11 @@ static void reap(struct up_pool *p)
             int err = rc == CURLE_OPERATION_TIMEDOUT ? UP_ETIMEDOUT
                       : rc == CURLE_OUT_OF_MEMORY    ? UP_ENOMEM
                                                      : UP_EUNREACH;
-            attempt_failed(p, x, err, detail, err != UP_ENOMEM, true);
+            attempt_failed(x, err, detail, err != UP_ENOMEM, true);
         } else {
             if (x->prov >= 0) {
                 atomic_fetch_add(&p->prov[x->prov].failures, 1);
-                bal_breaker_failure(breaker(p, x->prov), clock_mono_ms());
+                judge(p, x->prov, V_FAULT, clock_mono_ms());
             }
             finish(x, rc == CURLE_OPERATION_TIMEDOUT ? UP_ETIMEDOUT : UP_EBROKEN, detail, false);
         }
@@ -699,50 +758,51 @@ static void reap(struct up_pool *p)
 /* Timers, every TICK_MS: attempts that are due, first-byte and idle
  * timeouts. curl's own low-speed limit averages over seconds and misses a
  * provider that goes quiet after a burst, so parrot keeps its own clock. */
-static void tick(struct up_pool *p)
+static void tick(struct up_loop *l)
 {
+    const struct up_pool_opts *o = &l->pool->o;
     long now = clock_mono_ms();
     struct up_xfer *x, *next;
 
-    for (x = p->active; x; x = next) {
+    for (x = l->active; x; x = next) {
         char detail[96];
 
         next = x->next;
         if (x->due) {
             if (now >= x->due)
-                start_attempt(p, x, now);
+                start_attempt(l, x, now);
             continue;
         }
-        if (now < p->next_tick)
+        if (now < l->next_tick)
             continue;
-        if (!x->head_done && p->o.first_byte_timeout_ms > 0 &&
-            now - x->started > p->o.first_byte_timeout_ms) {
+        if (!x->head_done && o->first_byte_timeout_ms > 0 &&
+            now - x->started > o->first_byte_timeout_ms) {
             snprintf(detail, sizeof(detail), "no response headers from the upstream in %ld ms",
                      now - x->started);
             drop_easy(x);
-            attempt_failed(p, x, UP_ETIMEDOUT, detail, true, true);
-        } else if (!x->paused && now - x->last_io > p->o.idle_timeout_ms) {
+            attempt_failed(x, UP_ETIMEDOUT, detail, true, true);
+        } else if (!x->paused && now - x->last_io > o->idle_timeout_ms) {
             snprintf(detail, sizeof(detail), "no data from the upstream for %ld ms",
                      now - x->last_io);
             if (x->head_done && !x->discard) {
                 finish(x, UP_ETIMEDOUT, detail, false);
             } else {
                 drop_easy(x);
-                attempt_failed(p, x, UP_ETIMEDOUT, detail, true, true);
+                attempt_failed(x, UP_ETIMEDOUT, detail, true, true);
             }
         }
     }
-    if (now >= p->next_tick)
-        p->next_tick = now + TICK_MS;
+    if (now >= l->next_tick)
+        l->next_tick = now + TICK_MS;
 }
 
 /* How long the loop may sleep: until the next due attempt or tick. */
-static int sleep_ms(const struct up_pool *p)
+static int sleep_ms(const struct up_loop *l)
 {
     long now = clock_mono_ms(), until = now + 1000;
 
-    for (const struct up_xfer *x = p->active; x; x = x->next) {
-        long t = x->due ? x->due : p->next_tick;
+    for (const struct up_xfer *x = l->active; x; x = x->next) {
+        long t = x->due ? x->due : l->next_tick;
         if (t < until)
             until = t;
     }
@@ -750,17 +810,17 @@ static int sleep_ms(const struct up_pool *p)
 }
 
 /* Fills the poll set with the client sockets of active transfers. */
-static unsigned collect_watch(struct up_pool *p)
+static unsigned collect_watch(struct up_loop *l)
 {
     unsigned n = 0;
 
-    for (struct up_xfer *x = p->active; x && n < WATCH_MAX; x = x->next) {
+    for (struct up_xfer *x = l->active; x && n < WATCH_MAX; x = x->next) {
         if (x->client_fd < 0)
             continue;
-        p->watch[n].fd = x->client_fd;
-        p->watch[n].events = CURL_WAIT_POLLIN;
-        p->watch[n].revents = 0;
-        p->watch_x[n++] = x;
+        l->watch[n].fd = x->client_fd;
+        l->watch[n].events = CURL_WAIT_POLLIN;
+        l->watch[n].revents = 0;
+        l->watch_x[n++] = x;
     }
     return n;
 }
@@ -768,14 +828,14 @@ static unsigned collect_watch(struct up_pool *p)
 /* A watched client socket became readable: it hung up, or sent data. The
  * transfers behind it are only touched here, after the poll, while they are
  * still on the active list (finish() takes them off). */
-static void check_watch(struct up_pool *p, unsigned n)
+static void check_watch(struct up_loop *l, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
-        struct up_xfer *x = p->watch_x[i];
+        struct up_xfer *x = l->watch_x[i];
         char c;
         ssize_t r;
 
-        if (!p->watch[i].revents || x->done)
+        if (!l->watch[i].revents || x->done)
             continue;
         r = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
         if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
@@ -785,30 +845,62 @@ static void check_watch(struct up_pool *p, unsigned n)
     }
 }
 
+void up_loop_run(struct up_loop *l, int fd, long timeout_ms)
+{
+    struct up_pool *p = l->pool;
+    int running = 0, wait;
+    unsigned nw;
+
+    if (drain_work(l) && !l->stopped) {
+        cancel_all(l);
+        pthread_mutex_lock(&p->lock);
+        l->stopped = true;
+        pthread_cond_broadcast(&p->stopped);
+        pthread_mutex_unlock(&p->lock);
+    }
+    curl_multi_perform(l->multi, &running);
+    reap(l);
+    tick(l);
+    nw = collect_watch(l);
+    wait = sleep_ms(l);
+    if (timeout_ms >= 0 && timeout_ms < wait)
+        wait = (int)timeout_ms;
+    /* Something on this thread asked for another turn, without a wake-up. */
+    if (l->kicked)
+        wait = 0;
+    l->kicked = false;
+    if (fd >= 0)
+        l->watch[nw] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
+    curl_multi_poll(l->multi, l->watch, nw + (fd >= 0), wait, NULL);
+    check_watch(l, nw);
+}
+
+void up_loop_wake(struct up_loop *l)
+{
+    /* The loop's own thread is awake: it only must not sleep next. */
+    if (l == current)
+        l->kicked = true;
+    else
+        curl_multi_wakeup(l->multi);
+}
+
+void up_loop_bind(struct up_loop *l)
+{
+    current = l;
+}
+
+struct up_loop *up_loop_current(void)
+{
+    return current;
+}
+
 static void *pool_main(void *arg)
 {
-    struct up_pool *p = arg;
+    struct up_loop *l = arg;
 
-    for (;;) {
-        int running = 0;
-        unsigned nw;
-
-        if (drain_work(p)) {
-            struct up_xfer *x = p->active, *next;
-            for (; x; x = next) {
-                next = x->next;
-                finish(x, UP_ECANCELED, "parrot is shutting down", false);
-            }
-            drain_work(p); /* requests queued meanwhile: release their references */
-            break;
-        }
-        curl_multi_perform(p->multi, &running);
-        reap(p);
-        tick(p);
-        nw = collect_watch(p);
-        curl_multi_poll(p->multi, p->watch, nw, sleep_ms(p), NULL);
-        check_watch(p, nw);
-    }
+    up_loop_bind(l);
+    while (!l->stopped)
+        up_loop_run(l, -1, -1);
     return NULL;
 }
 
@@ -838,6 +930,73 @@ static void provider_name(const char *url, char *out, size_t outlen)
         port = "";
     snprintf(out, outlen, "%.*s://%.*s%s%s", sep ? (int)(sep - url) : 4, sep ? url : "http",
              (int)hlen, host, port, auth + alen);
+}
+
+/* Frees what up_loop_new() allocated, its easy handles kept for reuse too. */
+static void loop_destroy(struct up_loop *l)
+{
+    while (l->nspare > 0)
+        curl_easy_cleanup(l->spare[--l->nspare]);
+    if (l->multi)
+        curl_multi_cleanup(l->multi);
+    free(l->watch);
+    free(l->watch_x);
+    free(l);
+}
+
+int up_loop_new(struct up_pool *p, struct up_loop **out)
+{
+    struct up_loop *l = calloc(1, sizeof(*l));
+
+    if (!l)
+        return UP_ENOMEM;
+    l->pool = p;
+    l->multi = curl_multi_init();
+    l->watch = malloc((WATCH_MAX + 1) * sizeof(*l->watch)); /* + the caller's fd */
+    l->watch_x = malloc(WATCH_MAX * sizeof(*l->watch_x));
+    if (!l->multi || !l->watch || !l->watch_x) {
+        loop_destroy(l);
+        return UP_ENOMEM;
+    }
+    /* Keep enough idle connections around for bursts of concurrent streams. */
+    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    if (getrandom(&l->rng, sizeof(l->rng), 0) != sizeof(l->rng) || l->rng == 0)
+        l->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)l;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_mutex_lock(&p->lock);
+    /* Born after a shutdown: stopped, so that submits to it are refused. */
+    l->stopping = l->stopped = p->stopping;
+    l->next = p->loops;
+    p->loops = l;
+    pthread_mutex_unlock(&p->lock);
+    *out = l;
+    return 0;
+}
+
+void up_loop_free(struct up_loop *l)
+{
+    struct up_pool *p;
+
+    if (!l)
+        return;
+    p = l->pool;
+    pthread_mutex_lock(&p->lock);
+    for (struct up_loop **pp = &p->loops; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    /* A shutdown waiting for this loop to stop waits no more. */
+    pthread_cond_broadcast(&p->stopped);
+    pthread_mutex_unlock(&p->lock);
+    pthread_mutex_lock(&l->lock);
+    l->stopping = true;
+    pthread_mutex_unlock(&l->lock);
+    cancel_all(l);
+    if (current == l)
+        current = NULL;
+    pthread_mutex_destroy(&l->lock);
+    loop_destroy(l);
 }
 
 int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
@@ -873,45 +1032,56 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
         provider_name(pv->base_url, pv->name, sizeof(pv->name));
         p->nprov++;
     }
-    if (getrandom(&p->rng, sizeof(p->rng), 0) != sizeof(p->rng) || p->rng == 0)
-        p->rng = 0x9e3779b97f4a7c15ULL ^ (uint64_t)time(NULL);
-    p->multi = curl_multi_init();
-    p->watch = malloc(WATCH_MAX * sizeof(*p->watch));
-    p->watch_x = malloc(WATCH_MAX * sizeof(*p->watch_x));
-    if (!p->multi || !p->watch || !p->watch_x)
-        goto fail;
-    /* Keep enough idle connections around for bursts of concurrent streams. */
-    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, 1024L);
     pthread_mutex_init(&p->lock, NULL);
-    if (pthread_create(&p->thread, NULL, pool_main, p) != 0) {
-        pthread_mutex_destroy(&p->lock);
-        goto fail;
+    pthread_mutex_init(&p->bal_lock, NULL);
+    pthread_cond_init(&p->stopped, NULL);
+    if (up_loop_new(p, &p->own) != 0)
+        goto fail_sync;
+    if (pthread_create(&p->thread, NULL, pool_main, p->own) != 0) {
+        up_loop_free(p->own);
+        goto fail_sync;
     }
     *out = p;
     return 0;
+fail_sync:
+    pthread_cond_destroy(&p->stopped);
+    pthread_mutex_destroy(&p->bal_lock);
+    pthread_mutex_destroy(&p->lock);
 fail:
-    if (p->multi)
-        curl_multi_cleanup(p->multi);
     for (size_t i = 0; i < UP_MAX_PROVIDERS; i++)
         provider_fini(&p->prov[i]);
-    free(p->watch);
-    free(p->watch_x);
     free(p);
     return UP_ENOMEM;
 }
 
+/* Whether every loop has cancelled its transfers (p->lock held). */
+static bool all_stopped(const struct up_pool *p)
+{
+    for (const struct up_loop *l = p->loops; l; l = l->next)
+        if (!l->stopped)
+            return false;
+    return true;
+}
+
 void up_pool_shutdown(struct up_pool *p)
 {
-    bool joined;
-
     pthread_mutex_lock(&p->lock);
-    p->stopping = true;
-    joined = p->joined;
-    p->joined = true;
-    pthread_mutex_unlock(&p->lock);
-    if (joined)
+    if (p->stopping) {
+        pthread_mutex_unlock(&p->lock);
         return;
-    curl_multi_wakeup(p->multi);
+    }
+    p->stopping = true;
+    for (struct up_loop *l = p->loops; l; l = l->next) {
+        pthread_mutex_lock(&l->lock);
+        l->stopping = true;
+        pthread_mutex_unlock(&l->lock);
+        curl_multi_wakeup(l->multi);
+    }
+    /* Each loop's thread cancels its own transfers, so that every on_done
+     * runs on the thread its handler expects. */
+    while (!all_stopped(p))
+        pthread_cond_wait(&p->stopped, &p->lock);
+    pthread_mutex_unlock(&p->lock);
     pthread_join(p->thread, NULL);
 }
 
@@ -920,21 +1090,12 @@ void up_pool_free(struct up_pool *p)
     if (!p)
         return;
     up_pool_shutdown(p);
-    /* Requests queued after the thread's last drain only hold references. */
-    while (p->work) {
-        struct up_xfer *x = p->work;
-        p->work = x->qnext;
-        x->queued = false;
-        xfer_unref(x);
-    }
-    while (p->nspare > 0)
-        curl_easy_cleanup(p->spare[--p->nspare]);
-    curl_multi_cleanup(p->multi);
+    up_loop_free(p->own); /* the other loops are their owners' to free, before this */
+    pthread_cond_destroy(&p->stopped);
+    pthread_mutex_destroy(&p->bal_lock);
     pthread_mutex_destroy(&p->lock);
     for (size_t i = 0; i < p->nprov; i++)
         provider_fini(&p->prov[i]);
-    free(p->watch);
-    free(p->watch_x);
     free(p);
 }
 
@@ -949,9 +1110,11 @@ int up_pool_submit(struct up_pool *p, const struct up_req *r, const struct up_ha
     if (!x)
         return UP_ENOMEM;
     x->pool = p;
+    /* The calling thread's own loop when it has one: no hand-off. */
+    x->loop = current && current->pool == p ? current : p->own;
     x->h = h;
     x->ud = ud;
-    x->refs = 1; /* the pool's, dropped in finish() */
+    x->refs = 1; /* the loop's, dropped in finish() */
     x->client_fd = r->client_fd;
     x->prov = -1;
     x->deadline = clock_mono_ms() + p->o.timeout_ms;

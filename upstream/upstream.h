@@ -1,8 +1,13 @@
 /* upstream.h - the provider pool: libcurl transfers, weighted failover,
  * retries and circuit breakers.
  *
- * One thread owns a curl multi handle and drives every upstream transfer;
- * no thread per request. Connections to providers are kept alive and reused.
+ * Transfers run on loops: a loop is a curl multi handle that one thread
+ * drives. A thread that serves requests (an HTTP worker) owns a loop and
+ * runs it from its own event loop (up_loop_run), so that the transfers it
+ * submits start, run and call back on that thread: no hand-off, no wake-up.
+ * The pool has one loop with a thread of its own for submits from threads
+ * that own none. No thread per request. Connections to providers are kept
+ * alive and reused, per loop.
  *
  * A transfer may take several attempts. Each attempt goes to a provider
  * chosen by smooth weighted round-robin among those not yet tried for this
@@ -15,8 +20,12 @@
  * bytes reach the client the provider is fixed.
  *
  * Threads: up_pool_submit(), up_xfer_cancel(), up_xfer_unpause(),
- * up_pool_ready() and up_pool_provider_stats() may be called from any
- * thread. Handler callbacks run on the pool's thread and must not block.
+ * up_pool_ready(), up_pool_provider_stats() and up_loop_wake() may be called
+ * from any thread. A transfer runs on the loop of the thread that submitted
+ * it (up_loop_bind), else on the pool's; its handler callbacks run on that
+ * loop's thread and must not block. Cancel and unpause take effect on that
+ * thread's next turn, never inside the call, so a handler may call them
+ * while it holds a lock that its callbacks take.
  *
  * Lifetime: the struct up_xfer returned by up_pool_submit() stays valid until
  * the handler's on_done() returns. on_done() runs exactly once for every
@@ -49,6 +58,7 @@
 #define UP_MAX_PROVIDERS 32
 
 struct up_pool;
+struct up_loop;
 struct up_xfer;
 
 struct up_provider_opts {
@@ -132,13 +142,43 @@ struct up_provider_stats {
 /* Start the pool's thread. Returns 0 or a negative UP_E* code. */
 int up_pool_new(const struct up_pool_opts *o, struct up_pool **out);
 
-/* Cancel every transfer (each gets on_done(UP_ECANCELED)) and stop the
- * thread. Later submits fail with UP_ECANCELED; cancel and unpause stay
+/* Cancel every transfer on every loop (each gets on_done(UP_ECANCELED) on
+ * its loop's thread) and stop the pool's thread; returns when all are done,
+ * so every loop's thread must be running up_loop_run() meanwhile (or its
+ * loop freed). Later submits fail with UP_ECANCELED; cancel and unpause stay
  * safe to call. Idempotent. */
 void up_pool_shutdown(struct up_pool *p);
 
-/* up_pool_shutdown() and free the pool. NULL is a no-op. */
+/* up_pool_shutdown() and free the pool. Every loop made with up_loop_new()
+ * must be freed before. NULL is a no-op. */
 void up_pool_free(struct up_pool *p);
+
+/* A loop for a thread that has an event loop of its own. Returns 0 or
+ * UP_ENOMEM. */
+int up_loop_new(struct up_pool *p, struct up_loop **out);
+
+/* Make l the calling thread's loop: its up_pool_submit() calls run there.
+ * Called once by the thread that will run l. */
+void up_loop_bind(struct up_loop *l);
+
+/* One turn of l, on its thread: apply what was asked, drive the transfers,
+ * run their callbacks, then wait up to timeout_ms (< 0: no limit of the
+ * caller's) for provider I/O, a timer, a wake-up or fd (>= 0, e.g. an HTTP
+ * server's epoll fd) becoming readable. */
+void up_loop_run(struct up_loop *l, int fd, long timeout_ms);
+
+/* Make l's thread take another turn at once (any thread): from another
+ * thread this ends its wait, or its next one; on l's own thread its next
+ * wait does not start. For whoever shares l's thread, e.g. an HTTP server
+ * whose resumed connections the thread must serve. */
+void up_loop_wake(struct up_loop *l);
+
+/* The calling thread's loop (up_loop_bind), or NULL. */
+struct up_loop *up_loop_current(void);
+
+/* Cancel l's transfers (their on_done runs on the calling thread) and free
+ * it, once no thread runs it any more. NULL is a no-op. */
+void up_loop_free(struct up_loop *l);
 
 /* Queue a transfer. On success returns 0 and *out; the handler will be
  * called. On failure returns a negative code and the handler never runs. */

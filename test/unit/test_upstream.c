@@ -1,0 +1,235 @@
+/* Unit tests for upstream/upstream.c's loops: a transfer runs and calls back
+ * on the loop of the thread that submitted it, or on the pool's own thread
+ * when that thread has none; shutdown cancels a transfer on its own loop's
+ * thread; submits after it are refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "upstream/upstream.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* What on_done saw, and on which thread. */
+struct outcome {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    int err;
+    pthread_t thread;
+};
+
+static void on_head(void *ud, const struct up_head *h)
+{
+    (void)ud;
+    (void)h;
+}
+
+static int on_body(void *ud, const char *p, size_t n)
+{
+    (void)ud;
+    (void)p;
+    (void)n;
+    return 0;
+}
+
+static void on_done(void *ud, int err, const char *detail, const struct up_result *r)
+{
+    struct outcome *o = ud;
+
+    (void)detail;
+    (void)r;
+    pthread_mutex_lock(&o->mu);
+    o->done = true;
+    o->err = err;
+    o->thread = pthread_self();
+    pthread_cond_signal(&o->cv);
+    pthread_mutex_unlock(&o->mu);
+}
+
+static const struct up_handler handler = {on_head, on_body, on_done};
+
+static void outcome_init(struct outcome *o)
+{
+    memset(o, 0, sizeof(*o));
+    pthread_mutex_init(&o->mu, NULL);
+    pthread_cond_init(&o->cv, NULL);
+}
+
+static void outcome_fini(struct outcome *o)
+{
+    pthread_cond_destroy(&o->cv);
+    pthread_mutex_destroy(&o->mu);
+}
+
+static bool outcome_done(struct outcome *o)
+{
+    bool done;
+
+    pthread_mutex_lock(&o->mu);
+    done = o->done;
+    pthread_mutex_unlock(&o->mu);
+    return done;
+}
+
+/* A pool of one provider at base_url that never retries. */
+static struct up_pool *pool_at(const char *base_url)
+{
+    struct up_provider_opts prov = {.base_url = base_url, .weight = 1};
+    struct up_pool_opts o = {.providers = &prov,
+                             .nproviders = 1,
+                             .connect_timeout_ms = 5000,
+                             .timeout_ms = 10000,
+                             .idle_timeout_ms = 10000,
+                             .breaker_failures = 100,
+                             .breaker_cooldown_ms = 1000};
+    struct up_pool *p = NULL;
+
+    assert_int_equal(up_pool_new(&o, &p), 0);
+    return p;
+}
+
+static int submit(struct up_pool *p, struct outcome *o, struct up_xfer **x)
+{
+    struct up_req r = {.method = "GET", .path = "/models", .client_fd = -1};
+
+    return up_pool_submit(p, &r, &handler, o, x);
+}
+
+static void transfer_stays_on_the_submitting_thread(void **state)
+{
+    /* Port 1 on loopback refuses connections at once. */
+    struct up_pool *p = pool_at("http://127.0.0.1:1/v1");
+    struct up_loop *l;
+    struct up_xfer *x;
+    struct outcome o;
+
+    (void)state;
+    outcome_init(&o);
+    assert_int_equal(up_loop_new(p, &l), 0);
+    up_loop_bind(l);
+    assert_ptr_equal(up_loop_current(), l);
+    assert_int_equal(submit(p, &o, &x), 0);
+    /* Nothing runs inside the submit: the loop's next turn starts it. */
+    assert_false(outcome_done(&o));
+    for (int i = 0; i < 200 && !outcome_done(&o); i++)
+        up_loop_run(l, -1, 50);
+    assert_true(outcome_done(&o));
+    assert_int_equal(o.err, UP_EUNREACH);
+    assert_true(pthread_equal(o.thread, pthread_self()));
+    up_loop_free(l);
+    assert_null(up_loop_current());
+    up_pool_free(p);
+    outcome_fini(&o);
+}
+
+static void thread_without_loop_uses_the_pools(void **state)
+{
+    struct up_pool *p = pool_at("http://127.0.0.1:1/v1");
+    struct up_xfer *x;
+    struct outcome o;
+
+    (void)state;
+    outcome_init(&o);
+    assert_null(up_loop_current());
+    assert_int_equal(submit(p, &o, &x), 0);
+    pthread_mutex_lock(&o.mu);
+    while (!o.done)
+        pthread_cond_wait(&o.cv, &o.mu);
+    pthread_mutex_unlock(&o.mu);
+    assert_int_equal(o.err, UP_EUNREACH);
+    assert_false(pthread_equal(o.thread, pthread_self()));
+    up_pool_free(p);
+    outcome_fini(&o);
+}
+
+/* A worker thread: its own loop, one transfer, turns until told to stop. */
+struct worker {
+    struct up_pool *pool;
+    struct up_loop *loop;
+    struct outcome o;
+    atomic_bool submitted, stop;
+    int rc;
+};
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct up_xfer *x;
+
+    up_loop_bind(w->loop);
+    w->rc = submit(w->pool, &w->o, &x);
+    atomic_store(&w->submitted, true);
+    while (!atomic_load(&w->stop))
+        up_loop_run(w->loop, -1, 50);
+    return NULL;
+}
+
+static void shutdown_cancels_on_the_loops_thread(void **state)
+{
+    /* A provider that takes the connection (the backlog does) and never
+     * answers keeps the transfer running until it is cancelled. */
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    char url[64];
+    struct worker w = {.rc = -1};
+    struct outcome late;
+    struct up_xfer *x;
+    pthread_t t;
+
+    (void)state;
+    assert_true(ls >= 0);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 8), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1", ntohs(a.sin_port));
+    w.pool = pool_at(url);
+    outcome_init(&w.o);
+    outcome_init(&late);
+    assert_int_equal(up_loop_new(w.pool, &w.loop), 0);
+    atomic_init(&w.submitted, false);
+    atomic_init(&w.stop, false);
+    assert_int_equal(pthread_create(&t, NULL, worker_main, &w), 0);
+    while (!atomic_load(&w.submitted))
+        usleep(1000);
+    assert_int_equal(w.rc, 0);
+    /* Returns only once the worker's loop has cancelled its transfer. */
+    up_pool_shutdown(w.pool);
+    assert_true(outcome_done(&w.o));
+    assert_int_equal(w.o.err, UP_ECANCELED);
+    assert_false(pthread_equal(w.o.thread, pthread_self()));
+    assert_int_equal(submit(w.pool, &late, &x), UP_ECANCELED);
+    atomic_store(&w.stop, true);
+    up_loop_wake(w.loop);
+    pthread_join(t, NULL);
+    up_loop_free(w.loop);
+    up_pool_free(w.pool);
+    outcome_fini(&late);
+    outcome_fini(&w.o);
+    close(ls);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(transfer_stays_on_the_submitting_thread),
+        cmocka_unit_test(thread_without_loop_uses_the_pools),
+        cmocka_unit_test(shutdown_cancels_on_the_loops_thread),
+    };
+    int rc;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
