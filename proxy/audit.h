@@ -10,8 +10,9 @@
  *
  * An audit never delays or changes the client's answer: audit_offer()
  * copies what the audit needs and returns; the provider call runs on the
- * upstream pool's thread like any other transfer (never counted against
- * the client's rate limit), and the rest on the audit thread. At most
+ * upstream pool's own thread (the audit thread has no loop of its own; see
+ * upstream/upstream.h), never counted against the client's rate limit, and
+ * the rest on the audit thread. At most
  * max_inflight audits exist at once; an offer beyond that, or while every
  * provider's breaker is open, is dropped and counted, as is an audit whose
  * provider call fails.

@@ -16,7 +16,7 @@
  * and the counters; the wire format is proxy/openai/embedding.h.
  *
  * Threads: a struct emb_call belongs to one request; its owner serialises
- * access to it (the pool thread calls emb_complete under the request's
+ * access to it (the transfer's on_done calls emb_complete under the request's
  * lock).
  */
 #ifndef PARROT_EMBEDDINGS_H

@@ -341,6 +341,8 @@ static void resume(struct exch *x)
     if (x->suspended && !x->closed) {
         x->suspended = false;
         MHD_resume_connection(x->conn);
+        /* A daemon its worker polls does not signal resumes itself. */
+        up_loop_wake(x->loop);
     }
 }
 
@@ -839,6 +841,7 @@ void *xch_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     x->srv = s;
     x->up_length = -1;
     x->track = conns_of(conn);
+    x->loop = up_loop_current();
     if (x->track)
         conn_request_line(x->track, s->cfg->header_timeout_ms);
     clock_gettime(CLOCK_MONOTONIC, &x->t0);

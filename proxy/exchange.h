@@ -13,18 +13,21 @@
  * completes), the upstream transfer (until on_done), a streaming response
  * (until libmicrohttpd frees it), and a pending wake-up (from
  * xch_wait_suspended until xch_wake_as). x->lock guards everything the
- * upstream thread and the HTTP threads both touch.
+ * transfer's callbacks and a wake-up from another thread may touch. The
+ * transfer runs on the upstream loop of the worker thread that serves the
+ * connection (x->loop), so its callbacks run on that thread too.
  *
  * The life of a proxied request:
  *   1. The head arrives: routes.c checks it (route_head) before a byte of
  *      the body is read; the body is collected (capped), and route_dispatch
  *      validates it and submits the upstream transfer (xch_forward), which
  *      suspends the connection (XS_WAIT).
- *   2. On the upstream thread, on_head decides the mode. SSE, or a body larger
- *      than FULL_MAX, is streamed: the connection is resumed (XS_STREAM) and
- *      the handler queues a response whose reader pulls from x->out. Anything
- *      else is collected whole (XS_FULL) and sent with a Content-Length when
- *      the transfer ends, which costs one resume instead of several.
+ *   2. In the worker's upstream loop, on_head decides the mode. SSE, or a
+ *      body larger than FULL_MAX, is streamed: the connection is resumed
+ *      (XS_STREAM) and the handler queues a response whose reader pulls from
+ *      x->out. Anything else is collected whole (XS_FULL) and sent with a
+ *      Content-Length when the transfer ends, which costs one resume instead
+ *      of several.
  *   3. In streaming mode the reader suspends the connection when x->out is
  *      empty and on_body resumes it. When x->out is above OUT_HIGH, on_body
  *      pauses the transfer; the reader unpauses it below OUT_LOW. A slow client
@@ -72,6 +75,7 @@ struct auth;
 struct metrics;
 struct conns;
 struct conn;
+struct worker;
 
 /* Where a request goes, decided from its head before any body is read. */
 enum rkind {
@@ -114,10 +118,11 @@ struct server {
     struct auth *auth;
     struct admin admin;
     struct metrics *met;
-    struct MHD_Daemon *mhd;
+    struct worker *workers; /* the HTTP threads: a daemon and an upstream loop each */
+    unsigned nworkers;
+    atomic_bool stopping; /* the workers leave their loops */
     char addr[64];
     atomic_bool draining;
-    MHD_socket quiesced; /* the listening socket after server_drain, closed by server_stop */
     atomic_size_t inflight;
 
     struct conns *conns; /* connection deadlines */
@@ -129,6 +134,7 @@ struct exch {
     struct server *srv;
     struct MHD_Connection *conn;
     struct conn *track;
+    struct up_loop *loop; /* its worker's: the thread that serves the connection */
     /* The request target: as received until the head is checked, then
      * normalised (front_target); routed and forwarded as it is then. */
     char *uri;

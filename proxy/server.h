@@ -1,12 +1,15 @@
 /* server.h - parrot's HTTP front end (libmicrohttpd).
  *
- * A small pool of epoll worker threads serves every client connection; a
- * request that needs the provider is handed to the upstream pool and its
- * connection is suspended until there is something to send, so thousands of
- * concurrent streams need no extra threads.
+ * `threads` worker threads serve every client connection; each runs its own
+ * libmicrohttpd daemon and its own upstream loop (upstream.h) from one event
+ * loop, so a request that needs the provider starts its transfer on its own
+ * thread, and its connection is suspended until there is something to send:
+ * thousands of concurrent streams need no extra threads, and a miss costs no
+ * hand-off between threads.
  *
  * Threads: server_start() and server_stop() from the main thread; the other
- * functions from any thread.
+ * functions from any thread. up_pool_shutdown() of the pool the server was
+ * given must come before server_stop(), or after it; not during it.
  */
 #ifndef PARROT_SERVER_H
 #define PARROT_SERVER_H
