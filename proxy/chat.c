@@ -275,6 +275,8 @@ void chat_settle(struct chat *ch)
 
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
+    enum cache_result res;
+
     if (!r->keyed || r->cc.no_cache) {
         size_t why = 0;
 
@@ -290,10 +292,17 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     }
     if (!r->store)
         atomic_fetch_add(&ch->no_store, 1);
-    if (atomic_load(&ch->queued_seq) != atomic_load(&ch->stored_seq) &&
-        cache_lookup_exact(ch->cache, &r->q, now) != CACHE_HIT_EXACT)
-        await_stores(ch, r->key.partition);
-    switch (cache_lookup(ch->cache, &r->q, now)) {
+    if (atomic_load(&ch->queued_seq) == atomic_load(&ch->stored_seq)) {
+        res = cache_lookup(ch->cache, &r->q, now);
+    } else {
+        /* Answers are being stored: an exact hit need not wait for them. */
+        res = cache_lookup_exact(ch->cache, &r->q, now);
+        if (res != CACHE_HIT_EXACT) {
+            await_stores(ch, r->key.partition);
+            res = cache_lookup(ch->cache, &r->q, now);
+        }
+    }
+    switch (res) {
     case CACHE_HIT_EXACT:
         r->exact = true;
         atomic_fetch_add(&ch->hits_exact, 1);

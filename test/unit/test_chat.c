@@ -198,6 +198,13 @@ static void test_full_queue_drops(void **state)
     assert_false(chat_store_later(ch, &r[2], 200, false, ANSWER, strlen(ANSWER), NOW, done, &d[2]));
     chat_get_counters(ch, &cc);
     assert_int_equal(cc.store_dropped, 1);
+    /* With r[1] still queued, an exact hit on r[0]'s answer is served
+     * without waiting, and holds one reference (the leak checker sees a
+     * second one). */
+    assert_true(req_for(ch, &probe, qs[0]));
+    assert_int_equal(chat_lookup(ch, &probe, NOW), CHAT_HIT);
+    assert_true(probe.exact);
+    chat_req_fini(&probe);
     assert_true(req_for(ch, &probe, qs[2]));
     assert_false(chat_flight_join(ch, &probe, never_woken)); /* dropped: flight closed */
     chat_flight_done(ch, &probe);
