@@ -857,6 +857,9 @@ void up_loop_run(struct up_loop *l, int fd, long timeout_ms)
         l->stopped = true;
         pthread_cond_broadcast(&p->stopped);
         pthread_mutex_unlock(&p->lock);
+        /* No sleep on this turn: the pool's own thread ends as soon as it
+         * returns (up_pool_shutdown joins it), a worker goes on serving. */
+        l->kicked = true;
     }
     curl_multi_perform(l->multi, &running);
     reap(l);
