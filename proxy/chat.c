@@ -31,10 +31,10 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
 #define STORE_QUEUE_BYTES (64u << 20)
 
 struct chat {
-    struct cache *cache;                      /* borrowed */
-    struct workq *storeq;                     /* NULL when cache is */
-    atomic_size_t store_bytes;                /* bodies waiting in storeq */
-    atomic_uint_fast64_t store_dropped_bytes; /* refused for STORE_QUEUE_BYTES */
+    struct cache *cache;                /* borrowed */
+    struct workq *storeq;               /* NULL when cache is */
+    atomic_size_t store_bytes;          /* bodies waiting in storeq */
+    atomic_uint_fast64_t store_dropped; /* answered, not queued: full, or no memory */
     atomic_bool store_drop_said;
     /* Read-your-writes: a semantic lookup waits for the answers of its
      * partition queued before it. Jobs are numbered in queue order and run
@@ -242,19 +242,30 @@ void chat_req_fini(struct chat_req *r)
     memset(r, 0, sizeof(*r));
 }
 
-/* Wait until the answers queued for partition are stored (a no-op when
- * none are). A question answered is then seen by every later lookup in
- * its partition, however soon it comes; the wait is bounded by the queue,
- * and under a sustained burst it is the back-pressure that keeps the
- * queue from dropping stores. */
+/* Whether answers are queued and not yet stored: the cheap test before
+ * any wait. */
+static bool stores_pending(struct chat *ch)
+{
+    return atomic_load(&ch->queued_seq) != atomic_load(&ch->stored_seq);
+}
+
+/* Wait until the answers queued so far for partition (NULL: for every
+ * partition) are stored. A question answered is then seen by every later
+ * lookup in its partition, however soon it comes; the wait is bounded by
+ * the queue, and under a sustained burst it is the back-pressure that
+ * keeps the queue from dropping stores. */
 static void await_stores(struct chat *ch, const uint8_t *partition)
 {
     const struct store_job *last;
     uint64_t until;
 
     pthread_mutex_lock(&ch->pend_mu);
-    last = map_get(&ch->pend, partition);
-    until = last ? last->seq : 0;
+    if (partition) {
+        last = map_get(&ch->pend, partition);
+        until = last ? last->seq : 0;
+    } else {
+        until = atomic_load(&ch->queued_seq);
+    }
     while (atomic_load(&ch->stored_seq) < until)
         pthread_cond_wait(&ch->pend_cv, &ch->pend_mu);
     pthread_mutex_unlock(&ch->pend_mu);
@@ -262,15 +273,8 @@ static void await_stores(struct chat *ch, const uint8_t *partition)
 
 void chat_settle(struct chat *ch)
 {
-    uint64_t until;
-
-    if (!ch || atomic_load(&ch->queued_seq) == atomic_load(&ch->stored_seq))
-        return;
-    pthread_mutex_lock(&ch->pend_mu);
-    until = atomic_load(&ch->queued_seq);
-    while (atomic_load(&ch->stored_seq) < until)
-        pthread_cond_wait(&ch->pend_cv, &ch->pend_mu);
-    pthread_mutex_unlock(&ch->pend_mu);
+    if (ch && stores_pending(ch))
+        await_stores(ch, NULL);
 }
 
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
@@ -292,7 +296,7 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
     }
     if (!r->store)
         atomic_fetch_add(&ch->no_store, 1);
-    if (atomic_load(&ch->queued_seq) == atomic_load(&ch->stored_seq)) {
+    if (!stores_pending(ch)) {
         res = cache_lookup(ch->cache, &r->q, now);
     } else {
         /* Answers are being stored: an exact hit need not wait for them. */
@@ -528,10 +532,8 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
     }
     if (sse)
         len = 0; /* the stream was fed to r->as */
-    if (atomic_fetch_add(&ch->store_bytes, len) + len > STORE_QUEUE_BYTES) {
-        atomic_fetch_add(&ch->store_dropped_bytes, 1);
+    if (atomic_fetch_add(&ch->store_bytes, len) + len > STORE_QUEUE_BYTES)
         goto undo;
-    }
     j = malloc(sizeof(*j) + len);
     if (!j)
         goto undo;
@@ -561,10 +563,12 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
     free(j);
 undo:
     atomic_fetch_sub(&ch->store_bytes, len);
+    atomic_fetch_add(&ch->store_dropped, 1);
     /* Said once: every drop is counted (parrot_cache_stores_dropped_total). */
     if (!atomic_exchange(&ch->store_drop_said, true))
         log_msg(LOG_WARN, "answer not stored",
-                "the store queue is full; further drops are only counted");
+                "the store queue is full (or memory ran out); further drops are only "
+                "counted");
 now:
     chat_flight_done(ch, r);
     return false;
@@ -660,10 +664,10 @@ void chat_get_counters(struct chat *ch, struct chat_counters *out)
     out->refused = atomic_load(&ch->refused);
     out->stores = atomic_load(&ch->stores);
     out->store_skipped = atomic_load(&ch->store_skipped);
+    out->store_dropped = atomic_load(&ch->store_dropped);
     if (ch->storeq) {
         struct workq_stats ws;
         workq_get_stats(ch->storeq, &ws);
-        out->store_dropped = ws.dropped + atomic_load(&ch->store_dropped_bytes);
         out->store_queued = ws.waiting;
     }
     out->item_hits = atomic_load(&ch->item_hits);

@@ -227,8 +227,8 @@ extern const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS];
 struct chat_counters {
     uint64_t hits_exact, hits_semantic, hits_coalesced, misses, bypasses, refused;
     uint64_t stores, store_skipped, no_store;
-    uint64_t store_dropped;               /* the store queue was full: answered, not stored */
-    size_t store_queued;                  /* answers waiting on the store thread */
+    uint64_t store_dropped; /* answered, not stored: the store queue was full (or no memory) */
+    size_t store_queued;    /* answers waiting on the store thread */
     uint64_t bypass[CHAT_BYPASS_REASONS]; /* by chat_bypass_reasons */
     /* Routes cached item by item (embeddings inputs). */
     uint64_t item_hits, item_misses, item_bypasses;

@@ -605,8 +605,8 @@ int metrics_cache(struct buf *b, const struct chat_stats *cs, const struct cache
                  "Answers not stored: error status, truncated, unfinished or unreplayable.", "",
                  cs->store_skipped, true);
     rc |= metric(b, "parrot_cache_stores_dropped_total", "counter",
-                 "Answers answered but not stored: the store queue was full.", "",
-                 cs->store_dropped, true);
+                 "Answers answered but not stored: the store queue was full (or memory ran out).",
+                 "", cs->store_dropped, true);
     rc |= metric(b, "parrot_cache_store_queue", "gauge",
                  "Answers answered and waiting to be stored.", "", cs->store_queued, true);
     for (int i = VERIFY_OK + 1; i < VERIFY_REASONS; i++) {
