@@ -382,6 +382,12 @@ static const char *const opposites[][2] = {
     {"long", "short"},
     {"big", "small"},
     {"light", "dark"},
+    {"brighten", "dim"},
+    {"bright", "dim"},
+    {"lighten", "darken"},
+    {"loud", "quiet"},
+    {"louder", "quieter"},
+    {"louder", "softer"},
     {"love", "hate"},
     {"like", "dislike"},
     {"true", "false"},
@@ -693,6 +699,9 @@ static void number_words(const char *s, size_t len, struct nums *out)
                 pending = 1;
                 pend_min = span_eq(x, "past") || span_eq(x, "after") ? m : -m;
                 pos = p2;
+            } else {
+                /* an amount: "dim the lights to half" is not "dim the lights" */
+                num_add_str(out, span_eq(w, "half") ? "1/2" : "1/4");
             }
         }
         after_num = false;
@@ -873,18 +882,23 @@ static const char *const neutral_words[] = {
 };
 
 /* Arguments no table lists: times of day and relative dates, whose answer
- * changes with them ("tomorrow morning" is not "tonight"), ordinals. */
+ * changes with them ("tomorrow morning" is not "tonight"), ordinals,
+ * multiples ("double", "twice"; "half" is a number, number_words()), and the points
+ * of the compass that name regions and time zones ("eastern" / "central"),
+ * which word vectors put side by side. */
 static const char *const time_words[] = {
     "today",    "tomorrow", "yesterday", "tonight", "morning", "afternoon", "evening",  "night",
     "noon",     "midnight", "weekend",   "weekday", "next",    "last",      "previous", "first",
     "second",   "third",    "fourth",    "fifth",   "sixth",   "seventh",   "eighth",   "ninth",
     "tenth",    "daily",    "weekly",    "monthly", "yearly",  "hourly",    "annual",   "week",
     "month",    "year",     "hour",      "minute",  "day",     "monday",    "tuesday",  "wednesday",
-    "thursday", "friday",   "saturday",  "sunday",  "am",      "pm",
+    "thursday", "friday",   "saturday",  "sunday",  "am",      "pm",        "double",   "twice",
+    "triple",   "eastern",  "western",   "northern", "southern", "central",  "pacific",  "atlantic",
 };
 
 _Static_assert(NELEMS(neutral_words) <= SET_SLOTS / 2, "neutral words: grow SET_SLOTS");
 _Static_assert(2 * NOPP <= SET_SLOTS / 2, "opposite stems: grow SET_SLOTS");
+_Static_assert(NELEMS(time_words) <= SET_SLOTS / 2, "argument words: grow SET_SLOTS");
 
 static struct wordset acting_set, neutral_set, time_set;
 static pthread_once_t sets_once = PTHREAD_ONCE_INIT;
