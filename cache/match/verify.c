@@ -50,9 +50,9 @@
  * stem, then through WordNet by a synonym or a derivation of a word the
  * other side has no own match for; then a typo (one edit, one word unknown);
  * then an antonym left on both sides fails; then word vectors may pair two
- * leftover predicate words that are mostly verbs or adjectives (never two
- * things: bathroom / room) when WordNet does not call them antonyms or co-
- * hyponyms. What is still left fails: a word on each side is one said for
+ * leftover predicate words that are neither mostly things (bathroom / room)
+ * nor mostly actions (read / send: verbs pair through WordNet only, in
+ * verb_pair()) when WordNet does not call them antonyms or co-hyponyms. What is still left fails: a word on each side is one said for
  * another, a word on one side only narrows or widens the request.
  *
  * Roles: a word both sides share must follow "to" on both or neither when
@@ -1225,7 +1225,10 @@ static bool typo_of(const struct embed_word *a, uint8_t af, const struct embed_w
 /* a and b, both unmatched predicate words, stand for each other by their
  * vectors: close enough, and not what WordNet calls antonyms or co-
  * hyponyms ("hot" / "cold", "kitchen" / "bedroom" are close in vector space
- * precisely because they are alternatives). */
+ * precisely because they are alternatives). Never two things, and never a
+ * word that is mostly a verb: "read" / "send" sit at 0.6 and WordNet does
+ * not call them siblings, so "read my latest email" took the answer of
+ * "send my latest email" (must-miss); a verb pairs only by verb_pair(). */
 static bool near_pair(const struct verify_tables *t, const struct embed_word *a, uint8_t af,
                       const struct embed_word *b, uint8_t bf)
 {
@@ -1236,6 +1239,7 @@ static bool near_pair(const struct verify_tables *t, const struct embed_word *a,
         (k = wordvec_find(t->wv, b->text, lb)) < 0 || wordvec_cos(t->wv, i, k) < NEAR_COS)
         return false;
     return !t->wn || (!(af & T_NOUN) && !(bf & T_NOUN) &&
+                      !((word_flags(t, a) | word_flags(t, b)) & W_VERB) &&
                       !wordnet_antonyms(t->wn, a->text, la, b->text, lb) &&
                       !wordnet_cohyponyms(t->wn, a->text, la, b->text, lb));
 }
