@@ -43,8 +43,8 @@ struct wordnet;
 /* The tables the verifier can use; any of them may be NULL. Both are only
  * read, so one struct may be shared by every thread. */
 struct verify_tables {
-    const struct wordvec *wv; /* word vectors: a paraphrased predicate word may
-                                 pair with a close one (never an argument) */
+    const struct wordvec *wv; /* word vectors: a word they know is a word, not
+                                 a typo (they never pair two words) */
     const struct wordnet *wn; /* WordNet: synonyms and derivations account for
                                  predicate words, antonyms and co-hyponyms never
                                  do; instances, closed classes and unknown words

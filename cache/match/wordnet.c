@@ -458,13 +458,38 @@ static bool synsets_of_both(const struct wordnet *wn, const char *a, size_t alen
     return false;
 }
 
-bool wordnet_same_synset(const struct wordnet *wn, const char *a, size_t alen, const char *b,
-                         size_t blen)
+/* The synsets that are among the first `rank` senses of their part of
+ * speech for some lemma of w[0..n) (the table keeps WordNet's sense order,
+ * most frequent first); every sense when rank is 0. */
+static size_t main_synsets(const struct wordnet *wn, const char *w, size_t n, unsigned rank,
+                           uint32_t *syn, size_t max)
+{
+    uint32_t ids[MAX_BASES];
+    size_t k = bases(wn, w, n, ids), m = 0;
+
+    for (size_t i = 0; i < k; i++) {
+        unsigned seen[WORDNET_ADV + 1] = {0};
+        for (uint32_t j = 0; j < lem_count(wn, ids[i], 0); j++) {
+            uint32_t s = pool_at(wn, lem_run(wn, ids[i]) + j);
+            unsigned pos = syn_byte(wn, s, 2);
+            if (rank == 0 || (pos <= WORDNET_ADV && ++seen[pos] <= rank))
+                add_id(syn, &m, max, s);
+        }
+    }
+    return m;
+}
+
+bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                      size_t blen, unsigned rank)
 {
     uint32_t sa[MAX_SYNS], sb[MAX_SYNS];
-    size_t ma, mb;
+    size_t ma = main_synsets(wn, a, alen, rank, sa, MAX_SYNS),
+           mb = main_synsets(wn, b, blen, rank, sb, MAX_SYNS);
 
-    return synsets_of_both(wn, a, alen, b, blen, sa, &ma, sb, &mb);
+    for (size_t i = 0; i < ma; i++)
+        if (contains(sb, mb, sa[i]))
+            return true;
+    return false;
 }
 
 /* Some lemma of a lists some lemma of b in its list which (1 antonyms, 2
@@ -541,12 +566,11 @@ static size_t verb_ups(const struct wordnet *wn, const uint32_t *syn, size_t m, 
 }
 
 bool wordnet_verb_hypernym(const struct wordnet *wn, const char *a, size_t alen, const char *b,
-                           size_t blen, unsigned depth)
+                           size_t blen, unsigned depth, unsigned rank)
 {
-    uint32_t la[MAX_BASES], lb[MAX_BASES], sa[MAX_SYNS], sb[MAX_SYNS], up[MAX_SYNS];
-    size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
-    size_t ma = synsets_of(wn, la, na, false, sa, MAX_SYNS);
-    size_t mb = synsets_of(wn, lb, nb, false, sb, MAX_SYNS);
+    uint32_t sa[MAX_SYNS], sb[MAX_SYNS], up[MAX_SYNS];
+    size_t ma = main_synsets(wn, a, alen, rank, sa, MAX_SYNS);
+    size_t mb = main_synsets(wn, b, blen, rank, sb, MAX_SYNS);
     size_t k;
 
     /* a's verb senses and what they are kinds of, against b's verb senses,

@@ -58,9 +58,12 @@ size_t wordnet_synset_count(const struct wordnet *wn);
 size_t wordnet_lemmatise(const struct wordnet *wn, const char *w, size_t n, enum wordnet_pos pos,
                          const char **out, size_t max);
 
-/* a and b share a synset (are synonyms in some sense): "author" / "writer". */
-bool wordnet_same_synset(const struct wordnet *wn, const char *a, size_t alen, const char *b,
-                         size_t blen);
+/* a and b share a synset that is among the first rank senses of its part
+ * of speech for both (any sense when rank is 0): synonyms in what the words
+ * mostly mean. "author" / "writer" and "buy" / "purchase" are, at rank 2;
+ * "bill" / "card" share only a late sense ("menu") and are not. */
+bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                      size_t blen, unsigned rank);
 
 /* a and b are linked by a derivational pointer (+): "write" / "writer". */
 bool wordnet_derivationally_related(const struct wordnet *wn, const char *a, size_t alen,
@@ -78,9 +81,11 @@ bool wordnet_cohyponyms(const struct wordnet *wn, const char *a, size_t alen, co
 
 /* A verb sense of one of a and b is the other's, or a kind of it within
  * depth hypernym steps (@): "erase" / "remove", "reduce" / "decrease".
+ * Only the first rank senses of each part of speech count (all when 0):
+ * "list" is a kind of "number" only in a late sense ("enumerate").
  * Verbs only: two nouns so related are two things. */
 bool wordnet_verb_hypernym(const struct wordnet *wn, const char *a, size_t alen, const char *b,
-                           size_t blen, unsigned depth);
+                           size_t blen, unsigned depth, unsigned rank);
 
 /* Some noun sense of w is an instance (@i): a named thing, "Germany". */
 bool wordnet_is_instance(const struct wordnet *wn, const char *w, size_t n);

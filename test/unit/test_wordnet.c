@@ -79,9 +79,9 @@ static void test_fixture_relations(void **state)
     struct wordnet *wn = load(WORDNET_FIXTURE);
 
     (void)state;
-    assert_true(wordnet_same_synset(wn, S("author"), S("writer")));
-    assert_true(wordnet_same_synset(wn, S("authors"), S("Writer")));
-    assert_false(wordnet_same_synset(wn, S("author"), S("person")));
+    assert_true(wordnet_synonyms(wn, S("author"), S("writer"), 0));
+    assert_true(wordnet_synonyms(wn, S("authors"), S("Writer"), 0));
+    assert_false(wordnet_synonyms(wn, S("author"), S("person"), 0));
     assert_true(wordnet_derivationally_related(wn, S("wrote"), S("writer")));
     /* derivations are word to word: writer, not its synonym author */
     assert_false(wordnet_derivationally_related(wn, S("author"), S("write")));
@@ -153,6 +153,16 @@ static void test_real_wordnet(void **state)
 
     (void)state;
     assert_true(wordnet_synset_count(wn) > 100000);
+    /* synonyms in what the words mostly mean, not in a late sense */
+    assert_true(wordnet_synonyms(wn, S("buy"), S("purchase"), 1));
+    assert_true(wordnet_synonyms(wn, S("cancel"), S("delete"), 4));
+    assert_false(wordnet_synonyms(wn, S("cancel"), S("delete"), 3));
+    assert_false(wordnet_synonyms(wn, S("list"), S("number"), 4));
+    assert_true(wordnet_synonyms(wn, S("list"), S("number"), 0));
+    assert_false(wordnet_synonyms(wn, S("bill"), S("card"), 4));
+    assert_true(wordnet_verb_hypernym(wn, S("reduce"), S("decrease"), 1, 2));
+    assert_false(wordnet_verb_hypernym(wn, S("list"), S("number"), 1, 4));
+    assert_true(wordnet_verb_hypernym(wn, S("list"), S("number"), 1, 0));
     assert_true(wordnet_cohyponyms(wn, S("germany"), S("france")));
     assert_true(wordnet_is_instance(wn, S("Germany")));
     assert_int_equal(wordnet_closed_class(wn, S("germany")), WORDNET_CLASS_COUNTRY);
@@ -169,8 +179,8 @@ static void test_real_wordnet(void **state)
     assert_false(wordnet_antonyms(wn, S("safe"), S("secure")));
     assert_true(wordnet_derivationally_related(wn, S("write"), S("writer")));
     assert_true(wordnet_derivationally_related(wn, S("wrote"), S("writer")));
-    assert_true(wordnet_same_synset(wn, S("author"), S("writer")));
-    assert_false(wordnet_same_synset(wn, S("germany"), S("france")));
+    assert_true(wordnet_synonyms(wn, S("author"), S("writer"), 0));
+    assert_false(wordnet_synonyms(wn, S("germany"), S("france"), 0));
     assert_int_equal(wordnet_lemmatise(wn, S("wrote"), WORDNET_VERB, out, 8), 1);
     assert_string_equal(out[0], "write");
     wordnet_free(wn);
