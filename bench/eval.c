@@ -36,6 +36,10 @@
  *              that hit, wrong = must-miss pairs that hit, oos_queries /
  *              oos_hits = the must-miss pairs and their hits, recall = the
  *              paraphrase hit rate.
+ *   slotswap   hard negatives made from hwu64-dev (hwu_swaps()): each slot
+ *              value of a test question replaced by another value of the
+ *              same slot; every pair must miss. TSV rows "slotswap:SLOT" and
+ *              "slotswap:all" as the must-miss rows (no paraphrases).
  * CLINC150, BANKING77 and QQP run with the verifier on and off; their rows
  * and sections are unchanged by the two above. The threshold is set to a tiny
  * value, so a lookup returns the best-scoring candidate the verifier
@@ -1611,9 +1615,129 @@ static size_t mm_kinds(const struct mm_set *s, const char **kinds, size_t max)
     return n;
 }
 
+/* ---- slot swaps: hard negatives made from hwu64-dev ----
+ *
+ * Each slot value of a test question, found in its text, is replaced by
+ * another value the train split gives the same slot ("wake me up at [seven
+ * am]" -> "... at [six thirty pm]", "turn off the [kitchen] lights" -> "...
+ * [bedroom] ..."): the new question needs another answer, so the cached
+ * original must miss. Unlike the must-miss suite nobody chose these pairs,
+ * so they test the verifier on arguments the team did not think of. The
+ * replacement is the first value of the slot, from a per-question offset in
+ * the train order, whose words differ from the old value's and that the
+ * text does not already hold. */
+struct slot_value {
+    char *name, *value; /* into one "name=value" copy, split at '=' */
+};
+
+/* The distinct "name=value" slots of every label, split. */
+static size_t slot_pool(const struct items *train, struct slot_value **out)
+{
+    size_t n = 0, cap = 0;
+    struct slot_value *v = NULL;
+
+    for (size_t i = 0; i < train->n; i++)
+        for (const char *p = strchr(train->v[i].label, '\x1f'); p; p = strchr(p + 1, '\x1f')) {
+            size_t len = strcspn(p + 1, "\x1f"), j = 0;
+            char *one = xmalloc(len + 1);
+            memcpy(one, p + 1, len);
+            one[len] = '\0';
+            *strchr(one, '=') = '\0';
+            while (j < n && !(strcmp(v[j].name, one) == 0 &&
+                              strcmp(v[j].value, one + strlen(one) + 1) == 0))
+                j++;
+            if (j < n) {
+                free(one);
+                continue;
+            }
+            if (n == cap) {
+                cap = cap ? 2 * cap : 256;
+                v = realloc(v, cap * sizeof(*v));
+                if (!v)
+                    exit(1);
+            }
+            v[n].name = one;
+            v[n++].value = one + strlen(one) + 1;
+        }
+    *out = v;
+    return n;
+}
+
+/* Same words after g_words()' normalisation. */
+static bool same_words(const char *a, const char *b)
+{
+    char wa[GW_MAX][32], wb[GW_MAX][32];
+    size_t na = g_words(a, strlen(a), wa, GW_MAX), nb = g_words(b, strlen(b), wb, GW_MAX);
+
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(wa[i], wb[i]) != 0)
+            return false;
+    return true;
+}
+
+static void hwu_swaps(const struct items *train, const struct items *test, struct mm_set *out)
+{
+    struct slot_value *pool;
+    size_t np = slot_pool(train, &pool), cap = 0, k = 0;
+
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < test->n; i++) {
+        const char *text = test->v[i].text;
+        for (const char *p = strchr(test->v[i].label, '\x1f'); p; p = strchr(p + 1, '\x1f'), k++) {
+            size_t len = strcspn(p + 1, "\x1f"), nl = strcspn(p + 1, "="), vl;
+            char value[512];
+            const char *at;
+            const struct slot_value *to = NULL;
+            if (len - nl - 1 >= sizeof(value))
+                continue;
+            vl = len - nl - 1;
+            memcpy(value, p + 2 + nl, vl);
+            value[vl] = '\0';
+            if (!vl || !(at = strcasestr(text, value)))
+                continue;
+            for (size_t j = 0; j < np && !to; j++) {
+                const struct slot_value *c = &pool[(k * 31 + j) % np];
+                if (strlen(c->name) == nl && strncmp(c->name, p + 1, nl) == 0 &&
+                    !same_words(c->value, value) && !strcasestr(text, c->value))
+                    to = c;
+            }
+            if (!to)
+                continue;
+            if (out->n == cap) {
+                cap = cap ? 2 * cap : 256;
+                out->v = realloc(out->v, cap * sizeof(*out->v));
+                if (!out->v)
+                    exit(1);
+            }
+            size_t tl = strlen(text), nv = strlen(to->value);
+            char *q = xmalloc(tl - vl + nv + 1);
+            memcpy(q, text, (size_t)(at - text));
+            memcpy(q + (at - text), to->value, nv);
+            memcpy(q + (at - text) + nv, at + vl, tl - (size_t)(at - text) - vl + 1);
+            out->v[out->n++] =
+                (struct mm_pair){xstrdup(text), q, xstrdup(to->name), true};
+        }
+    }
+    for (size_t j = 0; j < np; j++)
+        free(pool[j].name);
+    free(pool);
+}
+
+static void swaps_free(struct mm_set *s)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->v[i].cached);
+        free(s->v[i].query);
+        free(s->v[i].kind);
+    }
+    free(s->v);
+}
+
 /* Per pair, its own tenant stores the cached question and looks up the new
  * one: sim[i] is the hit's score, or -1 for a miss. */
-static void run_mustmiss(const struct mm_set *s, bool vectors, float *sim)
+static void run_mustmiss(const struct mm_set *s, bool vectors, bool verifier, float *sim)
 {
     const char *saved = word_vectors;
     struct cache *cc;
@@ -1621,14 +1745,14 @@ static void run_mustmiss(const struct mm_set *s, bool vectors, float *sim)
 
     if (!vectors)
         word_vectors = NULL;
-    ch = chat_for(true, &cc);
+    ch = chat_for(verifier, &cc);
     word_vectors = saved;
     for (size_t i = 0; i < s->n; i++) {
         char auth[64];
         struct outcome o;
         snprintf(auth, sizeof(auth), "Bearer must-miss-%zu", i);
         warm(ch, auth, s->v[i].cached, "cached answer");
-        look(ch, auth, s->v[i].query, true, &o);
+        look(ch, auth, s->v[i].query, verifier, &o);
         sim[i] = o.hit ? o.sim : -1.0f;
         free(o.label);
         free(o.cand);
@@ -1662,12 +1786,12 @@ static void mm_count_at(const struct mm_set *s, const float *sim, const char *ki
 /* TSV rows "mustmiss:KIND" (and "mustmiss:all") along the grid: queries =
  * pairs, hits, correct = paraphrase hits, wrong = must-miss hits, oos_* =
  * the must-miss pairs and their hits, recall = paraphrase hit rate. */
-static void tsv_mustmiss(const struct mm_set *s, const float *sim, bool vectors,
+static void tsv_mustmiss(const char *prefix, const struct mm_set *s, const float *sim, bool vectors,
                          const char *const *kinds, size_t nk)
 {
     for (size_t j = 0; j <= nk; j++) {
         char set[96];
-        snprintf(set, sizeof(set), "mustmiss:%s", j < nk ? kinds[j] : "all");
+        snprintf(set, sizeof(set), "%s:%s", prefix, j < nk ? kinds[j] : "all");
         for (int k = 0; k < GRID_N; k++) {
             struct mm_count c;
             mm_count_at(s, sim, j < nk ? kinds[j] : NULL, grid_t(k), &c);
@@ -1683,16 +1807,11 @@ static void tsv_mustmiss(const struct mm_set *s, const float *sim, bool vectors,
 }
 
 /* sims[m], modes[m] (true: word vectors present), at each mode's default. */
-static void md_mustmiss(const char *path, const struct mm_set *s, float *const *sims,
+/* heading: the section's title and first paragraph (markdown). */
+static void md_mustmiss(const char *heading, const struct mm_set *s, float *const *sims,
                         const bool *modes, size_t m, const char *const *kinds, size_t nk)
 {
-    fprintf(md,
-            "\n### Must-miss suite (`%s`, %zu hand-written pairs), verifier on\n\n"
-            "Per pair its own partition stores the cached question, then the new one is "
-            "looked up. A must-miss pair that hits is a wrong hit (it must be 0); a "
-            "paraphrase pair that keeps the argument should hit. Each mode at its default "
-            "threshold.\n\n| kind |",
-            path, s->n);
+    fprintf(md, "%s\n\n| kind |", heading);
     for (size_t i = 0; i < m; i++)
         fprintf(md, " wrong hits, vectors %s | paraphrase hits, vectors %s |",
                 modes[i] ? "present" : "absent", modes[i] ? "present" : "absent");
@@ -1718,7 +1837,7 @@ static void md_mustmiss(const char *path, const struct mm_set *s, float *const *
             fprintf(md, "| %.2f | %s | %zu / %zu | %.3f |\n", SHOWN[k],
                     modes[i] ? "present" : "absent", c.wrong, c.miss_n, ratio(c.hits, c.hit_n));
         }
-    fprintf(md, "\nThe must-miss pairs that hit at the default threshold:\n\n| word vectors | "
+    fprintf(md, "\nThe pairs that must miss and hit at the default threshold:\n\n| word vectors | "
                 "kind | score | cached | new |\n|---|---|---|---|---|\n");
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < s->n; j++)
@@ -1842,6 +1961,12 @@ int main(int argc, char **argv)
     size_t mm_m = 0;
     const char *mm_kind[64];
     size_t mm_nk = 0;
+    struct mm_set sw = {0}; /* hwu64 slot swaps */
+    float *sw_sim[2] = {NULL, NULL};
+    bool sw_modes[2];
+    size_t sw_m = 0, sw_nk = 0;
+    float *sw_off = NULL; /* the swaps with the verifier off, default mode */
+    const char *sw_kind[128];
     struct items c_train = {0}, c_val = {0}, c_oos = {0}, b_train = {0}, b_test = {0}, qqp = {0};
     struct intent_run *runs = calloc(4, sizeof(*runs));
     struct pair_run pr[2];
@@ -2012,10 +2137,25 @@ int main(int argc, char **argv)
         for (int v = word_vectors ? 1 : 0; v >= 0; v--) {
             mm_sim[mm_m] = xmalloc((mm.n + 1) * sizeof(float));
             mm_modes[mm_m] = v;
-            run_mustmiss(&mm, v, mm_sim[mm_m]);
-            tsv_mustmiss(&mm, mm_sim[mm_m], v, mm_kind, mm_nk);
+            run_mustmiss(&mm, v, true, mm_sim[mm_m]);
+            tsv_mustmiss("mustmiss", &mm, mm_sim[mm_m], v, mm_kind, mm_nk);
             mm_m++;
         }
+    }
+    if (do_h) {
+        hwu_swaps(&h_train, &h_test, &sw);
+        sw_nk = mm_kinds(&sw, sw_kind, sizeof(sw_kind) / sizeof(sw_kind[0]));
+        printf("hwu64 slot swaps: %zu pairs in %zu slots\n", sw.n, sw_nk);
+        for (int v = word_vectors ? 1 : 0; v >= 0; v--) {
+            sw_sim[sw_m] = xmalloc((sw.n + 1) * sizeof(float));
+            sw_modes[sw_m] = v;
+            run_mustmiss(&sw, v, true, sw_sim[sw_m]);
+            tsv_mustmiss("slotswap", &sw, sw_sim[sw_m], v, sw_kind, sw_nk);
+            sw_m++;
+        }
+        /* what the verifier turns down: the same pairs, the score alone */
+        sw_off = xmalloc((sw.n + 1) * sizeof(float));
+        run_mustmiss(&sw, word_vectors != NULL, false, sw_off);
     }
     memset(&sp, 0, sizeof(sp));
     sp.name = embedder_name(g_emb);
@@ -2132,8 +2272,33 @@ int main(int argc, char **argv)
         md_hwu_sample((const struct hwu_run *[2]){&hy[0], &hg[1]},
                       (const struct hwu_run *[2]){&hg[0], &hg[2]}, h_rest.n);
     }
-    if (do_m)
-        md_mustmiss(mm_path, &mm, mm_sim, mm_modes, mm_m, mm_kind, mm_nk);
+    if (do_m) {
+        char heading[512];
+        snprintf(heading, sizeof(heading),
+                 "\n### Must-miss suite (`%s`, %zu hand-written pairs), verifier on\n\n"
+                 "Per pair its own partition stores the cached question, then the new one is "
+                 "looked up. A must-miss pair that hits is a wrong hit (it must be 0); a "
+                 "paraphrase pair that keeps the argument should hit. Each mode at its "
+                 "default threshold.",
+                 mm_path, mm.n);
+        md_mustmiss(heading, &mm, mm_sim, mm_modes, mm_m, mm_kind, mm_nk);
+    }
+    if (do_h) {
+        char heading[1024];
+        struct mm_count off;
+        mm_count_at(&sw, sw_off, NULL, word_vectors ? default_t : lexical_t, &off);
+        snprintf(heading, sizeof(heading),
+                 "\n### Slot swaps: %zu hard negatives made from hwu64-dev, verifier on\n\n"
+                 "Each slot value of a test question that its text holds is replaced by "
+                 "another value the train split gives the same slot (\"wake me up at [seven "
+                 "am]\" -> \"... at [six thirty pm]\"); the cached original must not answer the "
+                 "new question. Nobody chose these pairs, so they test the verifier on "
+                 "arguments the must-miss suite does not name. Per pair its own partition, "
+                 "each mode at its default threshold; the kind is the slot. With the verifier "
+                 "off, the score alone serves %zu of them (default mode).",
+                 sw.n, off.wrong);
+        md_mustmiss(heading, &sw, sw_sim, sw_modes, sw_m, sw_kind, sw_nk);
+    }
     fprintf(md, "\n### Speed\n\n");
     fprintf(md,
             "Embedding: %.2f us per query (mean over %s queries, %.1f words each, one "
@@ -2230,6 +2395,13 @@ int main(int argc, char **argv)
                (double)(mm_modes[i] ? default_t : lexical_t), mm_modes[i] ? "present" : "absent",
                c.wrong, c.miss_n, c.hits, c.hit_n);
     }
+    for (size_t i = 0; i < sw_m; i++) {
+        struct mm_count c;
+        mm_count_at(&sw, sw_sim[i], NULL, sw_modes[i] ? default_t : lexical_t, &c);
+        printf("slot swaps @%.2f vectors %s: %zu / %zu hit (wrong)\n",
+               (double)(sw_modes[i] ? default_t : lexical_t), sw_modes[i] ? "present" : "absent",
+               c.wrong, c.miss_n);
+    }
     printf("embed: %.2f us/query (%u dims); lookup %.1f us; total %.1f s\n", sp.us_per_embed,
            sp.dim, lookups ? lookup_us_total / (double)lookups : 0.0, total);
     fclose(tsv);
@@ -2248,6 +2420,10 @@ int main(int argc, char **argv)
     items_free(&h_test);
     free(mm.v);
     free(mm.buf);
+    swaps_free(&sw);
+    free(sw_sim[0]);
+    free(sw_sim[1]);
+    free(sw_off);
     free(mm_sim[0]);
     free(mm_sim[1]);
     free(runs);
