@@ -1104,6 +1104,28 @@ static unsigned particles(const struct embed_word *w, size_t n)
     return m;
 }
 
+/* A particle one side adds that only repeats where a verb both sides use
+ * already goes: "dim the lights down" is "dim the lights", "brighten up
+ * the lights" is "brighten the lights". p is the one particle bit (up or
+ * down) the other side lacks. */
+static bool particle_repeats(const struct embed_word *a, size_t na, const struct embed_word *b,
+                             size_t nb, unsigned p)
+{
+    static const char *const up[] = {"brighten", "rais", "increas", "lift", "boost",
+                                     "speed",    "start", "open",   "wake", "warm"};
+    static const char *const down[] = {"lower", "dim",  "reduc", "decreas", "lessen",
+                                       "slow",  "calm", "cool",  "quiet",   "shut"};
+    const char *const *v = p == 1u << 2 ? up : down;
+    size_t n = p == 1u << 2 ? NELEMS(up) : NELEMS(down);
+
+    if (p != 1u << 2 && p != 1u << 3)
+        return false;
+    for (size_t k = 0; k < n; k++)
+        if (has_stem(a, na, v[k]) && has_stem(b, nb, v[k]))
+            return true;
+    return false;
+}
+
 /* ---- the alignment ---- */
 
 /* One side's words as the alignment sees them. */
@@ -1404,7 +1426,12 @@ static enum verify_reason verify_core(const char *q, size_t ql, const struct emb
     qb = question(b, nb);
     if (qa && qb && (qa & ~(unsigned)Q_ANY) != (qb & ~(unsigned)Q_ANY))
         return VERIFY_QUESTION;
-    if (acting(a, na) != acting(b, nb))
+    ma = mood(t, a, na);
+    mb = mood(t, b, nb);
+    /* Acting against asking ("delete my alarms" / "what are my alarms"); two
+     * commands are told apart by their verbs, below ("remove" / "stop wake up
+     * calls" both act, though only one verb is in acting_stems). */
+    if (acting(a, na) != acting(b, nb) && !(ma == MOOD_ACT && mb == MOOD_ACT))
         return VERIFY_ACTION;
     if (past(a, na) != past(b, nb))
         return VERIFY_TENSE;
@@ -1412,10 +1439,9 @@ static enum verify_reason verify_core(const char *q, size_t ql, const struct emb
      * go without its "on". */
     pa = particles(a, na);
     pb = particles(b, nb);
-    if (pa != pb && ((pa && pb) || (pa | pb) != 1u))
+    if (pa != pb && ((pa && pb) || (pa | pb) != 1u) &&
+        !(!(pa && pb) && particle_repeats(a, na, b, nb, pa | pb)))
         return VERIFY_OPPOSITE;
-    ma = mood(t, a, na);
-    mb = mood(t, b, nb);
     if (ma != mb && ma != MOOD_NONE && mb != MOOD_NONE)
         return VERIFY_QUESTION;
     specials_of(q, ql, &sx);

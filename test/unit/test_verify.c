@@ -295,6 +295,8 @@ static void test_verbs_with_wordnet(void **state)
         /* synonyms only in a late sense: "enumerate", "menu" */
         {"is milk on my shopping list", "is milk on my shopping number"},
         {"how much did i spend on bills", "how much did i spend on cards"},
+        /* a particle against the verb's own direction is not a repeat */
+        {"dim the lights up", "dim the lights"},
     };
     static const char *const hit[][2] = {
         {"start the vacuum cleaner", "turn on the vacuum cleaner"},
@@ -302,6 +304,9 @@ static void test_verbs_with_wordnet(void **state)
         {"reduce the volume", "decrease the volume"},
         {"cancel my alarm", "delete my alarm"},
         {"do i have any new email from ryan", "any new emails from ryan"},
+        /* a particle that repeats the verb's direction */
+        {"dim the lights down a bit", "dim the lights a bit"},
+        {"can you brighten up the lights please", "can you brighten the lights please"},
     };
     char err[256];
 
