@@ -277,6 +277,7 @@ struct verify_ctx {
     const struct cache_query *q;
     const struct embed_word *words; /* q->text split, once for every candidate */
     size_t nwords;
+    struct verify_query *vq; /* q->text for the verifier, made for the first candidate */
 };
 
 /* Called on each semantic candidate above the threshold: payloads that may
@@ -301,8 +302,12 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
         return true;
     if (!text)
         return false;
-    why = verify_split_with(v->q->text, v->q->text_len, v->words, v->nwords, text, strlen(text),
-                            cache_verify_tables(v->c));
+    if (!v->vq)
+        v->vq = verify_query_new(v->q->text, v->q->text_len, v->words, v->nwords,
+                                 cache_verify_tables(v->c));
+    if (!v->vq)
+        return false; /* out of memory: a miss */
+    why = verify_query_check(v->vq, text, strlen(text));
     if (why == VERIFY_OK)
         return true;
     atomic_fetch_add(&v->c->rejected[why], 1);
@@ -325,7 +330,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     /* The question split once: the embedder, the lexical score and the
      * verifier of every candidate read the same words (19 KB of stack). */
     struct embed_word words[EMBED_MAX_WORDS];
-    struct verify_ctx vc = {c, q, words, 0};
+    struct verify_ctx vc = {c, q, words, 0, NULL};
     struct store_entry *e;
 
     if (cache_lookup_exact(c, q, now) == CACHE_HIT_EXACT)
@@ -348,6 +353,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
                                  .accept = accept_candidate,
                                  .ud = &vc};
         e = store_get_semantic(c->store, &sq, &q->sim);
+        verify_query_free(vc.vq);
         if (e) {
             q->hit = (struct cache_entry *)e;
             return CACHE_HIT_SEMANTIC;

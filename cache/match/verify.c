@@ -83,6 +83,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -459,6 +460,7 @@ static void opp_build(void)
 /* The pairs whose first (side[0]) and second (side[1]) words t has. */
 static void opp_sides(const struct embed_word *t, size_t n, struct pairset side[2])
 {
+    pthread_once(&opp_once, opp_build);
     memset(side, 0, 2 * sizeof(*side));
     for (size_t i = 0; i < n; i++) {
         const struct opp_stem *o = opp_find(t[i].stem);
@@ -479,14 +481,9 @@ static bool has_stem(const struct embed_word *t, size_t n, const char *stem)
 }
 
 /* A pair fires when one side has its first word and not its second, and
- * the other side the second and not the first. */
-static bool opposite(const struct embed_word *a, size_t na, const struct embed_word *b, size_t nb)
+ * the other side the second and not the first (sa, sb: opp_sides()). */
+static bool opposite(const struct pairset sa[2], const struct pairset sb[2])
 {
-    struct pairset sa[2], sb[2];
-
-    pthread_once(&opp_once, opp_build);
-    opp_sides(a, na, sa);
-    opp_sides(b, nb, sb);
     for (size_t j = 0; j < sizeof(sa[0].w) / sizeof(sa[0].w[0]); j++) {
         uint64_t ax = sa[0].w[j], ay = sa[1].w[j], bx = sb[0].w[j], by = sb[1].w[j];
         if ((ax & ~ay & by & ~bx) | (ay & ~ax & bx & ~by))
@@ -1336,17 +1333,92 @@ static bool roles_differ(const struct embed_word *a, const uint8_t *af, size_t n
     return false;
 }
 
-enum verify_reason verify_texts(const char *q, size_t ql, const char *c, size_t cl)
+/* ---- one side of a comparison ---- */
+
+/* What the checks need of one question, each part worked out when a check
+ * first asks for it: a candidate that its numbers turn away costs its
+ * numbers only, and a lookup works out its own question once for all its
+ * candidates (struct verify_query). */
+enum {
+    S_NUMBERS = 1,  /* nums */
+    S_NEGATION = 2, /* negated */
+    S_WORDS = 4,    /* w, n and what the words alone tell: opp .. past */
+    S_MOOD = 8,     /* mood (WordNet) */
+    S_SPECIALS = 16,
+    S_CLASSES = 32, /* fl (the tables) */
+};
+
+struct side {
+    const char *s;
+    size_t len;
+    const struct verify_tables *t;
+    const struct embed_word *w; /* w[0..n): the words */
+    size_t n;
+    struct embed_word *own; /* MAX_WORDS words to split s into; NULL: w was given */
+    unsigned done;          /* the S_ parts worked out */
+    struct nums nums;
+    bool negated; /* an odd number of negations */
+    struct pairset opp[2];
+    unsigned question, particles;
+    bool acting, past;
+    int mood;
+    struct specials sp;
+    uint8_t fl[MAX_WORDS];
+};
+
+/* s[0..len) to be split into own[MAX_WORDS], or already split into w[0..n)
+ * (own NULL; only the first MAX_WORDS words count, as when split here). */
+static void side_init(struct side *x, const char *s, size_t len, const struct verify_tables *t,
+                      const struct embed_word *w, size_t n, struct embed_word *own)
 {
-    return verify_texts_with(q, ql, c, cl, NULL);
+    x->s = s;
+    x->len = len;
+    x->t = t;
+    x->w = w;
+    x->n = n < MAX_WORDS ? n : MAX_WORDS;
+    x->own = own;
+    x->done = 0;
 }
 
-enum verify_reason verify_texts_wv(const char *q, size_t ql, const char *c, size_t cl,
-                                   const struct wordvec *wv)
+static void side_need(struct side *x, unsigned part)
 {
-    struct verify_tables t = {wv, NULL};
+    if (x->done & part)
+        return;
+    switch (part) {
+    case S_NUMBERS:
+        numbers(x->s, x->len, &x->nums);
+        number_words(x->s, x->len, &x->nums);
+        break;
+    case S_NEGATION: x->negated = negations(x->s, x->len) & 1; break;
+    case S_WORDS:
+        if (x->own) {
+            x->n = embed_split(x->s, x->len, x->own, MAX_WORDS);
+            x->w = x->own;
+        }
+        opp_sides(x->w, x->n, x->opp);
+        x->question = question(x->w, x->n);
+        x->acting = acting(x->w, x->n);
+        x->past = past(x->w, x->n);
+        x->particles = particles(x->w, x->n);
+        break;
+    case S_MOOD:
+        side_need(x, S_WORDS);
+        x->mood = mood(x->t, x->w, x->n);
+        break;
+    case S_SPECIALS: specials_of(x->s, x->len, &x->sp); break;
+    case S_CLASSES:
+        side_need(x, S_WORDS);
+        side_need(x, S_SPECIALS);
+        classify(x->t, x->w, x->n, &x->sp, x->fl);
+        break;
+    }
+    x->done |= part;
+}
 
-    return verify_texts_with(q, ql, c, cl, &t);
+static void need(struct side *a, struct side *b, unsigned part)
+{
+    side_need(a, part);
+    side_need(b, part);
 }
 
 /* The words of one side left unaccounted, "a b c", into why (diagnostics). */
@@ -1364,92 +1436,59 @@ static void explain_left(const struct embed_word *w, const uint8_t *fl, size_t n
     }
 }
 
-static enum verify_reason verify_core(const char *q, size_t ql, const struct embed_word *qw,
-                                      size_t nq, const char *c, size_t cl,
-                                      const struct verify_tables *t, char *why, size_t cap);
-
-enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, size_t cl,
-                                     const struct verify_tables *t)
+/* The checks, in the order of enum verify_reason, of query side x against
+ * candidate side y (both must have the same tables). */
+static enum verify_reason compare(struct side *x, struct side *y, char *why, size_t cap)
 {
-    return verify_core(q, ql, NULL, 0, c, cl, t, NULL, 0);
-}
-
-enum verify_reason verify_split_with(const char *q, size_t ql, const struct embed_word *qw,
-                                     size_t nq, const char *c, size_t cl,
-                                     const struct verify_tables *t)
-{
-    return verify_core(q, ql, qw, nq, c, cl, t, NULL, 0);
-}
-
-enum verify_reason verify_explain(const char *q, size_t ql, const char *c, size_t cl,
-                                  const struct verify_tables *t, char *why, size_t cap)
-{
-    if (why && cap)
-        why[0] = '\0';
-    return verify_core(q, ql, NULL, 0, c, cl, t, cap ? why : NULL, cap);
-}
-
-/* qw: the query already split, or NULL. Only its first MAX_WORDS words
- * count, as when it is split here. */
-static enum verify_reason verify_core(const char *q, size_t ql, const struct embed_word *qw,
-                                      size_t nq, const char *c, size_t cl,
-                                      const struct verify_tables *t, char *why, size_t cap)
-{
-    size_t at = 0;
-    struct embed_word aw[MAX_WORDS], b[MAX_WORDS];
-    const struct embed_word *a = aw;
+    const struct verify_tables *t = x->t;
+    const struct embed_word *a, *b;
     uint8_t af[MAX_WORDS], bf[MAX_WORDS];
-    struct nums x, y;
-    struct specials sx, sy;
-    size_t na, nb;
+    size_t at = 0, na, nb;
     unsigned qa, qb, pa, pb;
-    int all = 0, left_a = 0, left_b = 0, ma, mb;
+    int all = 0, left_a = 0, left_b = 0;
 
-    numbers(q, ql, &x);
-    numbers(c, cl, &y);
-    number_words(q, ql, &x);
-    number_words(c, cl, &y);
-    if (!same_numbers(&x, &y))
+    need(x, y, S_NUMBERS);
+    if (!same_numbers(&x->nums, &y->nums))
         return VERIFY_NUMBERS;
-    if ((negations(q, ql) & 1) != (negations(c, cl) & 1))
+    need(x, y, S_NEGATION);
+    if (x->negated != y->negated)
         return VERIFY_NEGATION;
-    if (qw) {
-        a = qw;
-        na = nq < MAX_WORDS ? nq : MAX_WORDS;
-    } else {
-        na = embed_split(q, ql, aw, MAX_WORDS);
-    }
-    nb = embed_split(c, cl, b, MAX_WORDS);
-    if (opposite(a, na, b, nb))
+    need(x, y, S_WORDS);
+    if (opposite(x->opp, y->opp))
         return VERIFY_OPPOSITE;
-    qa = question(a, na);
-    qb = question(b, nb);
+    qa = x->question;
+    qb = y->question;
     if (qa && qb && (qa & ~(unsigned)Q_ANY) != (qb & ~(unsigned)Q_ANY))
         return VERIFY_QUESTION;
-    ma = mood(t, a, na);
-    mb = mood(t, b, nb);
+    need(x, y, S_MOOD);
     /* Acting against asking ("delete my alarms" / "what are my alarms"); two
      * commands are told apart by their verbs, below ("remove" / "stop wake up
      * calls" both act, though only one verb is in acting_stems). */
-    if (acting(a, na) != acting(b, nb) && !(ma == MOOD_ACT && mb == MOOD_ACT))
+    if (x->acting != y->acting && !(x->mood == MOOD_ACT && y->mood == MOOD_ACT))
         return VERIFY_ACTION;
-    if (past(a, na) != past(b, nb))
+    if (x->past != y->past)
         return VERIFY_TENSE;
     /* "turn the lights down" is not "turn the lights on"; "what's on" may
      * go without its "on". */
-    pa = particles(a, na);
-    pb = particles(b, nb);
+    pa = x->particles;
+    pb = y->particles;
     if (pa != pb && ((pa && pb) || (pa | pb) != 1u) &&
-        !(!(pa && pb) && particle_repeats(a, na, b, nb, pa | pb)))
+        !(!(pa && pb) && particle_repeats(x->w, x->n, y->w, y->n, pa | pb)))
         return VERIFY_OPPOSITE;
-    if (ma != mb && ma != MOOD_NONE && mb != MOOD_NONE)
+    if (x->mood != y->mood && x->mood != MOOD_NONE && y->mood != MOOD_NONE)
         return VERIFY_QUESTION;
-    specials_of(q, ql, &sx);
-    specials_of(c, cl, &sy);
-    if (!same_specials(&sx, &sy))
+    need(x, y, S_SPECIALS);
+    if (!same_specials(&x->sp, &y->sp))
         return VERIFY_ARGUMENT;
-    classify(t, a, na, &sx, af);
-    classify(t, b, nb, &sy, bf);
+    need(x, y, S_CLASSES);
+    /* The alignment marks words done: on copies, so that a side stays as
+     * worked out for the next comparison. */
+    a = x->w;
+    na = x->n;
+    b = y->w;
+    nb = y->n;
+    memcpy(af, x->fl, na);
+    memcpy(bf, y->fl, nb);
     /* Every word finds its counterpart by stem, synonym or derivation;
      * arguments by stem only. */
     for (size_t i = 0; i < na; i++)
@@ -1522,4 +1561,73 @@ static enum verify_reason verify_core(const char *q, size_t ql, const struct emb
     if (roles_differ(a, af, na, b, bf, nb))
         return VERIFY_ROLE;
     return VERIFY_OK;
+}
+
+/* Two texts, each split here. */
+static enum verify_reason compare_texts(const char *q, size_t ql, const char *c, size_t cl,
+                                        const struct verify_tables *t, char *why, size_t cap)
+{
+    struct embed_word qw[MAX_WORDS], cw[MAX_WORDS];
+    struct side x, y;
+
+    side_init(&x, q, ql, t, NULL, 0, qw);
+    side_init(&y, c, cl, t, NULL, 0, cw);
+    return compare(&x, &y, why, cap);
+}
+
+enum verify_reason verify_texts(const char *q, size_t ql, const char *c, size_t cl)
+{
+    return compare_texts(q, ql, c, cl, NULL, NULL, 0);
+}
+
+enum verify_reason verify_texts_wv(const char *q, size_t ql, const char *c, size_t cl,
+                                   const struct wordvec *wv)
+{
+    struct verify_tables t = {wv, NULL};
+
+    return compare_texts(q, ql, c, cl, &t, NULL, 0);
+}
+
+enum verify_reason verify_texts_with(const char *q, size_t ql, const char *c, size_t cl,
+                                     const struct verify_tables *t)
+{
+    return compare_texts(q, ql, c, cl, t, NULL, 0);
+}
+
+enum verify_reason verify_explain(const char *q, size_t ql, const char *c, size_t cl,
+                                  const struct verify_tables *t, char *why, size_t cap)
+{
+    if (why && cap)
+        why[0] = '\0';
+    return compare_texts(q, ql, c, cl, t, cap ? why : NULL, cap);
+}
+
+/* ---- a lookup's question, against each of its candidates ---- */
+
+struct verify_query {
+    struct side side;
+};
+
+struct verify_query *verify_query_new(const char *text, size_t len, const struct embed_word *w,
+                                      size_t n, const struct verify_tables *t)
+{
+    struct verify_query *q = malloc(sizeof(*q));
+
+    if (q)
+        side_init(&q->side, text, len, t, w, n, NULL);
+    return q;
+}
+
+void verify_query_free(struct verify_query *q)
+{
+    free(q);
+}
+
+enum verify_reason verify_query_check(struct verify_query *q, const char *cand, size_t clen)
+{
+    struct embed_word cw[MAX_WORDS];
+    struct side y;
+
+    side_init(&y, cand, clen, q->side.t, NULL, 0, cw);
+    return compare(&q->side, &y, NULL, 0);
 }

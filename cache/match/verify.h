@@ -5,7 +5,7 @@
  * and "turn off", "can" and "cannot", "when did I" and "when should I" land
  * close together. Before a semantic candidate is served, these checks must
  * agree; a failed check is a miss, counted by reason. Pure functions; any
- * thread.
+ * thread (a verify_query belongs to the lookup that made it).
  */
 #ifndef PARROT_VERIFY_H
 #define PARROT_VERIFY_H
@@ -55,12 +55,22 @@ struct verify_tables {
 enum verify_reason verify_texts_with(const char *query, size_t qlen, const char *cand, size_t clen,
                                      const struct verify_tables *t);
 
-/* verify_texts_with() of a query embed_split() has already split into
- * qw[0..nq) (the lookup splits its question once for every candidate). */
+/* A lookup's question, compared with each of its candidates in turn: what
+ * the checks need of the question is worked out once, on the first
+ * candidate that gets that far. One thread at a time. */
+struct verify_query;
 struct embed_word;
-enum verify_reason verify_split_with(const char *query, size_t qlen, const struct embed_word *qw,
-                                     size_t nq, const char *cand, size_t clen,
-                                     const struct verify_tables *t);
+
+/* query[0..qlen), which embed_split() has already split into qw[0..nq)
+ * (the lookup splits its question once for the embedder and the verifier;
+ * both must outlive the query), with tables t (may be NULL). NULL when out
+ * of memory. */
+struct verify_query *verify_query_new(const char *query, size_t qlen, const struct embed_word *qw,
+                                      size_t nq, const struct verify_tables *t);
+void verify_query_free(struct verify_query *q); /* NULL is a no-op */
+
+/* verify_texts_with() of the query and cand[0..clen). */
+enum verify_reason verify_query_check(struct verify_query *q, const char *cand, size_t clen);
 
 /* verify_texts_with(), and for diagnostics the words that failed (an
  * argument without a counterpart; the predicate words left on each side,
