@@ -294,12 +294,26 @@ const float *wordvec_pc(const struct wordvec *t)
     return t->pc;
 }
 
+/* Sixteen lanes at a time, converted before any is added: then gcc -O2 and
+ * clang see that the stores cannot change the bytes still to be read (int8
+ * may alias a float) and turn both inner loops into vector instructions,
+ * half the instructions of one lane at a time. Each lane is rounded as the
+ * plain loop rounds it, so the sums are the same bits. The embedder adds a
+ * vector per word of every question it embeds. */
 void wordvec_add(const struct wordvec *t, long i, float weight, float *out)
 {
     const int8_t *v = t->vec + (size_t)i * t->dim;
     float s = weight * t->scale[i];
+    size_t k = 0, n = t->dim;
 
-    for (unsigned k = 0; k < t->dim; k++)
+    for (; k + 16 <= n; k += 16) {
+        float x[16];
+        for (size_t j = 0; j < 16; j++)
+            x[j] = (float)v[k + j];
+        for (size_t j = 0; j < 16; j++)
+            out[k + j] += s * x[j];
+    }
+    for (; k < n; k++)
         out[k] += s * (float)v[k];
 }
 
