@@ -229,19 +229,36 @@ size_t termstats_memory(const struct termstats *st)
     return sizeof(*st) + (st->mask + 1) * sizeof(*st->slots);
 }
 
+/* Document counts below this have their idf kept while one text is weighed. */
+#define IDF_MEMO 16
+
 void terms_weigh(const struct termstats *st, const uint64_t *t, size_t n, struct term_weights *out)
 {
     float n1 = (float)(st->texts + 1), norm = 0;
+    /* A lookup weighs its question and every candidate, each term with two
+     * logarithms; most terms occur once (ln 1 = 0) in a few texts, so both
+     * are mostly known already. The same expressions, the same bits. */
+    float idf[IDF_MEMO];
+    uint32_t have = 0; /* bit c: idf[c] is set */
     size_t i = 0, tf;
     uint64_t term;
 
     out->n = 0;
     while (next_term(t, n, &i, &term, &tf)) {
         const struct slot *s = &st->slots[find(st, term)];
-        float w;
+        float w, f;
         if (!s->term)
             continue; /* no stored text has it: it cannot match, so it has no say */
-        w = (1.0f + logf((float)tf)) * (1.0f + logf(n1 / (float)(s->count + 1)));
+        if (s->count < IDF_MEMO && (have >> s->count & 1)) {
+            f = idf[s->count];
+        } else {
+            f = 1.0f + logf(n1 / (float)(s->count + 1));
+            if (s->count < IDF_MEMO) {
+                idf[s->count] = f;
+                have |= 1u << s->count;
+            }
+        }
+        w = (tf == 1 ? 1.0f : 1.0f + logf((float)tf)) * f;
         out->term[out->n] = term;
         out->w[out->n++] = w;
         norm += w * w;
