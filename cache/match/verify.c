@@ -1637,11 +1637,93 @@ void verify_query_free(struct verify_query *q)
     free(q);
 }
 
+/* ---- the candidates a thread checked last ----
+ *
+ * Candidates come back: the entry a partition's paraphrases all find is a
+ * candidate of each of them. What a candidate's text alone tells (numbers,
+ * negations, words, special tokens: about half of a comparison) is kept for
+ * the last few candidate texts each thread checked, in slots chosen by the
+ * text's address and taken only when their copy of the text is the same
+ * text: a slot never answers for another text, wherever it lives. What
+ * the tables tell (mood, classes) is kept as long as the tables are the
+ * same ones, as word_flags() keeps its answers. */
+#define CAND_SLOTS 8 /* about 9 KB each, per thread that verifies */
+#define S_TEXT     (S_NUMBERS | S_NEGATION | S_WORDS | S_SPECIALS)
+
+struct cand_slot {
+    char *text; /* a copy of the text, malloc'd (NULL: empty) */
+    size_t len, cap;
+    const void *wn, *wv; /* the tables side's S_MOOD and S_CLASSES were worked out with */
+    struct side side;
+    struct embed_word w[MAX_WORDS];
+};
+
+static pthread_key_t cands_key; /* a thread's CAND_SLOTS slots, freed when it ends */
+static pthread_once_t cands_once = PTHREAD_ONCE_INIT;
+static bool cands_ok;
+
+static void cands_free(void *p)
+{
+    struct cand_slot *slot = p;
+
+    for (size_t i = 0; i < CAND_SLOTS; i++)
+        free(slot[i].text);
+    free(slot);
+}
+
+static void cands_init(void)
+{
+    cands_ok = pthread_key_create(&cands_key, cands_free) == 0;
+}
+
+/* This thread's side for cand[0..len) with tables t, as far as it was
+ * worked out before; NULL when out of memory. */
+static struct side *cand_side(const char *cand, size_t len, const struct verify_tables *t)
+{
+    struct cand_slot *slot, *c;
+
+    pthread_once(&cands_once, cands_init);
+    if (!cands_ok)
+        return NULL;
+    slot = pthread_getspecific(cands_key);
+    if (!slot) {
+        slot = calloc(CAND_SLOTS, sizeof(*slot));
+        if (!slot || pthread_setspecific(cands_key, slot) != 0) {
+            free(slot);
+            return NULL;
+        }
+    }
+    c = &slot[hash_mix((uintptr_t)cand) & (CAND_SLOTS - 1)];
+    if (!c->text || c->len != len || memcmp(c->text, cand, len) != 0) {
+        if (!c->text || len >= c->cap) {
+            char *p = realloc(c->text, len + 1);
+            if (!p)
+                return NULL;
+            c->text = p;
+            c->cap = len + 1;
+        }
+        memcpy(c->text, cand, len);
+        c->text[len] = '\0';
+        c->len = len;
+        side_init(&c->side, c->text, len, t, NULL, 0, c->w);
+    }
+    if (c->wn != (t ? t->wn : NULL) || c->wv != (t ? t->wv : NULL)) {
+        c->wn = t ? t->wn : NULL;
+        c->wv = t ? t->wv : NULL;
+        c->side.done &= S_TEXT;
+    }
+    c->side.t = t;
+    return &c->side;
+}
+
 enum verify_reason verify_query_check(struct verify_query *q, const char *cand, size_t clen)
 {
+    struct side *y = cand_side(cand, clen, q->side.t), own;
     struct embed_word cw[MAX_WORDS];
-    struct side y;
 
-    side_init(&y, cand, clen, q->side.t, NULL, 0, cw);
-    return compare(&q->side, &y, NULL, 0);
+    if (!y) { /* no memory for a slot: worked out here, as verify_texts_with() does */
+        side_init(&own, cand, clen, q->side.t, NULL, 0, cw);
+        y = &own;
+    }
+    return compare(&q->side, y, NULL, 0);
 }
