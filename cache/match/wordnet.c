@@ -338,19 +338,29 @@ static void add_id(uint32_t *ids, size_t *n, size_t max, uint32_t l)
         ids[(*n)++] = l;
 }
 
-/* WordNet's detachment rules (morphy): suffix -> ending, per part of speech. */
+/* WordNet's detachment rules (morphy): suffix -> ending, per part of speech,
+ * with their lengths (every word the verifier relates goes through all of
+ * them). */
+/* clang-format off */
+#define RULE(pos, suffix, ending) {pos, suffix, ending, sizeof(suffix) - 1, sizeof(ending) - 1}
+/* clang-format on */
 static const struct {
     enum wordnet_pos pos;
     const char *suffix, *ending;
+    size_t sl, el;
 } RULES[] = {
-    {WORDNET_NOUN, "s", ""},      {WORDNET_NOUN, "ses", "s"},   {WORDNET_NOUN, "xes", "x"},
-    {WORDNET_NOUN, "zes", "z"},   {WORDNET_NOUN, "ches", "ch"}, {WORDNET_NOUN, "shes", "sh"},
-    {WORDNET_NOUN, "men", "man"}, {WORDNET_NOUN, "ies", "y"},   {WORDNET_VERB, "s", ""},
-    {WORDNET_VERB, "ies", "y"},   {WORDNET_VERB, "es", "e"},    {WORDNET_VERB, "es", ""},
-    {WORDNET_VERB, "ed", "e"},    {WORDNET_VERB, "ed", ""},     {WORDNET_VERB, "ing", "e"},
-    {WORDNET_VERB, "ing", ""},    {WORDNET_ADJ, "er", ""},      {WORDNET_ADJ, "est", ""},
-    {WORDNET_ADJ, "er", "e"},     {WORDNET_ADJ, "est", "e"},
+    RULE(WORDNET_NOUN, "s", ""),      RULE(WORDNET_NOUN, "ses", "s"),
+    RULE(WORDNET_NOUN, "xes", "x"),   RULE(WORDNET_NOUN, "zes", "z"),
+    RULE(WORDNET_NOUN, "ches", "ch"), RULE(WORDNET_NOUN, "shes", "sh"),
+    RULE(WORDNET_NOUN, "men", "man"), RULE(WORDNET_NOUN, "ies", "y"),
+    RULE(WORDNET_VERB, "s", ""),      RULE(WORDNET_VERB, "ies", "y"),
+    RULE(WORDNET_VERB, "es", "e"),    RULE(WORDNET_VERB, "es", ""),
+    RULE(WORDNET_VERB, "ed", "e"),    RULE(WORDNET_VERB, "ed", ""),
+    RULE(WORDNET_VERB, "ing", "e"),   RULE(WORDNET_VERB, "ing", ""),
+    RULE(WORDNET_ADJ, "er", ""),      RULE(WORDNET_ADJ, "est", ""),
+    RULE(WORDNET_ADJ, "er", "e"),     RULE(WORDNET_ADJ, "est", "e"),
 };
+#undef RULE
 
 /* The lemma ids of word (normalised in w) as pos: see wordnet_lemmatise. */
 static size_t lemma_ids(const struct wordnet *wn, const char *w, enum wordnet_pos pos,
@@ -381,11 +391,13 @@ static size_t lemma_ids(const struct wordnet *wn, const char *w, enum wordnet_po
             add_id(ids, &n, max, (uint32_t)l);
     }
     for (size_t r = 0; r < sizeof(RULES) / sizeof(RULES[0]); r++) {
-        size_t sl = strlen(RULES[r].suffix), el = strlen(RULES[r].ending);
+        size_t sl = RULES[r].sl, el = RULES[r].el;
         char cand[WORDNET_WORD_MAX + 4];
         if (pos != WORDNET_ANY && RULES[r].pos != pos)
             continue;
-        if (len <= sl || strcmp(w + len - sl, RULES[r].suffix) != 0)
+        /* the last letter first: most rules fail on it */
+        if (len <= sl || w[len - 1] != RULES[r].suffix[sl - 1] ||
+            memcmp(w + len - sl, RULES[r].suffix, sl) != 0)
             continue;
         memcpy(cand, w, len - sl);
         memcpy(cand + len - sl, RULES[r].ending, el + 1);
