@@ -683,9 +683,33 @@ static float weight(const struct embedder *e, const struct embed_word *t)
     return (float)(W_CONTENT_BASE + (1 - W_CONTENT_BASE) * idf);
 }
 
-static void add(float *v, unsigned dim, uint64_t h, float w)
+/* Adds w at h's bucket, marked in touched when it is a bucket of the
+ * lexical part (see lexical_sumsq()). */
+static void add(float *v, unsigned dim, uint64_t *touched, uint64_t h, float w)
 {
-    v[h % dim] += (h >> 63) ? -w : w;
+    size_t i = h % dim;
+
+    v[i] += (h >> 63) ? -w : w;
+    if (i < BUILTIN_DIM)
+        touched[i / 64] |= (uint64_t)1 << (i % 64);
+}
+
+_Static_assert(BUILTIN_DIM % 64 == 0, "touched: whole words");
+
+/* The sum of v[i] * v[i] over the lexical part's buckets in the order of i,
+ * as a loop over all of them adds it up, but only over those in touched:
+ * the others are 0, and adding 0 changes no sum. A question touches about
+ * a quarter of the buckets, and each addition waits for the one before. */
+static double lexical_sumsq(const float *v, const uint64_t *touched)
+{
+    double s = 0;
+
+    for (size_t k = 0; k < BUILTIN_DIM / 64; k++)
+        for (uint64_t b = touched[k]; b; b &= b - 1) {
+            size_t i = k * 64 + (size_t)__builtin_ctzll(b);
+            s += (double)v[i] * v[i];
+        }
+    return s;
 }
 
 /* v[0..n) times f, each product rounded to a float as v[i] = (float)(v[i] *
@@ -749,7 +773,8 @@ int embedder_embed_words(const struct embedder *e, const struct embed_word *word
                          float *v)
 {
     float wt[EMBED_MAX_WORDS];
-    double norm = 0;
+    uint64_t touched[BUILTIN_DIM / 64] = {0};
+    double norm;
 
     if (nw > EMBED_MAX_WORDS)
         nw = EMBED_MAX_WORDS;
@@ -760,14 +785,14 @@ int embedder_embed_words(const struct embedder *e, const struct embed_word *word
         size_t n = strlen(t->stem);
 
         wt[i] = weight(e, t);
-        add(v, e->dim, hash(t->stem, n, 1), wt[i]);
+        add(v, e->dim, touched, hash(t->stem, n, 1), wt[i]);
         if (i > 0) {
             char pair[2 * EMBED_WORD_MAX + 2];
             size_t pn = strlen(words[i - 1].stem);
             memcpy(pair, words[i - 1].stem, pn);
             pair[pn] = ' ';
             memcpy(pair + pn + 1, t->stem, n);
-            add(v, e->dim, hash(pair, pn + 1 + n, 2),
+            add(v, e->dim, touched, hash(pair, pn + 1 + n, 2),
                 (float)(W_PAIR * sqrt((double)wt[i - 1] * wt[i])));
         }
         if (t->kind != EMBED_NUMBER && n >= 2) {
@@ -779,22 +804,22 @@ int embedder_embed_words(const struct embedder *e, const struct embed_word *word
             memcpy(g + 1, t->stem, n);
             g[n + 1] = '$';
             for (size_t k = 0; k < n; k++)
-                add(v, e->dim, hash(g + k, 3, 3), gw);
+                add(v, e->dim, touched, hash(g + k, 3, 3), gw);
         }
     }
-    for (unsigned i = 0; i < BUILTIN_DIM; i++)
-        norm += (double)v[i] * v[i];
+    norm = lexical_sumsq(v, touched);
     if (norm == 0)
         return -EINVAL;
     if (e->wv) {
         /* Both parts unit length, scaled so that the cosine of two vectors
          * is (1 - W_VECTORS) * lexical cosine + W_VECTORS * vector cosine
          * (when both texts have known words). */
-        double total = 0;
+        double total;
         vector_part(e, words, nw, wt, v + BUILTIN_DIM);
         scale(v, BUILTIN_DIM, sqrt((1 - W_VECTORS) / norm));
         scale(v + BUILTIN_DIM, e->dim - BUILTIN_DIM, sqrt(W_VECTORS));
-        for (unsigned i = 0; i < e->dim; i++)
+        total = lexical_sumsq(v, touched); /* scaled, a 0 stays 0 */
+        for (unsigned i = BUILTIN_DIM; i < e->dim; i++)
             total += (double)v[i] * v[i];
         norm = total;
     }
