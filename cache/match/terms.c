@@ -45,23 +45,45 @@ static uint64_t finish(uint64_t h)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
-/* Shell sort (Ciura's gaps): a text's terms are a few dozen to TERMS_MAX,
- * where qsort()'s comparator calls and scratch buffer cost more than the
- * sorting (7% of a semantic hit on a 20-word question). */
+/* Runs of eight sorted by insertion, then merged pairwise through a
+ * scratch buffer: a text's terms are a few dozen to TERMS_MAX, where
+ * qsort()'s comparator calls and scratch buffer cost more than the sorting
+ * (7% of a semantic hit on a 20-word question), and a Shell sort still
+ * makes about twice the comparisons of this. */
+#define SORT_RUN 8
+
 static void sort_u64(uint64_t *v, size_t n)
 {
-    static const size_t gaps[] = {132, 57, 23, 10, 4, 1};
+    uint64_t tmp[TERMS_MAX], *a = v, *b = tmp;
 
-    for (size_t g = 0; g < sizeof(gaps) / sizeof(gaps[0]); g++) {
-        size_t gap = gaps[g];
-        for (size_t i = gap; i < n; i++) {
+    for (size_t lo = 0; lo < n; lo += SORT_RUN) {
+        size_t hi = lo + SORT_RUN < n ? lo + SORT_RUN : n;
+        for (size_t i = lo + 1; i < hi; i++) {
             uint64_t x = v[i];
             size_t j = i;
-            for (; j >= gap && v[j - gap] > x; j -= gap)
-                v[j] = v[j - gap];
+            for (; j > lo && v[j - 1] > x; j--)
+                v[j] = v[j - 1];
             v[j] = x;
         }
     }
+    for (size_t w = SORT_RUN; w < n; w *= 2) {
+        uint64_t *t;
+        for (size_t lo = 0; lo < n; lo += 2 * w) {
+            size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi)
+                b[k++] = a[j] < a[i] ? a[j++] : a[i++];
+            while (i < mid)
+                b[k++] = a[i++];
+            while (j < hi)
+                b[k++] = a[j++];
+        }
+        t = a;
+        a = b;
+        b = t;
+    }
+    if (a != v)
+        memcpy(v, a, n * sizeof(*v));
 }
 
 size_t terms_of(const char *text, size_t len, uint64_t *out)
