@@ -184,10 +184,20 @@ struct span {
     size_t n;
 };
 
+/* w is s, in any case. The word lists are held against every word of the
+ * question, so the first letters settle most comparisons inline: two
+ * letters the same but for case are the same after | 0x20 (other bytes
+ * that are, strncasecmp tells apart). */
+static inline bool span_eq(struct span w, const char *s)
+{
+    return w.n && (w.p[0] | 0x20) == (s[0] | 0x20) && strlen(s) == w.n &&
+           strncasecmp(w.p, s, w.n) == 0;
+}
+
 static bool span_is(struct span w, const char *const *set)
 {
     for (int i = 0; set[i]; i++)
-        if (strlen(set[i]) == w.n && strncasecmp(w.p, set[i], w.n) == 0)
+        if (span_eq(w, set[i]))
             return true;
     return false;
 }
@@ -576,11 +586,6 @@ static long word_value(struct span w)
         if (num[i].n == w.n && num[i].w[0] == c0 && strncasecmp(w.p, num[i].w, w.n) == 0)
             return num[i].v;
     return -1;
-}
-
-static bool span_eq(struct span w, const char *s)
-{
-    return strlen(s) == w.n && strncasecmp(w.p, s, w.n) == 0;
 }
 
 /* v as "%ld" writes it, without snprintf()'s cost: every number word of
