@@ -766,7 +766,7 @@ static bool special_token(const char *p, size_t n)
     const char *dot = memchr(p, '.', n);
     bool lower = false;
 
-    if (memchr(p, '@', n) || (n > 3 && memmem(p, n, "://", 3)) ||
+    if (memchr(p, '@', n) || (n > 3 && memchr(p, ':', n) && memmem(p, n, "://", 3)) ||
         (n > 4 && strncasecmp(p, "www.", 4) == 0) || memchr(p, '_', n) ||
         (n > 2 && p[n - 2] == '(' && p[n - 1] == ')'))
         return true;
