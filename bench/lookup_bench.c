@@ -138,7 +138,7 @@ int main(int argc, char **argv)
     run(ch, "miss", request("Where is my parcel?", 0), n, lat);
     run(ch, "http.sh exact", request(fr, 0), n, lat);
     run(ch, "http.sh semantic",
-        request("What's the capital of France? Please answer in one or two sentences and name "
+        request("What's the capital of France? Please answer in one or two sentences and cite "
                 "one landmark there.",
                 0),
         n, lat);
