@@ -44,6 +44,7 @@ struct cache {
     char emb_name[200]; /* kind, model and dimension: vectors of two names never meet */
     struct flight_table *flights;
     float threshold;
+    float lexical_weight; /* the store's: the lexical share of a lookup's score */
     bool verifier;
     void (*log)(enum cache_log level, const char *msg, const char *detail);
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
@@ -143,6 +144,7 @@ int cache_new(const struct cache_opts *o, struct cache **out)
     /* The remote model's similarity is used as it is: mixing in the
      * lexical score would move its threshold, which is the operator's. */
     so.lexical_weight = c->emb ? embedder_lexical_weight(c->emb) : 0;
+    c->lexical_weight = so.lexical_weight;
     so.payload_free = o->codec->free;
     if ((rc = store_new(&so, &c->store)) != 0)
         goto fail;
@@ -236,6 +238,11 @@ bool cache_wants_vector(const struct cache *c, const struct cache_query *q)
     return c->ec && !q->vec_done && q->text;
 }
 
+const float *cache_query_vector(struct cache *c, struct cache_query *q)
+{
+    return vec_of(c, q, NULL, 0);
+}
+
 /* The embedder's thread: q's vector arrived, or will not. */
 static void embedded(void *ud, enum embed_result res, const float *vec)
 {
@@ -279,6 +286,14 @@ struct verify_ctx {
     size_t nwords;
 };
 
+/* The hit verifier on q (split into w[0..nw)) and a candidate's question. */
+static enum verify_reason verify_text(struct cache *c, const struct cache_query *q,
+                                      const struct embed_word *w, size_t nw, const char *text)
+{
+    return verify_split_with(q->text, q->text_len, w, nw, text, strlen(text),
+                             cache_verify_tables(c));
+}
+
 /* Called on each semantic candidate above the threshold: payloads that may
  * not answer another question are refused, then the hit verifier (when on)
  * decides. */
@@ -301,8 +316,7 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
         return true;
     if (!text)
         return false;
-    why = verify_split_with(v->q->text, v->q->text_len, v->words, v->nwords, text, strlen(text),
-                            cache_verify_tables(v->c));
+    why = verify_text(v->c, v->q, v->words, v->nwords, text);
     if (why == VERIFY_OK)
         return true;
     atomic_fetch_add(&v->c->rejected[why], 1);
@@ -354,6 +368,31 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
         }
     }
     return CACHE_MISS;
+}
+
+float cache_similarity_floor(struct cache *c, const uint8_t *partition)
+{
+    float t = budget_threshold(c->budget, partition), w = c->lexical_weight;
+
+    /* score = (1 - w) * similarity + w * lexical, and lexical <= 1 */
+    return w > 0 && w < 1 ? (t - w) / (1 - w) : w >= 1 ? -1.0f : t;
+}
+
+size_t cache_verify_first(struct cache *c, const struct cache_query *q, const char *const *texts,
+                          size_t n)
+{
+    struct embed_word words[EMBED_MAX_WORDS]; /* split once, as cache_lookup does */
+    size_t nw;
+
+    if (!c->verifier || n == 0)
+        return 0;
+    if (!q->text)
+        return n;
+    nw = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
+    for (size_t i = 0; i < n; i++)
+        if (texts[i] && verify_text(c, q, words, nw, texts[i]) == VERIFY_OK)
+            return i;
+    return n;
 }
 
 /* The PUT record of an entry, for the log and snapshots. */
@@ -1120,6 +1159,11 @@ int cache_scan(struct cache *c, int (*visit)(void *ud, const struct cache_entry 
 float cache_similarity(const struct cache *c, const float *a, const float *b)
 {
     return hnsw_dot(a, b, c->dim);
+}
+
+unsigned cache_dim(const struct cache *c)
+{
+    return c->dim;
 }
 
 int cache_embed_text(struct cache *c, const char *text, size_t len, float **vec, unsigned *dim,

@@ -1,7 +1,9 @@
 /* Unit tests for proxy/chat.c's store queue (chat_store_later): an answer
  * is stored on the store thread after its client has it, the requests
  * waiting behind it are released only once it is stored, and a full queue
- * drops the store (counted), never the answer. */
+ * drops the store (counted), never the answer. Read-your-writes: a lookup
+ * that a queued answer could serve (a paraphrase, the same question) waits
+ * for it and hits; an unrelated one never waits. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,6 +118,32 @@ static void rec_fini(struct done_rec *d)
     sem_destroy(&d->hold);
 }
 
+/* chat_await's callback: r->owner is a semaphore. */
+static void stored_wake(struct chat_req *r)
+{
+    sem_post(r->owner);
+}
+
+/* Queue an answer to r, a new question that leads its flight. */
+static void queue_answer(struct chat *ch, struct chat_req *r, struct done_rec *d, bool held)
+{
+    assert_false(chat_flight_join(ch, r, never_woken));
+    rec_init(d, ch, r, held);
+    assert_true(chat_store_later(ch, r, 200, false, ANSWER, strlen(ANSWER), NOW, done, d));
+}
+
+/* Hold the store thread inside the done of the answer to first (stored
+ * already), so that the answers queued after it stay queued. */
+static void hold_store_thread(struct chat *ch, struct chat_req *first, struct done_rec *d)
+{
+    struct chat_counters cc;
+
+    assert_true(req_for(ch, first, "What is the capital of France?"));
+    queue_answer(ch, first, d, true);
+    while (chat_get_counters(ch, &cc), cc.stores == 0)
+        ;
+}
+
 /* Stored after the answer, then found by the next request; the leader's
  * flight closes before done runs. */
 static void test_stored_later(void **state)
@@ -225,12 +253,74 @@ static void test_full_queue_drops(void **state)
     cache_free(cache);
 }
 
+/* A paraphrase and a repeat of a queued answer wait for it and hit; an
+ * unrelated question, in the same partition, never waits. (Not the
+ * question done() probes: r leads its flight meanwhile.) */
+static void test_read_your_writes(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(8, &cache);
+    struct chat_req first, r, para, same, other;
+    struct done_rec d0, d1;
+    sem_t woken;
+
+    (void)state;
+    sem_init(&woken, 0, 0);
+    hold_store_thread(ch, &first, &d0);
+    assert_true(req_for(ch, &r, "How can I cancel my subscription?"));
+    queue_answer(ch, &r, &d1, false);
+
+    assert_true(req_for(ch, &para, "how do I cancel my subscription"));
+    assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_WAIT);
+    para.owner = &woken;
+    assert_true(chat_await(ch, &para, stored_wake));
+    assert_true(req_for(ch, &same, "How can I cancel my subscription?"));
+    assert_int_equal(chat_lookup(ch, &same, NOW), CHAT_WAIT);
+    same.owner = &woken;
+    assert_true(chat_await(ch, &same, stored_wake));
+    /* Near by vector (the same words but two), turned down by the
+     * verifier: no wait. */
+    assert_true(req_for(ch, &other, "How can I cancel my order?"));
+    assert_int_equal(chat_lookup(ch, &other, NOW), CHAT_MISS);
+    chat_req_fini(&other);
+    assert_true(req_for(ch, &other, "Who wrote Hamlet?"));
+    assert_int_equal(chat_lookup(ch, &other, NOW), CHAT_MISS);
+    chat_req_fini(&other);
+
+    sem_post(&d0.hold);
+    sem_wait(&woken);
+    sem_wait(&woken);
+    assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_HIT);
+    assert_false(para.exact);
+    assert_int_equal(chat_lookup(ch, &same, NOW), CHAT_HIT);
+    assert_true(same.exact);
+    /* Stored already: chat_await declines, and the lookup hits. */
+    assert_true(req_for(ch, &other, "how do I cancel my subscription"));
+    other.await_seq = same.await_seq;
+    assert_false(chat_await(ch, &other, stored_wake));
+    chat_req_fini(&other);
+
+    sem_wait(&d0.ran);
+    sem_wait(&d1.ran);
+    assert_true(d1.stored);
+    chat_req_fini(&para);
+    chat_req_fini(&same);
+    chat_req_fini(&first);
+    chat_req_fini(&r);
+    rec_fini(&d0);
+    rec_fini(&d1);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stored_later),
         cmocka_unit_test(test_error_not_queued),
         cmocka_unit_test(test_full_queue_drops),
+        cmocka_unit_test(test_read_your_writes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
