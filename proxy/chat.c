@@ -29,6 +29,16 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
  * so that memory stays bounded whatever comes; beyond it a store is dropped
  * (counted), never the answer. */
 #define STORE_QUEUE_BYTES (64u << 20)
+/* Back-pressure (chat_lookup) begins at this many queued answers, or at
+ * half of store-queue when that is less, or at half the bytes: the rest of
+ * the queue is room for the answers already on their way from the
+ * provider when new misses begin to wait, so that none is dropped. Under a
+ * sustained burst a busy partition keeps about this many queued, and each
+ * of its lookups compares its question with all of them (pending_match):
+ * 256 queued vectors of the builtin embedder's 484 floats cost about
+ * 75,000 instructions a lookup (callgrind), a fifth of the lookup's own.
+ * It also bounds how far the store lags behind the answers (256 stores). */
+#define STORE_PACE 256u
 
 struct chat {
     struct cache *cache;                /* borrowed */
@@ -36,10 +46,10 @@ struct chat {
     atomic_size_t store_bytes;          /* held by the jobs waiting in storeq */
     atomic_uint_fast64_t store_dropped; /* answered, not queued: full, or no memory */
     atomic_bool store_drop_said;
-    /* Read-your-writes. Jobs are numbered in queue order and run in it, so
-     * "stored up to seq" says which are done; a lookup that must see a
-     * queued answer waits (chat_await) until stored_seq reaches its
-     * number.
+    /* Read-your-writes and back-pressure. Jobs are numbered in queue order
+     * and run in it, so "stored up to seq" says which are done; a lookup
+     * that must see a queued answer, or must let the queue catch up, waits
+     * (chat_await) until stored_seq reaches a number.
      *
      * Locks: pend_mu alone guards pend, the partitions' rings of jobs and
      * the waiters, and orders the sequences' writes with them. It is taken
@@ -53,6 +63,7 @@ struct chat {
     struct map pend;          /* partition -> its last queued job, whose next is its oldest */
     struct chat_req *waiters; /* chat_await's, by await_seq, lowest first */
     struct chat_req *waiters_tail;
+    size_t pace; /* back-pressure from this many queued answers */
     atomic_uint_fast64_t queued_seq, stored_seq;
     struct replica *rep; /* borrowed; NULL: single-flight stays in this process */
     int64_t ttl;
@@ -100,6 +111,9 @@ int chat_new(const struct cfg *c, struct cache *cache, struct chat **out)
         free(ch);
         return -ENOMEM;
     }
+    ch->pace = (size_t)c->store_queue / 2 < STORE_PACE ? (size_t)c->store_queue / 2 : STORE_PACE;
+    if (ch->pace == 0)
+        ch->pace = 1;
     if (cache && (rc = workq_new((size_t)c->store_queue, store_run, &ch->storeq)) != 0) {
         pthread_cond_destroy(&ch->pend_cv);
         pthread_mutex_destroy(&ch->pend_mu);
@@ -342,10 +356,26 @@ static uint64_t pending_match(struct chat *ch, struct chat_req *r, int64_t now)
     return seq;
 }
 
+/* Back-pressure: the queue number a new miss waits for before it goes to
+ * the provider (as many answers ahead of it stored as keep the queue under
+ * its pace), or 0 when the queue is not behind. */
+static uint64_t backlog_wait(struct chat *ch)
+{
+    /* stored first: queued, read after it, is never less */
+    uint64_t stored = atomic_load(&ch->stored_seq), queued = atomic_load(&ch->queued_seq);
+
+    if (atomic_load(&ch->store_bytes) > STORE_QUEUE_BYTES / 2)
+        return queued;
+    return queued - stored >= ch->pace ? queued - ch->pace + 1 : 0;
+}
+
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
     enum cache_result res;
 
+    /* Back from waiting for the queue (below): the lookup missed already. */
+    if (r->verdict == CHAT_WAIT && r->paced)
+        return r->verdict = CHAT_MISS;
     if (!r->keyed || r->cc.no_cache) {
         size_t why = 0;
 
@@ -387,6 +417,10 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
         atomic_fetch_add(&ch->refused, 1);
         return r->verdict = CHAT_REFUSE;
     }
+    if (r->store && !r->paced && (r->await_seq = backlog_wait(ch)) != 0) {
+        r->paced = true;
+        return r->verdict = CHAT_WAIT;
+    }
     return r->verdict = CHAT_MISS;
 }
 
@@ -400,8 +434,8 @@ bool chat_await(struct chat *ch, struct chat_req *r, void (*wake)(struct chat_re
         return false;
     }
     r->await_wake = wake;
-    /* Kept in order, so that each store wakes a prefix; most come in order
-     * and go last at once. */
+    /* Kept in order, so that each store wakes a prefix. Waits for the
+     * queue to catch up come in order and go last at once. */
     if (!ch->waiters_tail || ch->waiters_tail->await_seq <= r->await_seq)
         at = ch->waiters_tail ? &ch->waiters_tail->await_next : &ch->waiters;
     else

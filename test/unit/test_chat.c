@@ -3,7 +3,8 @@
  * waiting behind it are released only once it is stored, and a full queue
  * drops the store (counted), never the answer. Read-your-writes: a lookup
  * that a queued answer could serve (a paraphrase, the same question) waits
- * for it and hits; an unrelated one never waits. */
+ * for it and hits; an unrelated one never waits. Back-pressure: a queue
+ * behind makes new misses wait their turn instead of dropping stores. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -314,13 +315,110 @@ static void test_read_your_writes(void **state)
     cache_free(cache);
 }
 
+/* With half the queue (2 of 4) waiting, a new miss waits until one more is
+ * stored, once, then goes on: a full queue is never reached. */
+static void test_back_pressure(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(4, &cache);
+    static const char *const qs[2] = {"Who wrote Hamlet?", "How tall is Mount Everest?"};
+    struct chat_req first, r[2], m;
+    struct done_rec d0, d[2];
+    struct chat_counters cc;
+    sem_t woken;
+
+    (void)state;
+    sem_init(&woken, 0, 0);
+    hold_store_thread(ch, &first, &d0);
+    for (int i = 0; i < 2; i++) {
+        assert_true(req_for(ch, &r[i], qs[i]));
+        queue_answer(ch, &r[i], &d[i], false);
+    }
+    assert_true(req_for(ch, &m, "How do I reset my password?"));
+    assert_int_equal(chat_lookup(ch, &m, NOW), CHAT_WAIT);
+    assert_int_equal(m.await_seq, 2); /* r[0]'s answer */
+    m.owner = &woken;
+    assert_true(chat_await(ch, &m, stored_wake));
+    sem_post(&d0.hold);
+    sem_wait(&woken);
+    /* Its turn: a miss now, whatever the queue holds. */
+    assert_int_equal(chat_lookup(ch, &m, NOW), CHAT_MISS);
+    chat_settle(ch);
+    chat_get_counters(ch, &cc);
+    assert_int_equal(cc.stores, 3);
+    assert_int_equal(cc.store_dropped, 0);
+
+    sem_wait(&d0.ran);
+    for (int i = 0; i < 2; i++) {
+        sem_wait(&d[i].ran);
+        assert_true(d[i].stored);
+        chat_req_fini(&r[i]);
+        rec_fini(&d[i]);
+    }
+    chat_req_fini(&m);
+    chat_req_fini(&first);
+    rec_fini(&d0);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
+#define BURST 64
+
+/* A burst of new questions, each answered as soon as it may go to the
+ * provider, through a queue of 8: every one is stored, none dropped. */
+static void test_burst_not_dropped(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(8, &cache);
+    struct chat_req *r = calloc(BURST, sizeof(*r));
+    struct done_rec *d = calloc(BURST, sizeof(*d));
+    struct chat_counters cc;
+    unsigned waits = 0;
+    sem_t woken;
+
+    (void)state;
+    assert_non_null(r);
+    assert_non_null(d);
+    sem_init(&woken, 0, 0);
+    for (int i = 0; i < BURST; i++) {
+        char q[64];
+        enum chat_verdict v;
+
+        snprintf(q, sizeof(q), "Tell me fact number 1-%d about rivers.", i + 1);
+        assert_true(req_for(ch, &r[i], q));
+        r[i].owner = &woken;
+        while ((v = chat_lookup(ch, &r[i], NOW)) == CHAT_WAIT) {
+            waits++;
+            if (chat_await(ch, &r[i], stored_wake))
+                sem_wait(&woken);
+        }
+        assert_int_equal(v, CHAT_MISS);
+        queue_answer(ch, &r[i], &d[i], false);
+    }
+    chat_settle(ch);
+    chat_get_counters(ch, &cc);
+    assert_int_equal(cc.stores, BURST);
+    assert_int_equal(cc.store_dropped, 0);
+    assert_true(waits > 0); /* the store thread cannot keep up with a loop */
+    for (int i = 0; i < BURST; i++) {
+        sem_wait(&d[i].ran);
+        chat_req_fini(&r[i]);
+        rec_fini(&d[i]);
+    }
+    free(r);
+    free(d);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stored_later),
-        cmocka_unit_test(test_error_not_queued),
-        cmocka_unit_test(test_full_queue_drops),
-        cmocka_unit_test(test_read_your_writes),
+        cmocka_unit_test(test_stored_later),     cmocka_unit_test(test_error_not_queued),
+        cmocka_unit_test(test_full_queue_drops), cmocka_unit_test(test_read_your_writes),
+        cmocka_unit_test(test_back_pressure),    cmocka_unit_test(test_burst_not_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
