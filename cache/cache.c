@@ -342,6 +342,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     struct verify_ctx vc = {c, q, words, 0};
     struct store_entry *e;
 
+    q->last_sim = -1.0f;
     if (cache_lookup_exact(c, q, now) == CACHE_HIT_EXACT)
         return CACHE_HIT_EXACT;
     if (cache_wants_vector(c, q))
@@ -360,7 +361,8 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
                                  .max_age = q->max_age,
                                  .candidates = CACHE_CANDIDATES,
                                  .accept = accept_candidate,
-                                 .ud = &vc};
+                                 .ud = &vc,
+                                 .last_sim = &q->last_sim};
         e = store_get_semantic(c->store, &sq, &q->sim);
         if (e) {
             q->hit = (struct cache_entry *)e;

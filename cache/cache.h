@@ -135,6 +135,11 @@ struct cache_query {
 
     struct cache_entry *hit; /* the caller's reference, released by fini */
     float sim;
+    /* After a miss: the vector similarity of the farthest of the
+     * CACHE_CANDIDATES nearest entries the semantic lookup looked at, or
+     * -1 when the partition held fewer (or none was looked at). An entry
+     * stored since, and less similar, would not have been a candidate. */
+    float last_sim;
 };
 
 void cache_query_fini(struct cache_query *q);
