@@ -53,7 +53,10 @@ case $kind in
 esac
 
 # SCRIPT=post_unique.lua makes every request a new question (a real miss).
+# /metrics waits for the store queue, so its counters include every answer
+# of the run before it.
 hits() { metric $hit_port parrot_cache_hits_total; }
+stores() { echo "$(metric $hit_port parrot_cache_stores_total) $(metric $hit_port parrot_cache_stores_dropped_total)"; }
 for r in $(seq "$rounds"); do
     for load in "-t2 -c64" "-t1 -c1"; do
         tag=$(echo "$load" | tr -d ' -')
@@ -78,9 +81,14 @@ for r in $(seq "$rounds"); do
         # shellcheck disable=SC2086
         SCRIPT=post_unique.lua run "nginx-proxy-unique-$tag" "$(url 18081)" "$tmp/unique.json" $load
         h0=$(hits)
+        read -r s0 d0 <<<"$(stores)"
         # shellcheck disable=SC2086
         SCRIPT=post_unique.lua run "parrot-realmiss-$tag" "$(url $hit_port)" "$tmp/unique.json" $load
         [ "$(hits)" = "$h0" ] || echo "bench: $(($(hits) - h0)) real-miss requests hit the cache" | tee -a "$tmp/warn" >&2
+        read -r s1 d1 <<<"$(stores)"
+        # "TAG stored dropped" per run; dropped is - without the counter
+        if [ -n "${d1:-}" ]; then dd=$((d1 - d0)); else dd=-; fi
+        echo "$tag $((s1 - s0)) $dd" >>"$tmp/stores"
     done
     echo "round $r done"
 done
@@ -122,6 +130,12 @@ added() { echo $(($(stat "$1-$2" 3) - $(stat "origin-$2" 3))); }
     row "real misses (a new question each, stored): throughput, parrot / nginx proxy_pass (target >= 0.5 at -c64)" realmiss_rps parrot-realmiss nginx-proxy-unique 2
     echo "| real misses: added p50 latency, parrot / nginx proxy_pass | $a | $b |"
     printf 'realmiss_p50_t2c64 %s\nrealmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
+    echo
+    for tag in t2c64 t1c1; do
+        awk -v t="$tag" '$1 == t { s += $2; if ($3 == "-") na = 1; else d += $3 }
+            END { if (na) printf "%s: %d stored, dropped n/a (no parrot_cache_stores_dropped_total)\n", t, s
+                  else printf "%s: %d stored, %d dropped (%.2f%%)\n", t, s, d, s + d ? 100 * d / (s + d) : 0 }' "$tmp/stores"
+    done | paste -sd ';' | sed 's/;/; /; s/^/Real misses, stores over every round: /; s/$/./'
     echo
     echo "Added p50 over the origin alone, µs (t2c64 / t1c1): pass-through parrot $(added parrot-miss t2c64) / $(added parrot-miss t1c1), nginx proxy_pass $(added nginx-proxy t2c64) / $(added nginx-proxy t1c1); real misses parrot $(added parrot-realmiss t2c64) / $(added parrot-realmiss t1c1), nginx proxy_pass $(added nginx-proxy-unique t2c64) / $(added nginx-proxy-unique t1c1)."
     if [ -s "$tmp/warn" ]; then

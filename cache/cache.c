@@ -44,6 +44,7 @@ struct cache {
     char emb_name[200]; /* kind, model and dimension: vectors of two names never meet */
     struct flight_table *flights;
     float threshold;
+    float lexical_weight; /* the store's: the lexical share of a lookup's score */
     bool verifier;
     void (*log)(enum cache_log level, const char *msg, const char *detail);
     atomic_uint_fast64_t rejected[VERIFY_REASONS];
@@ -143,6 +144,7 @@ int cache_new(const struct cache_opts *o, struct cache **out)
     /* The remote model's similarity is used as it is: mixing in the
      * lexical score would move its threshold, which is the operator's. */
     so.lexical_weight = c->emb ? embedder_lexical_weight(c->emb) : 0;
+    c->lexical_weight = so.lexical_weight;
     so.payload_free = o->codec->free;
     if ((rc = store_new(&so, &c->store)) != 0)
         goto fail;
@@ -234,6 +236,11 @@ static const float *vec_of(struct cache *c, struct cache_query *q, const struct 
 bool cache_wants_vector(const struct cache *c, const struct cache_query *q)
 {
     return c->ec && !q->vec_done && q->text;
+}
+
+const float *cache_query_vector(struct cache *c, struct cache_query *q)
+{
+    return vec_of(c, q, NULL, 0);
 }
 
 /* The embedder's thread: q's vector arrived, or will not. */
@@ -333,6 +340,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     struct verify_ctx vc = {c, q, words, 0, NULL};
     struct store_entry *e;
 
+    q->last_sim = -1.0f;
     if (cache_lookup_exact(c, q, now) == CACHE_HIT_EXACT)
         return CACHE_HIT_EXACT;
     if (cache_wants_vector(c, q))
@@ -351,7 +359,8 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
                                  .max_age = q->max_age,
                                  .candidates = CACHE_CANDIDATES,
                                  .accept = accept_candidate,
-                                 .ud = &vc};
+                                 .ud = &vc,
+                                 .last_sim = &q->last_sim};
         e = store_get_semantic(c->store, &sq, &q->sim);
         verify_query_free(vc.vq);
         if (e) {
@@ -360,6 +369,36 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
         }
     }
     return CACHE_MISS;
+}
+
+float cache_similarity_floor(struct cache *c, const uint8_t *partition)
+{
+    float t = budget_threshold(c->budget, partition), w = c->lexical_weight;
+
+    /* score = (1 - w) * similarity + w * lexical, and lexical <= 1 */
+    return w > 0 && w < 1 ? (t - w) / (1 - w) : w >= 1 ? -1.0f : t;
+}
+
+size_t cache_verify_first(struct cache *c, const struct cache_query *q, const char *const *texts,
+                          size_t n)
+{
+    struct embed_word words[EMBED_MAX_WORDS]; /* split once, as cache_lookup does */
+    struct verify_query *vq;
+    size_t i = 0;
+
+    if (!c->verifier || n == 0)
+        return 0;
+    if (!q->text)
+        return n;
+    vq = verify_query_new(q->text, q->text_len, words,
+                          embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS),
+                          cache_verify_tables(c));
+    if (!vq)
+        return n; /* out of memory: none serves */
+    while (i < n && !(texts[i] && verify_query_check(vq, texts[i], strlen(texts[i])) == VERIFY_OK))
+        i++;
+    verify_query_free(vq);
+    return i;
 }
 
 /* The PUT record of an entry, for the log and snapshots. */
@@ -1126,6 +1165,11 @@ int cache_scan(struct cache *c, int (*visit)(void *ud, const struct cache_entry 
 float cache_similarity(const struct cache *c, const float *a, const float *b)
 {
     return hnsw_dot(a, b, c->dim);
+}
+
+unsigned cache_dim(const struct cache *c)
+{
+    return c->dim;
 }
 
 int cache_embed_text(struct cache *c, const char *text, size_t len, float **vec, unsigned *dim,

@@ -135,6 +135,11 @@ struct cache_query {
 
     struct cache_entry *hit; /* the caller's reference, released by fini */
     float sim;
+    /* After a miss: the vector similarity of the farthest of the
+     * CACHE_CANDIDATES nearest entries the semantic lookup looked at, or
+     * -1 when the partition held fewer (or none was looked at). An entry
+     * stored since, and less similar, would not have been a candidate. */
+    float last_sim;
 };
 
 void cache_query_fini(struct cache_query *q);
@@ -158,6 +163,30 @@ enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int
 /* Must the remote embedder embed q's text before it is stored with a
  * vector (or looked up by meaning)? */
 bool cache_wants_vector(const struct cache *c, const struct cache_query *q);
+
+/* q's embedding, computed now by the builtin embedder when it was not yet
+ * (and kept in q, as a lookup keeps it). NULL when q has no text or nothing
+ * to embed, or when the remote embedder has not answered yet
+ * (cache_wants_vector). */
+const float *cache_query_vector(struct cache *c, struct cache_query *q);
+
+/* ---- answers on their way in ----
+ *
+ * An answer the front end has sent but not yet stored (proxy/chat.c queues
+ * it) is no entry yet, and a lookup that must see it decides whether to wait
+ * for it from its question alone: these say whether an entry with that
+ * question could be a semantic hit for q once it is stored. */
+
+/* The least vector similarity (cache_similarity) at which an entry of
+ * partition could score a semantic hit if the lexical part of its score
+ * were a perfect match: below it, no lookup there accepts the entry. */
+float cache_similarity_floor(struct cache *c, const uint8_t *partition);
+
+/* The first of texts[0..n) (questions, NUL-terminated) that the hit verifier
+ * accepts as asking q's question; n when none does. With the verifier off,
+ * 0 (any). Nothing is counted: no entry was turned down. */
+size_t cache_verify_first(struct cache *c, const struct cache_query *q, const char *const *texts,
+                          size_t n);
 
 /* Ask the remote embedder for q's vector. Returns 0, and wake(q) runs once,
  * on the embedder's thread, when q->vec is set or the embedding failed
@@ -204,6 +233,9 @@ int cache_scan(struct cache *c, int (*visit)(void *ud, const struct cache_entry 
 /* The similarity of two vectors of the cache's dimension, as lookups score
  * it (before the lexical part). */
 float cache_similarity(const struct cache *c, const float *a, const float *b);
+
+/* The dimension of the cache's vectors (floats). */
+unsigned cache_dim(const struct cache *c);
 
 /* An entry to remove: the one under exact, only if its id is id (0: any),
  * so a delete decided on an old entry spares the answer that replaced it. */

@@ -104,8 +104,9 @@ static const struct option options[] = {
     {"cache-max-memory", T_SIZE, F(cache_max_memory), "256m", 0, 0, 0,
      "memory for cached answers, vectors and indexes; beyond it entries are evicted"},
     {"store-queue", T_INT, F(store_queue), "4096", 1, 1000000, 0,
-     "most answers waiting to be stored after their clients have them; beyond it an answer "
-     "is served but not stored, and counted"},
+     "most answers waiting to be stored after their clients have them; new misses wait for "
+     "their turn from half of it (at most 256), and beyond it an answer is served but not "
+     "stored, and counted"},
     {"similarity-threshold", T_FLOAT, F(similarity_threshold), "0", 0, 1, 0,
      "cosine similarity for a semantic hit, 0..1 (0 = the embedder's calibrated default)"},
     {"persist", T_BOOL, F(persist), "true", 0, 0, 0,

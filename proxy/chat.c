@@ -25,23 +25,45 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
 #define BYPASS_REASONS CHAT_BYPASS_REASONS
 
 /* The store queue: at most store-queue answers wait for the store thread,
- * holding at most STORE_QUEUE_BYTES of bodies between them (one body may be
- * 1 MiB), so that a burst of misses costs counted drops, never unbounded
- * memory. */
+ * holding at most STORE_QUEUE_BYTES between them (one body may be 1 MiB),
+ * so that memory stays bounded whatever comes; beyond it a store is dropped
+ * (counted), never the answer. */
 #define STORE_QUEUE_BYTES (64u << 20)
+/* Back-pressure (chat_lookup) begins at this many queued answers, or at
+ * half of store-queue when that is less, or at half the bytes: the rest of
+ * the queue is room for the answers already on their way from the
+ * provider when new misses begin to wait, so that none is dropped. Under a
+ * sustained burst a busy partition keeps about this many queued, and each
+ * of its lookups compares its question with all of them (pending_scan):
+ * with 256 queued (484 floats each, the builtin embedder's) a lookup costs
+ * 1.3x one with none (445,000 instructions against 338,000, callgrind).
+ * It also bounds how far the store lags behind the answers (256 stores). */
+#define STORE_PACE 256u
 
 struct chat {
     struct cache *cache;                /* borrowed */
     struct workq *storeq;               /* NULL when cache is */
-    atomic_size_t store_bytes;          /* bodies waiting in storeq */
+    atomic_size_t store_bytes;          /* held by the jobs waiting in storeq */
     atomic_uint_fast64_t store_dropped; /* answered, not queued: full, or no memory */
     atomic_bool store_drop_said;
-    /* Read-your-writes: a semantic lookup waits for the answers of its
-     * partition queued before it. Jobs are numbered in queue order and run
-     * in it, so "stored up to seq" says which are done. */
-    pthread_mutex_t pend_mu; /* pend, and the two sequences' writes */
-    pthread_cond_t pend_cv;  /* stored_seq moved */
-    struct map pend;         /* partition -> its last queued job (struct store_job) */
+    /* Read-your-writes and back-pressure. Jobs are numbered in queue order
+     * and run in it, so "stored up to seq" says which are done; a lookup
+     * that must see a queued answer, or must let the queue catch up, waits
+     * (chat_await) until stored_seq reaches a number.
+     *
+     * Locks: pend_mu alone guards pend, the partitions' rings of jobs and
+     * the waiters, and orders the sequences' writes with them. It is taken
+     * after x->lock (chat_await and chat_store_later run under it), and the
+     * only lock taken under it is the store queue's mutex (a job is
+     * numbered and pushed under it): the cache's checks of queued
+     * questions (the verifier) run after it is released, on jobs held by a
+     * reference, and waiters are woken after it is released. */
+    pthread_mutex_t pend_mu;
+    pthread_cond_t pend_cv;   /* stored_seq moved (chat_settle) */
+    struct map pend;          /* partition -> its last queued job, whose next is its oldest */
+    struct chat_req *waiters; /* chat_await's, by await_seq, lowest first */
+    struct chat_req *waiters_tail;
+    size_t pace; /* back-pressure from this many queued answers */
     atomic_uint_fast64_t queued_seq, stored_seq;
     struct replica *rep; /* borrowed; NULL: single-flight stays in this process */
     int64_t ttl;
@@ -52,18 +74,27 @@ struct chat {
     atomic_uint_fast64_t item_hits, item_misses, item_bypasses;
 };
 
-/* An answered miss waiting to be stored (chat_store_later). */
+/* An answered miss waiting to be stored (chat_store_later). Lookups on any
+ * worker compare their questions with it (pending_scan), and may hold it
+ * after it has run: what they read is the job's own copy, never r's. */
 struct store_job {
     struct chat *ch;
-    struct chat_req *r;
+    struct chat_req *r; /* until done runs */
     long status;
     bool sse;
     int64_t now;
     void (*done)(void *ud, bool stored, uint64_t wal_seq);
     void *ud;
-    uint64_t seq; /* in queue order */
+    uint64_t seq;           /* in queue order */
+    atomic_uint refs;       /* the queue's, and one per lookup comparing with it */
+    struct store_job *next; /* in its partition's ring, under pend_mu; NULL: in none */
+    uint8_t exact[CACHE_KEY_LEN];
+    const char *text; /* the question, NUL-terminated, or NULL */
+    bool has_vec;     /* vec holds its embedding (cache_dim floats) */
+    const char *body; /* len bytes */
     size_t len;
-    char body[]; /* len bytes */
+    size_t size; /* of the block after the header, for store_bytes */
+    float vec[]; /* the embedding when has_vec, then the text, then the body */
 };
 
 static void store_run(void *job);
@@ -80,6 +111,9 @@ int chat_new(const struct cfg *c, struct cache *cache, struct chat **out)
         free(ch);
         return -ENOMEM;
     }
+    ch->pace = (size_t)c->store_queue / 2 < STORE_PACE ? (size_t)c->store_queue / 2 : STORE_PACE;
+    if (ch->pace == 0)
+        ch->pace = 1;
     if (cache && (rc = workq_new((size_t)c->store_queue, store_run, &ch->storeq)) != 0) {
         pthread_cond_destroy(&ch->pend_cv);
         pthread_mutex_destroy(&ch->pend_mu);
@@ -249,38 +283,123 @@ static bool stores_pending(struct chat *ch)
     return atomic_load(&ch->queued_seq) != atomic_load(&ch->stored_seq);
 }
 
-/* Wait until the answers queued so far for partition (NULL: for every
- * partition) are stored. A question answered is then seen by every later
- * lookup in its partition, however soon it comes; the wait is bounded by
- * the queue, and under a sustained burst it is the back-pressure that
- * keeps the queue from dropping stores. */
-static void await_stores(struct chat *ch, const uint8_t *partition)
+void chat_settle(struct chat *ch)
 {
-    const struct store_job *last;
     uint64_t until;
 
+    if (!ch || !stores_pending(ch))
+        return;
     pthread_mutex_lock(&ch->pend_mu);
-    if (partition) {
-        last = map_get(&ch->pend, partition);
-        until = last ? last->seq : 0;
-    } else {
-        until = atomic_load(&ch->queued_seq);
-    }
+    until = atomic_load(&ch->queued_seq);
     while (atomic_load(&ch->stored_seq) < until)
         pthread_cond_wait(&ch->pend_cv, &ch->pend_mu);
     pthread_mutex_unlock(&ch->pend_mu);
 }
 
-void chat_settle(struct chat *ch)
+static void job_unref(struct store_job *j)
 {
-    if (ch && stores_pending(ch))
-        await_stores(ch, NULL);
+    if (atomic_fetch_sub(&j->refs, 1) == 1)
+        free(j);
+}
+
+/* The answers queued in a lookup's partition that could serve it once
+ * stored: the CACHE_CANDIDATES nearest by vector, best first, each held by
+ * a reference (pending_release). */
+struct pending {
+    struct store_job *job[CACHE_CANDIDATES];
+    float sim[CACHE_CANDIDATES];
+    size_t n;
+};
+
+/* Compare r's question with the answers queued in its partition: returns
+ * the queue number of one under r's exact key (an exact hit once stored),
+ * else 0 with p holding the nearest whose vector similarity could still
+ * reach the partition's threshold, for pending_verify. Like the lookup,
+ * only the CACHE_CANDIDATES nearest count: the others would not be
+ * candidates once stored either. A dot product per queued answer of the
+ * partition, under pend_mu. */
+static uint64_t pending_scan(struct chat *ch, struct chat_req *r, int64_t now, struct pending *p)
+{
+    const float *vec = cache_query_vector(ch->cache, &r->q);
+    float floor = cache_similarity_floor(ch->cache, r->key.partition);
+    struct store_job *last, *j;
+    uint64_t seq = 0;
+
+    p->n = 0;
+    pthread_mutex_lock(&ch->pend_mu);
+    last = map_get(&ch->pend, r->key.partition);
+    for (j = last ? last->next : NULL; j; j = j == last ? NULL : j->next) {
+        float sim;
+        size_t k;
+
+        if (memcmp(j->exact, r->key.exact, CACHE_KEY_LEN) == 0) {
+            seq = j->seq;
+            p->n = 0;
+            break;
+        }
+        /* An answer older than max-age when stored would not be served. */
+        if (!vec || !j->has_vec || (r->q.max_age >= 0 && now - j->now > r->q.max_age))
+            continue;
+        sim = cache_similarity(ch->cache, vec, j->vec);
+        if (sim < floor || (p->n == CACHE_CANDIDATES && sim <= p->sim[p->n - 1]))
+            continue;
+        for (k = p->n < CACHE_CANDIDATES ? p->n++ : p->n - 1; k > 0 && p->sim[k - 1] < sim; k--) {
+            p->job[k] = p->job[k - 1];
+            p->sim[k] = p->sim[k - 1];
+        }
+        p->job[k] = j;
+        p->sim[k] = sim;
+    }
+    for (size_t k = 0; k < p->n; k++)
+        atomic_fetch_add(&p->job[k]->refs, 1);
+    pthread_mutex_unlock(&ch->pend_mu);
+    return seq;
+}
+
+/* After the lookup missed: the queue number of the first of p's answers the
+ * hit verifier accepts as answering r, or 0. Those farther than the
+ * lookup's farthest candidate are left out: once stored, they would not be
+ * among the candidates either (r->q.last_sim). */
+static uint64_t pending_verify(struct chat *ch, struct chat_req *r, const struct pending *p)
+{
+    const char *texts[CACHE_CANDIDATES];
+    size_t n = 0, k;
+
+    while (n < p->n && p->sim[n] >= r->q.last_sim) {
+        texts[n] = p->job[n]->text;
+        n++;
+    }
+    k = cache_verify_first(ch->cache, &r->q, texts, n);
+    return k < n ? p->job[k]->seq : 0;
+}
+
+static void pending_release(struct pending *p)
+{
+    for (size_t k = 0; k < p->n; k++)
+        job_unref(p->job[k]);
+    p->n = 0;
+}
+
+/* Back-pressure: the queue number a new miss waits for before it goes to
+ * the provider (as many answers ahead of it stored as keep the queue under
+ * its pace), or 0 when the queue is not behind. */
+static uint64_t backlog_wait(struct chat *ch)
+{
+    /* stored first: queued, read after it, is never less */
+    uint64_t stored = atomic_load(&ch->stored_seq), queued = atomic_load(&ch->queued_seq);
+
+    if (atomic_load(&ch->store_bytes) > STORE_QUEUE_BYTES / 2)
+        return queued;
+    return queued - stored >= ch->pace ? queued - ch->pace + 1 : 0;
 }
 
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
 {
     enum cache_result res;
 
+    /* Back from waiting for the queue (below): the lookup missed already. */
+    if (r->verdict == CHAT_WAIT && r->paced)
+        return r->verdict = CHAT_MISS;
     if (!r->keyed || r->cc.no_cache) {
         size_t why = 0;
 
@@ -294,32 +413,72 @@ enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now)
         atomic_fetch_add(&ch->bypasses[why], 1);
         return r->verdict = r->cc.only_if_cached && !r->keyed ? CHAT_REFUSE : CHAT_BYPASS;
     }
-    if (!r->store)
-        atomic_fetch_add(&ch->no_store, 1);
     if (!stores_pending(ch)) {
         res = cache_lookup(ch->cache, &r->q, now);
-    } else {
-        /* Answers are being stored: an exact hit need not wait for them. */
-        res = cache_lookup_exact(ch->cache, &r->q, now);
-        if (res != CACHE_HIT_EXACT) {
-            await_stores(ch, r->key.partition);
+    } else if ((res = cache_lookup_exact(ch->cache, &r->q, now)) != CACHE_HIT_EXACT) {
+        struct pending p;
+
+        /* Answers are being stored. The queued ones are gathered before the
+         * lookup: one stored after the lookup looked would be seen by
+         * neither. The verifier runs on them only if the lookup misses. */
+        if (cache_wants_vector(ch->cache, &r->q))
+            return r->verdict = CHAT_EMBED;
+        if ((r->await_seq = pending_scan(ch, r, now, &p)) == 0) {
             res = cache_lookup(ch->cache, &r->q, now);
+            if (res == CACHE_MISS)
+                r->await_seq = pending_verify(ch, r, &p);
+            pending_release(&p);
         }
+        if (r->await_seq)
+            return r->verdict = CHAT_WAIT;
     }
+    if (res == CACHE_NEED_VECTOR)
+        return r->verdict = CHAT_EMBED;
+    if (!r->store)
+        atomic_fetch_add(&ch->no_store, 1);
     switch (res) {
     case CACHE_HIT_EXACT:
         r->exact = true;
         atomic_fetch_add(&ch->hits_exact, 1);
         return r->verdict = CHAT_HIT;
     case CACHE_HIT_SEMANTIC: atomic_fetch_add(&ch->hits_semantic, 1); return r->verdict = CHAT_HIT;
-    case CACHE_NEED_VECTOR: return r->verdict = CHAT_EMBED;
+    case CACHE_NEED_VECTOR:
     case CACHE_MISS: break;
     }
     if (r->cc.only_if_cached) {
         atomic_fetch_add(&ch->refused, 1);
         return r->verdict = CHAT_REFUSE;
     }
+    if (r->store && !r->paced && (r->await_seq = backlog_wait(ch)) != 0) {
+        r->paced = true;
+        return r->verdict = CHAT_WAIT;
+    }
     return r->verdict = CHAT_MISS;
+}
+
+bool chat_await(struct chat *ch, struct chat_req *r, void (*wake)(struct chat_req *r))
+{
+    struct chat_req **at;
+
+    pthread_mutex_lock(&ch->pend_mu);
+    if (atomic_load(&ch->stored_seq) >= r->await_seq) {
+        pthread_mutex_unlock(&ch->pend_mu);
+        return false;
+    }
+    r->await_wake = wake;
+    /* Kept in order, so that each store wakes a prefix. Waits for the
+     * queue to catch up come in order and go last at once. */
+    if (!ch->waiters_tail || ch->waiters_tail->await_seq <= r->await_seq)
+        at = ch->waiters_tail ? &ch->waiters_tail->await_next : &ch->waiters;
+    else
+        for (at = &ch->waiters; (*at)->await_seq <= r->await_seq; at = &(*at)->await_next)
+            ;
+    r->await_next = *at;
+    *at = r;
+    if (!r->await_next)
+        ch->waiters_tail = r;
+    pthread_mutex_unlock(&ch->pend_mu);
+    return true;
 }
 
 enum chat_verdict chat_relookup(struct chat *ch, struct chat_req *r, int64_t now)
@@ -406,6 +565,7 @@ void chat_headers(const struct chat_req *r, int64_t now,
     case CHAT_MISS:
     case CHAT_REFUSE:
     case CHAT_EMBED:
+    case CHAT_WAIT:
         chat_fwd_headers(r->verdict, false, r->verdict == CHAT_REFUSE ? "only-if-cached" : NULL,
                          false, add, ud);
         break;
@@ -420,7 +580,8 @@ const char *chat_outcome(const struct chat_req *r)
     switch (r->verdict) {
     case CHAT_HIT: return r->coalesced ? "hit-coalesced" : r->exact ? "hit-exact" : "hit-semantic";
     case CHAT_MISS:
-    case CHAT_EMBED: return "miss";
+    case CHAT_EMBED:
+    case CHAT_WAIT: return "miss";
     case CHAT_REFUSE: return "refused";
     case CHAT_BYPASS: break;
     }
@@ -496,24 +657,79 @@ void chat_store(struct chat *ch, struct chat_req *r, long status, bool sse, cons
         store_answer(ch, r, status, sse, body, len, now, &r->wal_seq);
 }
 
+/* Append j, the newest, to partition's ring. Under pend_mu. */
+static void pend_link(struct chat *ch, const uint8_t *partition, struct store_job *j)
+{
+    struct store_job *last = map_get(&ch->pend, partition);
+    void *old;
+
+    if (map_put(&ch->pend, partition, j, &old) != 0) {
+        log_msg(LOG_WARN, "store not awaited", "out of memory"); /* only visibility is late */
+        return;
+    }
+    j->next = last ? last->next : j;
+    if (last)
+        last->next = j;
+}
+
+/* Take j, its oldest, out of partition's ring. Under pend_mu. */
+static void pend_unlink(struct chat *ch, const uint8_t *partition, struct store_job *j)
+{
+    struct store_job *last;
+
+    if (!j->next)
+        return; /* pend_link ran out of memory */
+    last = map_get(&ch->pend, partition);
+    if (last == j)
+        map_del(&ch->pend, partition);
+    else
+        last->next = j->next;
+    j->next = NULL;
+}
+
+/* Unlink the waiters whose answer is stored once seq is, and return them
+ * linked through await_next. Under pend_mu. */
+static struct chat_req *waiters_upto(struct chat *ch, uint64_t seq)
+{
+    struct chat_req *first = ch->waiters, *w = first;
+
+    if (!w || w->await_seq > seq)
+        return NULL;
+    while (w->await_next && w->await_next->await_seq <= seq)
+        w = w->await_next;
+    ch->waiters = w->await_next;
+    if (!ch->waiters)
+        ch->waiters_tail = NULL;
+    w->await_next = NULL;
+    return first;
+}
+
 static void store_run(void *job)
 {
     struct store_job *j = job;
+    struct chat *ch = j->ch;
+    struct chat_req *woken;
     uint64_t seq;
-    bool stored = store_answer(j->ch, j->r, j->status, j->sse, j->body, j->len, j->now, &seq);
+    bool stored = store_answer(ch, j->r, j->status, j->sse, j->body, j->len, j->now, &seq);
 
-    atomic_fetch_sub(&j->ch->store_bytes, j->len);
-    pthread_mutex_lock(&j->ch->pend_mu);
-    atomic_store(&j->ch->stored_seq, j->seq);
-    if (map_get(&j->ch->pend, j->r->key.partition) == j)
-        map_del(&j->ch->pend, j->r->key.partition); /* the partition's last one */
-    pthread_cond_broadcast(&j->ch->pend_cv);
-    pthread_mutex_unlock(&j->ch->pend_mu);
+    atomic_fetch_sub(&ch->store_bytes, j->size);
+    pthread_mutex_lock(&ch->pend_mu);
+    atomic_store(&ch->stored_seq, j->seq);
+    pend_unlink(ch, j->r->key.partition, j);
+    woken = waiters_upto(ch, j->seq);
+    pthread_cond_broadcast(&ch->pend_cv);
+    pthread_mutex_unlock(&ch->pend_mu);
     /* Only now may the requests waiting behind r look again: they find the
      * entry instead of asking the provider a second time. */
-    chat_flight_done(j->ch, j->r);
+    chat_flight_done(ch, j->r);
+    while (woken) {
+        struct chat_req *w = woken;
+
+        woken = w->await_next; /* w is its owner's again once woken */
+        w->await_wake(w);
+    }
     j->done(j->ud, stored, seq);
-    free(j);
+    job_unref(j);
 }
 
 bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse, const char *body,
@@ -521,6 +737,9 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
                       void (*done)(void *ud, bool stored, uint64_t wal_seq), void *ud)
 {
     struct store_job *j;
+    const float *vec;
+    size_t dim, tlen, size;
+    char *p;
 
     if (!ch)
         return false; /* no cache: r cannot lead a flight */
@@ -532,9 +751,16 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
     }
     if (sse)
         len = 0; /* the stream was fed to r->as */
-    if (atomic_fetch_add(&ch->store_bytes, len) + len > STORE_QUEUE_BYTES)
+    /* The question goes with the answer, for the lookups that compare
+     * theirs with it; a no-cache request has no vector yet, and gets the
+     * one storing would make. */
+    vec = cache_query_vector(ch->cache, &r->q);
+    dim = vec ? cache_dim(ch->cache) : 0;
+    tlen = r->q.text ? r->q.text_len + 1 : 0;
+    size = dim * sizeof(float) + tlen + len;
+    if (atomic_fetch_add(&ch->store_bytes, size) + size > STORE_QUEUE_BYTES)
         goto undo;
-    j = malloc(sizeof(*j) + len);
+    j = malloc(sizeof(*j) + size);
     if (!j)
         goto undo;
     *j = (struct store_job){.ch = ch,
@@ -544,25 +770,37 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
                             .now = now,
                             .done = done,
                             .ud = ud,
-                            .len = len};
+                            .has_vec = dim > 0,
+                            .len = len,
+                            .size = size};
+    atomic_init(&j->refs, 1);
+    memcpy(j->exact, r->key.exact, CACHE_KEY_LEN);
+    if (dim)
+        memcpy(j->vec, vec, dim * sizeof(float));
+    p = (char *)(j->vec + dim);
+    if (tlen) {
+        memcpy(p, r->q.text, tlen - 1);
+        p[tlen - 1] = '\0';
+        j->text = p;
+        p += tlen;
+    }
     if (len)
-        memcpy(j->body, body, len);
-    /* Numbered and pushed under pend_mu: job order is queue order, and the
-     * job cannot finish before its partition records it. */
+        memcpy(p, body, len);
+    j->body = p;
+    /* Numbered, pushed and linked under pend_mu: job order is queue order,
+     * and the job cannot finish before its partition records it. */
     pthread_mutex_lock(&ch->pend_mu);
     j->seq = atomic_load(&ch->queued_seq) + 1;
     if (workq_push(ch->storeq, j) == 0) {
-        void *old;
+        pend_link(ch, r->key.partition, j);
         atomic_store(&ch->queued_seq, j->seq);
-        if (map_put(&ch->pend, r->key.partition, j, &old) != 0)
-            log_msg(LOG_WARN, "store not awaited", "out of memory"); /* only visibility is late */
         pthread_mutex_unlock(&ch->pend_mu);
         return true;
     }
     pthread_mutex_unlock(&ch->pend_mu);
     free(j);
 undo:
-    atomic_fetch_sub(&ch->store_bytes, len);
+    atomic_fetch_sub(&ch->store_bytes, size);
     atomic_fetch_add(&ch->store_dropped, 1);
     /* Said once: every drop is counted (parrot_cache_stores_dropped_total). */
     if (!atomic_exchange(&ch->store_drop_said, true))

@@ -34,6 +34,8 @@ enum chat_verdict {
     CHAT_REFUSE, /* only-if-cached and nothing cached: answer 504 */
     CHAT_EMBED,  /* the remote embedder must embed the lookup text first: call
                     chat_embed(), then chat_lookup() again */
+    CHAT_WAIT,   /* an answer still queued for storing could serve r, or the queue
+                    is behind: call chat_await(), then chat_lookup() again */
 };
 
 struct chat_req {
@@ -54,6 +56,12 @@ struct chat_req {
     enum chat_verdict verdict;
     bool exact;     /* r->q.hit and r->q.sim hold the hit */
     bool coalesced; /* the hit came from waiting behind an identical request */
+
+    /* Waiting for the store queue (CHAT_WAIT, chat_await). */
+    uint64_t await_seq;                     /* until this queued answer is stored */
+    bool paced;                             /* waited once for a queue behind already */
+    struct chat_req *await_next;            /* chat's list of waiters */
+    void (*await_wake)(struct chat_req *r); /* chat_await()'s callback */
 
     /* Single-flight: here, and across replicas (chat_shared_join). */
     bool leader;
@@ -127,8 +135,27 @@ void chat_req_uncacheable(struct chat_req *r);
 
 /* Times below (now) are wall clock milliseconds. */
 
-/* Decide and, on a hit, set r->hit. Counts the outcome. */
+/* Decide and, on a hit, set r->hit. Counts the outcome.
+ *
+ * Read-your-writes: an answer is stored after its client has it
+ * (chat_store_later), so a lookup compares its question with the answers
+ * of its partition still queued for storing. When one of them could serve
+ * it (the same exact key, or a question the semantic lookup would accept:
+ * its vector near enough and the hit verifier agreeing), the verdict is
+ * CHAT_WAIT: the request waits, suspended, until that answer is stored and
+ * then looks again. Questions that no queued answer could serve never wait.
+ *
+ * Back-pressure: a miss whose answer will be stored also gets CHAT_WAIT,
+ * once, while the store queue is behind (half of store-queue, at most 256
+ * answers, or half of its bytes): it goes to the provider only as answers
+ * ahead of it are stored, so that a sustained burst of new questions slows
+ * to the store thread's pace instead of dropping stores. */
 enum chat_verdict chat_lookup(struct chat *ch, struct chat_req *r, int64_t now);
+
+/* After CHAT_WAIT: wake(r) runs once, on the store thread, when the queued
+ * answer r waits for (or waits behind) is stored or turned down. Returns
+ * false, and wake never runs, when it is already: look again at once. */
+bool chat_await(struct chat *ch, struct chat_req *r, void (*wake)(struct chat_req *r));
 
 /* Ask the remote embedder for r's vector (after CHAT_EMBED). Returns 0, and
  * wake(r) runs once, on the embedder's thread, when r->vec is set or the

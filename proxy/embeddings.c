@@ -224,6 +224,7 @@ void emb_headers(const struct emb_call *c,
     case CHAT_MISS:
     case CHAT_REFUSE:
     case CHAT_EMBED:
+    case CHAT_WAIT:
         chat_fwd_headers(c->verdict, false,
                          c->verdict == CHAT_REFUSE ? "only-if-cached"
                          : c->nhit                 ? "partial"
@@ -244,7 +245,8 @@ const char *emb_outcome(const struct emb_call *c)
     switch (c->verdict) {
     case CHAT_HIT: return "hit-exact";
     case CHAT_MISS:
-    case CHAT_EMBED: return c->nhit ? "partial" : "miss";
+    case CHAT_EMBED:
+    case CHAT_WAIT: return c->nhit ? "partial" : "miss";
     case CHAT_REFUSE: return "refused";
     case CHAT_BYPASS: break;
     }

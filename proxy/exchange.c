@@ -914,7 +914,7 @@ enum MHD_Result xch_on_request(void *cls, struct MHD_Connection *conn, const cha
     /* Resumed by the upstream side, or by a single-flight leader. */
     pthread_mutex_lock(&x->lock);
     st = x->state;
-    if (st == XS_RETRY || st == XS_EMBEDDED || st == XS_PEER_END) {
+    if (st == XS_RETRY || st == XS_EMBEDDED || st == XS_PEER_END || st == XS_STORED) {
         pthread_mutex_unlock(&x->lock);
         return route_woken(x, st);
     }
@@ -970,7 +970,8 @@ static void count_request(struct exch *x, const struct timespec *now)
         break;
     case CHAT_BYPASS: metrics_observe(m, MH_BYPASS, ms_between(&x->t0, now) / 1e3); break;
     case CHAT_REFUSE:
-    case CHAT_EMBED: /* ended (client gone) while its vector was on the way */ break;
+    case CHAT_EMBED: /* ended (client gone) while its vector was on the way, */
+    case CHAT_WAIT: /* or while it waited for the store queue */ break;
     }
 }
 

@@ -40,8 +40,11 @@
  * Chat completions first ask the cache (proxy/chat.c). A hit is answered on
  * the spot from the HTTP thread. A miss whose exact key is already being
  * fetched waits suspended behind that request (XS_FLIGHT) and looks the cache
- * up again when it is woken (XS_RETRY). The answer to a miss is stored from
- * on_done, before the client is resumed, so the next identical request hits.
+ * up again when it is woken (XS_RETRY). The answer to a miss is queued for
+ * storing from on_done and stored after the client has it (proxy/chat.c); a
+ * lookup that a queued answer could serve waits suspended for it
+ * (XS_STORING) and looks again when it is stored (XS_STORED), so the next
+ * identical or paraphrased request hits.
  * With a remote embedder, a lookup that needs a vector waits suspended for
  * it (XS_EMBED) and finishes when the embedder's thread wakes it
  * (XS_EMBEDDED): no HTTP thread is held while the embedding is computed.
@@ -100,6 +103,8 @@ enum xstate {
     XS_EMBEDDED,  /* woken from XS_EMBED: finish the lookup */
     XS_PEER,      /* leading here, waiting while another replica leads (suspended) */
     XS_PEER_END,  /* woken from XS_PEER: look again, or go to the provider */
+    XS_STORING,   /* waiting for an answer in the store queue (suspended) */
+    XS_STORED,    /* woken from XS_STORING: look again */
     XS_WAIT,      /* upstream submitted, connection suspended */
     XS_STREAM,    /* headers known: queue a streaming response */
     XS_FULL,      /* whole body in x->out: queue it */
@@ -249,8 +254,8 @@ enum MHD_Result route_head(struct exch *x, const char *version);
 /* The body is complete: serve the route route_head() chose. */
 enum MHD_Result route_dispatch(struct exch *x);
 
-/* A cache lookup woken from XS_FLIGHT (XS_RETRY), XS_EMBED (XS_EMBEDDED) or
- * XS_PEER (XS_PEER_END). */
+/* A cache lookup woken from XS_FLIGHT (XS_RETRY), XS_EMBED (XS_EMBEDDED),
+ * XS_PEER (XS_PEER_END) or XS_STORING (XS_STORED). */
 enum MHD_Result route_woken(struct exch *x, enum xstate st);
 
 #endif

@@ -117,6 +117,27 @@ static bool start_embed(struct exch *x)
 
 static enum MHD_Result cached_verdict(struct exch *x, enum chat_verdict v);
 
+/* The answer x waits for is stored (the store thread). */
+static void stored_wake(struct chat_req *cr)
+{
+    xch_wake_as(cr->owner, XS_STORED);
+}
+
+static bool start_await(struct exch *x)
+{
+    return chat_await(x->srv->chat, x->chat, stored_wake);
+}
+
+/* An answer still queued for storing could serve x, or the queue is
+ * behind: wait suspended until it is stored, then look again (at once
+ * when it is stored already). */
+static enum MHD_Result cached_store_wait(struct exch *x)
+{
+    if (xch_wait_suspended(x, XS_STORING, start_await))
+        return MHD_YES;
+    return cached_verdict(x, chat_lookup(x->srv->chat, x->chat, clock_wall_ms()));
+}
+
 /* The lookup needs a remote embedding: wait for it suspended, or go on
  * without one when the embedder cannot take it. */
 static enum MHD_Result cached_embed_wait(struct exch *x)
@@ -130,6 +151,7 @@ static enum MHD_Result cached_verdict(struct exch *x, enum chat_verdict v)
 {
     switch (v) {
     case CHAT_EMBED: return cached_embed_wait(x);
+    case CHAT_WAIT: return cached_store_wait(x);
     case CHAT_HIT: return serve_hit(x);
     case CHAT_REFUSE:
         oai_error_set(&x->err, 504, "invalid_request_error", NULL, "cache_miss",
@@ -247,7 +269,8 @@ static enum MHD_Result embeddings_route(struct exch *x)
         x->body = (struct buf){.p = body, .len = len, .cap = len + 1};
         return xch_forward(x, x->uri + 3);
     case CHAT_BYPASS:
-    case CHAT_EMBED: return xch_forward(x, x->uri + 3);
+    case CHAT_EMBED:
+    case CHAT_WAIT: return xch_forward(x, x->uri + 3);
     }
     oai_error_set(&x->err, 500, "server_error", NULL, "out_of_memory", "Out of memory.");
     return xch_queue_error(x, &x->err);

@@ -568,6 +568,8 @@ struct store_entry *store_get_semantic(struct store *s, const struct store_query
         k = 1;
     if (k > MAX_CANDIDATES)
         k = MAX_CANDIDATES;
+    if (q->last_sim)
+        *q->last_sim = -1.0f;
     if (lexical)
         nqt =
             q->words ? terms_of_words(q->words, q->nwords, qt) : terms_of(q->text, q->text_len, qt);
@@ -578,6 +580,8 @@ struct store_entry *store_get_semantic(struct store *s, const struct store_query
         return NULL;
     }
     n = p->idx ? hnsw_search(p->idx, q->vec, k, 0, hits) : scan(s, p, q->vec, k, hits);
+    if (q->last_sim && n == k)
+        *q->last_sim = hits[n - 1].sim;
     n = score_cands(s, p, q, hits, n, lexical ? qt : NULL, nqt, cands);
     for (size_t i = 0; i < n && cands[i].score >= q->threshold; i++) {
         if (q->accept && !q->accept(q->ud, cands[i].e, cands[i].score))

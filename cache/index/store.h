@@ -95,6 +95,10 @@ struct store_query {
     unsigned candidates;    /* nearest entries (by vector) looked at, 1..16 */
     store_accept_fn accept; /* NULL: any candidate */
     void *ud;
+    /* When not NULL: set to the vector similarity of the farthest of the
+     * candidates when the partition had that many, else to -1. An entry
+     * less similar would not have been a candidate. */
+    float *last_sim;
 };
 
 /* The live entry of q->partition with the best score >= q->threshold that

@@ -555,6 +555,28 @@ test('single-flight: when the leader\'s answer cannot be stored, each waiter ask
   assert.equal((await metrics(parrot.base)).parrot_cache_entries, 0);
 });
 
+// Answers are stored after their clients have them (the store queue): a
+// question asked again, or paraphrased, the moment its answer arrives still
+// hits, while other clients keep asking new questions; and a queue smaller
+// than the burst makes new misses wait their turn rather than drop stores.
+test('read-your-writes under load: 8 clients ask, then paraphrase at once; every paraphrase hits, no store is dropped', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { fake, parrot } = await startPair({ args: ['--store-queue', '16'] });
+  const clients = 8;
+  const rounds = 12;
+  await within(Promise.all(Array.from({ length: clients }, async (_, c) => {
+    for (let k = 0; k < rounds; k++) {
+      const id = 100 * (c + 1) + k;
+      assertMiss(await curlChat(parrot.base, ask(`How do I reset the password of account ${id}?`), KEY_A), `account ${id}`);
+      assertHit(await curlChat(parrot.base, ask(`how can I reset the password of account ${id}`), KEY_A), 'semantic', `paraphrase ${id}`);
+    }
+  })), 45_000, `${clients} clients`);
+  assert.equal(chatCalls(fake), clients * rounds, 'one provider call per new question');
+  const m = await metrics(parrot.base);
+  assert.equal(m.parrot_cache_stores_total, clients * rounds);
+  assert.equal(m.parrot_cache_stores_dropped_total, 0);
+  assert.equal(m.parrot_cache_store_queue, 0);
+});
+
 // ---------------------------------------------------------------- metrics
 
 test('/metrics cache counters follow misses, hits, bypasses and stores', { timeout: TEST_TIMEOUT_MS }, async () => {

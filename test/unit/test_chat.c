@@ -1,7 +1,10 @@
 /* Unit tests for proxy/chat.c's store queue (chat_store_later): an answer
  * is stored on the store thread after its client has it, the requests
  * waiting behind it are released only once it is stored, and a full queue
- * drops the store (counted), never the answer. */
+ * drops the store (counted), never the answer. Read-your-writes: a lookup
+ * that a queued answer could serve (a paraphrase, the same question) waits
+ * for it and hits; an unrelated one never waits. Back-pressure: a queue
+ * behind makes new misses wait their turn instead of dropping stores. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,6 +119,32 @@ static void rec_fini(struct done_rec *d)
     sem_destroy(&d->hold);
 }
 
+/* chat_await's callback: r->owner is a semaphore. */
+static void stored_wake(struct chat_req *r)
+{
+    sem_post(r->owner);
+}
+
+/* Queue an answer to r, a new question that leads its flight. */
+static void queue_answer(struct chat *ch, struct chat_req *r, struct done_rec *d, bool held)
+{
+    assert_false(chat_flight_join(ch, r, never_woken));
+    rec_init(d, ch, r, held);
+    assert_true(chat_store_later(ch, r, 200, false, ANSWER, strlen(ANSWER), NOW, done, d));
+}
+
+/* Hold the store thread inside the done of the answer to first (stored
+ * already), so that the answers queued after it stay queued. */
+static void hold_store_thread(struct chat *ch, struct chat_req *first, struct done_rec *d)
+{
+    struct chat_counters cc;
+
+    assert_true(req_for(ch, first, "What is the capital of France?"));
+    queue_answer(ch, first, d, true);
+    while (chat_get_counters(ch, &cc), cc.stores == 0)
+        ;
+}
+
 /* Stored after the answer, then found by the next request; the leader's
  * flight closes before done runs. */
 static void test_stored_later(void **state)
@@ -225,12 +254,171 @@ static void test_full_queue_drops(void **state)
     cache_free(cache);
 }
 
+/* A paraphrase and a repeat of a queued answer wait for it and hit; an
+ * unrelated question, in the same partition, never waits. (Not the
+ * question done() probes: r leads its flight meanwhile.) */
+static void test_read_your_writes(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(8, &cache);
+    struct chat_req first, r, para, same, other;
+    struct done_rec d0, d1;
+    sem_t woken;
+
+    (void)state;
+    sem_init(&woken, 0, 0);
+    hold_store_thread(ch, &first, &d0);
+    assert_true(req_for(ch, &r, "How can I cancel my subscription?"));
+    queue_answer(ch, &r, &d1, false);
+
+    assert_true(req_for(ch, &para, "how do I cancel my subscription"));
+    assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_WAIT);
+    para.owner = &woken;
+    assert_true(chat_await(ch, &para, stored_wake));
+    assert_true(req_for(ch, &same, "How can I cancel my subscription?"));
+    assert_int_equal(chat_lookup(ch, &same, NOW), CHAT_WAIT);
+    same.owner = &woken;
+    assert_true(chat_await(ch, &same, stored_wake));
+    /* Near by vector (the same words but two), turned down by the
+     * verifier: no wait. */
+    assert_true(req_for(ch, &other, "How can I cancel my order?"));
+    assert_int_equal(chat_lookup(ch, &other, NOW), CHAT_MISS);
+    chat_req_fini(&other);
+    assert_true(req_for(ch, &other, "Who wrote Hamlet?"));
+    assert_int_equal(chat_lookup(ch, &other, NOW), CHAT_MISS);
+    chat_req_fini(&other);
+
+    sem_post(&d0.hold);
+    sem_wait(&woken);
+    sem_wait(&woken);
+    assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_HIT);
+    assert_false(para.exact);
+    assert_int_equal(chat_lookup(ch, &same, NOW), CHAT_HIT);
+    assert_true(same.exact);
+    /* Stored already: chat_await declines, and the lookup hits. */
+    assert_true(req_for(ch, &other, "how do I cancel my subscription"));
+    other.await_seq = same.await_seq;
+    assert_false(chat_await(ch, &other, stored_wake));
+    chat_req_fini(&other);
+
+    sem_wait(&d0.ran);
+    sem_wait(&d1.ran);
+    assert_true(d1.stored);
+    chat_req_fini(&para);
+    chat_req_fini(&same);
+    chat_req_fini(&first);
+    chat_req_fini(&r);
+    rec_fini(&d0);
+    rec_fini(&d1);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
+/* With half the queue (2 of 4) waiting, a new miss waits until one more is
+ * stored, once, then goes on: a full queue is never reached. */
+static void test_back_pressure(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(4, &cache);
+    static const char *const qs[2] = {"Who wrote Hamlet?", "How tall is Mount Everest?"};
+    struct chat_req first, r[2], m;
+    struct done_rec d0, d[2];
+    struct chat_counters cc;
+    sem_t woken;
+
+    (void)state;
+    sem_init(&woken, 0, 0);
+    hold_store_thread(ch, &first, &d0);
+    for (int i = 0; i < 2; i++) {
+        assert_true(req_for(ch, &r[i], qs[i]));
+        queue_answer(ch, &r[i], &d[i], false);
+    }
+    assert_true(req_for(ch, &m, "How do I reset my password?"));
+    assert_int_equal(chat_lookup(ch, &m, NOW), CHAT_WAIT);
+    assert_int_equal(m.await_seq, 2); /* r[0]'s answer */
+    m.owner = &woken;
+    assert_true(chat_await(ch, &m, stored_wake));
+    sem_post(&d0.hold);
+    sem_wait(&woken);
+    /* Its turn: a miss now, whatever the queue holds. */
+    assert_int_equal(chat_lookup(ch, &m, NOW), CHAT_MISS);
+    chat_settle(ch);
+    chat_get_counters(ch, &cc);
+    assert_int_equal(cc.stores, 3);
+    assert_int_equal(cc.store_dropped, 0);
+
+    sem_wait(&d0.ran);
+    for (int i = 0; i < 2; i++) {
+        sem_wait(&d[i].ran);
+        assert_true(d[i].stored);
+        chat_req_fini(&r[i]);
+        rec_fini(&d[i]);
+    }
+    chat_req_fini(&m);
+    chat_req_fini(&first);
+    rec_fini(&d0);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
+#define BURST 64
+
+/* A burst of new questions, each answered as soon as it may go to the
+ * provider, through a queue of 8: every one is stored, none dropped. */
+static void test_burst_not_dropped(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(8, &cache);
+    struct chat_req *r = calloc(BURST, sizeof(*r));
+    struct done_rec *d = calloc(BURST, sizeof(*d));
+    struct chat_counters cc;
+    unsigned waits = 0;
+    sem_t woken;
+
+    (void)state;
+    assert_non_null(r);
+    assert_non_null(d);
+    sem_init(&woken, 0, 0);
+    for (int i = 0; i < BURST; i++) {
+        char q[64];
+        enum chat_verdict v;
+
+        snprintf(q, sizeof(q), "Tell me fact number 1-%d about rivers.", i + 1);
+        assert_true(req_for(ch, &r[i], q));
+        r[i].owner = &woken;
+        while ((v = chat_lookup(ch, &r[i], NOW)) == CHAT_WAIT) {
+            waits++;
+            if (chat_await(ch, &r[i], stored_wake))
+                sem_wait(&woken);
+        }
+        assert_int_equal(v, CHAT_MISS);
+        queue_answer(ch, &r[i], &d[i], false);
+    }
+    chat_settle(ch);
+    chat_get_counters(ch, &cc);
+    assert_int_equal(cc.stores, BURST);
+    assert_int_equal(cc.store_dropped, 0);
+    assert_true(waits > 0); /* the store thread cannot keep up with a loop */
+    for (int i = 0; i < BURST; i++) {
+        sem_wait(&d[i].ran);
+        chat_req_fini(&r[i]);
+        rec_fini(&d[i]);
+    }
+    free(r);
+    free(d);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stored_later),
-        cmocka_unit_test(test_error_not_queued),
-        cmocka_unit_test(test_full_queue_drops),
+        cmocka_unit_test(test_stored_later),     cmocka_unit_test(test_error_not_queued),
+        cmocka_unit_test(test_full_queue_drops), cmocka_unit_test(test_read_your_writes),
+        cmocka_unit_test(test_back_pressure),    cmocka_unit_test(test_burst_not_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

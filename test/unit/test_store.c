@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "cache/base/map.h"
+#include "cache/index/hnsw.h"
 #include "cache/index/store.h"
 
 #include <errno.h>
@@ -316,6 +317,41 @@ static void test_partition_index(void **state)
     store_free(s);
 }
 
+/* A semantic miss says how similar its farthest candidate was when the
+ * partition held a full set of candidates (an entry less similar would
+ * not have been one), and -1 when it held fewer. */
+static void test_last_candidate(void **state)
+{
+    struct store *s = mk(64 << 20, 256);
+    uint8_t pk[STORE_KEY_LEN];
+    float v[DIM], q[DIM], last = 0, score;
+    struct store_query sq = {.partition = pk,
+                             .vec = q,
+                             .threshold = 2.0f, /* nothing is a hit */
+                             .max_age = -1,
+                             .candidates = 4,
+                             .last_sim = &last};
+
+    (void)state;
+    key(pk, 1);
+    vec(q, 0, 0, 0.0f);
+    /* Tilted ever further from q: the 4th nearest is i = 3. */
+    for (int i = 0; i < 3; i++) {
+        vec(v, 0, 1, 0.1f * (float)(i + 1));
+        put(s, 1, i, v, 100, 0, 100);
+    }
+    assert_null(store_get_semantic(s, &sq, &score));
+    assert_true(last == -1.0f);
+    for (int i = 3; i < 6; i++) {
+        vec(v, 0, 1, 0.1f * (float)(i + 1));
+        put(s, 1, i, v, 100, 0, 100);
+    }
+    assert_null(store_get_semantic(s, &sq, &score));
+    vec(v, 0, 1, 0.4f);
+    assert_float_equal(last, hnsw_dot(q, v, DIM), 1e-6);
+    store_free(s);
+}
+
 static void test_map_churn(void **state)
 {
     struct map m;
@@ -435,6 +471,7 @@ int main(void)
         cmocka_unit_test(test_replace_same_exact_key),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_partition_index),
+        cmocka_unit_test(test_last_candidate),
         cmocka_unit_test(test_map_churn),
         cmocka_unit_test(test_scan_and_remove),
         cmocka_unit_test(test_lexical_score),
