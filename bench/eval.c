@@ -1179,9 +1179,9 @@ static void hwu_young(const struct items *all, size_t per, struct items *out, st
 /* The words of s[0..n), normalised, into w[0..max); their count. */
 static size_t g_words(const char *s, size_t n, char (*w)[32], size_t max)
 {
-    static const char *const det[] = {"a",   "an",    "the",   "my",  "your", "this", "that",
-                                      "these", "those", "our", "his", "her",  "their", "its",
-                                      "s",   NULL};
+    static const char *const det[] = {"a",     "an",    "the",   "my",  "your", "this",
+                                      "that",  "these", "those", "our", "his",  "her",
+                                      "their", "its",   "s",     NULL};
     size_t k = 0;
 
     for (size_t i = 0; i < n && k < max;) {
@@ -1451,8 +1451,9 @@ static void md_hwu_best(const struct hwu_run *r, size_t q_n)
     int k = (int)lround(t * 100) - GRID_LO;
 
     if (t < 1.0 && k >= 0 && k < GRID_N)
-        fprintf(md, "%.3f at %.2f (capture %.3f, %zu correct / %zu wrong)", ratio(r->grid[k].hits, q_n),
-                t, capture(&r->grid[k], r->opportunity), r->grid[k].correct, r->grid[k].wrong);
+        fprintf(md, "%.3f at %.2f (capture %.3f, %zu correct / %zu wrong)",
+                ratio(r->grid[k].hits, q_n), t, capture(&r->grid[k], r->opportunity),
+                r->grid[k].correct, r->grid[k].wrong);
     else
         fprintf(md, "not reached at any threshold");
 }
@@ -1643,8 +1644,8 @@ static size_t slot_pool(const struct items *train, struct slot_value **out)
             memcpy(one, p + 1, len);
             one[len] = '\0';
             *strchr(one, '=') = '\0';
-            while (j < n && !(strcmp(v[j].name, one) == 0 &&
-                              strcmp(v[j].value, one + strlen(one) + 1) == 0))
+            while (j < n &&
+                   !(strcmp(v[j].name, one) == 0 && strcmp(v[j].value, one + strlen(one) + 1) == 0))
                 j++;
             if (j < n) {
                 free(one);
@@ -1716,8 +1717,7 @@ static void hwu_swaps(const struct items *train, const struct items *test, struc
             memcpy(q, text, (size_t)(at - text));
             memcpy(q + (at - text), to->value, nv);
             memcpy(q + (at - text) + nv, at + vl, tl - (size_t)(at - text) - vl + 1);
-            out->v[out->n++] =
-                (struct mm_pair){xstrdup(text), q, xstrdup(to->name), true};
+            out->v[out->n++] = (struct mm_pair){xstrdup(text), q, xstrdup(to->name), true};
         }
     }
     for (size_t j = 0; j < np; j++)

@@ -95,10 +95,10 @@
 #ifndef MAX_DROPS
 #define MAX_DROPS 0 /* predicate words one side may drop ... */
 #endif
-#define MAX_DROP_PCT 20    /* ... and at most this share of all content words */
-#define TYPO_LEN     4     /* shorter words are not taken for typos */
+#define MAX_DROP_PCT 20 /* ... and at most this share of all content words */
+#define TYPO_LEN     4  /* shorter words are not taken for typos */
 #ifndef VERB_UP
-#define VERB_UP 1 /* hypernym steps between two verbs that stand for each other */
+#define VERB_UP     1 /* hypernym steps between two verbs that stand for each other */
 #define MAIN_SENSES 4 /* synonyms share one of the first senses of both words */
 #endif
 
@@ -906,13 +906,14 @@ static const char *const neutral_words[] = {
  * of the compass that name regions and time zones ("eastern" / "central"),
  * which word vectors put side by side. */
 static const char *const time_words[] = {
-    "today",    "tomorrow", "yesterday", "tonight", "morning", "afternoon", "evening",  "night",
-    "noon",     "midnight", "weekend",   "weekday", "next",    "last",      "previous", "first",
-    "second",   "third",    "fourth",    "fifth",   "sixth",   "seventh",   "eighth",   "ninth",
-    "tenth",    "daily",    "weekly",    "monthly", "yearly",  "hourly",    "annual",   "week",
-    "month",    "year",     "hour",      "minute",  "day",     "monday",    "tuesday",  "wednesday",
-    "thursday", "friday",   "saturday",  "sunday",  "am",      "pm",        "double",   "twice",
-    "triple",   "eastern",  "western",   "northern", "southern", "central",  "pacific",  "atlantic",
+    "today",    "tomorrow", "yesterday", "tonight",  "morning",   "afternoon", "evening",
+    "night",    "noon",     "midnight",  "weekend",  "weekday",   "next",      "last",
+    "previous", "first",    "second",    "third",    "fourth",    "fifth",     "sixth",
+    "seventh",  "eighth",   "ninth",     "tenth",    "daily",     "weekly",    "monthly",
+    "yearly",   "hourly",   "annual",    "week",     "month",     "year",      "hour",
+    "minute",   "day",      "monday",    "tuesday",  "wednesday", "thursday",  "friday",
+    "saturday", "sunday",   "am",        "pm",       "double",    "twice",     "triple",
+    "eastern",  "western",  "northern",  "southern", "central",   "pacific",   "atlantic",
 };
 
 _Static_assert(NELEMS(neutral_words) <= SET_SLOTS / 2, "neutral words: grow SET_SLOTS");
@@ -1127,8 +1128,8 @@ static unsigned particles(const struct embed_word *w, size_t n)
 static bool particle_repeats(const struct embed_word *a, size_t na, const struct embed_word *b,
                              size_t nb, unsigned p)
 {
-    static const char *const up[] = {"brighten", "rais", "increas", "lift", "boost",
-                                     "speed",    "start", "open",   "wake", "warm"};
+    static const char *const up[] = {"brighten", "rais",  "increas", "lift", "boost",
+                                     "speed",    "start", "open",    "wake", "warm"};
     static const char *const down[] = {"lower", "dim",  "reduc", "decreas", "lessen",
                                        "slow",  "calm", "cool",  "quiet",   "shut"};
     const char *const *v = p == 1u << 2 ? up : down;
