@@ -41,7 +41,12 @@ struct store_entry {
     atomic_uint refs; /* one for the store while it holds the entry, one per lookup */
     uint64_t id;
     uint8_t exact[STORE_KEY_LEN];
-    struct part *part;
+    /* The partition's key, for readers without the lock: part is cleared
+     * and the partition may be freed when the entry leaves the store while
+     * a lookup still holds it. in_store says whether it is still there. */
+    uint8_t part_key[STORE_KEY_LEN];
+    atomic_bool in_store;
+    struct part *part; /* under the store's lock */
     size_t part_pos, all_pos;
     float *vec;
     char *text;
@@ -225,6 +230,7 @@ static void remove_entry(struct store *s, struct store_entry *e)
             part_free(s, p);
         }
         e->part = NULL;
+        atomic_store_explicit(&e->in_store, false, memory_order_relaxed);
     }
     if (s->all[e->all_pos] == e) {
         struct store_entry *last = s->all[--s->nall];
@@ -287,6 +293,8 @@ static int part_add(struct store *s, struct part *p, struct store_entry *e)
     p->members[p->n] = e;
     e->part_pos = p->n++;
     e->part = p;
+    memcpy(e->part_key, p->key, STORE_KEY_LEN);
+    atomic_store_explicit(&e->in_store, true, memory_order_relaxed);
     if (!e->vec)
         return 0;
     p->nvec++;
@@ -649,7 +657,7 @@ bool store_entry_disputed(const struct store_entry *e)
 void store_entry_describe(const struct store_entry *e, struct store_entry_info *out)
 {
     out->id = e->id;
-    out->partition = e->part ? e->part->key : NULL;
+    out->partition = atomic_load_explicit(&e->in_store, memory_order_relaxed) ? e->part_key : NULL;
     out->exact = e->exact;
     out->created = e->created;
     out->expires = e->expires;
