@@ -105,7 +105,7 @@ static const struct option options[] = {
      "memory for cached answers, vectors and indexes; beyond it entries are evicted"},
     {"store-queue", T_INT, F(store_queue), "4096", 1, 1000000, 0,
      "most answers waiting to be stored after their clients have them; new misses wait for "
-     "their turn from half of it (at most 256), and beyond it an answer is served but not "
+     "their turn from half of it (at most 64), and beyond it an answer is served but not "
      "stored, and counted"},
     {"similarity-threshold", T_FLOAT, F(similarity_threshold), "0", 0, 1, 0,
      "cosine similarity for a semantic hit, 0..1 (0 = the embedder's calibrated default)"},

@@ -35,10 +35,12 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
  * provider when new misses begin to wait, so that none is dropped. Under a
  * sustained burst a busy partition keeps about this many queued, and each
  * of its lookups compares its question with all of them (pending_scan):
- * with 256 queued (484 floats each, the builtin embedder's) a lookup costs
- * 1.3x one with none (445,000 instructions against 338,000, callgrind).
- * It also bounds how far the store lags behind the answers (256 stores). */
-#define STORE_PACE 256u
+ * with 64 queued (484 floats each, the builtin embedder's) a lookup costs
+ * 1.11x one with none, with 256 queued 1.32x (376,000 and 445,000
+ * instructions against 338,000, callgrind), and on a machine whose cores
+ * are busy every instruction of it is a store less. It also bounds how far
+ * the store lags behind the answers: 64 stores, a few to tens of ms. */
+#define STORE_PACE 64u
 
 struct chat {
     struct cache *cache;                /* borrowed */

@@ -146,7 +146,7 @@ void chat_req_uncacheable(struct chat_req *r);
  * then looks again. Questions that no queued answer could serve never wait.
  *
  * Back-pressure: a miss whose answer will be stored also gets CHAT_WAIT,
- * once, while the store queue is behind (half of store-queue, at most 256
+ * once, while the store queue is behind (half of store-queue, at most 64
  * answers, or half of its bytes): it goes to the provider only as answers
  * ahead of it are stored, so that a sustained burst of new questions slows
  * to the store thread's pace instead of dropping stores. */
