@@ -107,7 +107,7 @@ $(BUILD)/deploy/%: deploy/%.c $(LIB_OBJ)
 # Side-by-side benchmarks against ../shared/bench (not part of make test):
 # writes bench/results.md, .tsv and .png; see docs/bench.md.
 BENCH_BIN := $(BUILD)/bench/lookup_bench $(BUILD)/bench/hnsw_bench $(BUILD)/bench/wal_bench \
-             $(BUILD)/bench/restart_bench
+             $(BUILD)/bench/restart_bench $(BUILD)/bench/insert_bench
 bench: bench-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN) $(VECTORS) $(WORDNET)
 	./$(BUILD)/bench/lookup_bench
