@@ -36,8 +36,8 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
  * sustained burst a busy partition keeps about this many queued, and each
  * of its lookups compares its question with all of them (pending_scan):
  * with 64 queued (484 floats each, the builtin embedder's) a lookup costs
- * 1.11x one with none, with 256 queued 1.32x (376,000 and 445,000
- * instructions against 338,000, callgrind), and on a machine whose cores
+ * 1.12x one with none, with 256 queued 1.34x (336,000 and 402,000
+ * instructions against 300,000, callgrind), and on a machine whose cores
  * are busy every instruction of it is a store less. It also bounds how far
  * the store lags behind the answers: 64 stores, a few to tens of ms. */
 #define STORE_PACE 64u
