@@ -454,22 +454,6 @@ static bool contains(const uint32_t *v, size_t n, uint32_t x)
     return false;
 }
 
-/* The synsets of a and of b (through their base forms) into sa[0..*ma) and
- * sb[0..*mb), each MAX_SYNS long; true when the two share one. */
-static bool synsets_of_both(const struct wordnet *wn, const char *a, size_t alen, const char *b,
-                            size_t blen, uint32_t *sa, size_t *ma, uint32_t *sb, size_t *mb)
-{
-    uint32_t la[MAX_BASES], lb[MAX_BASES];
-    size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
-
-    *ma = synsets_of(wn, la, na, false, sa, MAX_SYNS);
-    *mb = synsets_of(wn, lb, nb, false, sb, MAX_SYNS);
-    for (size_t i = 0; i < *ma; i++)
-        if (contains(sb, *mb, sa[i]))
-            return true;
-    return false;
-}
-
 /* The synsets that are among the first `rank` senses of their part of
  * speech for some lemma of w[0..n) (the table keeps WordNet's sense order,
  * most frequent first); every sense when rank is 0. */
@@ -491,6 +475,25 @@ static size_t main_synsets(const struct wordnet *wn, const char *w, size_t n, un
     return m;
 }
 
+/* sa[0..ma) and sb[0..mb) share a synset. */
+static bool share_one(const uint32_t *sa, size_t ma, const uint32_t *sb, size_t mb)
+{
+    for (size_t i = 0; i < ma; i++)
+        if (contains(sb, mb, sa[i]))
+            return true;
+    return false;
+}
+
+/* The synsets of a and of b (through their base forms) into sa[0..*ma) and
+ * sb[0..*mb), each MAX_SYNS long; true when the two share one. */
+static bool synsets_of_both(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                            size_t blen, uint32_t *sa, size_t *ma, uint32_t *sb, size_t *mb)
+{
+    *ma = main_synsets(wn, a, alen, 0, sa, MAX_SYNS);
+    *mb = main_synsets(wn, b, blen, 0, sb, MAX_SYNS);
+    return share_one(sa, *ma, sb, *mb);
+}
+
 bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
                       size_t blen, unsigned rank)
 {
@@ -498,10 +501,7 @@ bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, cons
     size_t ma = main_synsets(wn, a, alen, rank, sa, MAX_SYNS),
            mb = main_synsets(wn, b, blen, rank, sb, MAX_SYNS);
 
-    for (size_t i = 0; i < ma; i++)
-        if (contains(sb, mb, sa[i]))
-            return true;
-    return false;
+    return share_one(sa, ma, sb, mb);
 }
 
 /* Some lemma of a lists some lemma of b in its list which (1 antonyms, 2
