@@ -1256,17 +1256,22 @@ static double capture(const struct point *p, size_t opp)
     return ratio(p->correct, opp);
 }
 
+/* Some cached question has q's answer (by the strict key, or grounded). */
+static bool hwu_in_cache(const struct items *cache, const struct item *q, bool grounded)
+{
+    for (size_t j = 0; j < cache->n; j++)
+        if (grounded ? hwu_grounded(q, cache->v[j].text, cache->v[j].label)
+                     : strcmp(cache->v[j].label, q->label) == 0)
+            return true;
+    return false;
+}
+
 static size_t hwu_opportunity(const struct items *cache, const struct items *q, bool grounded)
 {
     size_t opp = 0;
 
-    for (size_t i = 0; i < q->n; i++) {
-        bool have = false;
-        for (size_t j = 0; j < cache->n && !have; j++)
-            have = grounded ? hwu_grounded(&q->v[i], cache->v[j].text, cache->v[j].label)
-                            : strcmp(cache->v[j].label, q->v[i].label) == 0;
-        opp += have;
-    }
+    for (size_t i = 0; i < q->n; i++)
+        opp += hwu_in_cache(cache, &q->v[i], grounded);
     return opp;
 }
 
@@ -1374,15 +1379,13 @@ static void hwu_misses(FILE *f, const char *cache_name, const struct items *cach
     for (size_t i = 0; i < q->n; i++) {
         struct miss_ctx m = {.n = 0};
         const char *qt = q->v[i].text;
-        bool have = false, served = false;
+        bool served = false;
         int best = -1;
         float dummy;
         char why[256] = "", twhy[256] = "";
         enum verify_reason r = VERIFY_OK, tr = VERIFY_OK;
 
-        for (size_t j = 0; j < cache->n && !have; j++)
-            have = strcmp(cache->v[j].label, q->v[i].label) == 0;
-        if (!have || embedder_embed(e, qt, strlen(qt), vec) != 0)
+        if (!hwu_in_cache(cache, &q->v[i], false) || embedder_embed(e, qt, strlen(qt), vec) != 0)
             continue;
         struct store_query sq = {.partition = part,
                                  .vec = vec,
