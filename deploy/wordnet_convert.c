@@ -60,7 +60,7 @@ static void push_unique(struct vec *v, uint32_t x)
 
 struct lemma {
     char *name;
-    struct vec syn, ant, der;
+    struct vec syn, ant, der, attr;
 };
 
 struct synset {
@@ -73,7 +73,7 @@ struct synset {
 struct ptr {
     uint32_t from;
     uint64_t to;
-    char kind;            /* '@' hypernym or instance, '!' antonym, '+' derivation */
+    char kind;            /* '@' hypernym or instance, '!' antonym, '+' derivation, '=' attribute */
     uint8_t src_w, dst_w; /* 1-based word numbers; 0 = the whole synset */
 };
 
@@ -227,7 +227,7 @@ static void read_data_line(char *line, int pf)
             die("short pointer list", POS_FILE[pf]);
         if (strcmp(sym, "@") == 0 || strcmp(sym, "@i") == 0)
             kind = '@';
-        else if (strcmp(sym, "!") == 0 || strcmp(sym, "+") == 0)
+        else if (strcmp(sym, "!") == 0 || strcmp(sym, "+") == 0 || strcmp(sym, "=") == 0)
             kind = sym[0];
         else
             continue;
@@ -335,6 +335,12 @@ static void words_of(uint32_t s, uint8_t w, struct vec *out)
             push(out, syns[s].lem.v[i]);
 }
 
+/* The list of l that a pointer of kind '!', '+' or '=' adds to. */
+static struct vec *link_list(struct lemma *l, char kind)
+{
+    return kind == '!' ? &l->ant : kind == '+' ? &l->der : &l->attr;
+}
+
 static uint32_t *new_id; /* old lemma id -> id in name order */
 
 static int cmp_lemma_id(const void *a, const void *b)
@@ -413,17 +419,17 @@ int main(int argc, char **argv)
             words_of(ptrs[i].from, ptrs[i].src_w, &a);
             /* An antonym pointer joins its word to the whole target synset:
              * WordNet links safe to dangerous, whose synonym unsafe is as
-             * much safe's opposite. Derivations stay word to word. */
+             * much safe's opposite. Derivations stay word to word. An
+             * attribute is a semantic pointer (word numbers 0): every word
+             * of the adjective's synset to every word of the noun's. */
             words_of((uint32_t)t, ptrs[i].kind == '!' ? 0 : ptrs[i].dst_w, &b);
             for (size_t x = 0; x < a.n; x++)
                 for (size_t y = 0; y < b.n; y++) {
                     if (a.v[x] == b.v[y])
                         continue;
                     /* both directions, so a query looks at one side only */
-                    push_unique(ptrs[i].kind == '!' ? &lemmas[a.v[x]].ant : &lemmas[a.v[x]].der,
-                                b.v[y]);
-                    push_unique(ptrs[i].kind == '!' ? &lemmas[b.v[y]].ant : &lemmas[b.v[y]].der,
-                                a.v[x]);
+                    push_unique(link_list(&lemmas[a.v[x]], ptrs[i].kind), b.v[y]);
+                    push_unique(link_list(&lemmas[b.v[y]], ptrs[i].kind), a.v[x]);
                 }
         }
         free(a.v);
@@ -442,9 +448,9 @@ int main(int argc, char **argv)
 
     for (size_t i = 0; i < nlemmas; i++) {
         struct lemma *l = &lemmas[i];
-        if (l->syn.n > 0xffff || l->ant.n > 0xffff || l->der.n > 0xffff)
+        if (l->syn.n > 0xffff || l->ant.n > 0xffff || l->der.n > 0xffff || l->attr.n > 0xffff)
             die("a lemma with more than 65535 links", l->name);
-        npool += l->syn.n + l->ant.n + l->der.n;
+        npool += l->syn.n + l->ant.n + l->der.n + l->attr.n;
         slen += strlen(l->name) + 1;
     }
     for (size_t s = 0; s < nsyns; s++) {
@@ -461,7 +467,7 @@ int main(int argc, char **argv)
     if (!buf)
         die("out of memory", NULL);
     memcpy(buf, "PRWN", 4);
-    le_put32(buf + 4, 1);
+    le_put32(buf + 4, 2);
     le_put32(buf + 8, (uint32_t)nlemmas);
     le_put32(buf + 12, (uint32_t)nsyns);
     le_put32(buf + 16, (uint32_t)nexcs);
@@ -480,12 +486,15 @@ int main(int argc, char **argv)
             p[8] = (uint8_t)l->syn.n, p[9] = (uint8_t)(l->syn.n >> 8);
             p[10] = (uint8_t)l->ant.n, p[11] = (uint8_t)(l->ant.n >> 8);
             p[12] = (uint8_t)l->der.n, p[13] = (uint8_t)(l->der.n >> 8);
+            p[14] = (uint8_t)l->attr.n, p[15] = (uint8_t)(l->attr.n >> 8);
             for (size_t k = 0; k < l->syn.n; k++)
                 POOL(l->syn.v[k]);
             for (size_t k = 0; k < l->ant.n; k++)
                 POOL(new_id[l->ant.v[k]]);
             for (size_t k = 0; k < l->der.n; k++)
                 POOL(new_id[l->der.v[k]]);
+            for (size_t k = 0; k < l->attr.n; k++)
+                POOL(new_id[l->attr.v[k]]);
         }
         /* Names in name order (the name field of each lemma), then the
          * exception lists. */

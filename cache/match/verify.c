@@ -23,7 +23,9 @@
  * things; when both sides ask with question words and those differ, the
  * check fails ("when do I get paid" vs "what do I get paid"). What, which
  * and how are interchangeable, and a question put as a request ("tell me
- * the weather") has no question word, so it matches either.
+ * the weather") has no question word, so it matches either. "What time" /
+ * "which day" ask when, "what is the price" asks how much: the noun is
+ * then accounted for by the other side's "when" or "how much".
  *
  * Action: one side asks to change something (delete, cancel, increase,
  * reset, ...) and the other does not ("delete everything on my todo list"
@@ -35,8 +37,10 @@
  * Numbers also come as words ("six thirty" = "6:30" = "half past six",
  * "nineteen ninety" = "1990", "four am" = "4 am"), and am / pm count.
  *
- * Particles and mood: "turn down" is not "turn on"; a question that asks
- * ("is there an alarm ...") is not a request that acts ("set an alarm ...").
+ * Particles and mood: "turn down" is not "turn on", and a lone "on" goes
+ * only in a question or against another verb ("audio" is not "audio on");
+ * a question that asks ("is there an alarm ...") is not a request that acts
+ * ("set an alarm ..."), nor a bare noun phrase ("alarm for ten am").
  *
  * The alignment (issue #16). Each side splits into arguments and predicate
  * words. Arguments are what an answer depends on: emails, URLs, file
@@ -49,14 +53,15 @@
  * other side: nothing else stands in for one. Predicate words are found by
  * stem, then through WordNet by a synonym (in one of the first senses of
  * both words: "list" / "number" share only "enumerate") or a derivation of a
- * word the other side has no own match for; then a typo (one edit, one word
- * unknown); then an antonym left on both sides fails; then two verbs one
- * hypernym step apart pair (verb_pair()). Word vectors never pair two words:
- * they put read / send, before / later and immediately / later side by side
- * (a probe that swapped each content word of CLINC150 and hwu64 questions
- * for its nearest vectors found them all passing), so they only tell a known
- * word from a typo. What is still left fails: a word on each side is one
- * said for another, a word on one side only narrows or widens the request.
+ * word the other side has no own match for; then the noun a "how" +
+ * adjective measures, by WordNet's attribute pointer ("how tall" /
+ * "height", "how old" / "age"; "is it hot" is not "the temperature"); then
+ * a typo (one edit, one word unknown); then an antonym left on both sides
+ * fails; then two verbs one hypernym step apart pair (verb_pair()). Word vectors never pair two
+ * words: they put read / send, before / later and immediately / later side by side (a probe that
+ * swapped each content word of CLINC150 and hwu64 questions for its nearest vectors found them all
+ * passing), so they only tell a known word from a typo. What is still left fails: a word on each
+ * side is one said for another, a word on one side only narrows or widens the request.
  *
  * Roles: a word both sides share must follow "to" on both or neither when
  * both give some shared word that role, and the same for "from".
@@ -409,6 +414,8 @@ static const char *const opposites[][2] = {
     /* Whose thing it is: "what is my name" is not "what is your name". */
     {"my", "your"},
     {"me", "you"},
+    {"me", "yourself"}, /* "what do you call yourself" / "... call me" */
+    {"myself", "yourself"},
 };
 
 #define NOPP NELEMS(opposites)
@@ -513,6 +520,46 @@ static bool is(const char *w, const char *s)
     return w[0] == s[0] && strcmp(w, s) == 0;
 }
 
+/* The kind of question word i of t asks as the noun of "what ...": Q_WHEN
+ * for "what time", "which day", "what date", "what year"; Q_AMOUNT for
+ * "what is the price", "what's the cost", "what is the number". 0 for any
+ * other word. */
+static unsigned asking_noun(const struct embed_word *t, size_t i)
+{
+    static const char *const when[] = {"time", "day", "date", "year", NULL};
+    static const char *const amount[] = {"price", "cost", "number", "amount", NULL};
+    static const char *const between[] = {"is", "s", "are", "the", NULL};
+    const char *w = t[i].text;
+    unsigned q = 0;
+    size_t k = i;
+
+    for (int x = 0; when[x]; x++)
+        if (is(w, when[x]))
+            q = Q_WHEN;
+    for (int x = 0; amount[x]; x++)
+        if (is(w, amount[x]))
+            q = Q_AMOUNT;
+    /* "what time" and "which day" directly; "what is the price" over the
+     * verb and the article. */
+    while (q == Q_AMOUNT && k > 0 && i - k < 3 &&
+           span_is((struct span){t[k - 1].text, strlen(t[k - 1].text)}, between))
+        k--;
+    if (q && k > 0 && (is(t[k - 1].text, "what") || is(t[k - 1].text, "which")))
+        return q;
+    return 0;
+}
+
+/* t says the question word that asks q: "when", or "how much" / "how many". */
+static bool says(const struct embed_word *t, size_t n, unsigned q)
+{
+    for (size_t i = 0; i < n; i++)
+        if (q == Q_WHEN ? is(t[i].text, "when")
+                        : is(t[i].text, "how") && i + 1 < n &&
+                              (is(t[i + 1].text, "much") || is(t[i + 1].text, "many")))
+            return true;
+    return false;
+}
+
 /* Q_ANY when there is a question word, plus the specific kinds asked. */
 static unsigned question(const struct embed_word *t, size_t n)
 {
@@ -520,6 +567,7 @@ static unsigned question(const struct embed_word *t, size_t n)
 
     for (size_t i = 0; i < n; i++) {
         const char *w = t[i].text;
+        m |= asking_noun(t, i);
         if (t[i].kind != EMBED_QUESTION)
             continue;
         m |= Q_ANY;
@@ -1077,7 +1125,8 @@ enum { MOOD_NONE, MOOD_ASK, MOOD_ACT };
 /* Does the question ask (opens with a question word or an auxiliary: "is
  * there an alarm", "do i have") or act (opens with a verb: "set an alarm",
  * "play my list")? Greetings, wake words, "please", "can you", "i want to"
- * are skipped; "tell me", "show me" and a noun say neither. */
+ * are skipped; "tell me", "show me", a verb that asks to be told ("define
+ * happiness", "explain ...") and a noun say neither. */
 static int mood(const struct verify_tables *t, const struct embed_word *w, size_t n)
 {
     static const char *const skip[] = {"please", "hey",  "hi",    "hello", "olly",   "alexa", "ok",
@@ -1087,6 +1136,7 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
                                        "let",    "us",   NULL};
     static const char *const aux[] = {"is",  "are",  "was", "were", "do",  "does",
                                       "did", "have", "has", "am",   "any", NULL};
+    static const char *const telling[] = {"define", "explain", "describe", NULL};
 
     for (size_t i = 0; i < n; i++) {
         const char *x = w[i].text;
@@ -1100,12 +1150,39 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
         for (int k = 0; aux[k]; k++)
             if (is(x, aux[k]))
                 return MOOD_ASK;
+        for (int k = 0; telling[k]; k++)
+            if (is(x, telling[k]))
+                return MOOD_NONE;
         if (w[i].kind == EMBED_CONTENT && t && t->wn && (word_flags(t, &w[i]) & W_VERB) &&
             !neutral(x))
             return MOOD_ACT;
         return MOOD_NONE;
     }
     return MOOD_NONE;
+}
+
+/* A side without a verb is a bare noun phrase: it names what it wants and
+ * reads as a request ("alarm for ten am", "audio"), not as a yes / no
+ * question. The verbs of asking to be told ("give me recent emails") are
+ * neutral words, so they are looked for by name, and so are the modals
+ * that open a question without a verb ("will it be sunny tomorrow"). */
+static bool verbless(const struct verify_tables *t, const struct embed_word *w, size_t n)
+{
+    static const char *const telling[] = {"tell", "show",  "give", "find", "get",
+                                          "list", "check", "say",  "let",  NULL};
+    static const char *const modals[] = {"will",  "would", "can",   "could", "should",
+                                         "shall", "may",   "might", "must",  NULL};
+
+    if (!t || !t->wn || (n > 0 && span_is((struct span){w[0].text, strlen(w[0].text)}, modals)))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (w[i].kind == EMBED_CONTENT && (word_flags(t, &w[i]) & W_VERB))
+            return false;
+        for (int k = 0; telling[k]; k++)
+            if (is(w[i].text, telling[k]))
+                return false;
+    }
+    return true;
 }
 
 /* The particles that make the verb: turn on / off / up / down, out. */
@@ -1235,6 +1312,29 @@ static bool find_related(const struct verify_tables *t, const struct embed_word 
             continue;
         if (wordnet_synonyms(t->wn, x, strlen(x), y, strlen(y), MAIN_SENSES) ||
             wordnet_derivationally_related(t->wn, x, strlen(x), y, strlen(y))) {
+            bf[j] |= T_DONE;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Word i of a asks for a measure ("how tall", "how old", "how far"): it
+ * finds the noun that measure is, by WordNet's attribute pointer, among the
+ * unmatched words of b ("height", "age", "distance"). Only after "how": "is
+ * it hot" is not "what is the temperature", but "how hot is it" is. */
+static bool find_measure(const struct verify_tables *t, const struct embed_word *a, size_t i,
+                         uint8_t af, const struct embed_word *b, uint8_t *bf, size_t nb)
+{
+    if (!t || !t->wn || (af & T_ARG) || i == 0 || !is(a[i - 1].text, "how"))
+        return false;
+    /* The noun may be an argument ("weight" is also a unit): the pointer
+     * names it exactly. */
+    for (size_t j = 0; j < nb; j++) {
+        const char *x = a[i].text, *y = b[j].text;
+        if ((bf[j] & (T_SKIP | T_DONE)) != 0)
+            continue;
+        if (wordnet_attribute(t->wn, x, strlen(x), y, strlen(y))) {
             bf[j] |= T_DONE;
             return true;
         }
@@ -1382,6 +1482,7 @@ struct side {
     unsigned question, particles;
     bool acting, past;
     int mood;
+    bool verbless; /* no word WordNet knows mostly as a verb: "alarm for ten am" */
     struct specials sp;
     uint8_t fl[MAX_WORDS];
 };
@@ -1424,6 +1525,7 @@ static void side_need(struct side *x, unsigned part)
     case S_MOOD:
         side_need(x, S_WORDS);
         x->mood = mood(x->t, x->w, x->n);
+        x->verbless = verbless(x->t, x->w, x->n);
         break;
     case S_SPECIALS: specials_of(x->s, x->len, &x->sp); break;
     case S_CLASSES:
@@ -1441,13 +1543,14 @@ static void need(struct side *a, struct side *b, unsigned part)
     side_need(b, part);
 }
 
-/* The words of one side left unaccounted, "a b c", into why (diagnostics). */
+/* The words of one side left unaccounted, "a b c", into why (diagnostics):
+ * those with a flag of mask, or all of them when mask is 0. */
 static void explain_left(const struct embed_word *w, const uint8_t *fl, size_t n, uint8_t mask,
                          char *why, size_t cap, size_t *at)
 {
     for (size_t i = 0; why && i < n; i++) {
         int k;
-        if (fl[i] & (T_SKIP | T_DONE) || !(fl[i] & mask))
+        if (fl[i] & (T_SKIP | T_DONE) || (mask && !(fl[i] & mask)))
             continue;
         k = snprintf(why + *at, cap - *at, "%s%s", *at ? " " : "", w[i].text);
         if (k < 0 || (size_t)k >= cap - *at)
@@ -1488,14 +1591,24 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
         return VERIFY_ACTION;
     if (x->past != y->past)
         return VERIFY_TENSE;
-    /* "turn the lights down" is not "turn the lights on"; "what's on" may
-     * go without its "on". */
+    /* "turn the lights down" is not "turn the lights on". A lone "on" may
+     * go in a question ("what's on") or against another verb ("enable dark
+     * mode" / "turn on dark mode", which the verbs settle below), not
+     * against a bare noun ("audio" / "audio on"). */
     pa = x->particles;
     pb = y->particles;
-    if (pa != pb && ((pa && pb) || (pa | pb) != 1u) &&
+    if (pa != pb &&
+        ((pa && pb) || (pa | pb) != 1u ||
+         !(pa ? qa || y->mood == MOOD_ACT : qb || x->mood == MOOD_ACT)) &&
         !(!(pa && pb) && particle_repeats(x->w, x->n, y->w, y->n, pa | pb)))
         return VERIFY_OPPOSITE;
     if (x->mood != y->mood && x->mood != MOOD_NONE && y->mood != MOOD_NONE)
+        return VERIFY_QUESTION;
+    /* A yes / no question against a bare noun phrase: "is there an alarm
+     * for ten am" asks, "alarm for ten am" wants one set. */
+    if (!qa && !qb &&
+        ((x->mood == MOOD_ASK && y->mood == MOOD_NONE && y->verbless) ||
+         (y->mood == MOOD_ASK && x->mood == MOOD_NONE && x->verbless)))
         return VERIFY_QUESTION;
     need(x, y, S_SPECIALS);
     if (!same_specials(&x->sp, &y->sp))
@@ -1523,11 +1636,25 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
     for (size_t j = 0; j < nb; j++)
         if (!(bf[j] & (T_SKIP | T_DONE)) && find_related(t, &b[j], bf[j], a, af, na))
             bf[j] |= T_DONE;
+    for (size_t i = 0; i < na; i++)
+        if (!(af[i] & (T_SKIP | T_DONE)) && find_measure(t, a, i, af[i], b, bf, nb))
+            af[i] |= T_DONE;
+    for (size_t j = 0; j < nb; j++)
+        if (!(bf[j] & (T_SKIP | T_DONE)) && find_measure(t, b, j, bf[j], a, af, na))
+            bf[j] |= T_DONE;
     /* What is left: typos, then antonyms (never), then verbs one step apart. */
     for (size_t i = 0; i < na; i++)
         if (!(af[i] & (T_SKIP | T_DONE)) && t && (t->wv || t->wn) &&
             typo_of(&a[i], af[i], b, bf, nb))
             af[i] |= T_DONE;
+    /* "what time is the next bus" asks "when is the next bus", "what is
+     * the price of" asks "how much is". */
+    for (size_t i = 0; i < na; i++)
+        if (!(af[i] & (T_SKIP | T_DONE)) && asking_noun(a, i) && says(b, nb, asking_noun(a, i)))
+            af[i] |= T_DONE;
+    for (size_t j = 0; j < nb; j++)
+        if (!(bf[j] & (T_SKIP | T_DONE)) && asking_noun(b, j) && says(a, na, asking_noun(b, j)))
+            bf[j] |= T_DONE;
     for (size_t i = 0; i < na; i++)
         if (!(af[i] & (T_SKIP | T_DONE)) && (af[i] & T_ARG)) {
             explain_left(a, af, na, T_ARG, why, cap, &at);
@@ -1570,12 +1697,12 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
      * few, in a long enough question, are how paraphrases differ. */
     if ((left_a && left_b) || left_a + left_b > MAX_DROPS ||
         (left_a + left_b) * 100 > MAX_DROP_PCT * all) {
-        explain_left(a, af, na, 0xff, why, cap, &at);
+        explain_left(a, af, na, 0, why, cap, &at);
         if (why && at + 3 < cap) {
             memcpy(why + at, " |", 3);
             at += 2;
         }
-        explain_left(b, bf, nb, 0xff, why, cap, &at);
+        explain_left(b, bf, nb, 0, why, cap, &at);
         return VERIFY_CONTENT;
     }
     if (roles_differ(a, af, na, b, bf, nb))

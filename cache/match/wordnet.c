@@ -2,7 +2,7 @@
  *
  * File format, little-endian (cache/base/le.h), written by deploy/wordnet_convert:
  *   0   "PRWN"           magic
- *   4   u32 version      1
+ *   4   u32 version      2 (1 is read too: the same layout, no attributes)
  *   8   u32 nlemmas      lemmas, sorted by name (strcmp), distinct
  *   12  u32 nsynsets
  *   16  u32 nexc         exception-list entries, sorted by form then pos
@@ -16,8 +16,9 @@
  *         u32 run        index in pool of: nsyn synset ids (per part of
  *                        speech in WordNet's sense order, nouns first), then
  *                        nant antonym lemma ids, then nder derivationally
- *                        related lemma ids
- *         u16 nsyn, u16 nant, u16 nder, u16 reserved 0
+ *                        related lemma ids, then nattr attribute lemma ids
+ *         u16 nsyn, u16 nant, u16 nder, u16 nattr (version 1: reserved,
+ *                        not read)
  *       synset[nsynsets], 8 bytes each:
  *         u32 run        index in pool of: nlem lemma ids, then nhyp hypernym
  *                        synset ids (@ and @i)
@@ -38,7 +39,10 @@
  * the table keeps them per lemma, which is what a verifier comparing two
  * words can use. An antonym pointer links its word to every word of the
  * target synset (safe / dangerous makes safe / unsafe too), in both
- * directions; a derivation links the two words only.
+ * directions; a derivation links the two words only. An attribute (=) is
+ * a semantic pointer from a noun to the adjectives that are its values
+ * (height: tall, short); the table links each word of one synset to each
+ * word of the other.
  */
 #include "cache/match/wordnet.h"
 
@@ -52,7 +56,7 @@
 #include <string.h>
 
 #define MAGIC       "PRWN"
-#define VERSION     1
+#define VERSION     2
 #define HEADER      40
 #define LEMMA_SIZE  16
 #define SYNSET_SIZE 8
@@ -64,7 +68,7 @@
 
 struct wordnet {
     uint8_t *buf; /* the whole file */
-    uint32_t nlem, nsyn, nexc, npool, slen;
+    uint32_t version, nlem, nsyn, nexc, npool, slen;
     const uint8_t *lem, *syn, *exc, *pool;
     const char *str;
     uint32_t classes[WORDNET_CLASSES][2]; /* synset id + 1 per class; 0 = absent */
@@ -98,9 +102,13 @@ static uint32_t lem_run(const struct wordnet *wn, uint32_t l)
     return le_get32(wn->lem + (size_t)l * LEMMA_SIZE + 4);
 }
 
+/* which: 0 synsets, 1 antonyms, 2 derivations, 3 attributes. */
 static uint16_t lem_count(const struct wordnet *wn, uint32_t l, int which)
 {
     const uint8_t *p = wn->lem + (size_t)l * LEMMA_SIZE + 8 + 2 * which;
+
+    if (which == 3 && wn->version < 2)
+        return 0;
 
     return (uint16_t)(p[0] | p[1] << 8);
 }
@@ -133,8 +141,8 @@ static int validate(const struct wordnet *wn, char *err, size_t errlen)
 {
     for (uint32_t l = 0; l < wn->nlem; l++) {
         uint32_t run = lem_run(wn, l);
-        uint64_t end =
-            (uint64_t)run + lem_count(wn, l, 0) + lem_count(wn, l, 1) + lem_count(wn, l, 2);
+        uint64_t end = (uint64_t)run + lem_count(wn, l, 0) + lem_count(wn, l, 1) +
+                       lem_count(wn, l, 2) + lem_count(wn, l, 3);
         if (!str_ok(wn, le_get32(wn->lem + (size_t)l * LEMMA_SIZE)))
             return bad(err, errlen, "a lemma name outside the string area");
         if (l > 0 && strcmp(lem_name(wn, l - 1), lem_name(wn, l)) >= 0)
@@ -236,7 +244,8 @@ int wordnet_load(const char *path, struct wordnet **out, char *err, size_t errle
         rc = -EIO;
         goto fail;
     }
-    if (memcmp(wn->buf, MAGIC, 4) != 0 || le_get32(wn->buf + 4) != VERSION) {
+    wn->version = le_get32(wn->buf + 4);
+    if (memcmp(wn->buf, MAGIC, 4) != 0 || wn->version < 1 || wn->version > VERSION) {
         rc = bad(err, errlen, "not a WordNet table (magic or version)");
         goto fail;
     }
@@ -513,9 +522,9 @@ static bool linked(const struct wordnet *wn, const char *a, size_t alen, const c
     size_t na = bases(wn, a, alen, la), nb = bases(wn, b, blen, lb);
 
     for (size_t i = 0; i < na; i++) {
-        uint32_t run = lem_run(wn, la[i]) + lem_count(wn, la[i], 0);
-        if (which == 2)
-            run += lem_count(wn, la[i], 1);
+        uint32_t run = lem_run(wn, la[i]);
+        for (int k = 0; k < which; k++)
+            run += lem_count(wn, la[i], k);
         for (uint32_t j = 0; j < lem_count(wn, la[i], which); j++)
             if (contains(lb, nb, pool_at(wn, run + j)))
                 return true;
@@ -533,6 +542,12 @@ bool wordnet_antonyms(const struct wordnet *wn, const char *a, size_t alen, cons
                       size_t blen)
 {
     return linked(wn, a, alen, b, blen, 1);
+}
+
+bool wordnet_attribute(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                       size_t blen)
+{
+    return linked(wn, a, alen, b, blen, 3);
 }
 
 bool wordnet_cohyponyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,

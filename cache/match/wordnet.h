@@ -73,6 +73,12 @@ bool wordnet_derivationally_related(const struct wordnet *wn, const char *a, siz
 bool wordnet_antonyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
                       size_t blen);
 
+/* One of a and b is an adjective and the other the noun it is a value of,
+ * its attribute (=): "tall" / "height", "old" / "age", "far" / "distance".
+ * False with a table of version 1, which has no attributes. */
+bool wordnet_attribute(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                       size_t blen);
+
 /* Some synset of a and some other synset of b share a direct hypernym (or
  * instance hypernym), and a and b share no synset: "germany" / "france",
  * "blue" / "green". */

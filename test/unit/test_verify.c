@@ -304,6 +304,15 @@ static void test_verbs_with_wordnet(void **state)
         {"how much did i spend on bills", "how much did i spend on cards"},
         /* a particle against the verb's own direction is not a repeat */
         {"dim the lights up", "dim the lights"},
+        /* a lone "on" goes in a question or against a verb, not a noun */
+        {"audio", "audio on"},
+        /* a yes / no question against a bare noun phrase */
+        {"alarm for ten am", "is there an alarm for ten am"},
+        {"what do you call yourself", "what do you call me"},
+        /* a measure only after "how"; a when-noun only against "when" */
+        {"is it hot today", "what is the temperature today"},
+        {"what time is my alarm", "what day is my alarm"},
+        {"how tall is the eiffel tower", "how short is the eiffel tower"},
     };
     static const char *const hit[][2] = {
         {"start the vacuum cleaner", "turn on the vacuum cleaner"},
@@ -314,6 +323,13 @@ static void test_verbs_with_wordnet(void **state)
         /* a particle that repeats the verb's direction */
         {"dim the lights down a bit", "dim the lights a bit"},
         {"can you brighten up the lights please", "can you brighten the lights please"},
+        {"give me recent emails", "any recent emails"},
+        /* "how" + an adjective asks for the noun WordNet calls its attribute */
+        {"how tall is the eiffel tower", "what is the height of the eiffel tower"},
+        {"how old is barack obama", "what is barack obama's age"},
+        {"define happiness", "what is the definition of happiness"},
+        {"what time is the next bus", "when is the next bus"},
+        {"what is the price of a big mac", "how much does a big mac cost"},
     };
     char err[256];
 

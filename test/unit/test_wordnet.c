@@ -43,8 +43,8 @@ static void test_fixture_counts(void **state)
     struct wordnet *wn = load(WORDNET_FIXTURE);
 
     (void)state;
-    assert_int_equal(wordnet_synset_count(wn), 18);
-    assert_int_equal(wordnet_lemma_count(wn), 30);
+    assert_int_equal(wordnet_synset_count(wn), 20);
+    assert_int_equal(wordnet_lemma_count(wn), 33);
     wordnet_free(wn);
     wordnet_free(NULL);
 }
@@ -89,6 +89,11 @@ static void test_fixture_relations(void **state)
     assert_true(wordnet_antonyms(wn, S("safe"), S("unsafe")));
     assert_true(wordnet_antonyms(wn, S("unsafe"), S("safe")));
     assert_false(wordnet_antonyms(wn, S("safe"), S("secure")));
+    /* an attribute joins every word of the noun's synset to the adjective */
+    assert_true(wordnet_attribute(wn, S("tall"), S("height")));
+    assert_true(wordnet_attribute(wn, S("tallness"), S("tall")));
+    assert_false(wordnet_attribute(wn, S("tall"), S("city")));
+    assert_false(wordnet_derivationally_related(wn, S("tall"), S("height")));
     assert_true(wordnet_cohyponyms(wn, S("Germany"), S("France")));
     assert_true(wordnet_cohyponyms(wn, S("blue"), S("green")));
     assert_false(wordnet_cohyponyms(wn, S("germany"), S("deutschland"))); /* synonyms */
@@ -128,6 +133,36 @@ static int damaged(size_t at, bool cut, char *err, size_t errlen)
     unlink(path);
     assert_null(wn);
     return rc;
+}
+
+/* A table of version 1 (before attributes) still loads: the same layout,
+ * its last lemma field reserved and not read. The version is in the header,
+ * outside the checksum. */
+static void test_version_1(void **state)
+{
+    char path[] = "/tmp/parrot-wordnet-XXXXXX";
+    int fd = mkstemp(path);
+    FILE *in = fopen(WORDNET_FIXTURE, "rb");
+    uint8_t buf[1 << 16];
+    size_t n;
+    struct wordnet *wn;
+
+    (void)state;
+    assert_true(fd >= 0 && in);
+    n = fread(buf, 1, sizeof(buf), in);
+    fclose(in);
+    assert_int_equal(buf[4], 2);
+    buf[4] = 1;
+    assert_int_equal(write(fd, buf, n), (ssize_t)n);
+    close(fd);
+    wn = load(path);
+    unlink(path);
+    assert_false(wordnet_attribute(wn, S("tall"), S("height")));
+    assert_true(wordnet_antonyms(wn, S("safe"), S("unsafe")));
+    assert_true(wordnet_derivationally_related(wn, S("wrote"), S("writer")));
+    wordnet_free(wn);
+    /* and a version from the future does not */
+    assert_int_equal(damaged(4, false, NULL, 0), -EINVAL);
 }
 
 static void test_damaged(void **state)
@@ -179,6 +214,10 @@ static void test_real_wordnet(void **state)
     assert_false(wordnet_antonyms(wn, S("safe"), S("secure")));
     assert_true(wordnet_derivationally_related(wn, S("write"), S("writer")));
     assert_true(wordnet_derivationally_related(wn, S("wrote"), S("writer")));
+    assert_true(wordnet_attribute(wn, S("tall"), S("height")));
+    assert_true(wordnet_attribute(wn, S("age"), S("old")));
+    assert_true(wordnet_attribute(wn, S("far"), S("distance")));
+    assert_false(wordnet_attribute(wn, S("tall"), S("age")));
     assert_true(wordnet_synonyms(wn, S("author"), S("writer"), 0));
     assert_false(wordnet_synonyms(wn, S("germany"), S("france"), 0));
     assert_int_equal(wordnet_lemmatise(wn, S("wrote"), WORDNET_VERB, out, 8), 1);
@@ -198,8 +237,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_counts),    cmocka_unit_test(test_fixture_lemmatise),
-        cmocka_unit_test(test_fixture_relations), cmocka_unit_test(test_damaged),
-        cmocka_unit_test(test_real_wordnet),
+        cmocka_unit_test(test_fixture_relations), cmocka_unit_test(test_version_1),
+        cmocka_unit_test(test_damaged),           cmocka_unit_test(test_real_wordnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
