@@ -1246,6 +1246,18 @@ static bool liking(const struct embed_word *w, size_t n, size_t i)
     return span_is((struct span){w[i - 1].text, strlen(w[i - 1].text)}, subject);
 }
 
+/* Word i opens a request to be shown something: "list all my alarms",
+ * "please display my lists" ask what "show my alarms" asks. */
+static bool showing(const struct embed_word *w, size_t i)
+{
+    if (!is(w[i].text, "list") && !is(w[i].text, "display"))
+        return false;
+    for (size_t k = 0; k < i; k++)
+        if (!neutral(w[k].text))
+            return false;
+    return true;
+}
+
 static void classify(const struct verify_tables *t, const struct embed_word *w, size_t n,
                      const struct specials *sp, uint8_t *fl)
 {
@@ -1257,7 +1269,7 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
         /* Numbers, digits or words, are compared apart (numbers(),
          * number_words()), with the words that make a time of them. */
         if (w[i].kind == EMBED_NUMBER || w[i].kind == EMBED_QUESTION ||
-            (neutral(w[i].text) && !liking(w, n, i)) || word_value(sw) >= 0 ||
+            (neutral(w[i].text) && !liking(w, n, i)) || showing(w, i) || word_value(sw) >= 0 ||
             is(w[i].text, "half") || is(w[i].text, "quarter") || is(w[i].text, "past") ||
             is(w[i].text, "oclock")) {
             f = T_SKIP;
@@ -1592,14 +1604,13 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
     if (x->past != y->past)
         return VERIFY_TENSE;
     /* "turn the lights down" is not "turn the lights on". A lone "on" may
-     * go in a question ("what's on") or against another verb ("enable dark
-     * mode" / "turn on dark mode", which the verbs settle below), not
-     * against a bare noun ("audio" / "audio on"). */
+     * go in a question ("what's on") or against another verb ("activate the
+     * vacuum" / "turn on the vacuum", which the verbs settle below), not
+     * against a bare noun phrase ("audio" / "audio on"). */
     pa = x->particles;
     pb = y->particles;
     if (pa != pb &&
-        ((pa && pb) || (pa | pb) != 1u ||
-         !(pa ? qa || y->mood == MOOD_ACT : qb || x->mood == MOOD_ACT)) &&
+        ((pa && pb) || (pa | pb) != 1u || !(pa ? qa || !y->verbless : qb || !x->verbless)) &&
         !(!(pa && pb) && particle_repeats(x->w, x->n, y->w, y->n, pa | pb)))
         return VERIFY_OPPOSITE;
     if (x->mood != y->mood && x->mood != MOOD_NONE && y->mood != MOOD_NONE)
@@ -1647,6 +1658,16 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
         if (!(af[i] & (T_SKIP | T_DONE)) && t && (t->wv || t->wn) &&
             typo_of(&a[i], af[i], b, bf, nb))
             af[i] |= T_DONE;
+    /* "turn the lights off in the bathroom" is "lights off bathroom": the
+     * particle both sides share carries the verb. */
+    if (x->particles && x->particles == y->particles) {
+        for (size_t i = 0; i < na; i++)
+            if (!(af[i] & (T_SKIP | T_DONE)) && (is(a[i].text, "turn") || is(a[i].text, "switch")))
+                af[i] |= T_DONE;
+        for (size_t j = 0; j < nb; j++)
+            if (!(bf[j] & (T_SKIP | T_DONE)) && (is(b[j].text, "turn") || is(b[j].text, "switch")))
+                bf[j] |= T_DONE;
+    }
     /* "what time is the next bus" asks "when is the next bus", "what is
      * the price of" asks "how much is". */
     for (size_t i = 0; i < na; i++)

@@ -330,6 +330,9 @@ static void test_verbs_with_wordnet(void **state)
         {"define happiness", "what is the definition of happiness"},
         {"what time is the next bus", "when is the next bus"},
         {"what is the price of a big mac", "how much does a big mac cost"},
+        /* a shared particle carries "turn"; "list" opening a request shows */
+        {"turn off the lights in the bathroom", "lights off bathroom"},
+        {"please list all my alarms", "show my alarms"},
     };
     char err[256];
 
