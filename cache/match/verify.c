@@ -415,6 +415,9 @@ static const char *const opposites[][2] = {
     {"my", "your"},
     {"me", "you"},
     {"me", "yourself"}, /* "what do you call yourself" / "... call me" */
+    /* How many: "turn off all lights" is not "turn off this light". */
+    {"all", "this"},
+    {"every", "this"},
     {"myself", "yourself"},
 };
 
@@ -1185,6 +1188,15 @@ static bool verbless(const struct verify_tables *t, const struct embed_word *w, 
     return true;
 }
 
+/* The verbs whose particle says what they do: "turn on", "switch off". */
+static bool turning(const struct embed_word *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (is(w[i].text, "turn") || is(w[i].text, "switch"))
+            return true;
+    return false;
+}
+
 /* The particles that make the verb: turn on / off / up / down, out. */
 static unsigned particles(const struct embed_word *w, size_t n)
 {
@@ -1606,11 +1618,15 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
     /* "turn the lights down" is not "turn the lights on". A lone "on" may
      * go in a question ("what's on") or against another verb ("activate the
      * vacuum" / "turn on the vacuum", which the verbs settle below), not
-     * against a bare noun phrase ("audio" / "audio on"). */
+     * against a bare noun phrase ("audio" / "audio on") nor against the
+     * same verb without it ("turn the lights blue" / "turn on the blue
+     * lights"). */
     pa = x->particles;
     pb = y->particles;
     if (pa != pb &&
-        ((pa && pb) || (pa | pb) != 1u || !(pa ? qa || !y->verbless : qb || !x->verbless)) &&
+        ((pa && pb) || (pa | pb) != 1u ||
+         !(pa ? qa || (!y->verbless && !turning(y->w, y->n))
+              : qb || (!x->verbless && !turning(x->w, x->n)))) &&
         !(!(pa && pb) && particle_repeats(x->w, x->n, y->w, y->n, pa | pb)))
         return VERIFY_OPPOSITE;
     if (x->mood != y->mood && x->mood != MOOD_NONE && y->mood != MOOD_NONE)
@@ -1662,10 +1678,10 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
      * particle both sides share carries the verb. */
     if (x->particles && x->particles == y->particles) {
         for (size_t i = 0; i < na; i++)
-            if (!(af[i] & (T_SKIP | T_DONE)) && (is(a[i].text, "turn") || is(a[i].text, "switch")))
+            if (!(af[i] & (T_SKIP | T_DONE)) && turning(&a[i], 1))
                 af[i] |= T_DONE;
         for (size_t j = 0; j < nb; j++)
-            if (!(bf[j] & (T_SKIP | T_DONE)) && (is(b[j].text, "turn") || is(b[j].text, "switch")))
+            if (!(bf[j] & (T_SKIP | T_DONE)) && turning(&b[j], 1))
                 bf[j] |= T_DONE;
     }
     /* "what time is the next bus" asks "when is the next bus", "what is

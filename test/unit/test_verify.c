@@ -313,6 +313,9 @@ static void test_verbs_with_wordnet(void **state)
         {"is it hot today", "what is the temperature today"},
         {"what time is my alarm", "what day is my alarm"},
         {"how tall is the eiffel tower", "how short is the eiffel tower"},
+        /* how many; the same verb with and without its particle */
+        {"turn off all lights", "turn off this light"},
+        {"turn the lights blue", "i want to turn on the blue lights"},
     };
     static const char *const hit[][2] = {
         {"start the vacuum cleaner", "turn on the vacuum cleaner"},
