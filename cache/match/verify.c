@@ -542,9 +542,9 @@ static unsigned asking_noun(const struct embed_word *t, size_t i)
     for (int x = 0; amount[x]; x++)
         if (is(w, amount[x]))
             q = Q_AMOUNT;
-    /* "what time" and "which day" directly; "what is the price" over the
-     * verb and the article. */
-    while (q == Q_AMOUNT && k > 0 && i - k < 3 &&
+    /* "what time" and "which day" directly, "what is the price" and "what's
+     * the time" over the verb and the article. */
+    while (q && k > 0 && i - k < 3 &&
            span_is((struct span){t[k - 1].text, strlen(t[k - 1].text)}, between))
         k--;
     if (q && k > 0 && (is(t[k - 1].text, "what") || is(t[k - 1].text, "which")))
@@ -1140,6 +1140,9 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
     static const char *const aux[] = {"is",  "are",  "was", "were", "do",  "does",
                                       "did", "have", "has", "am",   "any", NULL};
     static const char *const telling[] = {"define", "explain", "describe", NULL};
+    static const char *const prep[] = {"in", "at", "of", "near", "about", "around", NULL};
+
+    pthread_once(&sets_once, sets_build);
 
     for (size_t i = 0; i < n; i++) {
         const char *x = w[i].text;
@@ -1156,8 +1159,13 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
         for (int k = 0; telling[k]; k++)
             if (is(x, telling[k]))
                 return MOOD_NONE;
+        /* A verb acts, unless a preposition or a time word follows it: then
+         * it names a thing ("weather in paris", "weather today", "time in
+         * tokyo", "news about ..."). */
         if (w[i].kind == EMBED_CONTENT && t && t->wn && (word_flags(t, &w[i]) & W_VERB) &&
-            !neutral(x))
+            !neutral(x) &&
+            !(i + 1 < n && (span_is((struct span){w[i + 1].text, strlen(w[i + 1].text)}, prep) ||
+                            wordset_has(&time_set, w[i + 1].text))))
             return MOOD_ACT;
         return MOOD_NONE;
     }

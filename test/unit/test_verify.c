@@ -336,6 +336,10 @@ static void test_verbs_with_wordnet(void **state)
         /* a shared particle carries "turn"; "list" opening a request shows */
         {"turn off the lights in the bathroom", "lights off bathroom"},
         {"please list all my alarms", "show my alarms"},
+        /* a verb followed by a preposition or a time word names a thing */
+        {"what's the weather in new york", "weather in new york"},
+        {"weather today", "what's the weather today"},
+        {"what time is it", "what's the time"},
     };
     char err[256];
 
