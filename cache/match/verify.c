@@ -199,6 +199,13 @@ static inline bool span_eq(struct span w, const char *s)
            strncasecmp(w.p, s, w.n) == 0;
 }
 
+/* The first letters settle nearly every comparison inline: every word of
+ * both sides is held against a dozen fixed words. */
+static bool is(const char *w, const char *s)
+{
+    return w[0] == s[0] && strcmp(w, s) == 0;
+}
+
 static bool span_is(struct span w, const char *const *set)
 {
     for (int i = 0; set[i]; i++)
@@ -414,6 +421,7 @@ static const char *const opposites[][2] = {
     /* Whose thing it is: "what is my name" is not "what is your name". */
     {"my", "your"},
     {"me", "you"},
+    {"am", "are"},      /* "am i a robot" / "are you a robot" */
     {"me", "yourself"}, /* "what do you call yourself" / "... call me" */
     /* How many: "turn off all lights" is not "turn off this light". */
     {"all", "this"},
@@ -478,13 +486,31 @@ static void opp_build(void)
 }
 
 /* The pairs whose first (side[0]) and second (side[1]) words t has. */
+/* Word i of t only frames a request: "me" after tell / show / give ("tell
+ * me a joke"), "you" after a modal or in "do you know" ("can you", "do you
+ * know any jokes"). Whose thing it is ("my name" / "your name", "call me" /
+ * "call yourself") is said elsewhere. */
+static bool framing_person(const struct embed_word *t, size_t n, size_t i)
+{
+    static const char *const teller[] = {"tell", "show", "give", NULL};
+    static const char *const modal[] = {"can", "could", "would", "will", NULL};
+    const char *p = i > 0 ? t[i - 1].text : "";
+
+    if (is(t[i].text, "me"))
+        return span_is((struct span){p, strlen(p)}, teller);
+    if (is(t[i].text, "you"))
+        return span_is((struct span){p, strlen(p)}, modal) ||
+               (is(p, "do") && i + 1 < n && is(t[i + 1].text, "know"));
+    return false;
+}
+
 static void opp_sides(const struct embed_word *t, size_t n, struct pairset side[2])
 {
     pthread_once(&opp_once, opp_build);
     memset(side, 0, 2 * sizeof(*side));
     for (size_t i = 0; i < n; i++) {
         const struct opp_stem *o = opp_find(t[i].stem);
-        if (!o)
+        if (!o || framing_person(t, n, i))
             continue;
         for (int k = 0; k < 2; k++)
             for (size_t j = 0; j < sizeof(side[k].w) / sizeof(side[k].w[0]); j++)
@@ -515,13 +541,6 @@ static bool opposite(const struct pairset sa[2], const struct pairset sb[2])
 /* ---- question words and tense ---- */
 
 enum { Q_ANY = 1, Q_WHEN = 2, Q_WHERE = 4, Q_WHO = 8, Q_WHY = 16, Q_AMOUNT = 32 };
-
-/* The first letters settle nearly every comparison inline: every word of
- * both sides is held against a dozen fixed words. */
-static bool is(const char *w, const char *s)
-{
-    return w[0] == s[0] && strcmp(w, s) == 0;
-}
 
 /* The kind of question word i of t asks as the noun of "what ...": Q_WHEN
  * for "what time", "which day", "what date", "what year"; Q_AMOUNT for
@@ -927,28 +946,29 @@ static bool capitalised(const struct specials *sp, const char *w)
 
 /* Words a paraphrase adds or drops without changing the question. */
 static const char *const neutral_words[] = {
-    "a",       "an",        "the",      "some",     "any",        "this",   "that",
-    "there",   "it",        "i",        "me",       "my",         "you",    "your",
-    "we",      "us",        "they",     "them",     "their",      "he",     "him",
-    "his",     "she",       "her",      "our",      "its",        "these",  "those",
-    "is",      "are",       "am",       "be",       "been",       "was",    "were",
-    "do",      "does",      "did",      "have",     "has",        "had",    "can",
-    "could",   "would",     "will",     "should",   "of",         "to",     "for",
-    "on",      "in",        "at",       "with",     "about",      "by",     "from",
-    "if",      "and",       "or",       "so",       "not",        "no",     "all",
-    "one",     "here",      "now",      "much",     "what",       "how",    "which",
-    "where",   "when",      "who",      "why",      "please",     "tell",   "know",
-    "want",    "wanna",     "need",     "like",     "let",        "just",   "really",
-    "hey",     "hi",        "hello",    "ok",       "okay",       "thanks", "show",
-    "give",    "find",      "get",      "got",      "getting",    "go",     "going",
-    "current", "currently", "possible", "way",      "wondering",  "wonder", "trying",
-    "try",     "something", "sure",     "certain",  "figure",     "kindly", "thank",
-    "olly",    "alexa",     "siri",     "cortana",  "assistant",  "may",    "might",
-    "must",    "shall",     "into",     "then",     "also",       "very",   "too",
-    "again",   "being",     "mine",     "yours",    "ours",       "myself", "yourself",
-    "able",    "help",      "check",    "whether",  "right",      "mean",   "means",
-    "meaning", "exactly",   "actually", "anything", "everything", "any",    "currently",
-    "soon",    "still",     "would",    "say",      "said",       "look",   "looks",
+    "a",        "an",        "the",      "some",     "any",        "this",   "that",
+    "there",    "it",        "i",        "me",       "my",         "you",    "your",
+    "we",       "us",        "they",     "them",     "their",      "he",     "him",
+    "his",      "she",       "her",      "our",      "its",        "these",  "those",
+    "is",       "are",       "am",       "be",       "been",       "was",    "were",
+    "do",       "does",      "did",      "have",     "has",        "had",    "can",
+    "could",    "would",     "will",     "should",   "of",         "to",     "for",
+    "on",       "in",        "at",       "with",     "about",      "by",     "from",
+    "if",       "and",       "or",       "so",       "not",        "no",     "all",
+    "one",      "here",      "now",      "much",     "what",       "how",    "which",
+    "where",    "when",      "who",      "why",      "please",     "tell",   "know",
+    "want",     "wanna",     "need",     "like",     "let",        "just",   "really",
+    "hey",      "hi",        "hello",    "ok",       "okay",       "thanks", "show",
+    "give",     "find",      "get",      "got",      "getting",    "go",     "going",
+    "current",  "currently", "possible", "way",      "wondering",  "wonder", "trying",
+    "try",      "something", "sure",     "certain",  "figure",     "kindly", "thank",
+    "olly",     "alexa",     "siri",     "cortana",  "assistant",  "may",    "might",
+    "must",     "shall",     "into",     "then",     "also",       "very",   "too",
+    "again",    "being",     "mine",     "yours",    "ours",       "myself", "yourself",
+    "able",     "help",      "check",    "whether",  "right",      "mean",   "means",
+    "meaning",  "exactly",   "actually", "anything", "everything", "any",    "currently",
+    "soon",     "still",     "would",    "say",      "said",       "look",   "looks",
+    "supposed", "many",
 };
 
 /* Arguments no table lists: times of day and relative dates, whose answer

@@ -316,6 +316,10 @@ static void test_verbs_with_wordnet(void **state)
         /* how many; the same verb with and without its particle */
         {"turn off all lights", "turn off this light"},
         {"turn the lights blue", "i want to turn on the blue lights"},
+        /* who: "me" / "you" count unless they only frame the request */
+        {"are you a robot", "am i a robot"},
+        {"can you call me", "can i call you"},
+        {"tell me your name", "tell me my name"},
     };
     static const char *const hit[][2] = {
         {"start the vacuum cleaner", "turn on the vacuum cleaner"},
@@ -340,6 +344,8 @@ static void test_verbs_with_wordnet(void **state)
         {"what's the weather in new york", "weather in new york"},
         {"weather today", "what's the weather today"},
         {"what time is it", "what's the time"},
+        {"tell me a joke about cats", "do you know any jokes about cats"},
+        {"will it rain tomorrow", "is it supposed to rain tomorrow"},
     };
     char err[256];
 
