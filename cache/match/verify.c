@@ -1159,7 +1159,8 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
                                        "let",    "us",   NULL};
     static const char *const aux[] = {"is",  "are",  "was", "were", "do",  "does",
                                       "did", "have", "has", "am",   "any", NULL};
-    static const char *const telling[] = {"define", "explain", "describe", NULL};
+    static const char *const telling[] = {"define",    "explain", "describe",  "read",
+                                          "calculate", "compute", "translate", NULL};
     static const char *const prep[] = {"in", "at", "of", "near", "about", "around", NULL};
 
     pthread_once(&sets_once, sets_build);
@@ -1225,6 +1226,32 @@ static bool turning(const struct embed_word *w, size_t n)
     return false;
 }
 
+/* A verb in the simple past ("who painted the mona lisa", "who won"): a
+ * form WordNet reduces to another verb, by its exception list ("won" ->
+ * "win") or by "-ed" ("painted" -> "paint"), not a present form ("-s",
+ * "-ing"), and not a participle after an auxiliary ("when should my oil get
+ * changed", "is it booked"). */
+static bool past_verb(const struct verify_tables *t, const struct embed_word *w, size_t n)
+{
+    static const char *const aux[] = {"get", "got",  "gets", "be",   "been", "being", "is", "are",
+                                      "was", "were", "am",   "have", "has",  "had",   NULL};
+
+    if (!t || !t->wn)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const char *x = w[i].text, *base;
+        size_t l = strlen(x);
+        if (w[i].kind != EMBED_CONTENT || l < 3 || x[l - 1] == 's' ||
+            (l > 3 && strcmp(x + l - 3, "ing") == 0) ||
+            (i > 0 && span_is((struct span){w[i - 1].text, strlen(w[i - 1].text)}, aux)) ||
+            wordnet_lemmatise(t->wn, x, l, WORDNET_VERB, &base, 1) == 0)
+            continue;
+        if (strcmp(base, x) != 0)
+            return true;
+    }
+    return false;
+}
+
 /* The particles that make the verb: turn on / off / up / down, out. */
 static unsigned particles(const struct embed_word *w, size_t n)
 {
@@ -1287,10 +1314,12 @@ static bool liking(const struct embed_word *w, size_t n, size_t i)
 }
 
 /* Word i opens a request to be shown something: "list all my alarms",
- * "please display my lists" ask what "show my alarms" asks. */
-static bool showing(const struct embed_word *w, size_t i)
+ * "please display my lists", "read me the headlines" ask what "show my
+ * alarms" asks ("read my latest email" does not: it is not "send ..."). */
+static bool showing(const struct embed_word *w, size_t n, size_t i)
 {
-    if (!is(w[i].text, "list") && !is(w[i].text, "display"))
+    if (!is(w[i].text, "list") && !is(w[i].text, "display") &&
+        !(is(w[i].text, "read") && i + 1 < n && is(w[i + 1].text, "me")))
         return false;
     for (size_t k = 0; k < i; k++)
         if (!neutral(w[k].text))
@@ -1309,7 +1338,7 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
         /* Numbers, digits or words, are compared apart (numbers(),
          * number_words()), with the words that make a time of them. */
         if (w[i].kind == EMBED_NUMBER || w[i].kind == EMBED_QUESTION ||
-            (neutral(w[i].text) && !liking(w, n, i)) || showing(w, i) || word_value(sw) >= 0 ||
+            (neutral(w[i].text) && !liking(w, n, i)) || showing(w, n, i) || word_value(sw) >= 0 ||
             is(w[i].text, "half") || is(w[i].text, "quarter") || is(w[i].text, "past") ||
             is(w[i].text, "oclock")) {
             f = T_SKIP;
@@ -1534,7 +1563,8 @@ struct side {
     unsigned question, particles;
     bool acting, past;
     int mood;
-    bool verbless; /* no word WordNet knows mostly as a verb: "alarm for ten am" */
+    bool verbless;  /* no word WordNet knows mostly as a verb: "alarm for ten am" */
+    bool past_verb; /* a verb in the past: "painted", "won" */
     struct specials sp;
     uint8_t fl[MAX_WORDS];
 };
@@ -1578,6 +1608,7 @@ static void side_need(struct side *x, unsigned part)
         side_need(x, S_WORDS);
         x->mood = mood(x->t, x->w, x->n);
         x->verbless = verbless(x->t, x->w, x->n);
+        x->past_verb = past_verb(x->t, x->w, x->n);
         break;
     case S_SPECIALS: specials_of(x->s, x->len, &x->sp); break;
     case S_CLASSES:
@@ -1641,7 +1672,9 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
      * calls" both act, though only one verb is in acting_stems). */
     if (x->acting != y->acting && !(x->mood == MOOD_ACT && y->mood == MOOD_ACT))
         return VERIFY_ACTION;
-    if (x->past != y->past)
+    /* "when did i change my oil" is not "when should i change my oil"; "who
+     * was the painter" is "who painted". */
+    if (x->past != y->past && !(x->past ? y->past_verb : x->past_verb))
         return VERIFY_TENSE;
     /* "turn the lights down" is not "turn the lights on". A lone "on" may
      * go in a question ("what's on") or against another verb ("activate the
