@@ -1163,20 +1163,28 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
                                           "calculate", "compute", "translate", NULL};
     static const char *const prep[] = {"in", "at", "of", "near", "about", "around", NULL};
 
-    pthread_once(&sets_once, sets_build);
+    bool subject = false; /* "i" or "you" went first: "i have lost my phone" */
 
+    pthread_once(&sets_once, sets_build);
     for (size_t i = 0; i < n; i++) {
         const char *x = w[i].text;
-        bool skipped = false;
+        bool skipped = false, helper = false;
         for (int k = 0; skip[k] && !skipped; k++)
             skipped = is(x, skip[k]);
-        if (skipped)
+        if (skipped) {
+            subject |= is(x, "i") || is(x, "you");
             continue;
+        }
         if (w[i].kind == EMBED_QUESTION)
             return MOOD_ASK;
         for (int k = 0; aux[k]; k++)
-            if (is(x, aux[k]))
-                return MOOD_ASK;
+            helper |= is(x, aux[k]);
+        /* An auxiliary asks when it opens the question ("have you ..."),
+         * not after its subject ("i have lost ...", "i am sad"). */
+        if (helper && subject)
+            continue;
+        if (helper)
+            return MOOD_ASK;
         for (int k = 0; telling[k]; k++)
             if (is(x, telling[k]))
                 return MOOD_NONE;
