@@ -968,7 +968,7 @@ static const char *const neutral_words[] = {
     "able",     "help",      "check",    "whether",  "right",      "mean",   "means",
     "meaning",  "exactly",   "actually", "anything", "everything", "any",    "currently",
     "soon",     "still",     "would",    "say",      "said",       "look",   "looks",
-    "supposed", "many",
+    "supposed", "many",      "think",    "yet",      "anymore",
 };
 
 /* Arguments no table lists: times of day and relative dates, whose answer
@@ -1326,7 +1326,7 @@ static bool liking(const struct embed_word *w, size_t n, size_t i)
  * alarms" asks ("read my latest email" does not: it is not "send ..."). */
 static bool showing(const struct embed_word *w, size_t n, size_t i)
 {
-    if (!is(w[i].text, "list") && !is(w[i].text, "display") &&
+    if (!is(w[i].text, "list") && !is(w[i].text, "display") && !is(w[i].text, "explain") &&
         !(is(w[i].text, "read") && i + 1 < n && is(w[i + 1].text, "me")))
         return false;
     for (size_t k = 0; k < i; k++)
