@@ -968,7 +968,8 @@ static const char *const neutral_words[] = {
     "able",     "help",      "check",    "whether",  "right",      "mean",   "means",
     "meaning",  "exactly",   "actually", "anything", "everything", "any",    "currently",
     "soon",     "still",     "would",    "say",      "said",       "look",   "looks",
-    "supposed", "many",      "think",    "yet",      "anymore",
+    "supposed", "many",      "think",    "yet",      "anymore",    "since",  "because",
+    "s", /* what a possessive leaves after a code: "flight dl123's status" */
 };
 
 /* Arguments no table lists: times of day and relative dates, whose answer
