@@ -1377,10 +1377,38 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
 }
 
 /* Word a found in b by its stem. Marks the word of b found. */
-static bool find_in(const struct embed_word *a, const struct embed_word *b, uint8_t *bf, size_t nb)
+/* Two words of one stem that WordNet knows as different words: the
+ * stemmer's collisions ("transformer" / "transform", "engineer" / "engine",
+ * "administrator" / "administration"), which the derivations and synonyms
+ * judge instead. Forms of one word share a lemma ("lights" / "light",
+ * "playing" / "play"); a word WordNet does not know keeps its stem. */
+static bool stem_collision(const struct verify_tables *t, const char *x, const char *y)
+{
+    const char *lx[4], *ly[4];
+    size_t nx, ny, l = strlen(x), m = strlen(y);
+
+    /* An adverb made of its adjective is the same word ("safe" / "safely"). */
+    if (!t || !t->wn || strcmp(x, y) == 0 ||
+        (l + 2 == m && strncmp(x, y, l) == 0 && strcmp(y + l, "ly") == 0) ||
+        (m + 2 == l && strncmp(x, y, m) == 0 && strcmp(x + m, "ly") == 0))
+        return false;
+    nx = wordnet_lemmatise(t->wn, x, l, WORDNET_ANY, lx, 4);
+    ny = wordnet_lemmatise(t->wn, y, m, WORDNET_ANY, ly, 4);
+    if (nx == 0 || ny == 0)
+        return false;
+    for (size_t i = 0; i < nx; i++)
+        for (size_t j = 0; j < ny; j++)
+            if (strcmp(lx[i], ly[j]) == 0)
+                return false;
+    return true;
+}
+
+static bool find_in(const struct verify_tables *t, const struct embed_word *a,
+                    const struct embed_word *b, uint8_t *bf, size_t nb)
 {
     for (size_t j = 0; j < nb; j++)
-        if (!(bf[j] & T_SKIP) && strcmp(a->stem, b[j].stem) == 0) {
+        if (!(bf[j] & T_SKIP) && strcmp(a->stem, b[j].stem) == 0 &&
+            !stem_collision(t, a->text, b[j].text)) {
             bf[j] |= T_DONE;
             return true;
         }
@@ -1400,8 +1428,11 @@ static bool find_related(const struct verify_tables *t, const struct embed_word 
         const char *x = a->text, *y = b[j].text;
         if ((bf[j] & (T_SKIP | T_ARG | T_DONE)) != 0)
             continue;
+        /* A derivation joins an action and its doer or thing ("write" /
+         * "writer"), not two things ("engine" / "engineer"). */
         if (wordnet_synonyms(t->wn, x, strlen(x), y, strlen(y), MAIN_SENSES) ||
-            wordnet_derivationally_related(t->wn, x, strlen(x), y, strlen(y))) {
+            (!((af & T_NOUN) && (bf[j] & T_NOUN)) &&
+             wordnet_derivationally_related(t->wn, x, strlen(x), y, strlen(y)))) {
             bf[j] |= T_DONE;
             return true;
         }
@@ -1722,10 +1753,10 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
     /* Every word finds its counterpart by stem, synonym or derivation;
      * arguments by stem only. */
     for (size_t i = 0; i < na; i++)
-        if (!(af[i] & T_SKIP) && find_in(&a[i], b, bf, nb))
+        if (!(af[i] & T_SKIP) && find_in(t, &a[i], b, bf, nb))
             af[i] |= T_DONE;
     for (size_t j = 0; j < nb; j++)
-        if (!(bf[j] & (T_SKIP | T_DONE)) && find_in(&b[j], a, af, na))
+        if (!(bf[j] & (T_SKIP | T_DONE)) && find_in(t, &b[j], a, af, na))
             bf[j] |= T_DONE;
     for (size_t i = 0; i < na; i++)
         if (!(af[i] & (T_SKIP | T_DONE)) && find_related(t, &a[i], af[i], b, bf, nb))
