@@ -1357,6 +1357,11 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
             f |= wf & W_WEAK ? T_WEAK : 0;
             f |= wf & W_KNOWN ? T_KNOWN : 0;
             f |= wf & W_NOUN ? T_NOUN : 0;
+            /* After an article it is a thing here, whatever it mostly is
+             * ("what is a transform"). */
+            if (i > 0 &&
+                (is(w[i - 1].text, "a") || is(w[i - 1].text, "an") || is(w[i - 1].text, "the")))
+                f |= T_NOUN;
             if ((w[i].kind == EMBED_FUNCTION || w[i].kind == EMBED_FRAMING) && !liking(w, n, i))
                 f = T_SKIP;
             else if (capitalised(sp, w[i].text))
