@@ -805,9 +805,14 @@ static void number_words(const char *s, size_t len, struct nums *out)
 #define MAX_SPECIAL 16
 #define MAX_CAPS    16
 
+/* Arithmetic operators, "-" last (ops_of() counts it only when spaced). */
+static const char OPS[] = "+*/=^%<>-";
+#define NOPS (sizeof(OPS) - 1)
+
 struct specials {
     uint64_t h[MAX_SPECIAL]; /* the normalised token's hash */
     int n;
+    uint8_t ops[NOPS]; /* arithmetic operators next to a number, per OPS char */
     char cap[MAX_CAPS][EMBED_WORD_MAX + 1]; /* capitalised words, lower-cased */
     int ncap;
 };
@@ -858,6 +863,47 @@ static bool special_token(const char *p, size_t n)
     return false;
 }
 
+/* A token of symbols alone ("~", "##", "(,)"), not of prose punctuation
+ * ("-", "...", "&") nor of arithmetic (ops_of() counts that): what a
+ * question about code asks about, so an argument. */
+static bool symbols_only(const char *p, size_t n)
+{
+    bool symbol = false;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (isalnum(c) || c >= 0x80)
+            return false;
+        symbol |= !strchr(".,;:!?'\"&", c) && !strchr(OPS, c);
+    }
+    return symbol;
+}
+
+/* The arithmetic operators of s that stand next to a number, spaced or not
+ * ("2+2" and "2 + 2" are one sum, "5 + 3" is not "5 * 3"); "-" only with a
+ * space on a side, since "2-3 days" is a range. */
+static void ops_of(const char *s, size_t len, uint8_t ops[NOPS])
+{
+    memset(ops, 0, NOPS);
+    for (size_t i = 0; i < len; i++) {
+        const char *o = strchr(OPS, s[i]);
+        size_t l = i, r = i + 1;
+        if (!o || !s[i])
+            continue;
+        while (l > 0 && s[l - 1] == ' ')
+            l--;
+        while (r < len && s[r] == ' ')
+            r++;
+        if (!((l > 0 && isdigit((unsigned char)s[l - 1])) ||
+              (r < len && isdigit((unsigned char)s[r]))))
+            continue;
+        if (*o == '-' && (l == i && r == i + 1))
+            continue;
+        if (ops[o - OPS] < UINT8_MAX)
+            ops[o - OPS]++;
+    }
+}
+
 static bool is_quote(char c)
 {
     return c == '"' || c == '\'' || c == '`';
@@ -873,6 +919,7 @@ static void specials_of(const char *s, size_t len, struct specials *sp)
 
     sp->n = 0;
     sp->ncap = 0;
+    ops_of(s, len, sp->ops);
     while (i < len) {
         size_t b, e;
         while (i < len && isspace((unsigned char)s[i]))
@@ -894,6 +941,11 @@ static void specials_of(const char *s, size_t len, struct specials *sp)
                 opening = false;
                 continue;
             }
+        }
+        if (symbols_only(s + b, e - b)) {
+            special_add(sp, s + b, e - b); /* "what does ~ mean" / "... % mean" */
+            opening = false;
+            continue;
         }
         while (b < e && strchr("([{<,;:!?\"'`", s[b]))
             b++;
@@ -920,7 +972,7 @@ static bool same_specials(const struct specials *a, const struct specials *b)
 {
     bool used[MAX_SPECIAL] = {false};
 
-    if (a->n != b->n)
+    if (a->n != b->n || memcmp(a->ops, b->ops, NOPS) != 0)
         return false;
     for (int i = 0; i < a->n; i++) {
         int j;
@@ -1386,7 +1438,9 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
  * stemmer's collisions ("transformer" / "transform", "engineer" / "engine",
  * "administrator" / "administration"), which the derivations and synonyms
  * judge instead. Forms of one word share a lemma ("lights" / "light",
- * "playing" / "play"); a word WordNet does not know keeps its stem. */
+ * "playing" / "play"); two words WordNet does not know keep their stem
+ * ("iphones" / "iphone"), but one it does not know is not one it knows
+ * ("animes" / "animals"). */
 static bool stem_collision(const struct verify_tables *t, const char *x, const char *y)
 {
     const char *lx[4], *ly[4];
@@ -1400,7 +1454,7 @@ static bool stem_collision(const struct verify_tables *t, const char *x, const c
     nx = wordnet_lemmatise(t->wn, x, l, WORDNET_ANY, lx, 4);
     ny = wordnet_lemmatise(t->wn, y, m, WORDNET_ANY, ly, 4);
     if (nx == 0 || ny == 0)
-        return false;
+        return (nx == 0) != (ny == 0);
     for (size_t i = 0; i < nx; i++)
         for (size_t j = 0; j < ny; j++)
             if (strcmp(lx[i], ly[j]) == 0)

@@ -30,6 +30,11 @@ static void test_numbers(void **state)
     assert_int_equal(v("from 2 to 3", "to 3 from 2"), VERIFY_OK);
     assert_int_equal(v("send 1,000 dollars", "send 1000 dollars"), VERIFY_OK);
     assert_int_equal(v("What is 2+2?", "what's 2 + 2"), VERIFY_OK);
+    /* operators next to a number, and symbols standing alone, are arguments */
+    assert_int_equal(v("what is 5 + 3", "what is 5 - 3"), VERIFY_ARGUMENT);
+    assert_int_equal(v("what is 6 * 7", "what is 6 / 7"), VERIFY_ARGUMENT);
+    assert_int_equal(v("What does ~ mean in C++?", "What does % mean in C++?"), VERIFY_ARGUMENT);
+    assert_int_equal(v("2-3 days", "2 to 3 days"), VERIFY_OK);
 }
 
 static void test_negation(void **state)
@@ -327,6 +332,8 @@ static void test_verbs_with_wordnet(void **state)
         /* the stemmer's collisions; a derivation does not join two things */
         {"what is a transform", "what is a transformer"},
         {"what is a hydraulic engine", "what is a hydraulic engineer"},
+        /* a word WordNet does not know is not one it knows of the same stem */
+        {"what are your favorite animes", "what are your favorite animals"},
     };
     static const char *const hit[][2] = {
         {"start the vacuum cleaner", "turn on the vacuum cleaner"},
