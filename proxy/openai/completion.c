@@ -393,7 +393,8 @@ char *cmpl_print_members(cJSON *obj, size_t *len)
     return s;
 }
 
-/* The fields every chunk repeats: model, system_fingerprint, service_tier. */
+/* The fields every chunk repeats: model, system_fingerprint, service_tier,
+ * as references to c's: the chunk is printed and deleted while c lives. */
 static cJSON *chunk_base(const cJSON *c)
 {
     static const char *const keep[] = {"model", "system_fingerprint", "service_tier"};
@@ -402,7 +403,7 @@ static cJSON *chunk_base(const cJSON *c)
     for (size_t i = 0; o && i < sizeof(keep) / sizeof(keep[0]); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, keep[i]);
         if (v)
-            cJSON_AddItemToObject(o, keep[i], cJSON_Duplicate(v, 1));
+            cJSON_AddItemReferenceToObject(o, keep[i], (cJSON *)v);
     }
     return o;
 }
@@ -572,12 +573,19 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
         }
     }
 
-    body = cJSON_Duplicate(c, 1);
-    if (!body)
-        goto fail;
-    cJSON_DeleteItemFromObjectCaseSensitive(body, "id");
-    cJSON_DeleteItemFromObjectCaseSensitive(body, "object");
-    cJSON_DeleteItemFromObjectCaseSensitive(body, "created");
+    /* The body is c's members but id, object and created, printed through
+     * references: a deep copy of the answer only to drop three of them
+     * cost the store thread more than printing it. */
+    body = cJSON_CreateObject();
+    for (const cJSON *m = c->child; body && m; m = m->next) {
+        if (strcmp(m->string, "id") == 0 || strcmp(m->string, "object") == 0 ||
+            strcmp(m->string, "created") == 0)
+            continue;
+        if (!cJSON_AddItemReferenceToObject(body, m->string, (cJSON *)m)) {
+            cJSON_Delete(body);
+            body = NULL;
+        }
+    }
     out->body = cmpl_print_members(body, &out->body_len);
     if (!out->body)
         goto fail;
@@ -599,7 +607,7 @@ int cmpl_render(const cJSON *c, struct cmpl_rendered *out, const char **why)
         if (!u)
             goto fail;
         cJSON_AddArrayToObject(u, "choices");
-        cJSON_AddItemToObject(u, "usage", cJSON_Duplicate(usage, 1));
+        cJSON_AddItemReferenceToObject(u, "usage", (cJSON *)usage);
         out->usage = cmpl_print_members(u, &out->usage_len);
         if (!out->usage)
             goto fail;

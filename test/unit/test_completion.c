@@ -293,13 +293,38 @@ static void test_legacy_round_trip(void **state)
     cJSON_Delete(doc);
 }
 
+/* The stored body keeps every member in order but the answer's own id,
+ * object and created (each copy of them, when a provider repeats a key):
+ * a hit gets fresh ones, never a second of either. */
+static void test_render_body_members(void **state)
+{
+    cJSON *doc = cJSON_Parse(
+        "{\"id\":\"a\",\"model\":\"m\",\"object\":\"chat.completion\",\"choices\":[{"
+        "\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},"
+        "\"finish_reason\":\"stop\"}],\"created\":5,\"id\":\"b\",\"x\":{\"k\":[1,2.5,null]}}");
+    struct cmpl_rendered r;
+    const char *why = NULL;
+
+    (void)state;
+    assert_non_null(doc);
+    assert_int_equal(cmpl_render(doc, &r, &why), 0);
+    assert_string_equal(r.body, "\"model\":\"m\",\"choices\":[{\"index\":0,\"message\":{"
+                                "\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":"
+                                "\"stop\"}],\"x\":{\"k\":[1,2.5,null]}}");
+    /* The answer itself is left as it was. */
+    assert_string_equal(cJSON_GetObjectItem(doc, "id")->valuestring, "a");
+    assert_int_equal(cJSON_GetArraySize(doc), 7);
+    cmpl_rendered_fini(&r);
+    cJSON_Delete(doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_assemble_any_split),  cmocka_unit_test(test_assemble_rejects),
         cmocka_unit_test(test_assemble_tool_calls), cmocka_unit_test(test_render_round_trip),
         cmocka_unit_test(test_render_refuses),      cmocka_unit_test(test_render_marks_tool_calls),
-        cmocka_unit_test(test_legacy_round_trip),
+        cmocka_unit_test(test_legacy_round_trip),   cmocka_unit_test(test_render_body_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
