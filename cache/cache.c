@@ -472,6 +472,18 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
     return 0;
 }
 
+void cache_log_hold(struct cache *c)
+{
+    if (c->wal)
+        wal_hold(c->wal);
+}
+
+void cache_log_release(struct cache *c)
+{
+    if (c->wal)
+        wal_release(c->wal);
+}
+
 /* ---- deletes ---- */
 
 /* Log the keys of refs[0..n) (n <= REC_DEL_MAX) as one DEL record; false

@@ -201,6 +201,13 @@ int cache_embed(struct cache *c, struct cache_query *q, void (*wake)(struct cach
 int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost, int64_t ttl,
               int64_t now, uint64_t *seq);
 
+/* Between cache_log_hold and cache_log_release, the log's writer is not
+ * woken for each cache_put: a thread storing a run of answers has them
+ * written with one write. Durability is unchanged (wal_hold). No-op without
+ * a log. */
+void cache_log_hold(struct cache *c);
+void cache_log_release(struct cache *c);
+
 /* ---- entries ---- */
 
 /* What an entry holds. Pointers stay valid while the caller holds the

@@ -1,10 +1,11 @@
 /* workq.c - a bounded FIFO of jobs run by one thread; see workq.h.
  *
  * A ring of cap pointers under one mutex. The thread takes one job at a
- * time and runs it with the mutex released, so a push waits at most for
- * another push or a pop, never for a job. A push signals the condition
- * only when the thread sleeps on it: under load the thread finds the next
- * job without a wake-up, and the pusher pays no system call.
+ * time, or up to batch of them, and runs them with the mutex released, so
+ * a push waits at most for another push or a pop, never for a job. A push
+ * signals the condition only when the thread sleeps on it: under load the
+ * thread finds the next job without a wake-up, and the pusher pays no
+ * system call.
  */
 #include "cache/base/workq.h"
 
@@ -21,7 +22,10 @@ struct workq {
     bool sleeping;       /* the thread waits on cv */
     bool stop;           /* run what is left, then end */
     uint64_t done, dropped;
-    workq_fn *run;
+    workq_fn *run;             /* one job at a time, or ... */
+    workq_batch_fn *run_batch; /* ... up to batch of them */
+    size_t batch;
+    void **taken; /* batch slots: the jobs being run (the thread's) */
     pthread_t thread;
 };
 
@@ -31,7 +35,7 @@ static void *workq_main(void *arg)
 
     pthread_mutex_lock(&q->mu);
     for (;;) {
-        void *job;
+        size_t n;
 
         while (q->n == 0 && !q->stop) {
             q->sleeping = true;
@@ -40,30 +44,40 @@ static void *workq_main(void *arg)
         }
         if (q->n == 0)
             break; /* stopping, and nothing is left */
-        job = q->ring[q->head];
-        q->head = (q->head + 1) % q->cap;
-        q->n--;
+        n = q->n < q->batch ? q->n : q->batch;
+        for (size_t i = 0; i < n; i++) {
+            q->taken[i] = q->ring[q->head];
+            q->head = (q->head + 1) % q->cap;
+        }
+        q->n -= n;
         pthread_mutex_unlock(&q->mu);
-        q->run(job);
+        if (q->run_batch)
+            q->run_batch(q->taken, n);
+        else
+            q->run(q->taken[0]);
         pthread_mutex_lock(&q->mu);
-        q->done++;
+        q->done += n;
     }
     pthread_mutex_unlock(&q->mu);
     return NULL;
 }
 
-int workq_new(size_t cap, workq_fn *run, struct workq **out)
+static int start(size_t cap, size_t batch, workq_fn *run, workq_batch_fn *run_batch,
+                 struct workq **out)
 {
     struct workq *q = calloc(1, sizeof(*q));
     int rc = -ENOMEM;
 
-    if (!q || cap == 0)
+    if (!q || cap == 0 || batch == 0)
         goto fail;
     q->ring = calloc(cap, sizeof(*q->ring));
-    if (!q->ring)
+    q->taken = calloc(batch, sizeof(*q->taken));
+    if (!q->ring || !q->taken)
         goto fail;
     q->cap = cap;
+    q->batch = batch;
     q->run = run;
+    q->run_batch = run_batch;
     if (pthread_mutex_init(&q->mu, NULL) != 0)
         goto fail;
     if (pthread_cond_init(&q->cv, NULL) != 0) {
@@ -80,10 +94,22 @@ int workq_new(size_t cap, workq_fn *run, struct workq **out)
     *out = q;
     return 0;
 fail:
-    if (q)
+    if (q) {
         free(q->ring);
+        free(q->taken);
+    }
     free(q);
     return rc;
+}
+
+int workq_new(size_t cap, workq_fn *run, struct workq **out)
+{
+    return start(cap, 1, run, NULL, out);
+}
+
+int workq_new_batched(size_t cap, size_t batch, workq_batch_fn *run, struct workq **out)
+{
+    return start(cap, batch, NULL, run, out);
 }
 
 int workq_push(struct workq *q, void *job)
@@ -117,6 +143,7 @@ void workq_free(struct workq *q)
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);
     free(q->ring);
+    free(q->taken);
     free(q);
 }
 

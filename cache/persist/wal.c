@@ -913,6 +913,7 @@ struct wal {
     uint64_t relayed_gen; /* the last generation a waiter relayed to the others */
     bool writer_waiting;  /* the writer sleeps on work_cv ... */
     uint64_t wake_at;     /* ... until pending_recs reaches this */
+    unsigned holds;       /* wal_holds not yet released: appends wait for them */
     unsigned waiters;     /* threads on durable_cv */
     bool stop;
     struct {
@@ -955,6 +956,16 @@ static void relay(struct wal *w)
     if (w->relayed_gen != w->durable_gen) {
         w->relayed_gen = w->durable_gen;
         pthread_cond_broadcast(&w->durable_cv);
+    }
+}
+
+/* Under mu: wake the writer when it sleeps until enough records are
+ * pending, they are, and no wal_hold keeps them back. */
+static void wake_writer(struct wal *w)
+{
+    if (w->writer_waiting && !w->holds && w->pending_recs >= w->wake_at) {
+        w->writer_waiting = false;
+        pthread_cond_signal(&w->work_cv);
     }
 }
 
@@ -1002,12 +1013,24 @@ int wal_append(struct wal *w, uint8_t type, const void *data, size_t len, uint64
         *seq = w->next_seq;
     w->next_seq++;
     w->st.appended++;
-    if (w->writer_waiting && w->pending_recs >= w->wake_at) {
-        w->writer_waiting = false;
-        pthread_cond_signal(&w->work_cv);
-    }
+    wake_writer(w);
     pthread_mutex_unlock(&w->mu);
     return 0;
+}
+
+void wal_hold(struct wal *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->holds++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void wal_release(struct wal *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->holds--;
+    wake_writer(w);
+    pthread_mutex_unlock(&w->mu);
 }
 
 uint64_t wal_durable_seq(struct wal *w)
@@ -1352,8 +1375,9 @@ static void *writer_main(void *arg)
             rotate(w);
             continue;
         }
-        if (!w->pending_recs && !(w->un.len && sync_now(w, now))) {
-            /* Nothing to write, and no sync due (everysec) yet. */
+        if ((!w->pending_recs || (w->holds && !w->stop)) && !(w->un.len && sync_now(w, now))) {
+            /* Nothing to write (or what is pending is held back until
+             * wal_release), and no sync due (everysec) yet. */
             if (w->stop && !w->un.len)
                 break;
             w->wake_at = 1;

@@ -167,6 +167,17 @@ int wal_close(struct wal *w);
  * sequence numbers are exhausted (after more than 2^63 records). */
 int wal_append(struct wal *w, uint8_t type, const void *data, size_t len, uint64_t *seq);
 
+/* Between wal_hold and its wal_release, the writer takes no new record:
+ * a thread about to append a run of records has them written with one
+ * write (and synced with one sync) instead of the writer chasing each, and
+ * wal_release wakes it for all of them. Records written before the hold are
+ * still synced when due, and wal_close flushes whatever a hold kept back.
+ * Nothing else changes: a record is durable, and wal_wait returns, only
+ * once written and synced, so a hold delays that by its own length. Holds
+ * nest (any thread); keep them short: one run of appends. */
+void wal_hold(struct wal *w);
+void wal_release(struct wal *w);
+
 /* The highest sequence number durable under the policy: synced for always,
  * batch and everysec; handed to the OS for off. Lock-free. */
 uint64_t wal_durable_seq(struct wal *w);

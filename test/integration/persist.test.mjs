@@ -105,3 +105,38 @@ test('--persist false keeps nothing on disk', T, async () => {
   parrot = await parrotOn(fake, dir);
   assert.equal(await cacheStatus(parrot, 'not kept'), 'miss');
 });
+
+test('kill -9: answers stored in one batch come back, the later answer to a question last', T, async () => {
+  const fake = await startFake();
+  const dir = makeTmpDir('parrot-batch-');
+  let parrot = await parrotOn(fake, dir, ['--wal-fsync', 'always']);
+  const texts = Array.from({ length: 40 }, (_, i) => `batched question number ${i} about owls`);
+  const script = (tag) => Object.fromEntries(texts.map((t, i) => [t, `${tag} answer ${i}`]));
+  // Asked all at once, the answers queue up and the store thread takes them
+  // in batches, each logged with one write and one sync.
+  fake.chatScript({ answers: script('first') });
+  await Promise.all(texts.map((t) => curlChat(parrot.base, ask(t), auth)));
+  // Then answered again (no-cache: looked up never, stored always): each
+  // question's second record must win the replay.
+  fake.chatScript({ answers: script('second') });
+  const noCache = { ...auth, 'cache-control': 'no-cache' };
+  const again = await Promise.all(texts.map((t) => curlChat(parrot.base, ask(t), noCache)));
+  for (const r of again) assert.equal(r.headers['x-parrot-cache'], 'bypass');
+  const m = await metrics(parrot.base); // waits for the store queue
+  assert.equal(m.parrot_cache_stores_total, 80);
+  assert.equal(m.parrot_cache_stores_dropped_total, 0);
+  assert.equal(m.parrot_cache_store_queue, 0);
+  await waitFor(async () => (await metrics(parrot.base)).parrot_wal_durable_seq >= m.parrot_wal_last_seq,
+    { what: 'the log to make every record durable' });
+  process.kill(parrot.pid, 'SIGKILL');
+  await parrot.stop('SIGKILL');
+
+  parrot = await parrotOn(fake, dir);
+  const calls = fake.stats().chat;
+  for (const [i, t] of texts.entries()) {
+    const r = await curlChat(parrot.base, ask(t), auth);
+    assert.equal(r.headers['x-parrot-cache'], 'hit', t);
+    assert.equal(JSON.parse(r.body).choices[0].message.content, `second answer ${i}`);
+  }
+  assert.equal(fake.stats().chat, calls);
+});

@@ -129,10 +129,62 @@ static void test_many_pushers(void **state)
     assert_int_equal(counted + refused, 4 * 200);
 }
 
+static int sizes[64]; /* of each batch, in the order they ran */
+static int nbatch;
+
+static void run_batch(void **jobs, size_t n)
+{
+    sizes[nbatch++] = (int)n;
+    for (size_t i = 0; i < n; i++)
+        run(jobs[i]);
+}
+
+/* Batched: the thread takes what is waiting, up to the batch size, and
+ * hands it over in push order; a full queue still refuses. */
+static void test_batches(void **state)
+{
+    struct workq *q;
+    struct workq_stats st;
+    struct job jobs[2 + 2 * CAP];
+
+    (void)state;
+    nrun = nbatch = 0;
+    sem_init(&gate, 0, 0);
+    sem_init(&started, 0, 0);
+    for (int i = 0; i < 2 + 2 * CAP; i++)
+        jobs[i] = (struct job){.n = i, .gated = i == 0};
+    assert_int_equal(workq_new_batched(2 * CAP, 3, run_batch, &q), 0);
+
+    /* The first job runs alone and is held; 2 * CAP more fill the queue. */
+    assert_int_equal(workq_push(q, &jobs[0]), 0);
+    sem_wait(&started);
+    for (int i = 1; i <= 2 * CAP; i++)
+        assert_int_equal(workq_push(q, &jobs[i]), 0);
+    assert_int_equal(workq_push(q, &jobs[1 + 2 * CAP]), -EAGAIN);
+    workq_get_stats(q, &st);
+    assert_int_equal(st.waiting, 2 * CAP);
+    assert_int_equal(st.dropped, 1);
+
+    sem_post(&gate);
+    workq_free(q);
+    assert_int_equal(nrun, 1 + 2 * CAP);
+    for (int i = 0; i <= 2 * CAP; i++)
+        assert_int_equal(order[i], i);
+    /* 1, then 2 * CAP = 8 in threes: 3, 3, 2. */
+    assert_int_equal(nbatch, 4);
+    assert_int_equal(sizes[0], 1);
+    assert_int_equal(sizes[1], 3);
+    assert_int_equal(sizes[2], 3);
+    assert_int_equal(sizes[3], 2);
+    sem_destroy(&gate);
+    sem_destroy(&started);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_full_and_drain),
+        cmocka_unit_test(test_batches),
         cmocka_unit_test(test_many_pushers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
