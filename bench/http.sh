@@ -96,6 +96,10 @@ done
 # Latency parrot (or nginx) adds over the origin alone: p50 (column 3), or
 # the percentile in column $3.
 added() { echo $(($(stat "$1-$2" "${3:-3}") - $(stat "origin-$2" "${3:-3}"))); }
+# The ratio of two added latencies; n/a when either is not above the origin's
+# own (a p99 inside the origin's noise is no measurement, and a negative
+# ratio would read as a target met).
+ratio_added() { if [ "$1" -gt 0 ] && [ "$2" -gt 0 ]; then ratio "$1" "$2"; else echo n/a; fi; }
 {
     echo "# HTTP benchmarks: parrot vs nginx (same run)"
     echo
@@ -123,22 +127,22 @@ added() { echo $(($(stat "$1-$2" "${3:-3}") - $(stat "origin-$2" "${3:-3}"))); }
     row "exact-hit throughput, parrot / nginx proxy_cache (target >= 1.0)" exact_rps parrot-exact nginx-cache 2
     row "exact-hit p99, parrot / nginx proxy_cache (target <= 1.5)" exact_p99 parrot-exact nginx-cache 4
     row "semantic-hit throughput / parrot exact-hit (target >= 0.7)" semantic_rps parrot-semantic parrot-exact 2
-    a=$(ratio "$(added parrot-miss t2c64)" "$(added nginx-proxy t2c64)")
-    b=$(ratio "$(added parrot-miss t1c1)" "$(added nginx-proxy t1c1)")
+    a=$(ratio_added "$(added parrot-miss t2c64)" "$(added nginx-proxy t2c64)")
+    b=$(ratio_added "$(added parrot-miss t1c1)" "$(added nginx-proxy t1c1)")
     echo "| pass-through: added p50 latency, parrot / nginx proxy_pass (target <= 1.0) | $a | $b |"
     printf 'miss_p50_t2c64 %s\nmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
-    a=$(ratio "$(added parrot-miss t2c64 4)" "$(added nginx-proxy t2c64 4)")
-    b=$(ratio "$(added parrot-miss t1c1 4)" "$(added nginx-proxy t1c1 4)")
+    a=$(ratio_added "$(added parrot-miss t2c64 4)" "$(added nginx-proxy t2c64 4)")
+    b=$(ratio_added "$(added parrot-miss t1c1 4)" "$(added nginx-proxy t1c1 4)")
     echo "| pass-through: added p99 latency, parrot / nginx proxy_pass (target <= 1.0 at -c1) | $a | $b |"
     printf 'miss_p99_t2c64 %s\nmiss_p99_t1c1 %s\n' "$a" "$b" >>"$kv"
     row "pass-through throughput, parrot / nginx proxy_pass (target >= 1.0 at -c64)" miss_rps parrot-miss nginx-proxy 2
-    a=$(ratio "$(added parrot-realmiss t2c64)" "$(added nginx-proxy-unique t2c64)")
-    b=$(ratio "$(added parrot-realmiss t1c1)" "$(added nginx-proxy-unique t1c1)")
+    a=$(ratio_added "$(added parrot-realmiss t2c64)" "$(added nginx-proxy-unique t2c64)")
+    b=$(ratio_added "$(added parrot-realmiss t1c1)" "$(added nginx-proxy-unique t1c1)")
     row "real misses (a new question each, stored): throughput, parrot / nginx proxy_pass (target >= 0.5 at -c64)" realmiss_rps parrot-realmiss nginx-proxy-unique 2
     echo "| real misses: added p50 latency, parrot / nginx proxy_pass (target <= 1.0 at -c1) | $a | $b |"
     printf 'realmiss_p50_t2c64 %s\nrealmiss_p50_t1c1 %s\n' "$a" "$b" >>"$kv"
-    a=$(ratio "$(added parrot-realmiss t2c64 4)" "$(added nginx-proxy-unique t2c64 4)")
-    b=$(ratio "$(added parrot-realmiss t1c1 4)" "$(added nginx-proxy-unique t1c1 4)")
+    a=$(ratio_added "$(added parrot-realmiss t2c64 4)" "$(added nginx-proxy-unique t2c64 4)")
+    b=$(ratio_added "$(added parrot-realmiss t1c1 4)" "$(added nginx-proxy-unique t1c1 4)")
     echo "| real misses: added p99 latency, parrot / nginx proxy_pass (target <= 1.0 at -c1) | $a | $b |"
     printf 'realmiss_p99_t2c64 %s\nrealmiss_p99_t1c1 %s\n' "$a" "$b" >>"$kv"
     echo

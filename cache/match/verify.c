@@ -836,10 +836,31 @@ static void special_add(struct specials *sp, const char *p, size_t n)
 
 /* Is p[0..n) (punctuation already trimmed) an email, URL, file name or code
  * identifier? Those are arguments whole: "report.pdf" is not "report.txt". */
+/* Numbers joined by hyphens ("1-2", "555-1234", "2024-01-05") are read in
+ * their order: "fact 1-2" is not "fact 2-1", though the numbers check
+ * compares the numbers of a question in any order. */
+static bool hyphened_numbers(const char *p, size_t n)
+{
+    bool hyphen = false;
+
+    if (n < 3 || !isdigit((unsigned char)p[0]) || !isdigit((unsigned char)p[n - 1]))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '-' && isdigit((unsigned char)p[i + 1]))
+            hyphen = true;
+        else if (!isdigit((unsigned char)p[i]))
+            return false;
+    }
+    return hyphen;
+}
+
 static bool special_token(const char *p, size_t n)
 {
     const char *dot = memchr(p, '.', n);
     bool lower = false;
+
+    if (hyphened_numbers(p, n))
+        return true;
 
     if (memchr(p, '@', n) || (n > 3 && memchr(p, ':', n) && memmem(p, n, "://", 3)) ||
         (n > 4 && strncasecmp(p, "www.", 4) == 0) || memchr(p, '_', n) ||
