@@ -37,7 +37,7 @@ static void test_numbers(void **state)
     /* numbers joined by a hyphen keep their order */
     assert_int_equal(v("fact number 1-2 about rivers", "fact number 2-1 about rivers"),
                      VERIFY_ARGUMENT);
-    assert_int_equal(v("call 555-1234", "call 555-1234"), VERIFY_OK);
+    assert_int_equal(v("call 555-1234", "please call 555-1234"), VERIFY_OK);
 }
 
 static void test_negation(void **state)
