@@ -1809,8 +1809,25 @@ static void tsv_mustmiss(const char *prefix, const struct mm_set *s, const float
     }
 }
 
-/* sims[m], modes[m] (true: word vectors present), at each mode's default. */
-/* heading: the section's title and first paragraph (markdown). */
+/* Each mode of the pairs of s, with the word vectors when they are given,
+ * then without: its scores into sims[m] and modes[m] (true: vectors
+ * present), its rows into results.tsv under prefix. Returns the modes run. */
+static size_t run_mustmiss_modes(const char *prefix, const struct mm_set *s,
+                                 const char *const *kinds, size_t nk, float **sims, bool *modes)
+{
+    size_t m = 0;
+
+    for (int v = word_vectors ? 1 : 0; v >= 0; v--, m++) {
+        sims[m] = xmalloc((s->n + 1) * sizeof(float));
+        modes[m] = v;
+        run_mustmiss(s, v, true, sims[m]);
+        tsv_mustmiss(prefix, s, sims[m], v, kinds, nk);
+    }
+    return m;
+}
+
+/* sims[m], modes[m] (true: word vectors present), at each mode's default;
+ * heading: the section's title and first paragraph (markdown). */
 static void md_mustmiss(const char *heading, const struct mm_set *s, float *const *sims,
                         const bool *modes, size_t m, const char *const *kinds, size_t nk)
 {
@@ -2137,25 +2154,13 @@ int main(int argc, char **argv)
     }
     if (do_m) {
         mm_nk = mm_kinds(&mm, mm_kind, sizeof(mm_kind) / sizeof(mm_kind[0]));
-        for (int v = word_vectors ? 1 : 0; v >= 0; v--) {
-            mm_sim[mm_m] = xmalloc((mm.n + 1) * sizeof(float));
-            mm_modes[mm_m] = v;
-            run_mustmiss(&mm, v, true, mm_sim[mm_m]);
-            tsv_mustmiss("mustmiss", &mm, mm_sim[mm_m], v, mm_kind, mm_nk);
-            mm_m++;
-        }
+        mm_m = run_mustmiss_modes("mustmiss", &mm, mm_kind, mm_nk, mm_sim, mm_modes);
     }
     if (do_h) {
         hwu_swaps(&h_train, &h_test, &sw);
         sw_nk = mm_kinds(&sw, sw_kind, sizeof(sw_kind) / sizeof(sw_kind[0]));
         printf("hwu64 slot swaps: %zu pairs in %zu slots\n", sw.n, sw_nk);
-        for (int v = word_vectors ? 1 : 0; v >= 0; v--) {
-            sw_sim[sw_m] = xmalloc((sw.n + 1) * sizeof(float));
-            sw_modes[sw_m] = v;
-            run_mustmiss(&sw, v, true, sw_sim[sw_m]);
-            tsv_mustmiss("slotswap", &sw, sw_sim[sw_m], v, sw_kind, sw_nk);
-            sw_m++;
-        }
+        sw_m = run_mustmiss_modes("slotswap", &sw, sw_kind, sw_nk, sw_sim, sw_modes);
         /* what the verifier turns down: the same pairs, the score alone */
         sw_off = xmalloc((sw.n + 1) * sizeof(float));
         run_mustmiss(&sw, word_vectors != NULL, false, sw_off);

@@ -214,6 +214,15 @@ static bool span_is(struct span w, const char *const *set)
     return false;
 }
 
+/* w, a word of embed_split() (lower case), is one of set (NULL-ended). */
+static bool word_in(const char *w, const char *const *set)
+{
+    for (int i = 0; set[i]; i++)
+        if (is(w, set[i]))
+            return true;
+    return false;
+}
+
 /* Most words are no negation: only one ending in "t" or starting with n, c
  * or w is held against the lists. */
 static bool negating(struct span w)
@@ -497,10 +506,9 @@ static bool framing_person(const struct embed_word *t, size_t n, size_t i)
     const char *p = i > 0 ? t[i - 1].text : "";
 
     if (is(t[i].text, "me"))
-        return span_is((struct span){p, strlen(p)}, teller);
+        return word_in(p, teller);
     if (is(t[i].text, "you"))
-        return span_is((struct span){p, strlen(p)}, modal) ||
-               (is(p, "do") && i + 1 < n && is(t[i + 1].text, "know"));
+        return word_in(p, modal) || (is(p, "do") && i + 1 < n && is(t[i + 1].text, "know"));
     return false;
 }
 
@@ -555,29 +563,35 @@ static unsigned asking_noun(const struct embed_word *t, size_t i)
     unsigned q = 0;
     size_t k = i;
 
-    for (int x = 0; when[x]; x++)
-        if (is(w, when[x]))
-            q = Q_WHEN;
-    for (int x = 0; amount[x]; x++)
-        if (is(w, amount[x]))
-            q = Q_AMOUNT;
+    if (word_in(w, when))
+        q = Q_WHEN;
+    else if (word_in(w, amount))
+        q = Q_AMOUNT;
     /* "what time" and "which day" directly, "what is the price" and "what's
      * the time" over the verb and the article. */
-    while (q && k > 0 && i - k < 3 &&
-           span_is((struct span){t[k - 1].text, strlen(t[k - 1].text)}, between))
+    while (q && k > 0 && i - k < 3 && word_in(t[k - 1].text, between))
         k--;
     if (q && k > 0 && (is(t[k - 1].text, "what") || is(t[k - 1].text, "which")))
         return q;
     return 0;
 }
 
-/* t says the question word that asks q: "when", or "how much" / "how many". */
-static bool says(const struct embed_word *t, size_t n, unsigned q)
+/* Words i and i + 1 of t are "how much" or "how many". */
+static bool how_much(const struct embed_word *t, size_t n, size_t i)
 {
-    for (size_t i = 0; i < n; i++)
-        if (q == Q_WHEN ? is(t[i].text, "when")
-                        : is(t[i].text, "how") && i + 1 < n &&
-                              (is(t[i + 1].text, "much") || is(t[i + 1].text, "many")))
+    return is(t[i].text, "how") && i + 1 < n &&
+           (is(t[i + 1].text, "much") || is(t[i + 1].text, "many"));
+}
+
+/* Word i of a is the noun of a question ("what time", "what is the price")
+ * that o asks with the question word itself ("when", "how much"): the
+ * noun is accounted for. */
+static bool asked_alike(const struct embed_word *a, size_t i, const struct embed_word *o, size_t no)
+{
+    unsigned q = asking_noun(a, i);
+
+    for (size_t k = 0; q && k < no; k++)
+        if (q == Q_WHEN ? is(o[k].text, "when") : how_much(o, no, k))
             return true;
     return false;
 }
@@ -601,8 +615,7 @@ static unsigned question(const struct embed_word *t, size_t n)
             m |= Q_WHO;
         else if (is(w, "why"))
             m |= Q_WHY;
-        else if (is(w, "how") && i + 1 < n &&
-                 (is(t[i + 1].text, "much") || is(t[i + 1].text, "many")))
+        else if (how_much(t, n, i))
             m |= Q_AMOUNT;
     }
     return m;
@@ -1242,33 +1255,29 @@ static int mood(const struct verify_tables *t, const struct embed_word *w, size_
     pthread_once(&sets_once, sets_build);
     for (size_t i = 0; i < n; i++) {
         const char *x = w[i].text;
-        bool skipped = false, helper = false;
-        for (int k = 0; skip[k] && !skipped; k++)
-            skipped = is(x, skip[k]);
-        if (skipped) {
+        bool helper;
+
+        if (word_in(x, skip)) {
             subject |= is(x, "i") || is(x, "you");
             continue;
         }
         if (w[i].kind == EMBED_QUESTION)
             return MOOD_ASK;
-        for (int k = 0; aux[k]; k++)
-            helper |= is(x, aux[k]);
+        helper = word_in(x, aux);
         /* An auxiliary asks when it opens the question ("have you ..."),
          * not after its subject ("i have lost ...", "i am sad"). */
         if (helper && subject)
             continue;
         if (helper)
             return MOOD_ASK;
-        for (int k = 0; telling[k]; k++)
-            if (is(x, telling[k]))
-                return MOOD_NONE;
+        if (word_in(x, telling))
+            return MOOD_NONE;
         /* A verb acts, unless a preposition or a time word follows it: then
          * it names a thing ("weather in paris", "weather today", "time in
          * tokyo", "news about ..."). */
         if (w[i].kind == EMBED_CONTENT && t && t->wn && (word_flags(t, &w[i]) & W_VERB) &&
             !neutral(x) &&
-            !(i + 1 < n && (span_is((struct span){w[i + 1].text, strlen(w[i + 1].text)}, prep) ||
-                            wordset_has(&time_set, w[i + 1].text))))
+            !(i + 1 < n && (word_in(w[i + 1].text, prep) || wordset_has(&time_set, w[i + 1].text))))
             return MOOD_ACT;
         return MOOD_NONE;
     }
@@ -1287,14 +1296,12 @@ static bool verbless(const struct verify_tables *t, const struct embed_word *w, 
     static const char *const modals[] = {"will",  "would", "can",   "could", "should",
                                          "shall", "may",   "might", "must",  NULL};
 
-    if (!t || !t->wn || (n > 0 && span_is((struct span){w[0].text, strlen(w[0].text)}, modals)))
+    if (!t || !t->wn || (n > 0 && word_in(w[0].text, modals)))
         return false;
     for (size_t i = 0; i < n; i++) {
-        if (w[i].kind == EMBED_CONTENT && (word_flags(t, &w[i]) & W_VERB))
+        if ((w[i].kind == EMBED_CONTENT && (word_flags(t, &w[i]) & W_VERB)) ||
+            word_in(w[i].text, telling))
             return false;
-        for (int k = 0; telling[k]; k++)
-            if (is(w[i].text, telling[k]))
-                return false;
     }
     return true;
 }
@@ -1324,8 +1331,7 @@ static bool past_verb(const struct verify_tables *t, const struct embed_word *w,
         const char *x = w[i].text, *base;
         size_t l = strlen(x);
         if (w[i].kind != EMBED_CONTENT || l < 3 || x[l - 1] == 's' ||
-            (l > 3 && strcmp(x + l - 3, "ing") == 0) ||
-            (i > 0 && span_is((struct span){w[i - 1].text, strlen(w[i - 1].text)}, aux)) ||
+            (l > 3 && strcmp(x + l - 3, "ing") == 0) || (i > 0 && word_in(w[i - 1].text, aux)) ||
             wordnet_lemmatise(t->wn, x, l, WORDNET_VERB, &base, 1) == 0)
             continue;
         if (strcmp(base, x) != 0)
@@ -1392,7 +1398,7 @@ static bool liking(const struct embed_word *w, size_t n, size_t i)
 
     if (!is(w[i].text, "like") || i == 0 || (i + 1 < n && is(w[i + 1].text, "to")))
         return false;
-    return span_is((struct span){w[i - 1].text, strlen(w[i - 1].text)}, subject);
+    return word_in(w[i - 1].text, subject);
 }
 
 /* Word i opens a request to be shown something: "list all my alarms",
@@ -1462,15 +1468,19 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
  * "playing" / "play"); two words WordNet does not know keep their stem
  * ("iphones" / "iphone"), but one it does not know is not one it knows
  * ("animes" / "animals"). */
+/* adv[0..m) is adj[0..l) + "ly": an adverb made of its adjective, the same
+ * word ("safe" / "safely"). */
+static bool adverb_of(const char *adj, size_t l, const char *adv, size_t m)
+{
+    return l + 2 == m && strncmp(adj, adv, l) == 0 && strcmp(adv + l, "ly") == 0;
+}
+
 static bool stem_collision(const struct verify_tables *t, const char *x, const char *y)
 {
     const char *lx[4], *ly[4];
     size_t nx, ny, l = strlen(x), m = strlen(y);
 
-    /* An adverb made of its adjective is the same word ("safe" / "safely"). */
-    if (!t || !t->wn || strcmp(x, y) == 0 ||
-        (l + 2 == m && strncmp(x, y, l) == 0 && strcmp(y + l, "ly") == 0) ||
-        (m + 2 == l && strncmp(x, y, m) == 0 && strcmp(x + m, "ly") == 0))
+    if (!t || !t->wn || strcmp(x, y) == 0 || adverb_of(x, l, y, m) || adverb_of(y, m, x, l))
         return false;
     nx = wordnet_lemmatise(t->wn, x, l, WORDNET_ANY, lx, 4);
     ny = wordnet_lemmatise(t->wn, y, m, WORDNET_ANY, ly, 4);
@@ -1603,8 +1613,7 @@ static bool verb_pair(const struct verify_tables *t, const struct embed_word *a,
         return false;
     x = phrasal(a, na, i, pa, sizeof(pa));
     y = phrasal(b, nb, j, pb, sizeof(pb));
-    if (span_is((struct span){x, strlen(x)}, switch_on) &&
-        span_is((struct span){y, strlen(y)}, switch_on))
+    if (word_in(x, switch_on) && word_in(y, switch_on))
         return true;
     if (wordnet_antonyms(t->wn, x, strlen(x), y, strlen(y)) ||
         wordnet_cohyponyms(t->wn, x, strlen(x), y, strlen(y)))
@@ -1868,10 +1877,10 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
     /* "what time is the next bus" asks "when is the next bus", "what is
      * the price of" asks "how much is". */
     for (size_t i = 0; i < na; i++)
-        if (!(af[i] & (T_SKIP | T_DONE)) && asking_noun(a, i) && says(b, nb, asking_noun(a, i)))
+        if (!(af[i] & (T_SKIP | T_DONE)) && asked_alike(a, i, b, nb))
             af[i] |= T_DONE;
     for (size_t j = 0; j < nb; j++)
-        if (!(bf[j] & (T_SKIP | T_DONE)) && asking_noun(b, j) && says(a, na, asking_noun(b, j)))
+        if (!(bf[j] & (T_SKIP | T_DONE)) && asked_alike(b, j, a, na))
             bf[j] |= T_DONE;
     for (size_t i = 0; i < na; i++)
         if (!(af[i] & (T_SKIP | T_DONE)) && (af[i] & T_ARG)) {

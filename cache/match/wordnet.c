@@ -109,7 +109,6 @@ static uint16_t lem_count(const struct wordnet *wn, uint32_t l, int which)
 
     if (which == 3 && wn->version < 2)
         return 0;
-
     return (uint16_t)(p[0] | p[1] << 8);
 }
 
@@ -514,7 +513,8 @@ bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, cons
 }
 
 /* Some lemma of a lists some lemma of b in its list which (1 antonyms, 2
- * derivations); the converter stores both directions. */
+ * derivations, 3 attributes: lem_count()); the converter stores both
+ * directions. */
 static bool linked(const struct wordnet *wn, const char *a, size_t alen, const char *b, size_t blen,
                    int which)
 {

@@ -109,28 +109,46 @@ static void test_fixture_relations(void **state)
     wordnet_free(wn);
 }
 
-/* A copy of the fixture table with byte at changed (or cut at at when cut). */
-static int damaged(size_t at, bool cut, char *err, size_t errlen)
+/* The fixture table's bytes into buf; returns how many. */
+static size_t fixture_bytes(uint8_t *buf, size_t cap)
+{
+    FILE *in = fopen(WORDNET_FIXTURE, "rb");
+    size_t n;
+
+    assert_non_null(in);
+    n = fread(buf, 1, cap, in);
+    fclose(in);
+    return n;
+}
+
+/* wordnet_load() of buf[0..n) written to a file of its own. */
+static int load_bytes(const uint8_t *buf, size_t n, struct wordnet **out, char *err, size_t errlen)
 {
     char path[] = "/tmp/parrot-wordnet-XXXXXX";
     int fd = mkstemp(path), rc;
-    FILE *in = fopen(WORDNET_FIXTURE, "rb");
-    uint8_t buf[1 << 16];
-    size_t n;
-    struct wordnet *wn = NULL;
 
-    assert_true(fd >= 0 && in);
-    n = fread(buf, 1, sizeof(buf), in);
-    fclose(in);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, n), (ssize_t)n);
+    close(fd);
+    rc = wordnet_load(path, out, err, errlen);
+    unlink(path);
+    return rc;
+}
+
+/* A copy of the fixture table with byte at changed (or cut at at when cut). */
+static int damaged(size_t at, bool cut, char *err, size_t errlen)
+{
+    uint8_t buf[1 << 16];
+    size_t n = fixture_bytes(buf, sizeof(buf));
+    struct wordnet *wn = NULL;
+    int rc;
+
     assert_true(n > at);
     if (cut)
         n = at;
     else
         buf[at] ^= 0x40;
-    assert_int_equal(write(fd, buf, n), (ssize_t)n);
-    close(fd);
-    rc = wordnet_load(path, &wn, err, errlen);
-    unlink(path);
+    rc = load_bytes(buf, n, &wn, err, errlen);
     assert_null(wn);
     return rc;
 }
@@ -140,23 +158,14 @@ static int damaged(size_t at, bool cut, char *err, size_t errlen)
  * outside the checksum. */
 static void test_version_1(void **state)
 {
-    char path[] = "/tmp/parrot-wordnet-XXXXXX";
-    int fd = mkstemp(path);
-    FILE *in = fopen(WORDNET_FIXTURE, "rb");
     uint8_t buf[1 << 16];
-    size_t n;
-    struct wordnet *wn;
+    size_t n = fixture_bytes(buf, sizeof(buf));
+    struct wordnet *wn = NULL;
 
     (void)state;
-    assert_true(fd >= 0 && in);
-    n = fread(buf, 1, sizeof(buf), in);
-    fclose(in);
     assert_int_equal(buf[4], 2);
     buf[4] = 1;
-    assert_int_equal(write(fd, buf, n), (ssize_t)n);
-    close(fd);
-    wn = load(path);
-    unlink(path);
+    assert_int_equal(load_bytes(buf, n, &wn, NULL, 0), 0);
     assert_false(wordnet_attribute(wn, S("tall"), S("height")));
     assert_true(wordnet_antonyms(wn, S("safe"), S("unsafe")));
     assert_true(wordnet_derivationally_related(wn, S("wrote"), S("writer")));
