@@ -466,9 +466,12 @@ static int on_body(void *ud, const char *p, size_t n)
         }
     }
     /* Out of memory pauses too: the client's draining frees room. The
-     * buffer's own cap is never the limit: OUT_HIGH and FULL_MAX are. */
+     * buffer's own cap is never the limit: OUT_HIGH and FULL_MAX are. The
+     * bytes already sent are dropped as it fills: a client that keeps up
+     * but never drains it to empty would otherwise leave the whole stream
+     * in it. */
     if ((x->streaming && x->out.len - x->out_off >= OUT_HIGH) ||
-        buf_append(&x->out, p, n, SIZE_MAX / 2) != 0) {
+        buf_queue_append(&x->out, &x->out_off, p, n, SIZE_MAX / 2) != 0) {
         x->paused = true;
         ret = UP_PAUSE;
     } else if (x->streaming) {

@@ -181,8 +181,8 @@ struct exch {
     long up_status;
     int64_t up_length;
     struct buf rh;  /* relayed response headers, "name\0value\0" pairs */
-    struct buf out; /* response bytes not yet sent (all of them in XS_FULL) */
-    size_t out_off;
+    struct buf out; /* response bytes; those from out_off on are not yet sent */
+    size_t out_off; /* (0 in XS_FULL: the whole answer) */
     struct oai_error err;
     struct timespec t_up0, t_up1;
     struct timespec t_up_head; /* the provider's response head arrived; zero before */

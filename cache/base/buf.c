@@ -28,6 +28,21 @@ int buf_append(struct buf *b, const void *data, size_t n, size_t max)
     return 0;
 }
 
+int buf_queue_append(struct buf *b, size_t *off, const void *data, size_t n, size_t max)
+{
+    size_t unread = b->len - *off;
+
+    /* Moving only when the read part is the larger one costs at most one
+     * copy of each byte that passes through. */
+    if (*off && b->len + n + 1 > b->cap && *off >= unread) {
+        memmove(b->p, b->p + *off, unread);
+        b->len = unread;
+        b->p[b->len] = '\0';
+        *off = 0;
+    }
+    return buf_append(b, data, n, max);
+}
+
 int buf_puts(struct buf *b, const char *s, size_t max)
 {
     return buf_append(b, s, strlen(s), max);

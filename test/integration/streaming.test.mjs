@@ -193,7 +193,11 @@ test('back-pressure: a paused client stops parrot from draining the upstream', {
   if (isSanitized(parrot.pid)) {
     console.log('# back-pressure: sanitizer build, RSS bound not checked');
   } else {
-    assert.ok(s.maxRssKb - startRss < 48 * 1024, `parrot RSS grew by ${s.maxRssKb - startRss} kB`);
+    // The relay queue holds the unsent bytes only (under 1 MiB); the rest
+    // is a first request's fixed cost (about 2.5 MB, as for a 64 KiB
+    // stream). Measured 3.6-3.7 MB; a queue that kept what it had sent grew
+    // 18-57 MB here.
+    assert.ok(s.maxRssKb - startRss < 12 * 1024, `parrot RSS grew by ${s.maxRssKb - startRss} kB`);
   }
 });
 
