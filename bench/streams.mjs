@@ -8,7 +8,9 @@
 // process so the client's event loop does not slow the provider down. Every
 // stream is a distinct question (a miss, relayed chunk by chunk, each chunk
 // DELAY_MS apart), so all N are open at once for about CHUNKS x DELAY_MS.
-// parrot's thread count and resident set are sampled from /proc every 20 ms.
+// parrot's thread count and resident set are sampled from /proc every 20 ms,
+// and its CPU time (user + system) over the streams is read from /proc too.
+// $BENCH_PARROT names another binary to measure (as in bench/lib.sh).
 // Prints `key value` lines for bench/run.sh.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -37,6 +39,14 @@ function firstLine(child) {
     });
     child.on('exit', (code) => reject(new Error(`exited with ${code}`)));
   });
+}
+
+// utime + stime of a process, in seconds (fields 14 and 15 of /proc/PID/stat,
+// counted after the parenthesised command name, which may hold spaces).
+function cpuSeconds(pid) {
+  const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
 }
 
 function status(pid) {
@@ -79,13 +89,15 @@ async function main() {
   const fakePort = await firstLine(fakeProc);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'parrot-streams-'));
   const port = 18195;
-  const parrot = spawn(path.join(root, 'build/parrot'), ['--listen', `127.0.0.1:${port}`,
+  const bin = process.env.BENCH_PARROT ? path.resolve(process.env.BENCH_PARROT) : path.join(root, 'build/parrot');
+  const parrot = spawn(bin, ['--listen', `127.0.0.1:${port}`,
     '--upstream', `http://127.0.0.1:${fakePort}/v1`, '--data-dir', dir, '--log-level', 'warn'],
   { stdio: ['ignore', 'ignore', 'inherit'] });
   const base = `http://127.0.0.1:${port}`;
   try {
     await waitHealthy(base);
     const start = status(parrot.pid);
+    const cpu0 = cpuSeconds(parrot.pid);
     const peak = { ...start };
     const timer = setInterval(() => {
       const s = status(parrot.pid);
@@ -96,6 +108,7 @@ async function main() {
     const t0 = process.hrtime.bigint();
     const ok = await Promise.all(Array.from({ length: n }, (_, i) => stream(agent, base, i)));
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    const cpu = cpuSeconds(parrot.pid) - cpu0;
     clearInterval(timer);
     agent.destroy();
     console.log(`streams ${n}`);
@@ -106,6 +119,7 @@ async function main() {
     console.log(`threads_max ${peak.threads}`);
     console.log(`rss_start_mb ${(start.rssKb / 1024).toFixed(1)}`);
     console.log(`rss_max_mb ${(peak.rssKb / 1024).toFixed(1)}`);
+    console.log(`cpu_seconds ${cpu.toFixed(2)}`);
   } finally {
     // Let parrot finish its shutdown (it writes a snapshot) before its data
     // directory goes away.

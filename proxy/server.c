@@ -4,8 +4,8 @@
  *
  * Each worker thread owns a libmicrohttpd daemon in external-epoll mode and
  * an upstream loop (upstream.h), and runs both from one event loop: a turn
- * of the daemon (MHD_run), then a turn of the loop, which sleeps in
- * curl_multi_poll on the provider sockets and on the daemon's epoll fd
+ * of the daemon (MHD_run), then a turn of the loop, which sleeps in one
+ * epoll set that holds the provider sockets and the daemon's epoll fd
  * together. A request's transfer therefore starts, runs and calls back on
  * the thread that serves its connection, and resuming that connection is a
  * call on the same thread. (libmicrohttpd's own thread pool would put every

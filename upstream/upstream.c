@@ -13,15 +13,25 @@
  * the loop's own thread from inside a libmicrohttpd or curl callback, set
  * request bits on the transfer (submit, cancel, unpause) under the loop's
  * mutex and put it on the loop's work list once; the thread applies the bits
- * between curl_multi_perform() calls. Only a request from another thread
- * wakes the loop (curl_multi_wakeup()): the loop's own thread drains its list
- * before it next sleeps. Applying later rather than at once is what lets a
- * handler that holds its own lock call cancel or unpause: curl may call it
- * back from curl_easy_pause(), and on_done() from a cancel takes that lock.
+ * at the start of its next turn. Only a request from another thread wakes
+ * the loop (an eventfd): the loop's own thread drains its list before it
+ * next sleeps. Applying later rather than at once is what lets a handler
+ * that holds its own lock call cancel or unpause: curl may call it back from
+ * curl_easy_pause(), and on_done() from a cancel takes that lock.
  * A transfer is reference counted: the loop holds one reference while it
  * runs and the work list holds one while the transfer is queued, so a
  * cancel that races with completion finds the struct still allocated and
  * simply sees it is done.
+ *
+ * Events: a loop sleeps in one epoll set that holds curl's sockets (curl
+ * names them and what to wait for through CURLMOPT_SOCKETFUNCTION, and its
+ * next deadline through CURLMOPT_TIMERFUNCTION), the client sockets it
+ * watches for a hang-up (from a transfer's first timer tick on), the
+ * wake-up eventfd and the caller's fd (an HTTP worker's libmicrohttpd epoll
+ * fd). A ready curl socket is handed to
+ * curl_multi_socket_action(), which touches only the transfers on it:
+ * curl_multi_perform() and curl_multi_poll() walked every transfer and
+ * polled every socket on every turn, several turns a request.
  *
  * Attempts: a transfer owns at most one curl easy handle at a time. When an
  * attempt fails in a retryable way, its handle is dropped and the transfer
@@ -43,7 +53,6 @@
 
 #include <curl/curl.h>
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -51,10 +60,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <threads.h>
 #include <time.h>
+#include <unistd.h>
 
 #define WANT_SUBMIT  0x1
 #define WANT_CANCEL  0x2
@@ -64,8 +76,12 @@
 #define HEAD_MAX (64 * 1024)
 #define HEAD_MIN 2048 /* first allocation of a response header block; grows by doubling */
 #define HEAD_N   128
-/* Client sockets watched per poll, at most; the rest are not watched. */
-#define WATCH_MAX 8192
+/* Events taken from the epoll set per wait. */
+#define EVENTS 64
+/* Turns in a row that may skip a non-blocking look at the epoll set. */
+#define SKIP_MAX 2
+/* Descriptors the first fd table covers; it grows by doubling. */
+#define FDS_FIRST 1024
 /* How often timers are checked. */
 #define TICK_MS 100
 /* Backoff as the OpenAI SDKs do it: 0.5 s doubling, at most 8 s, minus up to
@@ -116,7 +132,8 @@ struct up_xfer {
     bool done;
     bool paused;         /* on_body asked for a pause: idle time does not count */
     bool discard;        /* this attempt's response will be retried: drop it */
-    int client_fd;       /* watched while >= 0 */
+    int client_fd;       /* to watch for a hang-up while >= 0 */
+    bool watched;        /* client_fd is in the loop's epoll set */
     long last_io;        /* monotonic ms of the last byte from the provider */
     long started;        /* monotonic ms when the current attempt started */
     long deadline;       /* monotonic ms when the whole transfer must end */
@@ -141,12 +158,26 @@ struct up_loop {
     struct up_loop *next; /* the pool's list, guarded by pool->lock */
     bool kicked;          /* the loop's thread only, as the rest: take another turn */
     struct up_xfer *active;
-    struct curl_waitfd *watch; /* poll set: client fds, and the caller's fd last */
-    struct up_xfer **watch_x;
+    int ep;             /* the epoll set the thread sleeps in */
+    int wakefd;         /* an eventfd in ep: other threads' wake-ups */
+    int caller_fd;      /* the caller's fd in ep, or -1 */
+    long curl_due;      /* monotonic ms curl's timer fires at, or -1 */
+    unsigned skipped;   /* turns in a row that did not look at the epoll set */
+    struct fdslot *fds; /* by descriptor: what ep watches each socket for */
+    size_t nfds;
     CURL *spare[EASY_SPARE];
     size_t nspare;
     long next_tick;
     uint64_t rng;
+};
+
+/* What a loop's epoll set watches a socket for. One slot per descriptor
+ * number: a socket is either curl's or a watched client's, and a number
+ * closed by libmicrohttpd and reused by curl (or the other way) finds its
+ * slot still describing the old socket, which ep_set() copes with. */
+struct fdslot {
+    uint32_t events;        /* registered in ep, as far as the loop knows; 0 = none */
+    struct up_xfer *client; /* the transfer watching this client socket, or NULL */
 };
 
 struct up_pool {
@@ -271,6 +302,128 @@ size_t up_pool_provider_stats(struct up_pool *p, struct up_provider_stats *out, 
     return p->nprov;
 }
 
+/* ---- the epoll set ------------------------------------------------------ */
+
+/* fd's slot, the table grown to hold it; NULL when out of memory. */
+static struct fdslot *slot(struct up_loop *l, int fd)
+{
+    if ((size_t)fd >= l->nfds) {
+        size_t n = l->nfds ? l->nfds : FDS_FIRST;
+        struct fdslot *t;
+
+        while (n <= (size_t)fd)
+            n *= 2;
+        t = realloc(l->fds, n * sizeof(*t));
+        if (!t)
+            return NULL;
+        memset(t + l->nfds, 0, (n - l->nfds) * sizeof(*t));
+        l->fds = t;
+        l->nfds = n;
+    }
+    return &l->fds[fd];
+}
+
+/* Makes ep watch fd for ev (0: not at all), the slot saying what it watched
+ * it for. A slot can be stale: its socket closed (which took it out of ep)
+ * and the number reused; so a change that fails because fd is not in ep,
+ * or already is, is retried the other way. Returns false when fd cannot be
+ * watched. */
+static bool ep_set(struct up_loop *l, int fd, struct fdslot *f, uint32_t ev)
+{
+    struct epoll_event e = {.events = ev, .data.fd = fd};
+    int op = f->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+
+    f->events = 0;
+    if (ev == 0) {
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL); /* ENOENT: closed, gone already */
+        return true;
+    }
+    if (epoll_ctl(l->ep, op, fd, &e) != 0) {
+        if (errno != (op == EPOLL_CTL_MOD ? ENOENT : EEXIST))
+            return false;
+        op = op == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (epoll_ctl(l->ep, op, fd, &e) != 0)
+            return false;
+    }
+    f->events = ev;
+    return true;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: curl says what it waits for on socket s. */
+static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct up_loop *l = userp;
+    struct fdslot *f = slot(l, s);
+    uint32_t ev = what == CURL_POLL_IN      ? EPOLLIN
+                  : what == CURL_POLL_OUT   ? EPOLLOUT
+                  : what == CURL_POLL_INOUT ? EPOLLIN | EPOLLOUT
+                                            : 0;
+
+    (void)e;
+    (void)socketp;
+    if (!f)
+        return -1;
+    if (f->client) {
+        /* A client socket's number, closed and now curl's. */
+        f->client->watched = false;
+        f->client->client_fd = -1;
+        f->client = NULL;
+    } else if (f->events == ev) {
+        return 0;
+    }
+    return ep_set(l, s, f, ev) ? 0 : -1;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when curl wants CURL_SOCKET_TIMEOUT next. */
+static int on_timer(CURLM *m, long ms, void *userp)
+{
+    struct up_loop *l = userp;
+
+    (void)m;
+    l->curl_due = ms < 0 ? -1 : clock_mono_ms() + ms;
+    return 0;
+}
+
+/* Runs curl's timers when they are due. */
+static void curl_timers(struct up_loop *l)
+{
+    int running;
+
+    if (l->curl_due >= 0 && clock_mono_ms() >= l->curl_due) {
+        l->curl_due = -1;
+        curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+}
+
+/* Starts watching x's client socket for a hang-up: EPOLLRDHUP only, so that
+ * the client's next request on a kept-alive connection is not an event. */
+static void watch_client(struct up_loop *l, struct up_xfer *x)
+{
+    struct fdslot *f = slot(l, x->client_fd);
+
+    if (!f || !ep_set(l, x->client_fd, f, EPOLLRDHUP)) {
+        x->client_fd = -1; /* not a socket epoll takes, or no memory: unwatched */
+        return;
+    }
+    f->client = x;
+    x->watched = true;
+}
+
+/* Stops watching x's client socket, unless its number is already another's. */
+static void unwatch_client(struct up_loop *l, struct up_xfer *x)
+{
+    struct fdslot *f;
+
+    if (!x->watched)
+        return;
+    x->watched = false;
+    f = &l->fds[x->client_fd];
+    if (f->client == x) {
+        f->client = NULL;
+        ep_set(l, x->client_fd, f, 0);
+    }
+}
+
 /* ---- attempts ----------------------------------------------------------- */
 
 static void unlist(struct up_loop *l, struct up_xfer *x)
@@ -323,6 +476,7 @@ static void finish(struct up_xfer *x, int err, const char *detail, bool retryabl
         return;
     x->done = true;
     drop_easy(x);
+    unwatch_client(x->loop, x);
     unlist(x->loop, x);
     res.attempts = x->attempts;
     res.provider = x->prov >= 0 ? x->pool->prov[x->prov].name : "";
@@ -648,6 +802,8 @@ static void apply(struct up_loop *l, struct up_xfer *x, unsigned want, bool stop
         x->paused = false;
         x->last_io = clock_mono_ms();
         curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        /* What curl held back is delivered on its next timeout action. */
+        l->curl_due = x->last_io;
     }
 }
 
@@ -756,8 +912,9 @@ static void reap(struct up_loop *l)
 }
 
 /* Timers, every TICK_MS: attempts that are due, first-byte and idle
- * timeouts. curl's own low-speed limit averages over seconds and misses a
- * provider that goes quiet after a burst, so parrot keeps its own clock. */
+ * timeouts, and the watch on the client. curl's own low-speed limit
+ * averages over seconds and misses a provider that goes quiet after a
+ * burst, so parrot keeps its own clock. */
 static void tick(struct up_loop *l)
 {
     const struct up_pool_opts *o = &l->pool->o;
@@ -768,6 +925,10 @@ static void tick(struct up_loop *l)
         char detail[96];
 
         next = x->next;
+        /* A client is watched from the first tick of its transfer on: a
+         * provider answering within milliseconds costs no epoll_ctl. */
+        if (now >= l->next_tick && x->client_fd >= 0 && !x->watched)
+            watch_client(l, x);
         if (x->due) {
             if (now >= x->due)
                 start_attempt(l, x, now);
@@ -809,47 +970,69 @@ static int sleep_ms(const struct up_loop *l)
     return until <= now ? 0 : (int)(until - now);
 }
 
-/* Fills the poll set with the client sockets of active transfers. */
-static unsigned collect_watch(struct up_loop *l)
+/* A watched client socket hung up, or seems to. The transfer behind it is
+ * found through its slot, never through the event, so one that ended
+ * earlier in the same batch of events is not touched. */
+static void client_event(struct up_loop *l, struct up_xfer *x)
 {
-    unsigned n = 0;
+    char c;
+    ssize_t r = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 
-    for (struct up_xfer *x = l->active; x && n < WATCH_MAX; x = x->next) {
-        if (x->client_fd < 0)
-            continue;
-        l->watch[n].fd = x->client_fd;
-        l->watch[n].events = CURL_WAIT_POLLIN;
-        l->watch[n].revents = 0;
-        l->watch_x[n++] = x;
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        finish(x, UP_ECLIENT, "the client closed the connection", false);
+    } else {
+        unwatch_client(l, x); /* data before the hang-up: leave it to libmicrohttpd */
+        x->client_fd = -1;
     }
-    return n;
 }
 
-/* A watched client socket became readable: it hung up, or sent data. The
- * transfers behind it are only touched here, after the poll, while they are
- * still on the active list (finish() takes them off). */
-static void check_watch(struct up_loop *l, unsigned n)
+/* The caller's fd joins the epoll set once, and leaves it when it changes. */
+static void watch_caller(struct up_loop *l, int fd)
 {
-    for (unsigned i = 0; i < n; i++) {
-        struct up_xfer *x = l->watch_x[i];
-        char c;
-        ssize_t r;
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = fd};
 
-        if (!l->watch[i].revents || x->done)
-            continue;
-        r = recv(x->client_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-            finish(x, UP_ECLIENT, "the client closed the connection", false);
-        else
-            x->client_fd = -1; /* data, or not a socket: leave it to libmicrohttpd */
+    if (fd == l->caller_fd)
+        return;
+    if (l->caller_fd >= 0)
+        epoll_ctl(l->ep, EPOLL_CTL_DEL, l->caller_fd, NULL);
+    l->caller_fd = fd >= 0 && epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &e) == 0 ? fd : -1;
+}
+
+static void dispatch(struct up_loop *l, const struct epoll_event *e)
+{
+    int fd = e->data.fd, running, act = 0;
+    struct fdslot *f;
+
+    if (fd == l->wakefd) {
+        uint64_t n;
+        ssize_t r = read(fd, &n, sizeof(n)); /* the count does not matter */
+
+        (void)r;
+        return;
     }
+    if (fd == l->caller_fd || (size_t)fd >= l->nfds)
+        return;
+    f = &l->fds[fd];
+    if (f->client) {
+        client_event(l, f->client);
+        return;
+    }
+    if (!(f->events & (EPOLLIN | EPOLLOUT)))
+        return; /* curl gave it up earlier in this batch */
+    if (e->events & (EPOLLIN | EPOLLHUP))
+        act |= CURL_CSELECT_IN;
+    if (e->events & EPOLLOUT)
+        act |= CURL_CSELECT_OUT;
+    if (e->events & EPOLLERR)
+        act |= CURL_CSELECT_ERR;
+    curl_multi_socket_action(l->multi, fd, act, &running);
 }
 
 void up_loop_run(struct up_loop *l, int fd, long timeout_ms)
 {
     struct up_pool *p = l->pool;
-    int running = 0, wait;
-    unsigned nw;
+    struct epoll_event ev[EVENTS];
+    int wait, n;
 
     if (drain_work(l) && !l->stopped) {
         cancel_all(l);
@@ -861,21 +1044,49 @@ void up_loop_run(struct up_loop *l, int fd, long timeout_ms)
          * returns (up_pool_shutdown joins it), a worker goes on serving. */
         l->kicked = true;
     }
-    curl_multi_perform(l->multi, &running);
+    watch_caller(l, fd);
+    /* A transfer just added is due at once: its request goes out now, not
+     * after a wait that returns at once. */
+    curl_timers(l);
     reap(l);
     tick(l);
-    nw = collect_watch(l);
     wait = sleep_ms(l);
+    if (l->curl_due >= 0) {
+        long d = l->curl_due - clock_mono_ms();
+        if (d < wait)
+            wait = d > 0 ? (int)d : 0;
+    }
     if (timeout_ms >= 0 && timeout_ms < wait)
         wait = (int)timeout_ms;
     /* Something on this thread asked for another turn, without a wake-up. */
     if (l->kicked)
         wait = 0;
     l->kicked = false;
-    if (fd >= 0)
-        l->watch[nw] = (struct curl_waitfd){.fd = fd, .events = CURL_WAIT_POLLIN};
-    curl_multi_poll(l->multi, l->watch, nw + (fd >= 0), wait, NULL);
-    check_watch(l, nw);
+    /* A turn that must not wait is mostly the caller's (libmicrohttpd
+     * walking a resumed connection through its states takes three). Its
+     * look at the epoll set is left out up to SKIP_MAX times in a row: the
+     * set is level-triggered, so what is ready now is still there then. */
+    if (wait == 0 && l->skipped < SKIP_MAX) {
+        l->skipped++;
+        return;
+    }
+    l->skipped = 0;
+    n = epoll_wait(l->ep, ev, EVENTS, wait);
+    for (int i = 0; i < n; i++)
+        dispatch(l, &ev[i]);
+    curl_timers(l);
+    reap(l);
+}
+
+/* Ends the wait of l's thread, or its next one. */
+static void wake(struct up_loop *l)
+{
+    uint64_t one = 1;
+    /* It cannot fail but with EAGAIN, when the count is full: a wake-up is
+     * pending then anyway. */
+    ssize_t r = write(l->wakefd, &one, sizeof(one));
+
+    (void)r;
 }
 
 void up_loop_wake(struct up_loop *l)
@@ -884,7 +1095,7 @@ void up_loop_wake(struct up_loop *l)
     if (l == current)
         l->kicked = true;
     else
-        curl_multi_wakeup(l->multi);
+        wake(l);
 }
 
 void up_loop_bind(struct up_loop *l)
@@ -941,9 +1152,12 @@ static void loop_destroy(struct up_loop *l)
     while (l->nspare > 0)
         curl_easy_cleanup(l->spare[--l->nspare]);
     if (l->multi)
-        curl_multi_cleanup(l->multi);
-    free(l->watch);
-    free(l->watch_x);
+        curl_multi_cleanup(l->multi); /* may still tell on_socket() about its sockets */
+    if (l->ep >= 0)
+        close(l->ep);
+    if (l->wakefd >= 0)
+        close(l->wakefd);
+    free(l->fds);
     free(l);
 }
 
@@ -954,13 +1168,21 @@ int up_loop_new(struct up_pool *p, struct up_loop **out)
     if (!l)
         return UP_ENOMEM;
     l->pool = p;
+    l->caller_fd = -1;
+    l->curl_due = -1;
+    l->ep = epoll_create1(EPOLL_CLOEXEC);
+    l->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     l->multi = curl_multi_init();
-    l->watch = malloc((WATCH_MAX + 1) * sizeof(*l->watch)); /* + the caller's fd */
-    l->watch_x = malloc(WATCH_MAX * sizeof(*l->watch_x));
-    if (!l->multi || !l->watch || !l->watch_x) {
+    if (l->ep < 0 || l->wakefd < 0 || !l->multi ||
+        epoll_ctl(l->ep, EPOLL_CTL_ADD, l->wakefd,
+                  &(struct epoll_event){.events = EPOLLIN, .data.fd = l->wakefd}) != 0) {
         loop_destroy(l);
         return UP_ENOMEM;
     }
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(l->multi, CURLMOPT_SOCKETDATA, l);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(l->multi, CURLMOPT_TIMERDATA, l);
     /* Keep enough idle connections around for bursts of concurrent streams. */
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 1024L);
     if (getrandom(&l->rng, sizeof(l->rng), 0) != sizeof(l->rng) || l->rng == 0)
@@ -1078,7 +1300,7 @@ void up_pool_shutdown(struct up_pool *p)
         pthread_mutex_lock(&l->lock);
         l->stopping = true;
         pthread_mutex_unlock(&l->lock);
-        curl_multi_wakeup(l->multi);
+        wake(l);
     }
     /* Each loop's thread cancels its own transfers, so that every on_done
      * runs on the thread its handler expects. */

@@ -121,9 +121,10 @@ struct up_req {
     const char *body; /* not copied: must stay valid until on_done() */
     size_t body_len;
     /* The client's socket, or -1. While the client waits, libmicrohttpd does
-     * not poll its connection, so the pool does: when the client hangs up,
-     * the transfer ends with UP_ECLIENT instead of running on for nothing.
-     * Data from the client (a pipelined request) stops the watch. */
+     * not poll its connection, so the pool does (from the transfer's first
+     * timer tick on, within 100 ms): when the client hangs up, the transfer
+     * ends with UP_ECLIENT instead of running on for nothing. Data the client
+     * sent before hanging up stops the watch: libmicrohttpd will read it. */
     int client_fd;
 };
 

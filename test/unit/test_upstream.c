@@ -1,7 +1,8 @@
 /* Unit tests for upstream/upstream.c's loops: a transfer runs and calls back
  * on the loop of the thread that submitted it, or on the pool's own thread
  * when that thread has none; shutdown cancels a transfer on its own loop's
- * thread; submits after it are refused. */
+ * thread; submits after it are refused; a watched client that hangs up ends
+ * its transfer, one that sends data first does not. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -98,11 +99,40 @@ static struct up_pool *pool_at(const char *base_url)
     return p;
 }
 
-static int submit(struct up_pool *p, struct outcome *o, struct up_xfer **x)
+static int submit_watching(struct up_pool *p, struct outcome *o, struct up_xfer **x, int client_fd)
 {
-    struct up_req r = {.method = "GET", .path = "/models", .client_fd = -1};
+    struct up_req r = {.method = "GET", .path = "/models", .client_fd = client_fd};
 
     return up_pool_submit(p, &r, &handler, o, x);
+}
+
+static int submit(struct up_pool *p, struct outcome *o, struct up_xfer **x)
+{
+    return submit_watching(p, o, x, -1);
+}
+
+/* A provider that takes connections (the backlog does) and never answers:
+ * its transfers run until something ends them. Returns the listening
+ * socket; url gets its base URL. */
+static int silent_provider(char *url, size_t len)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+
+    assert_true(ls >= 0);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 8), 0);
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
+    snprintf(url, len, "http://127.0.0.1:%u/v1", ntohs(a.sin_port));
+    return ls;
+}
+
+/* Turns l for about ms milliseconds, or until o is done. */
+static void turn_for(struct up_loop *l, struct outcome *o, int ms)
+{
+    for (int i = 0; i < ms / 10 && !outcome_done(o); i++)
+        up_loop_run(l, -1, 10);
 }
 
 static void transfer_stays_on_the_submitting_thread(void **state)
@@ -176,23 +206,15 @@ static void *worker_main(void *arg)
 
 static void shutdown_cancels_on_the_loops_thread(void **state)
 {
-    /* A provider that takes the connection (the backlog does) and never
-     * answers keeps the transfer running until it is cancelled. */
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
+    /* The silent provider keeps the transfer running until it is cancelled. */
     char url[64];
+    int ls = silent_provider(url, sizeof(url));
     struct worker w = {.rc = -1};
     struct outcome late;
     struct up_xfer *x;
     pthread_t t;
 
     (void)state;
-    assert_true(ls >= 0);
-    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
-    assert_int_equal(listen(ls, 8), 0);
-    assert_int_equal(getsockname(ls, (struct sockaddr *)&a, &al), 0);
-    snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1", ntohs(a.sin_port));
     w.pool = pool_at(url);
     outcome_init(&w.o);
     outcome_init(&late);
@@ -219,12 +241,80 @@ static void shutdown_cancels_on_the_loops_thread(void **state)
     close(ls);
 }
 
+/* The client's end of a socketpair stands for its connection. Until it
+ * hangs up the transfer runs on (the silent provider never answers); then
+ * the loop's watch, set from the transfer's first timer tick, ends it with
+ * UP_ECLIENT. */
+static void client_hang_up_ends_the_transfer(void **state)
+{
+    char url[64];
+    int ls = silent_provider(url, sizeof(url)), sv[2];
+    struct up_pool *p = pool_at(url);
+    struct up_loop *l;
+    struct up_xfer *x;
+    struct outcome o;
+
+    (void)state;
+    outcome_init(&o);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(up_loop_new(p, &l), 0);
+    up_loop_bind(l);
+    assert_int_equal(submit_watching(p, &o, &x, sv[0]), 0);
+    turn_for(l, &o, 300); /* past the first tick: watched by now */
+    assert_false(outcome_done(&o));
+    close(sv[1]);
+    turn_for(l, &o, 2000);
+    assert_true(outcome_done(&o));
+    assert_int_equal(o.err, UP_ECLIENT);
+    up_loop_free(l);
+    up_pool_free(p);
+    outcome_fini(&o);
+    close(sv[0]);
+    close(ls);
+}
+
+/* Data the client sent before it hung up (a pipelined request) is
+ * libmicrohttpd's to read: the watch stops and the transfer runs on until
+ * it is cancelled. */
+static void client_data_stops_the_watch(void **state)
+{
+    char url[64];
+    int ls = silent_provider(url, sizeof(url)), sv[2];
+    struct up_pool *p = pool_at(url);
+    struct up_loop *l;
+    struct up_xfer *x;
+    struct outcome o;
+
+    (void)state;
+    outcome_init(&o);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(up_loop_new(p, &l), 0);
+    up_loop_bind(l);
+    assert_int_equal(submit_watching(p, &o, &x, sv[0]), 0);
+    turn_for(l, &o, 300);
+    assert_int_equal(write(sv[1], "G", 1), 1);
+    close(sv[1]);
+    turn_for(l, &o, 500);
+    assert_false(outcome_done(&o));
+    up_xfer_cancel(x);
+    turn_for(l, &o, 1000);
+    assert_true(outcome_done(&o));
+    assert_int_equal(o.err, UP_ECANCELED);
+    up_loop_free(l);
+    up_pool_free(p);
+    outcome_fini(&o);
+    close(sv[0]);
+    close(ls);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(transfer_stays_on_the_submitting_thread),
         cmocka_unit_test(thread_without_loop_uses_the_pools),
         cmocka_unit_test(shutdown_cancels_on_the_loops_thread),
+        cmocka_unit_test(client_hang_up_ends_the_transfer),
+        cmocka_unit_test(client_data_stops_the_watch),
     };
     int rc;
 
