@@ -153,7 +153,8 @@ row() { # label value target-op target-value
     echo
     echo "$(get streams) concurrent streams of 20 SSE events 100 ms apart, each a distinct question (a miss relayed"
     echo "to the scripted provider): $(get completed) completed in $(get wall_seconds) s; parrot's threads"
-    echo "$(get threads_start) at start, at most $(get threads_max); resident set $(get rss_start_mb) MB at start, at most $(get rss_max_mb) MB."
+    echo "$(get threads_start) at start, at most $(get threads_max); resident set $(get rss_start_mb) MB at start, at most $(get rss_max_mb) MB;"
+    echo "$(get cpu_seconds) s of CPU (user + system) over the streams."
     echo
     echo "## 5 Vector index (bench/hnsw_bench.c vs hnswlib_bench.py, same vectors, one thread)"
     echo
