@@ -241,36 +241,54 @@ static void shutdown_cancels_on_the_loops_thread(void **state)
     close(ls);
 }
 
-/* The client's end of a socketpair stands for its connection. Until it
- * hangs up the transfer runs on (the silent provider never answers); then
- * the loop's watch, set from the transfer's first timer tick, ends it with
- * UP_ECLIENT. */
-static void client_hang_up_ends_the_transfer(void **state)
-{
-    char url[64];
-    int ls = silent_provider(url, sizeof(url)), sv[2];
-    struct up_pool *p = pool_at(url);
+/* A transfer to the silent provider on a loop of the test's thread,
+ * watching one end of a socketpair (sv[0]) as its client's connection. */
+struct watched {
+    int ls, sv[2];
+    struct up_pool *p;
     struct up_loop *l;
     struct up_xfer *x;
     struct outcome o;
+};
+
+static void watched_start(struct watched *w)
+{
+    char url[64];
+
+    w->ls = silent_provider(url, sizeof(url));
+    w->p = pool_at(url);
+    outcome_init(&w->o);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, w->sv), 0);
+    assert_int_equal(up_loop_new(w->p, &w->l), 0);
+    up_loop_bind(w->l);
+    assert_int_equal(submit_watching(w->p, &w->o, &w->x, w->sv[0]), 0);
+    turn_for(w->l, &w->o, 300); /* past the first tick: watched by now */
+    assert_false(outcome_done(&w->o));
+}
+
+static void watched_end(struct watched *w)
+{
+    up_loop_free(w->l);
+    up_pool_free(w->p);
+    outcome_fini(&w->o);
+    close(w->sv[0]);
+    close(w->ls);
+}
+
+/* Until the client hangs up the transfer runs on (the silent provider
+ * never answers); then the loop's watch, set from the transfer's first
+ * timer tick, ends it with UP_ECLIENT. */
+static void client_hang_up_ends_the_transfer(void **state)
+{
+    struct watched w;
 
     (void)state;
-    outcome_init(&o);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(up_loop_new(p, &l), 0);
-    up_loop_bind(l);
-    assert_int_equal(submit_watching(p, &o, &x, sv[0]), 0);
-    turn_for(l, &o, 300); /* past the first tick: watched by now */
-    assert_false(outcome_done(&o));
-    close(sv[1]);
-    turn_for(l, &o, 2000);
-    assert_true(outcome_done(&o));
-    assert_int_equal(o.err, UP_ECLIENT);
-    up_loop_free(l);
-    up_pool_free(p);
-    outcome_fini(&o);
-    close(sv[0]);
-    close(ls);
+    watched_start(&w);
+    close(w.sv[1]);
+    turn_for(w.l, &w.o, 2000);
+    assert_true(outcome_done(&w.o));
+    assert_int_equal(w.o.err, UP_ECLIENT);
+    watched_end(&w);
 }
 
 /* Data the client sent before it hung up (a pipelined request) is
@@ -278,33 +296,19 @@ static void client_hang_up_ends_the_transfer(void **state)
  * it is cancelled. */
 static void client_data_stops_the_watch(void **state)
 {
-    char url[64];
-    int ls = silent_provider(url, sizeof(url)), sv[2];
-    struct up_pool *p = pool_at(url);
-    struct up_loop *l;
-    struct up_xfer *x;
-    struct outcome o;
+    struct watched w;
 
     (void)state;
-    outcome_init(&o);
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-    assert_int_equal(up_loop_new(p, &l), 0);
-    up_loop_bind(l);
-    assert_int_equal(submit_watching(p, &o, &x, sv[0]), 0);
-    turn_for(l, &o, 300);
-    assert_int_equal(write(sv[1], "G", 1), 1);
-    close(sv[1]);
-    turn_for(l, &o, 500);
-    assert_false(outcome_done(&o));
-    up_xfer_cancel(x);
-    turn_for(l, &o, 1000);
-    assert_true(outcome_done(&o));
-    assert_int_equal(o.err, UP_ECANCELED);
-    up_loop_free(l);
-    up_pool_free(p);
-    outcome_fini(&o);
-    close(sv[0]);
-    close(ls);
+    watched_start(&w);
+    assert_int_equal(write(w.sv[1], "G", 1), 1);
+    close(w.sv[1]);
+    turn_for(w.l, &w.o, 500);
+    assert_false(outcome_done(&w.o));
+    up_xfer_cancel(w.x);
+    turn_for(w.l, &w.o, 1000);
+    assert_true(outcome_done(&w.o));
+    assert_int_equal(w.o.err, UP_ECANCELED);
+    watched_end(&w);
 }
 
 int main(void)
