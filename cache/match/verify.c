@@ -1128,13 +1128,36 @@ enum {
  * lookup: each thread keeps the last answers, direct-mapped by hash. */
 #define MEMO_SLOTS 2048
 
+/* What a slot knows of its word, each part worked out on first use. */
+enum { M_FLAGS = 1, M_PAST = 2 };
+
 struct memo {
     const void *wn, *wv; /* the tables the answer was made with */
     char w[EMBED_WORD_MAX + 1];
-    uint8_t flags;
+    uint8_t known; /* the M_ parts below worked out */
+    uint8_t flags; /* M_FLAGS: word_flags() */
+    bool past;     /* M_PAST: past_form() */
 };
 
 static _Thread_local struct memo memo[MEMO_SLOTS];
+
+/* This thread's slot for word w (of embed_split()) with tables t, emptied
+ * when it held another word or other tables. */
+static struct memo *memo_slot(const struct verify_tables *t, const char *w)
+{
+    const struct wordnet *wn = t ? t->wn : NULL;
+    const struct wordvec *wv = t ? t->wv : NULL;
+    struct memo *m =
+        &memo[(word_hash(w) ^ (uintptr_t)wn ^ ((uintptr_t)wv >> 4)) & (MEMO_SLOTS - 1)];
+
+    if (m->wn == wn && m->wv == wv && m->w[0] && strcmp(m->w, w) == 0)
+        return m;
+    m->wn = wn;
+    m->wv = wv;
+    memcpy(m->w, w, strlen(w) + 1);
+    m->known = 0;
+    return m;
+}
 
 /* The first sense of w that WordNet lists is an instance ("paris"), or a
  * sense of it is and it has no other part of speech ("john"): see
@@ -1173,11 +1196,10 @@ static unsigned word_flags(const struct verify_tables *t, const struct embed_wor
     const struct wordnet *wn = t ? t->wn : NULL;
     const struct wordvec *wv = t ? t->wv : NULL;
     size_t n = strlen(x->text);
-    struct memo *m =
-        &memo[(word_hash(x->text) ^ (uintptr_t)wn ^ ((uintptr_t)wv >> 4)) & (MEMO_SLOTS - 1)];
+    struct memo *m = memo_slot(t, x->text);
     unsigned f = 0;
 
-    if (m->wn == wn && m->wv == wv && m->w[0] && strcmp(m->w, x->text) == 0)
+    if (m->known & M_FLAGS)
         return m->flags;
     pthread_once(&sets_once, sets_build);
     if (wordset_has(&time_set, x->text))
@@ -1194,10 +1216,8 @@ static unsigned word_flags(const struct verify_tables *t, const struct embed_wor
         f |= W_KNOWN;
     if (!wn && x->rank == 0 && !(f & W_KNOWN))
         f |= W_ARG;
-    m->wn = wn;
-    m->wv = wv;
-    memcpy(m->w, x->text, n + 1);
     m->flags = (uint8_t)f;
+    m->known |= M_FLAGS;
     return f;
 }
 
@@ -1315,6 +1335,22 @@ static bool turning(const struct embed_word *w, size_t n)
     return false;
 }
 
+/* WordNet reduces x[0..l) to another verb: "won" -> "win", "painted" ->
+ * "paint" (t->wn set). Kept in the word's memo slot: each lookup holds
+ * every content word of its question against it. */
+static bool past_form(const struct verify_tables *t, const char *x, size_t l)
+{
+    struct memo *m = memo_slot(t, x);
+    const char *base;
+
+    if (!(m->known & M_PAST)) {
+        m->past =
+            wordnet_lemmatise(t->wn, x, l, WORDNET_VERB, &base, 1) != 0 && strcmp(base, x) != 0;
+        m->known |= M_PAST;
+    }
+    return m->past;
+}
+
 /* A verb in the simple past ("who painted the mona lisa", "who won"): a
  * form WordNet reduces to another verb, by its exception list ("won" ->
  * "win") or by "-ed" ("painted" -> "paint"), not a present form ("-s",
@@ -1328,14 +1364,13 @@ static bool past_verb(const struct verify_tables *t, const struct embed_word *w,
     if (!t || !t->wn)
         return false;
     for (size_t i = 0; i < n; i++) {
-        const char *x = w[i].text, *base;
+        const char *x = w[i].text;
         size_t l = strlen(x);
         if (w[i].kind != EMBED_CONTENT || l < 3 || x[l - 1] == 's' ||
-            (l > 3 && strcmp(x + l - 3, "ing") == 0) || (i > 0 && word_in(w[i - 1].text, aux)) ||
-            wordnet_lemmatise(t->wn, x, l, WORDNET_VERB, &base, 1) == 0)
+            (l > 3 && strcmp(x + l - 3, "ing") == 0) || !past_form(t, x, l) ||
+            (i > 0 && word_in(w[i - 1].text, aux)))
             continue;
-        if (strcmp(base, x) != 0)
-            return true;
+        return true;
     }
     return false;
 }
