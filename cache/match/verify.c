@@ -663,8 +663,18 @@ static long word_value(struct span w)
     if (w.n < 3 || w.n > 9)
         return -1;
     c0 = tolower((unsigned char)w.p[0]);
-    if (c0 == 0 || !strchr("zotfsenhm", c0))
-        return -1;
+    switch (c0) {
+    case 'z':
+    case 'o':
+    case 't':
+    case 'f':
+    case 's':
+    case 'e':
+    case 'n':
+    case 'h':
+    case 'm': break;
+    default: return -1;
+    }
     for (size_t i = 0; i < NELEMS(num); i++)
         if (num[i].n == w.n && num[i].w[0] == c0 && strncasecmp(w.p, num[i].w, w.n) == 0)
             return num[i].v;
@@ -822,6 +832,50 @@ static void number_words(const char *s, size_t len, struct nums *out)
 static const char OPS[] = "+*/=^%<>-";
 #define NOPS (sizeof(OPS) - 1)
 
+/* The byte classes specials_of() tests every byte of a text for, once a
+ * table lookup instead of a strchr() each. A class holds what strchr() of
+ * its string finds, which includes the terminating '\0'. */
+enum {
+    C_OP = 1,    /* OPS */
+    C_PROSE = 2, /* prose punctuation: ".,;:!?'\"&" */
+    C_OPEN = 4,  /* trimmed before a token: "([{<,;:!?\"'`" */
+    C_CLOSE = 8, /* trimmed after it: ")]}>,;:!?.\"'`" */
+};
+
+static const uint8_t byte_class[256] = {
+    ['\0'] = C_OP | C_PROSE | C_OPEN | C_CLOSE,
+    ['+'] = C_OP,
+    ['*'] = C_OP,
+    ['/'] = C_OP,
+    ['='] = C_OP,
+    ['^'] = C_OP,
+    ['%'] = C_OP,
+    ['<'] = C_OP | C_OPEN,
+    ['>'] = C_OP | C_CLOSE,
+    ['-'] = C_OP,
+    ['.'] = C_PROSE | C_CLOSE,
+    [','] = C_PROSE | C_OPEN | C_CLOSE,
+    [';'] = C_PROSE | C_OPEN | C_CLOSE,
+    [':'] = C_PROSE | C_OPEN | C_CLOSE,
+    ['!'] = C_PROSE | C_OPEN | C_CLOSE,
+    ['?'] = C_PROSE | C_OPEN | C_CLOSE,
+    ['\''] = C_PROSE | C_OPEN | C_CLOSE,
+    ['"'] = C_PROSE | C_OPEN | C_CLOSE,
+    ['&'] = C_PROSE,
+    ['('] = C_OPEN,
+    ['['] = C_OPEN,
+    ['{'] = C_OPEN,
+    ['`'] = C_OPEN | C_CLOSE,
+    [')'] = C_CLOSE,
+    [']'] = C_CLOSE,
+    ['}'] = C_CLOSE,
+};
+
+static bool in_class(char c, unsigned cls)
+{
+    return (byte_class[(unsigned char)c] & cls) != 0;
+}
+
 struct specials {
     uint64_t h[MAX_SPECIAL]; /* the normalised token's hash */
     int n;
@@ -869,24 +923,38 @@ static bool hyphened_numbers(const char *p, size_t n)
 
 static bool special_token(const char *p, size_t n)
 {
-    const char *dot = memchr(p, '.', n);
-    bool lower = false;
+    const char *dot = NULL;
+    bool lower = false, colon = false;
+    size_t k = 0;
 
+    /* Most tokens are words in lower case, which none of the rules below
+     * takes for a special token. */
+    while (k < n && p[k] >= 'a' && p[k] <= 'z')
+        k++;
+    if (k == n)
+        return false;
     if (hyphened_numbers(p, n))
         return true;
 
-    if (memchr(p, '@', n) || (n > 3 && memchr(p, ':', n) && memmem(p, n, "://", 3)) ||
-        (n > 4 && strncasecmp(p, "www.", 4) == 0) || memchr(p, '_', n) ||
-        (n > 2 && p[n - 2] == '(' && p[n - 1] == ')'))
+    if ((n > 4 && strncasecmp(p, "www.", 4) == 0) || (n > 2 && p[n - 2] == '(' && p[n - 1] == ')'))
         return true;
+    /* One pass over the token: every word of every question comes here. */
     for (size_t i = 0; i < n; i++) {
-        if (isalpha((unsigned char)p[i]) && i + 1 < n && (p[i + 1] == '#' || p[i + 1] == '+'))
+        unsigned char c = (unsigned char)p[i];
+        if (c == '@' || c == '_')
+            return true;
+        if (c == '.' && !dot)
+            dot = p + i;
+        colon |= c == ':';
+        if (isalpha(c) && i + 1 < n && (p[i + 1] == '#' || p[i + 1] == '+'))
             return true; /* C#, C++, F# */
-        if (islower((unsigned char)p[i]))
+        if (islower(c))
             lower = true;
-        else if (lower && isupper((unsigned char)p[i]))
+        else if (lower && isupper(c))
             return true; /* camelCase, iPhone */
     }
+    if (n > 3 && colon && memmem(p, n, "://", 3))
+        return true;
     if (dot && dot > p && dot + 1 < p + n && isalpha((unsigned char)dot[1])) {
         size_t ext = (size_t)(p + n - dot - 1);
         bool digits = true;
@@ -908,7 +976,7 @@ static bool symbols_only(const char *p, size_t n)
         unsigned char c = (unsigned char)p[i];
         if (isalnum(c) || c >= 0x80)
             return false;
-        symbol |= !strchr(".,;:!?'\"&", c) && !strchr(OPS, c);
+        symbol |= !in_class((char)c, C_PROSE | C_OP);
     }
     return symbol;
 }
@@ -920,10 +988,11 @@ static void ops_of(const char *s, size_t len, uint8_t ops[NOPS])
 {
     memset(ops, 0, NOPS);
     for (size_t i = 0; i < len; i++) {
-        const char *o = strchr(OPS, s[i]);
+        const char *o;
         size_t l = i, r = i + 1;
-        if (!o || !s[i])
+        if (!s[i] || !in_class(s[i], C_OP))
             continue;
+        o = strchr(OPS, s[i]);
         while (l > 0 && s[l - 1] == ' ')
             l--;
         while (r < len && s[r] == ' ')
@@ -981,9 +1050,9 @@ static void specials_of(const char *s, size_t len, struct specials *sp)
             opening = false;
             continue;
         }
-        while (b < e && strchr("([{<,;:!?\"'`", s[b]))
+        while (b < e && in_class(s[b], C_OPEN))
             b++;
-        while (e > b && strchr(")]}>,;:!?.\"'`", s[e - 1]))
+        while (e > b && in_class(s[e - 1], C_CLOSE))
             e--;
         if (b < e && special_token(s + b, e - b)) {
             special_add(sp, s + b, e - b);
