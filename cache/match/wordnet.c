@@ -72,6 +72,11 @@ struct wordnet {
     const uint8_t *lem, *syn, *exc, *pool;
     const char *str;
     uint32_t classes[WORDNET_CLASSES][2]; /* synset id + 1 per class; 0 = absent */
+    /* Built at load, not stored: the lemmas (id + 1) and the first
+     * exception entry of each form (index + 1) by the hash of their name,
+     * open addressing, at most half full; 0 = empty. */
+    uint32_t *lem_ix, *exc_ix;
+    uint32_t lem_mask, exc_mask;
 };
 
 static const char *const CLASS_NAMES[WORDNET_CLASSES] = {"color", "language", "country",
@@ -178,22 +183,67 @@ static int validate(const struct wordnet *wn, char *err, size_t errlen)
     return 0;
 }
 
-/* The id of lemma name (already normalised), or -1. */
+static const char *exc_form(const struct wordnet *wn, uint32_t e)
+{
+    return wn->str + le_get32(wn->exc + (size_t)e * EXC_SIZE);
+}
+
+static uint32_t name_hash(const char *name)
+{
+    return (uint32_t)hash_mix(hash_fnv_str(HASH_FNV_OFFSET, name));
+}
+
+/* The slot of ix[0..mask] for name: its entry (v + 1, where name_of(wn, v)
+ * is name) or the empty slot where it would go. */
+static uint32_t ix_slot(const struct wordnet *wn, const uint32_t *ix, uint32_t mask,
+                        const char *(*name_of)(const struct wordnet *, uint32_t), const char *name)
+{
+    uint32_t k = name_hash(name) & mask;
+
+    while (ix[k] && strcmp(name_of(wn, ix[k] - 1), name) != 0)
+        k = (k + 1) & mask;
+    return k;
+}
+
+/* The id of lemma name (already normalised), or -1. Lemma names are unique
+ * (validate() checks their order), so the index finds what a binary
+ * search over them would. */
 static long find_lemma(const struct wordnet *wn, const char *name)
 {
-    uint32_t lo = 0, hi = wn->nlem;
+    uint32_t v = wn->lem_ix[ix_slot(wn, wn->lem_ix, wn->lem_mask, lem_name, name)];
 
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(lem_name(wn, mid), name);
-        if (c == 0)
-            return (long)mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
+    return v ? (long)v - 1 : -1;
+}
+
+/* The first of the exception entries for form w (they are sorted by form),
+ * or wn->nexc when there is none. */
+static uint32_t find_exc(const struct wordnet *wn, const char *w)
+{
+    uint32_t v = wn->exc_ix[ix_slot(wn, wn->exc_ix, wn->exc_mask, exc_form, w)];
+
+    return v ? v - 1 : wn->nexc;
+}
+
+/* Index n names (name_of(wn, 0 .. n - 1)) into *ix, the first of equal
+ * names only; -ENOMEM. */
+static int ix_build(const struct wordnet *wn, uint32_t n,
+                    const char *(*name_of)(const struct wordnet *, uint32_t), uint32_t **ix,
+                    uint32_t *mask)
+{
+    size_t slots = 16;
+
+    while (slots < 2 * (size_t)n)
+        slots *= 2;
+    *ix = calloc(slots, sizeof(**ix));
+    if (!*ix)
+        return -ENOMEM;
+    *mask = (uint32_t)(slots - 1);
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t k = ix_slot(wn, *ix, *mask, name_of, name_of(wn, i));
+        if (!(*ix)[k])
+            (*ix)[k] = i + 1;
     }
-    return -1;
+    return 0;
 }
 
 static void resolve_classes(struct wordnet *wn)
@@ -272,6 +322,9 @@ int wordnet_load(const char *path, struct wordnet **out, char *err, size_t errle
     rc = validate(wn, err, errlen);
     if (rc != 0)
         goto fail;
+    if ((rc = ix_build(wn, wn->nlem, lem_name, &wn->lem_ix, &wn->lem_mask)) != 0 ||
+        (rc = ix_build(wn, wn->nexc, exc_form, &wn->exc_ix, &wn->exc_mask)) != 0)
+        goto fail;
     resolve_classes(wn);
     fclose(f);
     *out = wn;
@@ -286,6 +339,8 @@ void wordnet_free(struct wordnet *wn)
 {
     if (!wn)
         return;
+    free(wn->lem_ix);
+    free(wn->exc_ix);
     free(wn->buf);
     free(wn);
 }
@@ -375,20 +430,12 @@ static size_t lemma_ids(const struct wordnet *wn, const char *w, enum wordnet_po
                         uint32_t *ids, size_t max)
 {
     size_t n = 0, len = strlen(w);
-    uint32_t lo = 0, hi = wn->nexc;
     long l = find_lemma(wn, w);
 
     if (l >= 0 && lemma_has_pos(wn, (uint32_t)l, pos))
         add_id(ids, &n, max, (uint32_t)l);
     /* The exception lists: the first entry for w, then its neighbours. */
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (strcmp(wn->str + le_get32(wn->exc + (size_t)mid * EXC_SIZE), w) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (uint32_t e = lo; e < wn->nexc; e++) {
+    for (uint32_t e = find_exc(wn, w); e < wn->nexc; e++) {
         const uint8_t *p = wn->exc + (size_t)e * EXC_SIZE;
         if (strcmp(wn->str + le_get32(p), w) != 0)
             break;
