@@ -199,11 +199,12 @@ static inline bool span_eq(struct span w, const char *s)
            strncasecmp(w.p, s, w.n) == 0;
 }
 
-/* The first letters settle nearly every comparison inline: every word of
- * both sides is held against a dozen fixed words. */
-static bool is(const char *w, const char *s)
+/* The first two letters settle nearly every comparison inline: every word
+ * of both sides is held against a dozen fixed words, and the lists share
+ * first letters ("can", "could"; "would", "will", "want"). */
+static inline bool is(const char *w, const char *s)
 {
-    return w[0] == s[0] && strcmp(w, s) == 0;
+    return w[0] == s[0] && (!w[0] || (w[1] == s[1] && (!w[1] || strcmp(w + 2, s + 2) == 0)));
 }
 
 static bool span_is(struct span w, const char *const *set)
@@ -643,41 +644,46 @@ static long word_value(struct span w)
     /* clang-format off */
 #define NUM(word, value) {word, sizeof(word) - 1, value}
     /* clang-format on */
-    static const struct {
+    /* By first letter, each list ended by an empty entry. */
+    static const struct numword {
         const char *w;
         unsigned char n;
         long v;
-    } num[] = {
-        NUM("zero", 0),      NUM("one", 1),         NUM("two", 2),           NUM("three", 3),
-        NUM("four", 4),      NUM("five", 5),        NUM("six", 6),           NUM("seven", 7),
-        NUM("eight", 8),     NUM("nine", 9),        NUM("ten", 10),          NUM("eleven", 11),
-        NUM("twelve", 12),   NUM("thirteen", 13),   NUM("fourteen", 14),     NUM("fifteen", 15),
-        NUM("sixteen", 16),  NUM("seventeen", 17),  NUM("eighteen", 18),     NUM("nineteen", 19),
-        NUM("twenty", 20),   NUM("thirty", 30),     NUM("forty", 40),        NUM("fifty", 50),
-        NUM("sixty", 60),    NUM("seventy", 70),    NUM("eighty", 80),       NUM("ninety", 90),
-        NUM("hundred", 100), NUM("thousand", 1000), NUM("million", 1000000),
-    };
+    } z[] = {NUM("zero", 0), {NULL, 0, 0}}, o[] = {NUM("one", 1), {NULL, 0, 0}},
+      t[] = {NUM("two", 2),     NUM("three", 3),       NUM("ten", 10),
+             NUM("twelve", 12), NUM("thirteen", 13),   NUM("twenty", 20),
+             NUM("thirty", 30), NUM("thousand", 1000), {NULL, 0, 0}},
+      f[] = {NUM("four", 4),   NUM("five", 5),   NUM("fourteen", 14), NUM("fifteen", 15),
+             NUM("forty", 40), NUM("fifty", 50), {NULL, 0, 0}},
+      s[] = {NUM("six", 6),    NUM("seven", 7),    NUM("sixteen", 16), NUM("seventeen", 17),
+             NUM("sixty", 60), NUM("seventy", 70), {NULL, 0, 0}},
+      e[] = {NUM("eight", 8),
+             NUM("eleven", 11),
+             NUM("eighteen", 18),
+             NUM("eighty", 80),
+             {NULL, 0, 0}},
+      n[] = {NUM("nine", 9), NUM("nineteen", 19), NUM("ninety", 90), {NULL, 0, 0}},
+      h[] = {NUM("hundred", 100), {NULL, 0, 0}}, m[] = {NUM("million", 1000000), {NULL, 0, 0}};
 #undef NUM
-    int c0;
+    const struct numword *num;
 
     if (w.n < 3 || w.n > 9)
         return -1;
-    c0 = tolower((unsigned char)w.p[0]);
-    switch (c0) {
-    case 'z':
-    case 'o':
-    case 't':
-    case 'f':
-    case 's':
-    case 'e':
-    case 'n':
-    case 'h':
-    case 'm': break;
+    switch (tolower((unsigned char)w.p[0])) {
+    case 'z': num = z; break;
+    case 'o': num = o; break;
+    case 't': num = t; break;
+    case 'f': num = f; break;
+    case 's': num = s; break;
+    case 'e': num = e; break;
+    case 'n': num = n; break;
+    case 'h': num = h; break;
+    case 'm': num = m; break;
     default: return -1;
     }
-    for (size_t i = 0; i < NELEMS(num); i++)
-        if (num[i].n == w.n && num[i].w[0] == c0 && strncasecmp(w.p, num[i].w, w.n) == 0)
-            return num[i].v;
+    for (; num->w; num++)
+        if (num->n == w.n && strncasecmp(w.p, num->w, w.n) == 0)
+            return num->v;
     return -1;
 }
 
@@ -2086,11 +2092,18 @@ struct verify_query {
     struct side side;
 };
 
+/* Each thread's first query lives here (about 2 KB, past the sizes malloc
+ * keeps per thread): a lookup makes one, so most need no allocation. */
+static _Thread_local struct verify_query spare;
+static _Thread_local bool spare_taken;
+
 struct verify_query *verify_query_new(const char *text, size_t len, const struct embed_word *w,
                                       size_t n, const struct verify_tables *t)
 {
-    struct verify_query *q = malloc(sizeof(*q));
+    struct verify_query *q = spare_taken ? malloc(sizeof(*q)) : &spare;
 
+    if (q == &spare)
+        spare_taken = true;
     if (q)
         side_init(&q->side, text, len, t, w, n, NULL);
     return q;
@@ -2098,7 +2111,10 @@ struct verify_query *verify_query_new(const char *text, size_t len, const struct
 
 void verify_query_free(struct verify_query *q)
 {
-    free(q);
+    if (q == &spare)
+        spare_taken = false;
+    else
+        free(q);
 }
 
 /* ---- the candidates a thread checked last ----

@@ -67,7 +67,7 @@ struct embed_word;
 /* query[0..qlen), which embed_split() has already split into qw[0..nq)
  * (the lookup splits its question once for the embedder and the verifier;
  * both must outlive the query), with tables t (may be NULL). NULL when out
- * of memory. */
+ * of memory. Freed by the thread that made it. */
 struct verify_query *verify_query_new(const char *query, size_t qlen, const struct embed_word *qw,
                                       size_t nq, const struct verify_tables *t);
 void verify_query_free(struct verify_query *q); /* NULL is a no-op */
