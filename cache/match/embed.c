@@ -119,6 +119,7 @@ struct slot {
     uint32_t stem_off; /* the word's Porter stem, in stems[]: computed once */
     uint8_t kind;
     uint8_t stem_len; /* 0: not computed (stem it on the fly) */
+    uint8_t bare;     /* 1 + its index in bare[] for a bare contraction ("dont"), else 0 */
 };
 
 #define TABLE_SLOTS (1u << 16) /* > 2 x (20,000 + closed-class words) */
@@ -128,6 +129,7 @@ static char *stems; /* every known word's stem, back to back */
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 
 static size_t porter(char *w, size_t n);
+static void add_bare(struct slot *t);
 
 static uint64_t hash(const char *p, size_t n, uint64_t seed)
 {
@@ -215,6 +217,7 @@ static void table_build(void)
     add_words(t, &pl, function_words, EMBED_FUNCTION);
     add_words(t, &pl, framing_words, EMBED_FRAMING);
     add_words(t, &pl, question_words, EMBED_QUESTION);
+    add_bare(t);
     if (pl.failed) /* no cache: every word is stemmed on the fly */
         for (size_t i = 0; i < TABLE_SLOTS; i++)
             t[i].stem_len = 0;
@@ -455,17 +458,16 @@ struct words {
     size_t n, max;
 };
 
-static void push(struct words *o, const char *w, size_t n, bool number)
+/* w[0..n) as the next word; s is its table slot (lookup(w, n)), which
+ * push() finds. */
+static void push_slot(struct words *o, const char *w, size_t n, bool number, const struct slot *s)
 {
     struct embed_word *t;
-    const struct slot *s;
     size_t sn;
 
     if (o->n == o->max || n == 0)
         return;
     t = &o->v[o->n++];
-    if (n > EMBED_WORD_MAX)
-        n = EMBED_WORD_MAX;
     memcpy(t->text, w, n);
     t->text[n] = '\0';
     memcpy(t->stem, w, n);
@@ -474,7 +476,6 @@ static void push(struct words *o, const char *w, size_t n, bool number)
         t->kind = EMBED_NUMBER;
         sn = n;
     } else {
-        s = lookup(w, n);
         t->rank = s ? s->rank : 0;
         t->kind = s ? (enum embed_word_kind)s->kind : EMBED_CONTENT;
         if (s && s->stem_len) {
@@ -485,6 +486,15 @@ static void push(struct words *o, const char *w, size_t n, bool number)
         }
     }
     t->stem[sn] = '\0';
+}
+
+static void push(struct words *o, const char *w, size_t n, bool number)
+{
+    if (o->n == o->max || n == 0)
+        return;
+    if (n > EMBED_WORD_MAX)
+        n = EMBED_WORD_MAX;
+    push_slot(o, w, n, number, number ? NULL : lookup(w, n));
 }
 
 static bool is(const char *w, size_t n, const char *s)
@@ -519,6 +529,15 @@ static const char *const bare[][3] = {
 };
 
 #define NBARE (sizeof(bare) / sizeof(bare[0]))
+_Static_assert(NBARE < UINT8_MAX, "bare contractions: widen slot.bare");
+
+/* Marks the bare contractions in the word table t: word() finds them with
+ * the lookup it makes for every word anyway. */
+static void add_bare(struct slot *t)
+{
+    for (size_t i = 0; i < NBARE; i++)
+        slot_for(t, bare[i][0], strlen(bare[i][0]))->bare = (uint8_t)(i + 1);
+}
 
 /* The word w[0..n) (not NUL-terminated) against a bare contraction. */
 struct span {
@@ -552,11 +571,23 @@ static void word(struct words *o, const char *w, size_t n)
 
     if (!ap) {
         struct span k = {w, n};
-        const char *const(*b)[3] = bsearch(&k, bare, NBARE, sizeof(bare[0]), bare_cmp);
+        const struct slot *s;
+        const char *const(*b)[3];
+        if (n > EMBED_WORD_MAX) { /* embed_split() cuts words shorter */
+            push(o, w, n, false);
+            return;
+        }
+        /* The table marks them; without a table (no memory), bsearch. A
+         * mark is checked against the word: slots are found by hash. */
+        s = lookup(w, n);
+        if (table)
+            b = s && s->bare && is(w, n, bare[s->bare - 1][0]) ? &bare[s->bare - 1] : NULL;
+        else
+            b = bsearch(&k, bare, NBARE, sizeof(bare[0]), bare_cmp);
         if (b)
             push2(o, (*b)[1], (*b)[2]);
         else
-            push(o, w, n, false);
+            push_slot(o, w, n, false, s);
         return;
     }
     base = (size_t)(ap - w);
