@@ -811,21 +811,20 @@ int embedder_embed_words(const struct embedder *e, const struct embed_word *word
         nw = EMBED_MAX_WORDS;
 
     memset(v, 0, sizeof(float) * e->dim);
-    for (size_t i = 0; i < nw; i++) {
+    for (size_t i = 0, pn = 0; i < nw; i++) {
         const struct embed_word *t = &words[i];
         size_t n = strlen(t->stem);
 
         wt[i] = weight(e, t);
         add(v, e->dim, touched, hash(t->stem, n, 1), wt[i]);
         if (i > 0) {
-            char pair[2 * EMBED_WORD_MAX + 2];
-            size_t pn = strlen(words[i - 1].stem);
-            memcpy(pair, words[i - 1].stem, pn);
-            pair[pn] = ' ';
-            memcpy(pair + pn + 1, t->stem, n);
-            add(v, e->dim, touched, hash(pair, pn + 1 + n, 2),
-                (float)(W_PAIR * sqrt((double)wt[i - 1] * wt[i])));
+            /* hash() of "previous stem" " " "stem", without writing it out:
+             * FNV-1a reads the bytes in order. */
+            uint64_t h = hash_fnv(HASH_FNV_OFFSET ^ 2, words[i - 1].stem, pn);
+            h = hash_fnv(hash_fnv(h, " ", 1), t->stem, n);
+            add(v, e->dim, touched, hash_mix(h), (float)(W_PAIR * sqrt((double)wt[i - 1] * wt[i])));
         }
+        pn = n;
         if (t->kind != EMBED_NUMBER && n >= 2) {
             /* "^stem$" has n 3-grams; their squares add up to W_GRAMS^2 of
              * the word's, so a whole-word match of grams counts W_GRAMS. */
