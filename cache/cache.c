@@ -332,6 +332,36 @@ enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int
     return CACHE_HIT_EXACT;
 }
 
+/* Dimensions of a builtin embedding that a lookup keeps on its stack. */
+#define LOOKUP_DIM 1024
+
+/* The lookup's vector, as vec_of() makes it, but a builtin embedding of up
+ * to LOOKUP_DIM dimensions goes to local[] and not yet to q->vec: a hit
+ * needs it only for the lookup (keep_vec() keeps it for a miss). */
+static const float *lookup_vec(struct cache *c, struct cache_query *q, const struct embed_word *w,
+                               size_t nw, float *local)
+{
+    if (q->vec || q->vec_done || !q->text || c->ec || !c->emb || c->dim > LOOKUP_DIM)
+        return vec_of(c, q, w, nw);
+    if (embedder_embed_words(c->emb, w, nw, local) != 0) {
+        q->vec_done = true; /* nothing to embed, as vec_of() would say */
+        return NULL;
+    }
+    return local;
+}
+
+/* A lookup that missed: its vector from local[] into q->vec, for the store
+ * (malloc'd, as vec_of() makes it; none when out of memory, as there). */
+static void keep_vec(struct cache *c, struct cache_query *q, const float *vec, const float *local)
+{
+    if (vec != local)
+        return;
+    q->vec_done = true;
+    q->vec = malloc(sizeof(float) * c->dim);
+    if (q->vec)
+        memcpy(q->vec, local, sizeof(float) * c->dim);
+}
+
 enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t now)
 {
     /* The question split once: the embedder, the lexical score and the
@@ -339,6 +369,8 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     struct embed_word words[EMBED_MAX_WORDS];
     struct verify_ctx vc = {c, q, words, 0, NULL};
     struct store_entry *e;
+    float local[LOOKUP_DIM];
+    const float *vec;
 
     q->last_sim = -1.0f;
     if (cache_lookup_exact(c, q, now) == CACHE_HIT_EXACT)
@@ -347,9 +379,9 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
         return CACHE_NEED_VECTOR;
     if (q->text)
         vc.nwords = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
-    if (vec_of(c, q, words, vc.nwords)) {
+    if ((vec = lookup_vec(c, q, words, vc.nwords, local)) != NULL) {
         struct store_query sq = {.partition = q->partition,
-                                 .vec = q->vec,
+                                 .vec = vec,
                                  .text = q->text,
                                  .text_len = q->text_len,
                                  .words = words,
@@ -367,6 +399,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
             q->hit = (struct cache_entry *)e;
             return CACHE_HIT_SEMANTIC;
         }
+        keep_vec(c, q, vec, local);
     }
     return CACHE_MISS;
 }
