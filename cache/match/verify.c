@@ -339,13 +339,18 @@ static void wordset_fill(struct wordset *set, const char *const *words, size_t n
         wordset_add(set, words[i]);
 }
 
-/* The set's own pointer for w, or NULL. */
-static const char *wordset_find(const struct wordset *set, const char *w)
+/* The set's own pointer for w, whose word_hash() is h, or NULL. */
+static const char *wordset_find_h(const struct wordset *set, const char *w, size_t h)
 {
-    for (size_t k = word_hash(w) & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
+    for (size_t k = h & (SET_SLOTS - 1); set->slot[k]; k = (k + 1) & (SET_SLOTS - 1))
         if (set->slot[k][0] == w[0] && strcmp(set->slot[k], w) == 0)
             return set->slot[k];
     return NULL;
+}
+
+static const char *wordset_find(const struct wordset *set, const char *w)
+{
+    return wordset_find_h(set, w, word_hash(w));
 }
 
 static bool wordset_has(const struct wordset *set, const char *w)
@@ -460,9 +465,10 @@ static size_t opp_nstems;
 static struct wordset opp_set; /* their stems */
 static pthread_once_t opp_once = PTHREAD_ONCE_INIT;
 
-static const struct opp_stem *opp_find(const char *stem)
+/* The pairs of stem, whose word_hash() is h. */
+static const struct opp_stem *opp_find(const char *stem, size_t h)
 {
-    const char *p = wordset_find(&opp_set, stem);
+    const char *p = wordset_find_h(&opp_set, stem, h);
 
     return p ? (const struct opp_stem *)(p - offsetof(struct opp_stem, stem)) : NULL;
 }
@@ -513,12 +519,14 @@ static bool framing_person(const struct embed_word *t, size_t n, size_t i)
     return false;
 }
 
-static void opp_sides(const struct embed_word *t, size_t n, struct pairset side[2])
+/* sh[i] is word_hash(t[i].stem). */
+static void opp_sides(const struct embed_word *t, size_t n, const size_t *sh,
+                      struct pairset side[2])
 {
     pthread_once(&opp_once, opp_build);
     memset(side, 0, 2 * sizeof(*side));
     for (size_t i = 0; i < n; i++) {
-        const struct opp_stem *o = opp_find(t[i].stem);
+        const struct opp_stem *o = opp_find(t[i].stem, sh[i]);
         if (!o || framing_person(t, n, i))
             continue;
         for (int k = 0; k < 2; k++)
@@ -1024,7 +1032,7 @@ static bool is_quote(char c)
 static void specials_of(const char *s, size_t len, struct specials *sp)
 {
     size_t i = 0;
-    bool opening = true;
+    bool opening = true, plain;
 
     sp->n = 0;
     sp->ncap = 0;
@@ -1036,9 +1044,18 @@ static void specials_of(const char *s, size_t len, struct specials *sp)
         if (i == len)
             break;
         b = i;
-        while (i < len && !isspace((unsigned char)s[i]))
+        plain = true;
+        while (i < len && !isspace((unsigned char)s[i])) {
+            plain = plain && s[i] >= 'a' && s[i] <= 'z';
             i++;
+        }
         e = i;
+        /* A word in lower case alone is no quote, symbol, special token or
+         * capitalised word, and opens no sentence after it. */
+        if (plain) {
+            opening = false;
+            continue;
+        }
         if (is_quote(s[b]) && b + 1 < len) {
             /* a quoted string: up to the token that ends with the same quote */
             const char *q = memchr(s + b + 1, s[b], len - b - 1);
@@ -1163,12 +1180,12 @@ static void sets_build(void)
     wordset_fill(&time_set, time_words, NELEMS(time_words));
 }
 
-/* Does t ask to change something? */
-static bool acting(const struct embed_word *t, size_t n)
+/* Does t ask to change something? sh[i] is word_hash(t[i].stem). */
+static bool acting(const struct embed_word *t, size_t n, const size_t *sh)
 {
     pthread_once(&sets_once, sets_build);
     for (size_t i = 0; i < n; i++)
-        if (wordset_has(&acting_set, t[i].stem))
+        if (wordset_find_h(&acting_set, t[i].stem, sh[i]))
             return true;
     return false;
 }
@@ -1832,17 +1849,22 @@ static void side_need(struct side *x, unsigned part)
         number_words(x->s, x->len, &x->nums);
         break;
     case S_NEGATION: x->negated = negations(x->s, x->len) & 1; break;
-    case S_WORDS:
+    case S_WORDS: {
+        size_t sh[MAX_WORDS];
         if (x->own) {
             x->n = embed_split(x->s, x->len, x->own, MAX_WORDS);
             x->w = x->own;
         }
-        opp_sides(x->w, x->n, x->opp);
+        /* The stems' hashes once, for the two sets of stems. */
+        for (size_t i = 0; i < x->n; i++)
+            sh[i] = word_hash(x->w[i].stem);
+        opp_sides(x->w, x->n, sh, x->opp);
         x->question = question(x->w, x->n);
-        x->acting = acting(x->w, x->n);
+        x->acting = acting(x->w, x->n, sh);
         x->past = past(x->w, x->n);
         x->particles = particles(x->w, x->n);
         break;
+    }
     case S_MOOD:
         side_need(x, S_WORDS);
         x->mood = mood(x->t, x->w, x->n);
