@@ -550,9 +550,19 @@ static size_t score_cands(struct store *s, const struct part *p, const struct st
         if (!e || !fresh(e, q->now, q->max_age))
             continue;
         if (qt && p->df) {
-            /* An entry without terms (no text) scores its similarity's share. */
-            terms_weigh(p->df, e->terms, e->nterms, &cw);
-            score = (1.0f - w) * score + w * terms_cos(&qw, &cw);
+            /* What it would score were its terms all the question's (a
+             * cosine is at most 1, and the sum can only grow with it). Below
+             * the threshold it can never be served, and where it sorts among
+             * the others below the threshold changes nothing: its weights are
+             * not worked out. */
+            float top = (1.0f - w) * score + w * 1.0f;
+            if (top < q->threshold) {
+                score = top;
+            } else {
+                /* An entry without terms (no text) scores its similarity's share. */
+                terms_weigh(p->df, e->terms, e->nterms, &cw);
+                score = (1.0f - w) * score + w * terms_cos(&qw, &cw);
+            }
         }
         for (j = m++; j > 0 && out[j - 1].score < score; j--)
             out[j] = out[j - 1];
