@@ -251,17 +251,19 @@ size_t termstats_memory(const struct termstats *st)
     return sizeof(*st) + (st->mask + 1) * sizeof(*st->slots);
 }
 
-/* Document counts below this have their idf kept while one text is weighed. */
-#define IDF_MEMO 16
+/* Document counts below this have their idf kept, per thread: a lookup
+ * weighs its question and every candidate against the same counts. */
+#define IDF_MEMO 256
+
+/* idf_memo[c]: the idf of a term in c texts out of n1 - 1 (n1 0: unset). An
+ * idf depends on the two numbers alone, so a kept one is the same bits. */
+static _Thread_local struct {
+    float n1, idf;
+} idf_memo[IDF_MEMO];
 
 void terms_weigh(const struct termstats *st, const uint64_t *t, size_t n, struct term_weights *out)
 {
     float n1 = (float)(st->texts + 1), norm = 0;
-    /* A lookup weighs its question and every candidate, each term with two
-     * logarithms; most terms occur once (ln 1 = 0) in a few texts, so both
-     * are mostly known already. The same expressions, the same bits. */
-    float idf[IDF_MEMO];
-    uint32_t have = 0; /* bit c: idf[c] is set */
     size_t i = 0, tf;
     uint64_t term;
 
@@ -271,13 +273,13 @@ void terms_weigh(const struct termstats *st, const uint64_t *t, size_t n, struct
         float w, f;
         if (!s->term)
             continue; /* no stored text has it: it cannot match, so it has no say */
-        if (s->count < IDF_MEMO && (have >> s->count & 1)) {
-            f = idf[s->count];
+        if (s->count < IDF_MEMO && idf_memo[s->count].n1 == n1) {
+            f = idf_memo[s->count].idf;
         } else {
             f = 1.0f + logf(n1 / (float)(s->count + 1));
             if (s->count < IDF_MEMO) {
-                idf[s->count] = f;
-                have |= 1u << s->count;
+                idf_memo[s->count].n1 = n1;
+                idf_memo[s->count].idf = f;
             }
         }
         w = (tf == 1 ? 1.0f : 1.0f + logf((float)tf)) * f;
