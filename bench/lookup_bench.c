@@ -5,12 +5,15 @@
  * embedding, the lookup, and rendering the answer (JSON or SSE). Prints
  * p50/p99 per kind of hit in microseconds.
  *
- * Usage: build/bench/lookup_bench [N [WORD-VECTORS WORDNET]]
+ * Usage: build/bench/lookup_bench [N [WORD-VECTORS WORDNET [ROW]]]
  * With the two tables (build/word-vectors.bin, build/wordnet.bin) it runs in
  * the default mode `make run` serves; without them, lexical-only. The last
  * two rows are the question and paraphrase bench/http.sh sends, so the
  * in-process cost of its semantic hit can be read beside the HTTP numbers
- * (for a repeatable count, run it under valgrind --tool=callgrind).
+ * (for a repeatable count, run it under valgrind --tool=callgrind). ROW
+ * (a row's name, "http.sh semantic") runs that row alone: callgrind's totals
+ * of two runs with different N, subtracted, are the row's instructions for
+ * the difference in requests.
  */
 #include "config/config.h"
 #include "proxy/assemble.h"
@@ -79,10 +82,14 @@ static int one(struct chat *ch, const char *body)
     return hit;
 }
 
+static const char *only; /* the row to run, or NULL: all */
+
 static void run(struct chat *ch, const char *name, const char *body, int n, double *lat)
 {
     int hits = 0;
 
+    if (only && strcmp(only, name) != 0)
+        return;
     for (int i = 0; i < n; i++) {
         double t0 = now_us();
         hits += one(ch, body);
@@ -110,6 +117,7 @@ int main(int argc, char **argv)
 
     if (n <= 0 || !lat || cfg_init(&c) != 0)
         return 1;
+    only = argc > 4 ? argv[4] : NULL;
     if (argc > 3 && (cfg_set(&c, "word-vectors", argv[2], CFG_SRC_FLAG, cerr, sizeof(cerr)) ||
                      cfg_set(&c, "wordnet", argv[3], CFG_SRC_FLAG, cerr, sizeof(cerr)))) {
         fprintf(stderr, "lookup_bench: %s\n", cerr);
