@@ -48,6 +48,7 @@
 
 #include "cache/base/hash.h"
 #include "cache/base/le.h"
+#include "cache/base/nameix.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -72,11 +73,9 @@ struct wordnet {
     const uint8_t *lem, *syn, *exc, *pool;
     const char *str;
     uint32_t classes[WORDNET_CLASSES][2]; /* synset id + 1 per class; 0 = absent */
-    /* Built at load, not stored: the lemmas (id + 1) and the first
-     * exception entry of each form (index + 1) by the hash of their name,
-     * open addressing, at most half full; 0 = empty. */
-    uint32_t *lem_ix, *exc_ix;
-    uint32_t lem_mask, exc_mask;
+    /* Built at load, not stored: the lemmas by name, and the first
+     * exception entry of each form by the form. */
+    struct nameix lem_ix, exc_ix;
 };
 
 static const char *const CLASS_NAMES[WORDNET_CLASSES] = {"color", "language", "country",
@@ -183,26 +182,17 @@ static int validate(const struct wordnet *wn, char *err, size_t errlen)
     return 0;
 }
 
-static const char *exc_form(const struct wordnet *wn, uint32_t e)
+/* nameix_name_fn over the lemmas and over the exception entries' forms. */
+static const char *lem_name_of(const void *wn, uint32_t l)
 {
+    return lem_name(wn, l);
+}
+
+static const char *exc_form_of(const void *ctx, uint32_t e)
+{
+    const struct wordnet *wn = ctx;
+
     return wn->str + le_get32(wn->exc + (size_t)e * EXC_SIZE);
-}
-
-static uint32_t name_hash(const char *name)
-{
-    return (uint32_t)hash_mix(hash_fnv_str(HASH_FNV_OFFSET, name));
-}
-
-/* The slot of ix[0..mask] for name: its entry (v + 1, where name_of(wn, v)
- * is name) or the empty slot where it would go. */
-static uint32_t ix_slot(const struct wordnet *wn, const uint32_t *ix, uint32_t mask,
-                        const char *(*name_of)(const struct wordnet *, uint32_t), const char *name)
-{
-    uint32_t k = name_hash(name) & mask;
-
-    while (ix[k] && strcmp(name_of(wn, ix[k] - 1), name) != 0)
-        k = (k + 1) & mask;
-    return k;
 }
 
 /* The id of lemma name (already normalised), or -1. Lemma names are unique
@@ -210,39 +200,28 @@ static uint32_t ix_slot(const struct wordnet *wn, const uint32_t *ix, uint32_t m
  * search over them would. */
 static long find_lemma(const struct wordnet *wn, const char *name)
 {
-    uint32_t v = wn->lem_ix[ix_slot(wn, wn->lem_ix, wn->lem_mask, lem_name, name)];
-
-    return v ? (long)v - 1 : -1;
+    return nameix_find(&wn->lem_ix, name, strlen(name), lem_name_of, wn);
 }
 
 /* The first of the exception entries for form w (they are sorted by form),
  * or wn->nexc when there is none. */
 static uint32_t find_exc(const struct wordnet *wn, const char *w)
 {
-    uint32_t v = wn->exc_ix[ix_slot(wn, wn->exc_ix, wn->exc_mask, exc_form, w)];
+    long e = nameix_find(&wn->exc_ix, w, strlen(w), exc_form_of, wn);
 
-    return v ? v - 1 : wn->nexc;
+    return e >= 0 ? (uint32_t)e : wn->nexc;
 }
 
-/* Index n names (name_of(wn, 0 .. n - 1)) into *ix, the first of equal
- * names only; -ENOMEM. */
-static int ix_build(const struct wordnet *wn, uint32_t n,
-                    const char *(*name_of)(const struct wordnet *, uint32_t), uint32_t **ix,
-                    uint32_t *mask)
+/* Indexes the lemmas and the exception forms (the first entry of each,
+ * since nameix_add() keeps the first of equal names). 0 or -ENOMEM. */
+static int index_names(struct wordnet *wn)
 {
-    size_t slots = 16;
-
-    while (slots < 2 * (size_t)n)
-        slots *= 2;
-    *ix = calloc(slots, sizeof(**ix));
-    if (!*ix)
+    if (nameix_init(&wn->lem_ix, wn->nlem) != 0 || nameix_init(&wn->exc_ix, wn->nexc) != 0)
         return -ENOMEM;
-    *mask = (uint32_t)(slots - 1);
-    for (uint32_t i = 0; i < n; i++) {
-        uint32_t k = ix_slot(wn, *ix, *mask, name_of, name_of(wn, i));
-        if (!(*ix)[k])
-            (*ix)[k] = i + 1;
-    }
+    for (uint32_t l = 0; l < wn->nlem; l++)
+        nameix_add(&wn->lem_ix, l, lem_name_of, wn);
+    for (uint32_t e = 0; e < wn->nexc; e++)
+        nameix_add(&wn->exc_ix, e, exc_form_of, wn);
     return 0;
 }
 
@@ -322,8 +301,7 @@ int wordnet_load(const char *path, struct wordnet **out, char *err, size_t errle
     rc = validate(wn, err, errlen);
     if (rc != 0)
         goto fail;
-    if ((rc = ix_build(wn, wn->nlem, lem_name, &wn->lem_ix, &wn->lem_mask)) != 0 ||
-        (rc = ix_build(wn, wn->nexc, exc_form, &wn->exc_ix, &wn->exc_mask)) != 0)
+    if ((rc = index_names(wn)) != 0)
         goto fail;
     resolve_classes(wn);
     fclose(f);
@@ -339,8 +317,8 @@ void wordnet_free(struct wordnet *wn)
 {
     if (!wn)
         return;
-    free(wn->lem_ix);
-    free(wn->exc_ix);
+    nameix_free(&wn->lem_ix);
+    nameix_free(&wn->exc_ix);
     free(wn->buf);
     free(wn);
 }

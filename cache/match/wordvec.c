@@ -8,6 +8,7 @@
 
 #include "cache/base/hash.h"
 #include "cache/base/le.h"
+#include "cache/base/nameix.h"
 
 #include <errno.h>
 #include <math.h>
@@ -28,9 +29,8 @@ struct wordvec {
     const int8_t *vec;
     const char **word; /* into buf */
     float *scale;
-    float *norm;     /* |vec| in int8 units, for cosines */
-    uint32_t *slots; /* index + 1; 0 = empty */
-    size_t mask;
+    float *norm;      /* |vec| in int8 units, for cosines */
+    struct nameix ix; /* the words' indexes by word */
 };
 
 static uint64_t fnv(const uint8_t *p, size_t n)
@@ -55,19 +55,17 @@ static void put_f32(uint8_t *p, float f)
     le_put32(p, u);
 }
 
-static size_t slot_of(const struct wordvec *t, const char *w, size_t n)
+/* nameix_name_fn over the words. */
+static const char *word_of(const void *ctx, uint32_t i)
 {
-    return (size_t)fnv((const uint8_t *)w, n) & t->mask;
+    const struct wordvec *t = ctx;
+
+    return t->word[i];
 }
 
 long wordvec_find(const struct wordvec *t, const char *w, size_t n)
 {
-    for (size_t i = slot_of(t, w, n); t->slots[i]; i = (i + 1) & t->mask) {
-        const char *s = t->word[t->slots[i] - 1];
-        if (strncmp(s, w, n) == 0 && s[n] == '\0')
-            return (long)t->slots[i] - 1;
-    }
-    return -1;
+    return nameix_find(&t->ix, w, n, word_of, t);
 }
 
 void wordvec_free(struct wordvec *t)
@@ -78,7 +76,7 @@ void wordvec_free(struct wordvec *t)
     free(t->word);
     free(t->scale);
     free(t->norm);
-    free(t->slots);
+    nameix_free(&t->ix);
     free(t);
 }
 
@@ -86,7 +84,7 @@ void wordvec_free(struct wordvec *t)
 static int parse(struct wordvec *t, size_t len, char *err, size_t errlen)
 {
     const uint8_t *p = t->buf;
-    size_t words_len, off, size, nslots = 2;
+    size_t words_len, off, size;
     const char *w;
     double pn = 0;
 
@@ -123,14 +121,10 @@ static int parse(struct wordvec *t, size_t len, char *err, size_t errlen)
         snprintf(err, errlen, "common direction is not unit length");
         return -EINVAL;
     }
-    while (nslots < 2 * t->n)
-        nslots *= 2;
-    t->mask = nslots - 1;
     t->word = malloc(t->n * sizeof(*t->word));
     t->scale = malloc(t->n * sizeof(*t->scale));
     t->norm = malloc(t->n * sizeof(*t->norm));
-    t->slots = calloc(nslots, sizeof(*t->slots));
-    if (!t->word || !t->scale || !t->norm || !t->slots)
+    if (!t->word || !t->scale || !t->norm || nameix_init(&t->ix, t->n) != 0)
         return -ENOMEM;
     for (size_t i = 0; i < t->n; i++, off += 4) {
         t->scale[i] = get_f32(p + off);
@@ -155,16 +149,10 @@ static int parse(struct wordvec *t, size_t len, char *err, size_t errlen)
             snprintf(err, errlen, "bad word list at word %zu", i);
             return -EINVAL;
         }
-        if (wordvec_find(t, w, wl) >= 0) {
+        t->word[i] = w;
+        if (!nameix_add(&t->ix, (uint32_t)i, word_of, t)) {
             snprintf(err, errlen, "word %zu (%s) repeated", i, w);
             return -EINVAL;
-        }
-        t->word[i] = w;
-        {
-            size_t s = slot_of(t, w, wl);
-            while (t->slots[s])
-                s = (s + 1) & t->mask;
-            t->slots[s] = (uint32_t)i + 1;
         }
         w = end + 1;
     }
