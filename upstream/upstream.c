@@ -133,7 +133,6 @@ struct up_xfer {
     bool paused;         /* on_body asked for a pause: idle time does not count */
     bool discard;        /* this attempt's response will be retried: drop it */
     int client_fd;       /* to watch for a hang-up while >= 0 */
-    bool watched;        /* client_fd is in the loop's epoll set */
     long last_io;        /* monotonic ms of the last byte from the provider */
     long started;        /* monotonic ms when the current attempt started */
     long deadline;       /* monotonic ms when the whole transfer must end */
@@ -365,7 +364,6 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         return -1;
     if (f->client) {
         /* A client socket's number, closed and now curl's. */
-        f->client->watched = false;
         f->client->client_fd = -1;
         f->client = NULL;
     } else if (f->events == ev) {
@@ -401,24 +399,36 @@ static void watch_client(struct up_loop *l, struct up_xfer *x)
 {
     struct fdslot *f = slot(l, x->client_fd);
 
+    /* Another transfer's client had this number, closed since: that
+     * transfer's number now names this connection, not its own. */
+    if (f && f->client) {
+        f->client->client_fd = -1;
+        f->client = NULL;
+    }
     if (!f || !ep_set(l, x->client_fd, f, EPOLLRDHUP)) {
         x->client_fd = -1; /* not a socket epoll takes, or no memory: unwatched */
         return;
     }
     f->client = x;
-    x->watched = true;
+}
+
+/* x's slot, when x watches its client: the slot says whose it is. */
+static struct fdslot *watching(const struct up_loop *l, const struct up_xfer *x)
+{
+    struct fdslot *f;
+
+    if (x->client_fd < 0 || (size_t)x->client_fd >= l->nfds)
+        return NULL;
+    f = &l->fds[x->client_fd];
+    return f->client == x ? f : NULL;
 }
 
 /* Stops watching x's client socket, unless its number is already another's. */
 static void unwatch_client(struct up_loop *l, struct up_xfer *x)
 {
-    struct fdslot *f;
+    struct fdslot *f = watching(l, x);
 
-    if (!x->watched)
-        return;
-    x->watched = false;
-    f = &l->fds[x->client_fd];
-    if (f->client == x) {
+    if (f) {
         f->client = NULL;
         ep_set(l, x->client_fd, f, 0);
     }
@@ -927,7 +937,7 @@ static void tick(struct up_loop *l)
         next = x->next;
         /* A client is watched from the first tick of its transfer on: a
          * provider answering within milliseconds costs no epoll_ctl. */
-        if (now >= l->next_tick && x->client_fd >= 0 && !x->watched)
+        if (now >= l->next_tick && x->client_fd >= 0 && !watching(l, x))
             watch_client(l, x);
         if (x->due) {
             if (now >= x->due)
