@@ -181,7 +181,7 @@ asan: deps
 # on 2 cores, build included. test/tsan.supp says why each suppression is
 # there.
 TSAN_FILTER ?= admin\|audit\|auth\|cache\|completions\|config\|crash\|dashboard\|deploy\|diskfull\|embed-openai\|embeddings\|engines\|errors\|fake\|hardening\|lifecycle\|load\|metrics\|namespace\|passthrough\|persist\|pool\|ratelimit\|readme\|replicas\|responses\|sdk\|streaming\|timing
-TSAN_UNIT := $(addprefix build/tsan/test/,test_chat test_embedclient test_metrics test_upstream test_wal test_workq)
+TSAN_UNIT := $(addprefix build/tsan/test/,test_chat test_embedclient test_metrics test_store test_upstream test_wal test_workq)
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=thread" all $(TSAN_UNIT)

@@ -109,6 +109,11 @@ struct hnsw {
     struct mslot *map;
     size_t mcap; /* power of two, or 0 before the first insert */
 
+    /* Changes with every insert and delete, and differs between indexes (one
+     * counter for the process), so a plan made on one state of one index is
+     * recognised as current only on exactly that state. */
+    uint64_t gen;
+
     /* Writer scratch (inserts are exclusive, so one set per index suffices). */
     struct cand *sorted; /* one layer's candidates, best first: max(efc, 2*m0 + 1) */
     struct cand *eps;    /* entry points carried to the next layer down: efc */
@@ -219,6 +224,12 @@ int hnsw_cpu_avx512(void)
 
 /* Chosen on first use; racing first callers store the same pointer. */
 static _Atomic(dot_fn) kernel;
+static atomic_uint_fast64_t gens;
+
+static void bump(struct hnsw *h)
+{
+    h->gen = atomic_fetch_add_explicit(&gens, 1, memory_order_relaxed) + 1;
+}
 
 static dot_fn pick_kernel(void)
 {
@@ -597,6 +608,7 @@ int hnsw_new(const struct hnsw_opts *o, struct hnsw **out)
     h->dot = pick_kernel();
     h->top = -1;
     h->entry = NONE;
+    bump(h);
     nsorted = h->efc > 2 * h->m0 + 1 ? h->efc : 2 * h->m0 + 1;
     h->sorted = malloc(nsorted * sizeof(*h->sorted));
     h->eps = malloc(h->efc * sizeof(*h->eps));
@@ -992,14 +1004,65 @@ static void unlink_slot(struct hnsw *h, struct scratch *s, uint32_t x)
     }
 }
 
+/* Greedy descent from the entry point through the layers above lx. */
+static struct cand descend(const struct hnsw *h, const float *q, unsigned lx)
+{
+    struct cand cur = {h->dot(q, vec(h, h->entry), h->dim), h->entry};
+
+    for (int l = h->top; l > (int)lx; l--)
+        cur = greedy(h, q, cur, (unsigned)l);
+    return cur;
+}
+
+/* The ef_construction slots nearest q on layer, starting from eps, into out
+ * best first, leaving out x (a reused slot can meet itself); returns how
+ * many. Only reads the graph. */
+static size_t layer_cands(const struct hnsw *h, struct scratch *s, const float *q, uint32_t x,
+                          const struct cand *eps, size_t neps, unsigned layer, struct cand *out)
+{
+    size_t nw = search_layer(h, s, q, eps, neps, h->efc, layer, false), nc = 0;
+
+    minheap_drain(s->w, nw, out);
+    for (size_t i = 0; i < nw; i++)
+        if (out[i].node != x)
+            out[nc++] = out[i];
+    return nc;
+}
+
+/* Give x its neighbours on layer, chosen from c[0..nc) (best first), and
+ * offer each of them the link back. */
+static void link_layer(struct hnsw *h, struct scratch *s, uint32_t x, unsigned layer,
+                       const struct cand *c, size_t nc)
+{
+    uint32_t *xl = links(h, x, layer);
+
+    if (nc == 0) {
+        xl[0] = 0; /* x is alone on this layer */
+        return;
+    }
+    set_links(xl, h->sel, select_neighbours(h, c, nc, h->m, 0, h->sel));
+    for (unsigned i = 0; i < xl[0]; i++)
+        add_backlink(h, s, xl[i + 1], x, layer);
+}
+
+/* A two-phase insert's first phase (hnsw_plan): the candidates of every
+ * layer the new slot will be linked on, found under the read lock. */
+struct hnsw_plan {
+    const struct hnsw *h;
+    uint64_t gen; /* h->gen when planned: the plan holds while it is unchanged */
+    int top;      /* the highest layer planned */
+    size_t n[LEVEL_MAX + 1];
+    struct cand c[]; /* layer l's candidates at c + l * efc */
+};
+
 /* Link slot x, whose vector and level are already set, into the graph
  * (Algorithm 1). x's own lists are replaced layer by layer only after that
- * layer's search, so a reused slot that is the entry point still routes. */
-static void link_slot(struct hnsw *h, struct scratch *s, uint32_t x)
+ * layer's search, so a reused slot that is the entry point still routes.
+ * With a current plan the searches were done already. */
+static void link_slot(struct hnsw *h, struct scratch *s, uint32_t x, const struct hnsw_plan *p)
 {
     const float *q = vec(h, x);
     unsigned lx = h->level[x];
-    struct cand cur;
     size_t neps = 1;
 
     if (h->top < 0) {
@@ -1007,29 +1070,19 @@ static void link_slot(struct hnsw *h, struct scratch *s, uint32_t x)
         h->top = (int)lx;
         return;
     }
-    cur.node = h->entry;
-    cur.sim = h->dot(q, vec(h, cur.node), h->dim);
-    for (int l = h->top; l > (int)lx; l--)
-        cur = greedy(h, q, cur, (unsigned)l);
-    h->eps[0] = cur;
-    for (int l = (int)lx < h->top ? (int)lx : h->top; l >= 0; l--) {
-        size_t nw = search_layer(h, s, q, h->eps, neps, h->efc, (unsigned)l, false);
-        size_t nc = 0;
-
-        minheap_drain(s->w, nw, h->sorted);
-        for (size_t i = 0; i < nw; i++)
-            if (h->sorted[i].node != x)
-                h->sorted[nc++] = h->sorted[i];
-        if (nc == 0) {
-            links(h, x, (unsigned)l)[0] = 0; /* x is alone on this layer */
-            continue;
+    if (p) {
+        for (int l = p->top; l >= 0; l--)
+            link_layer(h, s, x, (unsigned)l, p->c + (size_t)l * h->efc, p->n[l]);
+    } else {
+        h->eps[0] = descend(h, q, lx);
+        for (int l = (int)lx < h->top ? (int)lx : h->top; l >= 0; l--) {
+            size_t nc = layer_cands(h, s, q, x, h->eps, neps, (unsigned)l, h->sorted);
+            if (nc > 0) {
+                memcpy(h->eps, h->sorted, nc * sizeof(*h->eps));
+                neps = nc;
+            }
+            link_layer(h, s, x, (unsigned)l, h->sorted, nc);
         }
-        memcpy(h->eps, h->sorted, nc * sizeof(*h->eps));
-        neps = nc;
-        unsigned ns = select_neighbours(h, h->sorted, nc, h->m, 0, h->sel);
-        set_links(links(h, x, (unsigned)l), h->sel, ns);
-        for (unsigned i = 0; i < ns; i++)
-            add_backlink(h, s, links(h, x, (unsigned)l)[i + 1], x, (unsigned)l);
     }
     if ((int)lx > h->top) {
         h->entry = x;
@@ -1037,7 +1090,56 @@ static void link_slot(struct hnsw *h, struct scratch *s, uint32_t x)
     }
 }
 
+struct hnsw_plan *hnsw_plan(const struct hnsw *h, const float *vec_in)
+{
+    struct scratch *s = &tls;
+    struct hnsw_plan *p;
+    uint64_t rng;
+    unsigned lx;
+    int top;
+
+    /* A reused slot is unlinked first, which changes what its searches
+     * find: only a fresh slot's searches can run ahead. */
+    if (!h || !vec_in || h->top < 0 || h->nfree > 0 || !all_finite(vec_in, h->dim))
+        return NULL;
+    rng = h->rng;
+    lx = draw_level(h, &rng); /* what hnsw_insert will draw, if nothing changes first */
+    top = (int)lx < h->top ? (int)lx : h->top;
+    p = malloc(sizeof(*p) + (size_t)(top + 1) * h->efc * sizeof(struct cand));
+    if (!p || scratch_reserve(s, h->n, h->efc) < 0) {
+        free(p);
+        return NULL;
+    }
+    p->h = h;
+    p->gen = h->gen;
+    p->top = top;
+
+    struct cand cur = descend(h, vec_in, lx);
+    const struct cand *eps = &cur;
+    size_t neps = 1;
+    for (int l = top; l >= 0; l--) {
+        struct cand *c = p->c + (size_t)l * h->efc;
+        p->n[l] = layer_cands(h, s, vec_in, NONE, eps, neps, (unsigned)l, c);
+        if (p->n[l] > 0) {
+            eps = c;
+            neps = p->n[l];
+        }
+    }
+    return p;
+}
+
+void hnsw_plan_free(struct hnsw_plan *p)
+{
+    free(p);
+}
+
 int hnsw_insert(struct hnsw *h, uint64_t id, const float *vec_in)
+{
+    return hnsw_insert_planned(h, id, vec_in, NULL);
+}
+
+int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec_in,
+                        const struct hnsw_plan *plan)
 {
     struct scratch *s = &tls;
     uint64_t rng = 0;
@@ -1083,9 +1185,13 @@ int hnsw_insert(struct hnsw *h, uint64_t id, const float *vec_in)
     memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
     h->ids[x] = id;
     h->dead[x] = 0;
-    link_slot(h, s, x);
+    /* Unchanged since planned: the fresh slot and level drawn above are
+     * the ones the plan searched for, and its searches find what they
+     * would find now. */
+    link_slot(h, s, x, plan && plan->h == h && plan->gen == h->gen ? plan : NULL);
     map_put(h->map, h->mcap, id, x);
     h->live++;
+    bump(h);
     return 0;
 }
 
@@ -1102,6 +1208,7 @@ int hnsw_delete(struct hnsw *h, uint64_t id)
     h->dead[x] = 1;
     h->freel[h->nfree++] = x;
     h->live--;
+    bump(h);
     return 0;
 }
 

@@ -64,6 +64,22 @@ void hnsw_free(struct hnsw *h);
  * HNSW_NODES_MAX; on error nothing was added. Writer only. */
 int hnsw_insert(struct hnsw *h, uint64_t id, const float *vec);
 
+/* A two-phase insert, so that the costly part runs beside searches instead
+ * of holding them off. hnsw_plan does the searches an insert of vec would do
+ * next (most of its cost) while only reading the index: a reader, under the
+ * read lock. hnsw_insert_planned then links vec in under the write lock
+ * with the plan's candidates if the index has not changed since the plan
+ * (no insert or delete in between), else with searches of its own, exactly
+ * as hnsw_insert; the graph is the same either way. vec must be the vector
+ * planned for. hnsw_plan returns NULL when there is nothing to plan (an
+ * empty index, a deleted slot the insert will reuse) or no memory; NULL is
+ * a valid plan for hnsw_insert_planned. The caller frees the plan. */
+struct hnsw_plan;
+struct hnsw_plan *hnsw_plan(const struct hnsw *h, const float *vec);
+int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec,
+                        const struct hnsw_plan *plan);
+void hnsw_plan_free(struct hnsw_plan *p); /* NULL is a no-op */
+
 /* Remove id from results from now on. 0, or -ENOENT if id is not live.
  * Writer only. */
 int hnsw_delete(struct hnsw *h, uint64_t id);

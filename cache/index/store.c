@@ -271,7 +271,10 @@ static int index_part(struct store *s, struct part *p)
     return 0;
 }
 
-static int part_add(struct store *s, struct part *p, struct store_entry *e)
+/* Add e to p, indexing its vector (with plan's searches if they are still
+ * current: see plan_insert). */
+static int part_add(struct store *s, struct part *p, struct store_entry *e,
+                    const struct hnsw_plan *plan)
 {
     int rc;
 
@@ -299,7 +302,7 @@ static int part_add(struct store *s, struct part *p, struct store_entry *e)
         return 0;
     p->nvec++;
     if (p->idx) {
-        rc = hnsw_insert(p->idx, e->id, e->vec);
+        rc = hnsw_insert_planned(p->idx, e->id, e->vec, plan);
         account_index(s, p);
     } else if (p->nvec > s->o.exact_scan_max && !s->loading) {
         rc = index_part(s, p); /* inserts e too */
@@ -358,9 +361,31 @@ static int put_terms(struct store_entry *e, const char *text)
     return 0;
 }
 
+/* The searches that indexing vec in partition will need, done under the
+ * read lock so that lookups go on meanwhile: in a large partition they are
+ * most of an insert, which then holds the write lock only to link. NULL
+ * when there is no index to search yet (or no memory: the insert then
+ * searches itself). If another writer gets the lock first, the plan is
+ * stale and the insert does not use it. */
+static struct hnsw_plan *plan_insert(struct store *s, const uint8_t *partition, const float *vec)
+{
+    struct hnsw_plan *plan = NULL;
+    const struct part *p;
+
+    if (!vec)
+        return NULL;
+    pthread_rwlock_rdlock(&s->lock);
+    p = map_get(&s->parts, partition);
+    if (p && p->idx)
+        plan = hnsw_plan(p->idx, vec);
+    pthread_rwlock_unlock(&s->lock);
+    return plan;
+}
+
 int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
 {
     struct store_entry *e = calloc(1, sizeof(*e)), *old = NULL;
+    struct hnsw_plan *plan = NULL;
     uint8_t key[MAP_KEY_LEN];
     struct part *p;
     void *prev;
@@ -393,6 +418,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
             goto fail_entry;
     }
 
+    plan = plan_insert(s, a->partition, e->vec);
     pthread_rwlock_wrlock(&s->lock);
     if (a->id) {
         struct store_entry *same = by_id(s, a->id);
@@ -447,13 +473,14 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
     e->all_pos = s->nall++;
     s->memory += e->size;
     s->st.entries++;
-    rc = part_add(s, p, e);
+    rc = part_add(s, p, e, plan);
     if (rc != 0) {
         /* Not indexed, so not findable by similarity: take it out again. */
         if (old)
             map_put(&s->exact, old->exact, old, &prev);
         remove_entry(s, e);
         pthread_rwlock_unlock(&s->lock);
+        hnsw_plan_free(plan);
         return rc;
     }
     if (old) {
@@ -463,6 +490,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
     evict(s, e);
     *id = e->id;
     pthread_rwlock_unlock(&s->lock);
+    hnsw_plan_free(plan);
     return 0;
 
 fail_part:
@@ -472,6 +500,7 @@ fail_part:
     }
 fail_locked:
     pthread_rwlock_unlock(&s->lock);
+    hnsw_plan_free(plan);
 fail_entry:
     e->payload = NULL;
     store_entry_unref(e);

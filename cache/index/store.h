@@ -14,7 +14,9 @@
  * Redis does), so hits never take the write lock to update a heap.
  *
  * Threads: lookups take a read lock and may run in parallel; put and delete
- * take the write lock. A returned entry is reference counted and stays valid
+ * take the write lock. A put into an indexed partition first does its graph
+ * searches under the read lock (hnsw_plan), so the write lock is held only
+ * to link the new vector in. A returned entry is reference counted and stays valid
  * until store_entry_unref(), even if it is evicted meanwhile.
  */
 #ifndef PARROT_STORE_H

@@ -636,6 +636,188 @@ static void test_concurrent_search(void **state)
     hnsw_free(h);
 }
 
+/* ---- two-phase insert ------------------------------------------------- */
+
+static void saved(const struct hnsw *h, struct mem *m)
+{
+    memset(m, 0, sizeof(*m));
+    assert_int_equal(hnsw_save(h, mem_write, m), 0);
+}
+
+static bool same_graph(const struct hnsw *a, const struct hnsw *b)
+{
+    struct mem ma, mb;
+    bool same;
+
+    saved(a, &ma);
+    saved(b, &mb);
+    same = ma.len == mb.len && memcmp(ma.p, mb.p, ma.len) == 0;
+    free(ma.p);
+    free(mb.p);
+    return same;
+}
+
+/* Planned inserts build exactly the graph plain inserts build, byte for
+ * byte, including the inserts (under churn) for which there was nothing to
+ * plan. Small m and several layers, so upper-layer plans are exercised. */
+static void test_plan_same_graph(void **state)
+{
+    enum { N = 2000, D = 16 };
+    struct hnsw_opts o;
+    struct hnsw *h1, *h2;
+    float v[D];
+    struct rng r = {.s = 11};
+    size_t planned = 0;
+
+    (void)state;
+    hnsw_opts_default(&o, D);
+    o.m = 4;
+    o.ef_construction = 32;
+    assert_int_equal(hnsw_new(&o, &h1), 0);
+    assert_int_equal(hnsw_new(&o, &h2), 0);
+    for (uint64_t i = 0; i < N; i++) {
+        random_unit(&r, v, D);
+        struct hnsw_plan *p = hnsw_plan(h2, v);
+        planned += p != NULL;
+        assert_int_equal(hnsw_insert(h1, i, v), 0);
+        assert_int_equal(hnsw_insert_planned(h2, i, v, p), 0);
+        hnsw_plan_free(p);
+        if (i % 5 == 4 && i > 1000) {
+            assert_int_equal(hnsw_delete(h1, i / 3), 0);
+            assert_int_equal(hnsw_delete(h2, i / 3), 0);
+        }
+    }
+    /* Every insert but the first, and those reusing a deleted slot, had a plan. */
+    assert_true(planned > N / 2);
+    assert_true(same_graph(h1, h2));
+    assert_int_equal(hnsw_check(h2), 0);
+    hnsw_free(h1);
+    hnsw_free(h2);
+}
+
+/* The plan's candidates are what links a current plan's vector, and a plan
+ * that an insert or a delete made stale is not used at all. Shown by
+ * breaking the contract: a plan made for one vector, given with another,
+ * links by the planned vector's neighbours while it is current (a graph no
+ * plain insert builds) and changes nothing once stale. */
+static void test_plan_current_only(void **state)
+{
+    enum { N = 600, D = 16 };
+    struct hnsw *plain = mk(D), *fresh = mk(D), *stale = mk(D);
+    float v[D], a[D], b[D], c[D];
+    struct rng r = {.s = 12};
+    struct hnsw_plan *p;
+
+    (void)state;
+    for (uint64_t i = 0; i < N; i++) {
+        random_unit(&r, v, D);
+        assert_int_equal(hnsw_insert(plain, i, v), 0);
+        assert_int_equal(hnsw_insert(fresh, i, v), 0);
+        assert_int_equal(hnsw_insert(stale, i, v), 0);
+    }
+    random_unit(&r, a, D);
+    random_unit(&r, c, D);
+    for (unsigned i = 0; i < D; i++)
+        b[i] = -a[i]; /* nothing near a is near b */
+
+    /* Current: b is linked to a's neighbours. */
+    p = hnsw_plan(fresh, a);
+    assert_non_null(p);
+    assert_int_equal(hnsw_insert_planned(fresh, N, b, p), 0);
+    hnsw_plan_free(p);
+    assert_int_equal(hnsw_insert(plain, N, b), 0);
+    assert_false(same_graph(plain, fresh));
+    assert_int_equal(hnsw_check(fresh), 0);
+
+    /* Stale: an insert in between, and the plan is ignored. */
+    p = hnsw_plan(stale, a);
+    assert_non_null(p);
+    assert_int_equal(hnsw_insert(stale, N + 1, c), 0);
+    assert_int_equal(hnsw_insert(plain, N + 1, c), 0);
+    assert_int_equal(hnsw_insert_planned(stale, N, b, p), 0);
+    hnsw_plan_free(p);
+    /* plain got b, then c; stale c, then b: compare with that order. */
+    struct hnsw *order = mk(D);
+    struct rng r2 = {.s = 12};
+    for (uint64_t i = 0; i < N; i++) {
+        random_unit(&r2, v, D);
+        assert_int_equal(hnsw_insert(order, i, v), 0);
+    }
+    assert_int_equal(hnsw_insert(order, N + 1, c), 0);
+    assert_int_equal(hnsw_insert(order, N, b), 0);
+    assert_true(same_graph(order, stale));
+
+    /* With a deleted slot waiting for reuse there is nothing to plan. */
+    assert_int_equal(hnsw_delete(order, N + 1), 0);
+    assert_null(hnsw_plan(order, a));
+    hnsw_free(order);
+    hnsw_free(plain);
+    hnsw_free(fresh);
+    hnsw_free(stale);
+}
+
+/* Plans are made by readers: several threads plan against one index while
+ * others search it (run under TSan in CI), and each plan is then used. */
+struct planner {
+    const struct hnsw *h;
+    unsigned seed;
+    struct hnsw_plan *plans[32];
+    float vecs[32][CR_D];
+};
+
+static void *planner_main(void *arg)
+{
+    struct planner *pl = arg;
+    struct rng r = {.s = pl->seed};
+
+    for (int i = 0; i < 32; i++) {
+        random_unit(&r, pl->vecs[i], CR_D);
+        pl->plans[i] = hnsw_plan(pl->h, pl->vecs[i]);
+    }
+    hnsw_thread_release();
+    return NULL;
+}
+
+static void test_plan_readers(void **state)
+{
+    struct hnsw *h = mk(CR_D);
+    float v[CR_D];
+    struct rng r = {.s = 13};
+    struct planner pl[2];
+    pthread_t th[2];
+    struct hnsw_hit hits[CR_K];
+
+    (void)state;
+    for (uint64_t i = 0; i < 2000; i++) {
+        random_unit(&r, v, CR_D);
+        assert_int_equal(hnsw_insert(h, i, v), 0);
+    }
+    for (int t = 0; t < 2; t++) {
+        pl[t] = (struct planner){.h = h, .seed = 100u + (unsigned)t};
+        assert_int_equal(pthread_create(&th[t], NULL, planner_main, &pl[t]), 0);
+    }
+    for (int i = 0; i < 200; i++) {
+        random_unit(&r, v, CR_D);
+        assert_int_equal(hnsw_search(h, v, CR_K, 0, hits), CR_K);
+    }
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    /* The first insert finds its plan current, the others stale; each
+     * vector is found. */
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < 32; i++) {
+            uint64_t id = 10000u + (uint64_t)t * 100 + (uint64_t)i;
+            assert_non_null(pl[t].plans[i]);
+            assert_int_equal(hnsw_insert_planned(h, id, pl[t].vecs[i], pl[t].plans[i]), 0);
+            hnsw_plan_free(pl[t].plans[i]);
+            assert_int_equal(hnsw_search(h, pl[t].vecs[i], 1, 0, hits), 1);
+            assert_true(hits[0].id == id);
+        }
+    }
+    assert_int_equal(hnsw_check(h), 0);
+    hnsw_free(h);
+}
+
 /* ---- churn ------------------------------------------------------------ */
 
 /* Recall@10 of h at the default ef over queries q, against brute force over
@@ -875,13 +1057,23 @@ static void test_recall(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_opts),          cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_single),        cmocka_unit_test(test_k_over_count),
-        cmocka_unit_test(test_duplicate),     cmocka_unit_test(test_invalid),
-        cmocka_unit_test(test_delete_hidden), cmocka_unit_test(test_dot_kernels),
-        cmocka_unit_test(test_reproducible),  cmocka_unit_test(test_concurrent_search),
-        cmocka_unit_test(test_churn),         cmocka_unit_test(test_recall),
-        cmocka_unit_test(test_save_load),     cmocka_unit_test(test_load_corrupt),
+        cmocka_unit_test(test_opts),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_single),
+        cmocka_unit_test(test_k_over_count),
+        cmocka_unit_test(test_duplicate),
+        cmocka_unit_test(test_invalid),
+        cmocka_unit_test(test_delete_hidden),
+        cmocka_unit_test(test_dot_kernels),
+        cmocka_unit_test(test_reproducible),
+        cmocka_unit_test(test_concurrent_search),
+        cmocka_unit_test(test_churn),
+        cmocka_unit_test(test_recall),
+        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_load_corrupt),
+        cmocka_unit_test(test_plan_same_graph),
+        cmocka_unit_test(test_plan_current_only),
+        cmocka_unit_test(test_plan_readers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
 

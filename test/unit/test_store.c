@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -317,6 +318,89 @@ static void test_partition_index(void **state)
     store_free(s);
 }
 
+/* Inserts into an indexed partition plan their searches under the read
+ * lock (hnsw_plan) while lookups run: two writers and two readers on one
+ * partition (run under TSan in CI), then every entry is found by its own
+ * vector and the index is sound. */
+enum { CW_EACH = 300 };
+
+struct cw {
+    struct store *s;
+    int base; /* writers: first exact key; readers: 0 */
+    uint64_t ids[CW_EACH];
+};
+
+static void cw_vec(float *v, int i)
+{
+    uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1);
+    float n = 0;
+
+    for (int d = 0; d < DIM; d++) {
+        x ^= x >> 29;
+        x *= 0xbf58476d1ce4e5b9ULL;
+        v[d] = (float)((double)(x >> 11) * 0x1p-53 - 0.5);
+        n += v[d] * v[d];
+    }
+    for (int d = 0; d < DIM; d++)
+        v[d] /= sqrtf(n);
+}
+
+static void *cw_writer(void *arg)
+{
+    struct cw *w = arg;
+    float v[DIM];
+
+    for (int i = 0; i < CW_EACH; i++) {
+        cw_vec(v, w->base + i);
+        w->ids[i] = put(w->s, 1, w->base + i, v, 100, 0, 100);
+    }
+    hnsw_thread_release();
+    return NULL;
+}
+
+static void *cw_reader(void *arg)
+{
+    struct cw *r = arg;
+    float v[DIM], sim;
+
+    for (int i = 0; i < 2 * CW_EACH; i++) {
+        cw_vec(v, i);
+        store_entry_unref(get_sem(r->s, 1, v, 0.5f, &sim));
+    }
+    hnsw_thread_release();
+    return NULL;
+}
+
+static void test_concurrent_put(void **state)
+{
+    struct store *s = mk(64 << 20, 8);
+    struct cw w[2] = {{.s = s, .base = 0}, {.s = s, .base = CW_EACH}}, r[2] = {{.s = s}, {.s = s}};
+    pthread_t th[4];
+    struct store_stats st;
+    float v[DIM], sim;
+
+    (void)state;
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(pthread_create(&th[t], NULL, cw_writer, &w[t]), 0);
+        assert_int_equal(pthread_create(&th[2 + t], NULL, cw_reader, &r[t]), 0);
+    }
+    for (int t = 0; t < 4; t++)
+        assert_int_equal(pthread_join(th[t], NULL), 0);
+    store_get_stats(s, &st);
+    assert_int_equal(st.entries, 2 * CW_EACH);
+    assert_int_equal(st.indexed_partitions, 1);
+    for (int t = 0; t < 2; t++) {
+        for (int i = 0; i < CW_EACH; i++) {
+            cw_vec(v, w[t].base + i);
+            struct store_entry *e = get_sem(s, 1, v, 0.999f, &sim);
+            assert_non_null(e);
+            assert_int_equal(store_entry_id(e), w[t].ids[i]);
+            store_entry_unref(e);
+        }
+    }
+    store_free(s);
+}
+
 /* A semantic miss says how similar its farthest candidate was when the
  * partition held a full set of candidates (an entry less similar would
  * not have been one), and -1 when it held fewer. */
@@ -471,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_replace_same_exact_key),
         cmocka_unit_test(test_eviction),
         cmocka_unit_test(test_partition_index),
+        cmocka_unit_test(test_concurrent_put),
         cmocka_unit_test(test_last_candidate),
         cmocka_unit_test(test_map_churn),
         cmocka_unit_test(test_scan_and_remove),
