@@ -116,7 +116,6 @@ struct hnsw {
 
     /* Writer scratch (inserts are exclusive, so one set per index suffices). */
     struct cand *sorted; /* one layer's candidates, best first: max(efc, 2*m0 + 1) */
-    struct cand *eps;    /* entry points carried to the next layer down: efc */
     uint32_t *sel;       /* neighbours chosen by the heuristic: m0 */
 };
 
@@ -611,9 +610,8 @@ int hnsw_new(const struct hnsw_opts *o, struct hnsw **out)
     bump(h);
     nsorted = h->efc > 2 * h->m0 + 1 ? h->efc : 2 * h->m0 + 1;
     h->sorted = malloc(nsorted * sizeof(*h->sorted));
-    h->eps = malloc(h->efc * sizeof(*h->eps));
     h->sel = malloc(h->m0 * sizeof(*h->sel));
-    if (!h->sorted || !h->eps || !h->sel)
+    if (!h->sorted || !h->sel)
         goto fail;
     *out = h;
     return 0;
@@ -638,7 +636,6 @@ void hnsw_free(struct hnsw *h)
     free(h->freel);
     free(h->map);
     free(h->sorted);
-    free(h->eps);
     free(h->sel);
     free(h);
 }
@@ -1045,8 +1042,8 @@ static void link_layer(struct hnsw *h, struct scratch *s, uint32_t x, unsigned l
         add_backlink(h, s, xl[i + 1], x, layer);
 }
 
-/* A two-phase insert's first phase (hnsw_plan): the candidates of every
- * layer the new slot will be linked on, found under the read lock. */
+/* An insert's searches (hnsw_plan): the candidates of every layer the new
+ * vector will be linked on, found while only reading the graph. */
 struct hnsw_plan {
     const struct hnsw *h;
     uint64_t gen; /* h->gen when planned: the plan holds while it is unchanged */
@@ -1055,35 +1052,67 @@ struct hnsw_plan {
     struct cand c[]; /* layer l's candidates at c + l * efc */
 };
 
+/* Plan the insert of q as it would run now: into the slot a delete left
+ * (the top of the free stack, keeping its level, searched for while its old
+ * vector and links still route and left out of its own candidates) or
+ * into a fresh slot (the level the generator will draw). *out is NULL for
+ * an empty index, which has nothing to search. 0 or -ENOMEM. */
+static int plan_make(const struct hnsw *h, const float *q, struct hnsw_plan **out)
+{
+    struct scratch *s = &tls;
+    struct hnsw_plan *p;
+    uint32_t x = NONE;
+    unsigned lx;
+    int top;
+
+    *out = NULL;
+    if (h->top < 0)
+        return 0;
+    if (h->nfree > 0) {
+        x = h->freel[h->nfree - 1];
+        lx = h->level[x];
+    } else {
+        uint64_t rng = h->rng;
+        lx = draw_level(h, &rng);
+    }
+    top = (int)lx < h->top ? (int)lx : h->top;
+    p = malloc(sizeof(*p) + (size_t)(top + 1) * h->efc * sizeof(struct cand));
+    if (!p || scratch_reserve(s, h->n, h->efc) < 0) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->h = h;
+    p->gen = h->gen;
+    p->top = top;
+
+    struct cand cur = descend(h, q, lx);
+    const struct cand *eps = &cur;
+    size_t neps = 1;
+    for (int l = top; l >= 0; l--) {
+        struct cand *c = p->c + (size_t)l * h->efc;
+        p->n[l] = layer_cands(h, s, q, x, eps, neps, (unsigned)l, c);
+        if (p->n[l] > 0) {
+            eps = c;
+            neps = p->n[l];
+        }
+    }
+    *out = p;
+    return 0;
+}
+
 /* Link slot x, whose vector and level are already set, into the graph
- * (Algorithm 1). x's own lists are replaced layer by layer only after that
- * layer's search, so a reused slot that is the entry point still routes.
- * With a current plan the searches were done already. */
+ * (Algorithm 1) with the candidates p found for it. */
 static void link_slot(struct hnsw *h, struct scratch *s, uint32_t x, const struct hnsw_plan *p)
 {
-    const float *q = vec(h, x);
     unsigned lx = h->level[x];
-    size_t neps = 1;
 
-    if (h->top < 0) {
-        h->entry = x;
+    if (!p) {
+        h->entry = x; /* the first slot */
         h->top = (int)lx;
         return;
     }
-    if (p) {
-        for (int l = p->top; l >= 0; l--)
-            link_layer(h, s, x, (unsigned)l, p->c + (size_t)l * h->efc, p->n[l]);
-    } else {
-        h->eps[0] = descend(h, q, lx);
-        for (int l = (int)lx < h->top ? (int)lx : h->top; l >= 0; l--) {
-            size_t nc = layer_cands(h, s, q, x, h->eps, neps, (unsigned)l, h->sorted);
-            if (nc > 0) {
-                memcpy(h->eps, h->sorted, nc * sizeof(*h->eps));
-                neps = nc;
-            }
-            link_layer(h, s, x, (unsigned)l, h->sorted, nc);
-        }
-    }
+    for (int l = p->top; l >= 0; l--)
+        link_layer(h, s, x, (unsigned)l, p->c + (size_t)l * h->efc, p->n[l]);
     if ((int)lx > h->top) {
         h->entry = x;
         h->top = (int)lx;
@@ -1092,39 +1121,10 @@ static void link_slot(struct hnsw *h, struct scratch *s, uint32_t x, const struc
 
 struct hnsw_plan *hnsw_plan(const struct hnsw *h, const float *vec_in)
 {
-    struct scratch *s = &tls;
-    struct hnsw_plan *p;
-    uint64_t rng;
-    unsigned lx;
-    int top;
+    struct hnsw_plan *p = NULL;
 
-    /* A reused slot is unlinked first, which changes what its searches
-     * find: only a fresh slot's searches can run ahead. */
-    if (!h || !vec_in || h->top < 0 || h->nfree > 0 || !all_finite(vec_in, h->dim))
-        return NULL;
-    rng = h->rng;
-    lx = draw_level(h, &rng); /* what hnsw_insert will draw, if nothing changes first */
-    top = (int)lx < h->top ? (int)lx : h->top;
-    p = malloc(sizeof(*p) + (size_t)(top + 1) * h->efc * sizeof(struct cand));
-    if (!p || scratch_reserve(s, h->n, h->efc) < 0) {
-        free(p);
-        return NULL;
-    }
-    p->h = h;
-    p->gen = h->gen;
-    p->top = top;
-
-    struct cand cur = descend(h, vec_in, lx);
-    const struct cand *eps = &cur;
-    size_t neps = 1;
-    for (int l = top; l >= 0; l--) {
-        struct cand *c = p->c + (size_t)l * h->efc;
-        p->n[l] = layer_cands(h, s, vec_in, NONE, eps, neps, (unsigned)l, c);
-        if (p->n[l] > 0) {
-            eps = c;
-            neps = p->n[l];
-        }
-    }
+    if (h && vec_in && all_finite(vec_in, h->dim))
+        (void)plan_make(h, vec_in, &p);
     return p;
 }
 
@@ -1142,6 +1142,7 @@ int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec_in,
                         const struct hnsw_plan *plan)
 {
     struct scratch *s = &tls;
+    struct hnsw_plan *own = NULL;
     uint64_t rng = 0;
     unsigned lvl = 0;
     uint32_t *up = NULL;
@@ -1154,18 +1155,28 @@ int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec_in,
         return -EEXIST;
     if (h->nfree == 0 && h->n >= HNSW_NODES_MAX)
         return -E2BIG;
+    /* A plan made on this very state of the index searched for what the
+     * searches would find now (the same slot, the same level); any other
+     * is done again here. Either way the graph comes out the same. */
+    if (!plan || plan->h != h || plan->gen != h->gen) {
+        if ((err = plan_make(h, vec_in, &own)) < 0)
+            return err;
+        plan = own;
+    }
     if ((err = map_reserve(h, (size_t)h->live + 1)) < 0 ||
         (err = scratch_reserve(s, (size_t)h->n + 1, h->efc)) < 0)
-        return err;
+        goto out;
     if (h->nfree == 0) {
         if ((err = grow_slots(h, (size_t)h->n + 1)) < 0)
-            return err;
+            goto out;
         rng = h->rng;
         lvl = draw_level(h, &rng);
         if (lvl > 0) {
             up = calloc((size_t)lvl * (h->m + 1), sizeof(*up));
-            if (!up)
-                return -ENOMEM;
+            if (!up) {
+                err = -ENOMEM;
+                goto out;
+            }
         }
     }
     /* Nothing below can fail, so an error above left the graph untouched. */
@@ -1185,14 +1196,14 @@ int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec_in,
     memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
     h->ids[x] = id;
     h->dead[x] = 0;
-    /* Unchanged since planned: the fresh slot and level drawn above are
-     * the ones the plan searched for, and its searches find what they
-     * would find now. */
-    link_slot(h, s, x, plan && plan->h == h && plan->gen == h->gen ? plan : NULL);
+    link_slot(h, s, x, plan);
     map_put(h->map, h->mcap, id, x);
     h->live++;
     bump(h);
-    return 0;
+    err = 0;
+out:
+    free(own);
+    return err;
 }
 
 int hnsw_delete(struct hnsw *h, uint64_t id)
@@ -1294,7 +1305,7 @@ size_t hnsw_memory(const struct hnsw *h)
         return 0;
     nsorted = h->efc > 2 * h->m0 + 1 ? h->efc : 2 * h->m0 + 1;
     bytes = sizeof(*h) + h->upper_bytes + h->mcap * sizeof(*h->map) + nsorted * sizeof(*h->sorted) +
-            h->efc * sizeof(*h->eps) + h->m0 * sizeof(*h->sel);
+            h->m0 * sizeof(*h->sel);
     for (size_t i = 0; i < sizeof(h->abytes) / sizeof(h->abytes[0]); i++)
         bytes += h->abytes[i];
     return bytes;

@@ -11,8 +11,10 @@
  *
  * Deletes: a deleted vector is only marked. It never appears in results but
  * keeps routing searches through the graph. The next insert reuses the most
- * recently deleted slot (slot reuse, with repair): the slot's old neighbours
- * first re-choose their lists from what they had plus the slot's own
+ * recently deleted slot (slot reuse, with repair): the new vector's
+ * neighbours are searched for while the slot still routes with its old
+ * vector (it is left out of its own candidates), then the slot's old
+ * neighbours re-choose their lists from what they had plus the slot's own
  * neighbours, then the new vector is linked in as if freshly inserted,
  * keeping the slot's level. So an index under churn stays at the size of its
  * peak live count instead of growing without bound. Dead slots that no insert
@@ -70,10 +72,11 @@ int hnsw_insert(struct hnsw *h, uint64_t id, const float *vec);
  * read lock. hnsw_insert_planned then links vec in under the write lock
  * with the plan's candidates if the index has not changed since the plan
  * (no insert or delete in between), else with searches of its own, exactly
- * as hnsw_insert; the graph is the same either way. vec must be the vector
- * planned for. hnsw_plan returns NULL when there is nothing to plan (an
- * empty index, a deleted slot the insert will reuse) or no memory; NULL is
- * a valid plan for hnsw_insert_planned. The caller frees the plan. */
+ * as hnsw_insert (which is a plan and its use); the graph is the same
+ * either way. vec must be the vector planned for. hnsw_plan returns NULL
+ * when there is nothing to plan (an empty index), for a NULL or non-finite
+ * vec, or without memory; NULL is a valid plan for hnsw_insert_planned. The
+ * caller frees the plan. */
 struct hnsw_plan;
 struct hnsw_plan *hnsw_plan(const struct hnsw *h, const float *vec);
 int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec,
