@@ -1076,7 +1076,9 @@ static int plan_make(const struct hnsw *h, const float *q, struct hnsw_plan **ou
         lx = draw_level(h, &rng);
     }
     top = (int)lx < h->top ? (int)lx : h->top;
-    p = malloc(sizeof(*p) + (size_t)(top + 1) * h->efc * sizeof(struct cand));
+    /* calloc: a few kilobytes, and the analyser cannot follow the heap
+     * drain that fills each layer's list before it is read. */
+    p = calloc(1, sizeof(*p) + (size_t)(top + 1) * h->efc * sizeof(struct cand));
     if (!p || scratch_reserve(s, h->n, h->efc) < 0) {
         free(p);
         return -ENOMEM;
