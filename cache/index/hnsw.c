@@ -115,7 +115,7 @@ struct hnsw {
     uint64_t gen;
 
     /* Writer scratch (inserts are exclusive, so one set per index suffices). */
-    struct cand *sorted; /* one layer's candidates, best first: max(efc, 2*m0 + 1) */
+    struct cand *sorted; /* a list being re-chosen (reselect): SORTED_CAP */
     uint32_t *sel;       /* neighbours chosen by the heuristic: m0 */
 };
 
@@ -584,10 +584,14 @@ static unsigned draw_level(const struct hnsw *h, uint64_t *state)
     return l >= LEVEL_MAX ? LEVEL_MAX : (unsigned)l;
 }
 
+/* reselect's candidates: a list (at most m0) plus the others offered, one
+ * back-link or a reused slot's list, which never brings the sum past
+ * 2 * m0 - 1. An insert's own candidates live in its plan. */
+#define SORTED_CAP(h) (2 * (size_t)(h)->m0 + 1)
+
 int hnsw_new(const struct hnsw_opts *o, struct hnsw **out)
 {
     struct hnsw *h;
-    size_t nsorted;
 
     if (!o || !out || o->dim < 1 || o->dim > HNSW_DIM_MAX || o->m < 2 || o->m > HNSW_M_MAX ||
         o->ef_construction < 1 || o->ef_construction > HNSW_EF_MAX || o->ef_search < 1 ||
@@ -608,8 +612,7 @@ int hnsw_new(const struct hnsw_opts *o, struct hnsw **out)
     h->top = -1;
     h->entry = NONE;
     bump(h);
-    nsorted = h->efc > 2 * h->m0 + 1 ? h->efc : 2 * h->m0 + 1;
-    h->sorted = malloc(nsorted * sizeof(*h->sorted));
+    h->sorted = malloc(SORTED_CAP(h) * sizeof(*h->sorted));
     h->sel = malloc(h->m0 * sizeof(*h->sel));
     if (!h->sorted || !h->sel)
         goto fail;
@@ -1301,13 +1304,12 @@ size_t hnsw_count(const struct hnsw *h)
 
 size_t hnsw_memory(const struct hnsw *h)
 {
-    size_t bytes, nsorted;
+    size_t bytes;
 
     if (!h)
         return 0;
-    nsorted = h->efc > 2 * h->m0 + 1 ? h->efc : 2 * h->m0 + 1;
-    bytes = sizeof(*h) + h->upper_bytes + h->mcap * sizeof(*h->map) + nsorted * sizeof(*h->sorted) +
-            h->m0 * sizeof(*h->sel);
+    bytes = sizeof(*h) + h->upper_bytes + h->mcap * sizeof(*h->map) +
+            SORTED_CAP(h) * sizeof(*h->sorted) + h->m0 * sizeof(*h->sel);
     for (size_t i = 0; i < sizeof(h->abytes) / sizeof(h->abytes[0]); i++)
         bytes += h->abytes[i];
     return bytes;
