@@ -10,6 +10,12 @@
  *   vecs    float32[cap][vstride]  64-byte aligned; vstride = dim rounded up to
  *                                  a multiple of 16 floats, so every row starts
  *                                  on a cache line. Floats past dim are 0.
+ *   codes   int8[cap][cstride]     the vectors as the graph is walked: each row
+ *                                  scaled by 127 / its largest |component| and
+ *                                  rounded, cstride = dim rounded up to 64
+ *                                  (the padding 0), 64-byte aligned; cscale
+ *                                  float32[cap] holds the factor back. Derived
+ *                                  from vecs, so never saved (see below).
  *   links0  uint32[cap][1 + 2m]    layer-0 adjacency with a fixed stride:
  *                                  word 0 = neighbour count c (<= 2m), words
  *                                  1..c = neighbour slots, the rest undefined
@@ -48,6 +54,16 @@
  *
  * Scores are similarities (dot products): larger is closer. Links may point at
  * deleted slots; such slots keep routing until an insert reuses them.
+ *
+ * Two precisions. Walking the graph (searches, and choosing neighbours) is
+ * where an index spends its time, nearly all of it waiting for rows that are
+ * not in cache: a 484-d float row is 31 cache lines, and a partition of 40k
+ * of them is 80 MB. So the walk compares int8 codes (a quarter of the bytes,
+ * and integer products that no kernel rounds differently), and hnsw_search
+ * scores the ef slots it found again with the float vectors before it picks
+ * the best k: what a caller sees is exact. A code's error moves a
+ * similarity by about 1e-3, which reorders near ties during the walk and
+ * nothing else.
  */
 #include "cache/index/hnsw.h"
 
@@ -71,6 +87,13 @@
 #define ROW_ALIGN 64u
 
 typedef float (*dot_fn)(const float *a, const float *b, unsigned dim);
+typedef int32_t (*idot_fn)(const int8_t *a, const int8_t *b, unsigned n);
+
+/* A vector as the walk sees it: its code and the factor back to floats. */
+struct qv {
+    const int8_t *c;
+    float s;
+};
 
 struct cand {
     float sim;
@@ -85,11 +108,13 @@ struct mslot {
 
 struct hnsw {
     unsigned dim, vstride; /* floats per vector, floats per row */
+    unsigned cstride;      /* bytes per code row */
     unsigned m, m0;        /* link caps on upper layers and on layer 0 */
     unsigned efc, efs;
     double ml; /* level multiplier 1/ln(m) */
     uint64_t rng;
     dot_fn dot;
+    idot_fn idot;
 
     uint32_t n, cap, live, nfree;
     uint32_t entry;
@@ -97,13 +122,16 @@ struct hnsw {
 
     void *vbase; /* block holding vecs; vecs is its first 64-byte boundary */
     float *vecs;
+    void *cbase; /* the same for codes */
+    int8_t *codes;
+    float *cscale;
     uint32_t *links0;
     uint32_t **upper;
     uint64_t *ids;
     uint8_t *level;
     uint8_t *dead;
     uint32_t *freel;
-    size_t abytes[7]; /* bytes allocated for each array above, vecs first */
+    size_t abytes[9]; /* bytes allocated for each array above, vecs first */
     size_t upper_bytes;
 
     struct mslot *map;
@@ -220,6 +248,95 @@ int hnsw_cpu_avx512(void)
     return 0;
 }
 #endif
+
+/* Code rows are a whole number of 64-byte lines (n % 64 == 0, the padding
+ * 0). Integer sums are exact, so every kernel returns the same number and a
+ * graph does not depend on the CPU that built it. A product is at most
+ * 127 * 127, so n up to HNSW_DIM_MAX cannot overflow. */
+int32_t hnsw_idot_scalar(const int8_t *a, const int8_t *b, unsigned n)
+{
+    int32_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+
+    for (size_t i = 0; i < n; i += 8)
+        for (size_t j = 0; j < 8; j++)
+            s[j] += (int32_t)a[i + j] * b[i + j];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+#ifdef HNSW_X86
+/* Sixteen bytes widened to sixteen int16, multiplied and summed in pairs
+ * (vpmaddwd): eight int32 lanes per instruction. */
+__attribute__((target("avx2"))) int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n)
+{
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+
+    for (unsigned i = 0; i < n; i += 32) {
+        __m256i a0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + i)));
+        __m256i b0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + i)));
+        __m256i a1 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(a + i + 16)));
+        __m256i b1 =
+            _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(b + i + 16)));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(a0, b0));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(a1, b1));
+    }
+    s0 = _mm256_add_epi32(s0, s1);
+    __m128i x = _mm_add_epi32(_mm256_castsi256_si128(s0), _mm256_extracti128_si256(s0, 1));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4e));
+    x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xb1));
+    return _mm_cvtsi128_si32(x);
+}
+
+/* The same, thirty-two bytes at a time. */
+__attribute__((target("avx512f,avx512bw"))) int32_t hnsw_idot_avx512(const int8_t *a,
+                                                                     const int8_t *b, unsigned n)
+{
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+
+    for (unsigned i = 0; i < n; i += 64) {
+        __m512i a0 =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(a + i)));
+        __m512i b0 =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + i)));
+        __m512i a1 =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(a + i + 32)));
+        __m512i b1 =
+            _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(const void *)(b + i + 32)));
+        s0 = _mm512_add_epi32(s0, _mm512_madd_epi16(a0, b0));
+        s1 = _mm512_add_epi32(s1, _mm512_madd_epi16(a1, b1));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1));
+}
+
+int hnsw_cpu_avx512bw(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+#else
+int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n)
+{
+    return hnsw_idot_scalar(a, b, n);
+}
+
+int32_t hnsw_idot_avx512(const int8_t *a, const int8_t *b, unsigned n)
+{
+    return hnsw_idot_scalar(a, b, n);
+}
+
+int hnsw_cpu_avx512bw(void)
+{
+    return 0;
+}
+#endif
+
+static idot_fn pick_ikernel(void)
+{
+    if (hnsw_cpu_avx512bw())
+        return hnsw_idot_avx512;
+    if (hnsw_cpu_avx2())
+        return hnsw_idot_avx2;
+    return hnsw_idot_scalar;
+}
 
 /* Chosen on first use; racing first callers store the same pointer. */
 static _Atomic(dot_fn) kernel;
@@ -453,6 +570,50 @@ static inline const float *vec(const struct hnsw *h, uint32_t s)
     return h->vecs + (size_t)s * h->vstride;
 }
 
+static inline const int8_t *code(const struct hnsw *h, uint32_t s)
+{
+    return h->codes + (size_t)s * h->cstride;
+}
+
+/* The similarity the walk uses: q's code against slot s's. */
+static inline float qsim(const struct hnsw *h, const struct qv *q, uint32_t s)
+{
+    return (float)h->idot(q->c, code(h, s), h->cstride) * (q->s * h->cscale[s]);
+}
+
+static inline struct qv slot_qv(const struct hnsw *h, uint32_t s)
+{
+    struct qv q = {code(h, s), h->cscale[s]};
+    return q;
+}
+
+/* v's code into out[0..stride), padding 0; returns the factor back to
+ * floats. Each component is scaled by 127 / the largest |component| and
+ * rounded to nearest, so the largest lands on +-127 and none past it. */
+static float quantize(const float *v, unsigned dim, unsigned stride, int8_t *out)
+{
+    float mx = 0, f;
+
+    for (unsigned i = 0; i < dim; i++)
+        if (fabsf(v[i]) > mx)
+            mx = fabsf(v[i]);
+    memset(out + dim, 0, stride - dim);
+    if (mx == 0) {
+        memset(out, 0, dim);
+        return 0;
+    }
+    f = 127.0f / mx;
+    for (unsigned i = 0; i < dim; i++)
+        out[i] = (int8_t)lrintf(v[i] * f);
+    return mx / 127.0f;
+}
+
+/* Slot s's code from its float row. */
+static void encode_slot(struct hnsw *h, uint32_t s)
+{
+    h->cscale[s] = quantize(vec(h, s), h->dim, h->cstride, h->codes + (size_t)s * h->cstride);
+}
+
 static inline uint32_t *links(const struct hnsw *h, uint32_t s, unsigned layer)
 {
     if (layer == 0)
@@ -465,14 +626,15 @@ static inline unsigned cap_of(const struct hnsw *h, unsigned layer)
     return layer == 0 ? h->m0 : h->m;
 }
 
-/* Start the first lines of a row on their way before its dot product; the
- * hardware stream prefetcher carries on with the rest. Prefetching all 24
- * lines of a 384-d row measured slower: rows near the query are often cached
- * already, and the extra instructions cost more than they hid. */
+/* Start the first lines of a code row on their way before its dot
+ * product; the hardware stream prefetcher carries on with the rest.
+ * Prefetching all 24 lines of a 384-d float row measured slower: rows near
+ * the query are often cached already, and the extra instructions cost more
+ * than they hid. */
 static inline void prefetch_row(const struct hnsw *h, uint32_t s)
 {
-    const char *p = (const char *)vec(h, s);
-    unsigned lines = h->vstride / 16 < 4 ? h->vstride / 16 : 4;
+    const char *p = (const char *)code(h, s);
+    unsigned lines = h->cstride / 64 < 4 ? h->cstride / 64 : 4;
 
     for (unsigned i = 0; i < lines; i++)
         __builtin_prefetch(p + 64 * i, 0, 3);
@@ -602,6 +764,7 @@ int hnsw_new(const struct hnsw_opts *o, struct hnsw **out)
         return -ENOMEM;
     h->dim = o->dim;
     h->vstride = (o->dim + 15u) & ~15u;
+    h->cstride = (o->dim + 63u) & ~63u;
     h->m = o->m;
     h->m0 = 2 * o->m;
     h->efc = o->ef_construction;
@@ -609,6 +772,7 @@ int hnsw_new(const struct hnsw_opts *o, struct hnsw **out)
     h->ml = 1.0 / log((double)o->m);
     h->rng = o->seed;
     h->dot = pick_kernel();
+    h->idot = pick_ikernel();
     h->top = -1;
     h->entry = NONE;
     bump(h);
@@ -631,6 +795,8 @@ void hnsw_free(struct hnsw *h)
         for (uint32_t i = 0; i < h->n; i++)
             free(h->upper[i]);
     free(h->vbase);
+    free(h->cbase);
+    free(h->cscale);
     free(h->links0);
     free(h->upper);
     free(h->ids);
@@ -646,8 +812,9 @@ void hnsw_free(struct hnsw *h)
 /* Bytes per slot across the flat arrays. */
 static size_t slot_bytes(const struct hnsw *h)
 {
-    return (size_t)h->vstride * sizeof(float) + (size_t)(h->m0 + 1) * sizeof(uint32_t) +
-           sizeof(uint32_t *) + sizeof(uint64_t) + 2 * sizeof(uint8_t) + sizeof(uint32_t);
+    return (size_t)h->vstride * sizeof(float) + h->cstride + sizeof(float) +
+           (size_t)(h->m0 + 1) * sizeof(uint32_t) + sizeof(uint32_t *) + sizeof(uint64_t) +
+           2 * sizeof(uint8_t) + sizeof(uint32_t);
 }
 
 /* Grow a block to at least want bytes with realloc, which for large blocks
@@ -666,35 +833,37 @@ static void *grow_array(void *p, size_t *bytes, size_t want)
     return n;
 }
 
-/* The same for vecs, whose rows must start on 64-byte boundaries: the block
- * has 64 bytes of slack, and if realloc moved it to a different alignment
- * the used rows slide to the new boundary. */
-static int grow_vecs(struct hnsw *h, size_t want)
+/* The same for vecs and codes, whose rows must start on 64-byte
+ * boundaries: *base, a block with 64 bytes of slack, holds the rows from
+ * *rows on; if realloc moved it to a different alignment, the used bytes
+ * slide to the new boundary. */
+static int grow_rows(void **base, void **rows, size_t *bytes, size_t used, size_t want)
 {
-    size_t old_off = h->vbase ? (size_t)((char *)h->vecs - (char *)h->vbase) : 0;
-    size_t used = (size_t)h->n * h->vstride * sizeof(float);
-    char *base = grow_array(h->vbase, &h->abytes[0], want + ROW_ALIGN);
+    size_t old_off = *base ? (size_t)((char *)*rows - (char *)*base) : 0;
+    char *b = grow_array(*base, bytes, want + ROW_ALIGN);
     size_t off;
 
-    if (!base)
+    if (!b)
         return -ENOMEM;
-    h->vbase = base;
-    off = (ROW_ALIGN - (uintptr_t)base % ROW_ALIGN) % ROW_ALIGN;
+    *base = b;
+    off = (ROW_ALIGN - (uintptr_t)b % ROW_ALIGN) % ROW_ALIGN;
     if (off != old_off && used > 0)
-        memmove(base + off, base + old_off, used);
-    h->vecs = (float *)(void *)(base + off);
+        memmove(b + off, b + old_off, used);
+    *rows = b + off;
     return 0;
 }
 
-/* Grow the slot arrays to hold need slots, by half again each time. An array
- * grown before another failed stays grown (and counted); cap moves only when
- * all have room. 0, -ENOMEM or -E2BIG. */
+/* Grow the slot arrays to hold need slots: 64 at first, doubled up to 256
+ * (a small cache's budget counts every slot allocated), then by half again
+ * each time. An array grown before another failed stays grown (and
+ * counted); cap moves only when all have room. 0, -ENOMEM or -E2BIG. */
 static int grow_slots(struct hnsw *h, size_t need)
 {
-    size_t ncap = h->cap ? (size_t)h->cap + h->cap / 2 : 256;
+    size_t ncap = !h->cap ? 64 : h->cap < 256 ? (size_t)h->cap * 2 : (size_t)h->cap + h->cap / 2;
     uint32_t *l0, **up, *fl;
     uint64_t *ids;
     uint8_t *lv, *dd;
+    float *cs;
 
     if (need <= h->cap)
         return 0;
@@ -706,8 +875,19 @@ static int grow_slots(struct hnsw *h, size_t need)
         ncap = HNSW_NODES_MAX;
     if (ncap > (SIZE_MAX - ROW_ALIGN) / slot_bytes(h))
         return -ENOMEM;
-    if (grow_vecs(h, ncap * h->vstride * sizeof(float)) < 0)
+    void *rows = h->vecs;
+    if (grow_rows(&h->vbase, &rows, &h->abytes[0], (size_t)h->n * h->vstride * sizeof(float),
+                  ncap * h->vstride * sizeof(float)) < 0)
         return -ENOMEM;
+    h->vecs = rows;
+    rows = h->codes;
+    if (grow_rows(&h->cbase, &rows, &h->abytes[7], (size_t)h->n * h->cstride, ncap * h->cstride) <
+        0)
+        return -ENOMEM;
+    h->codes = rows;
+    if (!(cs = grow_array(h->cscale, &h->abytes[8], ncap * sizeof(*cs))))
+        return -ENOMEM;
+    h->cscale = cs;
     if (!(l0 = grow_array(h->links0, &h->abytes[1], ncap * (h->m0 + 1) * sizeof(*l0))))
         return -ENOMEM;
     h->links0 = l0;
@@ -742,7 +922,7 @@ static bool all_finite(const float *v, unsigned dim)
 }
 
 /* Greedy walk on one layer: move to any better neighbour until none is. */
-static struct cand greedy(const struct hnsw *h, const float *q, struct cand cur, unsigned layer)
+static struct cand greedy(const struct hnsw *h, const struct qv *q, struct cand cur, unsigned layer)
 {
     bool moved = true;
 
@@ -754,7 +934,7 @@ static struct cand greedy(const struct hnsw *h, const float *q, struct cand cur,
         for (uint32_t i = 1; i <= cnt; i++)
             prefetch_row(h, nb[i]);
         for (uint32_t i = 1; i <= cnt; i++) {
-            float d = h->dot(q, vec(h, nb[i]), h->dim);
+            float d = qsim(h, q, nb[i]);
             if (d > cur.sim) {
                 cur.sim = d;
                 cur.node = nb[i];
@@ -785,7 +965,7 @@ static bool frontier_push(struct scratch *s, size_t *nc, struct cand e)
  * the best ef slots found in s->w as a min-heap and returns how many. With
  * live_only, deleted slots are walked through but kept out of the results.
  * If the frontier cannot grow the search stops early with what it has. */
-static size_t search_layer(const struct hnsw *h, struct scratch *s, const float *q,
+static size_t search_layer(const struct hnsw *h, struct scratch *s, const struct qv *q,
                            const struct cand *eps, size_t neps, size_t ef, unsigned layer,
                            bool live_only)
 {
@@ -828,7 +1008,7 @@ static size_t search_layer(const struct hnsw *h, struct scratch *s, const float 
             uint32_t v = todo[i];
             if (i + 1 < nt)
                 prefetch_row(h, todo[i + 1]);
-            float d = h->dot(q, vec(h, v), h->dim);
+            float d = qsim(h, q, v);
             if (nw == ef && d <= w[0].sim)
                 continue;
             struct cand e = {d, v};
@@ -846,10 +1026,32 @@ out:
     return nw;
 }
 
+/* Greedy descent from the entry point through the layers above lx. */
+static struct cand descend(const struct hnsw *h, const struct qv *q, unsigned lx)
+{
+    struct cand cur = {qsim(h, q, h->entry), h->entry};
+
+    for (int l = h->top; l > (int)lx; l--)
+        cur = greedy(h, q, cur, (unsigned)l);
+    return cur;
+}
+
+/* Best first, and the lower slot first between equal scores. */
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct cand *x = a, *y = b;
+
+    if (x->sim != y->sim)
+        return x->sim < y->sim ? 1 : -1;
+    return (x->node > y->node) - (x->node < y->node);
+}
+
 size_t hnsw_search(const struct hnsw *h, const float *q, size_t k, unsigned ef,
                    struct hnsw_hit *out)
 {
     struct scratch *s = &tls;
+    int8_t qc[HNSW_DIM_MAX] __attribute__((aligned(64)));
+    struct qv qq;
     size_t nw, eff;
 
     if (!h || !q || !out || k == 0 || h->live == 0 || !all_finite(q, h->dim))
@@ -864,19 +1066,21 @@ size_t hnsw_search(const struct hnsw *h, const float *q, size_t k, unsigned ef,
     if (scratch_reserve(s, h->n, eff) < 0)
         return 0;
 
-    struct cand cur = {h->dot(q, vec(h, h->entry), h->dim), h->entry};
-    for (int l = h->top; l > 0; l--)
-        cur = greedy(h, q, cur, (unsigned)l);
-    nw = search_layer(h, s, q, &cur, 1, eff, 0, true);
-    while (nw > k)
-        minheap_pop(s->w, &nw);
-    size_t got = nw;
-    for (size_t i = got; i > 0; i--) {
-        struct cand c = minheap_pop(s->w, &nw);
-        out[i - 1].id = h->ids[c.node];
-        out[i - 1].sim = c.sim;
+    qq.c = qc;
+    qq.s = quantize(q, h->dim, h->cstride, qc);
+    struct cand cur = descend(h, &qq, 0);
+    nw = search_layer(h, s, &qq, &cur, 1, eff, 0, true);
+    /* The ef found, scored again in floats: the order the caller sees. */
+    for (size_t i = 0; i < nw; i++)
+        s->w[i].sim = h->dot(q, vec(h, s->w[i].node), h->dim);
+    qsort(s->w, nw, sizeof(*s->w), cand_cmp);
+    if (nw > k)
+        nw = k;
+    for (size_t i = 0; i < nw; i++) {
+        out[i].id = h->ids[s->w[i].node];
+        out[i].sim = s->w[i].sim;
     }
-    return got;
+    return nw;
 }
 
 /* ---- linking ----------------------------------------------------------- */
@@ -899,10 +1103,10 @@ static unsigned select_neighbours(const struct hnsw *h, const struct cand *c, si
         return ns;
     }
     for (size_t i = 0; i < nc && ns < max; i++) {
-        const float *v = vec(h, c[i].node);
+        struct qv v = slot_qv(h, c[i].node);
         bool keep = true;
         for (unsigned j = 0; j < ns; j++) {
-            if (h->dot(v, vec(h, out[j]), h->dim) > c[i].sim) {
+            if (qsim(h, &v, out[j]) > c[i].sim) {
                 keep = false;
                 break;
             }
@@ -936,21 +1140,21 @@ static void reselect(struct hnsw *h, struct scratch *s, uint32_t u, unsigned lay
 {
     uint32_t *ul = links(h, u, layer);
     uint32_t epoch = next_epoch(s);
-    const float *uv = vec(h, u);
+    struct qv uv = slot_qv(h, u);
     struct cand *c = h->sorted;
     size_t nc = 0;
 
     s->tags[u] = epoch;
     for (uint32_t i = 1; i <= ul[0]; i++) {
         s->tags[ul[i]] = epoch;
-        c[nc].sim = h->dot(uv, vec(h, ul[i]), h->dim);
+        c[nc].sim = qsim(h, &uv, ul[i]);
         c[nc++].node = ul[i];
     }
     for (unsigned i = 0; i < nextra; i++) {
         if (s->tags[extra[i]] == epoch)
             continue;
         s->tags[extra[i]] = epoch;
-        c[nc].sim = h->dot(uv, vec(h, extra[i]), h->dim);
+        c[nc].sim = qsim(h, &uv, extra[i]);
         c[nc++].node = extra[i];
     }
     sort_desc(c, nc);
@@ -1004,20 +1208,10 @@ static void unlink_slot(struct hnsw *h, struct scratch *s, uint32_t x)
     }
 }
 
-/* Greedy descent from the entry point through the layers above lx. */
-static struct cand descend(const struct hnsw *h, const float *q, unsigned lx)
-{
-    struct cand cur = {h->dot(q, vec(h, h->entry), h->dim), h->entry};
-
-    for (int l = h->top; l > (int)lx; l--)
-        cur = greedy(h, q, cur, (unsigned)l);
-    return cur;
-}
-
 /* The ef_construction slots nearest q on layer, starting from eps, into out
  * best first, leaving out x (a reused slot can meet itself); returns how
  * many. Only reads the graph. */
-static size_t layer_cands(const struct hnsw *h, struct scratch *s, const float *q, uint32_t x,
+static size_t layer_cands(const struct hnsw *h, struct scratch *s, const struct qv *q, uint32_t x,
                           const struct cand *eps, size_t neps, unsigned layer, struct cand *out)
 {
     size_t nw = search_layer(h, s, q, eps, neps, h->efc, layer, false), nc = 0;
@@ -1060,9 +1254,11 @@ struct hnsw_plan {
  * vector and links still route and left out of its own candidates) or
  * into a fresh slot (the level the generator will draw). *out is NULL for
  * an empty index, which has nothing to search. 0 or -ENOMEM. */
-static int plan_make(const struct hnsw *h, const float *q, struct hnsw_plan **out)
+static int plan_make(const struct hnsw *h, const float *v, struct hnsw_plan **out)
 {
     struct scratch *s = &tls;
+    int8_t qc[HNSW_DIM_MAX] __attribute__((aligned(64)));
+    struct qv q;
     struct hnsw_plan *p;
     uint32_t x = NONE;
     unsigned lx;
@@ -1090,12 +1286,14 @@ static int plan_make(const struct hnsw *h, const float *q, struct hnsw_plan **ou
     p->gen = h->gen;
     p->top = top;
 
-    struct cand cur = descend(h, q, lx);
+    q.c = qc;
+    q.s = quantize(v, h->dim, h->cstride, qc);
+    struct cand cur = descend(h, &q, lx);
     const struct cand *eps = &cur;
     size_t neps = 1;
     for (int l = top; l >= 0; l--) {
         struct cand *c = p->c + (size_t)l * h->efc;
-        p->n[l] = layer_cands(h, s, q, x, eps, neps, (unsigned)l, c);
+        p->n[l] = layer_cands(h, s, &q, x, eps, neps, (unsigned)l, c);
         if (p->n[l] > 0) {
             eps = c;
             neps = p->n[l];
@@ -1199,6 +1397,7 @@ int hnsw_insert_planned(struct hnsw *h, uint64_t id, const float *vec_in,
     float *row = h->vecs + (size_t)x * h->vstride;
     memcpy(row, vec_in, (size_t)h->dim * sizeof(float));
     memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
+    encode_slot(h, x);
     h->ids[x] = id;
     h->dead[x] = 0;
     link_slot(h, s, x, plan);
@@ -1454,6 +1653,7 @@ static int load_slots(struct hnsw *h, hnsw_read_fn r, void *ud, uint32_t n, uint
         memset(row + h->dim, 0, (size_t)(h->vstride - h->dim) * sizeof(float));
         if (!all_finite(row, h->dim))
             return -EBADMSG;
+        encode_slot(h, s);
     }
     if ((rc = get_words(r, ud, h->links0, (size_t)n * (h->m0 + 1))) != 0)
         return rc;

@@ -21,9 +21,16 @@
  * has reused yet are walked but not counted, so an index that is mostly dead
  * searches more slowly until inserts take the slots back.
  *
- * Reproducibility: levels come from a PRNG seeded with opts.seed, so the same
- * seed and the same sequence of inserts and deletes give the same graph on
- * the same machine (the SIMD and portable kernels may round differently).
+ * Precision: the graph is walked with int8 codes of the vectors (a quarter
+ * of the memory traffic, which is what a search in a large index waits
+ * for); hnsw_search scores what the walk found again with the float vectors,
+ * so the similarities it returns are exact dot products (hnsw.c says more).
+ *
+ * Reproducibility: levels come from a PRNG seeded with opts.seed, and the
+ * walk's integer products are the same on every kernel, so the same seed and
+ * the same sequence of inserts and deletes give the same graph whichever
+ * SIMD kernel the CPU offers (the float scores of results may differ in the
+ * last bit between kernels).
  */
 #ifndef PARROT_HNSW_H
 #define PARROT_HNSW_H
@@ -127,7 +134,8 @@ unsigned hnsw_dim(const struct hnsw *h);
 /* Number of live (inserted and not deleted) vectors. */
 size_t hnsw_count(const struct hnsw *h);
 
-/* Bytes the index has allocated (not counting per-thread search scratch). */
+/* Bytes the index has allocated, codes included (not counting per-thread
+ * search scratch). */
 size_t hnsw_memory(const struct hnsw *h);
 
 /* Dot product of two dim-float vectors with the fastest kernel this CPU has
@@ -151,6 +159,21 @@ int hnsw_cpu_avx512(void);
 /* The AVX-512F kernel, preferred by hnsw_dot when present; call only when
  * hnsw_cpu_avx512() is true (on other architectures it is the portable one). */
 float hnsw_dot_avx512(const float *a, const float *b, unsigned dim);
+
+/* Dot product of two int8 code rows of n bytes, n a multiple of 64: the
+ * distance the graph is walked with (hnsw.c has the layout). The kernels
+ * return the same integer; hnsw picks the fastest this CPU has. */
+int32_t hnsw_idot_scalar(const int8_t *a, const int8_t *b, unsigned n);
+
+/* The AVX2 kernel; call only when hnsw_cpu_avx2() is true. */
+int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n);
+
+/* True when the CPU has AVX-512F and AVX-512BW, i.e. hnsw_idot_avx512 may be
+ * called. */
+int hnsw_cpu_avx512bw(void);
+
+/* The AVX-512BW kernel; call only when hnsw_cpu_avx512bw() is true. */
+int32_t hnsw_idot_avx512(const int8_t *a, const int8_t *b, unsigned n);
 
 /* Free the calling thread's search scratch now rather than at thread exit. */
 void hnsw_thread_release(void);

@@ -362,6 +362,72 @@ static void test_delete_hidden(void **state)
     hnsw_free(h);
 }
 
+/* The code kernels agree to the integer on every length they are given
+ * (whole 64-byte rows), extreme values and unaligned starts included: a
+ * graph must not depend on the CPU that built it. */
+static void test_idot_kernels(void **state)
+{
+    enum { MAXN = 4096 };
+    int8_t *a = malloc(MAXN + 8), *b = malloc(MAXN + 8);
+    struct rng r = {.s = 9};
+
+    (void)state;
+    assert_non_null(a);
+    assert_non_null(b);
+    printf("hnsw_idot: avx2 %s, avx512bw %s\n", hnsw_cpu_avx2() ? "yes" : "no",
+           hnsw_cpu_avx512bw() ? "yes" : "no");
+    for (unsigned n = 64; n <= MAXN; n += n < 512 ? 64 : 1024) {
+        for (unsigned off = 0; off < 3; off++) {
+            int8_t *x = a + off, *y = b + 2 * off;
+            int64_t ref = 0;
+            for (unsigned i = 0; i < n; i++) {
+                /* every third pair at the ends of the range */
+                x[i] = i % 3 ? (int8_t)(rng_next(&r) % 255 - 127) : (i & 1 ? 127 : -127);
+                y[i] = i % 3 ? (int8_t)(rng_next(&r) % 255 - 127) : -127;
+                ref += (int64_t)x[i] * y[i];
+            }
+            assert_int_equal(hnsw_idot_scalar(x, y, n), ref);
+            if (hnsw_cpu_avx2())
+                assert_int_equal(hnsw_idot_avx2(x, y, n), ref);
+            if (hnsw_cpu_avx512bw())
+                assert_int_equal(hnsw_idot_avx512(x, y, n), ref);
+        }
+    }
+    free(a);
+    free(b);
+}
+
+/* The walk compares codes, but what a search returns is scored in floats:
+ * each hit's sim is hnsw_dot of the query and that vector, bit for bit, and
+ * the hits come in that order. */
+static void test_exact_scores(void **state)
+{
+    enum { N = 3000, D = 100, K = 16 };
+    float *data = malloc((size_t)N * D * sizeof(float)), q[D];
+    struct hnsw *h = mk(D);
+    struct hnsw_hit hits[K];
+    struct rng r = {.s = 12};
+
+    (void)state;
+    assert_non_null(data);
+    for (size_t i = 0; i < N; i++) {
+        random_unit(&r, data + i * D, D);
+        assert_int_equal(hnsw_insert(h, i, data + i * D), 0);
+    }
+    for (int t = 0; t < 50; t++) {
+        random_unit(&r, q, D);
+        size_t got = hnsw_search(h, q, K, 0, hits);
+        assert_int_equal(got, K);
+        assert_sorted(hits, got);
+        for (size_t i = 0; i < got; i++) {
+            float d = hnsw_dot(q, data + hits[i].id * D, D);
+            assert_memory_equal(&d, &hits[i].sim, sizeof(d));
+        }
+    }
+    free(data);
+    hnsw_free(h);
+}
+
 static void test_dot_kernels(void **state)
 {
     enum { MAXD = 4096 };
@@ -1067,6 +1133,8 @@ int main(void)
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_delete_hidden),
         cmocka_unit_test(test_dot_kernels),
+        cmocka_unit_test(test_idot_kernels),
+        cmocka_unit_test(test_exact_scores),
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_concurrent_search),
         cmocka_unit_test(test_churn),
