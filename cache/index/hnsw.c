@@ -166,6 +166,20 @@ float hnsw_dot_scalar(const float *a, const float *b, unsigned dim)
     return t;
 }
 
+/* Code rows are a whole number of 64-byte lines (n % 64 == 0, the padding
+ * 0). Integer sums are exact, so every kernel returns the same number and a
+ * graph does not depend on the CPU that built it. A product is at most
+ * 127 * 127, so n up to HNSW_DIM_MAX cannot overflow. */
+int32_t hnsw_idot_scalar(const int8_t *a, const int8_t *b, unsigned n)
+{
+    int32_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+
+    for (size_t i = 0; i < n; i += 8)
+        for (size_t j = 0; j < 8; j++)
+            s[j] += (int32_t)a[i + j] * b[i + j];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
 #ifdef HNSW_X86
 /* Four accumulators cover the FMA latency (4 cycles, 2 ports) on current
  * cores; loads are unaligned because queries come from the caller. */
@@ -227,43 +241,7 @@ int hnsw_cpu_avx512(void)
 {
     return __builtin_cpu_supports("avx512f");
 }
-#else
-float hnsw_dot_avx2(const float *a, const float *b, unsigned dim)
-{
-    return hnsw_dot_scalar(a, b, dim);
-}
 
-float hnsw_dot_avx512(const float *a, const float *b, unsigned dim)
-{
-    return hnsw_dot_scalar(a, b, dim);
-}
-
-int hnsw_cpu_avx2(void)
-{
-    return 0;
-}
-
-int hnsw_cpu_avx512(void)
-{
-    return 0;
-}
-#endif
-
-/* Code rows are a whole number of 64-byte lines (n % 64 == 0, the padding
- * 0). Integer sums are exact, so every kernel returns the same number and a
- * graph does not depend on the CPU that built it. A product is at most
- * 127 * 127, so n up to HNSW_DIM_MAX cannot overflow. */
-int32_t hnsw_idot_scalar(const int8_t *a, const int8_t *b, unsigned n)
-{
-    int32_t s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-
-    for (size_t i = 0; i < n; i += 8)
-        for (size_t j = 0; j < 8; j++)
-            s[j] += (int32_t)a[i + j] * b[i + j];
-    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
-#ifdef HNSW_X86
 /* Sixteen bytes widened to sixteen int16, multiplied and summed in pairs
  * (vpmaddwd): eight int32 lanes per instruction. */
 __attribute__((target("avx2"))) int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n)
@@ -313,14 +291,24 @@ int hnsw_cpu_avx512bw(void)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 }
 #else
-int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n)
+float hnsw_dot_avx2(const float *a, const float *b, unsigned dim)
 {
-    return hnsw_idot_scalar(a, b, n);
+    return hnsw_dot_scalar(a, b, dim);
 }
 
-int32_t hnsw_idot_avx512(const int8_t *a, const int8_t *b, unsigned n)
+float hnsw_dot_avx512(const float *a, const float *b, unsigned dim)
 {
-    return hnsw_idot_scalar(a, b, n);
+    return hnsw_dot_scalar(a, b, dim);
+}
+
+int hnsw_cpu_avx2(void)
+{
+    return 0;
+}
+
+int hnsw_cpu_avx512(void)
+{
+    return 0;
 }
 
 int hnsw_cpu_avx512bw(void)
@@ -331,10 +319,12 @@ int hnsw_cpu_avx512bw(void)
 
 static idot_fn pick_ikernel(void)
 {
+#ifdef HNSW_X86
     if (hnsw_cpu_avx512bw())
         return hnsw_idot_avx512;
     if (hnsw_cpu_avx2())
         return hnsw_idot_avx2;
+#endif
     return hnsw_idot_scalar;
 }
 

@@ -165,15 +165,16 @@ float hnsw_dot_avx512(const float *a, const float *b, unsigned dim);
  * return the same integer; hnsw picks the fastest this CPU has. */
 int32_t hnsw_idot_scalar(const int8_t *a, const int8_t *b, unsigned n);
 
+/* True when the CPU has AVX-512F and AVX-512BW (always false off x86). */
+int hnsw_cpu_avx512bw(void);
+
+#if defined(__x86_64__) || defined(__i386__)
 /* The AVX2 kernel; call only when hnsw_cpu_avx2() is true. */
 int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n);
 
-/* True when the CPU has AVX-512F and AVX-512BW, i.e. hnsw_idot_avx512 may be
- * called. */
-int hnsw_cpu_avx512bw(void);
-
 /* The AVX-512BW kernel; call only when hnsw_cpu_avx512bw() is true. */
 int32_t hnsw_idot_avx512(const int8_t *a, const int8_t *b, unsigned n);
+#endif
 
 /* Free the calling thread's search scratch now rather than at thread exit. */
 void hnsw_thread_release(void);

@@ -387,10 +387,12 @@ static void test_idot_kernels(void **state)
                 ref += (int64_t)x[i] * y[i];
             }
             assert_int_equal(hnsw_idot_scalar(x, y, n), ref);
+#if defined(__x86_64__) || defined(__i386__)
             if (hnsw_cpu_avx2())
                 assert_int_equal(hnsw_idot_avx2(x, y, n), ref);
             if (hnsw_cpu_avx512bw())
                 assert_int_equal(hnsw_idot_avx512(x, y, n), ref);
+#endif
         }
     }
     free(a);
