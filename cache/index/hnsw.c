@@ -36,9 +36,10 @@
  *   scalars dim, m, ef_construction, ef_search, rng (splitmix64 state),
  *           n, live, nfree, entry slot and top level (-1 when n == 0).
  *
- * Only rows below n are meaningful; cap grows by half again when full, and
- * hnsw_memory counts the allocated cap. Levels are drawn as floor(-ln U / ln m)
- * from splitmix64(rng) for fresh slots only; a reused slot keeps its level.
+ * Only rows below n are meaningful; cap starts at 64, doubles to 256, then
+ * grows by half again when full, and hnsw_memory counts the allocated cap.
+ * Levels are drawn as floor(-ln U / ln m) from splitmix64(rng) for fresh
+ * slots only; a reused slot keeps its level.
  *
  * The id -> slot map is derived data (rebuilt from ids and dead on load):
  * open addressing with linear probing over struct mslot { uint64 key; uint32
