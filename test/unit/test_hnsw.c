@@ -130,6 +130,16 @@ static struct hnsw *mk(unsigned dim)
     return h;
 }
 
+/* n random unit vectors of dim into data, each inserted into h under its
+ * row number. */
+static void insert_random(struct hnsw *h, struct rng *r, float *data, size_t n, unsigned dim)
+{
+    for (size_t i = 0; i < n; i++) {
+        random_unit(r, data + i * dim, dim);
+        assert_int_equal(hnsw_insert(h, i, data + i * dim), 0);
+    }
+}
+
 static bool same_hits(const struct hnsw_hit *a, const struct hnsw_hit *b, size_t n)
 {
     for (size_t i = 0; i < n; i++) /* field by field: the struct has padding */
@@ -327,10 +337,7 @@ static void test_delete_hidden(void **state)
 
     (void)state;
     assert_non_null(data);
-    for (size_t i = 0; i < N; i++) {
-        random_unit(&r, data + i * D, D);
-        assert_int_equal(hnsw_insert(h, i, data + i * D), 0);
-    }
+    insert_random(h, &r, data, N, D);
     for (size_t i = 0; i < N; i += 3)
         assert_int_equal(hnsw_delete(h, i), 0);
     assert_int_equal(hnsw_count(h), N - (N + 2) / 3);
@@ -412,10 +419,7 @@ static void test_exact_scores(void **state)
 
     (void)state;
     assert_non_null(data);
-    for (size_t i = 0; i < N; i++) {
-        random_unit(&r, data + i * D, D);
-        assert_int_equal(hnsw_insert(h, i, data + i * D), 0);
-    }
+    insert_random(h, &r, data, N, D);
     for (int t = 0; t < 50; t++) {
         random_unit(&r, q, D);
         size_t got = hnsw_search(h, q, K, 0, hits);
