@@ -848,6 +848,7 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
     if (embedder_embed(e, text, strlen(text), vec) != 0)
         return;
     struct store_query sq = {.partition = part,
+                             .group = verifier ? verify_group(text, strlen(text)) : 0,
                              .vec = vec,
                              .text = text,
                              .text_len = strlen(text),
@@ -866,10 +867,11 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
 }
 
 /* A bare store (no request path) of the cache's questions in partition
- * part, each with its label as the payload, embedded by e. Returns the
- * store and, in *vec, a scratch vector of e's dimension for the queries. */
+ * part, each with its label as the payload, embedded by e, grouped as the
+ * cache groups them when the verifier is on. Returns the store and, in
+ * *vec, a scratch vector of e's dimension for the queries. */
 static struct store *raw_store(struct embedder *e, const struct items *cache, const uint8_t *part,
-                               float **vec)
+                               bool verifier, float **vec)
 {
     struct store_opts so = {0};
     struct store *s;
@@ -890,6 +892,7 @@ static struct store *raw_store(struct embedder *e, const struct items *cache, co
             continue;
         memcpy(exact, &i, sizeof(i));
         a.partition = part;
+        a.group = verifier ? verify_group(cache->v[i].text, strlen(cache->v[i].text)) : 0;
         a.exact = exact;
         a.vec = *vec;
         a.text = cache->v[i].text;
@@ -915,7 +918,7 @@ static void run_ablation(const struct embed_builtin_opts *opts, bool verifier,
 
     if (!qo || !oo || embed_builtin_new_opts(opts, &e) != 0)
         exit(1);
-    s = raw_store(e, cache, part, &vec);
+    s = raw_store(e, cache, part, verifier, &vec);
     for (size_t i = 0; i < q->n; i++)
         abl_look(s, e, part, q->v[i].text, vec, verifier, &qo[i]);
     for (size_t i = 0; i < oos->n; i++)
@@ -1375,7 +1378,7 @@ static void hwu_misses(FILE *f, const char *cache_name, const struct items *cach
         exit(1);
     vt = embedder_verify_tables(e);
     t = embedder_threshold(e);
-    s = raw_store(e, cache, part, &vec);
+    s = raw_store(e, cache, part, true, &vec);
     for (size_t i = 0; i < q->n; i++) {
         struct miss_ctx m = {.n = 0};
         const char *qt = q->v[i].text;
@@ -1388,6 +1391,7 @@ static void hwu_misses(FILE *f, const char *cache_name, const struct items *cach
         if (!hwu_in_cache(cache, &q->v[i], false) || embedder_embed(e, qt, strlen(qt), vec) != 0)
             continue;
         struct store_query sq = {.partition = part,
+                                 .group = verify_group(qt, strlen(qt)),
                                  .vec = vec,
                                  .text = qt,
                                  .text_len = strlen(qt),

@@ -13,7 +13,8 @@
 #       of $PIN_PARROT (a taskset list) when that is set
 #   stop_parrot PIDFILE                SIGTERM, and wait until it has exited
 #   run NAME URL BODY WRKARGS...       one wrk run of $secs with the peers'
-#       ${SCRIPT:-post.lua}, on the CPUs of $PIN_WRK when set; appends
+#       ${SCRIPT:-post.lua} (a path with a slash: that script), on the CPUs
+#       of $PIN_WRK when set; appends
 #       "NAME rps p50_us p99_us errors" to $tmp/raw
 #   stat NAME COLUMN                   the median of a column of NAME's runs
 #   url PORT, ratio A B, metric PORT NAME (the sum of a /metrics family's
@@ -79,7 +80,9 @@ run() {
     local name=$1 url=$2 body=$3 pin
     shift 3
     mapfile -t pin < <(pinned "${PIN_WRK:-}")
-    BENCH_REQUEST=$body "${pin[@]}" wrk "$@" -d"${secs}s" -s "$shared/${SCRIPT:-post.lua}" "$url" |
+    local script=${SCRIPT:-post.lua}
+    [ "${script#*/}" != "$script" ] || script=$shared/$script
+    BENCH_REQUEST=$body "${pin[@]}" wrk "$@" -d"${secs}s" -s "$script" "$url" |
         sed -n "s/^RESULT rps=\([0-9]*\) p50_us=\([0-9]*\) p90_us=[0-9]* p99_us=\([0-9]*\).*errors=\([0-9]*\)/$name \1 \2 \3 \4/p" \
             >>"$tmp/raw"
 }

@@ -321,6 +321,16 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     return false;
 }
 
+/* The group of the store's partition a question goes to and is looked up
+ * in: with the verifier on, only questions with its numbers and special
+ * tokens can be served for it (verify_group()), and the lookup searches
+ * them alone. It is worked out again from the text on every load, so it
+ * is never logged. */
+static uint64_t group_of(const struct cache *c, const char *text)
+{
+    return c->verifier && text ? verify_group(text, strlen(text)) : 0;
+}
+
 enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int64_t now)
 {
     struct store_entry *e = store_get_exact(c->store, q->exact, now, q->max_age);
@@ -381,6 +391,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
         vc.nwords = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
     if ((vec = lookup_vec(c, q, words, vc.nwords, local)) != NULL) {
         struct store_query sq = {.partition = q->partition,
+                                 .group = group_of(c, q->text),
                                  .vec = vec,
                                  .text = q->text,
                                  .text_len = q->text_len,
@@ -459,6 +470,7 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
     *seq = 0;
     a.id = entry_id(q->exact, now);
     a.partition = q->partition;
+    a.group = group_of(c, q->text);
     a.exact = q->exact;
     a.vec = vec_of(c, q, NULL, 0);
     a.text = q->text;
@@ -619,6 +631,7 @@ static int put_entry(struct cache *c, struct loaded *l, uint64_t id, const float
     struct store_put_args a = {.id = id ? id : entry_id(l->rec.exact, l->rec.created)};
 
     a.partition = l->rec.partition;
+    a.group = group_of(c, l->rec.text);
     a.exact = l->rec.exact;
     a.vec = vec;
     a.text = l->rec.text;

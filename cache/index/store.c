@@ -13,6 +13,7 @@
 #include "cache/index/hnsw.h"
 #include "cache/base/map.h"
 #include "cache/base/rand.h"
+#include "cache/base/sha256.h"
 #include "cache/match/terms.h"
 
 #include <errno.h>
@@ -26,14 +27,22 @@
 #define EXPIRE_SAMPLES 3
 #define MAX_CANDIDATES 16
 
+/* A partition, or one of its groups (store_query.group): the entries a
+ * lookup searches. A partition holds its entries of group 0 and the
+ * document counts of all its groups; it lives while it has members or
+ * groups, a group while it has members. */
 struct part {
-    uint8_t key[STORE_KEY_LEN];
+    uint8_t key[STORE_KEY_LEN]; /* in parts: the partition's, or group_key() */
+    struct part *base;          /* a group's partition; NULL: this is one */
+    size_t groups;              /* a partition's groups */
     struct store_entry **members;
     size_t n, cap;
     size_t nvec;          /* members with a vector */
     struct hnsw *idx;     /* once nvec > exact_scan_max */
     size_t idx_mem;       /* idx's bytes as last accounted */
-    struct termstats *df; /* document counts of the members' terms (lexical score) */
+    struct termstats *df; /* a partition's: the terms of all its groups' members
+                             (lexical score), so that a word weighs the same in
+                             every group */
     size_t df_mem;        /* df's bytes as last accounted */
 };
 
@@ -186,8 +195,58 @@ static void account_terms(struct store *s, struct part *p)
     p->df_mem = now;
 }
 
-static void part_free(struct store *s, struct part *p)
+/* The key group (not 0) of partition is kept under in parts. */
+static void group_key(const uint8_t *partition, uint64_t group, uint8_t *out)
 {
+    uint8_t b[STORE_KEY_LEN + sizeof(group)];
+
+    memcpy(b, partition, STORE_KEY_LEN);
+    memcpy(b + STORE_KEY_LEN, &group, sizeof(group));
+    sha256(b, sizeof(b), out);
+}
+
+/* The key in parts of the entries a put or a lookup of group in partition
+ * goes to, into buf[STORE_KEY_LEN] when it is not the partition's own. */
+static const uint8_t *part_key(const uint8_t *partition, uint64_t group, uint8_t *buf)
+{
+    if (group == 0)
+        return partition;
+    group_key(partition, group, buf);
+    return buf;
+}
+
+/* The part kept under key, made empty (as a group of base, or as a
+ * partition when base is NULL) if there is none. NULL when out of memory. */
+static struct part *part_get(struct store *s, const uint8_t *key, struct part *base)
+{
+    struct part *p = map_get(&s->parts, key);
+    void *prev;
+
+    if (p)
+        return p;
+    if (!(p = calloc(1, sizeof(*p))))
+        return NULL;
+    memcpy(p->key, key, STORE_KEY_LEN);
+    p->base = base;
+    if (map_put(&s->parts, p->key, p, &prev) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (base)
+        base->groups++;
+    else
+        s->st.partitions++;
+    return p;
+}
+
+/* Free p if it is left empty, and then its partition if that is too. */
+static void part_release(struct store *s, struct part *p)
+{
+    struct part *base = p->base;
+
+    if (p->n > 0 || p->groups > 0)
+        return;
+    map_del(&s->parts, p->key);
     s->memory -= p->df_mem;
     termstats_free(p->df);
     if (p->idx) {
@@ -197,7 +256,18 @@ static void part_free(struct store *s, struct part *p)
     }
     free(p->members);
     free(p);
-    s->st.partitions--;
+    if (base) {
+        base->groups--;
+        part_release(s, base);
+    } else {
+        s->st.partitions--;
+    }
+}
+
+/* The partition of p, which holds the document counts. */
+static struct part *part_base(const struct part *p)
+{
+    return p->base ? p->base : (struct part *)p;
 }
 
 /* Drop e from every structure and release the store's reference. */
@@ -215,8 +285,8 @@ static void remove_entry(struct store *s, struct store_entry *e)
         last->part_pos = e->part_pos;
         p->members[e->part_pos] = last;
         if (e->terms) {
-            termstats_remove(p->df, e->terms, e->nterms);
-            account_terms(s, p);
+            termstats_remove(part_base(p)->df, e->terms, e->nterms);
+            account_terms(s, part_base(p));
         }
         if (e->vec) {
             p->nvec--;
@@ -225,10 +295,7 @@ static void remove_entry(struct store *s, struct store_entry *e)
                 account_index(s, p);
             }
         }
-        if (p->n == 0) {
-            map_del(&s->parts, p->key);
-            part_free(s, p);
-        }
+        part_release(s, p);
         e->part = NULL;
         atomic_store_explicit(&e->in_store, false, memory_order_relaxed);
     }
@@ -287,16 +354,17 @@ static int part_add(struct store *s, struct part *p, struct store_entry *e,
         p->cap = nc;
     }
     if (e->terms) {
-        if (!p->df && !(p->df = termstats_new()))
+        struct part *b = part_base(p);
+        if (!b->df && !(b->df = termstats_new()))
             return -ENOMEM;
-        if (termstats_add(p->df, e->terms, e->nterms) != 0)
+        if (termstats_add(b->df, e->terms, e->nterms) != 0)
             return -ENOMEM;
-        account_terms(s, p);
+        account_terms(s, b);
     }
     p->members[p->n] = e;
     e->part_pos = p->n++;
     e->part = p;
-    memcpy(e->part_key, p->key, STORE_KEY_LEN);
+    memcpy(e->part_key, part_base(p)->key, STORE_KEY_LEN);
     atomic_store_explicit(&e->in_store, true, memory_order_relaxed);
     if (!e->vec)
         return 0;
@@ -361,13 +429,13 @@ static int put_terms(struct store_entry *e, const char *text)
     return 0;
 }
 
-/* The searches that indexing vec in partition will need, done under the
- * read lock so that lookups go on meanwhile: in a large partition they are
- * most of an insert, which then holds the write lock only to link. NULL
- * when there is no index to search yet (or no memory: the insert then
+/* The searches that indexing vec in the part under key will need, done
+ * under the read lock so that lookups go on meanwhile: in a large partition
+ * they are most of an insert, which then holds the write lock only to link.
+ * NULL when there is no index to search yet (or no memory: the insert then
  * searches itself). If another writer gets the lock first, the plan is
  * stale and the insert does not use it. */
-static struct hnsw_plan *plan_insert(struct store *s, const uint8_t *partition, const float *vec)
+static struct hnsw_plan *plan_insert(struct store *s, const uint8_t *key, const float *vec)
 {
     struct hnsw_plan *plan = NULL;
     const struct part *p;
@@ -375,7 +443,7 @@ static struct hnsw_plan *plan_insert(struct store *s, const uint8_t *partition, 
     if (!vec)
         return NULL;
     pthread_rwlock_rdlock(&s->lock);
-    p = map_get(&s->parts, partition);
+    p = map_get(&s->parts, key);
     if (p && p->idx)
         plan = hnsw_plan(p->idx, vec);
     pthread_rwlock_unlock(&s->lock);
@@ -386,7 +454,8 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
 {
     struct store_entry *e = calloc(1, sizeof(*e)), *old = NULL;
     struct hnsw_plan *plan = NULL;
-    uint8_t key[MAP_KEY_LEN];
+    uint8_t key[MAP_KEY_LEN], gkey[STORE_KEY_LEN];
+    const uint8_t *pkey = part_key(a->partition, a->group, gkey);
     struct part *p;
     void *prev;
     int rc = -ENOMEM;
@@ -418,7 +487,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
             goto fail_entry;
     }
 
-    plan = plan_insert(s, a->partition, e->vec);
+    plan = plan_insert(s, pkey, e->vec);
     pthread_rwlock_wrlock(&s->lock);
     if (a->id) {
         struct store_entry *same = by_id(s, a->id);
@@ -450,17 +519,11 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
         s->all = na;
         s->cap_all = nc;
     }
-    p = map_get(&s->parts, a->partition);
-    if (!p) {
-        p = calloc(1, sizeof(*p));
-        if (!p)
-            goto fail_locked;
-        memcpy(p->key, a->partition, STORE_KEY_LEN);
-        if (map_put(&s->parts, p->key, p, &prev) != 0) {
-            free(p);
-            goto fail_locked;
-        }
-        s->st.partitions++;
+    if (!(p = part_get(s, a->partition, NULL)))
+        goto fail_locked;
+    if (a->group && !(p = part_get(s, pkey, p))) {
+        part_release(s, map_get(&s->parts, a->partition));
+        goto fail_locked;
     }
     map_id_key(e->id, key);
     if (map_put(&s->ids, key, e, &prev) != 0)
@@ -494,10 +557,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
     return 0;
 
 fail_part:
-    if (p->n == 0) {
-        map_del(&s->parts, p->key);
-        part_free(s, p);
-    }
+    part_release(s, p);
 fail_locked:
     pthread_rwlock_unlock(&s->lock);
     hnsw_plan_free(plan);
@@ -565,12 +625,13 @@ static size_t score_cands(struct store *s, const struct part *p, const struct st
                           const struct hnsw_hit *hits, size_t n, const uint64_t *qt, size_t nqt,
                           struct cand *out)
 {
+    const struct termstats *df = part_base(p)->df;
     struct term_weights qw, cw;
     float w = s->o.lexical_weight;
     size_t m = 0;
 
-    if (qt && p->df)
-        terms_weigh(p->df, qt, nqt, &qw);
+    if (qt && df)
+        terms_weigh(df, qt, nqt, &qw);
     for (size_t i = 0; i < n; i++) {
         struct store_entry *e = by_id(s, hits[i].id);
         float score = hits[i].sim;
@@ -578,7 +639,7 @@ static size_t score_cands(struct store *s, const struct part *p, const struct st
 
         if (!e || !fresh(e, q->now, q->max_age))
             continue;
-        if (qt && p->df) {
+        if (qt && df) {
             /* What it would score were its terms all the question's (a
              * cosine is at most 1, and the sum can only grow with it). Below
              * the threshold it can never be served, and where it sorts among
@@ -589,7 +650,7 @@ static size_t score_cands(struct store *s, const struct part *p, const struct st
                 score = top;
             } else {
                 /* An entry without terms (no text) scores its similarity's share. */
-                terms_weigh(p->df, e->terms, e->nterms, &cw);
+                terms_weigh(df, e->terms, e->nterms, &cw);
                 score = (1.0f - w) * score + w * terms_cos(&qw, &cw);
             }
         }
@@ -605,6 +666,7 @@ struct store_entry *store_get_semantic(struct store *s, const struct store_query
     struct hnsw_hit hits[MAX_CANDIDATES];
     struct cand cands[MAX_CANDIDATES];
     uint64_t qt[TERMS_MAX];
+    uint8_t gkey[STORE_KEY_LEN];
     size_t nqt = 0, n;
     unsigned k = q->candidates;
     bool lexical = s->o.lexical_weight > 0 && q->text;
@@ -621,7 +683,7 @@ struct store_entry *store_get_semantic(struct store *s, const struct store_query
         nqt =
             q->words ? terms_of_words(q->words, q->nwords, qt) : terms_of(q->text, q->text_len, qt);
     pthread_rwlock_rdlock(&s->lock);
-    p = map_get(&s->parts, q->partition);
+    p = map_get(&s->parts, part_key(q->partition, q->group, gkey));
     if (!p || p->nvec == 0) {
         pthread_rwlock_unlock(&s->lock);
         return NULL;
@@ -738,13 +800,14 @@ int store_capture(struct store *s, store_graph_fn graph, void *ud, struct store_
         struct store_entry *e = s->all[i];
         atomic_fetch_add(&e->refs, 1);
         it[i].e = e;
-        memcpy(it[i].partition, e->part->key, STORE_KEY_LEN);
+        memcpy(it[i].partition, e->part_key, STORE_KEY_LEN);
+        memcpy(it[i].graph, e->part->key, STORE_KEY_LEN);
         it[i].indexed = e->vec && e->part->idx;
     }
     *n = s->nall;
     for (size_t i = 0; i < s->nall && rc == 0; i++) {
         const struct part *p = s->all[i]->part;
-        /* Once per partition: at its first member in members[] order. */
+        /* Once per partition or group: at its first member in members[] order. */
         if (p->idx && p->members[0] == s->all[i])
             rc = graph(ud, p->key, p->idx);
     }
@@ -767,13 +830,13 @@ void store_load_begin(struct store *s)
     pthread_rwlock_unlock(&s->lock);
 }
 
-int store_adopt_index(struct store *s, const uint8_t *partition, struct hnsw *idx)
+int store_adopt_index(struct store *s, const uint8_t *key, struct hnsw *idx)
 {
     struct part *p;
     int rc = 0;
 
     pthread_rwlock_wrlock(&s->lock);
-    p = map_get(&s->parts, partition);
+    p = map_get(&s->parts, key);
     if (!p || p->idx || hnsw_dim(idx) != s->o.dim || hnsw_count(idx) != p->nvec) {
         rc = -ESTALE;
     } else {

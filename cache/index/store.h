@@ -2,9 +2,11 @@
  *
  * Entries live in partitions (see proxy/openai/canon.h); a semantic lookup only ever
  * searches the one partition its request belongs to, so a similar question
- * from another tenant, model or conversation can never be a candidate. A
- * partition is scanned exhaustively while it is small and gets its own HNSW
- * index once it grows past exact_scan_max entries.
+ * from another tenant, model or conversation can never be a candidate.
+ * Within a partition, entries are grouped by a key their caller gives
+ * (the numbers and special tokens of the question), and a lookup searches
+ * its own group only. A group is scanned exhaustively while it is small
+ * and gets its own HNSW index once it grows past exact_scan_max entries.
  *
  * Eviction is cost-aware (GreedyDual-Size-Frequency): an entry's priority is
  * L + hits * cost / size, where cost is the provider tokens a hit saves and L
@@ -47,6 +49,7 @@ struct store_opts {
 struct store_put_args {
     const uint8_t *partition; /* STORE_KEY_LEN bytes */
     const uint8_t *exact;     /* STORE_KEY_LEN bytes */
+    uint64_t group;           /* within the partition: see store_query.group */
     const float *vec;         /* dim floats, or NULL: exact lookups only */
     const char *text;         /* the lookup text (copied), or NULL */
     void *payload;            /* taken over by the store, freed with payload_free */
@@ -87,8 +90,13 @@ struct store_entry *store_get_exact(struct store *s, const uint8_t *exact, int64
 /* A semantic lookup. */
 struct store_query {
     const uint8_t *partition; /* STORE_KEY_LEN bytes */
-    const float *vec;         /* dim floats */
-    const char *text;         /* the lookup text, for the lexical score; NULL: none */
+    /* Only entries stored with the same group are candidates (0 is a group
+     * too). The verifier's verify_group(): questions whose numbers differ
+     * can never be served for each other, so they are not searched, and
+     * the candidates a lookup may take are all ones that could pass. */
+    uint64_t group;
+    const float *vec; /* dim floats */
+    const char *text; /* the lookup text, for the lexical score; NULL: none */
     size_t text_len;
     const struct embed_word *words; /* text already split (embed_split), or NULL */
     size_t nwords;
@@ -178,28 +186,32 @@ void store_get_stats(struct store *s, struct store_stats *st);
  *
  * Capture: store_capture takes the read lock once, takes a reference to every
  * entry (entries never change after insertion, so they can be written out
- * after the lock is gone) and calls graph() for each indexed partition so
- * that the caller can serialise its HNSW graph while no writer changes it.
+ * after the lock is gone) and calls graph() for each indexed partition or
+ * group, with the key of its graph (see store_snap_item.graph), so that the
+ * caller can serialise the HNSW graph while no writer changes it.
  * Lookups go on meanwhile; store_put and store_delete wait. */
 struct store_snap_item {
     struct store_entry *e; /* a reference: store_capture_free drops it */
     uint8_t partition[STORE_KEY_LEN];
-    bool indexed; /* e's vector is in its partition's graph */
+    uint8_t graph[STORE_KEY_LEN]; /* the key of its group's graph: partition for group 0 */
+    bool indexed;                 /* e's vector is in that graph */
 };
 struct hnsw;
-typedef int (*store_graph_fn)(void *ud, const uint8_t *partition, const struct hnsw *idx);
+typedef int (*store_graph_fn)(void *ud, const uint8_t *key, const struct hnsw *idx);
 int store_capture(struct store *s, store_graph_fn graph, void *ud, struct store_snap_item **items,
                   size_t *n);
 void store_capture_free(struct store_snap_item *items, size_t n);
 
 /* Restore: after store_load_begin, store_put (with the snapshot's ids)
- * indexes no partition; store_adopt_index then hands a loaded graph to its
- * partition (taking idx) if the graph's live ids are exactly the partition's
- * vectors, else frees it and returns -ESTALE; store_load_end builds an index
- * for every partition that needs one and has none (*built counts them: a
- * snapshot load that had to rebuild). 0 or -ENOMEM. */
+ * indexes no partition; store_adopt_index then hands a loaded graph to the
+ * partition or group under key (taking idx) if the graph's live ids are
+ * exactly its vectors, else frees it and returns -ESTALE (so a graph saved
+ * before its entries were grouped as they are now is built again);
+ * store_load_end builds an index for every partition or group that needs
+ * one and has none (*built counts them: a snapshot load that had to
+ * rebuild). 0 or -ENOMEM. */
 void store_load_begin(struct store *s);
-int store_adopt_index(struct store *s, const uint8_t *partition, struct hnsw *idx);
+int store_adopt_index(struct store *s, const uint8_t *key, struct hnsw *idx);
 int store_load_end(struct store *s, size_t *built);
 
 #endif

@@ -11,6 +11,7 @@
 #define PARROT_VERIFY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum verify_reason {
     VERIFY_OK = 0,
@@ -54,6 +55,15 @@ struct verify_tables {
 /* verify_texts() with tables (t may be NULL: none). */
 enum verify_reason verify_texts_with(const char *query, size_t qlen, const char *cand, size_t clen,
                                      const struct verify_tables *t);
+
+/* What every question that passes the checks against text[0..len) shares
+ * with it, as a key: its numbers (digits and number words) and its special
+ * tokens (emails, URLs, file names, quoted strings, code, the operators
+ * beside a number), which the checks require to be the same multiset on
+ * both sides whatever the tables. 0 when it has none. Two questions with
+ * different keys never pass, so an index may keep them apart; equal keys
+ * promise nothing. */
+uint64_t verify_group(const char *text, size_t len);
 
 /* A lookup's question, compared with each of its candidates in turn: what
  * the checks need of the question is worked out once, on the first

@@ -24,14 +24,18 @@
  *     16  len  payload
  *   16+len  4  crc       CRC32C of the salt (8 bytes), then bytes 0..15, then
  *                        the payload
- * GRAPH payload: 32-byte partition key, then the graph as hnsw_save writes
- * it (format at the end of cache/hnsw.c). Partitions appear once each.
+ * GRAPH payload: 32-byte key, then the graph as hnsw_save writes it (format
+ * at the end of cache/index/hnsw.c). The key is a partition's, or that of a
+ * group of one (cache/index/store.h); each appears once.
  * ENTRY payload:
  *      0    8  id        the entry's store id (the graph's ids refer to it)
  *      8   32  partition
  *     40    1  vec       0: no vector; 1: dim float32 follow; 2: the vector
- *                        is the one the partition's graph holds under id
+ *                        is the one the partition's graph holds under id;
+ *                        3: the one the graph under the key that follows
+ *                        holds under id (the entry's group)
  *     41  4*dim (vec 1 only) the vector
+ *     41   32 (vec 3 only) the group's graph key
  *      ..  rest            the caller's record (snap_codec; the cache writes a
  *                          log's PUT payload, see cache/persist/records.h)
  *
@@ -68,7 +72,7 @@
 #define RD_CHUNK    (1u << 20)
 #define BUF_MAX     SIZE_MAX
 
-enum vec_kind { VEC_NONE, VEC_INLINE, VEC_GRAPH };
+enum vec_kind { VEC_NONE, VEC_INLINE, VEC_GRAPH, VEC_GROUP };
 
 static const uint8_t magic[8] = {'P', 'A', 'R', 'R', 'O', 'T', 'S', 'N'};
 
@@ -127,7 +131,7 @@ static int buf_sink(void *ud, const void *p, size_t n)
 }
 
 /* Under the store's read lock: one GRAPH section into memory. */
-static int capture_graph(void *ud, const uint8_t *partition, const struct hnsw *idx)
+static int capture_graph(void *ud, const uint8_t *key, const struct hnsw *idx)
 {
     struct writer *w = ud;
     size_t at = section_begin(&w->graphs);
@@ -135,7 +139,7 @@ static int capture_graph(void *ud, const uint8_t *partition, const struct hnsw *
 
     if (at == SIZE_MAX)
         return -ENOMEM;
-    rc = buf_append(&w->graphs, partition, STORE_KEY_LEN, BUF_MAX);
+    rc = buf_append(&w->graphs, key, STORE_KEY_LEN, BUF_MAX);
     if (rc == 0)
         rc = hnsw_save(idx, buf_sink, &w->graphs);
     if (rc == 0)
@@ -156,8 +160,13 @@ static int encode_entry(const struct snap_opts *o, const struct snap_codec *c, u
         return -ENOMEM;
     le_put64(fixed, store_entry_id(it->e));
     memcpy(fixed + 8, it->partition, STORE_KEY_LEN);
-    fixed[40] = !v ? VEC_NONE : it->indexed ? VEC_GRAPH : VEC_INLINE;
+    fixed[40] = !v                                                     ? VEC_NONE
+                : !it->indexed                                         ? VEC_INLINE
+                : memcmp(it->graph, it->partition, STORE_KEY_LEN) == 0 ? VEC_GRAPH
+                                                                       : VEC_GROUP;
     rc = buf_append(out, fixed, sizeof(fixed), BUF_MAX);
+    if (rc == 0 && fixed[40] == VEC_GROUP)
+        rc = buf_append(out, it->graph, STORE_KEY_LEN, BUF_MAX);
     for (unsigned i = 0; rc == 0 && fixed[40] == VEC_INLINE && i < o->dim; i++) {
         uint8_t f[4];
         uint32_t bits;
@@ -319,14 +328,13 @@ static int rd_read(void *ud, void *dst, size_t n)
 }
 
 struct graph {
-    uint8_t partition[STORE_KEY_LEN];
+    uint8_t key[STORE_KEY_LEN]; /* its partition's or group's */
     struct hnsw *h;
 };
 
 static int graph_cmp(const void *a, const void *b)
 {
-    return memcmp(((const struct graph *)a)->partition, ((const struct graph *)b)->partition,
-                  STORE_KEY_LEN);
+    return memcmp(((const struct graph *)a)->key, ((const struct graph *)b)->key, STORE_KEY_LEN);
 }
 
 struct loader {
@@ -402,7 +410,7 @@ static int load_graphs(struct loader *L, uint32_t n)
         struct graph *g = &L->graphs[i];
         if ((rc = section_open(L, SEC_GRAPH)) != 0)
             return rc;
-        if ((rc = rd_read(&L->r, g->partition, STORE_KEY_LEN)) != 0) {
+        if ((rc = rd_read(&L->r, g->key, STORE_KEY_LEN)) != 0) {
             L->why = "graph section too short";
             return rc;
         }
@@ -422,19 +430,19 @@ static int load_graphs(struct loader *L, uint32_t n)
     qsort(L->graphs, n, sizeof(*L->graphs), graph_cmp);
     for (uint32_t i = 1; i < n; i++) {
         if (graph_cmp(&L->graphs[i - 1], &L->graphs[i]) == 0) {
-            L->why = "two graphs for one partition";
+            L->why = "two graphs under one key";
             return -EBADMSG;
         }
     }
     return 0;
 }
 
-static struct graph *graph_of(struct loader *L, const uint8_t *partition)
+static struct graph *graph_of(struct loader *L, const uint8_t *key)
 {
-    struct graph key;
+    struct graph g;
 
-    memcpy(key.partition, partition, STORE_KEY_LEN);
-    return bsearch(&key, L->graphs, L->ngraphs, sizeof(*L->graphs), graph_cmp);
+    memcpy(g.key, key, STORE_KEY_LEN);
+    return bsearch(&g, L->graphs, L->ngraphs, sizeof(*L->graphs), graph_cmp);
 }
 
 static int load_entry(struct loader *L, float *vec)
@@ -464,8 +472,8 @@ static int load_entry(struct loader *L, float *vec)
     if ((rc = rd_read(&L->r, rec, len)) != 0 || (rc = section_close(L)) != 0)
         return rc;
     id = le_get64(rec);
-    vbytes = rec[40] == VEC_INLINE ? 4 * (size_t)L->dim : 0;
-    if (id == 0 || rec[40] > VEC_GRAPH || len < ENTRY_FIXED + vbytes) {
+    vbytes = rec[40] == VEC_INLINE ? 4 * (size_t)L->dim : rec[40] == VEC_GROUP ? STORE_KEY_LEN : 0;
+    if (id == 0 || rec[40] > VEC_GROUP || len < ENTRY_FIXED + vbytes) {
         L->why = "invalid entry";
         return -EBADMSG;
     }
@@ -481,11 +489,11 @@ static int load_entry(struct loader *L, float *vec)
             }
         }
         v = vec;
-    } else if (rec[40] == VEC_GRAPH) {
-        g = graph_of(L, rec + 8);
+    } else if (rec[40] == VEC_GRAPH || rec[40] == VEC_GROUP) {
+        g = graph_of(L, rec[40] == VEC_GRAPH ? rec + 8 : rec + ENTRY_FIXED);
         v = g ? hnsw_vector(g->h, id) : NULL;
         if (!v) {
-            L->why = "entry whose vector is not in its partition's graph";
+            L->why = "entry whose vector is not in its graph";
             return -EBADMSG;
         }
         memcpy(vec, v, sizeof(float) * L->dim); /* the graph may lose it below */
@@ -579,7 +587,7 @@ static int load_file(struct loader *L, struct store *s)
         if (L->foreign)
             hnsw_free(L->graphs[i].h);
         else
-            store_adopt_index(s, L->graphs[i].partition, L->graphs[i].h); /* takes it */
+            store_adopt_index(s, L->graphs[i].key, L->graphs[i].h); /* takes it */
         L->graphs[i].h = NULL;
     }
     size_t built = 0;

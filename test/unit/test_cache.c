@@ -252,24 +252,37 @@ static void test_exact_before_semantic(void **state)
 }
 
 /* A candidate above the threshold that the verifier tells apart is a miss,
- * and counted under the verifier's reason. */
+ * and counted under the verifier's reason. A question with other numbers
+ * is not even a candidate: the lookup searches its own group alone. */
 static void test_verifier_refusal_is_miss(void **state)
 {
-    const char *stored = "what is 2 plus 2";
-    const char *asked = "what is 3 plus 3";
+    const char *stored = "turn on the lights in the kitchen",
+               *asked = "turn off the lights in the kitchen";
+    const char *sum = "what is 2 plus 2", *other_sum = "what is 3 plus 3";
     struct cache *plain = new_cache(false), *checked = new_cache(true);
     struct cache_stats st;
     char got[64];
 
     (void)state;
-    put(plain, 1, stored, "four", 0, T0);
-    put(checked, 1, stored, "four", 0, T0);
-    /* Without the verifier the candidate is a hit: it is above the threshold. */
+    put(plain, 1, stored, "on", 0, T0);
+    put(checked, 1, stored, "on", 0, T0);
+    put(plain, 3, sum, "four", 0, T0);
+    put(checked, 3, sum, "four", 0, T0);
+    /* Without the verifier the candidates are hits: they are above the threshold. */
     assert_int_equal(lookup(plain, 2, asked, T0, -1, got, sizeof(got)), CACHE_HIT_SEMANTIC);
+    assert_string_equal(got, "on");
+    assert_int_equal(lookup(plain, 4, other_sum, T0, -1, got, sizeof(got)), CACHE_HIT_SEMANTIC);
+    assert_string_equal(got, "four");
     assert_int_equal(lookup(checked, 2, asked, T0, -1, got, sizeof(got)), CACHE_MISS);
     assert_string_equal(got, "");
+    assert_int_equal(lookup(checked, 4, other_sum, T0, -1, got, sizeof(got)), CACHE_MISS);
     cache_get_stats(checked, &st);
-    assert_int_equal(st.rejected[VERIFY_NUMBERS], 1);
+    assert_int_equal(st.rejected[VERIFY_OPPOSITE], 1);
+    assert_int_equal(st.rejected[VERIFY_NUMBERS], 0);
+    /* The same numbers in other words are in the group, and served. */
+    assert_int_equal(lookup(checked, 5, "what's 2 plus 2", T0, -1, got, sizeof(got)),
+                     CACHE_HIT_SEMANTIC);
+    assert_string_equal(got, "four");
     cache_free(plain);
     cache_free(checked);
 }

@@ -37,6 +37,7 @@ static int encode(void *ud, const struct store_entry *e, const uint8_t *partitio
 struct target {
     struct store *s;
     size_t expired;
+    bool regroup; /* every odd k of partition 3 into group 9 (a later grouping) */
 };
 
 static int restore(void *ud, uint64_t id, const float *vec, const void *rec, size_t len)
@@ -53,7 +54,7 @@ static int restore(void *ud, uint64_t id, const float *vec, const void *rec, siz
                                .now = 1,
                                .id = id};
     uint64_t got;
-    unsigned k, big;
+    unsigned k, big, group = 0;
 
     if (!p)
         return -ENOMEM;
@@ -62,10 +63,13 @@ static int restore(void *ud, uint64_t id, const float *vec, const void *rec, siz
         free(p);
         return 1;
     }
-    if (sscanf(p, "%u %u", &big, &k) != 2) {
+    if (sscanf(p, "%u %u %u", &big, &k, &group) < 2) {
         free(p);
         return -EBADMSG;
     }
+    if (t->regroup && big == 3 && k % 2)
+        group = 9;
+    a.group = group;
     part[0] = (uint8_t)big;
     memcpy(exact, &k, sizeof(k));
     exact[8] = (uint8_t)big;
@@ -227,6 +231,98 @@ static void test_round_trip(void **state)
 
 /* Entries restore() leaves out are taken out of the graph, which is then
  * still adopted as it is. */
+/* Partition 3: GROUPED entries in group 0 and as many in group 7, both
+ * indexed; "3 k g" payloads say the group for restore(). */
+enum { GROUPED = 300 };
+
+static void fill_groups(struct store *s, bool grouped)
+{
+    for (unsigned k = 0; k < 2 * GROUPED; k++) {
+        uint8_t part[STORE_KEY_LEN] = {3}, exact[STORE_KEY_LEN] = {0};
+        unsigned group = grouped && k >= GROUPED ? 7 : 0;
+        char text[64];
+        float v[DIM];
+        uint64_t id;
+
+        memcpy(exact, &k, sizeof(k));
+        exact[8] = 3;
+        vec_of(k + 5000, v);
+        snprintf(text, sizeof(text), "3 %u %u", k, group);
+        struct store_put_args a = {.partition = part,
+                                   .group = group,
+                                   .exact = exact,
+                                   .vec = v,
+                                   .payload = strdup(text),
+                                   .payload_size = strlen(text),
+                                   .cost = 1,
+                                   .now = 1};
+        assert_int_equal(store_put(s, &a, &id), 0);
+    }
+}
+
+/* The best entry of group in partition 3 for the vector of k, or 0. */
+static uint64_t best_in(struct store *s, uint64_t group, unsigned k)
+{
+    uint8_t part[STORE_KEY_LEN] = {3};
+    float v[DIM], sim;
+    uint64_t id = 0;
+
+    vec_of(k + 5000, v);
+    struct store_query q = {.partition = part,
+                            .group = group,
+                            .vec = v,
+                            .threshold = -1,
+                            .now = 2,
+                            .max_age = -1,
+                            .candidates = 1};
+    struct store_entry *e = store_get_semantic(s, &q, &sim);
+    if (e)
+        id = store_entry_id(e);
+    store_entry_unref(e);
+    return id;
+}
+
+/* A group's graph is saved under its own key and adopted again; a graph
+ * saved before its entries were grouped as they are now is built again. */
+static void test_group_graphs(void **state)
+{
+    struct store *a = mkstore(), *b = mkstore(), *c = mkstore(), *d = mkstore();
+    struct snap_report rep;
+    struct target t = {0};
+    struct store_stats st;
+
+    (void)state;
+    fill_groups(a, true);
+    store_get_stats(a, &st);
+    assert_int_equal(st.partitions, 1);
+    assert_int_equal(st.indexed_partitions, 2);
+    assert_int_equal(write_from(a, NULL, 3, &rep), 0);
+    assert_int_equal(rep.graphs, 2);
+    assert_int_equal(load_into(b, NULL, &rep, &t), 0);
+    assert_int_equal(rep.loaded, 2 * GROUPED);
+    assert_int_equal(rep.graphs_built, 0);
+    for (unsigned k = 0; k < 2 * GROUPED; k += 7) {
+        uint64_t group = k >= GROUPED ? 7 : 0;
+        assert_int_not_equal(best_in(a, group, k), 0);
+        assert_int_equal(best_in(a, group, k), best_in(b, group, k));
+        assert_int_equal(best_in(b, 7 - group, k) == best_in(b, group, k), false);
+    }
+    /* One group saved, two loaded: its graph does not fit either. */
+    fill_groups(c, false);
+    assert_int_equal(write_from(c, NULL, 4, &rep), 0);
+    assert_int_equal(rep.graphs, 1);
+    t.regroup = true;
+    assert_int_equal(load_into(d, NULL, &rep, &t), 0);
+    assert_int_equal(rep.loaded, 2 * GROUPED);
+    assert_int_equal(rep.graphs_built, 2);
+    for (unsigned k = 0; k < 2 * GROUPED; k += 7)
+        assert_int_equal(best_in(d, k % 2 ? 9 : 0, k), best_in(c, 0, k));
+    store_free(a);
+    store_free(b);
+    store_free(c);
+    store_free(d);
+}
+
 static void test_expired_keep_graph(void **state)
 {
     struct store *a = mkstore(), *b = mkstore();
@@ -362,9 +458,8 @@ static void test_damage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_expired_keep_graph),
-        cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_expired_keep_graph),
+        cmocka_unit_test(test_group_graphs), cmocka_unit_test(test_faults),
         cmocka_unit_test(test_damage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -522,6 +522,120 @@ static void test_lexical_score(void **state)
     store_free(s);
 }
 
+/* Six texts, one vector, into partition 1: entry i in group i % 3, or all
+ * in group 0. */
+static void put_groups(struct store *s, bool grouped, uint64_t *ids)
+{
+    static const char *texts[] = {"how do i reset my password", "how do i change my email",
+                                  "what is my balance",         "where is my card",
+                                  "how do i close my account",  "when is my bill due"};
+    uint8_t pk[STORE_KEY_LEN], ek[STORE_KEY_LEN];
+    float v[DIM];
+
+    vec(v, 1, 2, 0.1f);
+    key(pk, 1);
+    for (int i = 0; i < 6; i++) {
+        struct store_put_args a = {.partition = pk,
+                                   .group = grouped ? (uint64_t)(i % 3) : 0,
+                                   .exact = ek,
+                                   .vec = v,
+                                   .text = texts[i],
+                                   .payload = malloc(8),
+                                   .payload_size = 8,
+                                   .cost = 1,
+                                   .now = 100};
+        key(ek, i + 1000);
+        assert_int_equal(store_put(s, &a, &ids[i]), 0);
+    }
+}
+
+static struct store_entry *in_group(struct store *s, uint64_t group, const char *text, float *score)
+{
+    uint8_t pk[STORE_KEY_LEN];
+    float v[DIM];
+
+    vec(v, 1, 2, 0.1f);
+    key(pk, 1);
+    struct store_query q = {.partition = pk,
+                            .group = group,
+                            .vec = v,
+                            .text = text,
+                            .text_len = strlen(text),
+                            .threshold = 0.1f,
+                            .now = 100,
+                            .max_age = -1,
+                            .candidates = 16};
+    return store_get_semantic(s, &q, score);
+}
+
+/* A lookup searches its own group of the partition; a word weighs what it
+ * weighs in the whole partition, whatever the group; the stats count
+ * partitions, and a group goes with its last entry, the partition with its
+ * last group. */
+static void test_groups(void **state)
+{
+    struct store_opts o = {.dim = DIM,
+                           .max_memory = 1 << 20,
+                           .exact_scan_max = 4,
+                           .lexical_weight = 0.5f,
+                           .payload_free = payload_free};
+    struct store *s = NULL, *flat = NULL;
+    struct store_entry_info info;
+    struct store_stats st;
+    struct store_entry *e, *f;
+    uint64_t ids[6], flat_ids[6];
+    uint8_t pk[STORE_KEY_LEN];
+    float score = 0, flat_score = 0;
+
+    (void)state;
+    assert_int_equal(store_new(&o, &s), 0);
+    assert_int_equal(store_new(&o, &flat), 0);
+    put_groups(s, true, ids);
+    put_groups(flat, false, flat_ids);
+    store_get_stats(s, &st);
+    assert_int_equal(st.partitions, 1);
+    assert_int_equal(st.entries, 6);
+    /* Group 0 holds entries 0 and 3: the same best as among all six, at the
+     * same score to the bit. */
+    e = in_group(s, 0, "reset my password please", &score);
+    f = in_group(flat, 0, "reset my password please", &flat_score);
+    assert_non_null(e);
+    assert_non_null(f);
+    assert_int_equal(store_entry_id(e), ids[0]);
+    assert_int_equal(store_entry_id(f), flat_ids[0]);
+    assert_memory_equal(&score, &flat_score, sizeof(score));
+    store_entry_describe(e, &info);
+    key(pk, 1);
+    assert_memory_equal(info.partition, pk, STORE_KEY_LEN);
+    store_entry_unref(e);
+    store_entry_unref(f);
+    /* Group 1 holds entries 1 and 4; group 5 none. */
+    e = in_group(s, 1, "reset my password please", &score);
+    assert_non_null(e);
+    assert_true(store_entry_id(e) == ids[1] || store_entry_id(e) == ids[4]);
+    store_entry_unref(e);
+    assert_null(in_group(s, 5, "reset my password please", &score));
+    /* Group 0 emptied: group 2 still finds its own, and the partition stays. */
+    assert_int_equal(store_delete(s, ids[0]), 0);
+    assert_int_equal(store_delete(s, ids[3]), 0);
+    assert_null(in_group(s, 0, "reset my password please", &score));
+    e = in_group(s, 2, "what is my balance", &score);
+    assert_non_null(e);
+    assert_int_equal(store_entry_id(e), ids[2]);
+    store_entry_unref(e);
+    store_get_stats(s, &st);
+    assert_int_equal(st.partitions, 1);
+    for (int i = 0; i < 6; i++)
+        if (i % 3)
+            assert_int_equal(store_delete(s, ids[i]), 0);
+    store_get_stats(s, &st);
+    assert_int_equal(st.partitions, 0);
+    assert_int_equal(st.entries, 0);
+    assert_int_equal(st.memory, 0);
+    store_free(s);
+    store_free(flat);
+}
+
 /* Ids are shown to clients: never a counter (two consecutive stores must not
  * reveal how many others came between), never 0, never a taken one. */
 static void test_ids_random(void **state)
@@ -560,6 +674,7 @@ int main(void)
         cmocka_unit_test(test_map_churn),
         cmocka_unit_test(test_scan_and_remove),
         cmocka_unit_test(test_lexical_score),
+        cmocka_unit_test(test_groups),
         cmocka_unit_test(test_ids_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

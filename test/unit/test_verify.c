@@ -10,6 +10,7 @@
 #include "cache/match/verify.h"
 #include "cache/match/wordnet.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -201,6 +202,58 @@ static void test_arguments(void **state)
     assert_int_equal(v("Convert 10 miles to kilometers", "Convert 10 kilometers to miles"),
                      VERIFY_ROLE);
     assert_int_equal(v("send an email to bob", "send bob an email"), VERIFY_OK);
+}
+
+static uint64_t g(const char *s)
+{
+    return verify_group(s, strlen(s));
+}
+
+/* Two questions that pass have the same group, whatever the spelling of
+ * their numbers; numbers, operators or special tokens that differ make
+ * another group; a question with none of them is in group 0. */
+static void test_groups(void **state)
+{
+    static const char *const same[][2] = {
+        {"from 2 to 3", "to 3 from 2"},
+        {"send 1,000 dollars", "send 1000 dollars"},
+        {"What is 2+2?", "what's 2 + 2"},
+        {"Set an alarm for six thirty", "Set an alarm for 6:30"},
+        {"Set an alarm for half past six", "Set an alarm for 6:30"},
+        {"wake me up at 4:00 am", "wake me up at four am"},
+        {"Who won in nineteen ninety?", "Who won in 1990?"},
+        {"set a timer for twenty one minutes", "set a timer for 21 minutes"},
+        {"call 555-1234", "please call 555-1234"},
+        {"email the report to bob@example.com", "email bob@example.com the report"},
+    };
+    static const char *const apart[][2] = {
+        {"What is 2+2?", "What is 2+3?"},
+        {"top 10 movies", "top movies"},
+        {"wake me up at 4 am", "wake me up at 4 pm"},
+        {"what is 5 + 3", "what is 5 - 3"},
+        {"fact number 1-2 about rivers", "fact number 2-1 about rivers"},
+        {"Summarise report.txt", "Summarise report.pdf"},
+        {"Email the invoice to sales@example.com", "Email the invoice to billing@example.com"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+        assert_int_equal(v(same[i][0], same[i][1]), VERIFY_OK);
+        assert_true(g(same[i][0]) != 0);
+        assert_true(g(same[i][0]) == g(same[i][1]));
+    }
+    for (size_t i = 0; i < sizeof(apart) / sizeof(apart[0]); i++) {
+        assert_int_not_equal(v(apart[i][0], apart[i][1]), VERIFY_OK);
+        assert_true(g(apart[i][0]) != g(apart[i][1]));
+    }
+    assert_true(g("what is the capital of france") == 0);
+    assert_true(g("") == 0);
+    /* More numbers than are compared: apart from the first ones alone. */
+    char many[512] = "", *at = many;
+    for (int i = 0; i < 40; i++)
+        at += sprintf(at, "%d ", i + 1);
+    assert_true(g(many) != 0);
+    assert_true(g(many) != g("1 2 3"));
 }
 
 static void test_empty_and_long(void **state)
@@ -409,13 +462,21 @@ static void test_reason_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_numbers),         cmocka_unit_test(test_negation),
-        cmocka_unit_test(test_opposites),       cmocka_unit_test(test_question_words),
-        cmocka_unit_test(test_action),          cmocka_unit_test(test_tense),
-        cmocka_unit_test(test_content),         cmocka_unit_test(test_arguments),
-        cmocka_unit_test(test_empty_and_long),  cmocka_unit_test(test_split_once),
-        cmocka_unit_test(test_negation_far_in), cmocka_unit_test(test_reason_names),
-        cmocka_unit_test(test_liking),          cmocka_unit_test(test_verbs_with_wordnet),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_negation),
+        cmocka_unit_test(test_opposites),
+        cmocka_unit_test(test_question_words),
+        cmocka_unit_test(test_action),
+        cmocka_unit_test(test_tense),
+        cmocka_unit_test(test_content),
+        cmocka_unit_test(test_arguments),
+        cmocka_unit_test(test_empty_and_long),
+        cmocka_unit_test(test_split_once),
+        cmocka_unit_test(test_negation_far_in),
+        cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_groups),
+        cmocka_unit_test(test_liking),
+        cmocka_unit_test(test_verbs_with_wordnet),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
