@@ -291,6 +291,45 @@ int hnsw_cpu_avx512bw(void)
 {
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 }
+
+/* With VNNI, vpdpbusd multiplies unsigned by signed bytes and sums each
+ * four into an int32 lane: a sixty-four-byte block in one instruction. The
+ * codes are signed, so a's are lifted to unsigned (a ^ 0x80 is a + 128) and
+ * the 128 * sum(b) this adds is taken off again; a second vpdpbusd against
+ * ones keeps that sum. Both stay far inside int32 (255 * 127 * n for n up to
+ * HNSW_DIM_MAX rounded up), so the result is the same integer. */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) int32_t
+hnsw_idot_vnni(const int8_t *a, const int8_t *b, unsigned n)
+{
+    const __m512i lift = _mm512_set1_epi8((char)0x80), ones = _mm512_set1_epi8(1);
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    __m512i t0 = _mm512_setzero_si512(), t1 = _mm512_setzero_si512();
+    unsigned i = 0;
+
+    for (; i + 128 <= n; i += 128) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(b + i));
+        __m512i b1 = _mm512_loadu_si512((const void *)(b + i + 64));
+        __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(a + i)), lift);
+        __m512i a1 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(a + i + 64)), lift);
+        s0 = _mm512_dpbusd_epi32(s0, a0, b0);
+        s1 = _mm512_dpbusd_epi32(s1, a1, b1);
+        t0 = _mm512_dpbusd_epi32(t0, ones, b0);
+        t1 = _mm512_dpbusd_epi32(t1, ones, b1);
+    }
+    if (i < n) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(b + i));
+        __m512i a0 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(a + i)), lift);
+        s0 = _mm512_dpbusd_epi32(s0, a0, b0);
+        t0 = _mm512_dpbusd_epi32(t0, ones, b0);
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1)) -
+           128 * _mm512_reduce_add_epi32(_mm512_add_epi32(t0, t1));
+}
+
+int hnsw_cpu_avx512vnni(void)
+{
+    return hnsw_cpu_avx512bw() && __builtin_cpu_supports("avx512vnni");
+}
 #else
 float hnsw_dot_avx2(const float *a, const float *b, unsigned dim)
 {
@@ -316,11 +355,18 @@ int hnsw_cpu_avx512bw(void)
 {
     return 0;
 }
+
+int hnsw_cpu_avx512vnni(void)
+{
+    return 0;
+}
 #endif
 
 static idot_fn pick_ikernel(void)
 {
 #ifdef HNSW_X86
+    if (hnsw_cpu_avx512vnni())
+        return hnsw_idot_vnni;
     if (hnsw_cpu_avx512bw())
         return hnsw_idot_avx512;
     if (hnsw_cpu_avx2())

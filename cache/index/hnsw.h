@@ -168,12 +168,19 @@ int32_t hnsw_idot_scalar(const int8_t *a, const int8_t *b, unsigned n);
 /* True when the CPU has AVX-512F and AVX-512BW (always false off x86). */
 int hnsw_cpu_avx512bw(void);
 
+/* True when it also has AVX-512 VNNI (always false off x86). */
+int hnsw_cpu_avx512vnni(void);
+
 #if defined(__x86_64__) || defined(__i386__)
 /* The AVX2 kernel; call only when hnsw_cpu_avx2() is true. */
 int32_t hnsw_idot_avx2(const int8_t *a, const int8_t *b, unsigned n);
 
 /* The AVX-512BW kernel; call only when hnsw_cpu_avx512bw() is true. */
 int32_t hnsw_idot_avx512(const int8_t *a, const int8_t *b, unsigned n);
+
+/* The AVX-512 VNNI kernel, preferred when present; call only when
+ * hnsw_cpu_avx512vnni() is true. */
+int32_t hnsw_idot_vnni(const int8_t *a, const int8_t *b, unsigned n);
 #endif
 
 /* Free the calling thread's search scratch now rather than at thread exit. */

@@ -381,8 +381,8 @@ static void test_idot_kernels(void **state)
     (void)state;
     assert_non_null(a);
     assert_non_null(b);
-    printf("hnsw_idot: avx2 %s, avx512bw %s\n", hnsw_cpu_avx2() ? "yes" : "no",
-           hnsw_cpu_avx512bw() ? "yes" : "no");
+    printf("hnsw_idot: avx2 %s, avx512bw %s, avx512vnni %s\n", hnsw_cpu_avx2() ? "yes" : "no",
+           hnsw_cpu_avx512bw() ? "yes" : "no", hnsw_cpu_avx512vnni() ? "yes" : "no");
     for (unsigned n = 64; n <= MAXN; n += n < 512 ? 64 : 1024) {
         for (unsigned off = 0; off < 3; off++) {
             int8_t *x = a + off, *y = b + 2 * off;
@@ -399,6 +399,8 @@ static void test_idot_kernels(void **state)
                 assert_int_equal(hnsw_idot_avx2(x, y, n), ref);
             if (hnsw_cpu_avx512bw())
                 assert_int_equal(hnsw_idot_avx512(x, y, n), ref);
+            if (hnsw_cpu_avx512vnni())
+                assert_int_equal(hnsw_idot_vnni(x, y, n), ref);
 #endif
         }
     }
