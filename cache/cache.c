@@ -322,10 +322,10 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
 }
 
 /* The group of the store's partition a question goes to and is looked up
- * in: with the verifier on, only questions with its numbers and special
- * tokens can be served for it (verify_group()), and the lookup searches
- * them alone. It is worked out again from the text on every load, so it
- * is never logged. */
+ * in (cache_lookup takes it from its verify_query): with the verifier on,
+ * only questions with its numbers and special tokens can be served for it
+ * (verify_group()), and the lookup searches them alone. It is worked out
+ * again from the text on every load, so it is never logged. */
 static uint64_t group_of(const struct cache *c, const char *text)
 {
     return c->verifier && text ? verify_group(text, strlen(text)) : 0;
@@ -390,8 +390,13 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     if (q->text)
         vc.nwords = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
     if ((vec = lookup_vec(c, q, words, vc.nwords, local)) != NULL) {
+        /* The verifier's query now, for its group: the first candidate
+         * goes on from what that worked out. */
+        if (c->verifier && q->text)
+            vc.vq =
+                verify_query_new(q->text, q->text_len, words, vc.nwords, cache_verify_tables(c));
         struct store_query sq = {.partition = q->partition,
-                                 .group = group_of(c, q->text),
+                                 .group = vc.vq ? verify_query_group(vc.vq) : 0,
                                  .vec = vec,
                                  .text = q->text,
                                  .text_len = q->text_len,

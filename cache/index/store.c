@@ -13,7 +13,7 @@
 #include "cache/index/hnsw.h"
 #include "cache/base/map.h"
 #include "cache/base/rand.h"
-#include "cache/base/sha256.h"
+#include "cache/base/hash.h"
 #include "cache/match/terms.h"
 
 #include <errno.h>
@@ -195,14 +195,19 @@ static void account_terms(struct store *s, struct part *p)
     p->df_mem = now;
 }
 
-/* The key group (not 0) of partition is kept under in parts. */
+/* The key group (not 0) of partition is kept under in parts: the
+ * partition's, its first eight bytes XORed with the group mixed. The mix is
+ * a bijection, so two groups of one partition never share a key (nor one
+ * with the partition: only 0 mixes to 0), and a key of another partition
+ * would have to share the other 24 bytes of a SHA-256. */
 static void group_key(const uint8_t *partition, uint64_t group, uint8_t *out)
 {
-    uint8_t b[STORE_KEY_LEN + sizeof(group)];
+    uint64_t head;
 
-    memcpy(b, partition, STORE_KEY_LEN);
-    memcpy(b + STORE_KEY_LEN, &group, sizeof(group));
-    sha256(b, sizeof(b), out);
+    memcpy(out, partition, STORE_KEY_LEN);
+    memcpy(&head, out, sizeof(head));
+    head ^= hash_mix(group);
+    memcpy(out, &head, sizeof(head));
 }
 
 /* The key in parts of the entries a put or a lookup of group in partition

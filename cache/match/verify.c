@@ -1116,29 +1116,35 @@ static bool same_specials(const struct specials *a, const struct specials *b)
  * stands in for one (same_numbers(), same_specials()): their key is a sum of
  * mixed hashes, which no order changes. A collision only puts two groups
  * together, and the checks still tell them apart. */
+static uint64_t group_key(const struct nums *nums, const struct specials *sp)
+{
+    uint64_t key = 0;
+    bool ops = false;
+
+    for (int i = 0; i < nums->n; i++)
+        key += hash_mix(hash_fnv_str(HASH_FNV_OFFSET, nums->v[i]));
+    for (int i = 0; i < sp->n; i++)
+        key += hash_mix(sp->h[i] ^ 0x5370656369616cULL); /* apart from a number's */
+    for (size_t i = 0; i < NOPS; i++)
+        ops = ops || sp->ops[i];
+    if (ops)
+        key = hash_mix(hash_fnv(key, sp->ops, NOPS));
+    if (nums->overflow)
+        key = hash_mix(key ^ 1);
+    if (key == 0 && (nums->n || sp->n || ops || nums->overflow))
+        key = 1; /* 0 is "none" */
+    return key;
+}
+
 uint64_t verify_group(const char *text, size_t len)
 {
     struct nums nums;
     struct specials sp;
-    uint64_t key = 0;
-    bool ops = false;
 
     numbers(text, len, &nums);
     number_words(text, len, &nums);
     specials_of(text, len, &sp);
-    for (int i = 0; i < nums.n; i++)
-        key += hash_mix(hash_fnv_str(HASH_FNV_OFFSET, nums.v[i]));
-    for (int i = 0; i < sp.n; i++)
-        key += hash_mix(sp.h[i] ^ 0x5370656369616cULL); /* apart from a number's */
-    for (size_t i = 0; i < NOPS; i++)
-        ops = ops || sp.ops[i];
-    if (ops)
-        key = hash_mix(hash_fnv(key, sp.ops, NOPS));
-    if (nums.overflow)
-        key = hash_mix(key ^ 1);
-    if (key == 0 && (nums.n || sp.n || ops || nums.overflow))
-        key = 1; /* 0 is "none" */
-    return key;
+    return group_key(&nums, &sp);
 }
 
 static bool capitalised(const struct specials *sp, const char *w)
@@ -2166,6 +2172,13 @@ void verify_query_free(struct verify_query *q)
         spare_taken = false;
     else
         free(q);
+}
+
+uint64_t verify_query_group(struct verify_query *q)
+{
+    side_need(&q->side, S_NUMBERS);
+    side_need(&q->side, S_SPECIALS);
+    return group_key(&q->side.nums, &q->side.sp);
 }
 
 /* ---- the candidates a thread checked last ----

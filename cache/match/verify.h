@@ -82,6 +82,10 @@ struct verify_query *verify_query_new(const char *query, size_t qlen, const stru
                                       size_t nq, const struct verify_tables *t);
 void verify_query_free(struct verify_query *q); /* NULL is a no-op */
 
+/* verify_group() of the query, with the parts of it the checks need next
+ * worked out on the way. */
+uint64_t verify_query_group(struct verify_query *q);
+
 /* verify_texts_with() of the query and cand[0..clen). */
 enum verify_reason verify_query_check(struct verify_query *q, const char *cand, size_t clen);
 

@@ -209,6 +209,20 @@ static uint64_t g(const char *s)
     return verify_group(s, strlen(s));
 }
 
+/* The same through a lookup's verify_query. */
+static uint64_t gq(const char *s)
+{
+    struct embed_word w[EMBED_MAX_WORDS];
+    struct verify_query *q =
+        verify_query_new(s, strlen(s), w, embed_split(s, strlen(s), w, EMBED_MAX_WORDS), NULL);
+    uint64_t k;
+
+    assert_non_null(q);
+    k = verify_query_group(q);
+    verify_query_free(q);
+    return k;
+}
+
 /* Two questions that pass have the same group, whatever the spelling of
  * their numbers; numbers, operators or special tokens that differ make
  * another group; a question with none of them is in group 0. */
@@ -241,10 +255,12 @@ static void test_groups(void **state)
         assert_int_equal(v(same[i][0], same[i][1]), VERIFY_OK);
         assert_true(g(same[i][0]) != 0);
         assert_true(g(same[i][0]) == g(same[i][1]));
+        assert_true(gq(same[i][0]) == g(same[i][0]) && gq(same[i][1]) == g(same[i][1]));
     }
     for (size_t i = 0; i < sizeof(apart) / sizeof(apart[0]); i++) {
         assert_int_not_equal(v(apart[i][0], apart[i][1]), VERIFY_OK);
         assert_true(g(apart[i][0]) != g(apart[i][1]));
+        assert_true(gq(apart[i][0]) == g(apart[i][0]) && gq(apart[i][1]) == g(apart[i][1]));
     }
     assert_true(g("what is the capital of france") == 0);
     assert_true(g("") == 0);
