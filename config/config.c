@@ -66,6 +66,9 @@ static const struct option options[] = {
      "directory for the write-ahead log and snapshots"},
     {"max-body-size", T_SIZE, F(max_body_size), "32m", 0, 0, 0,
      "largest request body accepted (413 above it)"},
+    {"header-buffer", T_SIZE, F(header_buffer), "16k", 0, 0, 0,
+     "memory per connection for a request's line and headers, 8k..1m (a head of more than "
+     "about 60% of it gets 431); zeroed before every request, so more costs throughput"},
     {"connect-timeout", T_DUR, F(connect_timeout_ms), "10s", 0, 0, 0,
      "time allowed to connect to the upstream"},
     {"upstream-timeout", T_DUR, F(upstream_timeout_ms), "10m", 0, 0, 0,
@@ -1068,6 +1071,10 @@ static int check_combination(const struct cfg *c, char *err, size_t errlen)
         }
     if (!*c->redis_namespace || strlen(c->redis_namespace) > 64) {
         snprintf(err, errlen, "redis-namespace must be 1 to 64 characters");
+        return CFG_EINVAL;
+    }
+    if (c->header_buffer < 8192 || c->header_buffer > 1048576) {
+        snprintf(err, errlen, "header-buffer must be 8k to 1m");
         return CFG_EINVAL;
     }
     if (strcmp(c->embedder, "openai") == 0 && !c->embed_url) {

@@ -60,6 +60,7 @@ struct cfg {
     char *upstream_key;          /* secret; NULL when the client's key passes through */
     char *data_dir;              /* where the WAL and snapshots live */
     size_t max_body_size;        /* bytes; larger request bodies get 413 */
+    size_t header_buffer;        /* bytes of libmicrohttpd's pool per connection */
     long connect_timeout_ms;     /* TCP+TLS connect to the upstream */
     long upstream_timeout_ms;    /* whole upstream exchange */
     long idle_timeout_ms;        /* longest silence from the upstream mid-response */

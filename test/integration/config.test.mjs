@@ -142,6 +142,8 @@ test('usage errors exit 2 and name the offending key', { timeout: TEST_TIMEOUT_M
   await expectUsageError(['--print-config'], { PARROT_FOO: '1' }, ['PARROT_FOO']);
   await expectUsageError(['--max-body-size', 'abc'], {}, 'max-body-size');
   await expectUsageError(['--max-body-size', '-1k'], {}, 'max-body-size');
+  await expectUsageError(['--header-buffer', '4k'], {}, 'header-buffer');
+  await expectUsageError(['--header-buffer', '2m'], {}, 'header-buffer');
   await expectUsageError(['--listen', 'not-an-address'], {}, 'listen');
   await expectUsageError(['--listen', '127.0.0.1:99999'], {}, 'listen');
   await expectUsageError(['--upstream-timeout', 'soon'], {}, 'upstream-timeout');

@@ -134,6 +134,28 @@ test('smuggling: malformed headers and framing are refused and never reach the s
   }
 });
 
+test('a request head of 8 KB is served, 14 KB is refused 431 before the provider hears of it, unless --header-buffer is raised', T, async () => {
+  const up = await startLenient();
+  try {
+    const head = (n) => `GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Trace: ${'t'.repeat(n)}\r\n` +
+      `Cookie: ${'c'.repeat(n)}\r\n\r\n`;
+    const parrot = await startParrot({ args: ['--upstream', up.url, '--persist', 'false'] });
+    const ok = await raw(parrot.port, head(4000));
+    assert.equal(statusOf(ok), 200, ok.slice(0, 200));
+    assert.equal(up.seen.length, 1);
+    const big = await raw(parrot.port, head(7000));
+    assert.equal(statusOf(big), 431, big.slice(0, 200));
+    assert.equal(up.seen.length, 1, 'the refused head never reached the provider');
+    const roomy = await startParrot({ args: ['--upstream', up.url, '--persist', 'false', '--header-buffer', '64k'] });
+    const served = await raw(roomy.port, head(7000));
+    assert.equal(statusOf(served), 200, served.slice(0, 200));
+    assert.equal(up.seen.length, 2);
+    assert.equal(up.seen[1].headers.cookie.length, 7000, 'the header went upstream whole');
+  } finally {
+    await up.close();
+  }
+});
+
 test('framing headers, Proxy-* and headers named by Connection are not forwarded', T, async () => {
   const fake = await startFake();
   const parrot = await startParrot({ args: ['--upstream', fake.url, '--persist', 'false'] });

@@ -89,6 +89,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.upstream, "https://api.openai.com/v1");
     assert_null(c.upstream_key);
     assert_int_equal(c.max_body_size, 32u << 20);
+    assert_int_equal(c.header_buffer, 16u << 10);
     assert_int_equal(c.source[0], CFG_SRC_DEFAULT);
     cfg_fini(&c);
 }
