@@ -244,21 +244,27 @@ static struct part *part_get(struct store *s, const uint8_t *key, struct part *b
     return p;
 }
 
-/* Free p if it is left empty, and then its partition if that is too. */
+/* Free p if it is left empty, and then its partition if that is too; a
+ * partition whose groups still live keeps its counts, not an index of
+ * nothing. */
 static void part_release(struct store *s, struct part *p)
 {
     struct part *base = p->base;
 
-    if (p->n > 0 || p->groups > 0)
+    if (p->n > 0)
+        return;
+    if (p->idx) {
+        s->memory -= p->idx_mem;
+        hnsw_free(p->idx);
+        p->idx = NULL;
+        p->idx_mem = 0;
+        s->st.indexed_partitions--;
+    }
+    if (p->groups > 0)
         return;
     map_del(&s->parts, p->key);
     s->memory -= p->df_mem;
     termstats_free(p->df);
-    if (p->idx) {
-        s->memory -= p->idx_mem;
-        hnsw_free(p->idx);
-        s->st.indexed_partitions--;
-    }
     free(p->members);
     free(p);
     if (base) {

@@ -636,6 +636,57 @@ static void test_groups(void **state)
     store_free(flat);
 }
 
+/* A partition whose own entries all leave while a group lives drops its
+ * index at once, and the memory goes back. */
+static void test_group_outlives_index(void **state)
+{
+    struct store *s = mk(1 << 20, 4);
+    struct store_stats st;
+    uint8_t pk[STORE_KEY_LEN], ek[STORE_KEY_LEN];
+    uint64_t ids[7];
+    float v[DIM], sim;
+
+    (void)state;
+    key(pk, 1);
+    for (int i = 0; i < 7; i++) {
+        vec(v, i, i + 1, 0.2f);
+        key(ek, i + 1000);
+        struct store_put_args a = {.partition = pk,
+                                   .group = i == 6 ? 7 : 0,
+                                   .exact = ek,
+                                   .vec = v,
+                                   .payload = malloc(8),
+                                   .payload_size = 8,
+                                   .cost = 1,
+                                   .now = 100};
+        assert_int_equal(store_put(s, &a, &ids[i]), 0);
+    }
+    store_get_stats(s, &st);
+    assert_int_equal(st.indexed_partitions, 1);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(store_delete(s, ids[i]), 0);
+    store_get_stats(s, &st);
+    assert_int_equal(st.partitions, 1);
+    assert_int_equal(st.indexed_partitions, 0);
+    vec(v, 6, 7, 0.2f);
+    struct store_query q = {.partition = pk,
+                            .group = 7,
+                            .vec = v,
+                            .threshold = 0.5f,
+                            .now = 100,
+                            .max_age = -1,
+                            .candidates = 4};
+    struct store_entry *e = store_get_semantic(s, &q, &sim);
+    assert_non_null(e);
+    assert_int_equal(store_entry_id(e), ids[6]);
+    store_entry_unref(e);
+    assert_int_equal(store_delete(s, ids[6]), 0);
+    store_get_stats(s, &st);
+    assert_int_equal(st.partitions, 0);
+    assert_int_equal(st.memory, 0);
+    store_free(s);
+}
+
 /* Ids are shown to clients: never a counter (two consecutive stores must not
  * reveal how many others came between), never 0, never a taken one. */
 static void test_ids_random(void **state)
@@ -675,6 +726,7 @@ int main(void)
         cmocka_unit_test(test_scan_and_remove),
         cmocka_unit_test(test_lexical_score),
         cmocka_unit_test(test_groups),
+        cmocka_unit_test(test_group_outlives_index),
         cmocka_unit_test(test_ids_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
