@@ -281,10 +281,7 @@ void cache_query_fini(struct cache_query *q)
 
 struct verify_ctx {
     struct cache *c;
-    const struct cache_query *q;
-    const struct embed_word *words; /* q->text split, once for every candidate */
-    size_t nwords;
-    struct verify_query *vq; /* q->text for the verifier, made for the first candidate */
+    struct verify_query *vq; /* the lookup's text for the verifier (NULL: out of memory) */
 };
 
 /* Called on each semantic candidate above the threshold: payloads that may
@@ -307,13 +304,8 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     }
     if (!v->c->verifier)
         return true;
-    if (!text)
-        return false;
-    if (!v->vq)
-        v->vq = verify_query_new(v->q->text, v->q->text_len, v->words, v->nwords,
-                                 cache_verify_tables(v->c));
-    if (!v->vq)
-        return false; /* out of memory: a miss */
+    if (!text || !v->vq)
+        return false; /* no text to compare, or out of memory: a miss */
     why = verify_query_check(v->vq, text, strlen(text));
     if (why == VERIFY_OK)
         return true;
@@ -377,7 +369,8 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     /* The question split once: the embedder, the lexical score and the
      * verifier of every candidate read the same words (19 KB of stack). */
     struct embed_word words[EMBED_MAX_WORDS];
-    struct verify_ctx vc = {c, q, words, 0, NULL};
+    struct verify_ctx vc = {c, NULL};
+    size_t nwords = 0;
     struct store_entry *e;
     float local[LOOKUP_DIM];
     const float *vec;
@@ -388,20 +381,19 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
     if (cache_wants_vector(c, q))
         return CACHE_NEED_VECTOR;
     if (q->text)
-        vc.nwords = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
-    if ((vec = lookup_vec(c, q, words, vc.nwords, local)) != NULL) {
-        /* The verifier's query now, for its group: the first candidate
-         * goes on from what that worked out. */
-        if (c->verifier && q->text)
-            vc.vq =
-                verify_query_new(q->text, q->text_len, words, vc.nwords, cache_verify_tables(c));
+        nwords = embed_split(q->text, q->text_len, words, EMBED_MAX_WORDS);
+    if ((vec = lookup_vec(c, q, words, nwords, local)) != NULL) {
+        /* The verifier's query, made once for the group and every
+         * candidate: the first goes on from what the group worked out. */
+        if (c->verifier)
+            vc.vq = verify_query_new(q->text, q->text_len, words, nwords, cache_verify_tables(c));
         struct store_query sq = {.partition = q->partition,
                                  .group = vc.vq ? verify_query_group(vc.vq) : 0,
                                  .vec = vec,
                                  .text = q->text,
                                  .text_len = q->text_len,
                                  .words = words,
-                                 .nwords = vc.nwords,
+                                 .nwords = nwords,
                                  .threshold = budget_threshold(c->budget, q->partition),
                                  .now = now,
                                  .max_age = q->max_age,
