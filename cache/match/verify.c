@@ -837,6 +837,14 @@ static void number_words(const char *s, size_t len, struct nums *out)
         run_flush(out, g, &ng);
 }
 
+/* Every number of s[0..len): digits, then words. What same_numbers()
+ * compares, and so what verify_group() keys. */
+static void all_numbers(const char *s, size_t len, struct nums *out)
+{
+    numbers(s, len, out);
+    number_words(s, len, out);
+}
+
 /* ---- special tokens: emails, URLs, file names, code, quoted strings ---- */
 
 #define MAX_SPECIAL 16
@@ -1141,8 +1149,7 @@ uint64_t verify_group(const char *text, size_t len)
     struct nums nums;
     struct specials sp;
 
-    numbers(text, len, &nums);
-    number_words(text, len, &nums);
+    all_numbers(text, len, &nums);
     specials_of(text, len, &sp);
     return group_key(&nums, &sp);
 }
@@ -1879,10 +1886,7 @@ static void side_need(struct side *x, unsigned part)
     if (x->done & part)
         return;
     switch (part) {
-    case S_NUMBERS:
-        numbers(x->s, x->len, &x->nums);
-        number_words(x->s, x->len, &x->nums);
-        break;
+    case S_NUMBERS: all_numbers(x->s, x->len, &x->nums); break;
     case S_NEGATION: x->negated = negations(x->s, x->len) & 1; break;
     case S_WORDS: {
         size_t sh[MAX_WORDS];
