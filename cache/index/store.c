@@ -467,7 +467,7 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
     struct hnsw_plan *plan = NULL;
     uint8_t key[MAP_KEY_LEN], gkey[STORE_KEY_LEN];
     const uint8_t *pkey = part_key(a->partition, a->group, gkey);
-    struct part *p;
+    struct part *base, *p;
     void *prev;
     int rc = -ENOMEM;
 
@@ -530,10 +530,10 @@ int store_put(struct store *s, struct store_put_args *a, uint64_t *id)
         s->all = na;
         s->cap_all = nc;
     }
-    if (!(p = part_get(s, a->partition, NULL)))
+    if (!(base = part_get(s, a->partition, NULL)))
         goto fail_locked;
-    if (a->group && !(p = part_get(s, pkey, p))) {
-        part_release(s, map_get(&s->parts, a->partition));
+    if (!(p = a->group ? part_get(s, pkey, base) : base)) {
+        part_release(s, base);
         goto fail_locked;
     }
     map_id_key(e->id, key);
