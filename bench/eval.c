@@ -838,6 +838,13 @@ static bool abl_accept(void *ud, const struct store_entry *e, float sim)
     return t && verify_texts_with(c->text, strlen(c->text), t, strlen(t), c->vt) == VERIFY_OK;
 }
 
+/* The group the cache files text under (cache.c's group_of()): its
+ * numbers and special tokens, when the verifier is on. */
+static uint64_t group_of(bool verifier, const char *text)
+{
+    return verifier ? verify_group(text, strlen(text)) : 0;
+}
+
 static void abl_look(struct store *s, const struct embedder *e, const uint8_t *part,
                      const char *text, float *vec, bool verifier, struct outcome *o)
 {
@@ -848,7 +855,7 @@ static void abl_look(struct store *s, const struct embedder *e, const uint8_t *p
     if (embedder_embed(e, text, strlen(text), vec) != 0)
         return;
     struct store_query sq = {.partition = part,
-                             .group = verifier ? verify_group(text, strlen(text)) : 0,
+                             .group = group_of(verifier, text),
                              .vec = vec,
                              .text = text,
                              .text_len = strlen(text),
@@ -892,7 +899,7 @@ static struct store *raw_store(struct embedder *e, const struct items *cache, co
             continue;
         memcpy(exact, &i, sizeof(i));
         a.partition = part;
-        a.group = verifier ? verify_group(cache->v[i].text, strlen(cache->v[i].text)) : 0;
+        a.group = group_of(verifier, cache->v[i].text);
         a.exact = exact;
         a.vec = *vec;
         a.text = cache->v[i].text;
@@ -1391,7 +1398,7 @@ static void hwu_misses(FILE *f, const char *cache_name, const struct items *cach
         if (!hwu_in_cache(cache, &q->v[i], false) || embedder_embed(e, qt, strlen(qt), vec) != 0)
             continue;
         struct store_query sq = {.partition = part,
-                                 .group = verify_group(qt, strlen(qt)),
+                                 .group = group_of(true, qt),
                                  .vec = vec,
                                  .text = qt,
                                  .text_len = strlen(qt),
