@@ -313,14 +313,19 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     return false;
 }
 
-/* The group of the store's partition a question goes to and is looked up
- * in (cache_lookup takes it from its verify_query): with the verifier on,
- * only questions with its numbers and special tokens can be served for it
- * (verify_group()), and the lookup searches them alone. It is worked out
- * again from the text on every load, so it is never logged. */
+/* The group of a question loaded or replicated (cache_query_group()). */
 static uint64_t group_of(const struct cache *c, const char *text)
 {
     return c->verifier && text ? verify_group(text, strlen(text)) : 0;
+}
+
+uint64_t cache_query_group(struct cache *c, struct cache_query *q)
+{
+    if (!q->group_done) {
+        q->group = c->verifier && q->text ? verify_group(q->text, q->text_len) : 0;
+        q->group_done = true;
+    }
+    return q->group;
 }
 
 enum cache_result cache_lookup_exact(struct cache *c, struct cache_query *q, int64_t now)
@@ -387,8 +392,12 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
          * candidate: the first goes on from what the group worked out. */
         if (c->verifier)
             vc.vq = verify_query_new(q->text, q->text_len, words, nwords, cache_verify_tables(c));
+        if (vc.vq && !q->group_done) {
+            q->group = verify_query_group(vc.vq);
+            q->group_done = true;
+        }
         struct store_query sq = {.partition = q->partition,
-                                 .group = vc.vq ? verify_query_group(vc.vq) : 0,
+                                 .group = cache_query_group(c, q),
                                  .vec = vec,
                                  .text = q->text,
                                  .text_len = q->text_len,
@@ -467,7 +476,7 @@ int cache_put(struct cache *c, struct cache_query *q, void *payload, double cost
     *seq = 0;
     a.id = entry_id(q->exact, now);
     a.partition = q->partition;
-    a.group = group_of(c, q->text);
+    a.group = cache_query_group(c, q);
     a.exact = q->exact;
     a.vec = vec_of(c, q, NULL, 0);
     a.text = q->text;

@@ -140,9 +140,20 @@ struct cache_query {
      * -1 when the partition held fewer (or none was looked at). An entry
      * stored since, and less similar, would not have been a candidate. */
     float last_sim;
+
+    uint64_t group; /* cache_query_group()'s, once group_done */
+    bool group_done;
 };
 
 void cache_query_fini(struct cache_query *q);
+
+/* The group of its partition q's question is filed in and looked up in:
+ * with the verifier on, only questions with the same numbers and special
+ * tokens can be served for each other (verify_group()), so the store keeps
+ * them apart and a lookup searches its own group; 0 otherwise. Worked out
+ * once per query (the lookup, the queued-answer scan and the store share
+ * it), and again from the stored text on every load: never logged. */
+uint64_t cache_query_group(struct cache *c, struct cache_query *q);
 
 enum cache_result {
     CACHE_MISS,

@@ -34,8 +34,9 @@ const char *const chat_bypass_reasons[CHAT_BYPASS_REASONS] = {"no-cache", "unkey
  * the queue is room for the answers already on their way from the
  * provider when new misses begin to wait, so that none is dropped. Under a
  * sustained burst a busy partition keeps about this many queued, and each
- * of its lookups compares its question with all of them (pending_scan):
- * with 64 queued (484 floats each, the builtin embedder's) a lookup costs
+ * of its lookups compares its question with those of its group among them
+ * (pending_scan). All in one group, with 64 queued (484 floats each, the
+ * builtin embedder's) a lookup costs
  * 1.12x one with none, with 256 queued 1.34x (336,000 and 402,000
  * instructions against 300,000, callgrind), and on a machine whose cores
  * are busy every instruction of it is a store less. It also bounds how far
@@ -97,6 +98,7 @@ struct store_job {
     atomic_uint refs;       /* the queue's, and one per lookup comparing with it */
     struct store_job *next; /* in its partition's ring, under pend_mu; NULL: in none */
     uint8_t exact[CACHE_KEY_LEN];
+    uint64_t group;   /* the question's (cache_query_group()) */
     const char *text; /* the question, NUL-terminated, or NULL */
     bool has_vec;     /* vec holds its embedding (cache_dim floats) */
     const char *body; /* len bytes */
@@ -324,13 +326,14 @@ struct pending {
  * the queue number of one under r's exact key (an exact hit once stored),
  * else 0 with p holding the nearest whose vector similarity could still
  * reach the partition's threshold, for pending_verify. Like the lookup,
- * only the CACHE_CANDIDATES nearest count: the others would not be
- * candidates once stored either. A dot product per queued answer of the
- * partition, under pend_mu. */
+ * only the CACHE_CANDIDATES nearest of its own group count: the others
+ * would not be candidates once stored either. A dot product per queued
+ * answer of the group, under pend_mu. */
 static uint64_t pending_scan(struct chat *ch, struct chat_req *r, int64_t now, struct pending *p)
 {
     const float *vec = cache_query_vector(ch->cache, &r->q);
     float floor = cache_similarity_floor(ch->cache, r->key.partition);
+    uint64_t group = cache_query_group(ch->cache, &r->q);
     struct store_job *last, *j;
     uint64_t seq = 0;
 
@@ -347,7 +350,8 @@ static uint64_t pending_scan(struct chat *ch, struct chat_req *r, int64_t now, s
             break;
         }
         /* An answer older than max-age when stored would not be served. */
-        if (!vec || !j->has_vec || (r->q.max_age >= 0 && now - j->now > r->q.max_age))
+        if (j->group != group || !vec || !j->has_vec ||
+            (r->q.max_age >= 0 && now - j->now > r->q.max_age))
             continue;
         sim = cache_similarity(ch->cache, vec, j->vec);
         if (sim < floor || (p->n == CACHE_CANDIDATES && sim <= p->sim[p->n - 1]))
@@ -789,6 +793,7 @@ bool chat_store_later(struct chat *ch, struct chat_req *r, long status, bool sse
                             .now = now,
                             .done = done,
                             .ud = ud,
+                            .group = cache_query_group(ch->cache, &r->q),
                             .has_vec = dim > 0,
                             .len = len,
                             .size = size};

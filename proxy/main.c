@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -411,6 +412,51 @@ static int shut_down(struct parrot *p, int rc)
 
 /* The composition root: `parrot wal ...` is a command of its own; else
  * validate the configuration, start, run until a signal, shut down. */
+/* glibc's per-thread cache of freed chunks holds 7 of each size. Storing
+ * an answer takes about 140 allocations (its JSON parsed, its forms
+ * rendered) and a forwarded request about 90, many of one size: past the
+ * 7th each goes to the arena's slow path, and a large one in between (an
+ * embedding, a print buffer) consolidates the fast bins, so that the next
+ * small ones are split from free chunks again. On real misses malloc was
+ * 22% of parrot's CPU, and 64 per size carried 30% more of them (docs/
+ * bench.md). That size is a tunable read only when a program starts, so
+ * the server starts itself again, once, with it added to GLIBC_TUNABLES
+ * (same pid, arguments and environment). An operator's GLIBC_TUNABLES that
+ * names tcache_count is left as it is (=7 restores glibc's default), and
+ * if the exec fails parrot goes on without it; so does a set-user-ID run,
+ * whose loader would drop the tunable (and the exec would repeat). The cost
+ * is memory a thread keeps for reuse: about 2 MiB at most, were every size
+ * to fill up. */
+#define TCACHE_TUNABLE "glibc.malloc.tcache_count"
+#define TCACHE_COUNT   "64"
+
+static void tune_malloc(char **argv)
+{
+#ifdef __GLIBC__
+    const char *cur = getenv("GLIBC_TUNABLES");
+    char *old = cur ? strdup(cur) : NULL, *v = NULL;
+
+    if (getauxval(AT_SECURE) || (cur && !old) || (old && strstr(old, TCACHE_TUNABLE))) {
+        free(old);
+        return;
+    }
+    if (asprintf(&v, "%s%s" TCACHE_TUNABLE "=" TCACHE_COUNT, old ? old : "",
+                 old && *old ? ":" : "") < 0)
+        v = NULL; /* undefined after a failure */
+    else if (setenv("GLIBC_TUNABLES", v, 1) == 0)
+        execv("/proc/self/exe", argv);
+    /* Still here: run with glibc's default, and the environment as it was. */
+    if (old)
+        setenv("GLIBC_TUNABLES", old, 1);
+    else
+        unsetenv("GLIBC_TUNABLES");
+    free(old);
+    free(v);
+#else
+    (void)argv;
+#endif
+}
+
 int main(int argc, char **argv)
 {
     static struct parrot p; /* static: large, and zeroed */
@@ -420,6 +466,7 @@ int main(int argc, char **argv)
         return cmd_wal(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "replay") == 0)
         return replay_main(argc, argv, environ);
+    tune_malloc(argv);
     rc = validate(&p, argc, argv);
     if (rc == GO) {
         rc = start(&p);

@@ -112,6 +112,7 @@ struct ctx {
     bool big_done;
     struct big_int *big;
     size_t nbig, capbig;
+    bool in_order; /* canon_print: members as they come, not sorted */
 };
 
 /* A number node whose source text is an integer no double holds. */
@@ -426,8 +427,8 @@ static bool dropped(const char *name, const char *const *drop)
     return false;
 }
 
-/* Writes object o (nested depth deep) with its members sorted, as shaped by sh
- * (NULL: plainly). */
+/* Writes object o (nested depth deep) with its members sorted (unless
+ * c->in_order), as shaped by sh (NULL: plainly). */
 static int write_object(struct ctx *c, const cJSON *o, int depth, const struct shape *sh)
 {
     struct member inl[8], *m = inl;
@@ -450,7 +451,7 @@ static int write_object(struct ctx *c, const cJSON *o, int depth, const struct s
         m[i].item = it;
         m[i].pos = i;
     }
-    if (n > 1)
+    if (n > 1 && !c->in_order)
         qsort(m, n, sizeof(*m), member_cmp);
 
     if ((rc = putc1(&c->out, '{')))
@@ -682,6 +683,16 @@ static size_t normalise(const char *s, size_t n, char *dst)
 int canon_json(const cJSON *v, char **buf, size_t *len, size_t *cap, size_t max)
 {
     struct ctx c = {0};
+    int rc;
+
+    sink_open(&c.out, *buf, *len, *cap, max);
+    rc = v ? write_value(&c, v, 0) : -EINVAL;
+    return sink_close(&c.out, rc, buf, len, cap);
+}
+
+int canon_print(const cJSON *v, char **buf, size_t *len, size_t *cap, size_t max)
+{
+    struct ctx c = {.in_order = true};
     int rc;
 
     sink_open(&c.out, *buf, *len, *cap, max);

@@ -85,6 +85,14 @@ void canon_key_fini(struct canon_key *k);
  * -ENOMEM or -EINVAL (see canon_request). */
 int canon_json(const struct cJSON *v, char **buf, size_t *len, size_t *cap, size_t max);
 
+/* Appends v as canon_json does, but with object members in their own order:
+ * compact JSON, not canonical, so never for a key (the stored forms of
+ * answers are printed with it). Strings come out as cJSON prints them, and
+ * so do integers; unlike cJSON, which prints every number with printf "%g"
+ * and reads it back with sscanf, an integer costs no floating-point
+ * formatting. */
+int canon_print(const struct cJSON *v, char **buf, size_t *len, size_t *cap, size_t max);
+
 /* Appends the canonical partition form of a request, the exact bytes whose
  * SHA-256 is canon_key.partition, to a buffer as canon_json does. For debugging
  * ("why did these two requests not share a partition?"). Same errors as

@@ -2,6 +2,7 @@
  * completion.h. */
 #include "proxy/openai/completion.h"
 
+#include "proxy/openai/canon.h"
 #include "proxy/openai/responses.h"
 
 #include <cjson/cJSON.h>
@@ -377,14 +378,12 @@ cJSON *cmpl_asm_take(struct cmpl_asm *a)
 
 char *cmpl_print_members(cJSON *obj, size_t *len)
 {
-    char *s = obj ? cJSON_PrintUnformatted(obj) : NULL;
-    size_t n;
+    char *s = NULL;
+    size_t n = 0, cap = 0;
+    int rc = obj ? canon_print(obj, &s, &n, &cap, SIZE_MAX) : -EINVAL;
 
     cJSON_Delete(obj);
-    if (!s)
-        return NULL;
-    n = strlen(s);
-    if (n < 2 || s[0] != '{') {
+    if (rc != 0 || n < 2 || s[0] != '{') {
         free(s);
         return NULL;
     }

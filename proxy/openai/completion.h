@@ -97,9 +97,10 @@ struct cJSON *cmpl_rendered_doc(const struct cmpl_rendered *r);
 /* The first choice's message content of a completion object, or NULL. */
 const char *cmpl_content(const struct cJSON *completion);
 
-/* Print obj unformatted and keep what follows its opening brace (its
- * members and the closing brace), the form bodies are stored in. Consumes
- * obj. malloc'd; NULL when out of memory. */
+/* Print obj compactly (canon_print: its members in their order) and keep
+ * what follows its opening brace (its members and the closing brace), the
+ * form bodies are stored in. Consumes obj. malloc'd; NULL when out of
+ * memory. */
 char *cmpl_print_members(struct cJSON *obj, size_t *len);
 
 /* Whether a rendered body (cmpl_rendered.body) holds tool calls or a legacy

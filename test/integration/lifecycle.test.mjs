@@ -2,8 +2,9 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import {
-  startPair, cleanup, within, openStream, sseData, tryConnect, request, joinDeltas,
+  startParrot, startPair, cleanup, within, openStream, sseData, tryConnect, request, joinDeltas,
 } from './helpers.mjs';
 
 after(cleanup);
@@ -93,4 +94,26 @@ test('--shutdown-timeout bounds how long a stream may hold shutdown', { timeout:
   assert.equal(fake.stats().completed, 0);
   assert.notEqual(code.code, null, `killed by signal ${code.signal}`);
   assert.equal(await tryConnect(parrot.port), 'ECONNREFUSED');
+});
+
+// The server starts itself again once with glibc's per-thread cache raised
+// (proxy/main.c, tune_malloc): same pid, the tunable added to what was
+// there, and an operator's own tcache_count left alone (no second exec).
+// glibc's loader writes a NUL after each tunable's value into the original
+// environment block, so /proc/<pid>/environ shows only the first of them.
+test('the server runs with glibc.malloc.tcache_count, the operator\'s tunables kept', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const tunables = (pid) => fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+    .filter((kv) => kv.startsWith('GLIBC_TUNABLES=')).map((kv) => kv.slice('GLIBC_TUNABLES='.length));
+  const cases = [
+    [undefined, 'glibc.malloc.tcache_count=64'],
+    ['glibc.malloc.tcache_count=7', 'glibc.malloc.tcache_count=7'],
+    ['glibc.malloc.mxfast=0', 'glibc.malloc.mxfast=0'],
+  ];
+  for (const [given, want] of cases) {
+    const parrot = await startParrot({ env: given === undefined ? {} : { GLIBC_TUNABLES: given } });
+    assert.deepEqual(tunables(parrot.proc.pid), [want], `GLIBC_TUNABLES=${given}`);
+    const r = await request(parrot.base, { path: '/healthz' });
+    assert.equal(r.status, 200);
+    assert.equal(await within(parrot.stop('SIGTERM'), 15_000, 'parrot exit'), 0);
+  }
 });

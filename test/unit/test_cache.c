@@ -287,6 +287,42 @@ static void test_verifier_refusal_is_miss(void **state)
     cache_free(checked);
 }
 
+/* A query's group is worked out once: the lookup's, the queued-answer
+ * scan's and the put's are the same value, verify_group()'s with the
+ * verifier on and 0 without. The put files the entry under the query's
+ * group as it stands: one set to another group is not found by a lookup
+ * of the same text (it would be, were the put to work it out again). */
+static void test_query_group(void **state)
+{
+    const char *text = "what is 2 plus 2";
+    struct cache *plain = new_cache(false), *checked = new_cache(true);
+    uint8_t exact[CACHE_KEY_LEN];
+    struct cache_query q = {.partition = partition, .exact = exact, .max_age = -1};
+    uint64_t want = verify_group(text, strlen(text)), seq;
+    char got[64];
+
+    (void)state;
+    assert_int_not_equal(want, 0);
+    key(exact, 1);
+    q.text = text;
+    q.text_len = strlen(text);
+    assert_int_equal(cache_query_group(plain, &q), 0);
+    q.group_done = false;
+    assert_int_equal(cache_lookup(checked, &q, T0), CACHE_MISS);
+    assert_true(q.group_done);
+    assert_int_equal(q.group, want);
+    assert_int_equal(cache_query_group(checked, &q), want);
+    q.group = want + 1; /* as if another question's */
+    assert_int_equal(cache_put(checked, &q, strdup("four"), 1.0, 0, T0, &seq), 0);
+    cache_query_fini(&q);
+    assert_int_equal(lookup(checked, 2, "what's 2 plus 2", T0, -1, got, sizeof(got)), CACHE_MISS);
+    put(checked, 3, text, "four", 0, T0);
+    assert_int_equal(lookup(checked, 2, "what's 2 plus 2", T0, -1, got, sizeof(got)),
+                     CACHE_HIT_SEMANTIC);
+    cache_free(plain);
+    cache_free(checked);
+}
+
 /* A payload the codec calls unreusable answers only its own key. */
 static void test_unreusable_is_exact_only(void **state)
 {
@@ -680,6 +716,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ttl_expired_at_reopen, setup, teardown),
         cmocka_unit_test(test_exact_before_semantic),
         cmocka_unit_test(test_verifier_refusal_is_miss),
+        cmocka_unit_test(test_query_group),
         cmocka_unit_test(test_unreusable_is_exact_only),
         cmocka_unit_test_setup_teardown(test_put_del_replay_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_then_rotation, setup, teardown),

@@ -883,6 +883,47 @@ static void test_big_integers_exact(void **state)
     }
 }
 
+/* canon_print keeps members in their order, and prints what cJSON prints
+ * for strings (every escape), integers and the floats an answer holds, but
+ * an integer of 16 digits exactly (cJSON's "%1.15g" rounds it). */
+static void test_print_in_order(void **state)
+{
+    static const char *const docs[] = {
+        "{\"z\":1,\"a\":[1,-2,0,1741570283,999999999999999],\"m\":{\"y\":null,\"b\":true,"
+        "\"c\":false},\"s\":\"q\\\"b\\\\s/\\b\\f\\n\\r\\t\\u0001\\u001f\\u007f caf\\u00e9 "
+        "\\ud83d\\ude00\","
+        "\"f\":[1.5,0.1,-0.25,3.14159,2.5e-07,1e+20],\"e\":{},\"ea\":[]}",
+        "[\"x\",{\"b\":1,\"a\":2}]",
+    };
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        cJSON *v = cJSON_Parse(docs[i]);
+        char *want = cJSON_PrintUnformatted(v);
+
+        len = 0;
+        assert_int_equal(canon_print(v, &buf, &len, &cap, SIZE_MAX), 0);
+        assert_string_equal(buf, want);
+        assert_int_equal(len, strlen(want));
+        free(want);
+        cJSON_Delete(v);
+    }
+    cJSON *v = cJSON_Parse("[9007199254740991]");
+    len = 0;
+    assert_int_equal(canon_print(v, &buf, &len, &cap, SIZE_MAX), 0);
+    assert_string_equal(buf, "[9007199254740991]");
+    cJSON_Delete(v);
+    /* The order is the input's: canon_json sorts the same object. */
+    v = cJSON_Parse("{\"b\":1,\"a\":2}");
+    len = 0;
+    assert_int_equal(canon_json(v, &buf, &len, &cap, SIZE_MAX), 0);
+    assert_string_equal(buf, "{\"a\":2,\"b\":1}");
+    cJSON_Delete(v);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -902,6 +943,7 @@ int main(void)
         cmocka_unit_test(test_not_a_request),
         cmocka_unit_test(test_hex_and_fini),
         cmocka_unit_test(test_big_integers_exact),
+        cmocka_unit_test(test_print_in_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

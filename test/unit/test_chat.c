@@ -315,6 +315,50 @@ static void test_read_your_writes(void **state)
     cache_free(cache);
 }
 
+/* A queued answer is compared only with lookups of its group (the same
+ * numbers): a paraphrase with them waits for it and hits, one with other
+ * numbers does not wait. r looked up first, so the job has the group its
+ * lookup worked out, the paraphrase the one its queue scan did. */
+static void test_read_your_writes_numbers(void **state)
+{
+    struct cache *cache;
+    struct chat *ch = new_chat(8, &cache);
+    struct chat_req first, r, para, other;
+    struct done_rec d0, d1;
+    sem_t woken;
+
+    (void)state;
+    sem_init(&woken, 0, 0);
+    hold_store_thread(ch, &first, &d0);
+    assert_true(req_for(ch, &r, "How can I cancel my subscription for 2 months?"));
+    assert_int_equal(chat_lookup(ch, &r, NOW), CHAT_MISS);
+    queue_answer(ch, &r, &d1, false);
+
+    assert_true(req_for(ch, &other, "How can I cancel my subscription for 3 months?"));
+    assert_int_equal(chat_lookup(ch, &other, NOW), CHAT_MISS);
+    chat_req_fini(&other);
+    assert_true(req_for(ch, &para, "how do I cancel my subscription for two months"));
+    assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_WAIT);
+    para.owner = &woken;
+    assert_true(chat_await(ch, &para, stored_wake));
+
+    sem_post(&d0.hold);
+    sem_wait(&woken);
+    assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_HIT);
+    assert_false(para.exact);
+    sem_wait(&d0.ran);
+    sem_wait(&d1.ran);
+    assert_true(d1.stored);
+    chat_req_fini(&para);
+    chat_req_fini(&first);
+    chat_req_fini(&r);
+    rec_fini(&d0);
+    rec_fini(&d1);
+    sem_destroy(&woken);
+    chat_free(ch);
+    cache_free(cache);
+}
+
 /* With half the queue (2 of 4) waiting, a new miss waits until one more is
  * stored, once, then goes on: a full queue is never reached. */
 static void test_back_pressure(void **state)
@@ -426,9 +470,13 @@ static void test_burst_not_dropped(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_stored_later),     cmocka_unit_test(test_error_not_queued),
-        cmocka_unit_test(test_full_queue_drops), cmocka_unit_test(test_read_your_writes),
-        cmocka_unit_test(test_back_pressure),    cmocka_unit_test(test_burst_not_dropped),
+        cmocka_unit_test(test_stored_later),
+        cmocka_unit_test(test_error_not_queued),
+        cmocka_unit_test(test_full_queue_drops),
+        cmocka_unit_test(test_read_your_writes),
+        cmocka_unit_test(test_read_your_writes_numbers),
+        cmocka_unit_test(test_back_pressure),
+        cmocka_unit_test(test_burst_not_dropped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
