@@ -254,6 +254,23 @@ static void test_full_queue_drops(void **state)
     cache_free(cache);
 }
 
+/* The end of a test that held the store thread in first's done (d0) with
+ * r's answer queued behind it (d1), released since: both have run, r's
+ * answer is stored, and everything is freed. */
+static void end_held(struct chat *ch, struct cache *cache, struct chat_req *first,
+                     struct done_rec *d0, struct chat_req *r, struct done_rec *d1)
+{
+    sem_wait(&d0->ran);
+    sem_wait(&d1->ran);
+    assert_true(d1->stored);
+    chat_req_fini(first);
+    chat_req_fini(r);
+    rec_fini(d0);
+    rec_fini(d1);
+    chat_free(ch);
+    cache_free(cache);
+}
+
 /* A paraphrase and a repeat of a queued answer wait for it and hit; an
  * unrelated question, in the same partition, never waits. (Not the
  * question done() probes: r leads its flight meanwhile.) */
@@ -301,18 +318,10 @@ static void test_read_your_writes(void **state)
     assert_false(chat_await(ch, &other, stored_wake));
     chat_req_fini(&other);
 
-    sem_wait(&d0.ran);
-    sem_wait(&d1.ran);
-    assert_true(d1.stored);
     chat_req_fini(&para);
     chat_req_fini(&same);
-    chat_req_fini(&first);
-    chat_req_fini(&r);
-    rec_fini(&d0);
-    rec_fini(&d1);
     sem_destroy(&woken);
-    chat_free(ch);
-    cache_free(cache);
+    end_held(ch, cache, &first, &d0, &r, &d1);
 }
 
 /* A queued answer is compared only with lookups of its group (the same
@@ -346,17 +355,9 @@ static void test_read_your_writes_numbers(void **state)
     sem_wait(&woken);
     assert_int_equal(chat_lookup(ch, &para, NOW), CHAT_HIT);
     assert_false(para.exact);
-    sem_wait(&d0.ran);
-    sem_wait(&d1.ran);
-    assert_true(d1.stored);
     chat_req_fini(&para);
-    chat_req_fini(&first);
-    chat_req_fini(&r);
-    rec_fini(&d0);
-    rec_fini(&d1);
     sem_destroy(&woken);
-    chat_free(ch);
-    cache_free(cache);
+    end_held(ch, cache, &first, &d0, &r, &d1);
 }
 
 /* With half the queue (2 of 4) waiting, a new miss waits until one more is
