@@ -424,19 +424,22 @@ static int shut_down(struct parrot *p, int rc)
  * (same pid, arguments and environment). An operator's GLIBC_TUNABLES that
  * names tcache_count is left as it is (=7 restores glibc's default), and
  * if the exec fails parrot goes on without it; so does a set-user-ID run,
- * whose loader would drop the tunable (and the exec would repeat). The cost
- * is memory a thread keeps for reuse: about 2 MiB at most, were every size
- * to fill up. */
+ * whose loader would drop the tunable (and the exec would repeat), and a
+ * run with LD_PRELOAD set: the allocator may not be glibc's then, and the
+ * tools that preload themselves (valgrind, heap profilers) would not follow
+ * the exec. The cost is memory a thread keeps for reuse: about 2 MiB at
+ * most, were every size to fill up. */
 #define TCACHE_TUNABLE "glibc.malloc.tcache_count"
 #define TCACHE_COUNT   "64"
 
 static void tune_malloc(char **argv)
 {
 #ifdef __GLIBC__
-    const char *cur = getenv("GLIBC_TUNABLES");
+    const char *cur = getenv("GLIBC_TUNABLES"), *preload = getenv("LD_PRELOAD");
     char *old = cur ? strdup(cur) : NULL, *v = NULL;
 
-    if (getauxval(AT_SECURE) || (cur && !old) || (old && strstr(old, TCACHE_TUNABLE))) {
+    if (getauxval(AT_SECURE) || (preload && *preload) || (cur && !old) ||
+        (old && strstr(old, TCACHE_TUNABLE))) {
         free(old);
         return;
     }
