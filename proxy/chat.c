@@ -6,6 +6,7 @@
 #include "cache/base/sha256.h"
 #include "cache/base/workq.h"
 #include "config/config.h"
+#include "proxy/headers.h"
 #include "proxy/log.h"
 #include "proxy/openai/stored.h"
 
@@ -550,7 +551,7 @@ void chat_fwd_headers(enum chat_verdict v, bool no_cache, const char *detail, bo
 void chat_headers(const struct chat_req *r, int64_t now,
                   void (*add)(void *ud, const char *name, const char *value), void *ud)
 {
-    char v[128];
+    char v[HDR_NUM_MAX];
 
     switch (r->verdict) {
     case CHAT_HIT: {
@@ -559,17 +560,16 @@ void chat_headers(const struct chat_req *r, int64_t now,
 
         cache_entry_describe(r->q.hit, &in);
         age = now - in.created;
-        snprintf(v, sizeof(v), "parrot; hit; detail=%s",
-                 r->coalesced ? "coalesced"
-                 : r->exact   ? "exact"
-                              : "semantic");
-        add(ud, "Cache-Status", v);
-        snprintf(v, sizeof(v), "%" PRId64, age > 0 ? age / 1000 : 0);
+        add(ud, "Cache-Status",
+            r->coalesced ? "parrot; hit; detail=coalesced"
+            : r->exact   ? "parrot; hit; detail=exact"
+                         : "parrot; hit; detail=semantic");
+        hdr_fmt_u64(v, age > 0 ? (uint64_t)(age / 1000) : 0);
         add(ud, "Age", v);
         add(ud, "x-parrot-cache", "hit");
-        snprintf(v, sizeof(v), "%.4f", (double)r->q.sim);
+        hdr_fmt_fixed(v, (double)r->q.sim, 4);
         add(ud, "x-parrot-similarity", v);
-        snprintf(v, sizeof(v), "%016" PRIx64, in.id);
+        hdr_fmt_hex(v, in.id);
         add(ud, "x-parrot-entry", v);
         break;
     }

@@ -147,16 +147,20 @@ static void add_server_timing(const struct exch *x, struct MHD_Response *r)
     struct timespec now;
     enum metrics_cache c = cache_outcome(x);
     double up, own;
-    char v[96];
-    int n;
+    char v[128], *p; /* the three parts, numbers of HDR_NUM_MAX at most */
 
     clock_gettime(CLOCK_MONOTONIC, &now);
     own = own_ms(x, &now, happened(&x->t_up_head) ? &x->t_up_head : NULL, &up);
-    n = snprintf(v, sizeof(v), "parrot;dur=%.3f", own);
-    if (up >= 0)
-        n += snprintf(v + n, sizeof(v) - (size_t)n, ", upstream;dur=%.3f", up);
-    if (c != MC_NONE)
-        snprintf(v + n, sizeof(v) - (size_t)n, ", cache;desc=%s", metrics_cache_names[c]);
+    p = stpcpy(v, "parrot;dur=");
+    p += hdr_fmt_fixed(p, own, 3);
+    if (up >= 0) {
+        p = stpcpy(p, ", upstream;dur=");
+        p += hdr_fmt_fixed(p, up, 3);
+    }
+    if (c != MC_NONE) {
+        p = stpcpy(p, ", cache;desc=");
+        stpcpy(p, metrics_cache_names[c]);
+    }
     MHD_add_response_header(r, "Server-Timing", v);
 }
 

@@ -2,6 +2,7 @@
 #include "proxy/headers.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -96,4 +97,57 @@ void hdr_parse_cache_control(const char *v, struct hdr_cache_control *cc)
             v = end ? end : v + strlen(v);
         }
     }
+}
+
+size_t hdr_fmt_u64(char *out, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0, i;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    out[n] = '\0';
+    return n;
+}
+
+size_t hdr_fmt_hex(char *out, uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        out[i] = hex[v & 15];
+    out[16] = '\0';
+    return 16;
+}
+
+size_t hdr_fmt_fixed(char *out, double v, int places)
+{
+    static const uint64_t pow10[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+    uint64_t scaled, whole, frac;
+    size_t n = 0;
+
+    if (places < 0)
+        places = 0;
+    if (places > 6)
+        places = 6;
+    if (signbit(v)) { /* "-0.000" for a small negative, as printf */
+        out[n++] = '-';
+        v = -v;
+    }
+    scaled = (uint64_t)rint(v * (double)pow10[places]); /* ties to even, as printf */
+    whole = scaled / pow10[places];
+    frac = scaled % pow10[places];
+    n += hdr_fmt_u64(out + n, whole);
+    if (places > 0) {
+        out[n++] = '.';
+        for (int i = places - 1; i >= 0; i--, frac /= 10)
+            out[n + (size_t)i] = (char)('0' + frac % 10);
+        n += (size_t)places;
+    }
+    out[n] = '\0';
+    return n;
 }

@@ -1,12 +1,14 @@
-/* headers.h - which HTTP headers cross the proxy, in each direction.
+/* headers.h - which HTTP headers cross the proxy, in each direction, and
+ * the numbers in the values parrot writes.
  *
- * Pure predicates on header names (case-insensitive); any thread.
+ * Pure functions; any thread.
  */
 #ifndef PARROT_HEADERS_H
 #define PARROT_HEADERS_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Connection-level headers (RFC 9110 7.6.1) that never cross a proxy. */
 bool hdr_is_hop_by_hop(const char *name, size_t len);
@@ -37,5 +39,22 @@ struct hdr_cache_control {
 /* Parse a Cache-Control request header (NULL: none). Unknown directives are
  * ignored, as RFC 9111 asks. */
 void hdr_parse_cache_control(const char *value, struct hdr_cache_control *cc);
+
+/* Numbers in header values, written without printf: a hit's headers
+ * (Server-Timing, Age, x-parrot-similarity, x-parrot-entry) took 9% of its
+ * instructions through snprintf, most of them formatting floats. Each
+ * writes at out, which has room for HDR_NUM_MAX bytes, a NUL-terminated
+ * value, and returns its length. */
+#define HDR_NUM_MAX 32
+
+/* v in decimal. */
+size_t hdr_fmt_u64(char *out, uint64_t v);
+
+/* v as 16 lower-case hex digits ("%016" PRIx64). */
+size_t hdr_fmt_hex(char *out, uint64_t v);
+
+/* v rounded to places decimals (0..6), as "%.<places>f" writes it; v's
+ * magnitude must be below 1e12 (times and similarities are). */
+size_t hdr_fmt_fixed(char *out, double v, int places);
 
 #endif

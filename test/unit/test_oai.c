@@ -10,6 +10,8 @@
 #include "proxy/openai/oai.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -195,6 +197,39 @@ static void test_cache_control(void **state)
     assert_false(cc.no_cache || cc.no_store);
 }
 
+/* The header numbers read as printf writes them: decimal and hex edges,
+ * and fixed-point values at every precision, both signs, an exact tie
+ * (123456789.125, to even) among them. The formatter rounds the scaled
+ * product, printf the binary value: a value within a rounding error of a
+ * tie may differ in its last digit, which a timing header can bear. */
+static void test_header_numbers(void **state)
+{
+    static const uint64_t ints[] = {0, 1, 9, 10, 99, 1000, 4294967296ULL, UINT64_MAX};
+    static const double fixed[] = {0,      0.1234,  0.99996, 1.5,        12.0004,
+                                   0.8731, 999.999, 3600000, 0.00049999, 123456789.125};
+    char got[HDR_NUM_MAX], want[64];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        snprintf(want, sizeof(want), "%" PRIu64, ints[i]);
+        assert_int_equal(hdr_fmt_u64(got, ints[i]), strlen(want));
+        assert_string_equal(got, want);
+        snprintf(want, sizeof(want), "%016" PRIx64, ints[i]);
+        assert_int_equal(hdr_fmt_hex(got, ints[i]), 16);
+        assert_string_equal(got, want);
+    }
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+        for (int places = 0; places <= 6; places++) {
+            for (int sign = 1; sign >= -1; sign -= 2) {
+                double v = sign * fixed[i];
+                snprintf(want, sizeof(want), "%.*f", places, v);
+                assert_int_equal(hdr_fmt_fixed(got, v, places), strlen(want));
+                assert_string_equal(got, want);
+            }
+        }
+    }
+}
+
 /* A legacy completion's one prompt is keyed as a chat question. */
 static void test_prompt_as_chat(void **state)
 {
@@ -226,13 +261,10 @@ static void test_prompt_as_chat(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_prompt_as_chat),
-        cmocka_unit_test(test_chat_validation),
-        cmocka_unit_test(test_chat_ok),
-        cmocka_unit_test(test_error_json_shape),
-        cmocka_unit_test(test_header_filters),
-        cmocka_unit_test(test_cache_control),
-        cmocka_unit_test(test_chat_raw_control_bytes),
+        cmocka_unit_test(test_prompt_as_chat),    cmocka_unit_test(test_chat_validation),
+        cmocka_unit_test(test_chat_ok),           cmocka_unit_test(test_error_json_shape),
+        cmocka_unit_test(test_header_filters),    cmocka_unit_test(test_cache_control),
+        cmocka_unit_test(test_header_numbers),    cmocka_unit_test(test_chat_raw_control_bytes),
         cmocka_unit_test(test_chat_value_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
