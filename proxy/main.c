@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -460,6 +461,19 @@ static void tune_malloc(char **argv)
 #endif
 }
 
+/* The exec above names the process after the file it ran: "exe". ps, top,
+ * pgrep and the bench's thread tables go by that name, so it gets argv[0]'s
+ * back (the threads started later inherit it). */
+static void restore_name(const char *argv0)
+{
+    char name[16] = {0};
+    const char *base = strrchr(argv0, '/');
+
+    base = base ? base + 1 : argv0;
+    if (prctl(PR_GET_NAME, name) == 0 && strcmp(name, "exe") == 0 && *base)
+        prctl(PR_SET_NAME, base);
+}
+
 int main(int argc, char **argv)
 {
     static struct parrot p; /* static: large, and zeroed */
@@ -470,6 +484,7 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "replay") == 0)
         return replay_main(argc, argv, environ);
     tune_malloc(argv);
+    restore_name(argv[0]);
     rc = validate(&p, argc, argv);
     if (rc == GO) {
         rc = start(&p);

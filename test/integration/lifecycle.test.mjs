@@ -3,8 +3,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import path from 'node:path';
 import {
-  startParrot, startPair, cleanup, within, openStream, sseData, tryConnect, request, joinDeltas,
+  PARROT_BIN, startParrot, startPair, cleanup, within, openStream, sseData, tryConnect, request, joinDeltas,
 } from './helpers.mjs';
 
 after(cleanup);
@@ -120,6 +121,9 @@ test('the server runs with glibc.malloc.tcache_count, the operator\'s tunables k
   for (const [env, want] of cases) {
     const parrot = await startParrot({ env });
     assert.deepEqual(tunables(parrot.proc.pid), want, JSON.stringify(env));
+    // Named as its binary again after the exec (not "exe"), for ps and pgrep.
+    assert.equal(fs.readFileSync(`/proc/${parrot.proc.pid}/comm`, 'utf8').trim(),
+      path.basename(PARROT_BIN).slice(0, 15));
     const r = await request(parrot.base, { path: '/healthz' });
     assert.equal(r.status, 200);
     assert.equal(await within(parrot.stop('SIGTERM'), 15_000, 'parrot exit'), 0);
