@@ -313,16 +313,17 @@ static bool accept_candidate(void *ud, const struct store_entry *e, float sim)
     return false;
 }
 
-/* The group of a question loaded or replicated (cache_query_group()). */
-static uint64_t group_of(const struct cache *c, const char *text)
+/* The group of text (cache_query_group()); a loaded or replicated
+ * question's is worked out again here. */
+static uint64_t group_of(const struct cache *c, const char *text, size_t len)
 {
-    return c->verifier && text ? verify_group(text, strlen(text)) : 0;
+    return c->verifier && text ? verify_group(text, len) : 0;
 }
 
 uint64_t cache_query_group(struct cache *c, struct cache_query *q)
 {
     if (!q->group_done) {
-        q->group = c->verifier && q->text ? verify_group(q->text, q->text_len) : 0;
+        q->group = group_of(c, q->text, q->text_len);
         q->group_done = true;
     }
     return q->group;
@@ -392,7 +393,7 @@ enum cache_result cache_lookup(struct cache *c, struct cache_query *q, int64_t n
          * candidate: the first goes on from what the group worked out. */
         if (c->verifier)
             vc.vq = verify_query_new(q->text, q->text_len, words, nwords, cache_verify_tables(c));
-        if (vc.vq && !q->group_done) {
+        if (vc.vq && !q->group_done) { /* group_of()'s value, worked out by vq already */
             q->group = verify_query_group(vc.vq);
             q->group_done = true;
         }
@@ -637,7 +638,7 @@ static int put_entry(struct cache *c, struct loaded *l, uint64_t id, const float
     struct store_put_args a = {.id = id ? id : entry_id(l->rec.exact, l->rec.created)};
 
     a.partition = l->rec.partition;
-    a.group = group_of(c, l->rec.text);
+    a.group = group_of(c, l->rec.text, l->rec.text ? strlen(l->rec.text) : 0);
     a.exact = l->rec.exact;
     a.vec = vec;
     a.text = l->rec.text;

@@ -411,8 +411,6 @@ static int shut_down(struct parrot *p, int rc)
     return rc;
 }
 
-/* The composition root: `parrot wal ...` is a command of its own; else
- * validate the configuration, start, run until a signal, shut down. */
 /* glibc's per-thread cache of freed chunks holds 7 of each size. Storing
  * an answer takes about 140 allocations (its JSON parsed, its forms
  * rendered) and a forwarded request about 90, many of one size: past the
@@ -474,6 +472,8 @@ static void restore_name(const char *argv0)
         prctl(PR_SET_NAME, base);
 }
 
+/* The composition root: `parrot wal ...` is a command of its own; else
+ * validate the configuration, start, run until a signal, shut down. */
 int main(int argc, char **argv)
 {
     static struct parrot p; /* static: large, and zeroed */

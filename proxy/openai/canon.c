@@ -680,9 +680,11 @@ static size_t normalise(const char *s, size_t n, char *dst)
     return m;
 }
 
-int canon_json(const cJSON *v, char **buf, size_t *len, size_t *cap, size_t max)
+/* canon_json, or canon_print when in_order. */
+static int print_value(const cJSON *v, bool in_order, char **buf, size_t *len, size_t *cap,
+                       size_t max)
 {
-    struct ctx c = {0};
+    struct ctx c = {.in_order = in_order};
     int rc;
 
     sink_open(&c.out, *buf, *len, *cap, max);
@@ -690,14 +692,14 @@ int canon_json(const cJSON *v, char **buf, size_t *len, size_t *cap, size_t max)
     return sink_close(&c.out, rc, buf, len, cap);
 }
 
+int canon_json(const cJSON *v, char **buf, size_t *len, size_t *cap, size_t max)
+{
+    return print_value(v, false, buf, len, cap, max);
+}
+
 int canon_print(const cJSON *v, char **buf, size_t *len, size_t *cap, size_t max)
 {
-    struct ctx c = {.in_order = true};
-    int rc;
-
-    sink_open(&c.out, *buf, *len, *cap, max);
-    rc = v ? write_value(&c, v, 0) : -EINVAL;
-    return sink_close(&c.out, rc, buf, len, cap);
+    return print_value(v, true, buf, len, cap, max);
 }
 
 int canon_partition_form(const cJSON *req, const char *tenant, const char *route, char **buf,
