@@ -23,8 +23,9 @@
  *
  * Precision: the graph is walked with int8 codes of the vectors (a quarter
  * of the memory traffic, which is what a search in a large index waits
- * for); hnsw_search scores what the walk found again with the float vectors,
- * so the similarities it returns are exact dot products (hnsw.c says more).
+ * for); hnsw_search scores the best 2k + 8 of what the walk found again with
+ * the float vectors, so the similarities it returns are exact dot products
+ * (hnsw.c says more).
  *
  * Reproducibility: levels come from a PRNG seeded with opts.seed, and the
  * walk's integer products are the same on every kernel, so the same seed and

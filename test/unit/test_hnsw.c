@@ -436,6 +436,34 @@ static void test_exact_scores(void **state)
     hnsw_free(h);
 }
 
+/* A search rescores in floats only the best 2k + 8 of the ef its walk
+ * found by code. That must give the hits a rescoring of all ef gives (a
+ * search for k = ef does that), on random unit vectors too, whose
+ * similarities crowd together the most. */
+static void test_rescore_window(void **state)
+{
+    enum { N = 4000, D = 128, K = 10, EF = 96, Q = 200 };
+    float *data = malloc((size_t)N * D * sizeof(float)), q[D];
+    struct hnsw *h = mk(D);
+    struct hnsw_hit few[K], all[EF];
+    struct rng r = {.s = 31};
+
+    (void)state;
+    assert_non_null(data);
+    insert_random(h, &r, data, N, D);
+    for (int t = 0; t < Q; t++) {
+        random_unit(&r, q, D);
+        assert_int_equal(hnsw_search(h, q, K, EF, few), K);
+        assert_int_equal(hnsw_search(h, q, EF, EF, all), EF);
+        for (size_t i = 0; i < K; i++) {
+            assert_int_equal(few[i].id, all[i].id);
+            assert_memory_equal(&few[i].sim, &all[i].sim, sizeof(float));
+        }
+    }
+    free(data);
+    hnsw_free(h);
+}
+
 static void test_dot_kernels(void **state)
 {
     enum { MAXD = 4096 };
@@ -1143,6 +1171,7 @@ int main(void)
         cmocka_unit_test(test_dot_kernels),
         cmocka_unit_test(test_idot_kernels),
         cmocka_unit_test(test_exact_scores),
+        cmocka_unit_test(test_rescore_window),
         cmocka_unit_test(test_reproducible),
         cmocka_unit_test(test_concurrent_search),
         cmocka_unit_test(test_churn),
