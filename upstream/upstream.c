@@ -176,6 +176,7 @@ struct up_loop {
  * slot still describing the old socket, which ep_set() copes with. */
 struct fdslot {
     uint32_t events;        /* registered in ep, as far as the loop knows; 0 = none */
+    bool parked;            /* curl's, idle between its transfers (on_socket) */
     struct up_xfer *client; /* the transfer watching this client socket, or NULL */
 };
 
@@ -333,6 +334,7 @@ static bool ep_set(struct up_loop *l, int fd, struct fdslot *f, uint32_t ev)
     int op = f->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
 
     f->events = 0;
+    f->parked = false;
     if (ev == 0) {
         epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL); /* ENOENT: closed, gone already */
         return true;
@@ -366,10 +368,36 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
         /* A client socket's number, closed and now curl's. */
         f->client->client_fd = -1;
         f->client = NULL;
+    } else if (ev == 0 && f->events == EPOLLIN) {
+        /* Curl is done with the socket for now: mostly a kept-alive
+         * connection going back to its cache, for the next transfer to the
+         * provider, which will wait on it for EPOLLIN again. It stays in
+         * ep, parked: two epoll_ctl calls a request fewer. If it turns
+         * ready while parked (the provider closed it), dispatch() takes it
+         * out. If curl closes it, it leaves ep by itself, and the number's
+         * next socket from curl finds its slot cleared (on_sockopt). */
+        f->parked = true;
+        return 0;
     } else if (f->events == ev) {
+        f->parked = false;
         return 0;
     }
     return ep_set(l, s, f, ev) ? 0 : -1;
+}
+
+/* CURLOPT_SOCKOPTFUNCTION: curl made a new socket. Its number may be that
+ * of a parked one curl closed since: the slot no longer says anything
+ * true, and a skipped epoll_ctl would leave the socket unwatched. */
+static int on_sockopt(void *clientp, curl_socket_t s, curlsocktype purpose)
+{
+    struct up_loop *l = clientp;
+
+    (void)purpose;
+    if (s >= 0 && (size_t)s < l->nfds && !l->fds[s].client) {
+        l->fds[s].events = 0;
+        l->fds[s].parked = false;
+    }
+    return CURL_SOCKOPT_OK;
 }
 
 /* CURLMOPT_TIMERFUNCTION: when curl wants CURL_SOCKET_TIMEOUT next. */
@@ -591,6 +619,8 @@ static bool start_attempt(struct up_loop *l, struct up_xfer *x, long now)
                      p->o.http2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+    curl_easy_setopt(x->easy, CURLOPT_SOCKOPTDATA, l);
     curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, p->o.connect_timeout_ms);
     curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, left > 1 ? left : 1L);
     curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
@@ -1025,6 +1055,13 @@ static void dispatch(struct up_loop *l, const struct epoll_event *e)
     f = &l->fds[fd];
     if (f->client) {
         client_event(l, f->client);
+        return;
+    }
+    if (f->parked) {
+        /* No transfer of curl's waits on it: out of ep, or the level-
+         * triggered set reports it on every turn. Curl finds the
+         * connection dead when it next looks at it. */
+        ep_set(l, fd, f, 0);
         return;
     }
     if (!(f->events & (EPOLLIN | EPOLLOUT)))

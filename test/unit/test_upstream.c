@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* What on_done saw, and on which thread. */
@@ -311,6 +312,121 @@ static void client_data_stops_the_watch(void **state)
     watched_end(&w);
 }
 
+/* A provider that answers each of n connections once, keeping the
+ * connection alive as far as its answer says, and then closes it: the
+ * client's next transfer finds a dead connection in its cache. */
+struct closing_provider {
+    int ls;
+    int n;
+    atomic_int closed; /* connections answered and closed */
+    pthread_t thread;
+};
+
+static void *closing_main(void *arg)
+{
+    static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 "Content-Length: 2\r\n\r\n{}";
+    struct closing_provider *cp = arg;
+
+    for (int i = 0; i < cp->n; i++) {
+        char buf[4096];
+        size_t got = 0;
+        int c = accept(cp->ls, NULL, NULL);
+
+        if (c < 0)
+            break;
+        while (got < sizeof(buf) - 1) {
+            ssize_t r = read(c, buf + got, sizeof(buf) - 1 - got);
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+            buf[got] = '\0';
+            if (strstr(buf, "\r\n\r\n"))
+                break;
+        }
+        if (write(c, answer, sizeof(answer) - 1) < 0)
+            break;
+        close(c);
+        atomic_fetch_add(&cp->closed, 1);
+    }
+    return NULL;
+}
+
+static void await_closed(struct closing_provider *cp, int n)
+{
+    for (int i = 0; i < 500 && atomic_load(&cp->closed) < n; i++)
+        usleep(2000);
+    assert_int_equal(atomic_load(&cp->closed), n);
+    usleep(20000); /* the FIN on its way to the client's socket */
+}
+
+/* Between its transfers a kept-alive connection stays in the loop's epoll
+ * set (parked). (1) Curl finds it dead when the next transfer starts,
+ * closes it and opens a new socket, mostly under the same number: that
+ * socket must be watched, or the transfer hangs until its timeout. (2) One
+ * the provider closes while no transfer uses it must leave the set, or the
+ * level-triggered set reports it on every turn and the loop spins. */
+static void provider_closes_a_kept_alive_connection(void **state)
+{
+    struct closing_provider cp = {.n = 3};
+    char url[64];
+    struct up_pool *p;
+    struct up_loop *l;
+    struct up_xfer *x;
+    struct outcome o;
+    int turns = 0;
+
+    (void)state;
+    atomic_init(&cp.closed, 0);
+    cp.ls = silent_provider(url, sizeof(url));
+    assert_int_equal(pthread_create(&cp.thread, NULL, closing_main, &cp), 0);
+    p = pool_at(url);
+    assert_int_equal(up_loop_new(p, &l), 0);
+    up_loop_bind(l);
+
+    outcome_init(&o);
+    assert_int_equal(submit(p, &o, &x), 0);
+    turn_for(l, &o, 3000);
+    assert_true(outcome_done(&o));
+    assert_int_equal(o.err, 0);
+    outcome_fini(&o);
+
+    /* (1): the next transfer starts before the loop looks at the socket. */
+    await_closed(&cp, 1);
+    outcome_init(&o);
+    assert_int_equal(submit(p, &o, &x), 0);
+    turn_for(l, &o, 3000);
+    assert_true(outcome_done(&o));
+    assert_int_equal(o.err, 0);
+    outcome_fini(&o);
+
+    /* (2): the loop turns while the closed connection sits in the cache.
+     * Asleep, it turns about once per 50 ms; spinning, thousands of times. */
+    await_closed(&cp, 2);
+    for (int i = 0; i < 6; i++, turns++)
+        up_loop_run(l, -1, 50);
+    for (int i = 0; i < 1000 && turns < 1000; i++, turns++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        up_loop_run(l, -1, 50);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if ((t1.tv_sec - t0.tv_sec) * 1000000000L + (t1.tv_nsec - t0.tv_nsec) > 40000000L)
+            break; /* it slept: nothing is ready any more */
+    }
+    assert_true(turns < 1000);
+    outcome_init(&o);
+    assert_int_equal(submit(p, &o, &x), 0);
+    turn_for(l, &o, 3000);
+    assert_true(outcome_done(&o));
+    assert_int_equal(o.err, 0);
+    outcome_fini(&o);
+
+    up_loop_free(l);
+    up_pool_free(p);
+    pthread_join(cp.thread, NULL);
+    close(cp.ls);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +435,7 @@ int main(void)
         cmocka_unit_test(shutdown_cancels_on_the_loops_thread),
         cmocka_unit_test(client_hang_up_ends_the_transfer),
         cmocka_unit_test(client_data_stops_the_watch),
+        cmocka_unit_test(provider_closes_a_kept_alive_connection),
     };
     int rc;
 
