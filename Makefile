@@ -204,6 +204,7 @@ lint:
 	clang-format --dry-run -Werror $(shell git ls-files '*.c' '*.h')
 	clang-tidy --quiet $(LIB_SRC) proxy/main.c -- -std=c11 -D_GNU_SOURCE -I. $(PKG_CFLAGS)
 	@$(MAKE) --no-print-directory BUILD=build/lint WERROR=-Werror all
+	sh test/check-prefetch.sh build/lint
 
 # make install [PREFIX=/usr/local] [DESTDIR=staging]: the unit's paths are
 # rewritten from /usr/local to PREFIX; the man page is generated from

@@ -69,6 +69,7 @@
 #include "cache/index/hnsw.h"
 
 #include "cache/base/le.h"
+#include "cache/base/prefetch.h"
 
 #include <errno.h>
 #include <math.h>
@@ -675,7 +676,7 @@ static inline void prefetch_lines(const void *row, size_t bytes)
     size_t lines = bytes / 64 < 4 ? bytes / 64 : 4;
 
     for (size_t i = 0; i < lines; i++)
-        __builtin_prefetch(p + 64 * i, 0, 3);
+        prefetch_read(p + 64 * i);
 }
 
 /* A code row, before the walk compares it. */
