@@ -1,9 +1,10 @@
 /* prefetch.h - a cache-line prefetch the compiler keeps.
  *
- * GCC 12 at -O2 deletes a loop whose body is nothing but
- * __builtin_prefetch() calls, as if the loop had no effect (a plain loop
- * of them in a small function is kept; inlined into its caller, or with
- * its result known to be unused, it goes). That removed every prefetch of
+ * GCC 12 at -O2 may delete a loop whose body is nothing but
+ * __builtin_prefetch() calls, as if the loop had no effect: seen once such
+ * a loop is inlined into its caller, and in a noinline helper too (a loop
+ * in a function of its own, called from another file, was kept). That
+ * removed every prefetch of
  * the HNSW walk (prefetch_row() in hnsw.c) and the lexical table's
  * (terms.c), found in session 15 by reading the object code: one
  * prefetcht0 was left in hnsw.o. An empty asm statement that takes the

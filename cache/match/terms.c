@@ -137,7 +137,9 @@ void termstats_free(struct termstats *st)
 /* Asks for the home slot of each of t[0..n) before any is read: in a
  * partition of tens of thousands of questions the table is tens of MB, and
  * each term's first probe misses every cache. Issued together, the misses
- * overlap instead of being waited for one after another. */
+ * overlap instead of being waited for one after another: in one partition
+ * filled by real misses, terms_weigh went from 5.6% to 2.9% of parrot's
+ * samples (perf, docs/bench.md session 15). */
 static void prefetch_terms(const struct termstats *st, const uint64_t *t, size_t n)
 {
     for (size_t i = 0; i < n; i++)
