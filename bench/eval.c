@@ -2294,7 +2294,7 @@ int main(int argc, char **argv)
     if (do_m) {
         char heading[512];
         snprintf(heading, sizeof(heading),
-                 "\n### Must-miss suite (`%s`, %zu hand-written pairs), verifier on\n\n"
+                 "\n### Must-miss suite (`%s`, %zu pairs), verifier on\n\n"
                  "Per pair its own partition stores the cached question, then the new one is "
                  "looked up. A must-miss pair that hits is a wrong hit (it must be 0); a "
                  "paraphrase pair that keeps the argument should hit. Each mode at its "

@@ -103,8 +103,10 @@
 #define MAX_DROP_PCT 20 /* ... and at most this share of all content words */
 #define TYPO_LEN     4  /* shorter words are not taken for typos */
 #ifndef VERB_UP
-#define VERB_UP     1 /* hypernym steps between two verbs that stand for each other */
-#define MAIN_SENSES 4 /* synonyms share one of the first senses of both words */
+#define VERB_UP      1  /* hypernym steps between two verbs that stand for each other */
+#define MAIN_SENSES  4  /* synonyms share one of the first senses of both words */
+#define ADJ_SENSES   2  /* of adjectives and adverbs */
+#define MAX_WORD_OPS 15 /* operators in words kept per question (word_ops()) */
 #endif
 
 static const char *const names[VERIFY_REASONS] = {"ok",       "numbers", "negation", "opposite",
@@ -438,9 +440,24 @@ static const char *const opposites[][2] = {
     {"me", "you"},
     {"am", "are"},      /* "am i a robot" / "are you a robot" */
     {"me", "yourself"}, /* "what do you call yourself" / "... call me" */
-    /* How many: "turn off all lights" is not "turn off this light". */
+    /* How many: "turn off all lights" is not "turn off this light", "show
+     * me all transactions" is not "show me some transactions". */
     {"all", "this"},
     {"every", "this"},
+    {"all", "some"},
+    {"every", "some"},
+    {"all", "none"},
+    {"everything", "something"},
+    {"everyone", "someone"},
+    {"many", "few"},
+    {"most", "least"},
+    {"more", "fewer"},
+    {"both", "either"},
+    {"both", "neither"},
+    {"always", "never"},
+    /* Where: "when will my order be here" is not "... be there" (an
+     * existential "is there" says nothing, see existential()). */
+    {"here", "there"},
     {"myself", "yourself"},
 };
 
@@ -519,6 +536,23 @@ static bool framing_person(const struct embed_word *t, size_t n, size_t i)
     return false;
 }
 
+/* Word i of t is the "there" of "is there", "there are", "will there be":
+ * it places nothing. */
+static bool existential(const struct embed_word *t, size_t n, size_t i)
+{
+    static const char *const be[] = {"is",     "are", "was",  "were", "isnt",  "arent", "wasnt",
+                                     "werent", "s",   "be",   "will", "would", "could", "can",
+                                     "might",  "may", "been", "has",  "have",  "had",   NULL};
+
+    if (!is(t[i].text, "there"))
+        return is(t[i].text, "theres");
+    /* "be there" after a subject places ("will my order be there"), "will
+     * there be" does not: the word after decides first. */
+    if (i + 1 < n && word_in(t[i + 1].text, be))
+        return true;
+    return i > 0 && word_in(t[i - 1].text, be) && !is(t[i - 1].text, "be");
+}
+
 /* sh[i] is word_hash(t[i].stem). */
 static void opp_sides(const struct embed_word *t, size_t n, const size_t *sh,
                       struct pairset side[2])
@@ -527,7 +561,7 @@ static void opp_sides(const struct embed_word *t, size_t n, const size_t *sh,
     memset(side, 0, 2 * sizeof(*side));
     for (size_t i = 0; i < n; i++) {
         const struct opp_stem *o = opp_find(t[i].stem, sh[i]);
-        if (!o || framing_person(t, n, i))
+        if (!o || framing_person(t, n, i) || existential(t, n, i))
             continue;
         for (int k = 0; k < 2; k++)
             for (size_t j = 0; j < sizeof(side[k].w) / sizeof(side[k].w[0]); j++)
@@ -1544,6 +1578,38 @@ static bool particle_repeats(const struct embed_word *a, size_t na, const struct
     return false;
 }
 
+/* ---- arithmetic in words ---- */
+
+/* Word k of w is a number, in digits or in words. */
+static bool number_at(const struct embed_word *w, size_t n, size_t k)
+{
+    return k < n && (w[k].kind == EMBED_NUMBER ||
+                     word_value((struct span){w[k].text, strlen(w[k].text)}) >= 0);
+}
+
+/* The arithmetic of w said in words, as operator characters in their order
+ * into ops (NUL-terminated, MAX_WORD_OPS at most): "plus", "minus",
+ * "times", "multiplied by", "divided by" next to a number. The symbols
+ * ("5 + 3") are counted apart (ops_of()). */
+static void word_ops(const struct embed_word *w, size_t n, char ops[MAX_WORD_OPS + 1])
+{
+    static const struct {
+        const char *word;
+        char op;
+    } opnames[] = {
+        {"plus", '+'}, {"minus", '-'}, {"times", '*'}, {"multiplied", '*'}, {"divided", '/'}};
+    size_t m = 0;
+
+    for (size_t i = 0; i < n && m < MAX_WORD_OPS; i++)
+        for (size_t k = 0; k < NELEMS(opnames); k++) {
+            size_t next = i + 1 < n && is(w[i + 1].text, "by") ? i + 2 : i + 1;
+            if (is(w[i].text, opnames[k].word) &&
+                ((i > 0 && number_at(w, n, i - 1)) || number_at(w, n, next)))
+                ops[m++] = opnames[k].op;
+        }
+    ops[m] = '\0';
+}
+
 /* ---- the alignment ---- */
 
 /* One side's words as the alignment sees them. */
@@ -1584,6 +1650,34 @@ static bool showing(const struct embed_word *w, size_t n, size_t i)
     return true;
 }
 
+/* Word i is "may" the month, not the modal: beside a number ("may 4",
+ * "the 4th of may") or after a preposition ("in may", "until may"). An
+ * argument then, as "march" is: "march 4" is not "may 4". */
+static bool month_may(const struct embed_word *w, size_t n, size_t i)
+{
+    static const char *const before[] = {"in",     "of",    "on",   "since", "until",   "till",
+                                         "by",     "for",   "from", "to",    "through", "during",
+                                         "before", "after", "next", "last",  NULL};
+
+    if (!is(w[i].text, "may"))
+        return false;
+    for (size_t k = i ? i - 1 : i + 1; k <= i + 1 && k < n; k += 2)
+        if (w[k].kind == EMBED_NUMBER ||
+            word_value((struct span){w[k].text, strlen(w[k].text)}) >= 0)
+            return true;
+    return i > 0 && word_in(w[i - 1].text, before);
+}
+
+/* Word i is the suffix of an ordinal in digits, split from its number
+ * ("5th", "21st"): the numbers check has the number, "june 5" is "june
+ * 5th". */
+static bool ordinal_suffix(const struct embed_word *w, size_t i)
+{
+    static const char *const suffix[] = {"st", "nd", "rd", "th", NULL};
+
+    return i > 0 && w[i - 1].kind == EMBED_NUMBER && word_in(w[i].text, suffix);
+}
+
 static void classify(const struct verify_tables *t, const struct embed_word *w, size_t n,
                      const struct specials *sp, uint8_t *fl)
 {
@@ -1594,10 +1688,12 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
         struct span sw = {w[i].text, strlen(w[i].text)};
         /* Numbers, digits or words, are compared apart (numbers(),
          * number_words()), with the words that make a time of them. */
-        if (w[i].kind == EMBED_NUMBER || w[i].kind == EMBED_QUESTION ||
-            (neutral(w[i].text) && !liking(w, n, i)) || showing(w, n, i) || word_value(sw) >= 0 ||
-            is(w[i].text, "half") || is(w[i].text, "quarter") || is(w[i].text, "past") ||
-            is(w[i].text, "oclock")) {
+        if (month_may(w, n, i)) {
+            f = T_ARG | T_KNOWN;
+        } else if (w[i].kind == EMBED_NUMBER || w[i].kind == EMBED_QUESTION ||
+                   ordinal_suffix(w, i) || (neutral(w[i].text) && !liking(w, n, i)) ||
+                   showing(w, n, i) || word_value(sw) >= 0 || is(w[i].text, "half") ||
+                   is(w[i].text, "quarter") || is(w[i].text, "past") || is(w[i].text, "oclock")) {
             f = T_SKIP;
         } else {
             unsigned wf = word_flags(t, &w[i]);
@@ -1674,22 +1770,39 @@ static bool find_in(const struct verify_tables *t, const struct embed_word *a,
     return false;
 }
 
-/* Word a, unmatched by stem, found in b by WordNet: a synonym or a
+/* Word i of w follows an article or a possessive: a thing in this question
+ * ("the book", "my mother"), whatever the word mostly is. */
+static bool determined(const struct embed_word *w, size_t i)
+{
+    static const char *const det[] = {"a",   "an",  "the",   "my",  "your", "his",
+                                      "her", "our", "their", "its", NULL};
+
+    return i > 0 && word_in(w[i - 1].text, det);
+}
+
+/* Word i of a, unmatched by stem, found in b by WordNet: a synonym (see
+ * wordnet_synonyms_first) or a
  * derivation of a word of b that is itself a predicate word without its
  * own counterpart ("wrote" / "author", not "hide" for the "hidden" that
  * the other side has too). Marks the word of b found. */
-static bool find_related(const struct verify_tables *t, const struct embed_word *a, uint8_t af,
-                         const struct embed_word *b, uint8_t *bf, size_t nb)
+static bool find_related(const struct verify_tables *t, const struct embed_word *a, size_t i,
+                         uint8_t af, const struct embed_word *b, uint8_t *bf, size_t nb)
 {
     if (!t || !t->wn || (af & T_ARG))
         return false;
     for (size_t j = 0; j < nb; j++) {
-        const char *x = a->text, *y = b[j].text;
+        const char *x = a[i].text, *y = b[j].text;
         if ((bf[j] & (T_SKIP | T_ARG | T_DONE)) != 0)
             continue;
+        /* Two words that name things here are synonyms as nouns only:
+         * "my mother" is not "my father", though the verbs share
+         * "beget". */
+        static const unsigned any[] = {0, MAIN_SENSES, MAIN_SENSES, ADJ_SENSES, ADJ_SENSES},
+                              nouns[] = {0, MAIN_SENSES, 0, 0, 0};
+        const unsigned *rank = determined(a, i) && determined(b, j) ? nouns : any;
         /* A derivation joins an action and its doer or thing ("write" /
          * "writer"), not two things ("engine" / "engineer"). */
-        if (wordnet_synonyms(t->wn, x, strlen(x), y, strlen(y), MAIN_SENSES) ||
+        if (wordnet_synonyms_ranked(t->wn, x, strlen(x), y, strlen(y), rank) ||
             (!((af & T_NOUN) && (bf[j] & T_NOUN)) &&
              wordnet_derivationally_related(t->wn, x, strlen(x), y, strlen(y)))) {
             bf[j] |= T_DONE;
@@ -1861,8 +1974,9 @@ struct side {
     unsigned question, particles;
     bool acting, past;
     int mood;
-    bool verbless;  /* no word WordNet knows mostly as a verb: "alarm for ten am" */
-    bool past_verb; /* a verb in the past: "painted", "won" */
+    bool verbless;               /* no word WordNet knows mostly as a verb: "alarm for ten am" */
+    bool past_verb;              /* a verb in the past: "painted", "won" */
+    char wops[MAX_WORD_OPS + 1]; /* word_ops() */
     struct specials sp;
     uint8_t fl[MAX_WORDS];
 };
@@ -1902,6 +2016,7 @@ static void side_need(struct side *x, unsigned part)
         x->acting = acting(x->w, x->n, sh);
         x->past = past(x->w, x->n);
         x->particles = particles(x->w, x->n);
+        word_ops(x->w, x->n, x->wops);
         break;
     }
     case S_MOOD:
@@ -1960,6 +2075,10 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
     if (x->negated != y->negated)
         return VERIFY_NEGATION;
     need(x, y, S_WORDS);
+    /* "1785 minus 334 plus 87" is not "1785 plus 334 minus 87": the numbers
+     * and the operator words are the same, their order is not. */
+    if (strcmp(x->wops, y->wops) != 0)
+        return VERIFY_NUMBERS;
     if (opposite(x->opp, y->opp))
         return VERIFY_OPPOSITE;
     qa = x->question;
@@ -2019,10 +2138,10 @@ static enum verify_reason compare(struct side *x, struct side *y, char *why, siz
         if (!(bf[j] & (T_SKIP | T_DONE)) && find_in(t, &b[j], a, af, na))
             bf[j] |= T_DONE;
     for (size_t i = 0; i < na; i++)
-        if (!(af[i] & (T_SKIP | T_DONE)) && find_related(t, &a[i], af[i], b, bf, nb))
+        if (!(af[i] & (T_SKIP | T_DONE)) && find_related(t, a, i, af[i], b, bf, nb))
             af[i] |= T_DONE;
     for (size_t j = 0; j < nb; j++)
-        if (!(bf[j] & (T_SKIP | T_DONE)) && find_related(t, &b[j], bf[j], a, af, na))
+        if (!(bf[j] & (T_SKIP | T_DONE)) && find_related(t, b, j, bf[j], a, af, na))
             bf[j] |= T_DONE;
     for (size_t i = 0; i < na; i++)
         if (!(af[i] & (T_SKIP | T_DONE)) && find_measure(t, a, i, af[i], b, bf, nb))

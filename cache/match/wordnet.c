@@ -51,6 +51,7 @@
 #include "cache/base/nameix.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -487,11 +488,11 @@ static bool contains(const uint32_t *v, size_t n, uint32_t x)
     return false;
 }
 
-/* The synsets that are among the first `rank` senses of their part of
- * speech for some lemma of w[0..n) (the table keeps WordNet's sense order,
- * most frequent first); every sense when rank is 0. */
-static size_t main_synsets(const struct wordnet *wn, const char *w, size_t n, unsigned rank,
-                           uint32_t *syn, size_t max)
+/* The synsets that are among the first rank[pos] senses of their part of
+ * speech pos for some lemma of w[0..n) (the table keeps WordNet's sense
+ * order, most frequent first); none of a part whose rank is 0. */
+static size_t ranked_synsets(const struct wordnet *wn, const char *w, size_t n,
+                             const unsigned rank[WORDNET_ADV + 1], uint32_t *syn, size_t max)
 {
     uint32_t ids[MAX_BASES];
     size_t k = bases(wn, w, n, ids), m = 0;
@@ -501,11 +502,22 @@ static size_t main_synsets(const struct wordnet *wn, const char *w, size_t n, un
         for (uint32_t j = 0; j < lem_count(wn, ids[i], 0); j++) {
             uint32_t s = pool_at(wn, lem_run(wn, ids[i]) + j);
             unsigned pos = syn_byte(wn, s, 2);
-            if (rank == 0 || (pos <= WORDNET_ADV && ++seen[pos] <= rank))
+            if (pos <= WORDNET_ADV && ++seen[pos] <= rank[pos])
                 add_id(syn, &m, max, s);
         }
     }
     return m;
+}
+
+/* The synsets among the first `rank` senses of each part of speech of
+ * w[0..n); every sense when rank is 0. */
+static size_t main_synsets(const struct wordnet *wn, const char *w, size_t n, unsigned rank,
+                           uint32_t *syn, size_t max)
+{
+    unsigned r = rank ? rank : UINT_MAX;
+    const unsigned ranks[WORDNET_ADV + 1] = {r, r, r, r, r};
+
+    return ranked_synsets(wn, w, n, ranks, syn, max);
 }
 
 /* sa[0..ma) and sb[0..mb) share a synset. */
@@ -533,6 +545,16 @@ bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, cons
     uint32_t sa[MAX_SYNS], sb[MAX_SYNS];
     size_t ma = main_synsets(wn, a, alen, rank, sa, MAX_SYNS),
            mb = main_synsets(wn, b, blen, rank, sb, MAX_SYNS);
+
+    return share_one(sa, ma, sb, mb);
+}
+
+bool wordnet_synonyms_ranked(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                             size_t blen, const unsigned rank[WORDNET_ADV + 1])
+{
+    uint32_t sa[MAX_SYNS], sb[MAX_SYNS];
+    size_t ma = ranked_synsets(wn, a, alen, rank, sa, MAX_SYNS),
+           mb = ranked_synsets(wn, b, blen, rank, sb, MAX_SYNS);
 
     return share_one(sa, ma, sb, mb);
 }

@@ -65,6 +65,11 @@ size_t wordnet_lemmatise(const struct wordnet *wn, const char *w, size_t n, enum
 bool wordnet_synonyms(const struct wordnet *wn, const char *a, size_t alen, const char *b,
                       size_t blen, unsigned rank);
 
+/* As wordnet_synonyms, with a rank for each part of speech (indexed by
+ * enum wordnet_pos; WORDNET_ANY's is not used, 0 leaves a part out). */
+bool wordnet_synonyms_ranked(const struct wordnet *wn, const char *a, size_t alen, const char *b,
+                             size_t blen, const unsigned rank[WORDNET_ADV + 1]);
+
 /* a and b are linked by a derivational pointer (+): "write" / "writer". */
 bool wordnet_derivationally_related(const struct wordnet *wn, const char *a, size_t alen,
                                     const char *b, size_t blen);

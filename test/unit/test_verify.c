@@ -406,6 +406,16 @@ static void test_verbs_with_wordnet(void **state)
         {"what is a hydraulic engine", "what is a hydraulic engineer"},
         /* a word WordNet does not know is not one it knows of the same stem */
         {"what are your favorite animes", "what are your favorite animals"},
+        /* how many; where; "may" the month; arithmetic in words in order */
+        {"show me all transactions", "show me some transactions"},
+        {"when will my order be here", "when will my order be there"},
+        {"put in a pto request for march 4 to march 6",
+         "put in a pto request for may 4 to march 6"},
+        {"what is 5 minus 3 plus 2", "what is 5 plus 3 minus 2"},
+        /* two things are synonyms as nouns only; adjectives in their first
+         * two senses */
+        {"share my location with my mother", "share my location with my father"},
+        {"how do you say i'm hungry in french", "how do you say i'm thirsty in french"},
     };
     static const char *const hit[][2] = {
         {"start the vacuum cleaner", "turn on the vacuum cleaner"},
@@ -437,6 +447,11 @@ static void test_verbs_with_wordnet(void **state)
         {"read me the headlines", "what are the headlines"},
         /* an auxiliary after its subject does not ask */
         {"i have lost my phone", "i lost my phone"},
+        /* an existential "there" places nothing; "may" the modal asks */
+        {"is there a holiday here today", "is there any holiday here today"},
+        {"may i ask you something", "can i ask you something"},
+        {"book a flight on june 5", "book a flight on june 5th"},
+        {"book a table for two", "reserve a table for two"},
     };
     char err[256];
 

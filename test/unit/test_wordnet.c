@@ -204,6 +204,20 @@ static void test_real_wordnet(void **state)
     assert_false(wordnet_synonyms(wn, S("list"), S("number"), 4));
     assert_true(wordnet_synonyms(wn, S("list"), S("number"), 0));
     assert_false(wordnet_synonyms(wn, S("bill"), S("card"), 4));
+    {
+        /* by part of speech: "mother" and "father" share only a verb's
+         * synset ("beget"); "hungry" and "thirsty" share a late adjective
+         * sense ("eager": hungry's 2nd, thirsty's 3rd) */
+        static const unsigned nouns[] = {0, 4, 0, 0, 0}, any[] = {0, 4, 4, 4, 4},
+                              adj2[] = {0, 4, 4, 2, 2};
+        assert_true(wordnet_synonyms_ranked(wn, S("mother"), S("father"), any));
+        assert_false(wordnet_synonyms_ranked(wn, S("mother"), S("father"), nouns));
+        assert_true(wordnet_synonyms_ranked(wn, S("author"), S("writer"), nouns));
+        assert_true(wordnet_synonyms_ranked(wn, S("hungry"), S("thirsty"), any));
+        assert_false(wordnet_synonyms_ranked(wn, S("hungry"), S("thirsty"), adj2));
+        assert_true(wordnet_synonyms_ranked(wn, S("book"), S("reserve"), adj2));
+        assert_true(wordnet_synonyms_ranked(wn, S("big"), S("large"), adj2));
+    }
     assert_true(wordnet_verb_hypernym(wn, S("reduce"), S("decrease"), 1, 2));
     assert_false(wordnet_verb_hypernym(wn, S("list"), S("number"), 1, 4));
     assert_true(wordnet_verb_hypernym(wn, S("list"), S("number"), 1, 0));
