@@ -7,7 +7,9 @@ For every question (a JSON line with "text"), up to two of its content words
 are replaced, one at a time: a noun by a sibling of its first sense (another
 hyponym of the same hypernym, whose own first sense that sibling is: "car" ->
 "truck", "mother" -> "father", "march" -> "may"), an adjective by an antonym
-of its first sense ("all" -> "some", "hungry" -> "full"). The pair is written
+of its first sense ("all" -> "some", "hungry" -> "full"), a word that is mostly
+a verb by a sibling or an antonym of its first verb sense ("buy" -> "sell",
+"send" -> "transport"). The pair is written
 in the must-miss format (cached, new, kind, "miss") for bench/eval's
 --must-miss. A swap can land on a synonym the sibling's head word also is
 ("status" -> "condition"), so the hits are read before anything is called a
@@ -75,6 +77,32 @@ def main():
                     out.append(("noun", head))
         return out
 
+    vidx, vdata = load_index(wn, "verb"), load_data(wn, "verb")
+
+    def verb_swaps(word):
+        """Siblings and antonyms of a word's first verb sense, when the word
+        is mostly a verb ("open" -> "close", "buy" -> "sell")."""
+        if word not in vidx or len(vidx[word]) <= len(nidx.get(word, [])):
+            return []
+        first = vidx[word][0]
+        words, ptrs = vdata[first]
+        out = []
+        for sym, other, pos in ptrs:
+            if pos != "v":
+                continue
+            if sym == "!":
+                cands = [other]
+            elif sym == "@":
+                cands = [d for s2, d, p2 in vdata[other][1] if s2 == "~" and p2 == "v" and d != first]
+            else:
+                continue
+            for c in cands:
+                head = vdata[c][0][0]
+                if (re.fullmatch(r"[a-z]+", head) and head not in words and head != word
+                        and head in vidx and vidx[head][0] == c):
+                    out.append(("verb", head))
+        return out
+
     def antonyms(word):
         if word not in aidx:
             return []
@@ -95,7 +123,7 @@ def main():
         rng.shuffle(words)
         done = 0
         for w in words:
-            swaps = siblings(w) + antonyms(w)
+            swaps = siblings(w) + antonyms(w) + verb_swaps(w)
             if not swaps:
                 continue
             kind, new = rng.choice(swaps)
