@@ -537,20 +537,24 @@ static bool framing_person(const struct embed_word *t, size_t n, size_t i)
 }
 
 /* Word i of t is the "there" of "is there", "there are", "will there be":
- * it places nothing. */
+ * it places nothing. Before a form of "be" it always is; after one only
+ * when that verb opens the question, alone or after a question word ("is
+ * there", "what is there", "how many are there"): "my keys are there" and
+ * "we're there" place. */
 static bool existential(const struct embed_word *t, size_t n, size_t i)
 {
     static const char *const be[] = {"is",     "are", "was",  "were", "isnt",  "arent", "wasnt",
                                      "werent", "s",   "be",   "will", "would", "could", "can",
                                      "might",  "may", "been", "has",  "have",  "had",   NULL};
+    static const char *const opener[] = {"what",  "how",  "many", "much",  "why",
+                                         "where", "when", "who",  "which", NULL};
 
     if (!is(t[i].text, "there"))
         return is(t[i].text, "theres");
-    /* "be there" after a subject places ("will my order be there"), "will
-     * there be" does not: the word after decides first. */
     if (i + 1 < n && word_in(t[i + 1].text, be))
         return true;
-    return i > 0 && word_in(t[i - 1].text, be) && !is(t[i - 1].text, "be");
+    return i > 0 && word_in(t[i - 1].text, be) && !is(t[i - 1].text, "be") &&
+           (i == 1 || word_in(t[i - 2].text, opener));
 }
 
 /* sh[i] is word_hash(t[i].stem). */

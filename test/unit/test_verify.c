@@ -409,6 +409,7 @@ static void test_verbs_with_wordnet(void **state)
         /* how many; where; "may" the month; arithmetic in words in order */
         {"show me all transactions", "show me some transactions"},
         {"when will my order be here", "when will my order be there"},
+        {"my keys are here", "my keys are there"},
         {"put in a pto request for march 4 to march 6",
          "put in a pto request for may 4 to march 6"},
         {"what is 5 minus 3 plus 2", "what is 5 plus 3 minus 2"},
