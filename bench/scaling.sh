@@ -15,9 +15,7 @@
 #
 # Reports req/s and latency medians per point, the throughput ratio 2 / 1 per
 # kind, parrot's CPU per thread (from /proc/PID/task/*/stat around each wrk
-# run; threads are named by their name, or, for those called "parrot", by the
-# function they started in, read once per parrot with gdb when it is
-# installed), and for real misses the insert rate (parrot_cache_stores_total
+# run; threads by the names parrot gives them), and for real misses the insert rate (parrot_cache_stores_total
 # during the run) and the share of stores dropped
 # (parrot_cache_stores_dropped_total, when parrot has that counter).
 # Prints a markdown table, also written to $1 when given, and appends `key
@@ -32,8 +30,8 @@
 #
 # BENCH_PARROT=PATH runs another parrot binary (another branch's build).
 #
-# Needs: nginx, wrk, taskset (util-linux), build/parrot; gdb (optional);
-# perf (linux-perf) for BENCH_PROFILE.
+# Needs: nginx, wrk, taskset (util-linux), build/parrot; perf (linux-perf)
+# for BENCH_PROFILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-/dev/null}
@@ -67,29 +65,16 @@ pin_tree "$load_cpus" "$(cat "$PEERS_DIR/nginx.pid")"
 export PIN_WRK=$load_cpus
 tick=$(getconf CLK_TCK)
 
-# thread_names PID > FILE: "tid name" per thread: its own name, or for the
-# threads named like the process the function that started it (the frame
-# below start_thread in gdb's backtrace; main for the main thread).
+# thread_names PID > FILE: "tid name" per thread, from /proc: parrot names
+# each thread it starts (cache/base/thread.h: parrot-worker, parrot-store,
+# parrot-wal, ...); the one left with the process's name is the main thread.
 thread_names() {
     local pid=$1 t comm
-    if command -v gdb >/dev/null; then
-        timeout 30 gdb -p "$pid" -batch -nx -ex 'thread apply all bt' 2>/dev/null |
-            awk '/^Thread [0-9]+ \(Thread/ { match($0, /LWP [0-9]+/); tid = substr($0, RSTART + 4, RLENGTH - 4); prev = ""; next }
-                 /^#[0-9]/ { f = ($3 == "in") ? $4 : $2
-                             if (f == "start_thread" && prev != "??") fn[tid] = prev
-                             if (f == "main") fn[tid] = "main"
-                             prev = f }
-                 END { for (t in fn) print t, fn[t] }' >"$tmp/started"
-    else
-        : >"$tmp/started"
-    fi
     for t in /proc/"$pid"/task/*; do
         t=${t##*/}
         comm=$(cat "/proc/$pid/task/$t/comm")
-        if [ "$comm" = parrot ]; then
-            comm=$(awk -v t="$t" '$1 == t { print $2 }' "$tmp/started")
-        fi
-        echo "$t ${comm:-parrot}"
+        [ "$comm" = parrot ] && comm=main
+        echo "$t $comm"
     done
 }
 

@@ -9,6 +9,7 @@
 #include "cache/base/buf.h"
 #include "cache/base/hash.h"
 #include "cache/base/le.h"
+#include "cache/base/thread.h"
 #include "cache/index/hnsw.h"
 #include "cache/index/store.h"
 #include "cache/match/embed.h"
@@ -920,7 +921,7 @@ int cache_open(struct cache *c, const char *dir, const char *fsync, int64_t now,
                  : "",
              held.entries, unembedded, c->snap_last_ms - t0);
     if (c->snap_interval > 0 || c->snap_wal_size > 0) {
-        c->snap_thread_on = pthread_create(&c->snap_thread, NULL, snap_main, c) == 0;
+        c->snap_thread_on = thread_start(&c->snap_thread, snap_main, c, "parrot-snapshot") == 0;
         if (!c->snap_thread_on)
             say(c, CACHE_LOG_WARN, "no timed snapshots", "cannot start the snapshot thread");
     }

@@ -8,7 +8,7 @@
 #     --run      only what building and running parrot needs
 #     --dev      build + test + lint tools (clang-format, clang-tidy)
 #     --bench    build + test + the peers and tools of make bench (nginx, wrk,
-#                hnswlib, numpy, gnuplot, gdb: scenario 9 names parrot's threads)
+#                hnswlib, numpy, gnuplot)
 #     --check    install nothing; exit 0 if nothing is missing, else 1
 set -eu
 
@@ -36,7 +36,7 @@ libcjson-dev libssl-dev libhiredis-dev wordnet-base"
 # starts and stops its own, on a loopback port).
 [ "$set_" = run ] || pkgs="$pkgs curl libcmocka-dev prometheus chromium systemd man-db redis-server"
 [ "$set_" = dev ] && pkgs="$pkgs clang-format clang-tidy"
-[ "$set_" = bench ] && pkgs="$pkgs nginx wrk python3-hnswlib python3-numpy gnuplot-nox gdb"
+[ "$set_" = bench ] && pkgs="$pkgs nginx wrk python3-hnswlib python3-numpy gnuplot-nox"
 
 missing=""
 for p in $pkgs; do

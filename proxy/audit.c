@@ -14,6 +14,7 @@
 #include "cache/base/buf.h"
 #include "cache/base/clock.h"
 #include "cache/base/rand.h"
+#include "cache/base/thread.h"
 #include "cache/match/judge.h"
 #include "proxy/chat.h"
 #include "proxy/log.h"
@@ -107,7 +108,7 @@ int audit_new(const struct audit_opts *o, struct audit **out)
     if (pthread_mutex_init(&a->recent_mu, NULL) != 0)
         goto fail_cv;
     if (o->rate > 0) {
-        if (pthread_create(&a->thread, NULL, audit_main, a) != 0)
+        if (thread_start(&a->thread, audit_main, a, "parrot-audit") != 0)
             goto fail_recent;
         a->thread_on = true;
     }

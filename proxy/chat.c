@@ -126,7 +126,7 @@ int chat_new(const struct cfg *c, struct cache *cache, struct chat **out)
     if (ch->pace == 0)
         ch->pace = 1;
     if (cache && (rc = workq_new_batched((size_t)c->store_queue, STORE_BATCH, store_batch,
-                                         &ch->storeq)) != 0) {
+                                         "parrot-store", &ch->storeq)) != 0) {
         pthread_cond_destroy(&ch->pend_cv);
         pthread_mutex_destroy(&ch->pend_mu);
         free(ch);

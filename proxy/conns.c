@@ -2,6 +2,7 @@
 #include "proxy/conns.h"
 
 #include "cache/base/clock.h"
+#include "cache/base/thread.h"
 #include "proxy/log.h"
 
 #include <pthread.h>
@@ -91,7 +92,7 @@ int conns_new(size_t max_connections, long header_timeout_ms, struct conns **out
     atomic_init(&cs->cut_total, 0);
     pthread_mutex_init(&cs->lock, NULL);
     pthread_cond_init(&cs->wake, NULL);
-    if (pthread_create(&cs->reaper, NULL, reaper_main, cs) != 0) {
+    if (thread_start(&cs->reaper, reaper_main, cs, "parrot-reaper") != 0) {
         pthread_mutex_destroy(&cs->lock);
         pthread_cond_destroy(&cs->wake);
         free(cs);

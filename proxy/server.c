@@ -20,6 +20,7 @@
 #include "proxy/server.h"
 
 #include "cache/base/clock.h"
+#include "cache/base/thread.h"
 #include "config/config.h"
 #include "proxy/auth.h"
 #include "proxy/chat.h"
@@ -281,7 +282,7 @@ int server_start(const struct cfg *c, struct up_pool *pool, struct cache *cache,
             goto fail;
         }
         w->epoll_fd = info->epoll_fd;
-        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        if (thread_start(&w->thread, worker_main, w, "parrot-worker") != 0) {
             snprintf(err, errlen, "cannot start the HTTP worker threads");
             goto fail;
         }

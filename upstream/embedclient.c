@@ -22,6 +22,7 @@
 
 #include "cache/base/buf.h"
 #include "cache/base/clock.h"
+#include "cache/base/thread.h"
 #include "upstream/balance.h"
 
 #include <cjson/cJSON.h>
@@ -427,7 +428,7 @@ int embed_client_new(const struct embed_client_opts *o, struct embed_client **ou
     }
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wake, NULL);
-    if (pthread_create(&c->thread, NULL, client_main, c) != 0) {
+    if (thread_start(&c->thread, client_main, c, "parrot-embed") != 0) {
         pthread_cond_destroy(&c->wake);
         pthread_mutex_destroy(&c->lock);
         rc = -ENOMEM;

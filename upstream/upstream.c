@@ -49,6 +49,7 @@
 #include "upstream/upstream.h"
 
 #include "cache/base/clock.h"
+#include "cache/base/thread.h"
 #include "upstream/balance.h"
 
 #include <curl/curl.h>
@@ -1309,7 +1310,7 @@ int up_pool_new(const struct up_pool_opts *o, struct up_pool **out)
     pthread_cond_init(&p->stopped, NULL);
     if (up_loop_new(p, &p->own) != 0)
         goto fail_sync;
-    if (pthread_create(&p->thread, NULL, pool_main, p->own) != 0) {
+    if (thread_start(&p->thread, pool_main, p->own, "parrot-upstream") != 0) {
         up_loop_free(p->own);
         goto fail_sync;
     }

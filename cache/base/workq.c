@@ -9,6 +9,8 @@
  */
 #include "cache/base/workq.h"
 
+#include "cache/base/thread.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -63,7 +65,7 @@ static void *workq_main(void *arg)
 }
 
 static int start(size_t cap, size_t batch, workq_fn *run, workq_batch_fn *run_batch,
-                 struct workq **out)
+                 const char *name, struct workq **out)
 {
     struct workq *q = calloc(1, sizeof(*q));
     int rc = -ENOMEM;
@@ -84,7 +86,7 @@ static int start(size_t cap, size_t batch, workq_fn *run, workq_batch_fn *run_ba
         pthread_mutex_destroy(&q->mu);
         goto fail;
     }
-    rc = pthread_create(&q->thread, NULL, workq_main, q);
+    rc = thread_start(&q->thread, workq_main, q, name);
     if (rc != 0) {
         rc = -rc;
         pthread_cond_destroy(&q->cv);
@@ -102,14 +104,15 @@ fail:
     return rc;
 }
 
-int workq_new(size_t cap, workq_fn *run, struct workq **out)
+int workq_new(size_t cap, workq_fn *run, const char *name, struct workq **out)
 {
-    return start(cap, 1, run, NULL, out);
+    return start(cap, 1, run, NULL, name, out);
 }
 
-int workq_new_batched(size_t cap, size_t batch, workq_batch_fn *run, struct workq **out)
+int workq_new_batched(size_t cap, size_t batch, workq_batch_fn *run, const char *name,
+                      struct workq **out)
 {
-    return start(cap, batch, NULL, run, out);
+    return start(cap, batch, NULL, run, name, out);
 }
 
 int workq_push(struct workq *q, void *job)

@@ -22,14 +22,16 @@ typedef void workq_fn(void *job);
 /* Runs jobs[0..n) (on the queue's thread), in order; owns each. */
 typedef void workq_batch_fn(void **jobs, size_t n);
 
-/* A queue of at most cap waiting jobs (cap >= 1), each run by run.
- * Returns 0, -ENOMEM, or the error pthread_create gave. */
-int workq_new(size_t cap, workq_fn *run, struct workq **out);
+/* A queue of at most cap waiting jobs (cap >= 1), each run by run on a
+ * thread named name (cache/base/thread.h). Returns 0, -ENOMEM, or the
+ * error pthread_create gave. */
+int workq_new(size_t cap, workq_fn *run, const char *name, struct workq **out);
 
 /* The same, but the thread takes up to batch (>= 1) waiting jobs at once
  * and hands them to run together: for jobs that share a cost per run
  * (a lock, a wake-up of another thread). */
-int workq_new_batched(size_t cap, size_t batch, workq_batch_fn *run, struct workq **out);
+int workq_new_batched(size_t cap, size_t batch, workq_batch_fn *run, const char *name,
+                      struct workq **out);
 
 /* Queue job (not NULL). Returns 0, or -EAGAIN when cap jobs are already
  * waiting: the job is not queued, the caller still owns it, and the drop

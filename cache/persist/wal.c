@@ -68,6 +68,7 @@
 #include "cache/base/clock.h"
 #include "cache/base/crc32c.h"
 #include "cache/base/le.h"
+#include "cache/base/thread.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1582,7 +1583,7 @@ int wal_open(const struct wal_opts *o, wal_replay_fn replay, void *ud, struct wa
     if (cond_init_mono(&w->durable_cv) != 0)
         goto fail;
     made = 3;
-    rc = -pthread_create(&w->thread, NULL, writer_main, w);
+    rc = -thread_start(&w->thread, writer_main, w, "parrot-wal");
     if (rc)
         goto fail;
     *out = w;

@@ -31,6 +31,7 @@
 #include "cache/base/clock.h"
 #include "cache/base/le.h"
 #include "cache/base/rand.h"
+#include "cache/base/thread.h"
 
 #include <hiredis/hiredis.h>
 
@@ -1316,9 +1317,10 @@ int replica_start(const struct replica_opts *o, struct replica **out)
     snprintf(r->flight_prefix, sizeof(r->flight_prefix), "parrot:{%s}:f:", r->ns);
     snprintf(r->rl_prefix, sizeof(r->rl_prefix), "parrot:{%s}:rl:", r->ns);
     snprintf(r->replicas_key, sizeof(r->replicas_key), "parrot:{%s}:replicas", r->ns);
-    r->writer_on = pthread_create(&r->writer, NULL, writer_main, r) == 0;
-    r->tailer_on = r->writer_on && pthread_create(&r->tailer, NULL, tail_main, r) == 0;
-    r->flighter_on = r->tailer_on && pthread_create(&r->flighter, NULL, flight_main, r) == 0;
+    r->writer_on = thread_start(&r->writer, writer_main, r, "parrot-repl-out") == 0;
+    r->tailer_on = r->writer_on && thread_start(&r->tailer, tail_main, r, "parrot-repl-in") == 0;
+    r->flighter_on =
+        r->tailer_on && thread_start(&r->flighter, flight_main, r, "parrot-repl-fl") == 0;
     if (!r->flighter_on) {
         replica_stop(r);
         return -EAGAIN;

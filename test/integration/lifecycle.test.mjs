@@ -97,6 +97,19 @@ test('--shutdown-timeout bounds how long a stream may hold shutdown', { timeout:
   assert.equal(await tryConnect(parrot.port), 'ECONNREFUSED');
 });
 
+// Each of parrot's own threads carries a name (top -H, ps -L, perf and
+// bench/scaling.sh read /proc/PID/task/TID/comm).
+test('parrot\'s threads are named after their work', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const parrot = await startParrot({ args: ['--threads', '2'] });
+  const names = fs.readdirSync(`/proc/${parrot.proc.pid}/task`)
+    .map((t) => fs.readFileSync(`/proc/${parrot.proc.pid}/task/${t}/comm`, 'utf8').trim());
+  assert.equal(names.filter((n) => n === 'parrot-worker').length, 2, names.join(' '));
+  for (const want of ['parrot-store', 'parrot-wal', 'parrot-reaper']) {
+    assert.ok(names.includes(want), `${want} in ${names.join(' ')}`);
+  }
+  assert.equal(await within(parrot.stop('SIGTERM'), 15_000, 'parrot exit'), 0);
+});
+
 // The server starts itself again once with glibc's per-thread cache raised
 // (proxy/main.c, tune_malloc): same pid, the tunable added to what was
 // there, and an operator's own tcache_count left alone (no second exec),

@@ -49,7 +49,7 @@ static void test_order_full_and_drain(void **state)
     sem_init(&started, 0, 0);
     for (int i = 0; i < 2 + CAP; i++)
         jobs[i] = (struct job){.n = i, .gated = i == 0};
-    assert_int_equal(workq_new(CAP, run, &q), 0);
+    assert_int_equal(workq_new(CAP, run, "test-workq", &q), 0);
 
     /* The first job is running (and held); CAP more fill the queue. */
     assert_int_equal(workq_push(q, &jobs[0]), 0);
@@ -113,7 +113,7 @@ static void test_many_pushers(void **state)
 
     (void)state;
     counted = 0;
-    assert_int_equal(workq_new(8, run_counted, &q), 0);
+    assert_int_equal(workq_new(8, run_counted, "test-workq", &q), 0);
     for (int i = 0; i < 4; i++) {
         memset(&ps[i], 0, sizeof(ps[i]));
         ps[i].q = q;
@@ -153,7 +153,7 @@ static void test_batches(void **state)
     sem_init(&started, 0, 0);
     for (int i = 0; i < 2 + 2 * CAP; i++)
         jobs[i] = (struct job){.n = i, .gated = i == 0};
-    assert_int_equal(workq_new_batched(2 * CAP, 3, run_batch, &q), 0);
+    assert_int_equal(workq_new_batched(2 * CAP, 3, run_batch, "test-workq", &q), 0);
 
     /* The first job runs alone and is held; 2 * CAP more fill the queue. */
     assert_int_equal(workq_push(q, &jobs[0]), 0);
