@@ -281,7 +281,7 @@ real=$(ratio "$(stat real-t2 2)" "$(stat real-t1 2)")
     echo "stores dropped, of those attempted (dropped / (stored + dropped)): $(dropped real-t1) / $(dropped real-t2) (1 / 2 workers)$(
         [ "$(dropped real-t2)" != n/a ] || echo "; n/a: this parrot has no parrot_cache_stores_dropped_total")."
     echo
-    echo "CPU per thread (means over the rounds; threads by name, or by the function they started in):"
+    echo "CPU per thread (means over the rounds; threads by the names parrot gives them, main the main thread):"
     echo
     echo "| kind | worker threads | thread | threads | CPU, of a core | of parrot's CPU | the busiest one, of a core | runnable, waiting for a CPU |"
     echo "|---|---|---|---|---|---|---|---|"
