@@ -9,7 +9,7 @@
 #   make fmt        clang-format in place;  make lint: format check + clang-tidy
 #                   + a build with -Werror (WERROR=-Werror does that anywhere)
 #   make bench      benchmarks;  make eval: hit quality on ../shared/datasets
-#   make probe      must-miss pairs made by swapping words through WordNet (bench/probe)
+#   make probe      must-miss pairs made by swapping words of real questions (bench/probe)
 #   make vectors    the built-in embedder's word-vector table (build/word-vectors.bin)
 #   make wordnet    the hit verifier's WordNet table (build/wordnet.bin, from wordnet-base)
 #   make mustmiss   the must-miss suite through the lookup path, with both tables
@@ -145,15 +145,18 @@ eval: $(BUILD)/bench/eval $(VECTORS) $(WORDNET)
 	./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/eval --word-vectors $(VECTORS) \
 		--wordnet $(WORDNET)
 
-# Must-miss pairs nobody chose (bench/probe/wordnet_swaps.py: one word of each
-# question swapped for a WordNet sibling or antonym), through the must-miss
-# path of make eval; the pairs that hit are listed in bench/probe/SET/results.md.
+# Must-miss pairs nobody chose, made from each question of a set (one word
+# swapped for a WordNet sibling or antonym: bench/probe/wordnet_swaps.py; a
+# negation added, a number word or a listed counterpart swapped:
+# bench/probe/word_swaps.py), through the must-miss path of make eval; the
+# pairs that hit are listed in bench/probe/SET/results.md.
 PROBE_SETS = clinc150/val clinc150/train hwu64-dev/test
 probe: $(BUILD)/bench/eval $(VECTORS) $(WORDNET)
 	@mkdir -p $(BUILD)/probe
 	@for s in $(PROBE_SETS); do \
 		n=$$(echo $$s | tr / -); mkdir -p bench/probe/$$n; \
 		python3 bench/probe/wordnet_swaps.py $(DATASETS)/$$s.jsonl > $(BUILD)/probe/$$n.tsv || exit 1; \
+		python3 bench/probe/word_swaps.py $(DATASETS)/$$s.jsonl | tail -n +2 >> $(BUILD)/probe/$$n.tsv || exit 1; \
 		./$(BUILD)/bench/eval --datasets $(DATASETS) --out bench/probe/$$n --word-vectors $(VECTORS) \
 			--wordnet $(WORDNET) --only mustmiss --must-miss $(BUILD)/probe/$$n.tsv | \
 			grep '@0.70' | sed "s|^|$$s: |" || exit 1; \

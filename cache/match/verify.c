@@ -262,6 +262,20 @@ static bool next_word(const char *s, size_t len, size_t *pos, struct span *w)
     return true;
 }
 
+/* The negation after prev and prev2 (the word before it; NULL: none) is the
+ * asker's own, or anyone's ("when you don't know what to do"): "i don't",
+ * "i do not", "i'm not", "we really don't", or no subject at all ("not sure
+ * if ..."). "the bank should not know" and "i will not know later" are not
+ * "i don't know". */
+static bool asker(const struct span *prev, const struct span *prev2)
+{
+    static const char *const me[] = {"i", "i'm", "im", "am", "you", "we", NULL};
+    static const char *const between[] = {"do",       "did",  "can", "could", "really", "just",
+                                          "honestly", "have", "am",  "'m",    NULL};
+
+    return !prev || span_is(*prev, me) || (span_is(*prev, between) && prev2 && span_is(*prev2, me));
+}
+
 /* Is the negating word w, after the word prev (NULL: none) and followed by
  * s[after..len), a negation that does not change what is asked?
  * - it denies the asker's own knowledge of the answer ("i don't know why my
@@ -269,7 +283,8 @@ static bool next_word(const char *s, size_t len, size_t *pos, struct span *w)
  *   how"): the same question as "why was my card declined";
  * - "or not" ("will my 401k roll over or not");
  * - a tag at the end ("you are a bot, aren't you"). */
-static bool hedge(const char *s, size_t len, size_t after, const struct span *prev, struct span w)
+static bool hedge(const char *s, size_t len, size_t after, const struct span *prev,
+                  const struct span *prev2, struct span w)
 {
     static const char *const knowing[] = {"know",     "sure",   "certain", "figure", "understand",
                                           "remember", "recall", "idea",    "clue",   NULL};
@@ -283,7 +298,7 @@ static bool hedge(const char *s, size_t len, size_t after, const struct span *pr
 
     if (prev && span_is(*prev, or_))
         return true;
-    for (int k = 0; k < 3 && next_word(s, len, &pos, &x); k++) {
+    for (int k = 0; k < 3 && asker(prev, prev2) && next_word(s, len, &pos, &x); k++) {
         if (span_is(x, knowing))
             return true;
         if (!span_is(x, filler))
@@ -296,15 +311,16 @@ static bool hedge(const char *s, size_t len, size_t after, const struct span *pr
 
 static int negations(const char *s, size_t len)
 {
-    struct span w, prev;
+    struct span w, prev, prev2;
     size_t pos = 0;
-    int count = 0;
-    bool first = true;
+    int count = 0, seen = 0;
 
     while (next_word(s, len, &pos, &w)) {
-        count += negating(w) && !hedge(s, len, pos, first ? NULL : &prev, w);
+        count += negating(w) &&
+                 !hedge(s, len, pos, seen > 0 ? &prev : NULL, seen > 1 ? &prev2 : NULL, w);
+        prev2 = prev;
         prev = w;
-        first = false;
+        seen++;
     }
     return count;
 }

@@ -64,6 +64,15 @@ static void test_negation(void **state)
     assert_int_equal(v("i don't want whisper mode", "i want whisper mode"), VERIFY_NEGATION);
     assert_int_equal(v("why isn't my card working", "why is my card working"), VERIFY_NEGATION);
     assert_int_equal(v("aren't you a bot", "are you a bot"), VERIFY_NEGATION);
+    /* Only the asker's (or anyone's) knowing hedges: a third party's is a
+     * fact, and "will not know" is not "don't know". */
+    assert_int_equal(v("the bank should know i am going to asia soon",
+                       "the bank should not know i am going to asia soon"),
+                     VERIFY_NEGATION);
+    assert_int_equal(v("i will know later", "i will not know later"), VERIFY_NEGATION);
+    assert_int_equal(v("what do you do when you don't know what to do",
+                       "what do i do when i don't know what do i have to do"),
+                     VERIFY_OK);
 }
 
 static void test_opposites(void **state)
