@@ -103,11 +103,11 @@
 #define MAX_DROP_PCT 20 /* ... and at most this share of all content words */
 #define TYPO_LEN     4  /* shorter words are not taken for typos */
 #ifndef VERB_UP
-#define VERB_UP      1  /* hypernym steps between two verbs that stand for each other */
-#define MAIN_SENSES  4  /* synonyms share one of the first senses of both words */
-#define ADJ_SENSES   2  /* of adjectives and adverbs */
-#define MAX_WORD_OPS 15 /* operators in words kept per question (word_ops()) */
+#define VERB_UP     1 /* hypernym steps between two verbs that stand for each other */
+#define MAIN_SENSES 4 /* synonyms share one of the first senses of both words */
+#define ADJ_SENSES  2 /* of adjectives and adverbs */
 #endif
+#define MAX_WORD_OPS 15 /* operators in words kept per question (word_ops()) */
 
 static const char *const names[VERIFY_REASONS] = {"ok",       "numbers", "negation", "opposite",
                                                   "question", "action",  "tense",    "content",
@@ -1620,13 +1620,13 @@ static void word_ops(const struct embed_word *w, size_t n, char ops[MAX_WORD_OPS
         {"plus", '+'}, {"minus", '-'}, {"times", '*'}, {"multiplied", '*'}, {"divided", '/'}};
     size_t m = 0;
 
-    for (size_t i = 0; i < n && m < MAX_WORD_OPS; i++)
-        for (size_t k = 0; k < NELEMS(opnames); k++) {
-            size_t next = i + 1 < n && is(w[i + 1].text, "by") ? i + 2 : i + 1;
+    for (size_t i = 0; i < n && m < MAX_WORD_OPS; i++) {
+        size_t next = i + 1 < n && is(w[i + 1].text, "by") ? i + 2 : i + 1;
+        for (size_t k = 0; k < NELEMS(opnames); k++)
             if (is(w[i].text, opnames[k].word) &&
                 ((i > 0 && number_at(w, n, i - 1)) || number_at(w, n, next)))
                 ops[m++] = opnames[k].op;
-        }
+    }
     ops[m] = '\0';
 }
 
@@ -1800,26 +1800,27 @@ static bool determined(const struct embed_word *w, size_t i)
     return i > 0 && word_in(w[i - 1].text, det);
 }
 
-/* Word i of a, unmatched by stem, found in b by WordNet: a synonym (see
- * wordnet_synonyms_first) or a
- * derivation of a word of b that is itself a predicate word without its
- * own counterpart ("wrote" / "author", not "hide" for the "hidden" that
- * the other side has too). Marks the word of b found. */
+/* Word i of a, unmatched by stem, found in b by WordNet: a synonym in the
+ * first senses of both (MAIN_SENSES, ADJ_SENSES) or a derivation of a word
+ * of b that is itself a predicate word without its own counterpart
+ * ("wrote" / "author", not "hide" for the "hidden" that the other side has
+ * too). Marks the word of b found. */
 static bool find_related(const struct verify_tables *t, const struct embed_word *a, size_t i,
                          uint8_t af, const struct embed_word *b, uint8_t *bf, size_t nb)
 {
+    /* Senses per part of speech (enum wordnet_pos). Two words that name
+     * things here are synonyms as nouns only: "my mother" is not "my
+     * father", though the verbs share "beget". */
+    static const unsigned any[] = {0, MAIN_SENSES, MAIN_SENSES, ADJ_SENSES, ADJ_SENSES},
+                          nouns[] = {0, MAIN_SENSES, 0, 0, 0};
+
     if (!t || !t->wn || (af & T_ARG))
         return false;
     for (size_t j = 0; j < nb; j++) {
         const char *x = a[i].text, *y = b[j].text;
+        const unsigned *rank = determined(a, i) && determined(b, j) ? nouns : any;
         if ((bf[j] & (T_SKIP | T_ARG | T_DONE)) != 0)
             continue;
-        /* Two words that name things here are synonyms as nouns only:
-         * "my mother" is not "my father", though the verbs share
-         * "beget". */
-        static const unsigned any[] = {0, MAIN_SENSES, MAIN_SENSES, ADJ_SENSES, ADJ_SENSES},
-                              nouns[] = {0, MAIN_SENSES, 0, 0, 0};
-        const unsigned *rank = determined(a, i) && determined(b, j) ? nouns : any;
         /* A derivation joins an action and its doer or thing ("write" /
          * "writer"), not two things ("engine" / "engineer"). */
         if (wordnet_synonyms_ranked(t->wn, x, strlen(x), y, strlen(y), rank) ||
