@@ -298,12 +298,13 @@ static bool hedge(const char *s, size_t len, size_t after, const struct span *pr
 
     if (prev && span_is(*prev, or_))
         return true;
-    for (int k = 0; k < 3 && asker(prev, prev2) && next_word(s, len, &pos, &x); k++) {
-        if (span_is(x, knowing))
-            return true;
-        if (!span_is(x, filler))
-            break;
-    }
+    if (asker(prev, prev2))
+        for (int k = 0; k < 3 && next_word(s, len, &pos, &x); k++) {
+            if (span_is(x, knowing))
+                return true;
+            if (!span_is(x, filler))
+                break;
+        }
     pos = after;
     return w.n > 3 && strncasecmp(w.p + w.n - 3, "n't", 3) == 0 && next_word(s, len, &pos, &x) &&
            span_is(x, pronoun) && !next_word(s, len, &pos, &x);
@@ -1670,6 +1671,8 @@ static bool showing(const struct embed_word *w, size_t n, size_t i)
     return true;
 }
 
+static const char *const articles[] = {"a", "an", "the", NULL};
+
 /* Word i is "may" the month, not the modal: beside a number ("may 4",
  * "the 4th of may") or after a preposition ("in may", "until may"). An
  * argument then, as "march" is: "march 4" is not "may 4". */
@@ -1681,11 +1684,8 @@ static bool month_may(const struct embed_word *w, size_t n, size_t i)
 
     if (!is(w[i].text, "may"))
         return false;
-    for (size_t k = i ? i - 1 : i + 1; k <= i + 1 && k < n; k += 2)
-        if (w[k].kind == EMBED_NUMBER ||
-            word_value((struct span){w[k].text, strlen(w[k].text)}) >= 0)
-            return true;
-    return i > 0 && word_in(w[i - 1].text, before);
+    return (i > 0 && number_at(w, n, i - 1)) || number_at(w, n, i + 1) ||
+           (i > 0 && word_in(w[i - 1].text, before));
 }
 
 /* Word i is the suffix of an ordinal in digits, split from its number
@@ -1723,8 +1723,7 @@ static void classify(const struct verify_tables *t, const struct embed_word *w, 
             f |= wf & W_NOUN ? T_NOUN : 0;
             /* After an article it is a thing here, whatever it mostly is
              * ("what is a transform"). */
-            if (i > 0 &&
-                (is(w[i - 1].text, "a") || is(w[i - 1].text, "an") || is(w[i - 1].text, "the")))
+            if (i > 0 && word_in(w[i - 1].text, articles))
                 f |= T_NOUN;
             if ((w[i].kind == EMBED_FUNCTION || w[i].kind == EMBED_FRAMING) && !liking(w, n, i))
                 f = T_SKIP;
@@ -1790,14 +1789,15 @@ static bool find_in(const struct verify_tables *t, const struct embed_word *a,
     return false;
 }
 
-/* Word i of w follows an article or a possessive: a thing in this question
- * ("the book", "my mother"), whatever the word mostly is. */
+/* Word i of w follows an article (classify() makes it a thing) or a
+ * possessive: a thing in this question ("the book", "my mother"), whatever
+ * the word mostly is. */
 static bool determined(const struct embed_word *w, size_t i)
 {
-    static const char *const det[] = {"a",   "an",  "the",   "my",  "your", "his",
-                                      "her", "our", "their", "its", NULL};
+    static const char *const possessive[] = {"my",  "your",  "his", "her",
+                                             "our", "their", "its", NULL};
 
-    return i > 0 && word_in(w[i - 1].text, det);
+    return i > 0 && (word_in(w[i - 1].text, articles) || word_in(w[i - 1].text, possessive));
 }
 
 /* Word i of a, unmatched by stem, found in b by WordNet: a synonym in the
