@@ -1814,11 +1814,14 @@ static bool find_related(const struct verify_tables *t, const struct embed_word 
     static const unsigned any[] = {0, MAIN_SENSES, MAIN_SENSES, ADJ_SENSES, ADJ_SENSES},
                           nouns[] = {0, MAIN_SENSES, 0, 0, 0};
 
+    bool thing;
+
     if (!t || !t->wn || (af & T_ARG))
         return false;
+    thing = determined(a, i);
     for (size_t j = 0; j < nb; j++) {
         const char *x = a[i].text, *y = b[j].text;
-        const unsigned *rank = determined(a, i) && determined(b, j) ? nouns : any;
+        const unsigned *rank = thing && determined(b, j) ? nouns : any;
         if ((bf[j] & (T_SKIP | T_ARG | T_DONE)) != 0)
             continue;
         /* A derivation joins an action and its doer or thing ("write" /
